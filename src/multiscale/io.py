@@ -1,0 +1,210 @@
+"""Structure/trajectory I/O: the one place where MDAnalysis' Angstrom becomes nm.
+
+Everything that leaves this module is nm (positions, box edges) and ps (times).  Writes are
+atomic: data go to a temporary file in the destination folder, are fsync'ed, and only then
+renamed over the destination, so an interrupted write never leaves a complete-looking file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io as _io
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MultiscaleError
+
+__all__ = ["Frames", "read_frames", "write_frames", "atomic_path", "atomic_write_text", "ANGSTROM_PER_NM"]
+
+ANGSTROM_PER_NM = 10.0
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary path next to ``path``; on success fsync it and rename it over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+@dataclass
+class Frames:
+    """Coordinates of one system over F frames.
+
+    positions: (F, N, 3) float32 nm; box: (F, 3) nm orthorhombic edges; times: (F,) ps;
+    names/resnames/resids: (N,) from the structure file.
+    """
+
+    positions: np.ndarray
+    box: np.ndarray
+    times: np.ndarray
+    names: np.ndarray
+    resnames: np.ndarray
+    resids: np.ndarray
+
+    @property
+    def n_frames(self) -> int:
+        return self.positions.shape[0]
+
+    @property
+    def n_atoms(self) -> int:
+        return self.positions.shape[1]
+
+
+def _box_nm(dims, source) -> np.ndarray:
+    if dims is None:
+        raise MultiscaleError(f"{source}: no periodic box: write the file with box vectors (e.g. gmx editconf -box)")
+    dims = np.asarray(dims, dtype=float)
+    if not np.allclose(dims[3:], 90.0, atol=1e-3):
+        raise MultiscaleError(f"{source}: triclinic box (angles {dims[3:].round(2).tolist()}) is not supported yet: convert to a rectangular box (gmx trjconv -pbc mol -ur rect)")
+    return dims[:3] / ANGSTROM_PER_NM
+
+
+def _split_gro(path: Path) -> list[str]:
+    """Split a (possibly multi-frame) .gro into per-frame texts."""
+    lines = path.read_text().splitlines(keepends=True)
+    frames, i = [], 0
+    while i < len(lines):
+        if not lines[i].strip():
+            i += 1
+            continue
+        try:
+            n = int(lines[i + 1].strip())
+        except (IndexError, ValueError):
+            raise MultiscaleError(f"{path}: malformed .gro frame at line {i + 2}: expected the atom count") from None
+        if i + 3 + n > len(lines):
+            raise MultiscaleError(f"{path}: truncated .gro frame at line {i + 1}: {n} atoms announced, file ends early")
+        frames.append("".join(lines[i:i + 3 + n]))
+        i += 3 + n
+    return frames
+
+
+def read_frames(structure: str | os.PathLike, trajectory: str | os.PathLike | None = None, *,
+                start: int = 0, stop: int | None = None, step: int = 1,
+                expected_atoms: int | None = None, label: str = "structure") -> Frames:
+    """Read a structure (gro/pdb; a multi-frame .gro is a trajectory) and optional trajectory.
+
+    Returns :class:`Frames` in nm.  ``expected_atoms`` checks the atom count against a
+    topology and fails with a one-line message naming the file and both counts.
+    """
+    import MDAnalysis as mda
+    from MDAnalysis.lib.util import NamedStream
+
+    structure = Path(structure)
+    if not structure.is_file():
+        raise MultiscaleError(f"{label} file {structure} not found")
+    if trajectory is not None and not Path(trajectory).is_file():
+        raise MultiscaleError(f"trajectory file {trajectory} not found")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            if trajectory is None and structure.suffix == ".gro":
+                texts = _split_gro(structure)
+                unis = [mda.Universe(NamedStream(_io.StringIO(t), "frame.gro")) for t in texts[start:stop:step]]
+                u0 = unis[0] if unis else mda.Universe(NamedStream(_io.StringIO(texts[0]), "frame.gro"))
+                pos = np.stack([u.atoms.positions for u in unis]) if unis else np.zeros((0, len(u0.atoms), 3))
+                box = np.stack([_box_nm(u.dimensions, structure) for u in unis]) if unis else np.zeros((0, 3))
+                times = np.array([u.trajectory.ts.time for u in unis], dtype=float)
+            else:
+                u0 = mda.Universe(str(structure), str(trajectory)) if trajectory else mda.Universe(str(structure))
+                n = len(u0.atoms)
+                sl = u0.trajectory[start:stop:step]
+                nf = len(sl)
+                pos = np.empty((nf, n, 3), dtype=np.float32)
+                box = np.empty((nf, 3))
+                times = np.empty(nf)
+                for k, ts in enumerate(sl):
+                    pos[k] = ts.positions
+                    box[k] = _box_nm(ts.dimensions, trajectory or structure)
+                    times[k] = ts.time
+        except MultiscaleError:
+            raise
+        except Exception as e:
+            raise MultiscaleError(f"cannot read {trajectory or structure}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+    if pos.shape[0] == 0:
+        raise MultiscaleError(f"{trajectory or structure}: no frames selected (empty trajectory or start/stop/step out of range)")
+    if expected_atoms is not None and pos.shape[1] != expected_atoms:
+        raise MultiscaleError(f"{trajectory or structure} has {pos.shape[1]} atoms but the topology expects {expected_atoms}: use files of the same system")
+    a = u0.atoms
+    return Frames(
+        positions=(np.asarray(pos, dtype=np.float32) / np.float32(ANGSTROM_PER_NM)),
+        box=box,
+        times=times,
+        names=np.asarray(a.names),
+        resnames=np.asarray(a.resnames),
+        resids=np.asarray(a.resids),
+    )
+
+
+def write_frames(path: str | os.PathLike, positions: np.ndarray, box: np.ndarray, names, resnames, resids,
+                 times: np.ndarray | None = None, title: str = "written by multiscale") -> Path:
+    """Write one frame (positions (N,3)) or several ((F,N,3)) nm to .gro/.pdb/.xtc/.trr, atomically.
+
+    box: (3,) or (F, 3) nm.  A multi-frame .gro is written frame after frame.
+    """
+    import MDAnalysis as mda
+
+    path = Path(path)
+    pos = np.asarray(positions, dtype=np.float32)
+    if pos.ndim == 2:
+        pos = pos[None]
+    nf, n = pos.shape[:2]
+    box = np.broadcast_to(np.asarray(box, dtype=float).reshape(-1, 3), (nf, 3))
+    names, resnames, resids = (np.asarray(v) for v in (names, resnames, resids))
+    if not (len(names) == len(resnames) == len(resids) == n):
+        raise ValueError(f"write_frames: {n} atoms but {len(names)} names / {len(resnames)} resnames / {len(resids)} resids")
+    # residues: new residue whenever resid or resname changes
+    change = np.r_[True, (resids[1:] != resids[:-1]) | (resnames[1:] != resnames[:-1])]
+    resindex = np.cumsum(change) - 1
+    nres = int(resindex[-1]) + 1 if n else 0
+    u = mda.Universe.empty(n, n_residues=nres, atom_resindex=resindex, trajectory=True)
+    u.add_TopologyAttr("names", names)
+    u.add_TopologyAttr("resnames", resnames[change])
+    u.add_TopologyAttr("resids", resids[change])
+    def _set(k):
+        u.atoms.positions = pos[k] * ANGSTROM_PER_NM
+        u.dimensions = np.r_[box[k] * ANGSTROM_PER_NM, 90.0, 90.0, 90.0]
+        if times is not None:
+            u.trajectory.ts.time = float(times[k])
+
+    with warnings.catch_warnings(), atomic_path(path) as tmp:
+        warnings.simplefilter("ignore")
+        if path.suffix == ".gro":
+            # MDAnalysis' GRO writer keeps one frame: write each and concatenate.
+            parts = []
+            for k in range(nf):
+                _set(k)
+                one = tmp.with_name(tmp.stem + f".f{k}.gro")
+                u.atoms.write(str(one), reindex=False)
+                text = one.read_text()
+                one.unlink()
+                t = f"{title}" + (f" t= {float(times[k]):.5f}" if times is not None else "")
+                parts.append(t + "\n" + text.split("\n", 1)[1])
+            tmp.write_text("".join(parts))
+        else:
+            with mda.Writer(str(tmp), n_atoms=n) as w:
+                for k in range(nf):
+                    _set(k)
+                    w.write(u.atoms)
+    return path
