@@ -73,7 +73,7 @@ def make_whole(x: np.ndarray, box: np.ndarray, order: np.ndarray, parent: np.nda
     """Make molecules whole by unwrapping each atom next to its bonded parent.
 
     x: (..., n_mol, n_atoms, 3) nm, all molecules of one type (batched over molecules and
-    frames); box: (3,) or (..., 1, 1, 3) nm; ``order``/``parent`` from :func:`bond_tree_order`.
+    frames); box: (3,) or broadcastable to (..., n_mol, 3) nm; ``order``/``parent`` from :func:`bond_tree_order`.
     Returns a copy in which every bond vector is its minimum image.  Vectorised over molecules:
     the only loop is over the atoms of one molecule type.
     """

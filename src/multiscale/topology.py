@@ -161,6 +161,9 @@ def _from_parmed_template(name: str, struct) -> MoleculeType:
     names = tuple(a.name for a in struct.atoms)
     elements = tuple(_element(a) for a in struct.atoms)
     bonds = np.array([(b.atom1.idx, b.atom2.idx) for b in struct.bonds], dtype=int).reshape(-1, 2)
+    # SETTLES become three "bonds" in ParmEd, H-H included: keep the chemical graph only.
+    if len(names) > 2:
+        bonds = bonds[[not (elements[a] == "H" and elements[b] == "H") for a, b in bonds]].reshape(-1, 2)
     if len(bonds) == 0 and len(names) == 3 and sorted(elements) == ["H", "H", "O"]:
         o = elements.index("O")
         bonds = np.array([(o, i) for i in range(3) if i != o], dtype=int)

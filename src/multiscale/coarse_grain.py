@@ -1,0 +1,182 @@
+"""AA -> CG: map atomistic coordinates onto Martini beads, PBC-safe, batched.
+
+For each molecule block the bead positions are one einsum ``M @ x`` over all molecules and
+frames at once, after the molecules have been made whole along their bonds.  Water blocks
+are grouped ``per_bead`` molecules per bead by spatial proximity (:mod:`multiscale.water`);
+the bead sits at the group's centre of mass.  Bead centres are wrapped back into the box.
+
+CG bead order: the AA topology's block order; within a block, molecule by molecule, beads in
+the mapping's order; a water block becomes ``count / per_bead`` single-bead molecules.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MultiscaleError
+from .geometry import bond_tree_order, make_whole, minimum_image, wrap
+from .io import atomic_write_text
+from .mapping import Mapping
+from .topology import MoleculeBlock, SystemTopology
+from .water import group_waters
+
+__all__ = ["CGBlock", "CGResult", "cg_layout", "whole_molecules", "coarse_grain", "cg_names",
+           "write_cg_topology", "n_beads"]
+
+
+@dataclass
+class CGBlock:
+    """The CG image of one AA molecule block.
+
+    ``n_beads`` per molecule, ``count`` CG molecules, first bead at global bead index ``start``;
+    ``matrix`` (n_beads, n_atoms) for molecules, None for water (grouped ``per_bead`` waters).
+    """
+
+    aa_block: MoleculeBlock
+    cg_name: str
+    bead_names: list[str]
+    n_beads: int
+    count: int
+    start: int
+    is_water: bool = False
+    per_bead: int = 1
+    matrix: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.n_beads * self.count
+
+
+@dataclass
+class CGResult:
+    """positions (F, B, 3) nm; box (F, 3) nm; water_groups: per frame, per water block, (n_groups, per_bead) int."""
+
+    positions: np.ndarray
+    box: np.ndarray
+    layout: list[CGBlock]
+    water_groups: list[list[np.ndarray]]
+
+
+def cg_layout(topology: SystemTopology, mapping: Mapping) -> list[CGBlock]:
+    """The CG blocks corresponding to the AA topology, validating the mapping against it."""
+    out: list[CGBlock] = []
+    start = 0
+    w = mapping.water
+    for b in topology.blocks:
+        mt = b.moltype
+        if mt.is_water:
+            if b.count % w.per_bead:
+                raise MultiscaleError(
+                    f"{topology.source}: {b.count} {mt.name} molecules is not a multiple of {w.per_bead}: "
+                    f"remove {b.count % w.per_bead} water molecule(s) so every {w.cg} bead gets {w.per_bead}"
+                )
+            blk = CGBlock(b, w.cg, [w.bead], 1, b.count // w.per_bead, start, True, w.per_bead)
+        else:
+            mm = mapping.for_moltype(mt)
+            if mm is None:
+                raise MultiscaleError(
+                    f"moleculetype {mt.name} of {topology.source} has no mapping in "
+                    f"{', '.join(mapping.sources) or 'the mapping'}: add a [ molecule ] {mt.name} mapping"
+                )
+            blk = CGBlock(b, mm.cg_name, list(mm.beads), mm.n_beads, b.count, start, False, 1, mm.matrix(mt))
+        out.append(blk)
+        start = blk.stop
+    return out
+
+
+def n_beads(layout: list[CGBlock]) -> int:
+    """Total bead count of a layout."""
+    return layout[-1].stop if layout else 0
+
+
+def whole_molecules(positions: np.ndarray, box: np.ndarray, block: MoleculeBlock) -> np.ndarray:
+    """Coordinates of one block's molecules, made whole.
+
+    positions: (F, N, 3) nm (whole system); box: (F, 3) nm.
+    Returns (F, count, n_atoms, 3) float64 nm; each molecule unwrapped along its bond tree.
+    """
+    mt = block.moltype
+    x = np.asarray(positions[:, block.start:block.stop], dtype=np.float64)
+    x = x.reshape(x.shape[0], block.count, mt.n_atoms, 3)
+    order, parent = bond_tree_order(mt.n_atoms, mt.bonds)
+    return make_whole(x, np.asarray(box, float)[:, None, :], order, parent)
+
+
+def coarse_grain(positions: np.ndarray, box: np.ndarray, topology: SystemTopology, mapping: Mapping,
+                 seed: int = 0, layout: list[CGBlock] | None = None) -> CGResult:
+    """Map AA frames to CG beads.
+
+    positions: (F, N, 3) nm with N == topology.n_atoms; box: (F, 3) nm.  Returns bead
+    positions (F, B, 3) nm wrapped into the box.  Water grouping per frame is seeded.
+    """
+    positions = np.asarray(positions)
+    if positions.ndim == 2:
+        positions = positions[None]
+    box = np.asarray(box, float).reshape(-1, 3)
+    box = np.broadcast_to(box, (positions.shape[0], 3))
+    if positions.shape[1] != topology.n_atoms:
+        raise MultiscaleError(
+            f"AA coordinates have {positions.shape[1]} atoms but topology {topology.source} has "
+            f"{topology.n_atoms} ({topology.summary()}): use matching structure and topology"
+        )
+    layout = layout or cg_layout(topology, mapping)
+    nf = positions.shape[0]
+    out = np.empty((nf, n_beads(layout), 3))
+    groups: list[list[np.ndarray]] = [[] for _ in range(nf)]
+    for blk in layout:
+        x = whole_molecules(positions, box, blk.aa_block)  # (F, count, n_atoms, 3)
+        if blk.is_water:
+            m = blk.aa_block.moltype.masses
+            com = np.einsum("a,fmak->fmk", m / m.sum(), x)  # (F, n_w, 3)
+            for f in range(nf):  # one grouping per frame (a KD-tree problem, not a per-molecule loop)
+                o = x[f, :, int(np.argmax(m)), :]
+                g = group_waters(o, box[f], blk.per_bead, seed=seed + f)
+                groups[f].append(g)
+                # group COM: members made whole around the first member (minimum image)
+                c = com[f][g]  # (n_groups, per_bead, 3)
+                c = c[:, :1] + minimum_image(c - c[:, :1], box[f])
+                out[f, blk.start:blk.stop] = c.mean(axis=1)
+        else:
+            beads = np.einsum("ba,fmak->fmbk", blk.matrix, x)  # (F, count, n_beads, 3)
+            out[:, blk.start:blk.stop] = beads.reshape(nf, -1, 3)
+    out = wrap(out, box[:, None, :])
+    return CGResult(positions=out, box=np.array(box), layout=layout, water_groups=groups)
+
+
+def cg_names(layout: list[CGBlock]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-bead (names, resnames, resids) for writing CG structures; one residue per CG molecule."""
+    names, resnames, resids = [], [], []
+    rid = 0
+    for blk in layout:
+        names.append(np.tile(blk.bead_names, blk.count))
+        resnames.append(np.full(blk.n_beads * blk.count, blk.cg_name))
+        resids.append(np.repeat(np.arange(rid + 1, rid + blk.count + 1), blk.n_beads))
+        rid += blk.count
+    return np.concatenate(names), np.concatenate(resnames), np.concatenate(resids)
+
+
+def write_cg_topology(path: str | os.PathLike, layout: list[CGBlock], includes: list[str | os.PathLike],
+                      title: str = "CG system written by multiscale") -> Path:
+    """Write a Martini ``.top``: ``#include`` lines (made relative to the .top's folder) + molecules."""
+    path = Path(path)
+    lines = []
+    for inc in includes:
+        inc = Path(inc)
+        rel = os.path.relpath(inc.resolve(), path.parent.resolve()) if inc.is_absolute() or inc.exists() else str(inc)
+        lines.append(f'#include "{rel}"')
+    lines += ["", "[ system ]", title, "", "[ molecules ]"]
+    for blk in layout:
+        lines.append(f"{blk.cg_name:<10s} {blk.count}")
+    return atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def check_cg_beads(n: int, layout: list[CGBlock], source: str) -> None:
+    """Fail with one line when a CG structure's bead count does not fit the layout."""
+    expected = n_beads(layout)
+    if n != expected:
+        parts = ", ".join(f"{b.cg_name} x{b.count} -> {b.count * b.n_beads}" for b in layout)
+        raise MultiscaleError(f"{source} has {n} beads but the mapping expects {expected} ({parts}): pass the CG structure of this system")

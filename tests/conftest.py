@@ -1,0 +1,103 @@
+"""Shared fixtures: tiny, fully written topologies (no downloads, no example files needed)."""
+
+import os
+import shutil
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("GROMACSWRAPPER_SUPPRESS_SETUP_CHECK", "1")
+
+REPO = Path(__file__).resolve().parents[1]
+
+TOY_ITP = textwrap.dedent(
+    """
+    [ moleculetype ]
+    ; propanol-like toy: C1-C2-C3-O, with H on O
+    TOY 3
+    [ atoms ]
+    1 c3 1 TOY C1 1 0.0 12.011
+    2 c3 1 TOY C2 1 0.0 12.011
+    3 c3 1 TOY C3 1 0.0 12.011
+    4 oh 1 TOY O1 1 -0.5 15.999
+    5 ho 1 TOY HO 1 0.5 1.008
+    [ bonds ]
+    1 2 1 0.153 200000
+    2 3 1 0.153 200000
+    3 4 1 0.143 200000
+    4 5 1 0.097 300000
+    """
+)
+
+TOY_TOP = textwrap.dedent(
+    """
+    [ defaults ]
+    1 2 yes 0.5 0.8333
+    [ atomtypes ]
+    c3 12.011 0.0 A 0.34 0.45
+    oh 15.999 0.0 A 0.30 0.88
+    ho 1.008 0.0 A 0.0 0.0
+    OW 15.999 0.0 A 0.315 0.636
+    HW 1.008 0.0 A 0.0 0.0
+    #include "toy.itp"
+    [ moleculetype ]
+    SOL 2
+    [ atoms ]
+    1 OW 1 SOL OW 1 -0.834 15.999
+    2 HW 1 SOL HW1 1 0.417 1.008
+    3 HW 1 SOL HW2 1 0.417 1.008
+    [ settles ]
+    1 1 0.09572 0.15139
+    [ system ]
+    toy
+    [ molecules ]
+    TOY {ntoy}
+    SOL {nsol}
+    """
+)
+
+TOY_MAP = textwrap.dedent(
+    """
+    [ molecule ]
+    TOY
+    [ martini ]
+    A B
+    [ mapping ]
+    toy
+    [ atoms ]
+    1 C1 A
+    2 C2 A B
+    3 C3 B
+    4 O1 B
+    5 HO B
+    """
+)
+
+
+def write_toy(tmp_path: Path, ntoy: int = 3, nsol: int = 8) -> dict:
+    """Write toy.top/toy.itp/toy.map into tmp_path; returns their paths."""
+    (tmp_path / "toy.itp").write_text(TOY_ITP)
+    (tmp_path / "toy.top").write_text(TOY_TOP.format(ntoy=ntoy, nsol=nsol))
+    (tmp_path / "toy.map").write_text(TOY_MAP)
+    return {"top": tmp_path / "toy.top", "itp": tmp_path / "toy.itp", "map": tmp_path / "toy.map"}
+
+
+def toy_coords(ntoy: int, nsol: int, box: float = 2.0, seed: int = 0) -> np.ndarray:
+    """Plausible toy coordinates (nm): zig-zag chains and waters at random places, wrapped."""
+    rng = np.random.default_rng(seed)
+    mol = np.array([[0, 0, 0], [0.153, 0, 0], [0.204, 0.144, 0], [0.347, 0.144, 0], [0.38, 0.235, 0]])
+    wat = np.array([[0, 0, 0], [0.0957, 0, 0], [-0.024, 0.0927, 0]])
+    xs = [mol + rng.uniform(0, box, 3) for _ in range(ntoy)] + [wat + rng.uniform(0, box, 3) for _ in range(nsol)]
+    x = np.concatenate(xs)
+    return x - box * np.floor(x / box)
+
+
+@pytest.fixture
+def toy(tmp_path):
+    return write_toy(tmp_path)
+
+
+def have_gmx() -> bool:
+    return shutil.which("gmx") is not None
