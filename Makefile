@@ -1,0 +1,29 @@
+# One-command set-up + run.  Both targets install what they need (GROMACS via apt when `gmx`
+# is absent and we are root, the venv, the torch CPU wheel, the package).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+
+.PHONY: setup test demo gromacs bench clean-demo
+
+gromacs:
+	@bash scripts/ensure_gromacs.sh
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+setup: gromacs $(VENV)/.installed
+
+test: setup
+	$(PY) -m pytest -q
+
+demo: setup
+	$(VENV)/bin/multiscale cycle --config examples/heptanol/sim.yaml
+
+bench: setup
+	$(PY) benchmarks/bench_backmap.py
+	$(PY) benchmarks/bench_water.py

@@ -1,0 +1,187 @@
+"""multiscale: sequential multiscale MD, Martini 3 CG <-> atomistic, with learned backmapping.
+
+The ``multiscale`` command line.
+
+Each subcommand is a thin shell around a library function; heavy imports (torch, MDAnalysis,
+GromacsWrapper) happen inside the handlers so ``multiscale --help`` is instant.  Errors a user
+can fix are printed as one line, ``error: ...``, with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .errors import MultiscaleError
+
+
+def _frames_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--start", type=int, default=0, help="first frame (0-based)")
+    p.add_argument("--stop", type=int, default=None, help="stop before this frame")
+    p.add_argument("--step", type=int, default=1, help="use every STEP-th frame")
+
+
+def _aa_system_args(p: argparse.ArgumentParser, trajectory_required: bool = False) -> None:
+    p.add_argument("--topology", required=True, help="AA topology (.top, includes resolved as grompp does; or .tpr)")
+    p.add_argument("--structure", required=True, help="AA structure (.gro/.pdb); a multi-frame .gro is a trajectory")
+    p.add_argument("--trajectory", required=trajectory_required, default=None, help="AA trajectory (.xtc/.trr)")
+    p.add_argument("--mapping", required=True, action="append", help="mapping file (.map or .yaml); repeat for several")
+
+
+def cmd_coarse_grain(args) -> int:
+    from .coarse_grain import cg_names, coarse_grain, write_cg_topology
+    from .io import read_frames, write_frames
+    from .mapping import load_mapping
+    from .topology import load_topology
+
+    top = load_topology(args.topology)
+    mapping = load_mapping(args.mapping)
+    mapping.check(top)
+    frames = read_frames(args.structure, args.trajectory, start=args.start, stop=args.stop, step=args.step,
+                         expected_atoms=top.n_atoms)
+    t0 = time.perf_counter()
+    cg = coarse_grain(frames.positions, frames.box, top, mapping, seed=args.seed)
+    dt = time.perf_counter() - t0
+    names, resnames, resids = cg_names(cg.layout)
+    pos = cg.positions if frames.n_frames > 1 or Path(args.output).suffix != ".gro" else cg.positions[0]
+    write_frames(args.output, pos, cg.box, names, resnames, resids, times=frames.times)
+    if args.cg_topology:
+        write_cg_topology(args.cg_topology, cg.layout, args.include or [])
+    print(f"coarse-grained {frames.n_frames} frame(s): {top.n_atoms} atoms -> {cg.positions.shape[1]} beads "
+          f"({', '.join(f'{b.cg_name} x{b.count}' for b in cg.layout)}) in {dt:.2f} s -> {args.output}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .backmap.engine import load_model, train
+    from .io import read_frames
+    from .mapping import load_mapping
+    from .topology import load_topology
+
+    top = load_topology(args.topology)
+    mapping = load_mapping(args.mapping)
+    mapping.check(top)
+    frames = read_frames(args.structure, args.trajectory, start=args.start, stop=args.stop, step=args.step,
+                         expected_atoms=top.n_atoms)
+    init = load_model(args.init, top) if args.init else None
+    prov = {"topology": str(args.topology), "structure": str(args.structure),
+            "trajectory": str(args.trajectory) if args.trajectory else None, "n_frames": frames.n_frames}
+    t0 = time.perf_counter()
+    kwargs = {"seed": args.seed, "init": init, "device": args.device, "provenance": prov}
+    if args.epochs is not None:
+        kwargs["epochs"] = args.epochs
+    model = train(top, mapping, frames, **kwargs)
+    model.save(args.output)
+    print(f"trained on {frames.n_frames} frame(s) in {time.perf_counter() - t0:.1f} s -> {args.output}")
+    return 0
+
+
+def cmd_backmap(args) -> int:
+    import numpy as np
+
+    from .backmap.engine import backmap, load_model
+    from .coarse_grain import cg_layout, check_cg_beads
+    from .io import atomic_write_text, read_frames, write_frames
+    from .topology import load_topology
+
+    top = load_topology(args.topology)
+    model = load_model(args.model, top)
+    layout = cg_layout(top, model.mapping)
+    frames = read_frames(args.cg, args.cg_trajectory, start=args.start, stop=args.stop, step=args.step, label="CG structure")
+    check_cg_beads(frames.n_atoms, layout, args.cg_trajectory or args.cg)
+    t0 = time.perf_counter()
+    aa, reports = backmap(model, top, frames.positions, frames.box, seed=args.seed, device=args.device)
+    dt = time.perf_counter() - t0
+    names, resnames, resids = top.per_atom("atom_names"), top.per_atom("resnames"), top.resids()
+    out = Path(args.output)
+    pos = aa[0] if (aa.shape[0] == 1 and out.suffix in (".gro", ".pdb")) else aa
+    write_frames(out, pos, frames.box, names, resnames, resids, times=frames.times)
+    if args.posre_dir:
+        from .backmap.restraints import write_posre_itp
+
+        for mt in top.moltypes.values():
+            if not mt.is_water:
+                write_posre_itp(mt, Path(args.posre_dir) / f"posre_{mt.name}.itp", force_constant=args.posre_fc)
+    if args.report:
+        import json
+
+        atomic_write_text(args.report, json.dumps([r.to_dict() if hasattr(r, "to_dict") else r for r in reports], indent=1))
+    nmol = sum(b.count for b in top.blocks)
+    print(f"backmapped {frames.n_frames} frame(s), {top.n_atoms} atoms ({nmol} molecules) in {dt:.2f} s "
+          f"({1000 * dt / max(1, nmol * frames.n_frames):.3f} ms/molecule) -> {out}")
+    for r in reports[:1]:
+        if hasattr(r, "summary"):
+            print(r.summary())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="multiscale", description=(__doc__ or "").splitlines()[0])
+    p.add_argument("--version", action="version", version=f"multiscale {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    c = sub.add_parser("coarse-grain", help="map an AA structure/trajectory onto Martini beads")
+    _aa_system_args(c)
+    c.add_argument("--output", required=True, help="CG structure/trajectory to write (.gro/.pdb/.xtc)")
+    c.add_argument("--cg-topology", default=None, help="also write a CG .top with these [ molecules ]")
+    c.add_argument("--include", action="append", help="itp to #include in the CG .top (repeat)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the water grouping")
+    _frames_args(c)
+    c.set_defaults(func=cmd_coarse_grain)
+
+    t = sub.add_parser("train", help="train a backmapping model on AA frames")
+    _aa_system_args(t)
+    t.add_argument("--output", required=True, help="model file to write (.pt)")
+    t.add_argument("--init", default=None, help="continue training (fine-tune) this model")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ...")
+    _frames_args(t)
+    t.set_defaults(func=cmd_train)
+
+    b = sub.add_parser("backmap", help="reconstruct atoms from a CG structure/trajectory")
+    b.add_argument("--cg", required=True, help="CG structure (.gro/.pdb; a multi-frame .gro is a trajectory)")
+    b.add_argument("--cg-trajectory", default=None, help="CG trajectory: every frame is backmapped")
+    b.add_argument("--model", required=True, help="model file from `multiscale train`")
+    b.add_argument("--topology", required=True, help="AA topology (.top or .tpr): output atom order")
+    b.add_argument("--output", required=True, help="AA structure/trajectory to write (.gro/.pdb/.xtc)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--device", default="cpu")
+    b.add_argument("--posre-dir", default=None, help="write posre_<moltype>.itp heavy-atom restraint includes here")
+    b.add_argument("--posre-fc", type=float, default=1000.0, help="restraint force constant, kJ/mol/nm^2")
+    b.add_argument("--report", default=None, help="write the certificate report (JSON) here")
+    _frames_args(b)
+    b.set_defaults(func=cmd_backmap)
+
+    for mod in ("multiscale.workflow.commands", "multiscale.evaluate.commands"):
+        try:
+            m = __import__(mod, fromlist=["add_commands"])
+        except ImportError as e:
+            if e.name != mod:
+                raise
+            continue
+        m.add_commands(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("GROMACSWRAPPER_SUPPRESS_SETUP_CHECK", "1")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MultiscaleError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
