@@ -1,0 +1,47 @@
+"""The command line as a user runs it: real processes, real files, one-line errors."""
+
+import subprocess
+import sys
+
+import numpy as np
+
+from conftest import toy_coords, write_toy
+from multiscale.io import read_frames, write_frames
+from multiscale.topology import load_topology
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "multiscale.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd)
+
+
+def _toy_system(tmp_path, ntoy=3, nsol=8):
+    p = write_toy(tmp_path, ntoy, nsol)
+    top = load_topology(p["top"])
+    x = toy_coords(ntoy, nsol, box=2.0)
+    write_frames(tmp_path / "aa.gro", x, [2.0, 2.0, 2.0], top.per_atom("atom_names"), top.per_atom("resnames"), top.resids())
+    return p
+
+
+def test_coarse_grain_command(tmp_path):
+    p = _toy_system(tmp_path)
+    r = run("coarse-grain", "--topology", p["top"], "--structure", tmp_path / "aa.gro", "--mapping", p["map"],
+            "--output", tmp_path / "cg.gro", "--cg-topology", tmp_path / "cg.top", "--include", p["itp"])
+    assert r.returncode == 0, r.stderr
+    assert "39 atoms -> 8 beads" in r.stdout
+    f = read_frames(tmp_path / "cg.gro")
+    assert f.n_atoms == 8 and list(f.names[:2]) == ["A", "B"]
+    assert "W          2" in (tmp_path / "cg.top").read_text()
+
+
+def test_errors_are_one_line_and_nonzero(tmp_path):
+    p = _toy_system(tmp_path)
+    bad = tmp_path / "bad.map"
+    bad.write_text(p["map"].read_text().replace("4 O1 B", "4 OX B"))
+    r = run("coarse-grain", "--topology", p["top"], "--structure", tmp_path / "aa.gro", "--mapping", bad,
+            "--output", tmp_path / "cg.gro")
+    assert r.returncode == 2
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ") and "atom OX of TOY" in r.stderr
+    assert not (tmp_path / "cg.gro").exists()
+    r = run("coarse-grain", "--topology", tmp_path / "nope.top", "--structure", tmp_path / "aa.gro", "--mapping", p["map"],
+            "--output", tmp_path / "cg.gro")
+    assert r.returncode == 2 and "nope.top not found" in r.stderr and r.stderr.count("\n") == 1
