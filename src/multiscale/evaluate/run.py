@@ -1,0 +1,671 @@
+"""``multiscale evaluate``: compare backmapping outputs against an AA reference (orchestration).
+
+:func:`evaluate` reads the inputs, builds the baselines, computes every criterion for every
+candidate and writes ``report.json`` + ``report.md`` (+ plots) into the output folder.  The
+criteria are defined in ``docs/evaluate.md``; the pure maths lives in
+:mod:`multiscale.evaluate.metrics`, the term enumeration in :mod:`multiscale.evaluate.terms`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shlex
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import MultiscaleError
+from ..geometry import bond_tree_order, make_whole, minimum_image
+from . import metrics as M
+from .match import match_atoms, match_cg
+from .terms import molecule_terms
+
+__all__ = ["evaluate", "SCHEMA_VERSION", "parse_candidate", "run_command"]
+
+SCHEMA_VERSION = 1
+INTER_CUTOFF = 0.08
+INTRA_CUTOFF = 0.10
+REFERENCE_MAX_FRAMES = 100
+
+
+# --------------------------------------------------------------------------------------------
+# system-wide index arrays
+
+
+class _System:
+    """Topology-derived index arrays shared by every candidate."""
+
+    def __init__(self, topology):
+        self.top = topology
+        self.terms = {name: molecule_terms(mt) for name, mt in topology.moltypes.items()}
+        self.trees = {name: bond_tree_order(mt.n_atoms, mt.bonds) for name, mt in topology.moltypes.items()}
+        n = topology.n_atoms
+        self.molecule = np.zeros(n, dtype=np.int64)
+        excl, bonds, rings = [], [], {}
+        self.ring_owner: dict[int, list] = {}
+        mol = 0
+        for b in topology.blocks:
+            mt = b.moltype
+            t = self.terms[mt.name]
+            offs = b.start + mt.n_atoms * np.arange(b.count)
+            self.molecule[b.start:b.stop] = np.repeat(np.arange(mol, mol + b.count), mt.n_atoms)
+            mol += b.count
+            if len(t.excluded_pairs):
+                excl.append((t.excluded_pairs[None] + offs[:, None, None]).reshape(-1, 2))
+            if len(mt.bonds):
+                bonds.append((np.sort(mt.bonds, axis=1)[None] + offs[:, None, None]).reshape(-1, 2))
+            for r in t.rings:
+                k = len(r)
+                rings.setdefault(k, []).append(r[None] + offs[:, None])
+                self.ring_owner.setdefault(k, []).extend([(mt.name, t.label(r))] * b.count)
+        self.n_molecules = mol
+        self.excluded = np.concatenate(excl) if excl else np.zeros((0, 2), int)
+        self.bonds = np.concatenate(bonds) if bonds else np.zeros((0, 2), int)
+        self.rings = {k: np.concatenate(v) for k, v in rings.items()}
+
+    def block_view(self, x: np.ndarray, b) -> np.ndarray:
+        """(F, N, 3) -> (F, count, n_atoms, 3) view of one block."""
+        return x[:, b.start:b.stop].reshape(x.shape[0], b.count, b.moltype.n_atoms, 3)
+
+    def whole(self, pos: np.ndarray, box: np.ndarray) -> np.ndarray:
+        """Every molecule made whole along its bonds; atoms whose parent is missing stay put."""
+        out = np.array(pos, dtype=np.float64, copy=True)
+        for b in self.top.blocks:
+            order, parent = self.trees[b.moltype.name]
+            v = self.block_view(out, b)
+            w = make_whole(v, np.asarray(box, float)[:, None, :], order, parent)  # (F, 1, 3) against (F, count, 3)
+            bad = ~np.isfinite(w) & np.isfinite(v)
+            w[bad] = v[bad]
+            out[:, b.start:b.stop] = w.reshape(out.shape[0], -1, 3)
+        return out
+
+
+@dataclass
+class _Sample:
+    """Per-moltype measurements of one ensemble (reference or candidate)."""
+
+    n_frames: int
+    values: dict = field(default_factory=dict)      # (moltype, type index) -> 1-D values
+    chirality: dict = field(default_factory=dict)   # moltype -> (F, count, s)
+    cis: dict = field(default_factory=dict)         # moltype -> (F, count, d)
+
+
+def _analyse(system: _System, x: np.ndarray) -> _Sample:
+    """Terms, handedness and cis/trans states of whole-molecule positions x (F, N, 3)."""
+    s = _Sample(n_frames=x.shape[0])
+    done = set()
+    per_type: dict[str, list[np.ndarray]] = {}
+    for b in system.top.blocks:
+        per_type.setdefault(b.moltype.name, []).append(system.block_view(x, b))
+    for name, views in per_type.items():
+        if name in done:
+            continue
+        done.add(name)
+        t = system.terms[name]
+        v = np.concatenate(views, axis=1)                     # (F, copies, n, 3)
+        for i, tt in enumerate(t.types):
+            s.values[(name, i)] = M.term_values(v, tt.atoms, tt.kind).ravel()
+        s.chirality[name] = M.chirality_signs(v, t.stereocentres)
+        s.cis[name] = M.cis_states(v, t.double_bonds)
+    return s
+
+
+# --------------------------------------------------------------------------------------------
+# inputs
+
+
+def parse_candidate(spec: str) -> tuple[str, str, str | None]:
+    """``NAME=STRUCTURE[,TRAJECTORY]`` -> (name, structure, trajectory)."""
+    if "=" not in spec:
+        raise MultiscaleError(f"--candidate {spec!r}: expected NAME=PATH (PATH = structure, or structure,trajectory)")
+    name, path = spec.split("=", 1)
+    name = name.strip()
+    if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise MultiscaleError(f"--candidate {spec!r}: NAME must be letters, digits, '-', '_' or '.'")
+    parts = [p for p in path.split(",") if p]
+    if not parts or len(parts) > 2:
+        raise MultiscaleError(f"--candidate {spec!r}: expected NAME=STRUCTURE or NAME=STRUCTURE,TRAJECTORY")
+    return name, parts[0], (parts[1] if len(parts) == 2 else None)
+
+
+def _count_frames(structure, trajectory) -> int | None:
+    import warnings
+
+    import MDAnalysis as mda
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return mda.Universe(str(structure), str(trajectory)).trajectory.n_frames
+    except Exception:
+        return None
+
+
+def _read_reference(topology_path, reference, reference_structure, n_atoms, max_frames):
+    from ..io import read_frames
+
+    ref = Path(reference)
+    if ref.suffix in (".gro", ".pdb") and reference_structure is None:
+        structure, traj = ref, None
+    else:
+        structure = reference_structure or (topology_path if Path(topology_path).suffix == ".tpr" else None)
+        traj = ref
+        if structure is None:
+            raise MultiscaleError(f"--reference {ref}: a {ref.suffix} trajectory needs --reference-structure (a .gro/.pdb of the same system) for atom names")
+    step = 1
+    if traj is not None:
+        n = _count_frames(structure, traj)
+        if n is not None and n > max_frames:
+            step = math.ceil(n / max_frames)
+    frames = read_frames(structure, traj, step=step, label="reference structure")
+    if traj is None and frames.n_frames > max_frames:
+        keep = np.linspace(0, frames.n_frames - 1, max_frames).round().astype(int)
+        frames.positions, frames.box, frames.times = frames.positions[keep], frames.box[keep], frames.times[keep]
+    return frames
+
+
+def _tpr_structure(tpr: Path, workdir: Path) -> Path | None:
+    """Coordinates stored in a .tpr, via ``gmx editconf`` (None if gmx is unavailable)."""
+    import shutil
+
+    gmx = shutil.which("gmx") or shutil.which("gmx_mpi")
+    if gmx is None:
+        return None
+    out = workdir / "topology_coordinates.gro"
+    workdir.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run([gmx, "-quiet", "editconf", "-f", str(tpr), "-o", str(out)], capture_output=True, text=True)
+    return out if r.returncode == 0 and out.is_file() else None
+
+
+def run_command(command: str, cwd=None) -> dict:
+    """Run a backmapping command (shell), measuring wall time and the peak RSS of its process tree.
+
+    Returns {time_s, peak_mem_mb, returncode}.  Peak memory is ``ru_maxrss`` of the waited
+    child (the largest process in the tree that was waited for).
+    """
+    t0 = time.perf_counter()
+    try:
+        p = subprocess.Popen(command, shell=True, cwd=cwd)
+    except OSError as e:
+        raise MultiscaleError(f"--run {command!r}: cannot start: {e}") from e
+    _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    dt = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise MultiscaleError(f"--run {command!r} exited with status {p.returncode}: fix the command (it must write the candidate file)")
+    return {"time_s": dt, "peak_mem_mb": ru.ru_maxrss / 1024.0, "returncode": p.returncode}
+
+
+# --------------------------------------------------------------------------------------------
+# criteria
+
+
+def _water_deviation(xw: np.ndarray, masses: np.ndarray, beads: np.ndarray, box: np.ndarray, per_bead: int) -> np.ndarray:
+    """Deviation (F, n_beads) of each W bead from the centre of mass of the ``per_bead`` waters
+    assigned to it; the assignment minimises the summed squared water-bead distances with
+    exactly ``per_bead`` waters per bead (sparse bipartite matching over the nearest beads).
+
+    xw: (F, n_waters, 3, 3) whole waters; beads: (F, n_beads, 3); box (F, 3).
+    """
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import min_weight_full_bipartite_matching
+    from scipy.spatial import cKDTree
+
+    com = np.einsum("fwak,a->fwk", xw, masses / masses.sum())
+    nf, nw = com.shape[:2]
+    nb = beads.shape[1]
+    out = np.full((nf, nb), np.nan)
+    for f in range(nf):
+        ok = np.all(np.isfinite(com[f]), axis=1)
+        if not ok.all():
+            continue
+        b = box[f]
+        tree = cKDTree(M._wrap(beads[f].copy(), b), boxsize=b)
+        col = None
+        for k in (8, 32, nb):
+            k = min(k, nb)
+            _, nn = tree.query(M._wrap(com[f].copy(), b), k=k)
+            nn = np.asarray(nn).reshape(nw, k)
+            d2 = np.sum(minimum_image(com[f][:, None] - beads[f][nn], b) ** 2, -1) + 1e-9
+            rows = np.repeat(np.arange(nw), k * per_bead)
+            cols = (nn[:, :, None] * per_bead + np.arange(per_bead)).ravel()
+            w = np.repeat(d2.ravel(), per_bead)
+            try:
+                _, col = min_weight_full_bipartite_matching(csr_matrix((w, (rows, cols)), shape=(nw, nb * per_bead)))
+                break
+            except ValueError:
+                if k == nb:
+                    break
+        if col is None:
+            continue
+        bead_of = col // per_bead
+        dev = minimum_image(com[f] - beads[f][bead_of], b)
+        s = np.zeros((nb, 3))
+        np.add.at(s, bead_of, dev)
+        out[f] = np.linalg.norm(s / per_bead, axis=-1)
+    return out
+
+
+def _cg_consistency(system, cg_blocks, x, cg_pos, cg_box):
+    """Per-bead deviations of the re-mapped candidate from the CG input (see docs)."""
+    mol_dev, wat_dev = [], []
+    per_block = []
+    for m in cg_blocks:
+        b = m.block
+        v = system.block_view(x, b)                          # (F, count, n, 3) whole
+        tgt = cg_pos[:, m.beads]                             # (F, count, nb, 3)
+        if m.is_water:
+            d = _water_deviation(v, np.asarray(b.moltype.masses, float), tgt[:, :, 0], cg_box, m.per_bead)
+            wat_dev.append(d.ravel())
+        else:
+            beads = np.einsum("ba,fcak->fcbk", m.matrix, v)
+            d = np.linalg.norm(minimum_image(beads - tgt, cg_box[:, None, None, :]), axis=-1)
+            mol_dev.append(d.ravel())
+        per_block.append({"moltype": b.moltype.name, "rmsd_nm": M.rmsd(d), "max_nm": float(np.nanmax(d)) if np.isfinite(d).any() else None})
+    allv = np.concatenate(mol_dev + wat_dev) if (mol_dev or wat_dev) else np.zeros(0)
+    return {
+        "cg_rmsd_nm": _num(M.rmsd(allv)),
+        "cg_rmsd_molecules_nm": _num(M.rmsd(np.concatenate(mol_dev))) if mol_dev else None,
+        "cg_rmsd_water_nm": _num(M.rmsd(np.concatenate(wat_dev))) if wat_dev else None,
+        "cg_max_deviation_nm": _num(float(np.nanmax(allv))) if np.isfinite(allv).any() else None,
+        "per_moltype": per_block,
+    }
+
+
+def _sterics(system, x, box, names, resids):
+    inter_n, intra_n, ring_n = [], [], []
+    worst = []
+    for f in range(x.shape[0]):
+        inter, intra, di, da = M.clash_pairs(x[f], box[f], system.molecule, system.excluded, INTER_CUTOFF, INTRA_CUTOFF)
+        inter_n.append(len(inter))
+        intra_n.append(len(intra))
+        for pairs, d, kind in ((inter, di, "inter"), (intra, da, "intra")):
+            for (i, j), dd in zip(pairs[:5], d[:5]):
+                worst.append({"frame": f, "kind": kind, "distance_nm": round(float(dd), 4),
+                              "atoms": f"{resids[i]}:{names[i]} - {resids[j]}:{names[j]}"})
+        nr = 0
+        for k, rings in system.rings.items():
+            hits = M.ring_penetrations(x[f], box[f], rings, system.bonds)
+            nr += len(hits)
+            for r, bnd in hits[:5]:
+                mt, lab = system.ring_owner[k][r]
+                i, j = system.bonds[bnd]
+                worst.append({"frame": f, "kind": "ring", "ring": f"{mt} {lab}",
+                              "atoms": f"{resids[i]}:{names[i]} - {resids[j]}:{names[j]}"})
+        ring_n.append(nr)
+    return {
+        "clashes_inter": float(np.mean(inter_n)),
+        "clashes_intra": float(np.mean(intra_n)),
+        "ring_penetrations": float(np.mean(ring_n)),
+        "examples": sorted(worst, key=lambda w: w.get("distance_nm", 0))[:20],
+    }
+
+
+def _num(v):
+    if v is None:
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def _compare_terms(system, ref: _Sample, cand: _Sample, seed: int) -> list[dict]:
+    out = []
+    for (name, i), rv in ref.values.items():
+        t = system.terms[name].types[i]
+        cv = cand.values.get((name, i))
+        rv_f = rv[np.isfinite(rv)]
+        cv_f = cv[np.isfinite(cv)] if cv is not None else np.zeros(0)
+        row = {"moltype": name, "kind": t.kind, "name": t.name, "type_index": i, "n_members": t.n_members, "heavy": t.heavy,
+               "water": system.top.moltypes[name].is_water,
+               "n_reference": int(len(rv_f)), "n_candidate": int(len(cv_f)),
+               "jsd": None, "wasserstein": None, "jsd_floor": None,
+               "mean_reference": None, "mean_candidate": None}
+        if len(rv_f) and len(cv_f):
+            row["jsd"] = M.jsd(M.histogram(cv_f, t.kind), M.histogram(rv_f, t.kind))
+            row["wasserstein"] = _num(M.wasserstein(cv_f, rv_f, periodic=t.kind == "torsion"))
+            row["jsd_floor"] = _num(M.jsd_floor(rv_f, len(cv_f), t.kind, seed=seed))
+            if t.kind == "torsion":
+                row["mean_reference"] = float(np.angle(np.mean(np.exp(1j * rv_f))))
+                row["mean_candidate"] = float(np.angle(np.mean(np.exp(1j * cv_f))))
+            else:
+                row["mean_reference"], row["mean_candidate"] = float(rv_f.mean()), float(cv_f.mean())
+        out.append(row)
+    return out
+
+
+def _summarise_terms(rows: list[dict]) -> dict:
+    """Headline numbers over heavy-atom torsions of non-water molecules (fallbacks documented)."""
+    scored = [r for r in rows if r["jsd"] is not None]
+    scopes = [
+        ("heavy_atom_torsions", lambda r: r["kind"] == "torsion" and r["heavy"] and not r["water"]),
+        ("all_molecule_terms", lambda r: not r["water"]),
+        ("all_terms", lambda r: True),
+    ]
+    for scope, pred in scopes:
+        sel = [r for r in scored if pred(r)]
+        if sel:
+            break
+    else:
+        return {"jsd_scope": None, "jsd_max": None, "jsd_mean": None, "worst_term": None,
+                "wasserstein_mean": None, "jsd_floor_mean": None, "per_moltype": {}}
+    worst = max(sel, key=lambda r: r["jsd"])
+    per = {}
+    for name in dict.fromkeys(r["moltype"] for r in scored):
+        mine = [r for r in scored if r["moltype"] == name]
+        heavy = [r for r in mine if r["kind"] == "torsion" and r["heavy"]]
+        use = heavy or mine
+        w = max(use, key=lambda r: r["jsd"])
+        wa = max(mine, key=lambda r: r["jsd"])
+        per[name] = {"scope": "heavy_atom_torsions" if heavy else "all_terms",
+                     "jsd_mean": float(np.mean([r["jsd"] for r in use])), "jsd_max": w["jsd"],
+                     "worst_term": f"{w['kind']} {w['name']}", "n_terms": len(use),
+                     "all_terms_jsd_mean": float(np.mean([r["jsd"] for r in mine])),
+                     "all_terms_jsd_max": wa["jsd"], "all_terms_worst": f"{wa['kind']} {wa['name']}"}
+    ws = [r["wasserstein"] for r in sel if r["wasserstein"] is not None]
+    fl = [r["jsd_floor"] for r in sel if r["jsd_floor"] is not None]
+    return {
+        "jsd_scope": scope,
+        "jsd_max": worst["jsd"],
+        "jsd_mean": float(np.mean([r["jsd"] for r in sel])),
+        "worst_term": f"{worst['moltype']} {worst['kind']} {worst['name']}",
+        "wasserstein_mean": float(np.mean(ws)) if ws else None,
+        "jsd_floor_mean": float(np.mean(fl)) if fl else None,
+        "per_moltype": per,
+    }
+
+
+def _majority(arr: np.ndarray) -> np.ndarray:
+    """(F, count, s) signs -> (s,) majority sign (0 = tie / no data)."""
+    if arr.size == 0:
+        return np.zeros(arr.shape[-1])
+    return np.sign(np.nansum(arr.reshape(-1, arr.shape[-1]), axis=0))
+
+
+def _stereo(system, ref_signs: dict, ref_states: dict, cand: _Sample) -> dict:
+    hits = tot = 0
+    c_hits = c_tot = 0
+    pep_cis = pep_tot = 0
+    details = []
+    for name, signs in cand.chirality.items():
+        t = system.terms[name]
+        ref = ref_signs.get(name)
+        for k, centre in enumerate(t.stereocentres):
+            col = signs[..., k].ravel()
+            col = col[np.isfinite(col)]
+            r = ref[k] if ref is not None else 0
+            row = {"moltype": name, "centre": t.atom_names[centre[0]], "reference_sign": int(r), "n": int(len(col)),
+                   "fraction": None}
+            if r != 0 and len(col):
+                ok = int(np.sum(col == r))
+                row["fraction"] = ok / len(col)
+                hits += ok
+                tot += len(col)
+            details.append({"type": "stereocentre", **row})
+    for name, states in cand.cis.items():
+        t = system.terms[name]
+        ref = ref_states.get(name)
+        for k, tor in enumerate(t.double_bonds):
+            col = states[..., k].ravel()
+            col = col[np.isfinite(col)]
+            pep = bool(t.peptide[k])
+            r = ref[k] if ref is not None else 0
+            if r == 0 and pep:
+                r = -1  # peptide bonds: trans unless the reference says otherwise
+            if pep:
+                pep_cis += int(np.sum(col == 1))
+                pep_tot += len(col)
+            row = {"moltype": name, "bond": t.label(tor), "peptide": pep,
+                   "reference": {1: "cis", -1: "trans"}.get(int(r)), "n": int(len(col)),
+                   "fraction_cis": float(np.mean(col == 1)) if len(col) else None, "fraction": None}
+            if r != 0 and len(col):
+                ok = int(np.sum(col == r))
+                row["fraction"] = ok / len(col)
+                c_hits += ok
+                c_tot += len(col)
+            details.append({"type": "double_bond", **row})
+    return {
+        "stereo_fraction": hits / tot if tot else None,
+        "n_stereocentres_checked": tot,
+        "cis_trans_fraction": c_hits / c_tot if c_tot else None,
+        "n_double_bonds_checked": c_tot,
+        "peptide_cis": pep_cis if pep_tot else None,
+        "n_peptide_bonds_checked": pep_tot,
+        "details": details,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# orchestration
+
+
+def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=None, reference=None,
+             reference_structure=None, baselines=(), seed: int = 0, energy: bool = True,
+             run: dict | None = None, time_s: dict | None = None, peak_mem_mb: dict | None = None,
+             reference_max_frames: int = REFERENCE_MAX_FRAMES, plots: bool = True,
+             gromacs_settings=None, log=None) -> dict:
+    """Evaluate backmapping candidates; write ``output/report.json`` and ``output/report.md``.
+
+    cg / cg_trajectory: the CG input that was backmapped; mapping: .map/.yaml path(s);
+    topology: AA .top or .tpr; candidates: {name: "STRUCTURE[,TRAJECTORY]" or (structure,
+    trajectory)}; reference (+ reference_structure): AA reference ensemble of the same system;
+    baselines: subset of ("rigid", "random"); run: {candidate name: shell command producing
+    it} (timed, peak memory measured); time_s / peak_mem_mb: {name: value} as supplied;
+    energy: run the GROMACS criteria (needs a .top and ``gmx``).  Returns the report dict.
+    """
+    from ..io import read_frames
+    from ..mapping import load_mapping
+    from ..topology import load_topology
+    from .report import write_report
+
+    log = log or (lambda msg: None)
+    output = Path(output)
+    candidates = dict(candidates or {})
+    baselines = list(dict.fromkeys(baselines or ()))
+    for b in baselines:
+        if b not in ("rigid", "random"):
+            raise MultiscaleError(f"--baseline {b!r}: choose rigid or random")
+    if not candidates and not baselines:
+        raise MultiscaleError("nothing to evaluate: give --candidate NAME=PATH and/or --baseline rigid|random")
+    clash = set(candidates) & set(baselines)
+    if clash:
+        raise MultiscaleError(f"candidate name {sorted(clash)[0]!r} is also a baseline name: rename the candidate")
+    for name in list(run or {}) + list(time_s or {}) + list(peak_mem_mb or {}):
+        if name not in candidates:
+            raise MultiscaleError(f"--run/--time-s names {name!r}, which is not a --candidate")
+
+    top = load_topology(topology)
+    mp = load_mapping(mapping)
+    mp.check(top)
+    system = _System(top)
+    cgf = read_frames(cg, cg_trajectory, label="CG input")
+    cg_blocks = match_cg(top, mp, cgf.names, cgf.resnames, cgf.resids, label=f"CG input {cg}")
+    cg_pos = cgf.positions.astype(np.float64)
+    cg_box = cgf.box.astype(np.float64)
+    tnames = np.asarray(top.per_atom("atom_names")).astype(str)
+    tres = np.asarray(top.per_atom("resnames")).astype(str)
+    tresid = top.resids()
+    log(f"topology {top.summary()}; CG input {cgf.n_frames} frame(s), {cgf.n_atoms} beads")
+
+    # reference ensemble
+    ref_sample = None
+    ref_info = {"reference": str(reference) if reference else None, "frames": 0}
+    stereo_source = None
+    ref_x = None
+    if reference is not None:
+        rf = _read_reference(topology, reference, reference_structure, top.n_atoms, reference_max_frames)
+        rm = match_atoms(top, rf.names, rf.resnames, rf.resids, label=f"reference {reference}")
+        ref_x = system.whole(rm.apply(rf.positions), rf.box)
+        ref_sample = _analyse(system, ref_x)
+        ref_info.update(frames=int(rf.n_frames), unmatched_atoms=rm.to_dict())
+        stereo_source = "reference trajectory (majority)"
+        log(f"reference: {rf.n_frames} frame(s)")
+    struct_x = None
+    if reference is None and reference_structure is not None:
+        sf = read_frames(reference_structure, label="reference structure")
+        sm = match_atoms(top, sf.names, sf.resnames, sf.resids, label=f"reference structure {reference_structure}")
+        struct_x = system.whole(sm.apply(sf.positions[:1]), sf.box[:1])
+        stereo_source = "reference structure"
+    if ref_x is None and struct_x is None and Path(topology).suffix == ".tpr":
+        g = _tpr_structure(Path(topology), output / "work")
+        if g is not None:
+            sf = read_frames(g, label="topology coordinates")
+            struct_x = system.whole(sf.positions[:1].astype(np.float64), sf.box[:1])
+            stereo_source = "topology (.tpr) coordinates"
+    src = ref_x if ref_x is not None else struct_x
+    ref_signs, ref_states, conformers = {}, {}, {}
+    if src is not None:
+        s = ref_sample if ref_sample is not None else _analyse(system, src)
+        ref_signs = {k: _majority(v) for k, v in s.chirality.items()}
+        ref_states = {k: _majority(v) for k, v in s.cis.items()}
+        for b in top.blocks:
+            conformers.setdefault(b.moltype.name, system.block_view(src[:1], b)[0, 0])
+    ref_info["stereo_reference"] = stereo_source
+
+    # candidates: (name, kind, positions (F, N, 3) topology order, box, cost, unmatched)
+    entries = []
+    for name, spec in candidates.items():
+        structure, traj = (spec if isinstance(spec, (tuple, list)) else (parse_candidate(f"{name}={spec}")[1:]))
+        cost = {"time_s": None, "peak_mem_mb": None, "cost_source": None}
+        if run and name in run:
+            log(f"running {name}: {run[name]}")
+            r = run_command(run[name])
+            cost.update(time_s=r["time_s"], peak_mem_mb=r["peak_mem_mb"], cost_source="measured (--run)")
+        if time_s and name in time_s:
+            cost.update(time_s=float(time_s[name]), cost_source="supplied")
+        if peak_mem_mb and name in peak_mem_mb:
+            cost.update(peak_mem_mb=float(peak_mem_mb[name]), cost_source=cost["cost_source"] or "supplied")
+        f = read_frames(structure, traj, label=f"candidate {name}")
+        am = match_atoms(top, f.names, f.resnames, f.resids, label=f"candidate {name} ({structure})")
+        entries.append({"name": name, "kind": "file", "source": str(structure) + (f",{traj}" if traj else ""),
+                        "positions": am.apply(f.positions), "box": f.box.astype(np.float64),
+                        "cost": cost, "unmatched": am.to_dict()})
+    for b in baselines:
+        entries.append(_make_baseline(b, top, topology, system, cg_blocks, cg_pos, cg_box, conformers, seed,
+                                      energy, output, gromacs_settings, log))
+
+    results = {}
+    for e in entries:
+        log(f"evaluating {e['name']}")
+        results[e["name"]] = _evaluate_one(e, system, top, topology, cg_blocks, cg_pos, cg_box, ref_sample,
+                                           ref_signs, ref_states, tnames, tres, tresid, seed, energy, output,
+                                           gromacs_settings, log)
+
+    report = {
+        "schema_version": SCHEMA_VERSION,
+        "tool": "multiscale evaluate",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "inputs": {"cg": str(cg), "cg_trajectory": str(cg_trajectory) if cg_trajectory else None,
+                   "mapping": [str(p) for p in (mapping if isinstance(mapping, (list, tuple)) else [mapping])],
+                   "topology": str(topology), "topology_fingerprint": top.fingerprint(),
+                   "system": top.summary(), "n_atoms": top.n_atoms, "cg_frames": int(cgf.n_frames),
+                   "cg_beads": int(cgf.n_atoms), **ref_info},
+        "settings": {"seed": seed, "bins": {k: {"low": v[0], "high": v[1], "n_bins": v[2]} for k, v in M.BINS.items()},
+                     "inter_cutoff_nm": INTER_CUTOFF, "intra_cutoff_nm": INTRA_CUTOFF,
+                     "reference_max_frames": reference_max_frames, "energy": bool(energy)},
+        "candidates": results,
+    }
+    write_report(output, report, plots=plots, plot_data=_plot_data(system, ref_sample, entries, results))
+    return report
+
+
+def _frames_against_cg(e, nf_cg):
+    nf = e["positions"].shape[0]
+    if nf == nf_cg or nf_cg == 1:
+        return np.arange(nf), np.zeros(nf, int) if nf_cg == 1 else np.arange(nf)
+    if nf == 1:
+        raise MultiscaleError(f"candidate {e['name']} has 1 frame but the CG input {nf_cg}: pass the CG frame that was backmapped (--cg) or a candidate trajectory with one frame per CG frame")
+    raise MultiscaleError(f"candidate {e['name']} has {nf} frames but the CG input {nf_cg}: they must correspond one to one")
+
+
+def _evaluate_one(e, system, top, topology, cg_blocks, cg_pos, cg_box, ref_sample, ref_signs, ref_states,
+                  tnames, tres, tresid, seed, energy, output, gromacs_settings, log) -> dict:
+    fi, ci = _frames_against_cg(e, cg_pos.shape[0])
+    x = system.whole(e["positions"], e["box"])
+    sample = _analyse(system, x)
+    e["sample"] = sample
+    out = {"kind": e["kind"], "source": e["source"], "n_frames": int(x.shape[0]), "n_atoms": int(x.shape[1]),
+           "unmatched_atoms": e["unmatched"]}
+    rows = _compare_terms(system, ref_sample, sample, seed) if ref_sample is not None else []
+    summ = _summarise_terms(rows) if rows else {"jsd_scope": None, "jsd_max": None, "jsd_mean": None, "worst_term": None,
+                                                "wasserstein_mean": None, "jsd_floor_mean": None, "per_moltype": {}}
+    out.update({k: summ[k] for k in ("jsd_max", "jsd_mean", "worst_term", "wasserstein_mean", "jsd_floor_mean", "jsd_scope")})
+    cgc = _cg_consistency(system, cg_blocks, x[fi], cg_pos[ci], cg_box[ci])
+    out.update({k: v for k, v in cgc.items() if k != "per_moltype"})
+    st = _stereo(system, ref_signs, ref_states, sample)
+    out.update({k: v for k, v in st.items() if k != "details"})
+    ster = _sterics(system, x, e["box"], tnames, tresid)
+    out.update({k: v for k, v in ster.items() if k != "examples"})
+    en = {"energy_single_point_kj_mol": None, "em_steps": None, "em_final_kj_mol": None, "em_fmax": None,
+          "em_converged": None, "nvt_stable": None, "energy_note": "skipped (--no-energy)"}
+    if energy:
+        if e["unmatched"]["missing"]:
+            en["energy_note"] = f"skipped: {e['unmatched']['missing']} topology atoms missing from the candidate"
+        else:
+            from .energy import energy_criteria
+
+            try:
+                en.update(energy_criteria(e["positions"][0], e["box"][0], top, topology, output / "work" / e["name"],
+                                          seed=seed, settings=gromacs_settings, log=log))
+            except MultiscaleError as err:
+                en["energy_note"] = f"failed: {err}"
+    out.update(en)
+    out.update({k: e["cost"].get(k) for k in ("time_s", "peak_mem_mb", "cost_source")})
+    out["details"] = {"terms": rows, "per_moltype": summ["per_moltype"], "cg_per_moltype": cgc["per_moltype"],
+                      "stereo": st["details"], "steric_examples": ster["examples"],
+                      **({"baseline": e["baseline_info"]} if "baseline_info" in e else {})}
+    return out
+
+
+def _make_baseline(kind, top, topology, system, cg_blocks, cg_pos, cg_box, conformers, seed, energy, output,
+                   gromacs_settings, log) -> dict:
+    import tracemalloc
+
+    from ..io import write_frames
+    from .baselines import random_baseline, rigid_baseline
+
+    log(f"building baseline {kind}")
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    info = {}
+    try:
+        if kind == "rigid":
+            x = rigid_baseline(top, cg_blocks, cg_pos, cg_box, conformers, seed=seed)
+        else:
+            x = random_baseline(top, cg_blocks, cg_pos, cg_box, seed=seed)
+            info["em"] = "not run"
+            if energy:
+                from .energy import minimise
+
+                try:
+                    x = np.stack([minimise(x[f], cg_box[f], top, topology, output / "work" / f"random_em_{f}", log=log,
+                                           settings=gromacs_settings) for f in range(x.shape[0])])
+                    info["em"] = "standard EM (aa_em.mdp)"
+                except MultiscaleError as err:
+                    info["em"] = f"failed: {err}"
+        peak = tracemalloc.get_traced_memory()[1] / 2 ** 20
+    finally:
+        tracemalloc.stop()
+    dt = time.perf_counter() - t0
+    path = output / "baselines" / f"{kind}.gro"
+    write_frames(path, x.astype(np.float32), cg_box, top.per_atom("atom_names"), top.per_atom("resnames"), top.resids())
+    return {"name": kind, "kind": "baseline", "source": str(path), "positions": x, "box": cg_box.copy(),
+            "cost": {"time_s": dt, "peak_mem_mb": peak, "cost_source": "measured in-process (Python heap, tracemalloc)"},
+            "unmatched": {"missing": 0, "extra": 0, "missing_examples": [], "extra_examples": []}, "baseline_info": info}
+
+
+def _plot_data(system, ref_sample, entries, results) -> dict:
+    """Reference and candidate values of each candidate's 4 worst terms (overlaid histograms)."""
+    if ref_sample is None:
+        return {}
+    data = {}
+    for e in entries:
+        rows = [r for r in results[e["name"]]["details"]["terms"] if r["jsd"] is not None]
+        rows.sort(key=lambda r: -r["jsd"])
+        data[e["name"]] = [{"moltype": r["moltype"], "kind": r["kind"], "name": r["name"], "jsd": r["jsd"],
+                            "reference": ref_sample.values[(r["moltype"], r["type_index"])],
+                            "candidate": e["sample"].values[(r["moltype"], r["type_index"])]} for r in rows[:4]]
+    return data
