@@ -48,11 +48,25 @@ def _write_structure(path: Path, positions, box, topology) -> Path:
     return path
 
 
-def _em(structure: Path, top: Path, work: Path, name: str, nsteps: int, settings, seed: int):
-    from ..gromacs import em_result, grompp, mdrun, render_mdp
+def _grompp(template: str, values: dict, structure: Path, top: Path, work: Path, name: str, settings, restraint=None) -> Path:
+    """Render + grompp; a ``define`` macro the topology does not use (e.g. FLEXIBLE, POSRES) is
+    dropped and grompp retried, so the same protocol applies to every topology."""
+    from ..gromacs import grompp, render_mdp
 
-    mdp = render_mdp("aa_em", {"nsteps": int(nsteps), "emtol": EM_TOL, "define": "-DFLEXIBLE"}, work / f"{name}.mdp")
-    tpr = grompp(mdp, structure, top, work / f"{name}.tpr", settings=settings, cwd=work)
+    for define in (values.get("define", ""), ""):
+        mdp = render_mdp(template, {**values, "define": define}, work / f"{name}.mdp")
+        try:
+            return grompp(mdp, structure, top, work / f"{name}.tpr", settings=settings, cwd=work, restraint=restraint)
+        except MultiscaleError as e:
+            if not define or "were not used in the topology" not in str(e):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _em(structure: Path, top: Path, work: Path, name: str, nsteps: int, settings, seed: int):
+    from ..gromacs import em_result, mdrun
+
+    tpr = _grompp("aa_em", {"nsteps": int(nsteps), "emtol": EM_TOL, "define": "-DFLEXIBLE"}, structure, top, work, name, settings)
     res = mdrun(tpr, work / name, settings=settings, cwd=work, checkpoint=False)
     return em_result(res.log), res
 
@@ -77,7 +91,7 @@ def energy_criteria(positions, box, topology, top_path, workdir, seed: int = 0, 
     ``energy_single_point_kj_mol, em_steps, em_final_kj_mol, em_fmax, em_converged, nvt_stable,
     nvt_lincs_warnings, energy_note``.
     """
-    from ..gromacs import count_warnings, grompp, mdrun, render_mdp
+    from ..gromacs import count_warnings, mdrun
 
     top = _need_top(top_path)
     work = Path(workdir).resolve()
@@ -103,10 +117,9 @@ def energy_criteria(positions, box, topology, top_path, workdir, seed: int = 0, 
         return out
     try:
         log("  restrained NVT")
-        mdp = render_mdp("aa_nvt", {"nsteps": int(nvt_nsteps), "dt": NVT_DT, "ref_t": NVT_T, "tau_t": 0.1,
-                                    "gen_seed": int(seed), "nstxout_compressed": 0, "nstenergy": 50, "nstlog": 50,
-                                    "define": "-DPOSRES"}, work / "nvt.mdp")
-        tpr = grompp(mdp, res.gro, top, work / "nvt.tpr", settings=settings, restraint=res.gro, cwd=work)
+        tpr = _grompp("aa_nvt", {"nsteps": int(nvt_nsteps), "dt": NVT_DT, "ref_t": NVT_T, "tau_t": 0.1,
+                                 "gen_seed": int(seed), "nstxout_compressed": 0, "nstenergy": 50, "nstlog": 50,
+                                 "define": "-DPOSRES"}, res.gro, top, work, "nvt", settings, restraint=res.gro)
         md = mdrun(tpr, work / "nvt", settings=settings, cwd=work, checkpoint=False)
         warn = max(count_warnings(md.stdout_log, "all"), count_warnings(md.log, "all"))
         out["nvt_lincs_warnings"] = warn

@@ -132,6 +132,16 @@ def parse_candidate(spec: str) -> tuple[str, str, str | None]:
     return name, parts[0], (parts[1] if len(parts) == 2 else None)
 
 
+def _read(structure, trajectory=None, label="structure", **kw):
+    """read_frames with a clear message for empty files."""
+    from ..io import read_frames
+
+    for p in (structure, trajectory):
+        if p is not None and Path(p).is_file() and Path(p).stat().st_size == 0:
+            raise MultiscaleError(f"{label}: {p} is empty (no frames): pass the written structure/trajectory")
+    return read_frames(structure, trajectory, label=label, **kw)
+
+
 def _count_frames(structure, trajectory) -> int | None:
     import warnings
 
@@ -146,8 +156,6 @@ def _count_frames(structure, trajectory) -> int | None:
 
 
 def _read_reference(topology_path, reference, reference_structure, n_atoms, max_frames):
-    from ..io import read_frames
-
     ref = Path(reference)
     if ref.suffix in (".gro", ".pdb") and reference_structure is None:
         structure, traj = ref, None
@@ -161,7 +169,7 @@ def _read_reference(topology_path, reference, reference_structure, n_atoms, max_
         n = _count_frames(structure, traj)
         if n is not None and n > max_frames:
             step = math.ceil(n / max_frames)
-    frames = read_frames(structure, traj, step=step, label="reference structure")
+    frames = _read(structure, traj, step=step, label=f"reference {ref}")
     if traj is None and frames.n_frames > max_frames:
         keep = np.linspace(0, frames.n_frames - 1, max_frames).round().astype(int)
         frames.positions, frames.box, frames.times = frames.positions[keep], frames.box[keep], frames.times[keep]
@@ -276,7 +284,8 @@ def _cg_consistency(system, cg_blocks, x, cg_pos, cg_box):
     }
 
 
-def _sterics(system, x, box, names, resids):
+def _sterics(system, x, box, labels):
+    """Clash and ring-penetration counts per frame; labels: (N,) "RESNAMEresid:ATOM" strings."""
     inter_n, intra_n, ring_n = [], [], []
     worst = []
     for f in range(x.shape[0]):
@@ -286,7 +295,7 @@ def _sterics(system, x, box, names, resids):
         for pairs, d, kind in ((inter, di, "inter"), (intra, da, "intra")):
             for (i, j), dd in zip(pairs[:5], d[:5]):
                 worst.append({"frame": f, "kind": kind, "distance_nm": round(float(dd), 4),
-                              "atoms": f"{resids[i]}:{names[i]} - {resids[j]}:{names[j]}"})
+                              "atoms": f"{labels[i]} - {labels[j]}"})
         nr = 0
         for k, rings in system.rings.items():
             hits = M.ring_penetrations(x[f], box[f], rings, system.bonds)
@@ -295,7 +304,7 @@ def _sterics(system, x, box, names, resids):
                 mt, lab = system.ring_owner[k][r]
                 i, j = system.bonds[bnd]
                 worst.append({"frame": f, "kind": "ring", "ring": f"{mt} {lab}",
-                              "atoms": f"{resids[i]}:{names[i]} - {resids[j]}:{names[j]}"})
+                              "atoms": f"{labels[i]} - {labels[j]}"})
         ring_n.append(nr)
     return {
         "clashes_inter": float(np.mean(inter_n)),
@@ -446,7 +455,7 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
              reference_structure=None, baselines=(), seed: int = 0, energy: bool = True,
              run: dict | None = None, time_s: dict | None = None, peak_mem_mb: dict | None = None,
              reference_max_frames: int = REFERENCE_MAX_FRAMES, plots: bool = True,
-             gromacs_settings=None, log=None) -> dict:
+             gromacs_settings=None, energy_options: dict | None = None, log=None) -> dict:
     """Evaluate backmapping candidates; write ``output/report.json`` and ``output/report.md``.
 
     cg / cg_trajectory: the CG input that was backmapped; mapping: .map/.yaml path(s);
@@ -454,7 +463,9 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
     trajectory)}; reference (+ reference_structure): AA reference ensemble of the same system;
     baselines: subset of ("rigid", "random"); run: {candidate name: shell command producing
     it} (timed, peak memory measured); time_s / peak_mem_mb: {name: value} as supplied;
-    energy: run the GROMACS criteria (needs a .top and ``gmx``).  Returns the report dict.
+    energy: run the GROMACS criteria (needs a .top and ``gmx``); gromacs_settings: a
+    :class:`multiscale.gromacs.GromacsSettings`; energy_options: ``em_nsteps`` / ``nvt_nsteps``
+    overrides of the standard protocol (reported).  Returns the report dict.
     """
     from ..io import read_frames
     from ..mapping import load_mapping
@@ -463,6 +474,10 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
 
     log = log or (lambda msg: None)
     output = Path(output)
+    energy_options = dict(energy_options or {})
+    unknown = set(energy_options) - {"em_nsteps", "nvt_nsteps"}
+    if unknown:
+        raise MultiscaleError(f"energy_options: unknown key(s) {sorted(unknown)}: use em_nsteps, nvt_nsteps")
     candidates = dict(candidates or {})
     baselines = list(dict.fromkeys(baselines or ()))
     for b in baselines:
@@ -481,7 +496,7 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
     mp = load_mapping(mapping)
     mp.check(top)
     system = _System(top)
-    cgf = read_frames(cg, cg_trajectory, label="CG input")
+    cgf = _read(cg, cg_trajectory, label="CG input")
     cg_blocks = match_cg(top, mp, cgf.names, cgf.resnames, cgf.resids, label=f"CG input {cg}")
     cg_pos = cgf.positions.astype(np.float64)
     cg_box = cgf.box.astype(np.float64)
@@ -505,7 +520,7 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
         log(f"reference: {rf.n_frames} frame(s)")
     struct_x = None
     if reference is None and reference_structure is not None:
-        sf = read_frames(reference_structure, label="reference structure")
+        sf = _read(reference_structure, label="reference structure")
         sm = match_atoms(top, sf.names, sf.resnames, sf.resids, label=f"reference structure {reference_structure}")
         struct_x = system.whole(sm.apply(sf.positions[:1]), sf.box[:1])
         stereo_source = "reference structure"
@@ -538,21 +553,21 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
             cost.update(time_s=float(time_s[name]), cost_source="supplied")
         if peak_mem_mb and name in peak_mem_mb:
             cost.update(peak_mem_mb=float(peak_mem_mb[name]), cost_source=cost["cost_source"] or "supplied")
-        f = read_frames(structure, traj, label=f"candidate {name}")
+        f = _read(structure, traj, label=f"candidate {name}")
         am = match_atoms(top, f.names, f.resnames, f.resids, label=f"candidate {name} ({structure})")
         entries.append({"name": name, "kind": "file", "source": str(structure) + (f",{traj}" if traj else ""),
                         "positions": am.apply(f.positions), "box": f.box.astype(np.float64),
                         "cost": cost, "unmatched": am.to_dict()})
     for b in baselines:
         entries.append(_make_baseline(b, top, topology, system, cg_blocks, cg_pos, cg_box, conformers, seed,
-                                      energy, output, gromacs_settings, log))
+                                      energy, output, gromacs_settings, log, energy_options.get("em_nsteps")))
 
     results = {}
     for e in entries:
         log(f"evaluating {e['name']}")
         results[e["name"]] = _evaluate_one(e, system, top, topology, cg_blocks, cg_pos, cg_box, ref_sample,
                                            ref_signs, ref_states, tnames, tres, tresid, seed, energy, output,
-                                           gromacs_settings, log)
+                                           gromacs_settings, log, energy_options)
 
     report = {
         "schema_version": SCHEMA_VERSION,
@@ -565,7 +580,8 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
                    "cg_beads": int(cgf.n_atoms), **ref_info},
         "settings": {"seed": seed, "bins": {k: {"low": v[0], "high": v[1], "n_bins": v[2]} for k, v in M.BINS.items()},
                      "inter_cutoff_nm": INTER_CUTOFF, "intra_cutoff_nm": INTRA_CUTOFF,
-                     "reference_max_frames": reference_max_frames, "energy": bool(energy)},
+                     "reference_max_frames": reference_max_frames, "energy": bool(energy),
+                     "energy_options": energy_options},
         "candidates": results,
     }
     write_report(output, report, plots=plots, plot_data=_plot_data(system, ref_sample, entries, results))
@@ -582,7 +598,7 @@ def _frames_against_cg(e, nf_cg):
 
 
 def _evaluate_one(e, system, top, topology, cg_blocks, cg_pos, cg_box, ref_sample, ref_signs, ref_states,
-                  tnames, tres, tresid, seed, energy, output, gromacs_settings, log) -> dict:
+                  tnames, tres, tresid, seed, energy, output, gromacs_settings, log, energy_options) -> dict:
     fi, ci = _frames_against_cg(e, cg_pos.shape[0])
     x = system.whole(e["positions"], e["box"])
     sample = _analyse(system, x)
@@ -597,7 +613,8 @@ def _evaluate_one(e, system, top, topology, cg_blocks, cg_pos, cg_box, ref_sampl
     out.update({k: v for k, v in cgc.items() if k != "per_moltype"})
     st = _stereo(system, ref_signs, ref_states, sample)
     out.update({k: v for k, v in st.items() if k != "details"})
-    ster = _sterics(system, x, e["box"], tnames, tresid)
+    labels = np.char.add(np.char.add(tres, tresid.astype(str)), np.char.add(":", tnames))
+    ster = _sterics(system, x, e["box"], labels)
     out.update({k: v for k, v in ster.items() if k != "examples"})
     en = {"energy_single_point_kj_mol": None, "em_steps": None, "em_final_kj_mol": None, "em_fmax": None,
           "em_converged": None, "nvt_stable": None, "energy_note": "skipped (--no-energy)"}
@@ -609,7 +626,7 @@ def _evaluate_one(e, system, top, topology, cg_blocks, cg_pos, cg_box, ref_sampl
 
             try:
                 en.update(energy_criteria(e["positions"][0], e["box"][0], top, topology, output / "work" / e["name"],
-                                          seed=seed, settings=gromacs_settings, log=log))
+                                          seed=seed, settings=gromacs_settings, log=log, **energy_options))
             except MultiscaleError as err:
                 en["energy_note"] = f"failed: {err}"
     out.update(en)
@@ -621,7 +638,7 @@ def _evaluate_one(e, system, top, topology, cg_blocks, cg_pos, cg_box, ref_sampl
 
 
 def _make_baseline(kind, top, topology, system, cg_blocks, cg_pos, cg_box, conformers, seed, energy, output,
-                   gromacs_settings, log) -> dict:
+                   gromacs_settings, log, em_nsteps=None) -> dict:
     import tracemalloc
 
     from ..io import write_frames
@@ -641,8 +658,9 @@ def _make_baseline(kind, top, topology, system, cg_blocks, cg_pos, cg_box, confo
                 from .energy import minimise
 
                 try:
+                    kw = {"nsteps": em_nsteps} if em_nsteps else {}
                     x = np.stack([minimise(x[f], cg_box[f], top, topology, output / "work" / f"random_em_{f}", log=log,
-                                           settings=gromacs_settings) for f in range(x.shape[0])])
+                                           settings=gromacs_settings, **kw) for f in range(x.shape[0])])
                     info["em"] = "standard EM (aa_em.mdp)"
                 except MultiscaleError as err:
                     info["em"] = f"failed: {err}"
