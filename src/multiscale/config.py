@@ -1,0 +1,674 @@
+"""The run configuration, ``sim.yaml``, as a typed and validated object.
+
+:func:`load_config` reads the YAML file, resolves every relative path against the YAML file's
+folder, validates everything with pydantic (unknown keys are errors) and turns the first
+problem into ONE line :class:`~multiscale.errors.MultiscaleError` that names the file, the key,
+the bad value and the fix, e.g. ``sim.yaml: cycles: must be >= 1, got 0``.
+
+Example (all keys; only ``system`` is required)::
+
+    output: runs                    # output root; cycle_001/<stage>/ folders go here
+    cycles: 2                       # AA -> CG -> AA round trips
+    start: aa                       # aa: start from system.aa_structure; cg: from system.cg_structure
+    seed: 2024                      # every stage's seed is derived from it (+ replica, cycle, stage)
+    temperature: 300                # K, all stages
+    pressure: 1.0                   # bar, all NPT stages
+
+    system:
+      aa_topology: aa.top           # GROMACS .top of the atomistic system
+      aa_structure: aa.gro          # starting structure (start: aa)
+      cg_topology: cg.top           # template: its #include lines head the generated CG .top
+      cg_includes: []               # or list the CG .itp files explicitly
+      cg_structure: null            # starting CG structure (start: cg)
+      mappings: [heptanol.map]      # .map/.yaml per molecule type (list, or {moltype: file})
+      forcefield_dirs: [topologies] # folders searched for #include (put on GMXLIB)
+
+    mdp:
+      aa: {em: aa_em, eq: aa_nvt, md: aa_md, restrained_em: aa_em, restrained_eq: aa_nvt, relax: aa_npt}
+      cg: {em: martini_em, eq: martini_eq, md: martini_md}
+      overrides:                    # placeholder values or any mdp option, per resolution
+        aa: {tau_t: 0.1, tau_p: 2.0}
+        cg: {tau_t: 1.0, tau_p: 4.0}
+
+    aa:         {dt: 0.002, em_steps: 1000, emtol: 500, eq: 5 ps, md: 10 ps, output_every: 0.5 ps}
+    cg:         {dt: 0.02, eq_dt: 0.01, em_steps: 1000, emtol: 100, eq: 50 ps, md: 1 ns, output_every: 20 ps}
+    restrained: {em_steps: 1000, emtol: 1000, eq: 2 ps, dt: 0.001, relax: 2 ps, force_constant: 1000}
+
+    backmap:
+      model: null                   # a trained model (.pt) to start from (needed for start: cg)
+      train_from_cycle: 1           # train on the AA MD of this cycle and later ones (0: never)
+      epochs: 20                    # training epochs per cycle (later cycles fine-tune)
+      samples: null                 # AA MD frames used for training per cycle (null: all)
+      seed: null                    # default: the top-level seed
+      device: cpu
+
+    gromacs:
+      gmx: gmx                      # driver for grompp & tools
+      mdrun_gmx: null               # e.g. gmx_mpi (default: gmx)
+      launcher: ""                  # e.g. "srun" or "mpirun -np 4"
+      nt: null
+      ntomp: null
+      maxh: null                    # hours per mdrun call (multiscale cycle --maxh sets a total budget)
+      gpu: {nb: gpu, pme: gpu, bonded: null, update: null, gpu_id: null}   # or null for CPU
+      extra_mdrun_args: []          # e.g. ["-pin", "on"]
+
+Durations (``eq``, ``md``, ``output_every`` ...) are ``"10 ps"``, ``"2 ns"``, ``"500 fs"``,
+``"5000 steps"`` or a bare number of ps.  Units inside: nm, ps, K, bar, kJ/mol.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo,
+                      field_validator, model_validator)
+
+from .errors import MultiscaleError
+
+__all__ = ["Duration", "SimConfig", "load_config", "config_from_dict", "derive_seed", "CONFIG_DEFAULT_NAME"]
+
+CONFIG_DEFAULT_NAME = "sim.yaml"
+
+
+# ------------------------------------------------------------------------------------------
+# durations
+
+
+class Duration(BaseModel):
+    """A simulation length: ``value`` in ``unit`` ('ps' or 'steps')."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    value: float
+    unit: Literal["ps", "steps"]
+
+    def steps(self, dt: float) -> int:
+        """Number of MD steps of time step ``dt`` (ps); a ps length must be a whole number of steps."""
+        if self.unit == "steps":
+            return int(self.value)
+        n = self.value / dt
+        if abs(n - round(n)) > 1e-6 * max(1.0, n):
+            raise MultiscaleError(f"length {self} is not a whole number of {dt} ps steps: change the length or dt")
+        return int(round(n))
+
+    def ps(self, dt: float) -> float:
+        return self.value * dt if self.unit == "steps" else self.value
+
+    def __str__(self) -> str:
+        v = int(self.value) if float(self.value).is_integer() else self.value
+        return f"{v} {self.unit}"
+
+
+_UNITS = {"fs": 1e-3, "ps": 1.0, "ns": 1e3, "us": 1e6, "µs": 1e6}
+_DUR_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-zµ]+)?\s*$")
+
+
+def _parse_duration(v: Any) -> Any:
+    if isinstance(v, Duration) or isinstance(v, dict):
+        return v
+    if isinstance(v, bool):
+        raise ValueError(f"must be a length like '10 ps', '2 ns' or '5000 steps', got {v!r}")
+    if isinstance(v, (int, float)):
+        if v < 0 or not math.isfinite(v):
+            raise ValueError(f"must be a length >= 0 like '10 ps', got {v!r}")
+        return Duration(value=float(v), unit="ps")
+    if isinstance(v, str):
+        m = _DUR_RE.match(v)
+        if m:
+            num, unit = float(m.group(1)), (m.group(2) or "ps")
+            if unit in ("step", "steps"):
+                if not num.is_integer():
+                    raise ValueError(f"must be a whole number of steps, got {v!r}")
+                return Duration(value=num, unit="steps")
+            if unit in _UNITS:
+                return Duration(value=num * _UNITS[unit], unit="ps")
+    raise ValueError(f"must be a length like '10 ps', '2 ns', '500 fs' or '5000 steps', got {v!r}")
+
+
+DurationField = Annotated[Duration, BeforeValidator(_parse_duration)]
+
+
+# ------------------------------------------------------------------------------------------
+# paths relative to the YAML file
+
+
+def _base(info: ValidationInfo) -> Path:
+    ctx = info.context or {}
+    return Path(ctx.get("base", "."))
+
+
+def _resolve(v: Any, info: ValidationInfo) -> Path:
+    if not isinstance(v, (str, os.PathLike)) or (isinstance(v, str) and not v.strip()):
+        raise ValueError(f"must be a path (string), got {v!r}")
+    p = Path(os.path.expandvars(str(v))).expanduser()
+    return p if p.is_absolute() else (_base(info) / p).resolve()
+
+
+def _check_exists(p: Path, info: ValidationInfo, what: str = "file") -> Path:
+    if (info.context or {}).get("check_files", True):
+        ok = p.is_dir() if what == "folder" else p.is_file()
+        if not ok:
+            raise ValueError(f"{what} {p} not found (relative paths are taken from the folder of the YAML file)")
+    return p
+
+
+_NUMERIC = (int, float, Optional[int], Optional[float])
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_numbers(cls, v, info: ValidationInfo):
+        # YAML's yes/true would silently become 1 for a number field
+        if isinstance(v, bool) and cls.model_fields[info.field_name].annotation in _NUMERIC:
+            raise ValueError(f"must be a number, got {str(v).lower()}")
+        return v
+
+
+# ------------------------------------------------------------------------------------------
+# sections
+
+
+class SystemSection(_Strict):
+    """The molecular system: AA and CG topologies/structures, mappings, force-field folders."""
+
+    aa_topology: Path
+    aa_structure: Optional[Path] = None
+    cg_topology: Optional[Path] = None
+    cg_includes: list[Path] = Field(default_factory=list)
+    cg_structure: Optional[Path] = None
+    mappings: Union[list[Path], dict[str, Path]]
+    forcefield_dirs: list[Path] = Field(default_factory=list)
+
+    @field_validator("aa_topology", "aa_structure", "cg_topology", "cg_structure", mode="before")
+    @classmethod
+    def _file(cls, v, info: ValidationInfo):
+        if v is None:
+            return None
+        return _check_exists(_resolve(v, info), info)
+
+    @field_validator("cg_includes", mode="before")
+    @classmethod
+    def _files(cls, v, info: ValidationInfo):
+        if v is None:
+            return []
+        if isinstance(v, (str, os.PathLike)):
+            v = [v]
+        if not isinstance(v, list):
+            raise ValueError(f"must be a list of .itp paths, got {v!r}")
+        return [_check_exists(_resolve(x, info), info) for x in v]
+
+    @field_validator("mappings", mode="before")
+    @classmethod
+    def _maps(cls, v, info: ValidationInfo):
+        if isinstance(v, (str, os.PathLike)):
+            v = [v]
+        if isinstance(v, dict):
+            if not v:
+                raise ValueError("must name at least one mapping file")
+            return {str(k): _check_exists(_resolve(x, info), info) for k, x in v.items()}
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("must name at least one mapping file")
+            return [_check_exists(_resolve(x, info), info) for x in v]
+        raise ValueError(f"must be a list of .map/.yaml files or a {{moltype: file}} mapping, got {v!r}")
+
+    @field_validator("forcefield_dirs", mode="before")
+    @classmethod
+    def _dirs(cls, v, info: ValidationInfo):
+        if v is None:
+            return []
+        if isinstance(v, (str, os.PathLike)):
+            v = [v]
+        if not isinstance(v, list):
+            raise ValueError(f"must be a list of folders, got {v!r}")
+        return [_check_exists(_resolve(x, info), info, "folder") for x in v]
+
+    @property
+    def mapping_files(self) -> list[Path]:
+        return list(self.mappings.values()) if isinstance(self.mappings, dict) else list(self.mappings)
+
+    def cg_include_files(self) -> list[Path]:
+        """The .itp files the generated CG topology includes: ``cg_includes`` or, if empty, the
+        ``#include`` lines of ``cg_topology`` (resolved against its folder, then forcefield_dirs)."""
+        if self.cg_includes:
+            return list(self.cg_includes)
+        if self.cg_topology is None:
+            return []
+        out = []
+        for line in self.cg_topology.read_text(errors="replace").splitlines():
+            m = re.match(r'\s*#include\s+"([^"]+)"', line)
+            if not m:
+                continue
+            inc = Path(m.group(1))
+            cands = [inc] if inc.is_absolute() else [self.cg_topology.parent / inc] + [d / inc for d in self.forcefield_dirs]
+            found = next((c for c in cands if c.is_file()), None)
+            out.append(found.resolve() if found else inc)
+        return out
+
+
+def _template(v: Any, info: ValidationInfo) -> str:
+    if not isinstance(v, (str, os.PathLike)) or not str(v).strip():
+        raise ValueError(f"must be an mdp template name (e.g. aa_md) or a path to an .mdp file, got {v!r}")
+    s = str(v)
+    if os.sep in s or s.endswith(".mdp"):
+        return str(_check_exists(_resolve(s, info), info))
+    if (info.context or {}).get("check_files", True):
+        from .paths import mdp_template_dir
+
+        d = mdp_template_dir()
+        if not (d / f"{s}.mdp").is_file():
+            names = ", ".join(sorted(p.stem for p in d.glob("*.mdp")))
+            raise ValueError(f"unknown mdp template {s!r}: use one of {names} or a path to an .mdp file")
+    return s
+
+
+class AATemplates(_Strict):
+    em: str = "aa_em"
+    eq: str = "aa_nvt"
+    md: str = "aa_md"
+    restrained_em: str = "aa_em"
+    restrained_eq: str = "aa_nvt"
+    relax: str = "aa_npt"
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _tpl(cls, v, info: ValidationInfo):
+        return _template(v, info)
+
+
+class CGTemplates(_Strict):
+    em: str = "martini_em"
+    eq: str = "martini_eq"
+    md: str = "martini_md"
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _tpl(cls, v, info: ValidationInfo):
+        return _template(v, info)
+
+
+Scalar = Union[bool, int, float, str]
+
+
+class Overrides(_Strict):
+    aa: dict[str, Scalar] = Field(default_factory=dict)
+    cg: dict[str, Scalar] = Field(default_factory=dict)
+
+    @field_validator("aa", "cg", mode="before")
+    @classmethod
+    def _no_computed(cls, v):
+        if v is None:
+            return {}
+        if isinstance(v, dict):
+            for k, x in v.items():
+                if not isinstance(x, (bool, int, float, str)):
+                    raise ValueError(f"{k}: must be a number, a string or true/false, got {_show(x)}")
+                key = str(k).replace("-", "_").lower()
+                if key in COMPUTED_MDP_KEYS:
+                    raise ValueError(f"{k!r} is set by multiscale from the stage lengths/seeds: "
+                                     f"{COMPUTED_MDP_KEYS[key]}")
+        return v
+
+
+COMPUTED_MDP_KEYS = {
+    "nsteps": "set the stage length (aa.md, cg.eq, ...) instead",
+    "dt": "set aa.dt / cg.dt / restrained.dt instead",
+    "gen_seed": "set the top-level seed instead",
+    "ld_seed": "set the top-level seed instead",
+    "ref_t": "set the top-level temperature instead",
+    "gen_temp": "set the top-level temperature instead",
+    "ref_p": "set the top-level pressure instead",
+    "define": "restraints are switched on by the restrained stages",
+    "nstxout_compressed": "set aa.output_every / cg.output_every instead",
+    "emtol": "set aa.emtol / cg.emtol / restrained.emtol instead",
+}
+
+
+class MdpSection(_Strict):
+    aa: AATemplates = Field(default_factory=AATemplates)
+    cg: CGTemplates = Field(default_factory=CGTemplates)
+    overrides: Overrides = Field(default_factory=Overrides)
+
+
+class AASection(_Strict):
+    """Atomistic stages: EM + NVT equilibration (first cycle, start: aa) and production MD."""
+
+    dt: float = Field(0.002, gt=0, le=0.005)
+    em_steps: int = Field(1000, ge=0)
+    emtol: float = Field(500.0, gt=0)
+    eq: DurationField = "10 ps"
+    md: DurationField = "10 ps"
+    output_every: DurationField = "1 ps"
+    energy_every: DurationField = "0.1 ps"
+
+
+class CGSection(_Strict):
+    """Martini stages: EM, NPT equilibration (smaller dt, new velocities) and production MD."""
+
+    dt: float = Field(0.02, gt=0, le=0.04)
+    eq_dt: float = Field(0.01, gt=0, le=0.04)
+    em_steps: int = Field(1000, ge=0)
+    emtol: float = Field(100.0, gt=0)
+    eq: DurationField = "50 ps"
+    md: DurationField = "1 ns"
+    output_every: DurationField = "20 ps"
+    energy_every: DurationField = "2 ps"
+
+
+class RestrainedSection(_Strict):
+    """After backmapping: restrained EM, restrained NVT (heavy atoms held at their backmapped
+    positions, ``force_constant`` kJ mol-1 nm-2), then an unrestrained NPT relaxation."""
+
+    em_steps: int = Field(2000, ge=0)
+    emtol: float = Field(1000.0, gt=0)
+    eq: DurationField = "2 ps"
+    dt: float = Field(0.001, gt=0, le=0.005)
+    relax: DurationField = "2 ps"
+    relax_dt: float = Field(0.002, gt=0, le=0.005)
+    force_constant: float = Field(1000.0, ge=0)
+    flexible_water_em: bool = True
+
+
+class BackmapSection(_Strict):
+    model: Optional[Path] = None
+    train_from_cycle: int = Field(1, ge=0)
+    epochs: Optional[int] = Field(None, ge=1)
+    samples: Optional[int] = Field(None, ge=1)
+    seed: Optional[int] = None
+    device: str = "cpu"
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model(cls, v, info: ValidationInfo):
+        if v is None:
+            return None
+        return _check_exists(_resolve(v, info), info)
+
+
+class GpuSection(_Strict):
+    nb: Optional[Literal["gpu", "cpu", "auto"]] = "gpu"
+    pme: Optional[Literal["gpu", "cpu", "auto"]] = None
+    bonded: Optional[Literal["gpu", "cpu", "auto"]] = None
+    update: Optional[Literal["gpu", "cpu", "auto"]] = None
+    gpu_id: Optional[str] = None
+
+    @field_validator("gpu_id", mode="before")
+    @classmethod
+    def _gid(cls, v):
+        return None if v is None else str(v)
+
+    def args(self) -> list[str]:
+        out: list[str] = []
+        for k in ("nb", "pme", "bonded", "update"):
+            if getattr(self, k):
+                out += [f"-{k}", getattr(self, k)]
+        if self.gpu_id:
+            out += ["-gpu_id", self.gpu_id]
+        return out
+
+
+class GromacsSection(_Strict):
+    gmx: str = "gmx"
+    mdrun_gmx: Optional[str] = None
+    launcher: str = ""
+    nt: Optional[int] = Field(None, ge=1)
+    ntomp: Optional[int] = Field(None, ge=1)
+    maxh: Optional[float] = Field(None, gt=0)
+    gpu: Optional[GpuSection] = None
+    extra_mdrun_args: list[str] = Field(default_factory=list)
+
+    @field_validator("extra_mdrun_args", mode="before")
+    @classmethod
+    def _split(cls, v):
+        import shlex
+
+        if v is None:
+            return []
+        if isinstance(v, str):
+            return shlex.split(v)
+        if isinstance(v, list):
+            return [str(x) for x in v]
+        return v
+
+    @field_validator("launcher", mode="before")
+    @classmethod
+    def _launcher(cls, v):
+        return "" if v is None else v
+
+    def settings(self, maxh: float | None = None):
+        """A :class:`multiscale.gromacs.GromacsSettings` (``maxh`` overrides the configured one)."""
+        from .gromacs import GromacsSettings
+
+        extra = list(self.extra_mdrun_args) + (self.gpu.args() if self.gpu else [])
+        return GromacsSettings(gmx=self.gmx, mdrun_gmx=self.mdrun_gmx, launcher=self.launcher, nt=self.nt,
+                               ntomp=self.ntomp, maxh=maxh if maxh is not None else self.maxh,
+                               extra_mdrun_args=extra)
+
+
+class SimConfig(_Strict):
+    """The whole ``sim.yaml``."""
+
+    system: SystemSection
+    output: Path = Path("runs")
+    cycles: int = Field(1, ge=1)
+    start: Literal["aa", "cg"] = "aa"
+    seed: int = Field(2024, ge=0)
+    temperature: float = Field(300.0, gt=0)
+    pressure: float = Field(1.0, gt=0)
+    mdp: MdpSection = Field(default_factory=MdpSection)
+    aa: AASection = Field(default_factory=AASection)
+    cg: CGSection = Field(default_factory=CGSection)
+    restrained: RestrainedSection = Field(default_factory=RestrainedSection)
+    backmap: BackmapSection = Field(default_factory=BackmapSection)
+    gromacs: GromacsSection = Field(default_factory=GromacsSection)
+
+    # set by load_config
+    source: Optional[Path] = Field(None, exclude=True)
+
+    @field_validator("output", mode="before")
+    @classmethod
+    def _out(cls, v, info: ValidationInfo):
+        return _resolve(v, info)
+
+    @model_validator(mode="after")
+    def _cross(self):
+        s = self.system
+        if self.start == "aa" and s.aa_structure is None:
+            raise ValueError("system.aa_structure: required when start is 'aa': give the starting AA structure (.gro)")
+        if self.start == "cg" and s.cg_structure is None:
+            raise ValueError("system.cg_structure: required when start is 'cg': give the starting CG structure (.gro)")
+        if s.cg_topology is None and not s.cg_includes:
+            raise ValueError("system.cg_topology: required (or list system.cg_includes): the Martini .itp files the CG topology includes")
+        first_train = self.backmap.train_from_cycle
+        if self.backmap.model is None:
+            if first_train == 0:
+                raise ValueError("backmap.model: required when backmap.train_from_cycle is 0 (no training): give a trained model file")
+            if self.start == "cg":
+                raise ValueError("backmap.model: required when start is 'cg' (the first backmapping comes before any AA data): give a trained model file")
+            if first_train > 1:
+                raise ValueError(f"backmap.model: required when backmap.train_from_cycle is {first_train} (cycles before it need a model)")
+        return self
+
+    # -- helpers used by the workflow --------------------------------------------------------
+    @property
+    def base_dir(self) -> Path:
+        return self.source.parent if self.source else Path.cwd()
+
+    def root(self, replica: int | None = None) -> Path:
+        """Output root of this run (``output/replica_<n>`` for array replicas)."""
+        return self.output / f"replica_{replica}" if replica is not None else self.output
+
+    def stage_seed(self, cycle: int, stage: str, replica: int | None = None) -> int:
+        return derive_seed(self.seed, replica, cycle, stage)
+
+    def trains_in(self, cycle: int) -> bool:
+        """Whether a model is trained (or fine-tuned) on this cycle's AA MD segment."""
+        return self.backmap.train_from_cycle >= 1 and cycle >= self.backmap.train_from_cycle
+
+    def gmxlib(self) -> str:
+        """GMXLIB value for grompp: forcefield_dirs, the existing GMXLIB, then GROMACS' own share/top."""
+        from .topology import gromacs_share_top
+
+        parts = [str(d) for d in self.system.forcefield_dirs]
+        if os.environ.get("GMXLIB"):
+            parts += [p for p in os.environ["GMXLIB"].split(":") if p]
+        share = gromacs_share_top()
+        if share:
+            parts.append(share)
+        seen, out = set(), []
+        for p in parts:
+            if p not in seen:
+                seen.add(p)
+                out.append(p)
+        return ":".join(out)
+
+    def digest(self) -> str:
+        """sha256 of the validated config (paths resolved), for the state file."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()
+
+
+def derive_seed(base: int, replica: int | None, cycle: int, stage: str) -> int:
+    """A reproducible seed in [1, 2**31 - 2] from the config seed, replica, cycle and stage name."""
+    h = hashlib.sha256(f"{base}|{replica if replica is not None else '-'}|{cycle}|{stage}".encode()).digest()
+    return int.from_bytes(h[:8], "big") % (2**31 - 2) + 1
+
+
+# ------------------------------------------------------------------------------------------
+# loading and error messages
+
+
+def _loc(loc: tuple) -> str:
+    parts = []
+    for x in loc:
+        if isinstance(x, int):
+            parts[-1:] = [f"{parts[-1]}[{x}]"] if parts else [f"[{x}]"]
+        elif x in ("function-after[_cross(), SimConfig]",):
+            continue
+        else:
+            parts.append(str(x))
+    return ".".join(parts)
+
+
+_MODELS_BY_PATH: dict[str, type[BaseModel]] = {}
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    model: Any = SimConfig
+    for x in loc:
+        if isinstance(x, int) or not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return None
+        f = model.model_fields.get(str(x))
+        if f is None:
+            return None
+        ann = f.annotation
+        cands = [ann] + list(getattr(ann, "__args__", ()) or ())
+        model = next((c for c in cands if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, str):
+        return repr(v)
+    if isinstance(v, (dict, list)):
+        s = json.dumps(v, default=str)
+        return s if len(s) < 60 else s[:57] + "..."
+    return str(v)
+
+
+def _message(err: dict) -> str:
+    loc = tuple(err.get("loc", ()))
+    typ = err.get("type", "")
+    ctx = err.get("ctx", {}) or {}
+    inp = err.get("input")
+    where = _loc(loc)
+    if typ == "extra_forbidden":
+        key = str(loc[-1])
+        parent = loc[:-1]
+        model = _model_at(parent)
+        allowed = sorted(model.model_fields) if model else []
+        allowed = [a for a in allowed if a != "source"]
+        close = difflib.get_close_matches(key, allowed, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        sect = f" in {_loc(parent)}" if parent else ""
+        return f"unknown key '{key}'{sect}: {hint}allowed keys are {', '.join(allowed)}"
+    if typ == "missing":
+        return f"{where}: required key missing: add it"
+    prefix = f"{where}: " if where else ""
+    if typ in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+        op = {"greater_than_equal": ">=", "greater_than": ">", "less_than_equal": "<=", "less_than": "<"}[typ]
+        bound = next(iter(ctx.values())) if ctx else "?"
+        return f"{prefix}must be {op} {bound}, got {_show(inp)}"
+    if typ in ("int_parsing", "int_type", "int_from_float"):
+        return f"{prefix}must be a whole number, got {_show(inp)}"
+    if typ in ("float_parsing", "float_type"):
+        return f"{prefix}must be a number, got {_show(inp)}"
+    if typ in ("bool_parsing", "bool_type"):
+        return f"{prefix}must be true or false, got {_show(inp)}"
+    if typ in ("string_type",):
+        return f"{prefix}must be a string, got {_show(inp)}"
+    if typ in ("list_type",):
+        return f"{prefix}must be a list, got {_show(inp)}"
+    if typ in ("dict_type", "model_type", "model_attributes_type"):
+        return f"{prefix}must be a mapping of keys to values, got {_show(inp)}"
+    if typ == "literal_error":
+        return f"{prefix}must be one of {ctx.get('expected', '?')}, got {_show(inp)}"
+    if typ == "value_error":
+        msg = str(ctx.get("error", err.get("msg", "")))
+        if not where and ": " in msg and msg.split(":")[0].replace(".", "").replace("_", "").isalnum():
+            return msg
+        if where and re.match(r"^[\w-]+: ", msg):
+            return f"{where}.{msg}"
+        return f"{prefix}{msg}"
+    return f"{prefix}{err.get('msg', 'invalid value')}, got {_show(inp)}"
+
+
+def _pick(errors: list[dict]) -> dict:
+    """The most useful error: pydantic reports every union branch; prefer non-type errors."""
+    for e in errors:
+        if e.get("type") in ("extra_forbidden", "missing", "value_error"):
+            return e
+    return errors[0]
+
+
+def config_from_dict(data: Any, base: str | os.PathLike = ".", source: str = "sim.yaml",
+                     check_files: bool = True) -> SimConfig:
+    """Validate a config mapping; relative paths resolve against ``base``."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise MultiscaleError(f"{source}: must be a YAML mapping of keys (system:, cycles:, ...), got {type(data).__name__}")
+    try:
+        return SimConfig.model_validate(data, context={"base": str(Path(base).resolve()), "check_files": check_files})
+    except ValidationError as exc:
+        raise MultiscaleError(f"{source}: {_message(_pick(exc.errors(include_url=False)))}") from None
+
+
+def load_config(path: str | os.PathLike) -> SimConfig:
+    """Read and validate ``sim.yaml``. Raises one-line :class:`MultiscaleError` on any problem."""
+    import yaml
+
+    p = Path(path).expanduser()
+    if p.is_dir():
+        p = p / CONFIG_DEFAULT_NAME
+    if not p.is_file():
+        raise MultiscaleError(f"config file {path} not found: give the path to sim.yaml, or create one with "
+                              f"`multiscale init --example heptanol DIR`")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise MultiscaleError(f"{p.name}: invalid YAML{where}: {problem}") from None
+    cfg = config_from_dict(data, base=p.parent, source=p.name)
+    cfg.source = p.resolve()
+    return cfg

@@ -1,0 +1,123 @@
+"""Subcommands ``cycle``, ``status``, ``batch`` and ``init`` for the ``multiscale`` CLI.
+
+``multiscale.cli`` calls :func:`add_commands` with its subparsers; each parser sets
+``func(args) -> int``.  Heavy imports happen inside the handlers.  Exit codes of ``cycle``:
+0 finished, 3 stopped early (``--maxh`` budget or a signal: run again to continue), 2 error.
+``status --check``: 0 all done, 1 not finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+__all__ = ["add_commands", "main"]
+
+
+def cmd_cycle(args) -> int:
+    from .cycle import run_cycles
+
+    progress = False if args.no_progress else None
+    return run_cycles(args.config, force=args.force, stop_after=args.stop_after, maxh=args.maxh,
+                      replica=args.replica, progress=progress, argv=sys.argv)
+
+
+def cmd_status(args) -> int:
+    from .status import show_status
+
+    return show_status(args.dir, replica=args.replica, check=args.check)
+
+
+def cmd_batch(args) -> int:
+    from .batch import write_batch
+
+    return write_batch(args)
+
+
+def cmd_init(args) -> int:
+    from .init import init_example
+
+    init_example(args.example, args.dir, force=args.force)
+    return 0
+
+
+def add_commands(subparsers) -> None:
+    c = subparsers.add_parser(
+        "cycle", help="run (or continue) the AA -> CG -> AA cycles of a sim.yaml",
+        description="Run all cycles of sim.yaml; an interrupted run continues where it stopped "
+                    "(finished stages are never redone; a killed mdrun continues from its checkpoint).")
+    c.add_argument("--config", "-c", default="sim.yaml", help="the run configuration (default: ./sim.yaml)")
+    c.add_argument("--force", action="store_true",
+                   help="redo stages whose inputs changed since they ran (and everything after them)")
+    c.add_argument("--stop-after", default=None, metavar="STAGE",
+                   help="stop after this stage (a name such as cg-md, or a key such as cycle_002/cg-md)")
+    c.add_argument("--maxh", type=float, default=None,
+                   help="wall-time budget in hours for this command: mdrun stops cleanly with a checkpoint "
+                        "before it runs out (exit code 3: run again to continue)")
+    c.add_argument("--replica", type=int, default=None,
+                   help="replica number: output goes to OUTPUT/replica_N with its own seeds (job arrays)")
+    c.add_argument("--no-progress", action="store_true", help="plain progress lines instead of a live display")
+    c.set_defaults(func=cmd_cycle)
+
+    s = subparsers.add_parser("status", help="show which stages of a run are done, running or left",
+                              description="Stage table of an output root (or of the run of a sim.yaml).")
+    s.add_argument("dir", nargs="?", default="sim.yaml", help="output root (or sim.yaml; default ./sim.yaml)")
+    s.add_argument("--replica", type=int, default=None, help="replica number (OUTPUT/replica_N)")
+    s.add_argument("--check", action="store_true",
+                   help="print one line; exit code 0 when all stages are done, 1 when not (for batch scripts)")
+    s.set_defaults(func=cmd_status)
+
+    b = subparsers.add_parser(
+        "batch", help="write a SLURM batch script that runs the cycles and requeues itself until done",
+        description="Write a plain, readable SLURM script: it runs `multiscale cycle --maxh` below the wall "
+                    "time and requeues itself until `multiscale status --check` says the run is done.")
+    b.add_argument("--config", "-c", default="sim.yaml", help="the run configuration (default: ./sim.yaml)")
+    b.add_argument("--scheduler", default="slurm", choices=["slurm"], help="batch system (slurm)")
+    b.add_argument("--time", default="24:00:00", help="wall time per job, [D-]HH:MM:SS (default 24:00:00)")
+    b.add_argument("--nodes", type=int, default=1)
+    b.add_argument("--ntasks", type=int, default=None, help="MPI ranks (use with gromacs.launcher: srun)")
+    b.add_argument("--cpus-per-task", type=int, default=None, help="OpenMP threads per rank")
+    b.add_argument("--gpus", type=int, default=None, help="GPUs per node")
+    b.add_argument("--partition", default=None)
+    b.add_argument("--account", default=None)
+    b.add_argument("--job-name", default=None)
+    b.add_argument("--array", type=int, default=None, metavar="N",
+                   help="N independent replicas as a job array (OUTPUT/replica_0..N-1, distinct seeds)")
+    b.add_argument("--setup", action="append", default=[], metavar="LINE",
+                   help="shell line run before multiscale, e.g. 'module load gromacs' (repeatable)")
+    b.add_argument("--margin-min", type=float, default=None,
+                   help="minutes kept free before the wall time (default: 10 %% of it, 5 to 30 min)")
+    b.add_argument("--output", "-o", default=None, help="script file (default: run_multiscale.sbatch next to sim.yaml)")
+    b.add_argument("--submit", action="store_true", help="submit the script with sbatch")
+    b.set_defaults(func=cmd_batch)
+
+    i = subparsers.add_parser("init", help="write a ready-to-run sim.yaml and its input files into DIR",
+                              description="Copy an example system (structure, topologies, force-field files, "
+                                          "mapping) into DIR with a sim.yaml that runs as is.")
+    i.add_argument("dir", help="folder to create")
+    i.add_argument("--example", default="heptanol", help="example system (default: heptanol)")
+    i.add_argument("--force", action="store_true", help="write into DIR even if it is not empty")
+    i.set_defaults(func=cmd_init)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (``python -m multiscale.workflow.commands ...``) with the CLI's error handling."""
+    import os
+
+    from ..errors import MultiscaleError
+
+    os.environ.setdefault("GROMACSWRAPPER_SUPPRESS_SETUP_CHECK", "1")
+    p = argparse.ArgumentParser(prog="multiscale")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    add_commands(sub)
+    args = p.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MultiscaleError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

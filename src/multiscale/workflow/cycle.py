@@ -1,0 +1,466 @@
+"""The cycle driver: run the stages of all cycles in order, exactly once each, resumably.
+
+``run_cycles(config_path)`` builds the stage list (:mod:`multiscale.workflow.stages`), takes a
+lock on the output root, and for each stage:
+
+* *done* -> skipped, after checking that its inputs (sha256) and parameters are those it ran
+  with and that its outputs are still there; otherwise the run stops with a message naming
+  the stage and the changed file (``--force`` redoes it, and then everything downstream,
+  whose inputs change in turn);
+* *interrupted* (killed, -maxh, signal) -> an mdrun continues from its checkpoint (``-cpi``,
+  appending); a Python stage or an mdrun without checkpoint is redone from scratch;
+* *failed* -> retried (from scratch if its inputs changed since);
+* otherwise run, then its outputs are checksummed and the stage is recorded *done*.
+
+Every change goes to ``ROOT/state.json`` atomically.  ``--maxh`` is a wall-time budget for the
+whole command: each mdrun gets the remaining time as ``-maxh`` (it stops cleanly with a
+checkpoint) and no stage is started when too little is left.  SIGTERM/SIGINT stop cleanly too
+(mdrun writes a checkpoint).  Return codes: 0 finished (or ``stop_after`` reached),
+3 stopped early (time budget or signal; run the same command again to continue).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from ..errors import MultiscaleError
+from .stages import Stage, StageContext, StageStopped, load_pipeline
+from .state import RunState, now_iso, sha256_file, sha256_json
+
+__all__ = ["run_cycles", "build_plan", "EXIT_DONE", "EXIT_STOPPED"]
+
+EXIT_DONE = 0
+EXIT_STOPPED = 3
+MIN_STAGE_BUDGET_S = 60.0  # do not start a stage with less time than this left (or 2 % of --maxh)
+
+
+class StopRequested(BaseException):
+    """Raised inside Python stages when SIGTERM/SIGINT arrive."""
+
+
+# ------------------------------------------------------------------------------------------
+# lock
+
+
+class RootLock:
+    """An exclusive lock on ``ROOT/.lock`` (flock; released automatically when the process dies)."""
+
+    def __init__(self, root: Path):
+        self.path = root / ".lock"
+        self.fd: int | None = None
+
+    def __enter__(self):
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = ""
+            try:
+                holder = os.read(self.fd, 200).decode(errors="replace").strip()
+            except OSError:
+                pass
+            os.close(self.fd)
+            self.fd = None
+            raise MultiscaleError(f"another `multiscale cycle` is running on {self.path.parent} ({holder or 'unknown pid'}): "
+                                  "wait for it to finish or stop it first") from None
+        except OSError:
+            pass  # file systems without flock (some NFS/Lustre mounts): run unlocked
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, f"pid {os.getpid()} on {socket.gethostname()} since {now_iso()}\n".encode())
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+# ------------------------------------------------------------------------------------------
+# checksums with a (size, mtime) cache from the state file
+
+
+class Checksums:
+    def __init__(self, state: RunState):
+        self.root = state.root
+        self.cache: dict[str, tuple[int, int, str]] = {}
+        for rec in state.stages.values():
+            for group in (rec.get("inputs") or {}, rec.get("outputs") or {}):
+                for r in group.values():
+                    if isinstance(r, dict) and r.get("path") and r.get("mtime_ns") is not None:
+                        self.cache[self._abs(r["path"])] = (r.get("bytes"), r.get("mtime_ns"), r.get("sha256"))
+
+    def _abs(self, p: str) -> str:
+        q = Path(p)
+        return str(q if q.is_absolute() else (self.root / q).resolve())
+
+    def record(self, path: Path) -> dict:
+        path = Path(path)
+        st = path.stat()
+        key = str(path.resolve())
+        c = self.cache.get(key)
+        if c and c[0] == st.st_size and c[1] == st.st_mtime_ns:
+            sha = c[2]
+        else:
+            sha = sha256_file(path)
+            self.cache[key] = (st.st_size, st.st_mtime_ns, sha)
+        try:
+            rel = str(path.resolve().relative_to(self.root.resolve()))
+        except ValueError:
+            rel = str(path.resolve())
+        return {"path": rel, "sha256": sha, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _fingerprint(stage: Stage, sums: Checksums) -> dict:
+    out: dict[str, Any] = {}
+    for role, p in stage.inputs.items():
+        if p is None:
+            continue
+        if not Path(p).is_file():
+            raise MultiscaleError(f"stage {stage.key}: input {role} {p} not found: "
+                                  + ("it is an output of an earlier stage; run with --force to redo that stage"
+                                     if _inside(p, sums.root) else "restore it or fix sim.yaml"))
+        out[role] = sums.record(Path(p))
+    out["params"] = {"sha256": sha256_json(stage.params), "values": stage.params}
+    return out
+
+
+def _inside(p: Path, root: Path) -> bool:
+    try:
+        Path(p).resolve().relative_to(root.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _diff(old: dict, new: dict) -> list[str]:
+    """Human-readable differences between two input fingerprints."""
+    out = []
+    for role in sorted(set(old) | set(new)):
+        a, b = old.get(role), new.get(role)
+        if role == "params":
+            if (a or {}).get("sha256") != (b or {}).get("sha256"):
+                out.append("its parameters changed (" + _param_diff((a or {}).get("values", {}), (b or {}).get("values", {})) + ")")
+            continue
+        if a is None:
+            out.append(f"it has a new input '{role}' ({b['path']})")
+        elif b is None:
+            out.append(f"its input '{role}' ({a['path']}) is no longer used")
+        elif a.get("sha256") != b.get("sha256"):
+            out.append(f"its input '{role}' ({b['path']}) changed")
+    return out
+
+
+def _param_diff(a: Any, b: Any, prefix: str = "") -> str:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            if a.get(k) != b.get(k):
+                return _param_diff(a.get(k), b.get(k), f"{prefix}{k}.")
+        return prefix.rstrip(".") or "?"
+    return f"{prefix.rstrip('.')}: {a!r} -> {b!r}"
+
+
+# ------------------------------------------------------------------------------------------
+# processes
+
+
+def _descendants(pid: int) -> list[int]:
+    """PIDs of all descendants of ``pid`` (Linux /proc; empty elsewhere)."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for e in entries:
+        if not e.isdigit():
+            continue
+        try:
+            with open(f"/proc/{e}/stat") as f:
+                data = f.read()
+            ppid = int(data[data.rfind(")") + 2:].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(e))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        for c in children.get(p, []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def build_plan(cfg, root: Path, replica: int | None = None) -> list[Stage]:
+    plan = load_pipeline()(cfg, root, replica)
+    keys = [s.key for s in plan]
+    dup = {k for k in keys if keys.count(k) > 1}
+    if dup:
+        raise MultiscaleError(f"the stage list names {sorted(dup)[0]} twice: stage names must be unique per cycle")
+    return plan
+
+
+# ------------------------------------------------------------------------------------------
+# the driver
+
+
+class _Driver:
+    def __init__(self, cfg, root: Path, replica, force: bool, stop_after: str | None, maxh: float | None,
+                 reporter, argv: list[str] | None):
+        self.cfg, self.root, self.replica, self.force = cfg, root, replica, force
+        self.stop_after, self.maxh, self.reporter, self.argv = stop_after, maxh, reporter, argv
+        self.t0 = time.monotonic()
+        self.deadline = self.t0 + maxh * 3600.0 if maxh else None
+        self.stop_signal: int | None = None
+        self.current: Stage | None = None
+        self._old_handlers: dict[int, Any] = {}
+
+    # signals ----------------------------------------------------------------------------
+    def _on_signal(self, signum, frame):
+        first = self.stop_signal is None
+        self.stop_signal = signum
+        if first:
+            self.reporter.note(f"received {signal.Signals(signum).name}: stopping cleanly "
+                               "(mdrun writes a checkpoint); run the same command again to continue")
+        cur = self.current
+        if cur is not None and cur.kind == "gromacs":
+            if first:
+                for pid in _descendants(os.getpid()):
+                    try:
+                        os.kill(pid, signal.SIGTERM)
+                    except OSError:
+                        pass
+        elif cur is not None:
+            raise StopRequested()
+
+    def _install_signals(self):
+        for s in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old_handlers[s] = signal.signal(s, self._on_signal)
+            except (ValueError, OSError):  # not the main thread
+                pass
+
+    def _restore_signals(self):
+        for s, h in self._old_handlers.items():
+            try:
+                signal.signal(s, h)
+            except (ValueError, OSError):
+                pass
+
+    # time budget ------------------------------------------------------------------------
+    def remaining_s(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def settings(self):
+        rem = self.remaining_s()
+        cfg_maxh = self.cfg.gromacs.maxh
+        maxh = None
+        if rem is not None:
+            maxh = max(rem, 1.0) / 3600.0
+        if cfg_maxh is not None:
+            maxh = min(maxh, cfg_maxh) if maxh is not None else cfg_maxh
+        return self.cfg.gromacs.settings(maxh=maxh)
+
+    def _budget_left(self) -> bool:
+        rem = self.remaining_s()
+        if rem is None:
+            return True
+        return rem > max(MIN_STAGE_BUDGET_S, 0.02 * self.maxh * 3600.0)
+
+    # main loop --------------------------------------------------------------------------
+    def run(self) -> int:
+        from ..gromacs import check_gmx
+
+        cfg, root = self.cfg, self.root
+        os.environ["GMXLIB"] = cfg.gmxlib()
+        os.environ["GMX_MAXBACKUP"] = "-1"  # stage folders are ours: no #backup# files
+        os.environ.setdefault("GROMACSWRAPPER_SUPPRESS_SETUP_CHECK", "1")
+        check_gmx(cfg.gromacs.settings(), mdrun=True)
+        plan = build_plan(cfg, root, self.replica)
+        stop_key = self._resolve_stop_after(plan)
+        with RootLock(root):
+            state = RunState.load(root, create=True)
+            killed = state.reap_dead_attempts()
+            state.set_plan([s.key for s in plan], cfg.source, cfg.digest())
+            state.start_run(self.argv)
+            sums = Checksums(state)
+            self.reporter.start(plan, state, root, killed)
+            self._install_signals()
+            result = "failed"
+            try:
+                code = self._loop(plan, state, sums, stop_key)
+                result = {EXIT_DONE: "done" if state.is_done() else "stopped-after", EXIT_STOPPED: "stopped"}[code]
+                return code
+            finally:
+                self._restore_signals()
+                self.current = None
+                state.end_run(result)
+                self.reporter.finish(plan, state, result, time.monotonic() - self.t0)
+
+    def _resolve_stop_after(self, plan: list[Stage]) -> str | None:
+        if not self.stop_after:
+            return None
+        keys = [s.key for s in plan]
+        if self.stop_after in keys:
+            return self.stop_after
+        names = [s for s in plan if s.name == self.stop_after]
+        if not names:
+            raise MultiscaleError(f"--stop-after {self.stop_after}: no such stage: use a stage name "
+                                  f"({', '.join(dict.fromkeys(s.name for s in plan))}) or a key like {keys[0]}")
+        return "name:" + self.stop_after
+
+    def _loop(self, plan: list[Stage], state: RunState, sums: Checksums, stop_key: str | None) -> int:
+        for st in plan:
+            if self.stop_signal is not None:
+                return EXIT_STOPPED
+            rec = state.record(st.key)
+            status = rec["status"] if rec else "pending"
+            if status == "done":
+                problem = self._check_done(st, rec, sums)
+                if problem is None:
+                    self.reporter.skip(st, rec)
+                    continue
+                if not self.force:
+                    raise MultiscaleError(f"stage {st.key} is done but {problem} since it ran: run with --force to "
+                                          "redo it and the stages after it, or restore the original")
+                self.reporter.note(f"{st.key}: {problem}: redoing it (--force)")
+                st.clean()
+                state.reset(st.key)
+                status = "pending"
+            cur = _fingerprint(st, sums)
+            if status in ("running", "stopped", "failed") and rec and rec.get("inputs"):
+                diffs = _diff(rec["inputs"], cur)
+                if diffs:
+                    if status == "stopped" and st.can_continue() and not self.force:
+                        raise MultiscaleError(f"stage {st.key} was interrupted and {diffs[0]} since: run with --force "
+                                              "to restart it from scratch, or restore the original")
+                    self.reporter.note(f"{st.key}: {diffs[0]}: restarting it from scratch")
+                    st.clean()
+                elif not st.resumable:
+                    st.clean()
+            elif status == "pending" and st.workdir.exists():
+                st.clean()  # leftovers of an attempt that never reached the state file
+            if not self._budget_left():
+                self.reporter.note(f"time budget (--maxh {self.maxh}) nearly used: stopping before {st.key}; "
+                                   "run the same command again to continue")
+                return EXIT_STOPPED
+            code = self._run_stage(st, state, sums, cur)
+            if code != EXIT_DONE:
+                return code
+            if self._reached(st, stop_key):
+                self.reporter.note(f"stopped after {st.key} (--stop-after); run without it to continue")
+                return EXIT_DONE
+        return EXIT_DONE
+
+    def _reached(self, st: Stage, stop_key: str | None) -> bool:
+        if stop_key is None:
+            return False
+        return st.key == stop_key or stop_key == "name:" + st.name
+
+    def _check_done(self, st: Stage, rec: dict, sums: Checksums) -> str | None:
+        for role, p in st.inputs.items():
+            if p is not None and not Path(p).is_file():
+                return f"its input '{role}' ({p}) is missing"
+        diffs = _diff(rec.get("inputs", {}), _fingerprint(st, sums))
+        if diffs:
+            return diffs[0]
+        for role, r in (rec.get("outputs") or {}).items():
+            p = Path(r["path"])
+            p = p if p.is_absolute() else self.root / p
+            if not p.is_file():
+                return f"its output '{role}' ({r['path']}) is missing"
+            if sums.record(p)["sha256"] != r["sha256"]:
+                return f"its output '{role}' ({r['path']}) was modified"
+        return None
+
+    def _run_stage(self, st: Stage, state: RunState, sums: Checksums, inputs: dict) -> int:
+        continued = st.resumable and st.can_continue()
+        log_rel = os.path.relpath(st.log, self.root)
+        state.begin(st.key, st.cycle, st.name, inputs, log_rel, continued, st.description)
+        seed = int(st.params.get("seed") or st.params.get("values", {}).get("gen_seed") or
+                   self.cfg.stage_seed(st.cycle, st.name, self.replica))
+        ctx = StageContext(config=self.cfg, root=self.root, settings=self.settings(), seed=seed, log=st.log,
+                           continued=continued, replica=self.replica, stop_requested=lambda: self.stop_signal is not None)
+        st.workdir.mkdir(parents=True, exist_ok=True)
+        self.reporter.begin(st, continued)
+        t0 = time.monotonic()
+        self.current = st
+        try:
+            result = st.run(ctx)
+            self.current = None
+        except (StageStopped, StopRequested) as exc:
+            self.current = None
+            reason = str(exc) or "stopped by a signal; it is redone on the next run"
+            state.stop(st.key, time.monotonic() - t0, reason)
+            self.reporter.stopped(st, reason)
+            return EXIT_STOPPED
+        except MultiscaleError as exc:
+            self.current = None
+            wall = time.monotonic() - t0
+            if self.stop_signal is not None:
+                state.stop(st.key, wall, f"stopped by a signal ({exc})")
+                self.reporter.stopped(st, "stopped by a signal")
+                return EXIT_STOPPED
+            state.fail(st.key, wall, str(exc))
+            self.reporter.failed(st, str(exc))
+            raise MultiscaleError(f"stage {st.key} failed: {exc} -- state saved; fix the cause and run the same "
+                                  "command again") from None
+        except Exception as exc:  # a bug or an unexpected library error: keep the traceback
+            self.current = None
+            wall = time.monotonic() - t0
+            with open(st.log, "a") as f:
+                f.write(f"\n{now_iso()} {st.key} failed:\n{traceback.format_exc()}\n")
+            msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            state.fail(st.key, wall, msg)
+            self.reporter.failed(st, msg)
+            raise MultiscaleError(f"stage {st.key} failed with {msg} (traceback in {st.log}) -- state saved; "
+                                  "run the same command again after fixing the cause") from None
+        wall = time.monotonic() - t0
+        outputs = {}
+        for role, p in st.outputs.items():
+            if not Path(p).is_file():
+                state.fail(st.key, wall, f"output {role} {p} was not written")
+                raise MultiscaleError(f"stage {st.key} finished without writing its output {role} ({p}): see {st.log}")
+            outputs[role] = sums.record(Path(p))
+        info = dict(result.info)
+        rec = state.finish(st.key, outputs, wall, energies=_clean(result.energies), info=_clean(info))
+        self.reporter.end(st, rec)
+        return EXIT_DONE
+
+
+def _clean(d: dict) -> dict:
+    out = {}
+    for k, v in (d or {}).items():
+        if hasattr(v, "item"):
+            v = v.item()
+        if isinstance(v, float):
+            v = round(v, 6)
+        out[k] = v
+    return out
+
+
+def run_cycles(config_path: str | os.PathLike, force: bool = False, stop_after: str | None = None,
+               maxh: float | None = None, replica: int | None = None, progress: bool | None = None,
+               console=None, argv: list[str] | None = None) -> int:
+    """Run (or continue) all cycles of ``config_path``.  Returns 0 when finished (or at
+    ``stop_after``), 3 when stopped early by the ``maxh`` budget or a signal (run again to
+    continue).  Raises :class:`MultiscaleError` on bad input or a failed stage (state kept)."""
+    from ..config import load_config
+    from .status import Reporter
+
+    if maxh is not None and maxh <= 0:
+        raise MultiscaleError(f"--maxh must be > 0 hours, got {maxh}")
+    if replica is not None and replica < 0:
+        raise MultiscaleError(f"--replica must be >= 0, got {replica}")
+    cfg = load_config(config_path)
+    root = cfg.root(replica)
+    reporter = Reporter(console=console, live=progress)
+    return _Driver(cfg, root, replica, force, stop_after, maxh, reporter, argv or sys.argv).run()

@@ -1,0 +1,640 @@
+"""Stages of a multiscale cycle, and the default AA -> CG -> AA pipeline.
+
+A :class:`Stage` is a named step with declared ``inputs`` (files whose content it depends on),
+``params`` (config values it depends on), ``outputs`` (files that exist when it is done) and a
+``run(ctx)``.  The driver (:mod:`multiscale.workflow.cycle`) checksums inputs/outputs, records
+them in the state file, never redoes a finished stage and refuses one whose inputs changed.
+
+Two kinds:
+
+* :class:`MdrunStage` -- render an mdp template, ``grompp``, ``mdrun -cpi`` in
+  ``ROOT/cycle_NNN/<stage>/`` with ``-deffnm <stage>``.  A killed mdrun *continues* from its
+  checkpoint (appending, so no frame is lost or duplicated); without a checkpoint it restarts.
+* :class:`PythonStage` -- a Python function (coarse-grain, train, backmap) writing its outputs
+  atomically; an interrupted one is redone from scratch.
+
+:func:`default_pipeline` builds the stage list of all cycles from a :class:`SimConfig`::
+
+    start: aa   cycle 1: aa-em, aa-eq, then every cycle:
+                aa-md, coarse-grain, train, cg-em, cg-eq, cg-md, backmap,
+                restrained-em, restrained-eq, relax        (relax feeds the next aa-md)
+    start: cg   every cycle: cg-em, cg-eq, cg-md, backmap, restrained-em, restrained-eq, relax,
+                aa-md, train, coarse-grain (not in the last cycle; feeds the next cg-em)
+
+``train`` only appears in cycles >= ``backmap.train_from_cycle``; it fine-tunes the previous
+model (``init=``).  The environment variable ``MULTISCALE_PIPELINE=module:function`` (or
+``/path/file.py:function``) replaces :func:`default_pipeline` (same signature) -- a hook for
+custom stage lists and for testing the driver on its own.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import MultiscaleError
+from .state import stage_key
+
+__all__ = ["Stage", "MdrunStage", "PythonStage", "StageContext", "StageResult", "StageStopped",
+           "default_pipeline", "load_pipeline", "expected_frames", "xtc_frames"]
+
+
+class StageStopped(Exception):
+    """The stage stopped early but cleanly (mdrun -maxh, a signal): run again to continue."""
+
+
+@dataclass
+class StageResult:
+    energies: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+
+
+@dataclass
+class StageContext:
+    """What a running stage gets from the driver."""
+
+    config: Any  # SimConfig
+    root: Path
+    settings: Any  # GromacsSettings (maxh set from the remaining time budget)
+    seed: int
+    log: Path  # the stage's own log file (python stages) / captured output
+    continued: bool = False  # a previous attempt of this stage was interrupted
+    replica: int | None = None
+    stop_requested: Callable[[], bool] = lambda: False
+
+
+@dataclass
+class Stage:
+    """One named step of a cycle; see the module docstring."""
+
+    name: str
+    cycle: int
+    workdir: Path
+    inputs: dict[str, Path] = field(default_factory=dict)
+    outputs: dict[str, Path] = field(default_factory=dict)
+    params: dict = field(default_factory=dict)
+    description: str = ""
+    kind: str = "python"
+    resumable: bool = False  # a half-done attempt continues (mdrun checkpoint) instead of restarting
+
+    @property
+    def key(self) -> str:
+        return stage_key(self.cycle, self.name)
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / f"{self.name}.log"
+
+    def can_continue(self) -> bool:
+        """Whether a half-done attempt left something to continue from."""
+        return False
+
+    def clean(self) -> None:
+        """Remove everything a previous (partial or finished) attempt left in the workdir."""
+        if self.workdir.is_dir():
+            shutil.rmtree(self.workdir)
+
+    def run(self, ctx: StageContext) -> StageResult:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+# ------------------------------------------------------------------------------------------
+# GROMACS stages
+
+
+def expected_frames(nsteps: int, nstxout: int) -> int:
+    """Frames mdrun writes to the .xtc: steps 0, nstxout, 2*nstxout, ... <= nsteps."""
+    return nsteps // nstxout + 1 if nstxout > 0 else 0
+
+
+def xtc_frames(xtc: Path) -> tuple[int, list[float]]:
+    """(number of frames, times in ps) of an .xtc file."""
+    import warnings
+
+    import MDAnalysis.coordinates.XTC as XTC
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = XTC.XTCReader(str(xtc), refresh_offsets=True)
+        try:
+            times = [round(float(ts.time), 6) for ts in r]
+        finally:
+            r.close()
+    return len(times), times
+
+
+def _gro_atoms(gro: Path) -> int:
+    with open(gro) as f:
+        f.readline()
+        return int(f.readline().strip())
+
+
+def _set_mdp_options(text: str, options: dict[str, Any]) -> str:
+    """Replace (or append) ``key = value`` lines; keys match with '-'/'_' and case ignored."""
+    def norm(k: str) -> str:
+        return k.strip().lower().replace("_", "-")
+
+    lines = text.splitlines()
+    for key, value in options.items():
+        v = ("yes" if value else "no") if isinstance(value, bool) else str(value)
+        done = False
+        for i, line in enumerate(lines):
+            body = line.split(";", 1)[0]
+            if "=" in body and norm(body.split("=", 1)[0]) == norm(key):
+                lines[i] = f"{key.replace('_', '-'):<24s} = {v}   ; set by mdp.overrides"
+                done = True
+        if not done:
+            lines.append(f"{key.replace('_', '-'):<24s} = {v}   ; set by mdp.overrides")
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class MdrunStage(Stage):
+    """grompp + mdrun of one mdp template; ``values`` fill its placeholders, ``mdp_options``
+    set further mdp keys (mdp.overrides that are not placeholders)."""
+
+    template: str = ""
+    values: dict = field(default_factory=dict)
+    mdp_options: dict = field(default_factory=dict)
+    structure: Path | None = None
+    topology: Path | None = None
+    restraint: Path | None = None
+    maxwarn: int = 0
+    minimisation: bool = False
+    kind: str = "gromacs"
+    resumable: bool = True
+
+    def __post_init__(self):
+        from ..gromacs import resolve_template
+
+        tpl = resolve_template(self.template)
+        self.inputs = {"structure": self.structure, "topology": self.topology, "mdp_template": tpl,
+                       **({"restraint": self.restraint} if self.restraint else {}), **self.inputs}
+        self.params = {"template": str(self.template), "values": self.values, "mdp_options": self.mdp_options,
+                       "maxwarn": self.maxwarn, **self.params}
+        n = self.name
+        outs = {"gro": f"{n}.gro", "tpr": f"{n}.tpr", "edr": f"{n}.edr", "md_log": f"{n}.log"}
+        if self.nstxout > 0:
+            outs["xtc"] = f"{n}.xtc"
+        self.outputs = {k: self.workdir / v for k, v in outs.items()} | self.outputs
+
+    @property
+    def nsteps(self) -> int:
+        return int(self.values.get("nsteps", 0))
+
+    @property
+    def nstxout(self) -> int:
+        return 0 if self.minimisation else int(self.values.get("nstxout_compressed", 0) or 0)
+
+    @property
+    def log(self) -> Path:  # captured GROMACS output of grompp + mdrun
+        return self.workdir / f"{self.name}.mdrun.log"
+
+    @property
+    def tpr(self) -> Path:
+        return self.workdir / f"{self.name}.tpr"
+
+    @property
+    def cpt(self) -> Path:
+        return self.workdir / f"{self.name}.cpt"
+
+    def can_continue(self) -> bool:
+        return self.tpr.is_file() and self.cpt.is_file() and not self.minimisation
+
+    def _discard_partial_run(self) -> None:
+        """Remove the outputs of an mdrun that has no checkpoint to continue from."""
+        if not self.workdir.is_dir():
+            return
+        for p in self.workdir.iterdir():
+            if p.name.startswith(f"{self.name}.") or p.name.startswith(f"{self.name}_") or p.name.startswith("#"):
+                if p.suffix in (".gro", ".xtc", ".trr", ".edr", ".log", ".cpt") and not p.name.endswith(".mdrun.log"):
+                    p.unlink()
+                elif p.name.startswith("#"):
+                    p.unlink()
+
+    def run(self, ctx: StageContext) -> StageResult:
+        from ..gromacs import em_result, final_energies, grompp, mdrun, render_mdp, template_placeholders
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        mdp = self.workdir / f"{self.name}.mdp"
+        placeholders = set(template_placeholders(self.inputs["mdp_template"]))
+        values = dict(self.values)
+        extra = {k: v for k, v in self.mdp_options.items() if k.replace("-", "_") not in placeholders}
+        values.update({k.replace("-", "_"): v for k, v in self.mdp_options.items() if k.replace("-", "_") in placeholders})
+        render_mdp(self.inputs["mdp_template"], values, mdp)
+        if extra:
+            from ..io import atomic_write_text
+
+            atomic_write_text(mdp, _set_mdp_options(mdp.read_text(), extra))
+        continued = self.can_continue()
+        if not continued:
+            self._discard_partial_run()
+            if not self.tpr.is_file():
+                tmp = self.workdir / f".{self.name}.partial.tpr"
+                grompp(mdp, self.structure, self.topology, tmp, settings=ctx.settings, restraint=self.restraint,
+                       maxwarn=self.maxwarn, log=self.workdir / f"{self.name}.grompp.log", cwd=self.workdir)
+                os.replace(tmp, self.tpr)
+                for junk in self.workdir.glob(f".{self.name}.partial.*"):
+                    junk.rename(self.workdir / junk.name.replace(".partial", "", 1).lstrip("."))
+        res = mdrun(self.tpr, self.workdir / self.name, settings=ctx.settings, cwd=self.workdir, log=self.log)
+        if not res.completed:
+            raise StageStopped(f"mdrun stopped before step {self.nsteps} (time limit or signal); "
+                               f"it continues from {self.cpt.name} on the next run")
+        info: dict[str, Any] = {"atoms": _gro_atoms(res.gro), "nsteps": self.nsteps, "continued": res.continued,
+                                "ns_per_day": res.ns_per_day}
+        if self.minimisation:
+            energies = em_result(res.log)
+        else:
+            energies = {k: v for k, v in final_energies(res.edr, settings=ctx.settings).items() if v is not None}
+            dt = float(self.values.get("dt", 0))
+            info["length_ps"] = round(self.nsteps * dt, 6)
+        if self.nstxout > 0:
+            n, times = xtc_frames(self.outputs["xtc"])
+            want = expected_frames(self.nsteps, self.nstxout)
+            info.update(frames=n, first_time_ps=times[0] if times else None, last_time_ps=times[-1] if times else None)
+            dt = float(self.values.get("dt", 0))
+            if n != want or len(set(times)) != n or times != sorted(times):
+                raise MultiscaleError(f"{self.outputs['xtc']}: {n} frames (times {times[:2]}...{times[-2:]}) but "
+                                      f"{want} expected for {self.nsteps} steps every {self.nstxout}: the trajectory "
+                                      f"is damaged; rerun this stage with --force")
+            if dt and times and abs(times[-1] - times[0] - (want - 1) * self.nstxout * dt) > 1e-3:
+                raise MultiscaleError(f"{self.outputs['xtc']}: frame times {times[0]}..{times[-1]} ps do not match "
+                                      f"{want} frames every {self.nstxout * dt:g} ps: rerun this stage with --force")
+        return StageResult(energies=energies, info=info)
+
+
+# ------------------------------------------------------------------------------------------
+# Python stages
+
+
+@dataclass
+class PythonStage(Stage):
+    """A Python step: ``func(stage, ctx) -> StageResult``; writes its outputs atomically."""
+
+    func: Callable[["PythonStage", StageContext], StageResult] | None = None
+    kind: str = "python"
+
+    def run(self, ctx: StageContext) -> StageResult:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for p in self.outputs.values():  # a redo starts clean
+            if p.is_file():
+                p.unlink()
+        return self.func(self, ctx)
+
+
+def _stage_log(stage: Stage, ctx: StageContext, text: str) -> None:
+    with open(ctx.log, "a") as f:
+        f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {stage.key}: {text}\n")
+
+
+def _run_coarse_grain(stage: PythonStage, ctx: StageContext) -> StageResult:
+    from ..coarse_grain import cg_names, coarse_grain, write_cg_topology
+    from ..io import read_frames, write_frames
+    from ..mapping import load_mapping
+    from ..topology import load_topology
+
+    cfg = ctx.config
+    top = load_topology(stage.inputs["aa_topology"])
+    mapping = load_mapping(cfg.system.mapping_files)
+    mapping.check(top)
+    fr = read_frames(stage.inputs["aa_structure"], expected_atoms=top.n_atoms, label="AA structure")
+    cg = coarse_grain(fr.positions[-1:], fr.box[-1:], top, mapping, seed=ctx.seed)
+    names, resnames, resids = cg_names(cg.layout)
+    write_frames(stage.outputs["gro"], cg.positions[0], cg.box[0], names, resnames, resids,
+                 title=f"CG image of {stage.inputs['aa_structure'].name}")
+    write_cg_topology(stage.outputs["top"], cg.layout, cfg.system.cg_include_files(),
+                      title=f"CG system (cycle {stage.cycle}) written by multiscale")
+    _stage_log(stage, ctx, f"{top.n_atoms} atoms -> {cg.positions.shape[1]} beads "
+                           f"({', '.join(f'{b.cg_name} x{b.count}' for b in cg.layout)})")
+    return StageResult(info={"atoms": top.n_atoms, "beads": int(cg.positions.shape[1])})
+
+
+def _run_train(stage: PythonStage, ctx: StageContext) -> StageResult:
+    import numpy as np
+
+    from ..backmap.engine import load_model, train
+    from ..io import Frames, read_frames
+    from ..mapping import load_mapping
+    from ..topology import load_topology
+
+    cfg = ctx.config
+    top = load_topology(stage.inputs["aa_topology"])
+    mapping = load_mapping(cfg.system.mapping_files)
+    mapping.check(top)
+    fr = read_frames(stage.inputs["aa_structure"], stage.inputs["trajectory"], expected_atoms=top.n_atoms)
+    if cfg.backmap.samples and fr.n_frames > cfg.backmap.samples:
+        idx = np.unique(np.linspace(0, fr.n_frames - 1, cfg.backmap.samples).round().astype(int))
+        fr = Frames(fr.positions[idx], fr.box[idx], fr.times[idx], fr.names, fr.resnames, fr.resids)
+    init = load_model(stage.inputs["init_model"], top) if "init_model" in stage.inputs else None
+    kwargs: dict[str, Any] = {"seed": ctx.seed, "init": init, "device": cfg.backmap.device}
+    if cfg.backmap.epochs is not None:
+        kwargs["epochs"] = cfg.backmap.epochs
+    if "provenance" in inspect.signature(train).parameters:
+        kwargs["provenance"] = {"stage": stage.key, "trajectory": str(stage.inputs["trajectory"]),
+                                "n_frames": fr.n_frames, "init": str(stage.inputs.get("init_model"))}
+    t0 = time.perf_counter()
+    model = train(top, mapping, fr, **kwargs)
+    from ..io import atomic_path
+
+    with atomic_path(stage.outputs["model"]) as tmp:
+        model.save(tmp)
+    _stage_log(stage, ctx, f"trained on {fr.n_frames} frames in {time.perf_counter() - t0:.1f} s"
+                           + (f", fine-tuned from {stage.inputs['init_model']}" if init is not None else ""))
+    return StageResult(info={"atoms": top.n_atoms, "frames": fr.n_frames, "fine_tuned": init is not None})
+
+
+def _run_backmap(stage: PythonStage, ctx: StageContext) -> StageResult:
+    from ..backmap.engine import backmap, load_model
+    from ..backmap.restraints import write_posre_itp
+    from ..coarse_grain import cg_layout, check_cg_beads
+    from ..io import atomic_write_text, read_frames, write_frames
+    from ..topology import load_topology
+
+    cfg = ctx.config
+    top = load_topology(stage.inputs["aa_topology"])
+    model = load_model(stage.inputs["model"], top)
+    layout = cg_layout(top, model.mapping)
+    fr = read_frames(stage.inputs["cg_structure"], label="CG structure")
+    check_cg_beads(fr.n_atoms, layout, str(stage.inputs["cg_structure"]))
+    t0 = time.perf_counter()
+    aa, reports = backmap(model, top, fr.positions[-1:], fr.box[-1:], seed=ctx.seed, device=cfg.backmap.device)
+    wall = time.perf_counter() - t0
+    names, resnames, resids = top.per_atom("atom_names"), top.per_atom("resnames"), top.resids()
+    write_frames(stage.outputs["gro"], aa[0], fr.box[-1], names, resnames, resids,
+                 title=f"backmapped from {stage.inputs['cg_structure'].name}")
+    report = [r.to_dict() if hasattr(r, "to_dict") else r for r in reports]
+    atomic_write_text(stage.outputs["report"], json.dumps(report, indent=1, default=str))
+    # heavy-atom restraints to the backmapped positions: posre_<moltype>.itp + a topology that
+    # includes them under -DPOSRES (the AA topology, preprocessed, with these includes added)
+    posres = {}
+    for mt in top.moltypes.values():
+        if not mt.is_water:
+            p = stage.workdir / f"posre_{mt.name}.itp"
+            write_posre_itp(mt, p, force_constant=cfg.restrained.force_constant)
+            posres[mt.name] = p.name
+    write_restrained_topology(stage.inputs["aa_topology"], stage.outputs["gro"], stage.outputs["top"], posres, ctx.settings)
+    write_restrained_topology(stage.inputs["aa_topology"], stage.outputs["gro"], stage.outputs["top_em"], posres,
+                              ctx.settings, define="-DFLEXIBLE" if cfg.restrained.flexible_water_em else "")
+    summary = reports[0].summary() if reports and hasattr(reports[0], "summary") else ""
+    _stage_log(stage, ctx, f"backmapped {top.n_atoms} atoms in {wall:.2f} s. {summary}")
+    info = {"atoms": top.n_atoms, "beads": fr.n_atoms, "backmap_s": round(wall, 3)}
+    first = report[0] if report and isinstance(report[0], dict) else {}
+    for k in ("clashes", "stereo_errors", "chirality_errors", "resampled", "n_clashes"):
+        if k in first and isinstance(first[k], (int, float)):
+            info[k] = first[k]
+    return StageResult(info=info)
+
+
+def write_restrained_topology(aa_top: Path, structure: Path, out: Path, posres: dict[str, str], settings,
+                              define: str = "") -> Path:
+    """``out``: the AA topology preprocessed by grompp (-pp; every include inlined, POSRES not
+    defined, ``define`` e.g. "-DFLEXIBLE" applied) with ``#ifdef POSRES / #include "posre_<mol>.itp" / #endif`` added to the
+    moleculetypes in ``posres`` ({moltype: itp file name next to ``out``})."""
+    from ..gromacs import grompp, render_mdp
+    from ..io import atomic_write_text
+
+    work = out.parent / f".pp-{out.stem}"
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        mdp = render_mdp("aa_em", {"nsteps": 0, "emtol": 1000, "define": define}, work / "pp.mdp")
+        pp = work / "processed.top"
+        _grompp_pp(mdp, structure, aa_top, work / "pp.tpr", pp, settings, work)
+        text = pp.read_text()
+        atomic_write_text(out, add_posre_includes(text, posres))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def _grompp_pp(mdp, structure, top, tpr, pp, settings, cwd):
+    from ..gromacs import run_tool
+
+    run_tool("grompp", settings, log=Path(cwd) / "grompp_pp.log", cwd=cwd, stage="restrained topology",
+             f=str(mdp), c=str(structure), p=str(top), o=str(tpr), pp=str(pp), po=str(Path(cwd) / "mdout.mdp"),
+             maxwarn=5)
+
+
+def add_posre_includes(top_text: str, posres: dict[str, str]) -> str:
+    """Insert ``#ifdef POSRES`` includes at the end of the named ``[ moleculetype ]`` blocks."""
+    lines = top_text.splitlines()
+    out: list[str] = []
+    current = None
+    expect_name = False
+
+    def close():
+        if current in posres:
+            out.extend(["", "#ifdef POSRES", f'#include "{posres[current]}"', "#endif", ""])
+
+    for line in lines:
+        s = line.split(";", 1)[0].strip()
+        m = re.match(r"^\[\s*([\w-]+)\s*\]$", s)
+        if m:
+            sec = m.group(1).lower()
+            if sec in ("moleculetype", "system"):
+                close()
+                current = None
+                expect_name = sec == "moleculetype"
+            out.append(line)
+            continue
+        if expect_name and s:
+            current = s.split()[0]
+            expect_name = False
+        out.append(line)
+    close()
+    missing = set(posres) - set(re.findall(r'#include "posre_([\w-]+)\.itp"', "\n".join(out)))
+    if missing:
+        raise MultiscaleError(f"moleculetype(s) {', '.join(sorted(missing))} not found in the preprocessed AA "
+                              "topology: check system.aa_topology")
+    return "\n".join(out) + "\n"
+
+
+# ------------------------------------------------------------------------------------------
+# the default pipeline
+
+
+def _steps(d, dt: float, what: str) -> int:
+    try:
+        return d.steps(dt)
+    except MultiscaleError as exc:
+        raise MultiscaleError(f"{what}: {exc}") from None
+
+
+def default_pipeline(cfg, root: Path, replica: int | None = None) -> list[Stage]:
+    """All stages of all ``cfg.cycles`` cycles, in run order (see the module docstring)."""
+    from ..gromacs import resolve_template
+
+    T, P = cfg.temperature, cfg.pressure
+    aa, cg, rs = cfg.aa, cfg.cg, cfg.restrained
+    ov_aa, ov_cg = dict(cfg.mdp.overrides.aa), dict(cfg.mdp.overrides.cg)
+    aa_defaults = {"tau_t": 0.1, "tau_p": 2.0}
+    cg_defaults = {"tau_t": 1.0, "tau_p": 4.0}
+    tpl = cfg.mdp
+    for t in list(vars(tpl.aa).values()) + list(vars(tpl.cg).values()):
+        resolve_template(t)
+    aa_top = cfg.system.aa_topology
+    stages: list[Stage] = []
+
+    def wd(cycle: int, name: str) -> Path:
+        return root / f"cycle_{cycle:03d}" / name
+
+    def seed(cycle: int, name: str, base: int | None = None) -> int:
+        from ..config import derive_seed
+
+        return derive_seed(cfg.seed if base is None else base, replica, cycle, name)
+
+    def md_values(cycle, name, length, dt, every, energy_every, defaults, define="", what=""):
+        nsteps = _steps(length, dt, what)
+        nstx = _steps(every, dt, what.rsplit(".", 1)[0] + ".output_every") if every is not None else 0
+        nste = max(1, _steps(energy_every, dt, what.rsplit(".", 1)[0] + ".energy_every"))
+        return {**defaults, "nsteps": nsteps, "dt": dt, "ref_t": T, "ref_p": P, "gen_seed": seed(cycle, name),
+                "nstxout_compressed": nstx, "nstenergy": min(nste, max(nsteps, 1)), "nstlog": min(nste * 10, max(nsteps, 1)),
+                "define": define}
+
+    def aa_mdrun(cycle, name, template, values, structure, topology=aa_top, restraint=None, minim=False, desc=""):
+        opts = {k: v for k, v in ov_aa.items()}
+        st = MdrunStage(name=name, cycle=cycle, workdir=wd(cycle, name), template=template, values=values,
+                        mdp_options=opts, structure=structure, topology=topology, restraint=restraint,
+                        minimisation=minim, description=desc)
+        stages.append(st)
+        return st
+
+    def cg_mdrun(cycle, name, template, values, structure, topology, minim=False, desc=""):
+        st = MdrunStage(name=name, cycle=cycle, workdir=wd(cycle, name), template=template, values=values,
+                        mdp_options=dict(ov_cg), structure=structure, topology=topology, minimisation=minim,
+                        description=desc)
+        stages.append(st)
+        return st
+
+    model_path: Path | None = cfg.backmap.model
+    bm_seed = cfg.backmap.seed
+
+    def aa_block(c, start_gro):
+        md = aa_mdrun(c, "aa-md", tpl.aa.md, md_values(c, "aa-md", aa.md, aa.dt, aa.output_every, aa.energy_every,
+                                                       aa_defaults, what="aa.md"),
+                      start_gro, desc=f"AA production MD, {aa.md}")
+        return md
+
+    def add_train(c, md):
+        nonlocal model_path
+        if not cfg.trains_in(c):
+            return
+        inputs = {"aa_topology": aa_top, "aa_structure": md.outputs["gro"], "trajectory": md.outputs["xtc"]}
+        if model_path is not None:
+            inputs["init_model"] = model_path
+        st = PythonStage(name="train", cycle=c, workdir=wd(c, "train"), inputs=inputs,
+                         outputs={"model": wd(c, "train") / "model.pt"},
+                         params={"epochs": cfg.backmap.epochs, "samples": cfg.backmap.samples,
+                                 "seed": seed(c, "train", bm_seed), "device": cfg.backmap.device,
+                                 "mappings": [str(p) for p in cfg.system.mapping_files]},
+                         func=_run_train,
+                         description=("fine-tune" if model_path else "train") + " the backmapping model on this cycle's AA MD")
+        stages.append(st)
+        model_path = st.outputs["model"]
+
+    def add_coarse_grain(c, md):
+        st = PythonStage(name="coarse-grain", cycle=c, workdir=wd(c, "coarse-grain"),
+                         inputs={"aa_topology": aa_top, "aa_structure": md.outputs["gro"]},
+                         outputs={"gro": wd(c, "coarse-grain") / "cg.gro", "top": wd(c, "coarse-grain") / "cg.top"},
+                         params={"seed": seed(c, "coarse-grain"), "mappings": [str(p) for p in cfg.system.mapping_files],
+                                 "includes": [str(p) for p in cfg.system.cg_include_files()]},
+                         func=_run_coarse_grain, description="map the last AA frame onto Martini beads")
+        stages.append(st)
+        return st
+
+    def cg_block(c, cg_gro, cg_top):
+        em = cg_mdrun(c, "cg-em", tpl.cg.em, {"nsteps": cg.em_steps, "emtol": cg.emtol, "define": ""},
+                      cg_gro, cg_top, minim=True, desc="CG energy minimisation")
+        eq = cg_mdrun(c, "cg-eq", tpl.cg.eq, md_values(c, "cg-eq", cg.eq, cg.eq_dt, None, cg.energy_every,
+                                                       cg_defaults, what="cg.eq"),
+                      em.outputs["gro"], cg_top, desc=f"CG NPT equilibration, {cg.eq}")
+        md = cg_mdrun(c, "cg-md", tpl.cg.md, md_values(c, "cg-md", cg.md, cg.dt, cg.output_every, cg.energy_every,
+                                                       cg_defaults, what="cg.md"),
+                      eq.outputs["gro"], cg_top, desc=f"CG production MD, {cg.md}")
+        return md
+
+    def backmap_block(c, cg_md):
+        if model_path is None:
+            raise MultiscaleError(f"cycle {c}: no backmapping model: set backmap.model or backmap.train_from_cycle")
+        wdir = wd(c, "backmap")
+        bm = PythonStage(name="backmap", cycle=c, workdir=wdir,
+                         inputs={"aa_topology": aa_top, "cg_structure": cg_md.outputs["gro"], "model": model_path},
+                         outputs={"gro": wdir / "backmapped.gro", "top": wdir / "restrained.top",
+                                  "top_em": wdir / "restrained-em.top", "report": wdir / "backmap-report.json"},
+                         params={"seed": seed(c, "backmap", bm_seed), "force_constant": rs.force_constant,
+                                 "flexible_water_em": rs.flexible_water_em, "device": cfg.backmap.device},
+                         func=_run_backmap, description="backmap the last CG frame (+ heavy-atom restraints)")
+        stages.append(bm)
+        rem = aa_mdrun(c, "restrained-em", tpl.aa.restrained_em,
+                       {"nsteps": rs.em_steps, "emtol": rs.emtol, "define": "-DPOSRES"},
+                       bm.outputs["gro"], topology=bm.outputs["top_em"], restraint=bm.outputs["gro"], minim=True,
+                       desc="EM, heavy atoms restrained to the backmapped positions")
+        req = aa_mdrun(c, "restrained-eq", tpl.aa.restrained_eq,
+                       md_values(c, "restrained-eq", rs.eq, rs.dt, None, aa.energy_every, aa_defaults,
+                                 define="-DPOSRES", what="restrained.eq"),
+                       rem.outputs["gro"], topology=bm.outputs["top"], restraint=bm.outputs["gro"],
+                       desc=f"NVT {rs.eq}, heavy atoms restrained")
+        rel = aa_mdrun(c, "relax", tpl.aa.relax,
+                       md_values(c, "relax", rs.relax, rs.relax_dt, None, aa.energy_every, aa_defaults,
+                                 what="restrained.relax"),
+                       req.outputs["gro"], desc=f"unrestrained NPT {rs.relax}")
+        return rel
+
+    if cfg.start == "aa":
+        em = aa_mdrun(1, "aa-em", tpl.aa.em, {"nsteps": aa.em_steps, "emtol": aa.emtol, "define": ""},
+                      cfg.system.aa_structure, minim=True, desc="AA energy minimisation")
+        eq = aa_mdrun(1, "aa-eq", tpl.aa.eq, md_values(1, "aa-eq", aa.eq, aa.dt, None, aa.energy_every,
+                                                      aa_defaults, what="aa.eq"),
+                      em.outputs["gro"], desc=f"AA NVT equilibration, {aa.eq}")
+        prev = eq.outputs["gro"]
+        for c in range(1, cfg.cycles + 1):
+            md = aa_block(c, prev)
+            cgs = add_coarse_grain(c, md)
+            add_train(c, md)
+            cg_md = cg_block(c, cgs.outputs["gro"], cgs.outputs["top"])
+            rel = backmap_block(c, cg_md)
+            prev = rel.outputs["gro"]
+    else:
+        cg_gro, cg_top = cfg.system.cg_structure, cfg.system.cg_topology
+        if cg_top is None:
+            raise MultiscaleError("system.cg_topology: required when start is 'cg' (the topology of system.cg_structure)")
+        for c in range(1, cfg.cycles + 1):
+            cg_md = cg_block(c, cg_gro, cg_top)
+            rel = backmap_block(c, cg_md)
+            md = aa_block(c, rel.outputs["gro"])
+            add_train(c, md)
+            if c < cfg.cycles:
+                cgs = add_coarse_grain(c, md)
+                cg_gro, cg_top = cgs.outputs["gro"], cgs.outputs["top"]
+    return stages
+
+
+def load_pipeline() -> Callable:
+    """The pipeline builder: :func:`default_pipeline`, or ``$MULTISCALE_PIPELINE`` (``module:func``
+    or ``/path/to/file.py:func``)."""
+    spec = os.environ.get("MULTISCALE_PIPELINE", "").strip()
+    if not spec:
+        return default_pipeline
+    mod_name, _, func = spec.rpartition(":")
+    if not mod_name or not func:
+        raise MultiscaleError(f"MULTISCALE_PIPELINE={spec!r}: write module:function or /path/file.py:function")
+    try:
+        if mod_name.endswith(".py"):
+            s = importlib.util.spec_from_file_location(Path(mod_name).stem, mod_name)
+            if s is None or s.loader is None:
+                raise ImportError(mod_name)
+            mod = importlib.util.module_from_spec(s)
+            s.loader.exec_module(mod)
+        else:
+            mod = importlib.import_module(mod_name)
+        return getattr(mod, func)
+    except (ImportError, AttributeError, FileNotFoundError) as exc:
+        raise MultiscaleError(f"MULTISCALE_PIPELINE={spec!r} cannot be loaded ({exc}): fix or unset it") from None

@@ -1,0 +1,319 @@
+"""Progress while cycling, the end-of-run summary, and ``multiscale status DIR``.
+
+Everything is read from ``ROOT/state.json``; ``status`` works while a run is going (the lock
+file tells whether a driver holds the root) and after it was killed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import MultiscaleError
+from .state import STATE_NAME, RunState
+
+__all__ = ["Reporter", "status_table", "show_status", "root_is_locked", "resolve_root"]
+
+_ICON = {"done": "[green]done[/]", "running": "[cyan]running[/]", "stopped": "[yellow]stopped[/]",
+         "failed": "[red]FAILED[/]", "pending": "[dim]pending[/]", "killed": "[yellow]interrupted[/]"}
+
+
+def make_console():
+    """A rich Console; 140 columns when output goes to a file (batch logs), not 80."""
+    from rich.console import Console
+
+    c = Console()
+    return c if c.is_terminal else Console(width=140)
+
+
+def _fmt_s(s: float | None) -> str:
+    if s is None:
+        return ""
+    s = float(s)
+    if s < 60:
+        return f"{s:.1f} s"
+    m, s = divmod(int(round(s)), 60)
+    if m < 60:
+        return f"{m}:{s:02d}"
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}"
+
+
+def _fmt_e(v: Any) -> str:
+    if v is None:
+        return ""
+    try:
+        return f"{float(v):.4g}"
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def _size(rec: dict) -> str:
+    info = rec.get("info") or {}
+    parts = []
+    if info.get("atoms") is not None and info.get("beads") is not None:
+        parts.append(f"{info['atoms']} at -> {info['beads']} bd" if rec.get("stage") == "coarse-grain"
+                     else f"{info['beads']} bd -> {info['atoms']} at")
+    elif info.get("atoms") is not None:
+        parts.append(str(info["atoms"]))
+    return " ".join(parts)
+
+
+def _notes(rec: dict) -> str:
+    info, en = rec.get("info") or {}, rec.get("energies") or {}
+    notes = []
+    if "converged" in en:
+        notes.append(f"Fmax {en.get('fmax', 0):.3g}" + ("" if en["converged"] else " (not converged)"))
+    if info.get("frames") is not None:
+        notes.append(f"{info['frames']} frames to {info.get('last_time_ps')} ps")
+    if en.get("temperature_k") is not None:
+        notes.append(f"T {en['temperature_k']:.0f} K")
+    if en.get("density_kg_m3") is not None:
+        notes.append(f"rho {en['density_kg_m3']:.0f}")
+    if info.get("ns_per_day"):
+        notes.append(f"{info['ns_per_day']:.3g} ns/day")
+    if rec.get("stage") == "train" and info.get("frames") is not None:
+        notes = [f"{info['frames']} frames" + (", fine-tuned" if info.get("fine_tuned") else "")]
+    att = rec.get("attempts") or []
+    if len(att) > 1:
+        notes.append(f"{len(att)} attempts" + (", continued" if any(a.get("continued") for a in att) else ""))
+    if rec.get("status") in ("failed", "stopped") and rec.get("error"):
+        notes.append(str(rec["error"])[:80])
+    return "; ".join(notes)
+
+
+def root_is_locked(root: Path) -> bool:
+    """True when a `multiscale cycle` process holds ROOT/.lock."""
+    import fcntl
+
+    p = Path(root) / ".lock"
+    if not p.is_file():
+        return False
+    try:
+        fd = os.open(p, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def _status_of(rec: dict | None, live: bool) -> str:
+    if rec is None:
+        return "pending"
+    s = rec.get("status", "pending")
+    if s == "running" and not live:
+        return "killed"
+    return s
+
+
+def status_table(state: RunState, title: str | None = None, keys: list[str] | None = None):
+    """A rich Table of the stages in ``keys`` (default: the plan)."""
+    from rich.table import Table
+
+    live = root_is_locked(state.root)
+    t = Table(title=title, title_justify="left", header_style="bold")
+    for col, kw in (("cycle", {"justify": "right"}), ("stage", {}), ("status", {}), ("wall", {"justify": "right"}),
+                    ("Epot kJ/mol", {"justify": "right"}), ("atoms/beads", {"justify": "right"}), ("notes", {})):
+        t.add_column(col, **kw)
+    now = time.time()
+    for key in keys if keys is not None else state.plan:
+        rec = state.record(key)
+        m = re.match(r"cycle_(\d+)/(.+)", key)
+        cyc, name = (str(int(m.group(1))), m.group(2)) if m else ("", key)
+        st = _status_of(rec, live)
+        wall = rec.get("wall_s") if rec else None
+        if rec and st == "running":
+            att = (rec.get("attempts") or [{}])[-1]
+            try:
+                started = time.mktime(time.strptime(att["started"][:19], "%Y-%m-%dT%H:%M:%S"))
+                wall = (rec.get("wall_s") or 0) + (now - started)
+            except (KeyError, ValueError, TypeError):
+                pass
+        en = (rec or {}).get("energies") or {}
+        t.add_row(cyc, name, _ICON.get(st, st), _fmt_s(wall) if wall else "", _fmt_e(en.get("potential_kj_mol")),
+                  _size(rec or {}), _notes(rec or {}))
+    return t
+
+
+def resolve_root(target: str | os.PathLike, replica: int | None = None) -> Path:
+    """An output root from a folder holding state.json, or from a sim.yaml (its ``output``)."""
+    p = Path(target).expanduser()
+    if p.is_file() and p.suffix in (".yaml", ".yml"):
+        from ..config import load_config
+
+        return load_config(p).root(replica)
+    if replica is not None and (p / f"replica_{replica}").is_dir():
+        return p / f"replica_{replica}"
+    if p.is_dir() and not (p / STATE_NAME).is_file() and (p / "sim.yaml").is_file():
+        from ..config import load_config
+
+        return load_config(p / "sim.yaml").root(replica)
+    return p
+
+
+def _counts_line(state: RunState, live: bool) -> str:
+    plan = state.plan
+    c: dict[str, int] = {}
+    for k in plan:
+        s = _status_of(state.record(k), live)
+        c[s] = c.get(s, 0) + 1
+    parts = [f"{c.get('done', 0)}/{len(plan)} stages done"]
+    for s in ("running", "killed", "stopped", "failed"):
+        if c.get(s):
+            parts.append(f"{c[s]} {'interrupted' if s == 'killed' else s}")
+    cycles = sorted({int(m.group(1)) for k in plan if (m := re.match(r"cycle_(\d+)/", k))})
+    done_cycles = [cy for cy in cycles if all(state.status(k) == "done" for k in plan if k.startswith(f"cycle_{cy:03d}/"))]
+    if cycles:
+        parts.append(f"{len(done_cycles)}/{len(cycles)} cycles complete")
+    return ", ".join(parts)
+
+
+def show_status(target: str | os.PathLike, replica: int | None = None, check: bool = False, console=None) -> int:
+    """Print the status table of an output root.  With ``check``: print one line and return
+    0 when every planned stage is done, 1 otherwise."""
+    root = resolve_root(target, replica)
+    state = RunState.load(root)
+    live = root_is_locked(root)
+    console = console or make_console()
+    line = _counts_line(state, live) + (" -- a run is in progress" if live else "")
+    if check:
+        done = state.is_done()
+        console.print(f"{root}: {'all done' if done else 'not finished'} ({line})", highlight=False)
+        return 0 if done else 1
+    total = sum((state.record(k) or {}).get("wall_s") or 0 for k in state.plan)
+    console.print(status_table(state, title=f"{root}  ({line}; {_fmt_s(total)} of stage time)"))
+    failed = [k for k in state.plan if state.status(k) == "failed"]
+    for k in failed:
+        rec = state.record(k)
+        console.print(f"[red]{k} failed:[/] {rec.get('error')}  [dim](log: {root / (rec.get('log') or '')})[/]", highlight=False)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------
+# live progress for `multiscale cycle`
+
+
+def _mdrun_progress(st) -> str:
+    """'step N/M (x %)' from the tail of the stage's mdrun .log, or ''."""
+    nsteps = getattr(st, "nsteps", 0)
+    p = st.workdir / f"{st.name}.log"
+    if not nsteps or not p.is_file():
+        return ""
+    try:
+        with open(p, "rb") as f:
+            f.seek(max(0, p.stat().st_size - 16384))
+            tail = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    m = None
+    for m in re.finditer(r"^\s+Step\s+Time\s*\n\s+(\d+)\s+([-\d.eE+]+)", tail, re.M):
+        pass
+    if m is None:
+        return ""
+    step = int(m.group(1))
+    return f"step {step}/{nsteps} ({100.0 * step / nsteps:.0f} %)"
+
+
+class Reporter:
+    """Stage lines as they finish, a live line for the running stage (on a terminal), and the
+    summary table at the end."""
+
+    def __init__(self, console=None, live: bool | None = None):
+        self.console = console or make_console()
+        self.live_enabled = self.console.is_terminal if live is None else bool(live)
+        self.live = None
+        self.current = None
+        self.t_stage = 0.0
+        self.skipped = 0
+        self.continued = False
+
+    def __rich__(self):
+        from rich.spinner import Spinner
+
+        st = self.current
+        if st is None:
+            return ""
+        el = time.monotonic() - self.t_stage
+        extra = _mdrun_progress(st) if st.kind == "gromacs" else ""
+        text = f"{st.key}  {st.description}  {_fmt_s(el)}" + (f"  {extra}" if extra else "") + \
+               ("  (continuing from checkpoint)" if self.continued else "")
+        return Spinner("dots", text=text)
+
+    def _print(self, *a, **k):
+        self.console.print(*a, highlight=False, **k)
+
+    def start(self, plan, state, root, killed):
+        done = sum(1 for s in plan if state.status(s.key) == "done")
+        cycles = max((s.cycle for s in plan), default=0)
+        self._print(f"[bold]multiscale cycle[/] -> {root}: {len(plan)} stages in {cycles} cycle(s), "
+                    f"{done} already done, {len(plan) - done} to run")
+        for k in killed:
+            self._print(f"[yellow]{k} was interrupted[/] (process killed): it continues from its checkpoint or is redone")
+
+    def skip(self, st, rec):
+        self.skipped += 1
+
+    def begin(self, st, continued):
+        if self.skipped:
+            self._print(f"[dim]{self.skipped} finished stage(s) skipped (inputs unchanged)[/]")
+            self.skipped = 0
+        self.current, self.t_stage, self.continued = st, time.monotonic(), continued
+        if self.live_enabled:
+            from rich.live import Live
+
+            self.live = Live(self, console=self.console, refresh_per_second=2, transient=True)
+            self.live.start()
+        else:
+            self._print(f"{time.strftime('%H:%M:%S')} {st.key}: started ({st.description})"
+                        + (" -- continuing from checkpoint" if continued else ""))
+
+    def _stop_live(self):
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+        self.current = None
+
+    def end(self, st, rec):
+        self._stop_live()
+        en = rec.get("energies") or {}
+        e = f"  Epot {_fmt_e(en.get('potential_kj_mol'))} kJ/mol" if en.get("potential_kj_mol") is not None else ""
+        size = _size(rec)
+        notes = _notes(rec)
+        self._print(f"{time.strftime('%H:%M:%S')} [green]{st.key}[/] done in {_fmt_s(rec.get('wall_s'))}{e}"
+                    + (f"  {size} atoms" if size and "->" not in size else (f"  {size}" if size else ""))
+                    + (f"  [dim]{notes}[/]" if notes else ""))
+
+    def stopped(self, st, reason):
+        self._stop_live()
+        self._print(f"{time.strftime('%H:%M:%S')} [yellow]{st.key} stopped[/]: {reason}")
+
+    def failed(self, st, msg):
+        self._stop_live()
+        self._print(f"{time.strftime('%H:%M:%S')} [red]{st.key} FAILED[/]: {msg}\n  full log: {st.log}")
+
+    def note(self, text):
+        self._print(f"[dim]{time.strftime('%H:%M:%S')}[/] {text}")
+
+    def finish(self, plan, state, result, wall):
+        self._stop_live()
+        if self.skipped:
+            self._print(f"[dim]{self.skipped} finished stage(s) skipped (inputs unchanged)[/]")
+            self.skipped = 0
+        keys = [s.key for s in plan]
+        self.console.print(status_table(state, title=f"Summary ({result}; this run {_fmt_s(wall)})", keys=keys))
+        if result == "done":
+            self._print(f"[bold green]all {len(keys)} stages done[/] -- outputs in {state.root}")
+        elif result in ("stopped", "stopped-after"):
+            self._print("not finished: run the same command again to continue "
+                        f"(`multiscale status {state.root}` shows what is left)")
