@@ -38,6 +38,7 @@ __all__ = ["run_cycles", "build_plan", "EXIT_DONE", "EXIT_STOPPED"]
 
 EXIT_DONE = 0
 EXIT_STOPPED = 3
+MAX_LOST_ATTEMPTS = 3  # a stage that cannot checkpoint, interrupted this often, needs more wall time
 MIN_STAGE_BUDGET_S = 60.0  # do not start a stage with less time than this left (or 2 % of --maxh)
 
 
@@ -346,6 +347,12 @@ class _Driver:
                     st.clean()
                 elif not st.resumable:
                     st.clean()
+            if rec and status in ("running", "stopped") and not (st.resumable and st.can_continue()):
+                lost = sum(1 for a in rec.get("attempts", []) if a.get("result") in ("killed", "stopped"))
+                if lost >= MAX_LOST_ATTEMPTS and not self.force:
+                    raise MultiscaleError(f"stage {st.key} was interrupted {lost} times before it finished and cannot "
+                                          "continue from a checkpoint: give the job more wall time (--maxh / --time), "
+                                          "or run with --force to try again")
             elif status == "pending" and st.workdir.exists():
                 st.clean()  # leftovers of an attempt that never reached the state file
             if not self._budget_left():
