@@ -1,0 +1,362 @@
+"""Certificates of backmapped structures: stereocentres, cis/trans, clashes.
+
+* Stereocentres (:func:`find_stereocentres`): atoms with exactly four bonded neighbours whose
+  four substituents differ as graphs (compared by a depth-limited, hashed unfolding of the
+  bond graph from the centre).  Handedness = sign of the signed volume of the three
+  lowest-index neighbours around the centre (:func:`chirality_signs`).
+* Cis/trans (:func:`find_double_bonds`): bonds between two C/N atoms that each have exactly
+  three neighbours (alkenes, aromatic bonds, amide/peptide C-N); state = ``|torsion| < pi/2``
+  for the lowest-index substituent on each side (:func:`cistrans_cis`).
+* Reference states (:class:`StereoReference`) are the majority over training frames, with
+  the agreement fraction; only features with agreement >= ``min_agreement`` are enforced.
+* Clashes (:func:`find_clashes`): PBC neighbour search (``scipy.spatial.cKDTree`` with
+  ``boxsize``) on wrapped coordinates; intermolecular pairs closer than ``inter`` (0.08 nm),
+  intramolecular pairs beyond 1-3 closer than ``intra`` (0.10 nm).
+* Repairs of last resort: :func:`swap_substituents` (inverts a centre by exchanging two
+  acyclic substituents with a C2 rotation about their bisector) and :func:`flip_double_bond`
+  (rotates one side of a non-ring bond by pi).
+* :class:`CertificateReport`: counts per check and per moltype; JSON-able.
+
+Coordinates (..., n_atoms, 3) nm; numpy unless stated.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["StereoReference", "find_stereocentres", "find_double_bonds", "chirality_signs", "cistrans_cis",
+           "find_clashes", "swap_substituents", "flip_double_bond", "CertificateReport", "exclusion_matrix",
+           "branch_atoms"]
+
+
+def _adj(n, bonds):
+    adj = [set() for _ in range(n)]
+    for a, b in np.asarray(bonds, int).reshape(-1, 2):
+        if a != b:
+            adj[a].add(int(b))
+            adj[b].add(int(a))
+    return [sorted(s) for s in adj]
+
+
+def _branch_signature(adj, elements, start, came_from, depth, memo):
+    key = (start, came_from, depth)
+    if key in memo:
+        return memo[key]
+    if depth == 0:
+        sig = hash((elements[start], len(adj[start])))
+    else:
+        kids = sorted(_branch_signature(adj, elements, b, start, depth - 1, memo) for b in adj[start] if b != came_from)
+        sig = hash((elements[start], len(adj[start]), tuple(kids)))
+    memo[key] = sig
+    return sig
+
+
+def find_stereocentres(n_atoms: int, bonds: np.ndarray, elements) -> tuple[np.ndarray, np.ndarray]:
+    """Stereocentres of a molecule: (centres (nc,), neighbours (nc, 3) lowest-index three, sorted)."""
+    adj = _adj(n_atoms, bonds)
+    depth = min(int(n_atoms), 32)
+    memo: dict = {}
+    cs, nbs = [], []
+    for c in range(n_atoms):
+        if len(adj[c]) != 4:
+            continue
+        sigs = [_branch_signature(adj, elements, b, c, depth, memo) for b in adj[c]]
+        if len(set(sigs)) == 4:
+            cs.append(c)
+            nbs.append(adj[c][:3])
+    return np.array(cs, int), np.array(nbs, int).reshape(-1, 3)
+
+
+def find_double_bonds(n_atoms: int, bonds: np.ndarray, elements) -> np.ndarray:
+    """(nd, 4) atom quadruples (x, a, b, y) about bonds a-b between 3-connected C/N atoms."""
+    adj = _adj(n_atoms, bonds)
+    out = []
+    for a, b in sorted({tuple(sorted(map(int, e))) for e in np.asarray(bonds, int).reshape(-1, 2)}):
+        if len(adj[a]) == 3 and len(adj[b]) == 3 and elements[a] in ("C", "N") and elements[b] in ("C", "N"):
+            x = min(j for j in adj[a] if j != b)
+            y = min(j for j in adj[b] if j != a)
+            out.append((x, a, b, y))
+    return np.array(out, int).reshape(-1, 4)
+
+
+def chirality_signs(x: np.ndarray, centres: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+    """Sign (+1/-1, 0 if flat) of each centre's signed volume: x (..., n, 3) -> (..., nc)."""
+    c = x[..., centres, :]
+    a, b, d = (x[..., neighbours[:, k], :] - c for k in range(3))
+    return np.sign(np.sum(a * np.cross(b, d), -1)).astype(np.int8)
+
+
+def cistrans_cis(x: np.ndarray, quads: np.ndarray) -> np.ndarray:
+    """True where the torsion x-a-b-y is cis (|phi| < pi/2): x (..., n, 3) -> (..., nd) bool."""
+    p0, p1, p2, p3 = (x[..., quads[:, k], :] for k in range(4))
+    b0, b1, b2 = p0 - p1, p2 - p1, p3 - p2
+    b1n = b1 / np.linalg.norm(b1, axis=-1, keepdims=True)
+    v = b0 - np.sum(b0 * b1n, -1, keepdims=True) * b1n
+    w = b2 - np.sum(b2 * b1n, -1, keepdims=True) * b1n
+    return np.sum(v * w, -1) > 0  # cos(phi) > 0
+
+
+@dataclass
+class StereoReference:
+    """Reference stereo states of one moltype (majority over training frames).
+
+    centres (nc,), neighbours (nc, 3), sign (nc,) int, agreement (nc,) fraction of training
+    molecules with that sign; quads (nd, 4), cis (nd,) bool, cis_agreement (nd,).
+    """
+
+    centres: np.ndarray
+    neighbours: np.ndarray
+    sign: np.ndarray
+    agreement: np.ndarray
+    quads: np.ndarray
+    cis: np.ndarray
+    cis_agreement: np.ndarray
+    min_agreement: float = 0.9
+
+    @classmethod
+    def from_frames(cls, n_atoms, bonds, elements, x: np.ndarray, min_agreement: float = 0.9) -> "StereoReference":
+        """x: (N, n_atoms, 3) training molecules (whole)."""
+        centres, nbs = find_stereocentres(n_atoms, bonds, elements)
+        quads = find_double_bonds(n_atoms, bonds, elements)
+        x = np.asarray(x, np.float64).reshape(-1, n_atoms, 3)
+        if len(centres):
+            s = chirality_signs(x, centres, nbs)
+            pos = (s > 0).mean(0)
+            sign = np.where(pos >= 0.5, 1, -1)
+            agr = np.maximum(pos, 1 - pos)
+        else:
+            sign, agr = np.zeros(0, int), np.zeros(0)
+        if len(quads):
+            c = cistrans_cis(x, quads).mean(0)
+            cis, cagr = c >= 0.5, np.maximum(c, 1 - c)
+        else:
+            cis, cagr = np.zeros(0, bool), np.zeros(0)
+        return cls(centres, nbs, sign.astype(int), agr, quads, cis, cagr, min_agreement)
+
+    @property
+    def enforced_centres(self) -> np.ndarray:
+        return np.flatnonzero(self.agreement >= self.min_agreement)
+
+    @property
+    def enforced_bonds(self) -> np.ndarray:
+        return np.flatnonzero(self.cis_agreement >= self.min_agreement)
+
+    def wrong(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per molecule wrong-centre and wrong-bond masks: x (B, n, 3) -> ((B, nc_e), (B, nd_e)) over enforced ones."""
+        ec, eb = self.enforced_centres, self.enforced_bonds
+        wc = np.zeros((len(x), len(ec)), bool)
+        wb = np.zeros((len(x), len(eb)), bool)
+        if len(ec):
+            wc = chirality_signs(x, self.centres[ec], self.neighbours[ec]) != self.sign[ec]
+        if len(eb):
+            wb = cistrans_cis(x, self.quads[eb]) != self.cis[eb]
+        return wc, wb
+
+    def to_dict(self) -> dict:
+        return {"centres": self.centres.tolist(), "neighbours": self.neighbours.tolist(), "sign": self.sign.tolist(),
+                "agreement": np.round(self.agreement, 6).tolist(), "quads": self.quads.tolist(),
+                "cis": self.cis.tolist(), "cis_agreement": np.round(self.cis_agreement, 6).tolist(),
+                "min_agreement": self.min_agreement}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "StereoReference":
+        return cls(np.array(d["centres"], int), np.array(d["neighbours"], int).reshape(-1, 3), np.array(d["sign"], int),
+                   np.array(d["agreement"], float), np.array(d["quads"], int).reshape(-1, 4), np.array(d["cis"], bool),
+                   np.array(d["cis_agreement"], float), float(d.get("min_agreement", 0.9)))
+
+
+# ---------------------------------------------------------------------- repairs
+def branch_atoms(n_atoms: int, bonds: np.ndarray, centre: int, start: int) -> np.ndarray | None:
+    """Atoms reachable from ``start`` without passing ``centre``; None if that reaches back to
+    another neighbour of ``centre`` (the branch is part of a ring through the centre)."""
+    adj = _adj(n_atoms, bonds)
+    seen = {centre, start}
+    stack = [start]
+    while stack:
+        a = stack.pop()
+        for b in adj[a]:
+            if b == centre and a != start:
+                return None
+            if b not in seen:
+                seen.add(b)
+                stack.append(b)
+    seen.discard(centre)
+    return np.array(sorted(seen), int)
+
+
+def swap_substituents(x: np.ndarray, n_atoms: int, bonds: np.ndarray, centre: int) -> np.ndarray | None:
+    """Invert ``centre`` in molecules x (B, n, 3) by exchanging its two smallest acyclic
+    substituents (C2 rotation about their bisector through the centre).  Returns the new
+    coordinates, or None if fewer than two substituents are acyclic."""
+    adj = _adj(n_atoms, bonds)
+    branches = []
+    for nb in adj[centre]:
+        br = branch_atoms(n_atoms, bonds, centre, nb)
+        if br is not None:
+            branches.append((len(br), nb, br))
+    if len(branches) < 2:
+        return None
+    branches.sort(key=lambda t: (t[0], t[1]))
+    (_, u, bu), (_, v, bv) = branches[:2]
+    x = np.array(x, np.float64, copy=True)
+    c = x[:, centre]
+    eu = x[:, u] - c
+    ev = x[:, v] - c
+    eu /= np.linalg.norm(eu, axis=-1, keepdims=True)
+    ev /= np.linalg.norm(ev, axis=-1, keepdims=True)
+    e = eu + ev
+    e /= np.linalg.norm(e, axis=-1, keepdims=True).clip(1e-12)
+    R = 2 * e[:, :, None] * e[:, None, :] - np.eye(3)  # symmetric C2 rotation
+    idx = np.concatenate([bu, bv])
+    rel = x[:, idx] - c[:, None]
+    x[:, idx] = np.einsum("bij,baj->bai", R, rel) + c[:, None]
+    return x
+
+
+def flip_double_bond(x: np.ndarray, n_atoms: int, bonds: np.ndarray, a: int, b: int) -> np.ndarray | None:
+    """Rotate the smaller side of bond a-b by pi about it (x (B, n, 3)); None if a-b is in a ring."""
+    sa = branch_atoms(n_atoms, bonds, b, a)
+    sb = branch_atoms(n_atoms, bonds, a, b)
+    if sa is None or sb is None:
+        return None
+    side, pivot, other = (sb, b, a) if len(sb) <= len(sa) else (sa, a, b)
+    side = side[side != pivot]
+    x = np.array(x, np.float64, copy=True)
+    k = x[:, pivot] - x[:, other]
+    k /= np.linalg.norm(k, axis=-1, keepdims=True)
+    R = 2 * k[:, :, None] * k[:, None, :] - np.eye(3)  # rotation by pi about k
+    rel = x[:, side] - x[:, pivot][:, None]
+    x[:, side] = np.einsum("bij,baj->bai", R, rel) + x[:, pivot][:, None]
+    return x
+
+
+# ---------------------------------------------------------------------- clashes
+def exclusion_matrix(n_atoms: int, bonds: np.ndarray, nrexcl: int = 2) -> np.ndarray:
+    """(n, n) bool: pairs within ``nrexcl`` bonds (1-2, 1-3 for 2) or identical."""
+    adj = _adj(n_atoms, bonds)
+    ex = np.eye(n_atoms, dtype=bool)
+    for s in range(n_atoms):
+        frontier, seen = [s], {s}
+        for _ in range(nrexcl):
+            nxt = []
+            for a in frontier:
+                for b in adj[a]:
+                    if b not in seen:
+                        seen.add(b)
+                        nxt.append(b)
+            frontier = nxt
+        ex[s, list(seen)] = True
+    return ex
+
+
+def find_clashes(x: np.ndarray, box: np.ndarray, molecule: np.ndarray, local: np.ndarray, kind: np.ndarray,
+                 exclusions: list[np.ndarray], inter: float = 0.08, intra: float = 0.10,
+                 workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Clashing atom pairs of one frame.
+
+    x: (N, 3) nm (any image); box: (3,) nm; molecule: (N,) global molecule id; local: (N,)
+    atom index within its molecule; kind: (N,) index into ``exclusions`` (one (n, n) bool
+    matrix per molecule type, True = excluded pair).
+    Returns (inter_pairs (P, 2), intra_pairs (Q, 2)) atom indices.
+    """
+    from scipy.spatial import cKDTree
+
+    box = np.asarray(box, np.float64)
+    xw = np.mod(np.asarray(x, np.float64), box)
+    xw[xw >= box] = 0.0
+    r = max(inter, intra)
+    tree = cKDTree(xw, boxsize=box, balanced_tree=False, compact_nodes=False)
+    pairs = tree.query_pairs(r, output_type="ndarray")
+    if not len(pairs):
+        return np.zeros((0, 2), int), np.zeros((0, 2), int)
+    i, j = pairs[:, 0], pairs[:, 1]
+    d = xw[j] - xw[i]
+    d -= box * np.round(d / box)
+    dist = np.sqrt((d * d).sum(-1))
+    same = molecule[i] == molecule[j]
+    inter_p = pairs[~same & (dist < inter)]
+    s = same & (dist < intra)
+    if s.any():
+        ii, jj = i[s], j[s]
+        sizes = np.array([len(e) for e in exclusions])
+        offs = np.concatenate([[0], np.cumsum(sizes ** 2)])
+        flat = np.concatenate([e.ravel() for e in exclusions])
+        k = kind[ii]
+        excl = flat[offs[k] + local[ii] * sizes[k] + local[jj]]
+        intra_p = pairs[s][~excl]
+    else:
+        intra_p = np.zeros((0, 2), int)
+    return inter_p, intra_p
+
+
+# ---------------------------------------------------------------------- report
+@dataclass
+class CertificateReport:
+    """Certification counts of one backmapped frame.
+
+    per_moltype: {name: {molecules, stereocentres, stereo_wrong_initial, stereo_wrong_final,
+    stereo_swapped, double_bonds, cistrans_wrong_initial, cistrans_wrong_final, cistrans_flipped,
+    clash_molecules_initial, clash_molecules_final, resampled, unresolved}}; global counts
+    of clashing pairs (initial = first placement, final = returned structure), retries used,
+    max deviation of mapped centres from the CG beads (nm), water placement stats, timings.
+    """
+
+    frame: int = 0
+    per_moltype: dict = field(default_factory=dict)
+    inter_clash_pairs_initial: int = 0
+    intra_clash_pairs_initial: int = 0
+    inter_clash_pairs_final: int = 0
+    intra_clash_pairs_final: int = 0
+    water_clash_pairs_final: int = 0
+    retries: int = 0
+    max_cg_deviation_nm: float = 0.0
+    water: dict = field(default_factory=dict)
+    seconds: float = 0.0
+    thresholds: dict = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when no stereo/cis-trans error and no clash remains."""
+        bad = sum(v.get("stereo_wrong_final", 0) + v.get("cistrans_wrong_final", 0) for v in self.per_moltype.values())
+        return bad == 0 and self.inter_clash_pairs_final == 0 and self.intra_clash_pairs_final == 0
+
+    def to_dict(self) -> dict:
+        def conv(o):
+            if isinstance(o, dict):
+                return {str(k): conv(v) for k, v in o.items()}
+            if isinstance(o, (list, tuple)):
+                return [conv(v) for v in o]
+            if isinstance(o, np.ndarray):
+                return conv(o.tolist())
+            if isinstance(o, (np.integer,)):
+                return int(o)
+            if isinstance(o, (np.floating,)):
+                return float(o)
+            if isinstance(o, (np.bool_,)):
+                return bool(o)
+            return o
+
+        d = {k: conv(v) for k, v in self.__dict__.items()}
+        d["ok"] = self.ok
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=1)
+
+    def summary(self) -> str:
+        lines = [f"certificate frame {self.frame}: {'OK' if self.ok else 'ISSUES'} "
+                 f"(max CG deviation {self.max_cg_deviation_nm:.1e} nm, retries {self.retries}, {self.seconds:.2f} s)"]
+        for name, v in self.per_moltype.items():
+            lines.append(
+                f"  {name} x{v.get('molecules', 0)}: stereo {v.get('stereocentres', 0)}/mol wrong "
+                f"{v.get('stereo_wrong_initial', 0)} -> {v.get('stereo_wrong_final', 0)} (swapped {v.get('stereo_swapped', 0)}); "
+                f"cis/trans {v.get('double_bonds', 0)}/mol wrong {v.get('cistrans_wrong_initial', 0)} -> "
+                f"{v.get('cistrans_wrong_final', 0)}; clashing molecules {v.get('clash_molecules_initial', 0)} -> "
+                f"{v.get('clash_molecules_final', 0)}; resampled {v.get('resampled', 0)}")
+        lines.append(f"  clash pairs inter {self.inter_clash_pairs_initial} -> {self.inter_clash_pairs_final}, "
+                     f"intra {self.intra_clash_pairs_initial} -> {self.intra_clash_pairs_final}, "
+                     f"involving water {self.water_clash_pairs_final}")
+        return "\n".join(lines)
