@@ -13,7 +13,7 @@
 ``random``
     Every atom is put at its home bead (the bead with the largest mapping weight; unmapped
     atoms inherit the home bead of the nearest mapped atom along bonds) plus a seeded Gaussian
-    displacement (sigma 0.1 nm per axis); water: O at the bead + N(0, 0.15 nm), each H 0.1 nm
+    displacement (sigma 0.1 nm per axis); water: O at the bead + N(0, 0.15 nm), each H 0.09572 nm
     from O in a random direction.  The caller then runs the standard EM on it.
 
 Both return positions (F, N, 3) nm in topology order, one frame per CG frame.

@@ -20,7 +20,7 @@ from ..geometry import angle, dihedral, minimum_image, signed_volume
 __all__ = [
     "BINS", "histogram", "jsd", "wasserstein", "term_values", "bead_deviation", "rmsd",
     "chirality_signs", "cis_states", "clash_pairs", "ring_penetrations", "segment_triangle_hits",
-    "jsd_floor",
+    "jsd_floor", "RDF_RANGE", "rdf_histograms",
 ]
 
 #: Fixed binning per term kind: (low, high, n_bins).  Values outside are counted in the edge bins.
@@ -153,6 +153,38 @@ def cis_states(x: np.ndarray, torsions: np.ndarray) -> np.ndarray:
         return np.zeros(x.shape[:-2] + (0,))
     phi = term_values(x, torsions, "torsion")
     return np.where(np.isfinite(phi), np.where(np.abs(phi) < np.pi / 2, 1.0, -1.0), np.nan)
+
+
+#: Intermolecular pair-distance histograms: (low, high, n_bins) nm.
+RDF_RANGE = (0.0, 0.8, 80)
+
+
+def rdf_histograms(x: np.ndarray, box: np.ndarray, molecule: np.ndarray, site_class: np.ndarray, n_classes: int) -> np.ndarray:
+    """Counts of intermolecular site-pair distances in one frame, per pair of site classes.
+
+    x: (n, 3) nm of the sites (e.g. heavy atoms); molecule: (n,) molecule-copy id; site_class:
+    (n,) int in [0, n_classes).  Returns (n_classes, n_classes, n_bins) counts (symmetric in
+    the first two axes, each pair counted once at [min, max]) over RDF_RANGE.
+    """
+    from scipy.spatial import cKDTree
+
+    lo, hi, nb = RDF_RANGE
+    out = np.zeros((n_classes, n_classes, nb))
+    ok = np.all(np.isfinite(x), axis=1)
+    x, molecule, site_class = x[ok], molecule[ok], site_class[ok]
+    if len(x) < 2:
+        return out
+    tree = cKDTree(_wrap(np.asarray(x, float).copy(), box), boxsize=box)
+    pairs = tree.query_pairs(hi, output_type="ndarray")
+    if len(pairs) == 0:
+        return out
+    pairs = pairs[molecule[pairs[:, 0]] != molecule[pairs[:, 1]]]
+    d = np.linalg.norm(minimum_image(x[pairs[:, 1]] - x[pairs[:, 0]], box), axis=-1)
+    a = np.minimum(site_class[pairs[:, 0]], site_class[pairs[:, 1]])
+    b = np.maximum(site_class[pairs[:, 0]], site_class[pairs[:, 1]])
+    k = np.clip(((d - lo) / (hi - lo) * nb).astype(int), 0, nb - 1)
+    flat = np.bincount((a * n_classes + b) * nb + k, minlength=n_classes * n_classes * nb)
+    return flat.reshape(n_classes, n_classes, nb).astype(float)
 
 
 def _wrap(x, box):

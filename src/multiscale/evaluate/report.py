@@ -23,6 +23,8 @@ HEADLINE_KEYS = [
     ("jsd_floor_mean", "JSD mean of a perfect sample of this size", "{:.3f}"),
     ("worst_term", "worst term", "{}"),
     ("wasserstein_mean", "Wasserstein mean (rad)", "{:.3f}"),
+    ("rdf_jsd_max", "JSD max, intermolecular pair distances", "{:.3f}"),
+    ("rdf_worst_pair", "worst site pair", "{}"),
     ("cg_rmsd_nm", "CG RMSD (nm)", "{:.4f}"),
     ("cg_max_deviation_nm", "CG max deviation (nm)", "{:.4f}"),
     ("stereo_fraction", "stereocentres correct", "{:.1%}"),
@@ -167,6 +169,12 @@ def markdown(report: dict, plot_files: dict | None = None) -> str:
                 mc = "–" if r["mean_candidate"] is None else f"{conv(r['mean_candidate']):.3f} {unit}"
                 w = "–" if r["wasserstein"] is None else f"{conv(r['wasserstein']):.3g} {unit}"
                 lines.append(f"| {r['moltype']} | {r['kind']} {r['name']} | {r['jsd']:.3f} | {_fmt(r['jsd_floor'], '{:.3f}')} | {w} | {mr} | {mc} |")
+            lines.append("")
+        if d.get("rdf"):
+            lines += ["Intermolecular heavy-atom pair distances (0-0.8 nm):", "",
+                      "| site pair | JSD | pairs/frame ref | pairs/frame cand |", "|---|---|---|---|"]
+            for r in sorted(d["rdf"], key=lambda r: -r["jsd"])[:8]:
+                lines.append(f"| {r['pair']} | {r['jsd']:.3f} | {r['pairs_per_frame_reference']:.0f} | {r['pairs_per_frame_candidate']:.0f} |")
             lines.append("")
         if n in plot_files:
             lines += [f"![worst terms of {n}]({plot_files[n]})", ""]

@@ -63,6 +63,12 @@ class _System:
                 rings.setdefault(k, []).append(r[None] + offs[:, None])
                 self.ring_owner.setdefault(k, []).extend([(mt.name, t.label(r))] * b.count)
         self.n_molecules = mol
+        # sites of the intermolecular pair-distance histograms: heavy atoms, classed by moltype:element
+        elements = np.asarray(topology.per_atom("elements")).astype(str)
+        moltype_of = np.concatenate([np.repeat(b.moltype.name, b.n_atoms) for b in topology.blocks]).astype(str)
+        self.sites = np.flatnonzero(elements != "H")
+        labels = np.char.add(np.char.add(moltype_of[self.sites], ":"), elements[self.sites])
+        self.site_names, self.site_class = np.unique(labels, return_inverse=True)
         self.excluded = np.concatenate(excl) if excl else np.zeros((0, 2), int)
         self.bonds = np.concatenate(bonds) if bonds else np.zeros((0, 2), int)
         self.rings = {k: np.concatenate(v) for k, v in rings.items()}
@@ -92,11 +98,17 @@ class _Sample:
     values: dict = field(default_factory=dict)      # (moltype, type index) -> 1-D values
     chirality: dict = field(default_factory=dict)   # moltype -> (F, count, s)
     cis: dict = field(default_factory=dict)         # moltype -> (F, count, d)
+    rdf: np.ndarray | None = None                    # (C, C, n_bins) pair counts summed over frames
 
 
-def _analyse(system: _System, x: np.ndarray) -> _Sample:
-    """Terms, handedness and cis/trans states of whole-molecule positions x (F, N, 3)."""
+def _analyse(system: _System, x: np.ndarray, box: np.ndarray) -> _Sample:
+    """Terms, handedness, cis/trans states and intermolecular pair-distance histograms of
+    whole-molecule positions x (F, N, 3) in boxes (F, 3)."""
     s = _Sample(n_frames=x.shape[0])
+    nc = len(system.site_names)
+    if nc and np.all(np.min(box, axis=1) >= 2 * M.RDF_RANGE[1]):
+        s.rdf = sum(M.rdf_histograms(x[f, system.sites], box[f], system.molecule[system.sites], system.site_class, nc)
+                    for f in range(x.shape[0]))
     done = set()
     per_type: dict[str, list[np.ndarray]] = {}
     for b in system.top.blocks:
@@ -346,6 +358,24 @@ def _compare_terms(system, ref: _Sample, cand: _Sample, seed: int) -> list[dict]
     return out
 
 
+def _compare_rdf(system, ref: _Sample, cand: _Sample, min_pairs: int = 50) -> list[dict]:
+    """JSD (base 2) of the normalised intermolecular site-pair distance histograms per class pair."""
+    if ref.rdf is None or cand.rdf is None:
+        return []
+    rows = []
+    nc = len(system.site_names)
+    for a in range(nc):
+        for b in range(a, nc):
+            r, c = ref.rdf[a, b], cand.rdf[a, b]
+            if r.sum() < min_pairs:
+                continue
+            rows.append({"pair": f"{system.site_names[a]}-{system.site_names[b]}",
+                         "jsd": M.jsd(c, r) if c.sum() > 0 else 1.0,
+                         "pairs_per_frame_reference": float(r.sum() / ref.n_frames),
+                         "pairs_per_frame_candidate": float(c.sum() / cand.n_frames)})
+    return rows
+
+
 def _summarise_terms(rows: list[dict]) -> dict:
     """Headline numbers over heavy-atom torsions of non-water molecules (fallbacks documented)."""
     scored = [r for r in rows if r["jsd"] is not None]
@@ -514,7 +544,7 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
         rf = _read_reference(topology, reference, reference_structure, top.n_atoms, reference_max_frames)
         rm = match_atoms(top, rf.names, rf.resnames, rf.resids, label=f"reference {reference}")
         ref_x = system.whole(rm.apply(rf.positions), rf.box)
-        ref_sample = _analyse(system, ref_x)
+        ref_sample = _analyse(system, ref_x, rf.box)
         ref_info.update(frames=int(rf.n_frames), unmatched_atoms=rm.to_dict())
         stereo_source = "reference trajectory (majority)"
         log(f"reference: {rf.n_frames} frame(s)")
@@ -523,17 +553,19 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
         sf = _read(reference_structure, label="reference structure")
         sm = match_atoms(top, sf.names, sf.resnames, sf.resids, label=f"reference structure {reference_structure}")
         struct_x = system.whole(sm.apply(sf.positions[:1]), sf.box[:1])
+        struct_box = sf.box[:1]
         stereo_source = "reference structure"
     if ref_x is None and struct_x is None and Path(topology).suffix == ".tpr":
         g = _tpr_structure(Path(topology), output / "work")
         if g is not None:
             sf = read_frames(g, label="topology coordinates")
             struct_x = system.whole(sf.positions[:1].astype(np.float64), sf.box[:1])
+            struct_box = sf.box[:1]
             stereo_source = "topology (.tpr) coordinates"
     src = ref_x if ref_x is not None else struct_x
     ref_signs, ref_states, conformers = {}, {}, {}
     if src is not None:
-        s = ref_sample if ref_sample is not None else _analyse(system, src)
+        s = ref_sample if ref_sample is not None else _analyse(system, src, struct_box)
         ref_signs = {k: _majority(v) for k, v in s.chirality.items()}
         ref_states = {k: _majority(v) for k, v in s.cis.items()}
         for b in top.blocks:
@@ -579,6 +611,7 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
                    "system": top.summary(), "n_atoms": top.n_atoms, "cg_frames": int(cgf.n_frames),
                    "cg_beads": int(cgf.n_atoms), **ref_info},
         "settings": {"seed": seed, "bins": {k: {"low": v[0], "high": v[1], "n_bins": v[2]} for k, v in M.BINS.items()},
+                     "rdf": {"low": M.RDF_RANGE[0], "high": M.RDF_RANGE[1], "n_bins": M.RDF_RANGE[2], "sites": "heavy atoms"},
                      "inter_cutoff_nm": INTER_CUTOFF, "intra_cutoff_nm": INTRA_CUTOFF,
                      "reference_max_frames": reference_max_frames, "energy": bool(energy),
                      "energy_options": energy_options},
@@ -601,7 +634,7 @@ def _evaluate_one(e, system, top, topology, cg_blocks, cg_pos, cg_box, ref_sampl
                   tnames, tres, tresid, seed, energy, output, gromacs_settings, log, energy_options) -> dict:
     fi, ci = _frames_against_cg(e, cg_pos.shape[0])
     x = system.whole(e["positions"], e["box"])
-    sample = _analyse(system, x)
+    sample = _analyse(system, x, e["box"])
     e["sample"] = sample
     out = {"kind": e["kind"], "source": e["source"], "n_frames": int(x.shape[0]), "n_atoms": int(x.shape[1]),
            "unmatched_atoms": e["unmatched"]}
@@ -609,6 +642,11 @@ def _evaluate_one(e, system, top, topology, cg_blocks, cg_pos, cg_box, ref_sampl
     summ = _summarise_terms(rows) if rows else {"jsd_scope": None, "jsd_max": None, "jsd_mean": None, "worst_term": None,
                                                 "wasserstein_mean": None, "jsd_floor_mean": None, "per_moltype": {}}
     out.update({k: summ[k] for k in ("jsd_max", "jsd_mean", "worst_term", "wasserstein_mean", "jsd_floor_mean", "jsd_scope")})
+    rdf_rows = _compare_rdf(system, ref_sample, sample) if ref_sample is not None else []
+    worst_rdf = max(rdf_rows, key=lambda r: r["jsd"]) if rdf_rows else None
+    out.update({"rdf_jsd_max": worst_rdf["jsd"] if worst_rdf else None,
+                "rdf_jsd_mean": float(np.mean([r["jsd"] for r in rdf_rows])) if rdf_rows else None,
+                "rdf_worst_pair": worst_rdf["pair"] if worst_rdf else None})
     cgc = _cg_consistency(system, cg_blocks, x[fi], cg_pos[ci], cg_box[ci])
     out.update({k: v for k, v in cgc.items() if k != "per_moltype"})
     st = _stereo(system, ref_signs, ref_states, sample)
@@ -631,7 +669,7 @@ def _evaluate_one(e, system, top, topology, cg_blocks, cg_pos, cg_box, ref_sampl
                 en["energy_note"] = f"failed: {err}"
     out.update(en)
     out.update({k: e["cost"].get(k) for k in ("time_s", "peak_mem_mb", "cost_source")})
-    out["details"] = {"terms": rows, "per_moltype": summ["per_moltype"], "cg_per_moltype": cgc["per_moltype"],
+    out["details"] = {"terms": rows, "per_moltype": summ["per_moltype"], "rdf": rdf_rows, "cg_per_moltype": cgc["per_moltype"],
                       "stereo": st["details"], "steric_examples": ster["examples"],
                       **({"baseline": e["baseline_info"]} if "baseline_info" in e else {})}
     return out
