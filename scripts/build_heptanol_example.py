@@ -1,0 +1,246 @@
+#!/usr/bin/env python3
+"""Build the default example: heptan-1-ol (HPO, GAFF2) in TIP3P water, briefly equilibrated.
+
+    python scripts/build_heptanol_example.py [--n-hpo 40] [--n-water 700] [--box 3.2] ...
+
+Steps (real GROMACS, via multiscale.gromacs): gmx insert-molecules (HPO.gro) -> gmx solvate
+(-cs spc216.gro) -> remove random waters down to --n-water (a multiple of 4, so that every
+Martini W bead stands for 4 waters) -> EM (flexible water) -> NVT -> NPT (c-rescale).
+
+Writes into --out (default examples/heptanol): aa.gro (equilibrated, molecules whole, nm),
+aa.top (includes with paths relative to its folder), cg.top (Martini 3 topology with the same
+HPO count and n_water/4 W beads), build_info.json (composition, box, energies, timings).
+Intermediate files and GROMACS logs stay in --workdir (default: a new temporary folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "src") not in sys.path:
+    sys.path.insert(0, str(ROOT / "src"))
+
+from multiscale.gromacs import (  # noqa: E402
+    GromacsSettings,
+    count_warnings,
+    em_result,
+    final_energies,
+    grompp,
+    mdrun,
+    render_mdp,
+    run_tool,
+)
+from multiscale.gromacs.mdp import atomic_write_text  # noqa: E402
+
+TOPO = ROOT / "topologies"
+
+
+# ---- .gro helpers (fixed columns, nm) ----------------------------------------------------------
+def read_gro(path: Path):
+    lines = Path(path).read_text().splitlines()
+    n = int(lines[1])
+    atoms = []
+    for l in lines[2 : 2 + n]:
+        atoms.append((int(l[0:5]), l[5:10].strip(), l[10:15].strip(), l[20:].rstrip()))
+    return lines[0], atoms, lines[2 + n]
+
+
+def write_gro(path: Path, title: str, atoms, box: str) -> None:
+    out = [title, f"{len(atoms):5d}"]
+    resid_new, last, count = 0, None, 0
+    for i, (resid, resname, name, rest) in enumerate(atoms, start=1):
+        if (resid, resname) != last:
+            resid_new += 1
+            last = (resid, resname)
+        out.append(f"{resid_new % 100000:5d}{resname:<5s}{name:>5s}{i % 100000:5d}{rest}")
+    out.append(box)
+    atomic_write_text(path, "\n".join(out) + "\n")
+
+
+def residues(atoms):
+    groups: list[list] = []
+    last = None
+    for a in atoms:
+        key = (a[0], a[1])
+        if key != last:
+            groups.append([])
+            last = key
+        groups[-1].append(a)
+    return groups
+
+
+# ---- topologies -------------------------------------------------------------------------------
+def rel(target: Path, start: Path) -> str:
+    return os.path.relpath(target, start)
+
+
+def aa_top_text(top_dir: Path, n_hpo: int, n_water: int) -> str:
+    inc = lambda p: f'#include "{rel(p, top_dir)}"'  # noqa: E731
+    return "\n".join(
+        [
+            "; Heptan-1-ol (GAFF2, AM1-BCC) in TIP3P water. Built by scripts/build_heptanol_example.py.",
+            "; Includes are relative to this file's folder.",
+            "",
+            "[ defaults ]",
+            "; nbfunc  comb-rule  gen-pairs  fudgeLJ  fudgeQQ",
+            "  1       2          yes        0.5      0.8333",
+            "",
+            inc(TOPO / "heptanol" / "HPO_atomtypes.itp"),
+            inc(TOPO / "water" / "tip3p_atomtypes.itp"),
+            "",
+            inc(TOPO / "heptanol" / "HPO.itp"),
+            inc(TOPO / "water" / "tip3p.itp"),
+            "",
+            "[ system ]",
+            "heptan-1-ol in TIP3P water",
+            "",
+            "[ molecules ]",
+            f"HPO  {n_hpo}",
+            f"SOL  {n_water}",
+            "",
+        ]
+    )
+
+
+def cg_top_text(top_dir: Path, n_hpo: int, n_w: int) -> str:
+    inc = lambda p: f'#include "{rel(p, top_dir)}"'  # noqa: E731
+    m3 = TOPO / "martini3"
+    return "\n".join(
+        [
+            "; Heptan-1-ol in water, Martini 3.0.0 (HPO = beads C1 R2; W = 4 waters).",
+            "; Built by scripts/build_heptanol_example.py. Includes are relative to this file's folder.",
+            "",
+            inc(m3 / "martini_v3.0.0.itp"),
+            inc(m3 / "martini_v3.0.0_solvents_v1.itp"),
+            inc(m3 / "martini_v3.0.0_ions_v1.itp"),
+            "",
+            "[ system ]",
+            "heptan-1-ol in water (Martini 3)",
+            "",
+            "[ molecules ]",
+            f"HPO  {n_hpo}",
+            f"W    {n_w}",
+            "",
+        ]
+    )
+
+
+def check_whole(gro: Path, max_bond: float = 0.2) -> float:
+    """Largest intramolecular distance to the residue's first atom over HPO/SOL (nm)."""
+    _title, atoms, _box = read_gro(gro)
+    worst = 0.0
+    for res in residues(atoms):
+        xyz = np.array([[float(a[3][c : c + 8]) for c in (0, 8, 16)] for a in res])
+        worst = max(worst, float(np.linalg.norm(xyz - xyz[0], axis=1).max()))
+    return worst
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n-hpo", type=int, default=40, help="heptan-1-ol molecules (default 40)")
+    ap.add_argument("--n-water", type=int, default=700, help="TIP3P waters, multiple of 4 (default 700)")
+    ap.add_argument("--box", type=float, default=3.2, help="initial cubic box edge, nm (default 3.2)")
+    ap.add_argument("--seed", type=int, default=2024, help="random seed (insertion, water removal, velocities)")
+    ap.add_argument("--temperature", type=float, default=300.0, help="K (default 300)")
+    ap.add_argument("--nvt-ps", type=float, default=10.0, help="NVT length, ps (default 10)")
+    ap.add_argument("--npt-ps", type=float, default=30.0, help="NPT length, ps (default 30)")
+    ap.add_argument("--nt", type=int, default=None, help="mdrun -nt threads")
+    ap.add_argument("--gmx", default="gmx", help="GROMACS driver (default gmx)")
+    ap.add_argument("--out", type=Path, default=ROOT / "examples" / "heptanol")
+    ap.add_argument("--workdir", type=Path, default=None, help="where intermediates/logs go")
+    args = ap.parse_args(argv)
+    if args.n_water % 4:
+        ap.error(f"--n-water {args.n_water} is not a multiple of 4")
+
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    work = (args.workdir or Path(tempfile.mkdtemp(prefix="heptanol_build_"))).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"work folder: {work}")
+    settings = GromacsSettings(gmx=args.gmx, nt=args.nt)
+    timings: dict[str, float] = {}
+
+    def timed(key, fn, *a, **k):
+        t0 = time.monotonic()
+        res = fn(*a, **k)
+        timings[key] = round(time.monotonic() - t0, 2)
+        return res
+
+    # 1. insert HPO, solvate, trim water
+    L = args.box
+    timed("insert_molecules", run_tool, "insert-molecules", settings, cwd=work,
+          ci=TOPO / "heptanol" / "HPO.gro", nmol=args.n_hpo, box=[L, L, L], seed=args.seed,
+          o="hpo_box.gro", **{"try": 200})
+    _t, atoms, _b = read_gro(work / "hpo_box.gro")
+    n_ins = len(residues(atoms))
+    if n_ins != args.n_hpo:
+        raise SystemExit(f"error: only {n_ins} of {args.n_hpo} HPO fit in a {L} nm box: use a larger --box")
+    timed("solvate", run_tool, "solvate", settings, cwd=work, cp="hpo_box.gro", cs="spc216.gro", o="solvated.gro")
+    title, atoms, box = read_gro(work / "solvated.gro")
+    res = residues(atoms)
+    hpo = [r for r in res if r[0][1] == "HPO"]
+    sol = [r for r in res if r[0][1] == "SOL"]
+    if len(sol) < args.n_water:
+        raise SystemExit(f"error: solvate placed {len(sol)} < {args.n_water} waters: use a larger --box")
+    rng = np.random.default_rng(args.seed)
+    keep = np.sort(rng.choice(len(sol), size=args.n_water, replace=False))
+    sol = [sol[i] for i in keep]
+    write_gro(work / "start.gro", "HPO + TIP3P start", [a for r in hpo + sol for a in r], box)
+    print(f"solvate placed {len(res) - len(hpo)} waters; kept {args.n_water}")
+
+    top = out / "aa.top"
+    atomic_write_text(top, aa_top_text(out, args.n_hpo, args.n_water))
+    atomic_write_text(out / "cg.top", cg_top_text(out, args.n_hpo, args.n_water // 4))
+
+    # 2. EM (flexible water), NVT, NPT
+    common = dict(ref_t=args.temperature, tau_t=0.1, tau_p=1.0, ref_p=1.0, gen_seed=args.seed,
+                  nstxout_compressed=0, nstenergy=100, nstlog=500, define="")
+    stages = [
+        ("em", "aa_em", dict(nsteps=5000, emtol=500.0, define="-DFLEXIBLE")),
+        ("nvt", "aa_nvt", dict(common, dt=0.002, nsteps=int(round(args.nvt_ps / 0.002)))),
+        ("npt", "aa_npt", dict(common, dt=0.002, nsteps=int(round(args.npt_ps / 0.002)))),
+    ]
+    structure = work / "start.gro"
+    info: dict = {"stages": {}}
+    for name, template, values in stages:
+        mdp = render_mdp(template, values, work / f"{name}.mdp")
+        tpr = timed(f"grompp_{name}", grompp, mdp, structure, top, work / f"{name}.tpr", settings)
+        result = timed(f"mdrun_{name}", mdrun, tpr, name, settings, cwd=work)
+        stage_info: dict = {"wall_s": timings[f"mdrun_{name}"], "ns_per_day": result.ns_per_day}
+        if name == "em":
+            stage_info.update(em_result(result.log))
+        else:
+            stage_info.update(final_energies(result.edr, settings, tail_fraction=0.5))
+            stage_info["lincs_warnings"] = count_warnings(result.log)
+        info["stages"][name] = stage_info
+        print(f"{name}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in stage_info.items()))
+        structure = result.gro
+
+    worst = check_whole(structure)
+    if worst > 1.2:
+        raise SystemExit(f"error: a molecule in {structure} is split over the box (span {worst:.2f} nm)")
+    title, atoms, box = read_gro(structure)
+    edge = [float(x) for x in box.split()[:3]]
+    write_gro(out / "aa.gro",
+              f"heptan-1-ol in TIP3P: {args.n_hpo} HPO + {args.n_water} SOL, GAFF2, NPT {args.temperature:g} K 1 bar",
+              atoms, box)
+    info.update({
+        "n_hpo": args.n_hpo, "n_water": args.n_water, "n_w_beads": args.n_water // 4,
+        "n_atoms": len(atoms), "box_nm": edge, "seed": args.seed, "timings_s": timings,
+    })
+    atomic_write_text(out / "build_info.json", json.dumps(info, indent=2) + "\n")
+    print(f"wrote {out / 'aa.gro'} ({len(atoms)} atoms, box {edge[0]:.3f} nm), aa.top, cg.top, build_info.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
