@@ -1,0 +1,122 @@
+"""Put built molecules onto their CG beads: superposition, free rotations, exact projection.
+
+All functions are pure and batched over molecules (torch tensors, any device, float64
+recommended); lengths nm.
+
+* :func:`fit_to_beads`: rigid Kabsch fit of the mapped bead centres ``M @ x`` onto the CG
+  beads.  With one bead every orientation fits equally well and with two beads the rotation
+  about the bead axis is free: those rotations are drawn uniformly (seeded generator).
+* :func:`projection_operator` / :func:`project_exact`: the correction
+  ``x <- x + A (c - M x)`` with ``M A = I``, so the mapped centres equal the beads exactly.
+  For atoms that carry mapping weight ``A = M^T (M M^T)^-1`` (the minimum-norm correction of
+  those atoms); atoms with zero weight (e.g. hydrogens left out of the mapping) follow the
+  nearest weighted atom along the bonds, so their bonds are not stretched.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+__all__ = ["projection_operator", "project_exact", "fit_to_beads", "random_rotations_t", "kabsch_t"]
+
+
+def projection_operator(matrix: np.ndarray, bonds: np.ndarray | None = None) -> np.ndarray:
+    """A (n_atoms, n_beads) with ``M @ A = I`` (see module docstring).
+
+    matrix: (n_beads, n_atoms) mapping matrix M; bonds: (nb, 2) bond list used to let
+    unweighted atoms follow their nearest weighted neighbour (BFS distance).
+    """
+    M = np.asarray(matrix, np.float64)
+    nb, n = M.shape
+    E = M.T.copy()  # (n, nb)
+    w = M.sum(0) > 0
+    if not w.all() and bonds is not None and len(bonds):
+        adj = [[] for _ in range(n)]
+        for a, b in np.asarray(bonds, int).reshape(-1, 2):
+            adj[a].append(b)
+            adj[b].append(a)
+        src = np.full(n, -1)
+        src[w] = np.flatnonzero(w)
+        frontier = list(np.flatnonzero(w))
+        while frontier:
+            nxt = []
+            for a in frontier:
+                for b in adj[a]:
+                    if src[b] < 0:
+                        src[b] = src[a]
+                        nxt.append(b)
+            frontier = nxt
+        ok = src >= 0
+        E[ok & ~w] = M.T[src[ok & ~w]]
+    G = M @ E  # = M M^T (unweighted atoms have zero columns in M)
+    return E @ np.linalg.inv(G)
+
+
+def project_exact(x: torch.Tensor, matrix, operator, beads: torch.Tensor) -> torch.Tensor:
+    """x (B, n, 3) -> x + A (c - M x); matrix M (nb, n), operator A (n, nb), beads c (B, nb, 3)."""
+    M = torch.as_tensor(matrix, dtype=x.dtype, device=x.device)
+    A = torch.as_tensor(operator, dtype=x.dtype, device=x.device)
+    resid = beads.to(x.dtype) - torch.einsum("ba,nak->nbk", M, x)
+    return x + torch.einsum("ab,nbk->nak", A, resid)
+
+
+def random_rotations_t(n: int, generator: torch.Generator | None = None, dtype=torch.float64, device="cpu") -> torch.Tensor:
+    """(n, 3, 3) uniformly distributed rotations (normalised Gaussian quaternions)."""
+    q = torch.randn(n, 4, generator=generator, dtype=dtype, device=device)
+    q = q / torch.linalg.norm(q, dim=-1, keepdim=True).clamp(min=1e-12)
+    w, x, y, z = q.unbind(-1)
+    return torch.stack([
+        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)], -1).reshape(n, 3, 3)
+
+
+def kabsch_t(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Proper rotations R (B, 3, 3) with centred ``p @ R`` best fitting centred ``q`` (B, k, 3)."""
+    h = p.transpose(-1, -2) @ q
+    u, _, vt = torch.linalg.svd(h)
+    d = torch.sign(torch.linalg.det(u @ vt))
+    d = torch.where(d == 0, torch.ones_like(d), d)
+    u = torch.cat([u[..., :2], u[..., 2:] * d[:, None, None]], -1)
+    return u @ vt
+
+
+def _axis_rotation(axis: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices (B, 3, 3) acting as ``v @ R`` by ``angle`` about unit ``axis`` (B, 3)."""
+    k = axis / torch.linalg.norm(axis, dim=-1, keepdim=True).clamp(min=1e-12)
+    c, s = torch.cos(angle)[:, None, None], torch.sin(angle)[:, None, None]
+    K = torch.zeros(len(k), 3, 3, dtype=k.dtype, device=k.device)
+    K[:, 0, 1], K[:, 0, 2], K[:, 1, 2] = -k[:, 2], k[:, 1], -k[:, 0]
+    K[:, 1, 0], K[:, 2, 0], K[:, 2, 1] = k[:, 2], -k[:, 1], k[:, 0]
+    I = torch.eye(3, dtype=k.dtype, device=k.device).expand_as(K)
+    R = I + s * K + (1 - c) * (K @ K)  # column-vector convention: R v
+    return R.transpose(-1, -2)
+
+
+def fit_to_beads(x: torch.Tensor, matrix, beads: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Rigidly superpose molecules so their mapped centres fit the beads.
+
+    x: (B, n, 3) nm in any frame; matrix M (nb, n); beads (B, nb, 3) nm (whole molecules).
+    One bead: uniformly random orientation about the bead.  Two beads: Kabsch, then a uniformly
+    random rotation about the bead axis.  Returns (B, n, 3).
+    """
+    M = torch.as_tensor(matrix, dtype=x.dtype, device=x.device)
+    beads = beads.to(x.dtype)
+    B, nb = beads.shape[0], beads.shape[1]
+    y = torch.einsum("ba,nak->nbk", M, x)
+    yc = y.mean(1, keepdim=True)
+    bc = beads.mean(1, keepdim=True)
+    xc = x - yc
+    if nb == 1:
+        R = random_rotations_t(B, generator, x.dtype, x.device)
+        return xc @ R + bc
+    R = kabsch_t(y - yc, beads - bc)
+    out = xc @ R
+    if nb == 2:
+        ang = torch.rand(B, generator=generator, dtype=x.dtype, device=x.device) * (2 * math.pi)
+        R2 = _axis_rotation(beads[:, 1] - beads[:, 0], ang)
+        out = out @ R2
+    return out + bc
