@@ -251,3 +251,16 @@ def test_martini_em_and_md(tmp_path):
     assert eq.completed and eq.gro.is_file()
     e = final_energies(eq.edr, SETTINGS)
     assert e["density_kg_m3"] is not None and e["temperature_k"] > 0
+
+
+@pytest.mark.gromacs
+@needs_gmx
+def test_mdrun_with_launcher_prefix(tmp_path):
+    # `env` stands in for srun/mpirun: the launcher path builds "launcher + [mdrun_gmx, mdrun, ...]"
+    settings = GromacsSettings(launcher="env OMP_NUM_THREADS=1", mdrun_gmx="gmx", ntomp=1, extra_mdrun_args=["-pin", "off"])
+    mdp = render_mdp("aa_em", dict(MD_VALUES, nsteps=3), tmp_path / "em.mdp")
+    tpr = grompp(mdp, EXAMPLE / "aa.gro", EXAMPLE / "aa.top", tmp_path / "em.tpr", settings)
+    res = mdrun(tpr, "em", settings, cwd=tmp_path)
+    assert res.command[:4] == ["env", "OMP_NUM_THREADS=1", "gmx", "mdrun"]
+    assert "-pin" in res.command and "off" in res.command and res.gro.is_file()
+    assert em_result(res.stdout_log)["steps"] <= 4
