@@ -1,0 +1,192 @@
+"""Water grouping (AA -> CG, 4 waters per Martini W) and the CG -> AA water cluster bank."""
+
+import os
+
+import numpy as np
+import pytest
+from scipy.spatial import cKDTree
+
+from multiscale.backmap.water import (
+    CLUSTER_MASSES,
+    MIN_DIST_OO,
+    MIN_DIST_OTHERS,
+    WaterBank,
+    random_rotations,
+)
+from multiscale.errors import MultiscaleError
+from multiscale.water import group_radius, group_waters
+
+W_DENSITY = 33.4 / 4  # Martini W beads per nm^3 (liquid water 33.4 molecules/nm^3)
+
+
+def water_oxygens(n, seed=0):
+    """n oxygens at liquid-water density in a cubic box: jittered lattice, shuffled."""
+    side = int(np.ceil(n ** (1 / 3)))
+    a = (1 / 33.4) ** (1 / 3)
+    g = np.arange(side) * a
+    x = np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
+    rng = np.random.default_rng(seed)
+    x = x[rng.permutation(len(x))[:n]] + rng.normal(0, 0.03, (n, 3))
+    return x, np.full(3, side * a)
+
+
+def w_lattice(n_side, jitter=0.05, seed=0):
+    a = (1 / W_DENSITY) ** (1 / 3)
+    g = np.arange(n_side) * a
+    x = np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
+    x += np.random.default_rng(seed).normal(0, jitter, x.shape)
+    return x, np.full(3, n_side * a)
+
+
+def min_image(d, box):
+    return d - box * np.round(d / box)
+
+
+# ---------------------------------------------------------------------------- grouping
+def test_group_waters_partition_and_compact():
+    ox, box = water_oxygens(4000)
+    g = group_waters(ox, box, seed=0)
+    assert g.shape == (1000, 4) and g.dtype == np.int64
+    assert np.array_equal(np.sort(g.ravel()), np.arange(4000))
+    r = group_radius(ox, g, box)
+    rnd = group_radius(ox, np.random.default_rng(0).permutation(4000).reshape(-1, 4), box)
+    assert r.mean() < 0.3 and r.max() < 0.6
+    assert r.mean() < 0.2 * rnd.mean()
+    assert np.all(group_radius(ox, g, box, reduce="mean") <= r + 1e-12)
+
+
+def test_group_waters_deterministic_and_box_forms():
+    ox, box = water_oxygens(2000, seed=3)
+    a = group_waters(ox, box, seed=7)
+    assert np.array_equal(a, group_waters(ox, box, seed=7))
+    assert np.array_equal(a, group_waters(ox + 3 * box, np.diag(box), seed=7))  # any image
+    with pytest.raises(MultiscaleError, match="triclinic"):
+        m = np.diag(box)
+        m[1, 0] = 0.5
+        group_waters(ox, m)
+
+
+def test_group_waters_pbc_straddling_edge():
+    box = np.array([3.0, 3.0, 3.0])
+    edge = np.array([[0.05, 1.5, 1.5], [2.95, 1.6, 1.5], [0.12, 1.45, 1.62], [2.88, 1.52, 1.4]])
+    centre = np.array([1.5, 1.5, 1.5]) + 0.15 * np.eye(4, 3)
+    ox = np.concatenate([edge, centre])[[0, 4, 1, 5, 2, 6, 3, 7]]
+    g = group_waters(ox, box)
+    assert sorted(map(tuple, g)) == [(0, 2, 4, 6), (1, 3, 5, 7)]
+    assert group_radius(ox, g, box).max() < 0.2
+
+
+def test_group_waters_not_multiple_of_four():
+    ox, box = water_oxygens(1002)
+    with pytest.raises(MultiscaleError, match="1002 waters is not a multiple of 4: remove 2"):
+        group_waters(ox, box)
+
+
+# ---------------------------------------------------------------------------- bank
+@pytest.fixture(scope="module")
+def bank():
+    return WaterBank.default()
+
+
+def test_default_bank(bank):
+    assert len(bank) == 2000 and bank.clusters.dtype == np.float32
+    assert bank.clusters.shape == (2000, 4, 3, 3)
+    flat = bank.clusters.reshape(-1, 12, 3).astype(np.float64)
+    com = (flat * CLUSTER_MASSES[:, None]).sum(1) / CLUSTER_MASSES.sum()
+    assert np.abs(com).max() < 1e-6
+    oh = np.linalg.norm(bank.clusters[:, :, 1:] - bank.clusters[:, :, :1], axis=-1)
+    assert np.allclose(oh, 0.09572, atol=2e-4)  # rigid TIP3P
+    assert bank.min_intra_oo > 0.22
+    from importlib import resources
+
+    path = resources.files("multiscale") / "data" / "water_clusters_tip3p.npz"
+    assert os.path.getsize(path) < 1_000_000
+
+
+def test_random_rotations_are_rotations():
+    r = random_rotations(np.random.default_rng(0), 1000)
+    assert np.allclose(r @ r.transpose(0, 2, 1), np.eye(3), atol=1e-12)
+    assert np.allclose(np.linalg.det(r), 1.0)
+    assert abs(r[:, :, 2].mean(0)).max() < 0.1  # no preferred axis
+
+
+def test_place_exact_com_geometry_and_no_clash(bank):
+    beads, box = w_lattice(20)
+    out, st = bank.place(beads, box, seed=1, return_stats=True)
+    assert out.shape == (len(beads), 4, 3, 3) and out.dtype == np.float64
+    com = (out.reshape(-1, 12, 3) * CLUSTER_MASSES[:, None]).sum(1) / CLUSTER_MASSES.sum()
+    assert np.abs(com - beads).max() < 1e-9
+    oh = np.linalg.norm(out[:, :, 1:] - out[:, :, :1], axis=-1)
+    assert np.allclose(oh, 0.09572, atol=2e-4)
+    # no O-O pair from different beads closer than the cut-off, unresolved beads aside
+    assert st["n_unresolved"] < 0.01 * len(beads)
+    o = np.mod(out[:, :, 0].reshape(-1, 3), box)
+    o[o >= box] = 0
+    pairs = cKDTree(o, boxsize=box).query_pairs(MIN_DIST_OO, output_type="ndarray")
+    bi, bj = pairs[:, 0] // 4, pairs[:, 1] // 4
+    bad = np.zeros(len(beads), bool)
+    bad[st["unresolved"]] = True
+    clash = (bi != bj) & ~bad[bi] & ~bad[bj]
+    assert not clash.any()
+    assert st["n_initial_clash"] > st["n_unresolved"]
+
+
+def test_place_seeded(bank):
+    beads, box = w_lattice(8)
+    a = bank.place(beads, box, seed=3)
+    assert np.array_equal(a, bank.place(beads, box, seed=3))
+    assert not np.allclose(a, bank.place(beads, box, seed=4))
+
+
+def test_place_avoids_others(bank):
+    beads, box = w_lattice(12, seed=2)
+    rng = np.random.default_rng(5)
+    # a solute-like blob (~ protein atom density 100/nm^3) with the W beads inside it removed
+    others = rng.uniform(0, 1.5, (340, 3)) - 0.2
+    d, _ = cKDTree(np.mod(others, box), boxsize=box).query(np.mod(beads, box))
+    beads = beads[d > 0.35]
+    out, st = bank.place(beads, box, seed=0, others=others, return_stats=True)
+    atoms = np.mod(out.reshape(len(beads), 12, 3), box)
+    d, _ = cKDTree(np.mod(others, box), boxsize=box).query(atoms.reshape(-1, 3) % box)
+    d = d.reshape(len(beads), 12).min(1)
+    ok = np.ones(len(beads), bool)
+    ok[st["unresolved"]] = False
+    assert d[ok].min() >= MIN_DIST_OTHERS
+    assert st["n_unresolved"] < 0.05 * len(beads)
+
+
+def test_place_input_errors(bank):
+    with pytest.raises(MultiscaleError, match="shape"):
+        bank.place(np.zeros((3, 2)), [3, 3, 3])
+    with pytest.raises(MultiscaleError, match="triclinic"):
+        bank.place(np.zeros((3, 3)), [[3, 0, 0], [1, 3, 0], [0, 0, 3]])
+    assert bank.place(np.zeros((0, 3)), [3, 3, 3]).shape == (0, 4, 3, 3)
+
+
+def test_bank_round_trip(bank, tmp_path):
+    torch = pytest.importorskip("torch")
+    f = tmp_path / "model.pt"
+    torch.save({"water": bank.to_dict()}, f)
+    b2 = WaterBank.from_dict(torch.load(f, weights_only=True)["water"])
+    assert np.array_equal(b2.clusters, bank.clusters) and b2.note == bank.note
+    bank.save(tmp_path / "bank.npz")
+    b3 = WaterBank.load(tmp_path / "bank.npz")
+    assert np.array_equal(b3.clusters, bank.clusters) and b3.n_source == bank.n_source
+    beads, box = w_lattice(6)
+    assert np.array_equal(b3.place(beads, box, seed=2), bank.place(beads, box, seed=2))
+
+
+def test_from_frames(bank):
+    beads, box = w_lattice(8, jitter=0.0)
+    frames = np.stack([bank.place(beads, box, seed=s).reshape(-1, 3, 3) for s in range(2)])
+    frames[0, :5] += box  # molecules in another image: must not matter
+    b = WaterBank.from_frames(frames, np.stack([box, box]), max_clusters=700, seed=0)
+    assert len(b) == 700 and b.clusters.dtype == np.float32 and b.n_source <= 2 * len(beads)
+    flat = b.clusters.reshape(-1, 12, 3).astype(np.float64)
+    com = (flat * CLUSTER_MASSES[:, None]).sum(1) / CLUSTER_MASSES.sum()
+    assert np.abs(com).max() < 1e-6
+    assert np.linalg.norm(b.clusters[:, :, 0], axis=-1).max() <= 0.4 + 1e-6
+    b2 = WaterBank.from_frames(frames, np.stack([box, box]), max_clusters=700, seed=0)
+    assert np.array_equal(b.clusters, b2.clusters)
+    with pytest.raises(MultiscaleError, match="not a multiple of 4"):
+        WaterBank.from_frames(frames[:, :-1], box)
