@@ -18,12 +18,13 @@ __all__ = ["write_report", "HEADLINE_KEYS", "markdown"]
 
 #: (key, label, format) of the per-candidate headline numbers, in table order.
 HEADLINE_KEYS = [
-    ("jsd_max", "JSD max (heavy-atom torsions)", "{:.3f}"),
-    ("jsd_mean", "JSD mean (heavy-atom torsions)", "{:.3f}"),
+    ("jsd_scope", "JSD over", "{}"),
+    ("jsd_max", "JSD max", "{:.3f}"),
+    ("jsd_mean", "JSD mean", "{:.3f}"),
     ("jsd_floor_mean", "JSD mean of a perfect sample of this size", "{:.3f}"),
     ("worst_term", "worst term", "{}"),
-    ("wasserstein_mean", "Wasserstein mean (rad)", "{:.3f}"),
-    ("rdf_jsd_max", "JSD max, intermolecular pair distances", "{:.3f}"),
+    ("wasserstein_mean", "Wasserstein mean (rad; nm for bonds)", "{:.3g}"),
+    ("rdf_jsd_max", "JSD max, intermolecular g(r)", "{:.3f}"),
     ("rdf_worst_pair", "worst site pair", "{}"),
     ("cg_rmsd_nm", "CG RMSD (nm)", "{:.4f}"),
     ("cg_max_deviation_nm", "CG max deviation (nm)", "{:.4f}"),
@@ -171,7 +172,7 @@ def markdown(report: dict, plot_files: dict | None = None) -> str:
                 lines.append(f"| {r['moltype']} | {r['kind']} {r['name']} | {r['jsd']:.3f} | {_fmt(r['jsd_floor'], '{:.3f}')} | {w} | {mr} | {mc} |")
             lines.append("")
         if d.get("rdf"):
-            lines += ["Intermolecular heavy-atom pair distances (0-0.8 nm):", "",
+            lines += ["Intermolecular heavy-atom g(r), 0-0.8 nm:", "",
                       "| site pair | JSD | pairs/frame ref | pairs/frame cand |", "|---|---|---|---|"]
             for r in sorted(d["rdf"], key=lambda r: -r["jsd"])[:8]:
                 lines.append(f"| {r['pair']} | {r['jsd']:.3f} | {r['pairs_per_frame_reference']:.0f} | {r['pairs_per_frame_candidate']:.0f} |")

@@ -30,6 +30,13 @@ SCHEMA_VERSION = 1
 INTER_CUTOFF = 0.08
 INTRA_CUTOFF = 0.10
 REFERENCE_MAX_FRAMES = 100
+#: Every ensemble (reference, candidates, baselines) is rounded to this grid (nm) before it is
+#: measured, so a method writing .pdb/.npy (finer) is not judged differently from .gro/.xtc.
+COORD_PRECISION = 0.001
+
+
+def _quantise(x: np.ndarray) -> np.ndarray:
+    return np.round(np.asarray(x, dtype=np.float64) / COORD_PRECISION) * COORD_PRECISION
 
 
 # --------------------------------------------------------------------------------------------
@@ -359,9 +366,13 @@ def _compare_terms(system, ref: _Sample, cand: _Sample, seed: int) -> list[dict]
 
 
 def _compare_rdf(system, ref: _Sample, cand: _Sample, min_pairs: int = 50) -> list[dict]:
-    """JSD (base 2) of the normalised intermolecular site-pair distance histograms per class pair."""
+    """JSD (base 2) of the intermolecular site-pair g(r) per class pair: pair counts divided by the
+    shell volume, each curve normalised to a distribution over r (0-0.8 nm)."""
     if ref.rdf is None or cand.rdf is None:
         return []
+    lo, hi, nb = M.RDF_RANGE
+    edges = np.linspace(lo, hi, nb + 1)
+    shell = edges[1:] ** 3 - edges[:-1] ** 3
     rows = []
     nc = len(system.site_names)
     for a in range(nc):
@@ -370,7 +381,7 @@ def _compare_rdf(system, ref: _Sample, cand: _Sample, min_pairs: int = 50) -> li
             if r.sum() < min_pairs:
                 continue
             rows.append({"pair": f"{system.site_names[a]}-{system.site_names[b]}",
-                         "jsd": M.jsd(c, r) if c.sum() > 0 else 1.0,
+                         "jsd": M.jsd(c / shell, r / shell) if c.sum() > 0 else 1.0,
                          "pairs_per_frame_reference": float(r.sum() / ref.n_frames),
                          "pairs_per_frame_candidate": float(c.sum() / cand.n_frames)})
     return rows
@@ -543,7 +554,7 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
     if reference is not None:
         rf = _read_reference(topology, reference, reference_structure, top.n_atoms, reference_max_frames)
         rm = match_atoms(top, rf.names, rf.resnames, rf.resids, label=f"reference {reference}")
-        ref_x = system.whole(rm.apply(rf.positions), rf.box)
+        ref_x = system.whole(_quantise(rm.apply(rf.positions)), rf.box)
         ref_sample = _analyse(system, ref_x, rf.box)
         ref_info.update(frames=int(rf.n_frames), unmatched_atoms=rm.to_dict())
         stereo_source = "reference trajectory (majority)"
@@ -613,7 +624,8 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
         "settings": {"seed": seed, "bins": {k: {"low": v[0], "high": v[1], "n_bins": v[2]} for k, v in M.BINS.items()},
                      "rdf": {"low": M.RDF_RANGE[0], "high": M.RDF_RANGE[1], "n_bins": M.RDF_RANGE[2], "sites": "heavy atoms"},
                      "inter_cutoff_nm": INTER_CUTOFF, "intra_cutoff_nm": INTRA_CUTOFF,
-                     "reference_max_frames": reference_max_frames, "energy": bool(energy),
+                     "reference_max_frames": reference_max_frames, "coordinate_precision_nm": COORD_PRECISION,
+                     "energy": bool(energy),
                      "energy_options": energy_options},
         "candidates": results,
     }
@@ -633,7 +645,7 @@ def _frames_against_cg(e, nf_cg):
 def _evaluate_one(e, system, top, topology, cg_blocks, cg_pos, cg_box, ref_sample, ref_signs, ref_states,
                   tnames, tres, tresid, seed, energy, output, gromacs_settings, log, energy_options) -> dict:
     fi, ci = _frames_against_cg(e, cg_pos.shape[0])
-    x = system.whole(e["positions"], e["box"])
+    x = system.whole(_quantise(e["positions"]), e["box"])
     sample = _analyse(system, x, e["box"])
     e["sample"] = sample
     out = {"kind": e["kind"], "source": e["source"], "n_frames": int(x.shape[0]), "n_atoms": int(x.shape[1]),
