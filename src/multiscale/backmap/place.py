@@ -8,9 +8,11 @@ recommended); lengths nm.
   about the bead axis is free: those rotations are drawn uniformly (seeded generator).
 * :func:`projection_operator` / :func:`project_exact`: the correction
   ``x <- x + A (c - M x)`` with ``M A = I``, so the mapped centres equal the beads exactly.
-  For atoms that carry mapping weight ``A = M^T (M M^T)^-1`` (the minimum-norm correction of
-  those atoms); atoms with zero weight (e.g. hydrogens left out of the mapping) follow the
-  nearest weighted atom along the bonds, so their bonds are not stretched.
+  With ``smoothing=0``, ``A = M^T (M M^T)^-1`` for atoms that carry mapping weight (the
+  minimum-norm correction) and atoms with zero weight (e.g. hydrogens left out of the mapping)
+  follow the nearest weighted atom along the bonds.  With ``smoothing > 0`` the correction
+  also penalises differences between bonded atoms' displacements (bond-graph Laplacian), so a
+  bead-to-bead mismatch is spread along the molecule instead of landing on one bond.
 """
 
 from __future__ import annotations
@@ -23,14 +25,31 @@ import torch
 __all__ = ["projection_operator", "project_exact", "fit_to_beads", "random_rotations_t", "kabsch_t"]
 
 
-def projection_operator(matrix: np.ndarray, bonds: np.ndarray | None = None) -> np.ndarray:
+def projection_operator(matrix: np.ndarray, bonds: np.ndarray | None = None, smoothing: float = 0.0) -> np.ndarray:
     """A (n_atoms, n_beads) with ``M @ A = I`` (see module docstring).
 
-    matrix: (n_beads, n_atoms) mapping matrix M; bonds: (nb, 2) bond list used to let
-    unweighted atoms follow their nearest weighted neighbour (BFS distance).
+    matrix: (n_beads, n_atoms) mapping matrix M; bonds: (nb, 2) bond list.
+    smoothing = 0: ``A = M^T (M M^T)^-1`` on weighted atoms (the minimum-norm correction),
+    unweighted atoms copy the row of their nearest weighted atom along the bonds.
+    smoothing = s > 0: ``A = K M^T (M K M^T)^-1`` with ``K = (I + s L)^-1`` (L: bond-graph
+    Laplacian), i.e. the correction minimising ``sum_i |dx_i|^2 + s sum_bonds |dx_i - dx_j|^2``
+    subject to ``M dx = r``: the displacement is spread smoothly along the bonds instead of
+    shifting each bead's atoms rigidly, so inter-bead bonds are strained far less.  Both are
+    exact (``M A = I``).
     """
     M = np.asarray(matrix, np.float64)
     nb, n = M.shape
+    if smoothing > 0 and bonds is not None and len(bonds):
+        L = np.zeros((n, n))
+        for a, b in np.asarray(bonds, int).reshape(-1, 2):
+            if a != b:
+                L[a, a] += 1
+                L[b, b] += 1
+                L[a, b] -= 1
+                L[b, a] -= 1
+        K = np.linalg.inv(np.eye(n) + float(smoothing) * L)
+        KM = K @ M.T
+        return KM @ np.linalg.inv(M @ KM)
     E = M.T.copy()  # (n, nb)
     w = M.sum(0) > 0
     if not w.all() and bonds is not None and len(bonds):

@@ -1,0 +1,653 @@
+"""System-level learned backmapping: train on AA frames, backmap CG frames, certify.
+
+Public API (what the CLI calls):
+
+* :func:`train` ``(topology, mapping, frames, *, seed, epochs, init, device, provenance, log)``
+  -> :class:`BackmapModel`: per molecule type an internal-coordinate tree
+  (:mod:`.ictree`) and a conditional density (:mod:`.model`) fitted by maximum likelihood on
+  the AA molecules mapped to CG; stereo references from the training frames; a water cluster
+  bank (:mod:`.water`) from the frames' water (or the bundled default).
+* :meth:`BackmapModel.save` / :func:`load_model` ``(path, topology=None)``: one versioned file
+  (``torch.save`` of a plain dict, loadable with ``weights_only=True``).
+* :func:`backmap` ``(model, topology, cg_positions, box, *, seed, device, max_retries)`` ->
+  ``(positions (F, N, 3) float32 nm, [CertificateReport] per frame)``.
+
+Per frame: every molecule type's molecules are sampled at once (features -> ICs -> NeRF ->
+ring closure -> Kabsch onto the beads (free rotations sampled for 1-2 beads) -> exact
+projection so that ``M @ x`` equals the CG beads); stereocentres/cis-trans are compared with
+the model's references and clashes searched with a PBC KD-tree; offending molecules are
+resampled with seeds derived from the base seed (bounded retries); remaining wrong centres
+are inverted by swapping two substituents, wrong double bonds flipped; water beads become 4
+waters from the bank, kept away from the solute atoms.  Molecules are built whole in
+unwrapped coordinates (next to their first bead); ``wrap=True`` wraps atoms into the box.
+
+Lengths nm, angles rad.  Deterministic for a given seed (torch.Generator / numpy
+default_rng / SeedSequence-derived seeds).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import MultiscaleError
+
+__all__ = ["BackmapModel", "MoltypeModel", "train", "backmap", "load_model", "FORMAT", "VERSION"]
+
+FORMAT = "multiscale.backmap-model"
+VERSION = 1
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None):
+    """Run with ``n`` torch intra-op threads (default 1: the per-op work of this engine is
+    small, and OpenMP spinning on a loaded 2-core machine costs far more than it gains)."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(n or 1)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _derive_seed(*parts: int) -> int:
+    return int(np.random.SeedSequence([int(abs(p)) for p in parts]).generate_state(1)[0])
+
+
+# ============================================================================ per-moltype model
+@dataclass
+class MoltypeModel:
+    """Everything needed to backmap one molecule type.
+
+    matrix (n_beads, n_atoms) mapping; tree: IC tree; density: conditional IC density;
+    stereo: reference stereo states; closure_targets: ring-closure distances (nm);
+    training: statistics of the fit.
+    """
+
+    name: str
+    fingerprint: str
+    atom_names: list
+    elements: list
+    bonds: np.ndarray
+    bead_names: list
+    matrix: np.ndarray
+    tree: object
+    density: object
+    stereo: object
+    closure_targets: np.ndarray
+    training: dict = field(default_factory=dict)
+    smoothing: float = 10.0
+
+    def __post_init__(self):
+        from .certify import exclusion_matrix
+
+        self.set_smoothing(self.smoothing)
+        self.exclusions = exclusion_matrix(len(self.atom_names), self.bonds, 2)
+
+    def set_smoothing(self, smoothing: float) -> None:
+        """Choose the projection operator (see :func:`multiscale.backmap.place.projection_operator`)."""
+        from .place import projection_operator
+
+        self.smoothing = float(smoothing)
+        self.operator = projection_operator(self.matrix, self.bonds, self.smoothing)
+
+    @property
+    def n_atoms(self) -> int:
+        return len(self.atom_names)
+
+    @property
+    def n_beads(self) -> int:
+        return self.matrix.shape[0]
+
+    def generate(self, beads, generator=None, device: str = "cpu", temperature: float = 1.0):
+        """Sample molecules on beads (B, n_beads, 3) nm (whole) -> torch (B, n_atoms, 3) float64 on device."""
+        import torch
+
+        from .features import cg_features
+        from .place import fit_to_beads, project_exact
+
+        b = torch.as_tensor(np.asarray(beads, np.float64), device=device)
+        feats = cg_features(b)
+        bonds, angles, tors = self.density.sample(feats, generator, temperature=temperature)
+        x = self.tree.to_cartesian(bonds, angles, tors)
+        if len(self.tree.closures):
+            x = self.tree.close_rings(x, self.closure_targets)
+        x = fit_to_beads(x, self.matrix, b, generator)
+        return project_exact(x, self.matrix, self.operator, b)
+
+    def refit(self, x: np.ndarray, beads: np.ndarray, generator=None) -> np.ndarray:
+        """Re-superpose and re-project repaired molecules x (B, n, 3) onto beads (numpy)."""
+        import torch
+
+        from .place import fit_to_beads, project_exact
+
+        xt = torch.as_tensor(x, dtype=torch.float64)
+        bt = torch.as_tensor(beads, dtype=torch.float64)
+        if self.n_beads > 2:
+            xt = fit_to_beads(xt, self.matrix, bt, generator)
+        else:  # keep the orientation already chosen: translate + project only
+            y = torch.einsum("ba,nak->nbk", torch.as_tensor(self.matrix), xt)
+            xt = xt + (bt.mean(1, keepdim=True) - y.mean(1, keepdim=True))
+        return project_exact(xt, self.matrix, self.operator, bt).numpy()
+
+    def to_dict(self) -> dict:
+        import torch
+
+        return {"name": self.name, "fingerprint": self.fingerprint, "atom_names": list(self.atom_names),
+                "elements": list(self.elements), "bonds": np.asarray(self.bonds).tolist(),
+                "bead_names": list(self.bead_names), "matrix": torch.as_tensor(self.matrix),
+                "tree": self.tree.to_dict(), "density": self.density.to_dict(), "stereo": self.stereo.to_dict(),
+                "closure_targets": np.asarray(self.closure_targets, float).tolist(), "training": dict(self.training),
+                "smoothing": self.smoothing}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MoltypeModel":
+        from .certify import StereoReference
+        from .ictree import ICTree
+        from .model import ICDensity
+
+        return cls(d["name"], d["fingerprint"], list(d["atom_names"]), list(d["elements"]),
+                   np.array(d["bonds"], int).reshape(-1, 2), list(d["bead_names"]),
+                   np.asarray(d["matrix"].numpy() if hasattr(d["matrix"], "numpy") else d["matrix"], np.float64),
+                   ICTree.from_dict(d["tree"]), ICDensity.from_dict(d["density"]), StereoReference.from_dict(d["stereo"]),
+                   np.array(d["closure_targets"], float), dict(d.get("training", {})), float(d.get("smoothing", 0.0)))
+
+
+def _describe_difference(mt, entry: MoltypeModel) -> str:
+    if mt.n_atoms != entry.n_atoms:
+        return f"{mt.n_atoms} atoms in the topology vs {entry.n_atoms} in the model"
+    for i, (a, b) in enumerate(zip(mt.atom_names, entry.atom_names)):
+        if a != b:
+            return f"atom {i + 1} is named {a} in the topology but {b} in the model"
+    for i, (a, b) in enumerate(zip(mt.elements, entry.elements)):
+        if a != b:
+            return f"atom {i + 1} ({mt.atom_names[i]}) is element {a} in the topology but {b} in the model"
+    tb = {tuple(sorted(map(int, e))) for e in np.asarray(mt.bonds).reshape(-1, 2)}
+    mb = {tuple(sorted(map(int, e))) for e in np.asarray(entry.bonds).reshape(-1, 2)}
+    extra, missing = sorted(tb - mb), sorted(mb - tb)
+    if extra or missing:
+        nm = mt.atom_names
+        parts = []
+        if extra:
+            parts.append("bonds only in the topology: " + ", ".join(f"{nm[a]}-{nm[b]}" for a, b in extra[:4]))
+        if missing:
+            parts.append("bonds only in the model: " + ", ".join(f"{nm[a]}-{nm[b]}" for a, b in missing[:4]))
+        return "; ".join(parts)
+    return "fingerprints differ"
+
+
+# ============================================================================ system model
+class BackmapModel:
+    """A trained backmapping model: mapping, per-moltype models, water bank, provenance."""
+
+    def __init__(self, mapping, moltypes: dict, water: dict | None = None, provenance: list | None = None,
+                 source: str = "<memory>"):
+        self.mapping = mapping
+        self.moltypes: dict[str, MoltypeModel] = dict(moltypes)
+        self.water = water
+        self.provenance = list(provenance or [])
+        self.source = source
+        self._bank = None
+
+    def __repr__(self) -> str:
+        return f"BackmapModel({', '.join(self.moltypes)}; water bank: {'yes' if self.water else 'default'})"
+
+    @property
+    def water_bank(self):
+        """The :class:`~multiscale.backmap.water.WaterBank` (the model's, else the bundled default)."""
+        from .water import WaterBank
+
+        if self._bank is None:
+            self._bank = WaterBank.from_dict(self.water) if self.water else WaterBank.default()
+        return self._bank
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, "version": VERSION, "mapping": self.mapping.to_dict(),
+                "moltypes": {k: v.to_dict() for k, v in self.moltypes.items()},
+                "fingerprints": {k: v.fingerprint for k, v in self.moltypes.items()},
+                "water": self.water, "provenance": self.provenance}
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "<memory>") -> "BackmapModel":
+        from ..mapping import Mapping
+
+        if not isinstance(d, dict) or d.get("format") != FORMAT:
+            raise MultiscaleError(f"{source} is not a multiscale backmapping model (format {d.get('format') if isinstance(d, dict) else type(d).__name__!r}): pass a file written by `multiscale train`")
+        if int(d.get("version", 0)) > VERSION:
+            raise MultiscaleError(f"{source} is a version {d.get('version')} model; this multiscale reads up to version {VERSION}: upgrade multiscale")
+        mols = {k: MoltypeModel.from_dict(v) for k, v in d["moltypes"].items()}
+        return cls(Mapping.from_dict(d["mapping"], source=source), mols, d.get("water"), d.get("provenance", []), source)
+
+    def save(self, path) -> Path:
+        """Write the model atomically (``torch.save`` of :meth:`to_dict`)."""
+        import torch
+
+        from ..io import atomic_path
+
+        with atomic_path(path) as tmp:
+            torch.save(_plain(self.to_dict()), tmp)
+        return Path(path)
+
+    def check(self, topology) -> None:
+        """Raise MultiscaleError if a non-water moltype of ``topology`` is missing or differs."""
+        for mt in topology.moltypes.values():
+            if mt.is_water:
+                continue
+            entry = self.moltypes.get(mt.name)
+            if entry is None:
+                raise MultiscaleError(
+                    f"backmapping model {self.source} has no moleculetype {mt.name} (it has: {', '.join(self.moltypes) or 'none'}): "
+                    f"train on AA frames containing {mt.name} (multiscale train, --init to extend this model)")
+            if entry.fingerprint != mt.fingerprint():
+                raise MultiscaleError(
+                    f"backmapping model {self.source} was trained for a different moleculetype {mt.name}: "
+                    f"{_describe_difference(mt, entry)}; retrain the model for this topology")
+
+    def summary(self) -> str:
+        lines = [f"backmapping model ({FORMAT} v{VERSION}) {self.source}"]
+        for k, v in self.moltypes.items():
+            t = v.training
+            lines.append(f"  {k}: {v.n_atoms} atoms, {v.n_beads} beads, {v.tree.n_torsions} torsions, "
+                         f"{len(v.stereo.enforced_centres)} stereocentres, {len(v.stereo.enforced_bonds)} cis/trans; "
+                         f"trained on {t.get('n_samples', '?')} molecules, val NLL {t.get('val_nll', float('nan')):.2f}")
+        lines.append(f"  water bank: {len(self.water_bank)} clusters" + ("" if self.water else " (bundled default)"))
+        return "\n".join(lines)
+
+
+def _plain(o):
+    """Recursively convert numpy scalars/arrays (and other non-plain leaves) for weights_only loading."""
+    import torch
+
+    if isinstance(o, dict):
+        return {str(k): _plain(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_plain(v) for v in o]
+    if isinstance(o, torch.Tensor):
+        return o.detach().cpu()
+    if isinstance(o, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(o))
+    if isinstance(o, np.generic):
+        return o.item()
+    if o is None or isinstance(o, (bool, int, float, str)):
+        return o
+    return str(o)
+
+
+def load_model(path, topology=None) -> BackmapModel:
+    """Read a model file; with ``topology`` check that every non-water moltype matches."""
+    import torch
+
+    p = Path(path)
+    if not p.is_file():
+        raise MultiscaleError(f"backmapping model {p} not found: train one with `multiscale train`")
+    try:
+        d = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise MultiscaleError(f"{p} cannot be read as a backmapping model ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): pass a file written by `multiscale train`") from e
+    m = BackmapModel.from_dict(d, source=str(p))
+    if topology is not None:
+        m.check(topology)
+    return m
+
+
+# ============================================================================ training
+def _water_order(mt) -> list[int]:
+    o = [i for i, e in enumerate(mt.elements) if e == "O"]
+    h = [i for i, e in enumerate(mt.elements) if e == "H"]
+    return o[:1] + h[:2]
+
+
+def train(topology, mapping, frames, *, seed: int = 0, epochs: int | None = None, init: BackmapModel | None = None,
+          device: str = "cpu", provenance: dict | None = None, log=print, hidden: int = 128, torsion_hidden: int = 48,
+          n_components: int = 6, batch_size: int = 512, lr: float | None = None, feature_noise: float = 0.02,
+          max_samples: int = 200_000, target_steps: int = 3000, threads: int | None = None) -> BackmapModel:
+    """Train (or, with ``init``, fine-tune) a backmapping model on AA frames.
+
+    topology: :class:`~multiscale.topology.SystemTopology`; mapping: :class:`~multiscale.mapping.Mapping`;
+    frames: :class:`~multiscale.io.Frames` (positions (F, N, 3) nm, box (F, 3) nm).
+    epochs: passes over the data per moltype (default: about ``target_steps`` optimiser steps,
+    3..300 epochs).  Moltypes present in ``init`` but not in the frames are kept unchanged;
+    moltypes in both are fine-tuned from the init weights (lr 1e-3).  Returns the model.
+    """
+    import torch
+
+    from ..coarse_grain import cg_layout, whole_molecules
+    from .certify import StereoReference
+    from .features import cg_features
+    from .ictree import ICTree
+    from .model import ICDensity, fit
+    from .water import WaterBank
+
+    log = log or (lambda *a, **k: None)
+    t_all = time.perf_counter()
+    pos = np.asarray(frames.positions)
+    box = np.asarray(frames.box, np.float64).reshape(-1, 3)
+    if pos.ndim != 3 or pos.shape[1] != topology.n_atoms:
+        raise MultiscaleError(f"training frames have {pos.shape[-2] if pos.ndim >= 2 else '?'} atoms but topology {topology.source} has {topology.n_atoms}: pass frames of this system")
+    layout = cg_layout(topology, mapping)
+    rng = np.random.default_rng(seed)
+    moltypes = dict(init.moltypes) if init is not None else {}
+    report = {}
+    by_name: dict[str, list] = {}
+    for blk in layout:
+        by_name.setdefault(blk.aa_block.moltype.name, []).append(blk)
+    water_xyz = []
+    with _torch_threads(threads):
+        for name, blks in by_name.items():
+            mt = blks[0].aa_block.moltype
+            if blks[0].is_water:
+                order = _water_order(mt)
+                for blk in blks:
+                    water_xyz.append(whole_molecules(pos, box, blk.aa_block)[:, :, order, :])
+                continue
+            x = np.concatenate([whole_molecules(pos, box, b.aa_block).reshape(-1, mt.n_atoms, 3) for b in blks])
+            if len(x) > max_samples:
+                x = x[np.sort(rng.choice(len(x), max_samples, replace=False))]
+            M = blks[0].matrix
+            prev = moltypes.get(name) if init is not None else None
+            if prev is not None and prev.fingerprint != mt.fingerprint():
+                raise MultiscaleError(f"init model {init.source}: moleculetype {name} differs from the topology ({_describe_difference(mt, prev)}): train from scratch (no --init)")
+            tree = prev.tree if prev is not None else ICTree.from_moltype(mt, M)
+            beads = np.einsum("ba,nak->nbk", M, x)
+            feats = cg_features(beads)
+            bonds, angles, tors = tree.to_internal(x)
+            if prev is not None:
+                dens = prev.density
+                dens = type(dens).from_dict(dens.to_dict())
+                with torch.no_grad():
+                    if feats.shape[1]:
+                        f = torch.as_tensor(feats)
+                        dens.feat_lo.copy_(torch.minimum(dens.feat_lo, f.min(0).values))
+                        dens.feat_hi.copy_(torch.maximum(dens.feat_hi, f.max(0).values))
+                set_stats, lr_m = False, (lr or 1e-3)
+            else:
+                torch.manual_seed(_derive_seed(seed, 17))
+                dens = ICDensity(feats.shape[1], tree.n_bonds, tree.n_angles, tree.n_torsions, hidden=hidden,
+                                 torsion_hidden=torsion_hidden, n_components=n_components)
+                set_stats, lr_m = True, (lr or 3e-3)
+            n_ep = epochs
+            if n_ep is None:
+                steps = max(1, int(np.ceil(len(x) * 0.95 / batch_size)))
+                n_ep = int(np.clip(round(target_steps / steps), 3, 300))
+            log(f"training {name}: {len(x)} molecules, {mt.n_atoms} atoms, {M.shape[0]} beads, "
+                f"{tree.n_torsions} torsions ({len(tree.heavy_torsions())} heavy), {n_ep} epochs")
+            info = fit(dens, feats, bonds, angles, tors, epochs=n_ep, batch_size=batch_size, lr=lr_m,
+                       seed=_derive_seed(seed, 23), feature_noise=feature_noise, device=device, set_stats=set_stats,
+                       log=log, label=name)
+            stereo = StereoReference.from_frames(mt.n_atoms, mt.bonds, mt.elements, x)
+            if prev is not None:  # keep the established references, add counts
+                stereo = prev.stereo
+            cl, _ = tree.closure_pairs()
+            targets = np.linalg.norm(x[:, cl[:, 1]] - x[:, cl[:, 0]], axis=-1).mean(0) if len(cl) else np.zeros(0)
+            info = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in info.items()}
+            info["fine_tuned"] = prev is not None
+            moltypes[name] = MoltypeModel(name, mt.fingerprint(), list(mt.atom_names), list(mt.elements),
+                                          np.asarray(mt.bonds, int), list(blks[0].bead_names), np.asarray(M, np.float64),
+                                          tree, dens, stereo, targets, info)
+            report[name] = info
+            log(f"  {name}: train NLL {info['train_nll']:.3f}, validation NLL {info['val_nll']:.3f} ({info['seconds']:.1f} s)")
+    water = init.water if init is not None else None
+    if water_xyz:
+        wx = np.concatenate(water_xyz, axis=1)
+        if wx.shape[1] >= 4:
+            bank = WaterBank.from_frames(wx, box, seed=seed, note=f"from {len(wx)} training frame(s)")
+            water = bank.to_dict()
+            log(f"water bank: {len(bank)} clusters from {len(wx)} frame(s)")
+    prov = dict(provenance or {})
+    prov.update({"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "n_frames": int(pos.shape[0]),
+                 "seed": int(seed), "epochs": epochs, "moltypes": report, "torch": str(torch.__version__),
+                 "seconds": round(time.perf_counter() - t_all, 2), "fine_tune_of": init.source if init is not None else None})
+    prov.setdefault("final_nll", {k: v.get("val_nll") for k, v in report.items()})
+    hist = list(init.provenance) if init is not None else []
+    return BackmapModel(mapping, moltypes, water, hist + [prov])
+
+
+# ============================================================================ backmapping
+def _bead_count_error(n: int, layout, topology) -> MultiscaleError:
+    from ..coarse_grain import n_beads
+
+    parts = ", ".join(f"{b.cg_name} x{b.count} -> {b.count * b.n_beads} beads" if not b.is_water else
+                      f"{b.cg_name} x{b.count} ({b.per_bead} {b.aa_block.moltype.name} each)" for b in layout)
+    return MultiscaleError(f"CG input has {n} beads but the mapping of {topology.source or 'the topology'} expects "
+                           f"{n_beads(layout)} ({parts}): pass the CG structure of this system")
+
+
+@dataclass
+class _Solute:
+    bi: int  # index in layout
+    mm: MoltypeModel
+    beads: np.ndarray  # (count, nb, 3) whole
+    x: np.ndarray  # (count, n, 3)
+
+
+def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, device: str = "cpu",
+            max_retries: int = 5, wrap: bool = False, temperature: float = 1.0, clash_inter: float = 0.08,
+            clash_intra: float = 0.10, threads: int | None = None, log=None):
+    """Backmap CG frames to atoms.
+
+    cg_positions: (B, 3) or (F, B, 3) nm, beads in :func:`multiscale.coarse_grain.cg_layout`
+    order; box: (3,) or (F, 3) nm.  Returns (positions (F, N, 3) float32 nm in the AA
+    topology's atom order, list of :class:`~multiscale.backmap.certify.CertificateReport`).
+    max_retries: resampling rounds for molecules with clashes or wrong stereo; wrap: wrap
+    atoms into the box (default: molecules whole, next to their first bead).
+    """
+    import torch
+
+    from ..coarse_grain import cg_layout, n_beads
+    from .certify import CertificateReport, find_clashes, flip_double_bond, swap_substituents
+    from .features import unwrap_beads
+
+    cg = np.asarray(cg_positions, np.float64)
+    if cg.ndim == 2:
+        cg = cg[None]
+    if cg.ndim != 3 or cg.shape[-1] != 3:
+        raise MultiscaleError(f"CG positions have shape {np.shape(cg_positions)}: expected (beads, 3) or (frames, beads, 3) nm")
+    nf = cg.shape[0]
+    boxes = np.asarray(box, np.float64).reshape(-1, 3)
+    if len(boxes) == 1:
+        boxes = np.repeat(boxes, nf, 0)
+    if len(boxes) != nf:
+        raise MultiscaleError(f"{len(boxes)} boxes for {nf} CG frames: pass one box (3,) or one per frame (F, 3)")
+    if not np.all(np.isfinite(cg)):
+        raise MultiscaleError("CG positions contain NaN/inf: check the CG structure")
+    layout = cg_layout(topology, model.mapping)
+    if cg.shape[1] != n_beads(layout):
+        raise _bead_count_error(cg.shape[1], layout, topology)
+    model.check(topology)
+    for blk in layout:
+        if blk.is_water and blk.per_bead != 4:
+            raise MultiscaleError(f"water mapping has {blk.per_bead} {blk.aa_block.moltype.name} per {blk.cg_name} bead; backmapping supports 4 (Martini 3)")
+    out = np.empty((nf, topology.n_atoms, 3), np.float32)
+    reports = []
+    dev = torch.device(device)
+    for m in model.moltypes.values():
+        m.density.to(dev)
+    # static per-system arrays for the clash search (solutes)
+    sol_blocks = [(bi, blk) for bi, blk in enumerate(layout) if not blk.is_water]
+    kinds = {name: k for k, name in enumerate(dict.fromkeys(blk.aa_block.moltype.name for _, blk in sol_blocks))}
+    excl = [model.moltypes[name].exclusions for name in kinds]
+    mol_id, local, kind = [], [], []
+    mol_base = 0
+    mol_block = []  # per global solute molecule: (solute list index, molecule index)
+    for si, (bi, blk) in enumerate(sol_blocks):
+        n, c = blk.aa_block.moltype.n_atoms, blk.count
+        mol_id.append(np.repeat(np.arange(mol_base, mol_base + c), n))
+        local.append(np.tile(np.arange(n), c))
+        kind.append(np.full(n * c, kinds[blk.aa_block.moltype.name]))
+        mol_block.append(np.stack([np.full(c, si), np.arange(c)], 1))
+        mol_base += c
+    if sol_blocks:
+        mol_id, local, kind = np.concatenate(mol_id), np.concatenate(local), np.concatenate(kind)
+        mol_block = np.concatenate(mol_block)
+    water_blocks = [(bi, blk) for bi, blk in enumerate(layout) if blk.is_water]
+    try:
+        with _torch_threads(threads), torch.no_grad():
+            for f in range(nf):
+                t0 = time.perf_counter()
+                bx = boxes[f]
+                rep = CertificateReport(frame=f, thresholds={"inter_nm": clash_inter, "intra_nm": clash_intra})
+                sols: list[_Solute] = []
+                for bi, blk in sol_blocks:
+                    mm = model.moltypes[blk.aa_block.moltype.name]
+                    beads = unwrap_beads(cg[f, blk.start:blk.stop].reshape(blk.count, blk.n_beads, 3), bx)
+                    g = torch.Generator(device=dev).manual_seed(_derive_seed(seed, f, 0, bi))
+                    x = mm.generate(beads, g, dev, temperature).cpu().numpy()
+                    sols.append(_Solute(bi, mm, beads, x))
+                    rep.per_moltype.setdefault(mm.name, {"molecules": 0, "stereocentres": len(mm.stereo.enforced_centres),
+                                                         "double_bonds": len(mm.stereo.enforced_bonds),
+                                                         "stereo_wrong_initial": 0, "stereo_wrong_final": 0, "stereo_swapped": 0,
+                                                         "cistrans_wrong_initial": 0, "cistrans_wrong_final": 0,
+                                                         "cistrans_flipped": 0, "clash_molecules_initial": 0,
+                                                         "clash_molecules_final": 0, "resampled": 0, "unresolved": []})
+                    rep.per_moltype[mm.name]["molecules"] += blk.count
+
+                def check(first: bool):
+                    """Per solute block: bad-molecule masks; also clash pair counts."""
+                    bad = [np.zeros(len(s.x), bool) for s in sols]
+                    stereo_bad = [np.zeros(len(s.x), bool) for s in sols]
+                    for k, s in enumerate(sols):
+                        wc, wb = s.mm.stereo.wrong(s.x)
+                        stereo_bad[k] = wc.any(1) | wb.any(1)
+                        if first:
+                            rep.per_moltype[s.mm.name]["stereo_wrong_initial"] += int(wc.sum())
+                            rep.per_moltype[s.mm.name]["cistrans_wrong_initial"] += int(wb.sum())
+                    clash_bad = [np.zeros(len(s.x), bool) for s in sols]
+                    n_inter = n_intra = 0
+                    if sols:
+                        allx = np.concatenate([s.x.reshape(-1, 3) for s in sols])
+                        ip, jp = find_clashes(allx, bx, mol_id, local, kind, excl, clash_inter, clash_intra)
+                        n_inter, n_intra = len(ip), len(jp)
+                        mols = np.unique(mol_id[np.concatenate([ip.ravel(), jp.ravel()])])
+                        for gm in mols:
+                            si, mi = mol_block[gm]
+                            clash_bad[si][mi] = True
+                    for k in range(len(sols)):
+                        bad[k] = stereo_bad[k] | clash_bad[k]
+                    return bad, clash_bad, n_inter, n_intra
+
+                bad, clash_bad, n_inter, n_intra = check(True)
+                rep.inter_clash_pairs_initial, rep.intra_clash_pairs_initial = n_inter, n_intra
+                for k, s in enumerate(sols):
+                    rep.per_moltype[s.mm.name]["clash_molecules_initial"] += int(clash_bad[k].sum())
+                attempt = 0
+                while attempt < max_retries and any(b.any() for b in bad):
+                    attempt += 1
+                    for k, s in enumerate(sols):
+                        idx = np.flatnonzero(bad[k])
+                        if not len(idx):
+                            continue
+                        g = torch.Generator(device=dev).manual_seed(_derive_seed(seed, f, attempt, s.bi))
+                        s.x[idx] = s.mm.generate(s.beads[idx], g, dev, temperature).cpu().numpy()
+                        rep.per_moltype[s.mm.name]["resampled"] += len(idx)
+                    bad, clash_bad, n_inter, n_intra = check(False)
+                rep.retries = attempt
+                # last resort: invert wrong centres / flip wrong double bonds
+                repaired = False
+                for k, s in enumerate(sols):
+                    st = s.mm.stereo
+                    wc, wb = st.wrong(s.x)
+                    ec, eb = st.enforced_centres, st.enforced_bonds
+                    changed = np.zeros(len(s.x), bool)
+                    for j in range(wc.shape[1]):
+                        idx = np.flatnonzero(wc[:, j])
+                        if len(idx):
+                            y = swap_substituents(s.x[idx], s.mm.n_atoms, s.mm.bonds, int(st.centres[ec[j]]))
+                            if y is not None:
+                                s.x[idx] = y
+                                changed[idx] = True
+                                rep.per_moltype[s.mm.name]["stereo_swapped"] += len(idx)
+                    for j in range(wb.shape[1]):
+                        idx = np.flatnonzero(wb[:, j])
+                        if len(idx):
+                            q = st.quads[eb[j]]
+                            y = flip_double_bond(s.x[idx], s.mm.n_atoms, s.mm.bonds, int(q[1]), int(q[2]))
+                            if y is not None:
+                                s.x[idx] = y
+                                changed[idx] = True
+                                rep.per_moltype[s.mm.name]["cistrans_flipped"] += len(idx)
+                    if changed.any():
+                        repaired = True
+                        idx = np.flatnonzero(changed)
+                        s.x[idx] = s.mm.refit(s.x[idx], s.beads[idx])
+                if repaired:
+                    bad, clash_bad, n_inter, n_intra = check(False)
+                dev_max = 0.0
+                for k, s in enumerate(sols):
+                    wc, wb = s.mm.stereo.wrong(s.x)
+                    v = rep.per_moltype[s.mm.name]
+                    v["stereo_wrong_final"] += int(wc.sum())
+                    v["cistrans_wrong_final"] += int(wb.sum())
+                    v["clash_molecules_final"] += int(clash_bad[k].sum())
+                    un = np.flatnonzero(bad[k])
+                    v["unresolved"] = (v["unresolved"] + un.tolist())[:50]
+                    blk = layout[s.bi]
+                    y = np.einsum("ba,nak->nbk", s.mm.matrix, s.x)
+                    dev_max = max(dev_max, float(np.abs(y - s.beads).max()) if len(y) else 0.0)
+                    out[f, blk.aa_block.start:blk.aa_block.stop] = s.x.reshape(-1, 3)
+                rep.max_cg_deviation_nm = dev_max
+                # water
+                if water_blocks:
+                    others = np.concatenate([s.x.reshape(-1, 3) for s in sols]) if sols else None
+                    bank = model.water_bank
+                    wstats = []
+                    for bi, blk in water_blocks:
+                        beads = cg[f, blk.start:blk.stop].reshape(-1, 3)
+                        w = bank.place(beads, bx, seed=_derive_seed(seed, f, 1_000_003, bi), others=others,
+                                       max_retries=max_retries)
+                        st = dict(getattr(bank, "last_stats", {}) or {})
+                        st.pop("unresolved", None)
+                        wstats.append(st)
+                        mt = blk.aa_block.moltype
+                        wo = np.empty((len(beads) * 4, mt.n_atoms, 3))
+                        wo[:, _water_order(mt)] = np.asarray(w, np.float64).reshape(-1, 3, 3)
+                        out[f, blk.aa_block.start:blk.aa_block.stop] = wo.reshape(-1, 3)
+                        if others is not None:
+                            others = np.concatenate([others, wo.reshape(-1, 3)])
+                    rep.water = {"blocks": wstats}
+                    # final system-wide clash count (includes water)
+                    rep.inter_clash_pairs_final, rep.intra_clash_pairs_final, rep.water_clash_pairs_final = \
+                        _final_clashes(out[f], bx, topology, model, clash_inter, clash_intra)
+                else:
+                    rep.inter_clash_pairs_final, rep.intra_clash_pairs_final = n_inter, n_intra
+                if wrap:
+                    out[f] = (out[f] - bx * np.floor(out[f] / bx)).astype(np.float32)
+                rep.seconds = round(time.perf_counter() - t0, 4)
+                reports.append(rep)
+                if log:
+                    log(rep.summary())
+    finally:
+        for m in model.moltypes.values():
+            m.density.cpu()
+    return out, reports
+
+
+def _final_clashes(x: np.ndarray, box: np.ndarray, topology, model: BackmapModel, inter: float, intra: float):
+    """Clash pairs over the whole system (N, 3): (inter, intra, pairs involving water)."""
+    from .certify import exclusion_matrix, find_clashes
+
+    mol, loc, kind, excl, is_w = [], [], [], [], []
+    base = 0
+    names: dict[str, int] = {}
+    for blk in topology.blocks:
+        mt = blk.moltype
+        if mt.name not in names:
+            names[mt.name] = len(excl)
+            excl.append(model.moltypes[mt.name].exclusions if mt.name in model.moltypes
+                        else exclusion_matrix(mt.n_atoms, mt.bonds, 2) | mt.is_water)
+        n, c = mt.n_atoms, blk.count
+        mol.append(np.repeat(np.arange(base, base + c), n))
+        loc.append(np.tile(np.arange(n), c))
+        kind.append(np.full(n * c, names[mt.name]))
+        is_w.append(np.full(n * c, mt.is_water))
+        base += c
+    mol, loc, kind, is_w = map(np.concatenate, (mol, loc, kind, is_w))
+    ip, jp = find_clashes(x, box, mol, loc, kind, excl, inter, intra)
+    nw = int((is_w[ip[:, 0]] | is_w[ip[:, 1]]).sum()) if len(ip) else 0
+    return len(ip), len(jp), nw
