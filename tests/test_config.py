@@ -146,3 +146,28 @@ def test_gromacs_settings_and_seeds(folder):
     assert a == derive_seed(1, None, 1, "aa-md") and 1 <= a < 2**31
     assert len({a, derive_seed(1, None, 2, "aa-md"), derive_seed(1, 0, 1, "aa-md"), derive_seed(2, None, 1, "aa-md"),
                 derive_seed(1, None, 1, "cg-md")}) == 5
+
+
+def test_init_example_is_self_contained(tmp_path, capsys):
+    from multiscale.workflow.init import init_example
+
+    cfg_path = init_example("heptanol", tmp_path / "demo")
+    cfg = load_config(cfg_path)
+    d = tmp_path / "demo"
+    assert cfg.system.aa_topology == d / "aa.top" and cfg.output == d / "runs"
+    for top in ("aa.top", "cg.top"):
+        for line in (d / top).read_text().splitlines():
+            if line.startswith("#include"):
+                inc = line.split('"')[1]
+                assert not inc.startswith(".."), line
+                assert (d / inc).is_file(), line
+    assert (d / "topologies" / "martini3" / "LICENSE").is_file()
+    assert (d / "topologies" / "heptanol" / "posre_HPO.itp").is_file()  # nested include came along
+    assert [p.name for p in cfg.system.cg_include_files()] == [
+        "martini_v3.0.0.itp", "martini_v3.0.0_solvents_v1.itp", "martini_v3.0.0_ions_v1.itp"]
+    assert "multiscale cycle" in capsys.readouterr().out
+    with pytest.raises(MultiscaleError) as e:
+        init_example("heptanol", d)
+    assert str(e.value) == f"{d} is not empty: choose a new folder, or add --force to write into it"
+    with pytest.raises(MultiscaleError, match=r"^unknown example 'nope': available examples: heptanol"):
+        init_example("nope", tmp_path / "x")

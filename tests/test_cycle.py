@@ -71,15 +71,16 @@ def w_pipeline(cfg, root, replica=None):
                     "tau_p": 4.0, "gen_seed": derive_seed(cfg.seed, replica, c, name), "define": "",
                     "nstxout_compressed": every.steps(dt) if every else 0, "nstenergy": 100, "nstlog": 1000}
 
-        em = MdrunStage(name="cg-em", cycle=c, workdir=wd("cg-em"), template="martini_em",
+        common = {"cycle": c, "topology": top, "resolution": "cg", "mdp_options": dict(cfg.mdp.overrides.cg)}
+        em = MdrunStage(name="cg-em", workdir=wd("cg-em"), template="martini_em",
                         values={"nsteps": cfg.cg.em_steps, "emtol": cfg.cg.emtol, "define": ""},
-                        structure=prev, topology=top, minimisation=True, description="EM")
-        eq = MdrunStage(name="cg-eq", cycle=c, workdir=wd("cg-eq"), template="martini_eq",
+                        structure=prev, minimisation=True, description="EM", **common)
+        eq = MdrunStage(name="cg-eq", workdir=wd("cg-eq"), template="martini_eq",
                         values=vals("cg-eq", cfg.cg.eq, cfg.cg.eq_dt, None), structure=em.outputs["gro"],
-                        topology=top, description="NPT eq")
-        md = MdrunStage(name="cg-md", cycle=c, workdir=wd("cg-md"), template="martini_md",
+                        description="NPT eq", **common)
+        md = MdrunStage(name="cg-md", workdir=wd("cg-md"), template="martini_md",
                         values=vals("cg-md", cfg.cg.md, cfg.cg.dt, cfg.cg.output_every),
-                        structure=eq.outputs["gro"], topology=top, description="MD")
+                        structure=eq.outputs["gro"], description="MD", **common)
         an = PythonStage(name="analyse", cycle=c, workdir=wd("analyse"), inputs={"xtc": md.outputs["xtc"]},
                          outputs={"json": wd("analyse") / "frames.json"}, func=analyse, description="read xtc")
         stages += [em, eq, md, an]
@@ -224,7 +225,9 @@ def test_kill9_during_mdrun_and_between_stages_then_resume(wbox, reference):
         results = [a["result"] for a in rec["attempts"]]
         assert rec["status"] == "done", (key, rec)
         assert results.count("done") == 1, (key, results)  # completed exactly once
-        assert rec["info"].get("atoms") == ref["stages"][key]["info"].get("atoms"), key
+        for k in ("atoms", "beads"):
+            assert rec["info"].get(k) == ref["stages"][key]["info"].get(k), key
+        assert rec["info"].get("beads") == box["atoms"] or key.endswith("analyse")
         if key == "cycle_001/cg-md":
             # killed once, then continued from its checkpoint (not restarted)
             assert results == ["killed", "done"], results
@@ -248,7 +251,7 @@ def test_kill9_during_mdrun_and_between_stages_then_resume(wbox, reference):
     for key in state["plan"]:
         for out in stages[key]["outputs"].values():
             assert (root / out["path"]).is_file() and len(out["sha256"]) == 64
-    leftovers = [p for p in root.rglob("*") if p.name.startswith("#") or ".partial" in p.name]
+    leftovers = [p for p in root.rglob("*") if p.name.startswith(("#", ".grompp", ".pp-")) or ".partial" in p.name]
     assert not leftovers, leftovers
 
     # status shows it all done; --check exit code 0
@@ -274,3 +277,85 @@ def test_rerun_finished_does_nothing_and_changed_input_is_refused(wbox, referenc
     assert r.returncode == 2
     assert "error: stage cycle_001/cg-md is done but its parameters changed (values.nsteps: 60000 -> 61000)" in r.stderr
     assert "--force" in r.stderr
+
+
+def test_failed_stage_names_stage_log_and_gromacs_lines_then_resumes(wbox, tmp_path):
+    d, box = wbox
+    bad = "mdp:\n  overrides:\n    cg: {tcoupl: nonsense}\n"
+    cfg = write_config(tmp_path, box, "failing", md_steps=2000, cycles=1, extra=bad)
+    r = subprocess.run(cycle_cmd(cfg), env=env_with_pipeline(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    err = r.stderr.strip()
+    assert err.startswith("error: stage cycle_001/cg-em failed: gmx grompp failed in stage 'cg-em' (exit code 1): ")
+    assert "nonsense" in err  # the relevant GROMACS line
+    log = tmp_path / "failing" / "cycle_001" / "cg-em" / "cg-em.grompp.log"
+    assert f"[full output: {log}]" in err and log.is_file()
+    assert "\n" not in err
+    state = read_state(tmp_path / "failing")
+    assert state["stages"]["cycle_001/cg-em"]["status"] == "failed"
+    r = subprocess.run([sys.executable, "-m", "multiscale.workflow.commands", "status", str(tmp_path / "failing")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "FAILED" in r.stdout and "cycle_001/cg-em failed:" in r.stdout
+
+    # fix the config: the failed stage is redone (its parameters changed), the run finishes
+    cfg = write_config(tmp_path, box, "failing", md_steps=2000, cycles=1)
+    r = subprocess.run(cycle_cmd(cfg), env=env_with_pipeline(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "cycle_001/cg-em: its parameters changed (mdp_options.tcoupl: 'nonsense' -> None): restarting it" in r.stdout
+    rec = read_state(tmp_path / "failing")["stages"]["cycle_001/cg-em"]
+    assert [a["result"] for a in rec["attempts"]] == ["failed", "done"]
+
+
+def test_default_pipeline_stage_lists(tmp_path):
+    """The AA -> CG -> AA stage list (run for real by the heptanol demo)."""
+    from multiscale.config import config_from_dict
+    from multiscale.workflow.cycle import build_plan
+    from multiscale.workflow.stages import MdrunStage
+
+    ex = REPO / "examples" / "heptanol"
+    base = {"system": {"aa_topology": str(ex / "aa.top"), "aa_structure": str(ex / "aa.gro"),
+                       "cg_topology": str(ex / "cg.top"), "cg_structure": str(ex / "aa.gro"),
+                       "mappings": [str(ex / "heptanol.map")]}, "cycles": 2}
+    model = tmp_path / "m.pt"
+    model.write_bytes(b"")
+    cfg = config_from_dict(base, base=tmp_path)
+    plan = build_plan(cfg, tmp_path / "runs")
+    per_cycle = ["aa-md", "coarse-grain", "train", "cg-em", "cg-eq", "cg-md", "backmap", "restrained-em",
+                 "restrained-eq", "relax"]
+    assert [s.key for s in plan] == (["cycle_001/aa-em", "cycle_001/aa-eq"] + [f"cycle_001/{n}" for n in per_cycle]
+                                     + [f"cycle_002/{n}" for n in per_cycle])
+    by = {s.key: s for s in plan}
+    assert by["cycle_002/aa-md"].inputs["structure"] == by["cycle_001/relax"].outputs["gro"]
+    assert by["cycle_002/train"].inputs["init_model"] == by["cycle_001/train"].outputs["model"]
+    assert by["cycle_002/backmap"].inputs["model"] == by["cycle_002/train"].outputs["model"]
+    assert by["cycle_001/restrained-eq"].restraint == by["cycle_001/backmap"].outputs["gro"]
+    assert by["cycle_001/restrained-eq"].values["define"] == "-DPOSRES"
+    assert by["cycle_001/relax"].values["define"] == ""
+    md = by["cycle_001/aa-md"]
+    assert isinstance(md, MdrunStage) and md.values["nsteps"] == 5000 and md.values["nstxout_compressed"] == 500
+    seeds = {s.values.get("gen_seed") for s in plan if isinstance(s, MdrunStage) and "gen_seed" in s.values}
+    assert len(seeds) == len([s for s in plan if isinstance(s, MdrunStage) and "gen_seed" in s.values])
+
+    cfg = config_from_dict({**base, "start": "cg", "backmap": {"model": str(model)}}, base=tmp_path)
+    names = [s.key for s in build_plan(cfg, tmp_path / "runs")]
+    assert names == ([f"cycle_001/{n}" for n in ["cg-em", "cg-eq", "cg-md", "backmap", "restrained-em",
+                                                 "restrained-eq", "relax", "aa-md", "train", "coarse-grain"]]
+                     + [f"cycle_002/{n}" for n in ["cg-em", "cg-eq", "cg-md", "backmap", "restrained-em",
+                                                   "restrained-eq", "relax", "aa-md", "train"]])
+    cfg = config_from_dict({**base, "backmap": {"model": str(model), "train_from_cycle": 2}}, base=tmp_path)
+    plan = build_plan(cfg, tmp_path / "runs")
+    assert "cycle_001/train" not in [s.key for s in plan] and "cycle_002/train" in [s.key for s in plan]
+    assert {s.key: s for s in plan}["cycle_001/backmap"].inputs["model"] == model
+
+
+def test_posre_includes_added_to_preprocessed_topology():
+    from multiscale.workflow.stages import add_posre_includes
+
+    top = "[ moleculetype ]\nHPO 3\n[ atoms ]\n1 c3 1 HPO C1 1 0 12\n[ moleculetype ]\n; c\nSOL 2\n[ atoms ]\n" \
+          "1 OW 1 SOL OW 1 0 16\n[ system ]\nx\n[ molecules ]\nHPO 1\nSOL 1\n"
+    out = add_posre_includes(top, {"HPO": "posre_HPO.itp"})
+    i_inc, i_sol = out.index('#include "posre_HPO.itp"'), out.index("SOL 2")
+    assert out.index("1 c3 1 HPO C1") < i_inc < i_sol
+    assert "#ifdef POSRES\n#define POSRES_HPO\n#endif\n#ifdef POSRES_HPO\n" in out
+    with pytest.raises(Exception, match="moleculetype\\(s\\) XYZ not found"):
+        add_posre_includes(top, {"XYZ": "posre_XYZ.itp"})

@@ -163,6 +163,7 @@ class MdrunStage(Stage):
     set further mdp keys (mdp.overrides that are not placeholders)."""
 
     template: str = ""
+    resolution: str = "aa"  # "aa" or "cg": counts are reported as atoms or beads
     values: dict = field(default_factory=dict)
     mdp_options: dict = field(default_factory=dict)
     structure: Path | None = None
@@ -239,17 +240,22 @@ class MdrunStage(Stage):
         if not continued:
             self._discard_partial_run()
             if not self.tpr.is_file():
-                tmp = self.workdir / f".{self.name}.partial.tpr"
-                grompp(mdp, self.structure, self.topology, tmp, settings=ctx.settings, restraint=self.restraint,
-                       maxwarn=self.maxwarn, log=self.workdir / f"{self.name}.grompp.log", cwd=self.workdir)
-                os.replace(tmp, self.tpr)
-                for junk in self.workdir.glob(f".{self.name}.partial.*"):
-                    junk.rename(self.workdir / junk.name.replace(".partial", "", 1).lstrip("."))
+                # grompp writes into a scratch folder; the tpr appears (renamed) only when complete
+                scratch = self.workdir / ".grompp"
+                shutil.rmtree(scratch, ignore_errors=True)
+                scratch.mkdir()
+                grompp(mdp, self.structure, self.topology, scratch / self.tpr.name, settings=ctx.settings,
+                       restraint=self.restraint, maxwarn=self.maxwarn, log=self.workdir / f"{self.name}.grompp.log",
+                       cwd=self.workdir)
+                for p in scratch.iterdir():
+                    os.replace(p, self.workdir / p.name)  # mdout.mdp first is harmless; tpr is atomic
+                shutil.rmtree(scratch, ignore_errors=True)
         res = mdrun(self.tpr, self.workdir / self.name, settings=ctx.settings, cwd=self.workdir, log=self.log)
         if not res.completed:
             raise StageStopped(f"mdrun stopped before step {self.nsteps} (time limit or signal); "
                                f"it continues from {self.cpt.name} on the next run")
-        info: dict[str, Any] = {"atoms": _gro_atoms(res.gro), "nsteps": self.nsteps, "continued": res.continued,
+        info: dict[str, Any] = {"beads" if self.resolution == "cg" else "atoms": _gro_atoms(res.gro),
+                                "nsteps": self.nsteps, "continued": res.continued,
                                 "ns_per_day": res.ns_per_day}
         if self.minimisation:
             energies = em_result(res.log)
@@ -338,6 +344,8 @@ def _run_train(stage: PythonStage, ctx: StageContext) -> StageResult:
     kwargs: dict[str, Any] = {"seed": ctx.seed, "init": init, "device": cfg.backmap.device}
     if cfg.backmap.epochs is not None:
         kwargs["epochs"] = cfg.backmap.epochs
+    if "log" in inspect.signature(train).parameters:
+        kwargs["log"] = lambda *a, **k: _stage_log(stage, ctx, " ".join(str(x) for x in a))
     if "provenance" in inspect.signature(train).parameters:
         kwargs["provenance"] = {"stage": stage.key, "trajectory": str(stage.inputs["trajectory"]),
                                 "n_frames": fr.n_frames, "init": str(stage.inputs.get("init_model"))}
@@ -366,7 +374,10 @@ def _run_backmap(stage: PythonStage, ctx: StageContext) -> StageResult:
     fr = read_frames(stage.inputs["cg_structure"], label="CG structure")
     check_cg_beads(fr.n_atoms, layout, str(stage.inputs["cg_structure"]))
     t0 = time.perf_counter()
-    aa, reports = backmap(model, top, fr.positions[-1:], fr.box[-1:], seed=ctx.seed, device=cfg.backmap.device)
+    kwargs: dict[str, Any] = {"seed": ctx.seed, "device": cfg.backmap.device}
+    if "log" in inspect.signature(backmap).parameters:
+        kwargs["log"] = lambda *a, **k: _stage_log(stage, ctx, " ".join(str(x) for x in a))
+    aa, reports = backmap(model, top, fr.positions[-1:], fr.box[-1:], **kwargs)
     wall = time.perf_counter() - t0
     names, resnames, resids = top.per_atom("atom_names"), top.per_atom("resnames"), top.resids()
     write_frames(stage.outputs["gro"], aa[0], fr.box[-1], names, resnames, resids,
@@ -386,11 +397,11 @@ def _run_backmap(stage: PythonStage, ctx: StageContext) -> StageResult:
                               ctx.settings, define="-DFLEXIBLE" if cfg.restrained.flexible_water_em else "")
     summary = reports[0].summary() if reports and hasattr(reports[0], "summary") else ""
     _stage_log(stage, ctx, f"backmapped {top.n_atoms} atoms in {wall:.2f} s. {summary}")
-    info = {"atoms": top.n_atoms, "beads": fr.n_atoms, "backmap_s": round(wall, 3)}
+    info: dict[str, Any] = {"atoms": top.n_atoms, "beads": fr.n_atoms, "backmap_s": round(wall, 3)}
     first = report[0] if report and isinstance(report[0], dict) else {}
-    for k in ("clashes", "stereo_errors", "chirality_errors", "resampled", "n_clashes"):
-        if k in first and isinstance(first[k], (int, float)):
-            info[k] = first[k]
+    for k, v in first.items():  # the certificate's headline numbers
+        if (k.endswith("_final") or k in ("ok", "retries", "max_cg_deviation_nm")) and isinstance(v, (bool, int, float)):
+            info[k] = v
     return StageResult(info=info)
 
 
@@ -424,7 +435,8 @@ def _grompp_pp(mdp, structure, top, tpr, pp, settings, cwd):
 
 
 def add_posre_includes(top_text: str, posres: dict[str, str]) -> str:
-    """Insert ``#ifdef POSRES`` includes at the end of the named ``[ moleculetype ]`` blocks."""
+    """Insert the restraint includes (on with ``-DPOSRES`` or ``-DPOSRES_<moltype>``) at the end
+    of the named ``[ moleculetype ]`` blocks."""
     lines = top_text.splitlines()
     out: list[str] = []
     current = None
@@ -432,7 +444,12 @@ def add_posre_includes(top_text: str, posres: dict[str, str]) -> str:
 
     def close():
         if current in posres:
-            out.extend(["", "#ifdef POSRES", f'#include "{posres[current]}"', "#endif", ""])
+            from ..backmap.restraints import posre_define_name, posre_include_text
+
+            d = posre_define_name(current)
+            out.extend(["", "; heavy-atom restraints to the backmapped positions (grompp -r), on with -DPOSRES",
+                        "#ifdef POSRES", f"#define {d}", "#endif"]
+                       + posre_include_text(current, posres[current]).splitlines() + [""])
 
     for line in lines:
         s = line.split(";", 1)[0].strip()
@@ -510,7 +527,7 @@ def default_pipeline(cfg, root: Path, replica: int | None = None) -> list[Stage]
     def cg_mdrun(cycle, name, template, values, structure, topology, minim=False, desc=""):
         st = MdrunStage(name=name, cycle=cycle, workdir=wd(cycle, name), template=template, values=values,
                         mdp_options=dict(ov_cg), structure=structure, topology=topology, minimisation=minim,
-                        description=desc)
+                        description=desc, resolution="cg")
         stages.append(st)
         return st
 

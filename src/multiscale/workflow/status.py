@@ -52,14 +52,16 @@ def _fmt_e(v: Any) -> str:
 
 
 def _size(rec: dict) -> str:
+    """'3060 atoms', '255 beads', '3060 atoms -> 255 beads' (coarse-grain), '255 beads -> 3060 atoms'."""
     info = rec.get("info") or {}
-    parts = []
-    if info.get("atoms") is not None and info.get("beads") is not None:
-        parts.append(f"{info['atoms']} at -> {info['beads']} bd" if rec.get("stage") == "coarse-grain"
-                     else f"{info['beads']} bd -> {info['atoms']} at")
-    elif info.get("atoms") is not None:
-        parts.append(str(info["atoms"]))
-    return " ".join(parts)
+    a, b = info.get("atoms"), info.get("beads")
+    if a is not None and b is not None:
+        return f"{a} atoms -> {b} beads" if rec.get("stage") == "coarse-grain" else f"{b} beads -> {a} atoms"
+    if a is not None:
+        return f"{a} atoms"
+    if b is not None:
+        return f"{b} beads"
+    return ""
 
 
 def _notes(rec: dict) -> str:
@@ -75,6 +77,9 @@ def _notes(rec: dict) -> str:
         notes.append(f"rho {en['density_kg_m3']:.0f}")
     if info.get("ns_per_day"):
         notes.append(f"{info['ns_per_day']:.3g} ns/day")
+    if "ok" in info:
+        clashes = sum(v for k, v in info.items() if k.endswith("clash_pairs_final") and k.startswith(("inter", "intra")))
+        notes.append(f"certificate {'ok' if info['ok'] else 'issues'}: {clashes} clash pairs left for EM")
     if rec.get("stage") == "train" and info.get("frames") is not None:
         notes = [f"{info['frames']} frames" + (", fine-tuned" if info.get("fine_tuned") else "")]
     att = rec.get("attempts") or []
@@ -124,7 +129,7 @@ def status_table(state: RunState, title: str | None = None, keys: list[str] | No
     live = root_is_locked(state.root)
     t = Table(title=title, title_justify="left", header_style="bold")
     for col, kw in (("cycle", {"justify": "right"}), ("stage", {}), ("status", {}), ("wall", {"justify": "right"}),
-                    ("Epot kJ/mol", {"justify": "right"}), ("atoms/beads", {"justify": "right"}), ("notes", {})):
+                    ("Epot kJ/mol", {"justify": "right"}), ("size", {"justify": "right"}), ("notes", {})):
         t.add_column(col, **kw)
     now = time.time()
     for key in keys if keys is not None else state.plan:
@@ -291,8 +296,7 @@ class Reporter:
         size = _size(rec)
         notes = _notes(rec)
         self._print(f"{time.strftime('%H:%M:%S')} [green]{st.key}[/] done in {_fmt_s(rec.get('wall_s'))}{e}"
-                    + (f"  {size} atoms" if size and "->" not in size else (f"  {size}" if size else ""))
-                    + (f"  [dim]{notes}[/]" if notes else ""))
+                    + (f"  {size}" if size else "") + (f"  [dim]{notes}[/]" if notes else ""))
 
     def stopped(self, st, reason):
         self._stop_live()

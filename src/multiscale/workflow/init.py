@@ -1,0 +1,113 @@
+"""``multiscale init --example NAME DIR``: a self-contained, ready-to-run copy of an example.
+
+Copies ``examples/NAME/`` (structure, topologies, mapping, sim.yaml) into DIR, and with them
+every force-field file their ``#include`` lines reach outside the example folder (into
+``DIR/topologies/...``, whole folders so nested includes and licence files come along); the
+copied ``#include`` lines are rewritten to the new relative locations.  DIR can then be moved
+to a cluster as it is.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+from ..errors import MultiscaleError
+
+__all__ = ["init_example", "list_examples"]
+
+_INCLUDE = re.compile(r'^(\s*#include\s+")([^"]+)(".*)$')
+_SKIP = {"runs", "__pycache__"}
+
+
+def list_examples() -> list[str]:
+    from ..paths import examples_dir
+
+    d = examples_dir()
+    return sorted(p.name for p in d.iterdir() if p.is_dir() and (p / "sim.yaml").is_file()) if d.is_dir() else []
+
+
+def _copy_tree_files(src: Path, dst: Path) -> list[Path]:
+    out = []
+    for p in sorted(src.iterdir()):
+        if p.name.startswith(".") or p.name in _SKIP or p.suffix in (".sbatch",) or p.name.startswith("slurm-"):
+            continue
+        if p.is_dir():
+            continue  # examples are flat; output folders are not inputs
+        shutil.copy2(p, dst / p.name)
+        out.append(dst / p.name)
+    return out
+
+
+def _localise_includes(files: list[Path], src_dir: Path, dst: Path) -> list[str]:
+    """Copy what the includes of ``files`` (copied from ``src_dir``) reach outside the example,
+    rewrite those include lines; returns the copied folders (relative to dst)."""
+    from ..paths import topologies_dir
+
+    try:
+        topo = topologies_dir().resolve()
+    except MultiscaleError:
+        topo = None
+    copied: dict[Path, Path] = {}
+    for f in files:
+        if f.suffix not in (".top", ".itp"):
+            continue
+        lines = f.read_text().splitlines(keepends=True)
+        changed = False
+        for i, line in enumerate(lines):
+            m = _INCLUDE.match(line.rstrip("\n"))
+            if not m:
+                continue
+            inc = Path(m.group(2))
+            target = (inc if inc.is_absolute() else (src_dir / inc)).resolve()
+            if not target.is_file():
+                continue  # resolved through GMXLIB / the GROMACS share folder: leave it
+            try:
+                target.relative_to(src_dir.resolve())
+                continue  # inside the example: copied already, include still valid
+            except ValueError:
+                pass
+            folder = target.parent
+            if folder not in copied:
+                if topo is not None and folder.is_relative_to(topo):
+                    rel = Path("topologies") / folder.relative_to(topo)
+                else:
+                    rel = Path("topologies") / folder.name
+                if not (dst / rel).exists():
+                    shutil.copytree(folder, dst / rel, ignore=shutil.ignore_patterns("__pycache__", ".*"))
+                copied[folder] = rel
+            new = os.path.relpath(dst / copied[folder] / target.name, f.parent)
+            lines[i] = f"{m.group(1)}{new}{m.group(3)}\n"
+            changed = True
+        if changed:
+            f.write_text("".join(lines))
+    return sorted(str(v) for v in copied.values())
+
+
+def init_example(name: str, dest: str | os.PathLike, force: bool = False) -> Path:
+    """Write the example ``name`` into ``dest``; returns the path of its sim.yaml."""
+    from ..config import load_config
+    from ..paths import examples_dir
+
+    src = examples_dir() / name
+    if not (src / "sim.yaml").is_file():
+        have = ", ".join(list_examples()) or "none found"
+        raise MultiscaleError(f"unknown example '{name}': available examples: {have}")
+    dst = Path(dest).expanduser().resolve()
+    if dst.exists() and not dst.is_dir():
+        raise MultiscaleError(f"{dst} exists and is not a folder: choose a new folder name")
+    if dst.is_dir() and any(dst.iterdir()) and not force:
+        raise MultiscaleError(f"{dst} is not empty: choose a new folder, or add --force to write into it")
+    dst.mkdir(parents=True, exist_ok=True)
+    files = _copy_tree_files(src, dst)
+    folders = _localise_includes(files, src, dst)
+    cfg_path = dst / "sim.yaml"
+    cfg = load_config(cfg_path)  # must validate where it now is
+    print(f"wrote {cfg_path} and {len(files) - 1} input file(s)"
+          + (f" + force-field folders {', '.join(folders)}" if folders else "") + f" into {dst}")
+    print(f"run it:        cd {dst} && multiscale cycle")
+    print(f"watch it:      multiscale status {cfg.output}")
+    print(f"on a cluster:  multiscale batch --config {cfg_path} --time 24:00:00 --submit   (see docs/hpc.md)")
+    return cfg_path
