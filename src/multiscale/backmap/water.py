@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import os
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 
 import numpy as np
@@ -87,8 +88,37 @@ def _tree(x: np.ndarray, box: np.ndarray) -> cKDTree:
     return cKDTree(x, boxsize=box, balanced_tree=False, compact_nodes=False)
 
 
+#: re-drawn candidates per retry round, as a fraction of all beads (caps the work per round)
+_CANDIDATE_BUDGET = 1.0
+#: threads for the contact search (at most; capped by the CPUs this process may use)
+_MAX_THREADS = 4
+#: target points per cell of the contact grid (cells are never narrower than the cut-off)
+_CELL_OCCUPANCY = 0.5
 _OFF = np.array([(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)])
 _HALF = _OFF[[tuple(v) > (0, 0, 0) for v in _OFF]]
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _n_threads() -> int:
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover (non-Linux)
+        n = os.cpu_count() or 1
+    return max(1, min(n, _MAX_THREADS))
+
+
+def _pmap(fn, items):
+    """``[fn(x) for x in items]``, on a small thread pool (numpy releases the GIL in the
+    heavy array operations); order-preserving, hence deterministic."""
+    global _POOL
+    n = _n_threads()
+    if n == 1 or len(items) < 2:
+        return [fn(x) for x in items]
+    if _POOL is None or _POOL._max_workers != n:
+        _POOL = ThreadPoolExecutor(n, thread_name_prefix="multiscale-water")
+    return list(_POOL.map(fn, items))
 
 
 def _cover(i: np.ndarray, j: np.ndarray, n: int) -> np.ndarray:
@@ -117,28 +147,32 @@ class _CellGrid:
         m = len(p)
         self.m, self.box, self.r, self.r2 = m, box, float(r), float(r) * float(r)
         dens = max(m, 1) / float(np.prod(box))
-        nc = np.floor(box / max(r, (0.5 / dens) ** (1.0 / 3.0))).astype(np.int64)
+        nc = np.floor(box / max(r, (_CELL_OCCUPANCY / dens) ** (1.0 / 3.0))).astype(np.int64)
         self.kd = None
         if np.any(nc < 3):
             self.kd = _tree(wrap(p, box), box)
             return
         self.nc, self.inv_cs = nc, nc / box
         self.pc = pc = nc + 2
-        ci = self._cells(p)
-        ukey = (ci[:, 0] * nc[1] + ci[:, 1]) * nc[2] + ci[:, 2]
-        order = np.argsort(ukey)
-        self.order = order
-        ci = ci[order] + 1
-        self.skey = (ci[:, 0] * pc[1] + ci[:, 1]) * pc[2] + ci[:, 2]  # padded cell keys
+        key = self._keys(p)  # padded-grid cell keys (ghost layer of width 1 on every side)
+        order = np.argsort(key)
+        self.order, self.skey = order, key[order]
         sp = p[order]
-        self.xs = [np.ascontiguousarray(sp[:, d]) for d in range(3)]
-        cnt = np.bincount(ukey, minlength=int(np.prod(nc)))
+        self.xs = [sp[:, d].astype(np.float32) for d in range(3)]
+        self.lens = [float(v) for v in box]  # python floats keep float32 arithmetic
+        self.inv_lens = [1.0 / v for v in self.lens]
+        idt = np.int32 if m < 2**31 - 1 else np.int64
+        cnt = np.bincount(key, minlength=int(np.prod(pc))).astype(idt)
         start = np.zeros_like(cnt)
         np.cumsum(cnt[:-1], out=start[1:])
-        idt = np.int32 if m < 2**31 - 1 else np.int64
-        self.cnt = np.pad(cnt.astype(idt).reshape(nc), 1, mode="wrap").ravel()
-        self.start = np.pad(start.astype(idt).reshape(nc), 1, mode="wrap").ravel()
         self.maxc = int(cnt.max()) if m else 0
+        for a in (cnt, start):  # ghost cells <- their periodic images (faces, then edges)
+            g = a.reshape(pc)
+            for ax in range(3):
+                g = np.moveaxis(g, ax, 0)
+                g[0], g[-1] = g[-2], g[1]
+                g = np.moveaxis(g, 0, ax)
+        self.cnt, self.start = cnt, start
         self.delta = [int((o[0] * pc[1] + o[1]) * pc[2] + o[2]) for o in _OFF]
         self.hdelta = [int((o[0] * pc[1] + o[1]) * pc[2] + o[2]) for o in _HALF]
 
@@ -150,19 +184,61 @@ class _CellGrid:
         return (ci[:, 0] * self.pc[1] + ci[:, 1]) * self.pc[2] + ci[:, 2]
 
     def _close(self, qs, sel, j):
-        """(sel, j) pairs (query index, sorted-point index) closer than r; x filtered first."""
-        box, r = self.box, self.r
+        """(sel, j) pairs (query index, sorted-point index) closer than r; x filtered first.
+        float32 coordinates: ample for a clash test (error ~1e-6 nm at 50 nm)."""
+        L, iL, r = self.lens, self.inv_lens, self.r
         d = qs[0][sel] - self.xs[0][j]
-        d -= box[0] * np.rint(d / box[0])
+        d -= L[0] * np.rint(d * iL[0])
         k = np.flatnonzero(np.abs(d) < r)
         sel, j, d = sel[k], j[k], d[k]
         s2 = d * d
         for ax in (1, 2):
             d = qs[ax][sel] - self.xs[ax][j]
-            d -= box[ax] * np.rint(d / box[ax])
+            d -= L[ax] * np.rint(d * iL[ax])
             s2 += d * d
         h = s2 < self.r2
         return sel[h], j[h]
+
+    def _stencil_pairs(self, qk, dl, excl=None):
+        """(query, sorted point) index pairs for every point of cell ``qk + dl``."""
+        nk = qk + dl
+        c = self.cnt[nk]
+        q = np.flatnonzero(c)
+        if excl is not None:
+            q = q[~excl[q]]
+        c = c[q].astype(np.int64)
+        tot = int(c.sum())
+        if tot == 0:
+            return q[:0], q[:0]
+        ends = np.cumsum(c)
+        sel = np.repeat(q, c)
+        # j runs over start[nk[q]] ... start[nk[q]] + c - 1 for each q
+        j = np.arange(tot, dtype=np.int64) + np.repeat(self.start[nk[q]] - (ends - c), c)
+        return sel, j
+
+    def cross_pairs(self, idx: np.ndarray):
+        """Pairs (i, j) closer than r with i in ``idx`` (point indices) and j any other point
+        (full 27-cell stencil; pairs inside ``idx`` appear in both orders)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        if self.kd is not None:
+            nbl = self.kd.query_ball_point(self.kd.data[idx], self.r)
+            i = np.repeat(idx, [len(v) for v in nbl])
+            j = np.fromiter((k for v in nbl for k in v), dtype=np.int64, count=len(i))
+            keep = i != j
+            return i[keep], j[keep]
+        inv = np.empty(self.m, dtype=np.int64)
+        inv[self.order] = np.arange(self.m)
+        pos = inv[idx]
+        qk = self.skey[pos]
+        qs = [x[pos] for x in self.xs]
+
+        def one(dl):
+            sel, j = self._close(qs, *self._stencil_pairs(qk, dl))
+            keep = j != pos[sel]
+            return idx[sel[keep]], self.order[j[keep]]
+
+        res = _pmap(one, self.delta)
+        return (np.concatenate([r[0] for r in res]), np.concatenate([r[1] for r in res]))
 
     def pairs(self):
         """All unordered pairs (i, j) of points closer than r, as two index arrays."""
@@ -170,49 +246,25 @@ class _CellGrid:
             pp = self.kd.query_pairs(self.r, output_type="ndarray").reshape(-1, 2)
             return pp[:, 0], pp[:, 1]
         sk, xs = self.skey, self.xs
-        oi, oj = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
-        cnt0 = self.cnt[sk]
-        rank = np.arange(self.m) - self.start[sk]
-        for slot in range(1, self.maxc):  # same cell: later members of the cell
-            sel = np.flatnonzero(rank + slot < cnt0)
-            a, b = self._close(xs, sel, sel + slot)
-            oi.append(a)
-            oj.append(b)
-        for dl in self.hdelta:  # 13 forward neighbour cells
-            nk = sk + dl
-            c, s = self.cnt[nk], self.start[nk]
-            for slot in range(int(c.max()) if self.m else 0):
-                sel = np.flatnonzero(c > slot)
-                a, b = self._close(xs, sel, s[sel] + slot)
+
+        def same_cell(_):
+            oi, oj = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+            cnt0 = self.cnt[sk]
+            rank = np.arange(self.m) - self.start[sk]
+            for slot in range(1, self.maxc):  # later members of the same cell
+                sel = np.flatnonzero(rank + slot < cnt0)
+                a, b = self._close(xs, sel, sel + slot)
                 oi.append(a)
                 oj.append(b)
-        return self.order[np.concatenate(oi)], self.order[np.concatenate(oj)]
+            return np.concatenate(oi), np.concatenate(oj)
 
-    def query_any(self, q: np.ndarray, ignore: np.ndarray | None = None) -> np.ndarray:
-        """(len(q),) bool: some grid point (not flagged in ``ignore``, indexed like the input
-        points) lies closer than r to the query point (wrapped (k, 3))."""
-        hit = np.zeros(len(q), dtype=bool)
-        if self.m == 0 or len(q) == 0:
-            return hit
-        if self.kd is not None:
-            for i, nb in enumerate(self.kd.query_ball_point(wrap(q, self.box), self.r)):
-                hit[i] = any(ignore is None or not ignore[j] for j in nb)
-            return hit
-        ign = None if ignore is None else ignore[self.order]
-        qk = self._keys(q)
-        qs = [np.ascontiguousarray(q[:, d]) for d in range(3)]
-        for dl in self.delta:
-            nk = qk + dl
-            c, s = self.cnt[nk], self.start[nk]
-            for slot in range(int(c.max())):
-                sel = np.flatnonzero((c > slot) & ~hit)
-                j = s[sel] + slot
-                if ign is not None:
-                    keep = ~ign[j]
-                    sel, j = sel[keep], j[keep]
-                a, _ = self._close(qs, sel, j)
-                hit[a] = True
-        return hit
+        def forward(dl):  # one of the 13 forward neighbour cells
+            return self._close(xs, *self._stencil_pairs(sk, dl))
+
+        res = _pmap(lambda t: same_cell(t) if t is None else forward(t), [None] + self.hdelta)
+        i = np.concatenate([r[0] for r in res])
+        j = np.concatenate([r[1] for r in res])
+        return self.order[i], self.order[j]
 
 
 class WaterBank:
@@ -250,6 +302,7 @@ class WaterBank:
         self._flat = c.reshape(len(c), 12, 3)
         # residual COM of the float32 coordinates (removed again at placement)
         self._flat = self._flat - _com(self._flat)[:, None]
+        self._flat_o = np.ascontiguousarray(self._flat[:, 0::3])  # oxygens (K, 4, 3)
         #: largest atom distance from the COM over the bank (nm)
         self.extent = float(np.linalg.norm(self._flat, axis=-1).max())
         o = c[:, :, 0]
@@ -395,7 +448,7 @@ class WaterBank:
         """Rotated clusters ``k`` placed at ``centres``: (m, 12, 3), or (m, 4, 3) oxygens.
 
         Full clusters get their COM set to ``centres`` exactly (float64 round-off)."""
-        c = self._flat[k][:, 0::3] if oxygen_only else self._flat[k]  # (m, a, 3)
+        c = self._flat_o[k] if oxygen_only else self._flat[k]  # (m, a, 3)
         # xyz[m, i] = rot[m] @ c[m, i], as 3 broadcast FMAs (faster than batched 3x3 matmul)
         xyz = c[:, :, 0:1] * rot[:, None, :, 0]
         xyz += c[:, :, 1:2] * rot[:, None, :, 1]
@@ -419,11 +472,16 @@ class WaterBank:
         others : optional (m, 3) nm positions of the non-water atoms to keep away from.
         min_dist : O-O cut-off (nm) between waters of different beads (see module doc).
         min_dist_others : cut-off (nm) between any water atom and any ``others`` atom.
-        max_retries : rounds of re-drawing clashing beads.  A minimal set of beads covering
-            every clash (greedy vertex cover of the clash graph) is re-drawn; each draws
-            ``first_candidates`` (first round) or ``n_candidates`` (later rounds) (cluster,
-            rotation) pairs and keeps the one with the fewest clashes against the accepted
-            beads.  Beads never re-drawn keep their first draw.
+        max_retries : rounds of re-drawing clashing beads.  A small set of beads covering
+            every clash (greedy vertex cover of the clash graph) is re-drawn; the beads not in
+            it form a clash-free accepted set that only grows.  Each re-drawn bead draws
+            candidates ((cluster, rotation) pairs): ``first_candidates`` in round 1, then up
+            to ``n_candidates`` (fewer while many beads are re-drawn, so one round draws at
+            most ~n candidates), and keeps the one with the fewest clashes against the
+            accepted beads; clashes among the chosen ones are covered again.  A bead still
+            stuck after an ``n_candidates`` round also releases the accepted neighbours it
+            clashes with, so they are re-drawn together in the next round.
+        n_candidates, first_candidates : see ``max_retries``.
         return_stats : also return :attr:`last_stats`.
 
         Returns
@@ -508,17 +566,28 @@ class WaterBank:
             retries += 1
             # few candidates while the offender set is large (cost), more once it is small
             a = len(off)
-            m = n_candidates if retries > 1 else min(n_candidates, first_candidates)
+            m = min(n_candidates, first_candidates) if retries == 1 else int(
+                min(n_candidates, max(first_candidates, _CANDIDATE_BUDGET * n // a)))
             ck, cr = self._draw(rng, a * m)
             cen = np.repeat(xs[off], m, axis=0)
             co = self._coords(ck, cr, cen, oxygen_only=True)  # (a*m, 4, 3)
-            # one cell list over accepted oxygens + candidate oxygens; keep the mixed pairs
-            fo = ox[~offender].reshape(-1, 3)
-            nf = len(fo)
-            g = _CellGrid(np.concatenate([fo, co.reshape(-1, 3)]), b, r_oo)
-            pi, pj = g.pairs()
-            ci = pi >= nf
-            mix = ci != (pj >= nf)
+            # one cell list over accepted oxygens + candidate oxygens
+            fixed = np.flatnonzero(~offender)
+            nf = 4 * len(fixed)
+            g = _CellGrid(np.concatenate([ox[fixed].reshape(-1, 3), co.reshape(-1, 3)]), b,
+                          r_oo)
+            if 4 * 4 * a * m < nf:  # few candidates: search around them only
+                pi, pj = g.cross_pairs(np.arange(nf, nf + 4 * a * m))
+            else:  # many: one sweep over all pairs is cheaper
+                pi, pj = g.pairs()
+            ci, cj = pi >= nf, pj >= nf
+            mix = ci != cj  # candidate - accepted pairs
+            mc = (np.where(ci, pi, pj)[mix] - nf) // 4  # candidate id
+            mf = fixed[np.where(ci, pj, pi)[mix] // 4]  # accepted bead
+            both = ci & cj  # candidate - candidate pairs (different offenders)
+            c1, c2 = (pi[both] - nf) // 4, (pj[both] - nf) // 4
+            d12 = c1 // m != c2 // m
+            c1, c2 = c1[d12], c2[d12]
             hit = np.zeros(4 * a * m, dtype=bool)
             hit[np.where(ci, pi, pj)[mix] - nf] = True
             cnt = hit.reshape(a * m, 4).sum(axis=1)
@@ -528,14 +597,19 @@ class WaterBank:
             bad = cnt[np.arange(a), best] > 0
             sel = np.arange(a) * m + best
             kk[off], rot[off], ox[off] = ck[sel], cr[sel], co[sel]
-            # clashes among the re-drawn beads themselves: cover them, re-draw again
-            g2 = _CellGrid(co[sel].reshape(-1, 3), b, r_oo)
-            qi, qj = g2.pairs()
-            qi, qj = qi // 4, qj // 4
-            bad |= _cover(qi[qi != qj], qj[qi != qj], a)
+            # clashes among the chosen candidates themselves: cover them, re-draw again
+            chosen = np.zeros(a * m, dtype=bool)
+            chosen[sel] = True
+            cc = chosen[c1] & chosen[c2]
+            bad |= _cover(c1[cc] // m, c2[cc] // m, a)
             offender[:] = False
             offender[off[bad]] = True
-            per_retry.append(int(bad.sum()))
+            if m == n_candidates and retries < max_retries:
+                # beads stuck against accepted ones: release those neighbours too, so the
+                # pair is re-drawn together next round (the accepted set stays clash-free)
+                stuck = chosen[mc] & (cnt[mc // m, mc % m] > 0)
+                offender[mf[stuck]] = True
+            per_retry.append(int(offender.sum()))
 
         xyz = self._coords(kk, rot, xs)  # (n, 12, 3), exact COM
         out = np.empty((n, 4, 3, 3))

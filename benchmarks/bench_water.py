@@ -1,0 +1,124 @@
+#!/usr/bin/env python
+"""Benchmark CG -> AA water placement (:meth:`WaterBank.place`) and AA -> CG grouping.
+
+Each case runs in a fresh subprocess so its peak memory (ru_maxrss, minus the RSS before the
+call) is its own.  Beads sit on a jittered cubic lattice at Martini W density (8.35 nm^-3,
+i.e. 33.4 waters/nm^3 / 4), the densest realistic case.
+
+    python benchmarks/bench_water.py                     # 10k, 100k, 1M beads; 100k waters
+    python benchmarks/bench_water.py --sizes 10000 100000 --repeat 3
+
+Reports beads/s (wall clock, best of --repeat), CPU seconds, peak extra memory, and the
+clash statistics (beads re-drawn after the first draw, beads left unresolved).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+W_DENSITY = 33.4 / 4
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _case(kind: str, n: int, repeat: int, seed: int) -> dict:
+    import numpy as np
+
+    from multiscale.backmap.water import WaterBank
+    from multiscale.water import group_radius, group_waters
+
+    rng = np.random.default_rng(seed)
+    if kind == "place":
+        side = round(n ** (1 / 3))
+        a = (1 / W_DENSITY) ** (1 / 3)
+        g = np.arange(side) * a
+        x = np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
+        x += rng.normal(0, 0.05, x.shape)
+        box = np.full(3, side * a)
+        bank = WaterBank.default()
+        bank.place(x[:1000], box, seed=0)  # warm-up (imports, caches)
+        base = _rss_mb()
+        best, cpu = float("inf"), 0.0
+        for r in range(repeat):
+            t, c = time.perf_counter(), time.process_time()
+            out, st = bank.place(x, box, seed=seed + r, return_stats=True)
+            dt, dc = time.perf_counter() - t, time.process_time() - c
+            if dt < best:
+                best, cpu = dt, dc
+            del out
+        return dict(kind=kind, n=len(x), seconds=best, cpu_seconds=cpu,
+                    rate=len(x) / best, peak_extra_mb=_peak_mb() - base,
+                    redrawn=st["n_initial_clash"], unresolved=st["n_unresolved"])
+    # grouping: n waters at liquid density
+    side = round(n ** (1 / 3))  # full lattice (no void), rounded to a multiple of 4 waters
+    a = (1 / 33.4) ** (1 / 3)
+    g = np.arange(side) * a
+    x = np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
+    x = x[: len(x) // 4 * 4]
+    x += rng.normal(0, 0.03, x.shape)
+    box = np.full(3, side * a)
+    base = _rss_mb()
+    best, cpu = float("inf"), 0.0
+    for _ in range(repeat):
+        t, c = time.perf_counter(), time.process_time()
+        groups = group_waters(x, box, seed=seed)
+        dt, dc = time.perf_counter() - t, time.process_time() - c
+        if dt < best:
+            best, cpu = dt, dc
+    r = group_radius(x, groups, box)
+    return dict(kind=kind, n=len(x), seconds=best, cpu_seconds=cpu, rate=len(x) / best,
+                peak_extra_mb=_peak_mb() - base, radius_mean=float(r.mean()),
+                radius_max=float(r.max()))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000],
+                    help="numbers of W beads for place()")
+    ap.add_argument("--group-sizes", type=int, nargs="*", default=[100_000],
+                    help="numbers of waters for group_waters()")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per case (best is reported)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--case", nargs=2, help=argparse.SUPPRESS)  # internal: kind n
+    args = ap.parse_args(argv)
+    if args.case:
+        print(json.dumps(_case(args.case[0], int(args.case[1]), args.repeat, args.seed)))
+        return
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
+          f"{os.getloadavg()[0]:.1f} (other processes slow the timings down)")
+    cases = [("place", n) for n in args.sizes] + [("group", n) for n in args.group_sizes]
+    for kind, n in cases:
+        rep = args.repeat if n <= 100_000 else 1
+        r = subprocess.run([sys.executable, __file__, "--case", kind, str(n), "--repeat",
+                            str(rep), "--seed", str(args.seed)], capture_output=True, text=True)
+        if r.returncode:
+            print(f"{kind} {n}: failed\n{r.stderr[-2000:]}")
+            continue
+        d = json.loads(r.stdout.strip().splitlines()[-1])
+        if kind == "place":
+            print(f"place  {d['n']:>9,} beads  {d['seconds']:7.2f} s  (cpu {d['cpu_seconds']:6.2f} s)"
+                  f"  {d['rate']:>9,.0f} beads/s  peak +{d['peak_extra_mb']:7.0f} MB  "
+                  f"re-drawn {d['redrawn']:,}  unresolved {d['unresolved']:,} "
+                  f"({100 * d['unresolved'] / d['n']:.2f} %)")
+        else:
+            print(f"group  {d['n']:>9,} waters {d['seconds']:7.2f} s  (cpu {d['cpu_seconds']:6.2f} s)"
+                  f"  {d['rate']:>9,.0f} waters/s peak +{d['peak_extra_mb']:7.0f} MB  "
+                  f"group radius mean {d['radius_mean']:.3f} max {d['radius_max']:.3f} nm")
+
+
+if __name__ == "__main__":
+    main()
