@@ -197,3 +197,11 @@ def test_match_reports_missing_and_fails_on_foreign_names():
     assert np.isnan(m.apply(np.zeros((1, len(keep), 3)))[0, names.index("H10")]).all()
     with pytest.raises(MultiscaleError, match="topology atoms matched"):
         match_atoms(top, [f"Q{i}" for i in range(top.n_atoms)], ["XYZ"] * top.n_atoms, np.arange(top.n_atoms))
+
+
+def test_rdf_histograms_count_intermolecular_pairs_only():
+    box = np.array([3.0, 3.0, 3.0])
+    x = np.array([[0.05, 1.0, 1.0], [2.80, 1.0, 1.0], [0.05, 1.1, 1.0]])   # 0.25 nm apart across the boundary
+    h = M.rdf_histograms(x, box, molecule=np.array([0, 1, 0]), site_class=np.array([0, 0, 1]), n_classes=2)
+    assert h[0, 0].sum() == 1 and h[0, 0, 25] == 1          # 0.25 nm -> bin 25 of 0.01 nm
+    assert h[0, 1].sum() == 1 and h[1, 1].sum() == 0        # atom 2 pairs with atom 1 only (same molecule as 0)

@@ -26,6 +26,7 @@ HEADLINE_KEYS = [
     ("wasserstein_mean", "Wasserstein mean (rad; nm for bonds)", "{:.3g}"),
     ("rdf_jsd_max", "JSD max, intermolecular g(r)", "{:.3f}"),
     ("rdf_worst_pair", "worst site pair", "{}"),
+    ("rdf_jsd_floor", "its JSD for reference frames of this number", "{:.3f}"),
     ("cg_rmsd_nm", "CG RMSD (nm)", "{:.4f}"),
     ("cg_max_deviation_nm", "CG max deviation (nm)", "{:.4f}"),
     ("stereo_fraction", "stereocentres correct", "{:.1%}"),
@@ -173,9 +174,9 @@ def markdown(report: dict, plot_files: dict | None = None) -> str:
             lines.append("")
         if d.get("rdf"):
             lines += ["Intermolecular heavy-atom g(r), 0-0.8 nm:", "",
-                      "| site pair | JSD | pairs/frame ref | pairs/frame cand |", "|---|---|---|---|"]
+                      "| site pair | JSD | floor | pairs/frame ref | pairs/frame cand |", "|---|---|---|---|---|"]
             for r in sorted(d["rdf"], key=lambda r: -r["jsd"])[:8]:
-                lines.append(f"| {r['pair']} | {r['jsd']:.3f} | {r['pairs_per_frame_reference']:.0f} | {r['pairs_per_frame_candidate']:.0f} |")
+                lines.append(f"| {r['pair']} | {r['jsd']:.3f} | {r['jsd_floor']:.3f} | {r['pairs_per_frame_reference']:.0f} | {r['pairs_per_frame_candidate']:.0f} |")
             lines.append("")
         if n in plot_files:
             lines += [f"![worst terms of {n}]({plot_files[n]})", ""]

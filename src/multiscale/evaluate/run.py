@@ -106,6 +106,7 @@ class _Sample:
     chirality: dict = field(default_factory=dict)   # moltype -> (F, count, s)
     cis: dict = field(default_factory=dict)         # moltype -> (F, count, d)
     rdf: np.ndarray | None = None                    # (C, C, n_bins) pair counts summed over frames
+    rdf_frames: np.ndarray | None = None             # (F, C, C, n_bins) per frame
 
 
 def _analyse(system: _System, x: np.ndarray, box: np.ndarray) -> _Sample:
@@ -114,8 +115,9 @@ def _analyse(system: _System, x: np.ndarray, box: np.ndarray) -> _Sample:
     s = _Sample(n_frames=x.shape[0])
     nc = len(system.site_names)
     if nc and np.all(np.min(box, axis=1) >= 2 * M.RDF_RANGE[1]):
-        s.rdf = sum(M.rdf_histograms(x[f, system.sites], box[f], system.molecule[system.sites], system.site_class, nc)
-                    for f in range(x.shape[0]))
+        s.rdf_frames = np.stack([M.rdf_histograms(x[f, system.sites], box[f], system.molecule[system.sites],
+                                                  system.site_class, nc) for f in range(x.shape[0])])
+        s.rdf = s.rdf_frames.sum(axis=0)
     done = set()
     per_type: dict[str, list[np.ndarray]] = {}
     for b in system.top.blocks:
@@ -365,14 +367,17 @@ def _compare_terms(system, ref: _Sample, cand: _Sample, seed: int) -> list[dict]
     return out
 
 
-def _compare_rdf(system, ref: _Sample, cand: _Sample, min_pairs: int = 50) -> list[dict]:
+def _compare_rdf(system, ref: _Sample, cand: _Sample, min_pairs: int = 50, seed: int = 0, repeats: int = 5) -> list[dict]:
     """JSD (base 2) of the intermolecular site-pair g(r) per class pair: pair counts divided by the
-    shell volume, each curve normalised to a distribution over r (0-0.8 nm)."""
+    shell volume, each curve normalised to a distribution over r (0-0.8 nm).  ``jsd_floor``: mean
+    JSD of as many randomly drawn reference frames as the candidate has against the full reference."""
     if ref.rdf is None or cand.rdf is None:
         return []
     lo, hi, nb = M.RDF_RANGE
     edges = np.linspace(lo, hi, nb + 1)
     shell = edges[1:] ** 3 - edges[:-1] ** 3
+    rng = np.random.default_rng(seed)
+    draws = [rng.choice(ref.n_frames, size=cand.n_frames, replace=True) for _ in range(repeats)]
     rows = []
     nc = len(system.site_names)
     for a in range(nc):
@@ -382,6 +387,8 @@ def _compare_rdf(system, ref: _Sample, cand: _Sample, min_pairs: int = 50) -> li
                 continue
             rows.append({"pair": f"{system.site_names[a]}-{system.site_names[b]}",
                          "jsd": M.jsd(c / shell, r / shell) if c.sum() > 0 else 1.0,
+                         "jsd_floor": float(np.mean([M.jsd(ref.rdf_frames[d, a, b].sum(0) / shell, r / shell)
+                                                     if ref.rdf_frames[d, a, b].sum() > 0 else 1.0 for d in draws])),
                          "pairs_per_frame_reference": float(r.sum() / ref.n_frames),
                          "pairs_per_frame_candidate": float(c.sum() / cand.n_frames)})
     return rows
@@ -654,11 +661,12 @@ def _evaluate_one(e, system, top, topology, cg_blocks, cg_pos, cg_box, ref_sampl
     summ = _summarise_terms(rows) if rows else {"jsd_scope": None, "jsd_max": None, "jsd_mean": None, "worst_term": None,
                                                 "wasserstein_mean": None, "jsd_floor_mean": None, "per_moltype": {}}
     out.update({k: summ[k] for k in ("jsd_max", "jsd_mean", "worst_term", "wasserstein_mean", "jsd_floor_mean", "jsd_scope")})
-    rdf_rows = _compare_rdf(system, ref_sample, sample) if ref_sample is not None else []
+    rdf_rows = _compare_rdf(system, ref_sample, sample, seed=seed) if ref_sample is not None else []
     worst_rdf = max(rdf_rows, key=lambda r: r["jsd"]) if rdf_rows else None
     out.update({"rdf_jsd_max": worst_rdf["jsd"] if worst_rdf else None,
                 "rdf_jsd_mean": float(np.mean([r["jsd"] for r in rdf_rows])) if rdf_rows else None,
-                "rdf_worst_pair": worst_rdf["pair"] if worst_rdf else None})
+                "rdf_worst_pair": worst_rdf["pair"] if worst_rdf else None,
+                "rdf_jsd_floor": worst_rdf["jsd_floor"] if worst_rdf else None})
     cgc = _cg_consistency(system, cg_blocks, x[fi], cg_pos[ci], cg_box[ci])
     out.update({k: v for k, v in cgc.items() if k != "per_moltype"})
     st = _stereo(system, ref_signs, ref_states, sample)
