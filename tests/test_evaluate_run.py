@@ -246,3 +246,66 @@ def test_gromacs_energetics_and_random_baseline(tmp_path):
     rnd = r["candidates"]["random"]
     assert rnd["details"]["baseline"]["em"].startswith("standard EM")
     assert rnd["em_steps"] is not None
+
+
+BEN_TOP = textwrap.dedent(
+    """
+    [ defaults ]
+    1 2 yes 0.5 0.8333
+    [ atomtypes ]
+    ca 12.011 0.0 A 0.34 0.36
+    ha 1.008 0.0 A 0.26 0.06
+    OW 15.999 0.0 A 0.315 0.636
+    HW 1.008 0.0 A 0.0 0.0
+    [ moleculetype ]
+    BEN 3
+    [ atoms ]
+    1 ca 1 BEN C1 1 0.0 12.011
+    2 ca 1 BEN C2 1 0.0 12.011
+    3 ca 1 BEN C3 1 0.0 12.011
+    4 ca 1 BEN C4 1 0.0 12.011
+    5 ca 1 BEN C5 1 0.0 12.011
+    6 ca 1 BEN C6 1 0.0 12.011
+    [ bonds ]
+    1 2 1 0.14 300000
+    2 3 1 0.14 300000
+    3 4 1 0.14 300000
+    4 5 1 0.14 300000
+    5 6 1 0.14 300000
+    6 1 1 0.14 300000
+    [ moleculetype ]
+    SOL 2
+    [ atoms ]
+    1 OW 1 SOL OW 1 -0.834 15.999
+    2 HW 1 SOL HW1 1 0.417 1.008
+    3 HW 1 SOL HW2 1 0.417 1.008
+    [ settles ]
+    1 1 0.09572 0.15139
+    [ system ]
+    ring
+    [ molecules ]
+    BEN 1
+    SOL 4
+    """
+)
+BEN_MAP = "[ molecule ]\nBEN\n[ martini ]\nR1 R2 R3\n[ atoms ]\n1 C1 R1\n2 C2 R1\n3 C3 R2\n4 C4 R2\n5 C5 R3\n6 C6 R3\n"
+
+
+def test_water_bond_through_benzene_ring_is_one_penetration(tmp_path):
+    (tmp_path / "ben.top").write_text(BEN_TOP)
+    (tmp_path / "ben.map").write_text(BEN_MAP)
+    top, mp = load_topology(tmp_path / "ben.top"), load_mapping(tmp_path / "ben.map")
+    box = np.array([3.0, 3.0, 3.0])
+    a = np.arange(6) * np.pi / 3
+    ring = np.stack([1.5 + 0.14 * np.cos(a), 1.5 + 0.14 * np.sin(a), np.full(6, 1.5)], 1)
+    wat = np.array([[0, 0, 0], [0.0957, 0, 0], [-0.024, 0.0927, 0]])
+    through = np.array([[1.51, 1.5, 1.45], [1.51, 1.5, 1.5457], [1.6, 1.5, 1.43]])   # O below, HW1 above the ring
+    x = np.concatenate([ring, through] + [wat + [0.4, 0.4 + 0.5 * k, 0.4] for k in range(3)])
+    cg = _write_cg(tmp_path / "cg.gro", top, mp, x, box)
+    cand = _write(tmp_path / "cand.gro", top, x, box)
+    r = evaluate(cg=cg, mapping=tmp_path / "ben.map", topology=tmp_path / "ben.top", candidates={"c": str(cand)},
+                 output=tmp_path / "out", energy=False, plots=False)
+    c = r["candidates"]["c"]
+    assert c["ring_penetrations"] == 1
+    ex = [e for e in c["details"]["steric_examples"] if e["kind"] == "ring"]
+    assert ex and ex[0]["ring"].startswith("BEN") and "SOL2:OW - SOL2:HW1" == ex[0]["atoms"]
