@@ -54,10 +54,15 @@ def w_pipeline(cfg, root, replica=None):
     from multiscale.workflow.stages import MdrunStage, PythonStage, StageResult, xtc_frames
 
     def analyse(stage, ctx):
-        from multiscale.io import atomic_write_text
-
         n, times = xtc_frames(stage.inputs["xtc"])
-        atomic_write_text(stage.outputs["json"], json.dumps({"frames": n, "times": times}))
+        text = json.dumps({"frames": n, "times": times})
+        # written in two steps on purpose (W_ANALYSE_SLEEP): a kill in between leaves a
+        # half-written output that the driver must discard
+        with open(stage.outputs["json"], "w") as f:
+            f.write(text[: len(text) // 2])
+            f.flush()
+            time.sleep(float(os.environ.get("W_ANALYSE_SLEEP", "0")))
+            f.write(text[len(text) // 2:])
         return StageResult(info={"frames": n, "last_time_ps": times[-1]})
 
     top, stages, prev = cfg.system.aa_topology, [], cfg.system.aa_structure
@@ -139,8 +144,9 @@ def read_state(root: Path) -> dict:
 
 def start(cfg: Path, log: Path) -> subprocess.Popen:
     fh = open(log, "ab")
+    env = dict(env_with_pipeline(), W_ANALYSE_SLEEP="3")
     # own session: SIGKILL goes to the whole process group (driver + gmx), as when a node dies
-    return subprocess.Popen(cycle_cmd(cfg), env=env_with_pipeline(), stdout=fh, stderr=subprocess.STDOUT,
+    return subprocess.Popen(cycle_cmd(cfg), env=env, stdout=fh, stderr=subprocess.STDOUT,
                             start_new_session=True, cwd=cfg.parent)
 
 
@@ -207,13 +213,21 @@ def test_kill9_during_mdrun_and_between_stages_then_resume(wbox, reference):
     assert st["cycle_001/cg-md"]["status"] == "running"  # as the killed process left it
     assert st["cycle_001/cg-eq"]["status"] == "done"
 
-    # 2) SIGKILL right after a stage finished (between stages)
+    # 2) SIGKILL while a Python stage is half-way through writing its output
+    out = root / "cycle_001" / "analyse" / "frames.json"
     p = start(cfg, log)
-    wait_for(lambda: read_state(root).get("stages", {}).get("cycle_001/analyse", {}).get("status") == "done",
-             p, what="cycle_001/analyse done")
+    wait_for(lambda: out.is_file() and out.stat().st_size > 0, p, what="cycle_001/analyse writing")
+    kill_group(p)
+    with pytest.raises(ValueError):
+        json.loads(out.read_text())  # half-written
+
+    # 3) SIGKILL right after a stage finished (between stages)
+    p = start(cfg, log)
+    wait_for(lambda: read_state(root).get("stages", {}).get("cycle_002/cg-eq", {}).get("status") == "done",
+             p, what="cycle_002/cg-eq done")
     kill_group(p)
 
-    # 3) the same command again finishes
+    # 4) the same command again finishes
     r = subprocess.run(cycle_cmd(cfg), env=env_with_pipeline(), capture_output=True, text=True, cwd=d, timeout=300)
     assert r.returncode == 0, log.read_text(errors="replace") + r.stdout + r.stderr
 
@@ -232,10 +246,14 @@ def test_kill9_during_mdrun_and_between_stages_then_resume(wbox, reference):
             # killed once, then continued from its checkpoint (not restarted)
             assert results == ["killed", "done"], results
             assert rec["attempts"][1]["continued"] is True
-        elif key in ("cycle_002/cg-em",):
+        elif key == "cycle_001/analyse":
+            # killed with a half-written output: discarded and redone from scratch
+            assert results == ["killed", "done"], results
+            assert rec["attempts"][1]["continued"] is False
+            assert json.loads(out.read_text())["frames"] == MD_STEPS // 1000 + 1
+        elif key == "cycle_002/cg-md":
             # the kill between stages may have caught this one starting: then it was redone
             assert results in (["done"], ["killed", "done"]), results
-            assert not rec["attempts"][-1]["continued"]
         else:
             assert results == ["done"], (key, results)
 
@@ -335,6 +353,14 @@ def test_default_pipeline_stage_lists(tmp_path):
     assert isinstance(md, MdrunStage) and md.values["nsteps"] == 5000 and md.values["nstxout_compressed"] == 500
     seeds = {s.values.get("gen_seed") for s in plan if isinstance(s, MdrunStage) and "gen_seed" in s.values}
     assert len(seeds) == len([s for s in plan if isinstance(s, MdrunStage) and "gen_seed" in s.values])
+
+    # job-array replicas: own output root, own seeds, same stage list
+    r0, r1 = build_plan(cfg, cfg.root(0), 0), build_plan(cfg, cfg.root(1), 1)
+    assert [s.key for s in r0] == [s.key for s in r1] == [s.key for s in plan]
+    assert r0[0].workdir == tmp_path / "runs" / "replica_0" / "cycle_001" / "aa-em"
+    s0 = [s.values.get("gen_seed") for s in r0 if isinstance(s, MdrunStage) and "gen_seed" in s.values]
+    s1 = [s.values.get("gen_seed") for s in r1 if isinstance(s, MdrunStage) and "gen_seed" in s.values]
+    assert not set(s0) & set(s1) and not set(s0) & seeds
 
     cfg = config_from_dict({**base, "start": "cg", "backmap": {"model": str(model)}}, base=tmp_path)
     names = [s.key for s in build_plan(cfg, tmp_path / "runs")]

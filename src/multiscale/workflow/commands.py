@@ -50,7 +50,8 @@ def add_commands(subparsers) -> None:
     c.add_argument("--force", action="store_true",
                    help="redo stages whose inputs changed since they ran (and everything after them)")
     c.add_argument("--stop-after", default=None, metavar="STAGE",
-                   help="stop after this stage (a name such as cg-md, or a key such as cycle_002/cg-md)")
+                   help="stop after this stage: a key such as cycle_002/cg-md, or a name such as cg-md "
+                        "(the next stage of that name that runs)")
     c.add_argument("--maxh", type=float, default=None,
                    help="wall-time budget in hours for this command: mdrun stops cleanly with a checkpoint "
                         "before it runs out (exit code 3: run again to continue)")

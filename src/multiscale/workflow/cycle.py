@@ -281,7 +281,9 @@ class _Driver:
         from ..gromacs import check_gmx
 
         cfg, root = self.cfg, self.root
-        os.environ["GMXLIB"] = cfg.gmxlib()
+        gmxlib = cfg.gmxlib()
+        if gmxlib:  # an empty GMXLIB would hide GROMACS' own force fields
+            os.environ["GMXLIB"] = gmxlib
         os.environ["GMX_MAXBACKUP"] = "-1"  # stage folders are ours: no #backup# files
         os.environ.setdefault("GROMACSWRAPPER_SUPPRESS_SETUP_CHECK", "1")
         check_gmx(cfg.gromacs.settings(), mdrun=True)

@@ -253,7 +253,11 @@ class Reporter:
         extra = _mdrun_progress(st) if st.kind == "gromacs" else ""
         text = f"{st.key}  {st.description}  {_fmt_s(el)}" + (f"  {extra}" if extra else "") + \
                ("  (continuing from checkpoint)" if self.continued else "")
-        return Spinner("dots", text=text)
+        if getattr(self, "_spinner", None) is None:
+            self._spinner = Spinner("dots", text=text)
+        else:
+            self._spinner.update(text=text)
+        return self._spinner
 
     def _print(self, *a, **k):
         self.console.print(*a, highlight=False, **k)
@@ -263,6 +267,15 @@ class Reporter:
         cycles = max((s.cycle for s in plan), default=0)
         self._print(f"[bold]multiscale cycle[/] -> {root}: {len(plan)} stages in {cycles} cycle(s), "
                     f"{done} already done, {len(plan) - done} to run")
+        by_cycle: dict[int, list] = {}
+        for s in plan:
+            by_cycle.setdefault(s.cycle, []).append(s)
+        todo = [c for c, ss in by_cycle.items() if any(state.status(s.key) != "done" for s in ss)]
+        for c in todo[:3]:
+            names = ", ".join(f"[green]{s.name}[/]" if state.status(s.key) == "done" else s.name for s in by_cycle[c])
+            self._print(f"  cycle {c}: {names}")
+        if len(todo) > 3:
+            self._print(f"  ... and {len(todo) - 3} more cycle(s)")
         for k in killed:
             self._print(f"[yellow]{k} was interrupted[/] (process killed): it continues from its checkpoint or is redone")
 
