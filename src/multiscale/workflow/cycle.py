@@ -407,7 +407,8 @@ class _Driver:
             self.current = None
         except (StageStopped, StopRequested) as exc:
             self.current = None
-            reason = str(exc) or "stopped by a signal; it is redone on the next run"
+            reason = str(exc) or (f"stopped by {signal.Signals(self.stop_signal).name if self.stop_signal else 'a signal'}; "
+                                  "it is redone on the next run")
             state.stop(st.key, time.monotonic() - t0, reason)
             self.reporter.stopped(st, reason)
             return EXIT_STOPPED
@@ -415,8 +416,11 @@ class _Driver:
             self.current = None
             wall = time.monotonic() - t0
             if self.stop_signal is not None:
-                state.stop(st.key, wall, f"stopped by a signal ({exc})")
-                self.reporter.stopped(st, "stopped by a signal")
+                reason = (f"stopped by {signal.Signals(self.stop_signal).name}; "
+                          + ("mdrun continues from its checkpoint on the next run" if st.can_continue()
+                             else "it is redone on the next run"))
+                state.stop(st.key, wall, reason)
+                self.reporter.stopped(st, reason)
                 return EXIT_STOPPED
             state.fail(st.key, wall, str(exc))
             self.reporter.failed(st, str(exc))

@@ -197,7 +197,8 @@ def show_status(target: str | os.PathLike, replica: int | None = None, check: bo
         console.print(f"{root}: {'all done' if done else 'not finished'} ({line})", highlight=False)
         return 0 if done else 1
     total = sum((state.record(k) or {}).get("wall_s") or 0 for k in state.plan)
-    console.print(status_table(state, title=f"{root}  ({line}; {_fmt_s(total)} of stage time)"))
+    console.print(f"[bold]{root}[/]: {line}; {_fmt_s(total)} of stage time", highlight=False)
+    console.print(status_table(state))
     failed = [k for k in state.plan if state.status(k) == "failed"]
     for k in failed:
         rec = state.record(k)
