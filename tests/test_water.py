@@ -190,3 +190,32 @@ def test_from_frames(bank):
     assert np.array_equal(b.clusters, b2.clusters)
     with pytest.raises(MultiscaleError, match="not a multiple of 4"):
         WaterBank.from_frames(frames[:, :-1], box)
+
+
+def test_cell_grid_matches_kdtree():
+    from multiscale.backmap.water import _CellGrid
+
+    rng = np.random.default_rng(0)
+    box = np.array([3.1, 2.7, 4.0])
+    p = rng.uniform(-4, 8, (3000, 3))  # any periodic image
+    w = np.mod(p, box)
+    ref = cKDTree(w, boxsize=box).query_pairs(0.2, output_type="ndarray")
+    ref = set(map(tuple, np.sort(ref, axis=1)))
+    g = _CellGrid(p, box, 0.2)
+    assert g.kd is None
+    i, j = g.pairs()
+    assert set(zip(np.minimum(i, j), np.maximum(i, j))) == ref
+    q = np.arange(2000, 3000)
+    i, j = g.cross_pairs(q)
+    want = {(a, b) for a, b in ref if a >= 2000} | {(b, a) for a, b in ref if b >= 2000}
+    assert set(zip(i, j)) == want
+    tiny = _CellGrid(w[:20] * 0.15, box * 0.15, 0.2)  # box < 3 cut-offs: cKDTree fallback
+    assert tiny.kd is not None and len(tiny.pairs()[0]) > 0
+
+
+def test_place_tiny_box(bank):
+    box = np.array([1.0, 1.0, 1.0])
+    beads = np.array([[0.2, 0.2, 0.2], [0.7, 0.7, 0.7]])
+    out, st = bank.place(beads, box, seed=0, return_stats=True)
+    com = (out.reshape(-1, 12, 3) * CLUSTER_MASSES[:, None]).sum(1) / CLUSTER_MASSES.sum()
+    assert np.abs(com - beads).max() < 1e-9 and st["n_beads"] == 2
