@@ -23,9 +23,10 @@ Clash criteria (module constants, overridable per call):
   (hydrogen bonds H...O/N ~0.17-0.20 nm), so waters may still hydrogen-bond to the solute.
 
 Contacts are found with a vectorised periodic cell list (no per-bead Python loops).  Measured
-(``benchmarks/bench_water.py``, 2-CPU VM shared with other jobs, load ~5): 97k beads at
-Martini density in 2.3 s wall / 1.7 s CPU (~42k beads/s wall, ~57k/s CPU), ~0.8 % of beads
-left unresolved, +240 MB peak; 1M beads in 34 s, +1.7 GB.
+(``benchmarks/bench_water.py``, 2-CPU VM shared with other jobs, load 4-6): 97k beads at
+Martini density in 2.3-2.5 s wall / 1.6-1.8 s CPU (~40k beads/s wall, ~57k/s CPU; the
+100k/s goal is not reached), ~0.8 % of beads left unresolved, +250 MB peak; 1M beads in
+34-48 s wall / 27-31 s CPU, +1.7-1.8 GB.
 
 Lengths nm; coordinates ``(..., 3)``; water atom order O, H1, H2.
 """
