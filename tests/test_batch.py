@@ -21,7 +21,7 @@ from test_cycle import env_with_pipeline, read_state, write_config, write_w_box 
 
 
 def batch(cfg: Path, *args: str, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "multiscale.workflow.commands", "batch", "--config", str(cfg), *args],
+    return subprocess.run([sys.executable, "-m", "multiscale.cli", "batch", "--config", str(cfg), *args],
                           capture_output=True, text=True, env=env)
 
 

@@ -120,7 +120,7 @@ gromacs:
 
 
 def cycle_cmd(cfg: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "multiscale.workflow.commands", "cycle", "--config", str(cfg), "--no-progress", *extra]
+    return [sys.executable, "-m", "multiscale.cli", "cycle", "--config", str(cfg), "--no-progress", *extra]
 
 
 def env_with_pipeline() -> dict:
@@ -273,7 +273,7 @@ def test_kill9_during_mdrun_and_between_stages_then_resume(wbox, reference):
     assert not leftovers, leftovers
 
     # status shows it all done; --check exit code 0
-    r = subprocess.run([sys.executable, "-m", "multiscale.workflow.commands", "status", str(root), "--check"],
+    r = subprocess.run([sys.executable, "-m", "multiscale.cli", "status", str(root), "--check"],
                        capture_output=True, text=True)
     assert r.returncode == 0 and "all done" in r.stdout, r.stdout + r.stderr
 
@@ -311,7 +311,7 @@ def test_failed_stage_names_stage_log_and_gromacs_lines_then_resumes(wbox, tmp_p
     assert "\n" not in err
     state = read_state(tmp_path / "failing")
     assert state["stages"]["cycle_001/cg-em"]["status"] == "failed"
-    r = subprocess.run([sys.executable, "-m", "multiscale.workflow.commands", "status", str(tmp_path / "failing")],
+    r = subprocess.run([sys.executable, "-m", "multiscale.cli", "status", str(tmp_path / "failing")],
                        capture_output=True, text=True)
     assert r.returncode == 0 and "FAILED" in r.stdout and "cycle_001/cg-em failed:" in r.stdout
 
