@@ -41,6 +41,9 @@ __all__ = ["BackmapModel", "MoltypeModel", "train", "backmap", "load_model", "FO
 
 FORMAT = "multiscale.backmap-model"
 VERSION = 1
+#: Alternating projection / distance-restoring iterations of the exact CG projection.
+RELAX_ITERATIONS = 30
+RELAX_STIFFNESS = 1.5
 
 
 @contextlib.contextmanager
@@ -89,6 +92,8 @@ class MoltypeModel:
         from .certify import exclusion_matrix
 
         self.set_smoothing(self.smoothing)
+        cl, ot = self.tree.closure_pairs()
+        self.local_pairs = np.concatenate([cl, ot])  # bonds + 1-3 pairs kept by relax_project
         self.exclusions = exclusion_matrix(len(self.atom_names), self.bonds, 2)
 
     def set_smoothing(self, smoothing: float) -> None:
@@ -111,7 +116,7 @@ class MoltypeModel:
         import torch
 
         from .features import cg_features
-        from .place import fit_to_beads, project_exact
+        from .place import fit_to_beads, relax_project
 
         b = torch.as_tensor(np.asarray(beads, np.float64), device=device)
         feats = cg_features(b)
@@ -120,13 +125,26 @@ class MoltypeModel:
         if len(self.tree.closures):
             x = self.tree.close_rings(x, self.closure_targets)
         x = fit_to_beads(x, self.matrix, b, generator)
-        return project_exact(x, self.matrix, self.operator, b)
+        return relax_project(x, self.matrix, self.operator, b, self.local_pairs, RELAX_ITERATIONS, RELAX_STIFFNESS)
+
+    def intra_clash(self, x: np.ndarray, cutoff: float = 0.10, max_pairs: int = 200_000) -> np.ndarray:
+        """(B,) True where a molecule x (B, n, 3) has a non-excluded (beyond 1-3) atom pair closer
+        than ``cutoff`` nm.  Dense over pairs; molecules with more than ``max_pairs`` pairs are
+        left to the KD-tree search (returns False)."""
+        if not hasattr(self, "_pairs"):
+            i, j = np.nonzero(np.triu(~self.exclusions, 1))
+            self._pairs = (i, j)
+        i, j = self._pairs
+        if len(i) == 0 or len(i) > max_pairs:
+            return np.zeros(len(x), bool)
+        d = x[:, j] - x[:, i]
+        return ((d * d).sum(-1) < cutoff * cutoff).any(1)
 
     def refit(self, x: np.ndarray, beads: np.ndarray, generator=None) -> np.ndarray:
         """Re-superpose and re-project repaired molecules x (B, n, 3) onto beads (numpy)."""
         import torch
 
-        from .place import fit_to_beads, project_exact
+        from .place import fit_to_beads, relax_project
 
         xt = torch.as_tensor(x, dtype=torch.float64)
         bt = torch.as_tensor(beads, dtype=torch.float64)
@@ -135,7 +153,8 @@ class MoltypeModel:
         else:  # keep the orientation already chosen: translate + project only
             y = torch.einsum("ba,nak->nbk", torch.as_tensor(self.matrix), xt)
             xt = xt + (bt.mean(1, keepdim=True) - y.mean(1, keepdim=True))
-        return project_exact(xt, self.matrix, self.operator, bt).numpy()
+        return relax_project(xt, self.matrix, self.operator, bt, self.local_pairs, RELAX_ITERATIONS,
+                             RELAX_STIFFNESS).numpy()
 
     def to_dict(self) -> dict:
         import torch
@@ -307,13 +326,16 @@ def _water_order(mt) -> list[int]:
 def train(topology, mapping, frames, *, seed: int = 0, epochs: int | None = None, init: BackmapModel | None = None,
           device: str = "cpu", provenance: dict | None = None, log=print, hidden: int = 128, torsion_hidden: int = 48,
           n_components: int = 6, batch_size: int = 512, lr: float | None = None, feature_noise: float = 0.02,
-          max_samples: int = 200_000, target_steps: int = 3000, threads: int | None = None) -> BackmapModel:
+          max_samples: int = 200_000, target_steps: int = 3000, threads: int | None = None,
+          grouped_offsets: bool = True) -> BackmapModel:
     """Train (or, with ``init``, fine-tune) a backmapping model on AA frames.
 
     topology: :class:`~multiscale.topology.SystemTopology`; mapping: :class:`~multiscale.mapping.Mapping`;
     frames: :class:`~multiscale.io.Frames` (positions (F, N, 3) nm, box (F, 3) nm).
     epochs: passes over the data per moltype (default: about ``target_steps`` optimiser steps,
-    3..300 epochs).  Moltypes present in ``init`` but not in the frames are kept unchanged;
+    3..300 epochs).  grouped_offsets: sample all sibling-offset torsions in one final
+    autoregressive step (fewer sequential steps; False = strictly one torsion per step).
+    Moltypes present in ``init`` but not in the frames are kept unchanged;
     moltypes in both are fine-tuned from the init weights (lr 1e-3).  Returns the model.
     """
     import torch
@@ -370,7 +392,8 @@ def train(topology, mapping, frames, *, seed: int = 0, epochs: int | None = None
             else:
                 torch.manual_seed(_derive_seed(seed, 17))
                 dens = ICDensity(feats.shape[1], tree.n_bonds, tree.n_angles, tree.n_torsions, hidden=hidden,
-                                 torsion_hidden=torsion_hidden, n_components=n_components)
+                                 torsion_hidden=torsion_hidden, n_components=n_components,
+                                 steps=tree.torsion_steps() if grouped_offsets else None)
                 set_stats, lr_m = True, (lr or 3e-3)
             n_ep = epochs
             if n_ep is None:
@@ -419,24 +442,66 @@ def _bead_count_error(n: int, layout, topology) -> MultiscaleError:
                            f"{n_beads(layout)} ({parts}): pass the CG structure of this system")
 
 
-@dataclass
 class _Solute:
-    bi: int  # index in layout
-    mm: MoltypeModel
-    beads: np.ndarray  # (count, nb, 3) whole
-    x: np.ndarray  # (count, n, 3)
+    """The molecules of one solute block in one frame, with a pool of candidate conformations.
+
+    Every molecule gets ``candidates`` draws in one batched call; candidates with wrong stereo
+    or an intramolecular clash are ranked last.  A molecule that has to be resampled takes its
+    next candidate; when its pool is used up, a fresh pool is drawn (new derived seed).
+    """
+
+    def __init__(self, bi: int, mm: MoltypeModel, beads: np.ndarray, x):
+        self.bi, self.mm, self.beads, self.x = bi, mm, beads, x
+        self.pool = self.rank = self.ptr = None
+
+    def _generate(self, idx, seed, dev, temperature, K, cutoff):
+        import torch
+
+        g = torch.Generator(device=dev).manual_seed(seed)
+        b = np.tile(self.beads[idx], (K, 1, 1))
+        pool = self.mm.generate(b, g, dev, temperature).cpu().numpy().reshape(K, len(idx), self.mm.n_atoms, 3)
+        flat = pool.reshape(-1, self.mm.n_atoms, 3)
+        wc, wb = self.mm.stereo.wrong(flat)
+        intra = self.mm.intra_clash(flat, cutoff)
+        ok = ~(wc.any(1) | wb.any(1) | intra)
+        rank = np.argsort(~ok.reshape(K, len(idx)), axis=0, kind="stable")
+        n = len(idx)  # first-draw counts: candidate 0 of every molecule
+        return pool, rank, (int(wc[:n].sum()), int(wb[:n].sum()), int(intra[:n].sum()))
+
+    def draw(self, idx, seed, dev, temperature, K, cutoff):
+        """Initial draw for all molecules; returns first-draw counts (stereo, cis/trans, intra) and
+        the number of molecules that did not keep their first draw."""
+        pool, rank, counts = self._generate(idx, seed, dev, temperature, K, cutoff)
+        self.pool, self.rank = pool, rank
+        self.ptr = np.zeros(len(idx), int)
+        self.x = pool[rank[0], np.arange(len(idx))].copy()
+        return counts + (int((rank[0] != 0).sum()),)
+
+    def next(self, idx, seed, dev, temperature, K, cutoff):
+        """Replace molecules ``idx`` by their next candidate (fresh pool when used up)."""
+        self.ptr[idx] += 1
+        old = idx[self.ptr[idx] >= self.pool.shape[0]]
+        if len(old):  # few molecules: a deeper pool costs about the same as a shallow one
+            Kp = self.pool.shape[0]
+            pool, rank, _ = self._generate(old, seed, dev, temperature, Kp * 4, cutoff)
+            keep = rank[:Kp]  # the best Kp of the 4 Kp fresh candidates, in rank order
+            self.pool[:, old] = pool[keep, np.arange(len(old))]
+            self.rank[:, old] = np.arange(Kp)[:, None]
+            self.ptr[old] = 0
+        self.x[idx] = self.pool[self.rank[self.ptr[idx], idx], idx]
 
 
 def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, device: str = "cpu",
             max_retries: int = 5, wrap: bool = False, temperature: float = 1.0, clash_inter: float = 0.08,
-            clash_intra: float = 0.10, threads: int | None = None, log=None):
+            clash_intra: float = 0.10, candidates: int = 2, threads: int | None = None, log=None):
     """Backmap CG frames to atoms.
 
     cg_positions: (B, 3) or (F, B, 3) nm, beads in :func:`multiscale.coarse_grain.cg_layout`
     order; box: (3,) or (F, 3) nm.  Returns (positions (F, N, 3) float32 nm in the AA
     topology's atom order, list of :class:`~multiscale.backmap.certify.CertificateReport`).
-    max_retries: resampling rounds for molecules with clashes or wrong stereo; wrap: wrap
-    atoms into the box (default: molecules whole, next to their first bead).
+    max_retries: resampling rounds for molecules with clashes or wrong stereo; candidates:
+    conformations drawn per molecule up front (resampling uses them first); wrap: wrap atoms
+    into the box (default: molecules whole, next to their first bead).
     """
     import torch
 
@@ -497,42 +562,40 @@ def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, 
                 for bi, blk in sol_blocks:
                     mm = model.moltypes[blk.aa_block.moltype.name]
                     beads = unwrap_beads(cg[f, blk.start:blk.stop].reshape(blk.count, blk.n_beads, 3), bx)
-                    g = torch.Generator(device=dev).manual_seed(_derive_seed(seed, f, 0, bi))
-                    x = mm.generate(beads, g, dev, temperature).cpu().numpy()
-                    sols.append(_Solute(bi, mm, beads, x))
-                    rep.per_moltype.setdefault(mm.name, {"molecules": 0, "stereocentres": len(mm.stereo.enforced_centres),
-                                                         "double_bonds": len(mm.stereo.enforced_bonds),
-                                                         "stereo_wrong_initial": 0, "stereo_wrong_final": 0, "stereo_swapped": 0,
-                                                         "cistrans_wrong_initial": 0, "cistrans_wrong_final": 0,
-                                                         "cistrans_flipped": 0, "clash_molecules_initial": 0,
-                                                         "clash_molecules_final": 0, "resampled": 0, "unresolved": []})
-                    rep.per_moltype[mm.name]["molecules"] += blk.count
+                    v = rep.per_moltype.setdefault(mm.name, {
+                        "molecules": 0, "stereocentres": len(mm.stereo.enforced_centres),
+                        "double_bonds": len(mm.stereo.enforced_bonds), "stereo_wrong_initial": 0,
+                        "stereo_wrong_final": 0, "stereo_swapped": 0, "cistrans_wrong_initial": 0,
+                        "cistrans_wrong_final": 0, "cistrans_flipped": 0, "intra_clash_initial": 0,
+                        "clash_molecules_initial": 0, "clash_molecules_final": 0, "resampled": 0, "unresolved": []})
+                    v["molecules"] += blk.count
+                    sol = _Solute(bi, mm, beads, None)
+                    first = sol.draw(np.arange(blk.count), _derive_seed(seed, f, 0, bi), dev, temperature, candidates,
+                                     clash_intra)
+                    v["stereo_wrong_initial"] += first[0]
+                    v["cistrans_wrong_initial"] += first[1]
+                    v["intra_clash_initial"] += first[2]
+                    v["resampled"] += first[3]
+                    sols.append(sol)
 
-                def check(first: bool):
-                    """Per solute block: bad-molecule masks; also clash pair counts."""
-                    bad = [np.zeros(len(s.x), bool) for s in sols]
-                    stereo_bad = [np.zeros(len(s.x), bool) for s in sols]
-                    for k, s in enumerate(sols):
+                def check():
+                    """Per solute block: bad-molecule masks (stereo or clash), clash masks, pair counts."""
+                    bad, clash_bad = [], []
+                    for s in sols:
                         wc, wb = s.mm.stereo.wrong(s.x)
-                        stereo_bad[k] = wc.any(1) | wb.any(1)
-                        if first:
-                            rep.per_moltype[s.mm.name]["stereo_wrong_initial"] += int(wc.sum())
-                            rep.per_moltype[s.mm.name]["cistrans_wrong_initial"] += int(wb.sum())
-                    clash_bad = [np.zeros(len(s.x), bool) for s in sols]
+                        bad.append(wc.any(1) | wb.any(1))
+                        clash_bad.append(np.zeros(len(s.x), bool))
                     n_inter = n_intra = 0
                     if sols:
                         allx = np.concatenate([s.x.reshape(-1, 3) for s in sols])
                         ip, jp = find_clashes(allx, bx, mol_id, local, kind, excl, clash_inter, clash_intra)
                         n_inter, n_intra = len(ip), len(jp)
                         mols = np.unique(mol_id[np.concatenate([ip.ravel(), jp.ravel()])])
-                        for gm in mols:
-                            si, mi = mol_block[gm]
+                        for si, mi in mol_block[mols]:
                             clash_bad[si][mi] = True
-                    for k in range(len(sols)):
-                        bad[k] = stereo_bad[k] | clash_bad[k]
-                    return bad, clash_bad, n_inter, n_intra
+                    return [b | c for b, c in zip(bad, clash_bad)], clash_bad, n_inter, n_intra
 
-                bad, clash_bad, n_inter, n_intra = check(True)
+                bad, clash_bad, n_inter, n_intra = check()
                 rep.inter_clash_pairs_initial, rep.intra_clash_pairs_initial = n_inter, n_intra
                 for k, s in enumerate(sols):
                     rep.per_moltype[s.mm.name]["clash_molecules_initial"] += int(clash_bad[k].sum())
@@ -541,12 +604,10 @@ def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, 
                     attempt += 1
                     for k, s in enumerate(sols):
                         idx = np.flatnonzero(bad[k])
-                        if not len(idx):
-                            continue
-                        g = torch.Generator(device=dev).manual_seed(_derive_seed(seed, f, attempt, s.bi))
-                        s.x[idx] = s.mm.generate(s.beads[idx], g, dev, temperature).cpu().numpy()
-                        rep.per_moltype[s.mm.name]["resampled"] += len(idx)
-                    bad, clash_bad, n_inter, n_intra = check(False)
+                        if len(idx):
+                            rep.per_moltype[s.mm.name]["resampled"] += len(idx)
+                            s.next(idx, _derive_seed(seed, f, attempt, s.bi), dev, temperature, candidates, clash_intra)
+                    bad, clash_bad, n_inter, n_intra = check()
                 rep.retries = attempt
                 # last resort: invert wrong centres / flip wrong double bonds
                 repaired = False
@@ -577,7 +638,7 @@ def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, 
                         idx = np.flatnonzero(changed)
                         s.x[idx] = s.mm.refit(s.x[idx], s.beads[idx])
                 if repaired:
-                    bad, clash_bad, n_inter, n_intra = check(False)
+                    bad, clash_bad, n_inter, n_intra = check()
                 dev_max = 0.0
                 for k, s in enumerate(sols):
                     wc, wb = s.mm.stereo.wrong(s.x)
@@ -594,11 +655,12 @@ def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, 
                 rep.max_cg_deviation_nm = dev_max
                 # water
                 if water_blocks:
-                    others = np.concatenate([s.x.reshape(-1, 3) for s in sols]) if sols else None
+                    others = np.concatenate([s.x.reshape(-1, 3) for s in sols]) if sols else np.zeros((0, 3))
                     bank = model.water_bank
-                    wstats = []
+                    wstats, wbeads = [], {}
                     for bi, blk in water_blocks:
                         beads = cg[f, blk.start:blk.stop].reshape(-1, 3)
+                        wbeads[bi] = beads
                         w = bank.place(beads, bx, seed=_derive_seed(seed, f, 1_000_003, bi), others=others,
                                        max_retries=max_retries)
                         st = dict(getattr(bank, "last_stats", {}) or {})
@@ -608,12 +670,39 @@ def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, 
                         wo = np.empty((len(beads) * 4, mt.n_atoms, 3))
                         wo[:, _water_order(mt)] = np.asarray(w, np.float64).reshape(-1, 3, 3)
                         out[f, blk.aa_block.start:blk.aa_block.stop] = wo.reshape(-1, 3)
-                        if others is not None:
-                            others = np.concatenate([others, wo.reshape(-1, 3)])
-                    rep.water = {"blocks": wstats}
-                    # final system-wide clash count (includes water)
-                    rep.inter_clash_pairs_final, rep.intra_clash_pairs_final, rep.water_clash_pairs_final = \
-                        _final_clashes(out[f], bx, topology, model, clash_inter, clash_intra)
+                        others = np.concatenate([others, wo.reshape(-1, 3)])
+                    # system-wide clash search; waters still overlapping something (e.g. H...H,
+                    # which the bank's O-O test does not see) are re-placed against everything else
+                    ip, jp, is_w, wpos = _system_clashes(out[f], bx, topology, model, clash_inter, clash_intra)
+                    replaced = 0
+                    for r in range(max_retries):
+                        atoms = np.unique(ip.ravel()) if len(ip) else np.zeros(0, int)
+                        atoms = atoms[is_w[atoms]]
+                        if not len(atoms):
+                            break
+                        for bi, blk in water_blocks:
+                            lo, hi = blk.aa_block.start, blk.aa_block.stop
+                            sel = atoms[(atoms >= lo) & (atoms < hi)]
+                            if not len(sel):
+                                continue
+                            nat = blk.aa_block.moltype.n_atoms * 4  # atoms per bead
+                            bead_ids = np.unique((sel - lo) // nat)
+                            mask = np.ones(topology.n_atoms, bool)
+                            for bid in bead_ids:
+                                mask[lo + bid * nat: lo + (bid + 1) * nat] = False
+                            w = bank.place(wbeads[bi][bead_ids], bx, seed=_derive_seed(seed, f, 2_000_003 + r, bi),
+                                           others=out[f][mask].astype(np.float64), max_retries=max_retries,
+                                           n_candidates=32)
+                            mt = blk.aa_block.moltype
+                            wo = np.empty((len(bead_ids) * 4, mt.n_atoms, 3))
+                            wo[:, _water_order(mt)] = np.asarray(w, np.float64).reshape(-1, 3, 3)
+                            idx = (lo + bead_ids[:, None] * nat + np.arange(nat)).ravel()
+                            out[f, idx] = wo.reshape(-1, 3)
+                            replaced += len(bead_ids)
+                        ip, jp, is_w, wpos = _system_clashes(out[f], bx, topology, model, clash_inter, clash_intra)
+                    rep.water = {"blocks": wstats, "beads_replaced_after_clash_check": replaced}
+                    rep.inter_clash_pairs_final, rep.intra_clash_pairs_final = len(ip), len(jp)
+                    rep.water_clash_pairs_final = int((is_w[ip[:, 0]] | is_w[ip[:, 1]]).sum()) if len(ip) else 0
                 else:
                     rep.inter_clash_pairs_final, rep.intra_clash_pairs_final = n_inter, n_intra
                 if wrap:
@@ -628,26 +717,30 @@ def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, 
     return out, reports
 
 
-def _final_clashes(x: np.ndarray, box: np.ndarray, topology, model: BackmapModel, inter: float, intra: float):
-    """Clash pairs over the whole system (N, 3): (inter, intra, pairs involving water)."""
+def _system_clashes(x: np.ndarray, box: np.ndarray, topology, model: BackmapModel, inter: float, intra: float):
+    """Clash pairs over the whole system x (N, 3): (inter_pairs, intra_pairs, is_water (N,), None)."""
     from .certify import exclusion_matrix, find_clashes
 
-    mol, loc, kind, excl, is_w = [], [], [], [], []
-    base = 0
-    names: dict[str, int] = {}
-    for blk in topology.blocks:
-        mt = blk.moltype
-        if mt.name not in names:
-            names[mt.name] = len(excl)
-            excl.append(model.moltypes[mt.name].exclusions if mt.name in model.moltypes
-                        else exclusion_matrix(mt.n_atoms, mt.bonds, 2) | mt.is_water)
-        n, c = mt.n_atoms, blk.count
-        mol.append(np.repeat(np.arange(base, base + c), n))
-        loc.append(np.tile(np.arange(n), c))
-        kind.append(np.full(n * c, names[mt.name]))
-        is_w.append(np.full(n * c, mt.is_water))
-        base += c
-    mol, loc, kind, is_w = map(np.concatenate, (mol, loc, kind, is_w))
+    key = (id(topology), topology.n_atoms)
+    cache = getattr(model, "_clash_cache", None)
+    if cache is None or cache[0] != key:
+        mol, loc, kind, excl, is_w = [], [], [], [], []
+        base = 0
+        names: dict[str, int] = {}
+        for blk in topology.blocks:
+            mt = blk.moltype
+            if mt.name not in names:
+                names[mt.name] = len(excl)
+                excl.append(model.moltypes[mt.name].exclusions if mt.name in model.moltypes
+                            else exclusion_matrix(mt.n_atoms, mt.bonds, 2) | mt.is_water)
+            n, c = mt.n_atoms, blk.count
+            mol.append(np.repeat(np.arange(base, base + c), n))
+            loc.append(np.tile(np.arange(n), c))
+            kind.append(np.full(n * c, names[mt.name]))
+            is_w.append(np.full(n * c, mt.is_water))
+            base += c
+        cache = (key, tuple(map(np.concatenate, (mol, loc, kind, is_w))), excl)
+        model._clash_cache = cache
+    (mol, loc, kind, is_w), excl = cache[1], cache[2]
     ip, jp = find_clashes(x, box, mol, loc, kind, excl, inter, intra)
-    nw = int((is_w[ip[:, 0]] | is_w[ip[:, 1]]).sum()) if len(ip) else 0
-    return len(ip), len(jp), nw
+    return ip, jp, is_w, None

@@ -241,6 +241,14 @@ class ICTree:
         """Indices into the torsion array (0-based) of free (non-offset) torsions."""
         return np.flatnonzero(self.sibling[3:] < 0)
 
+    def torsion_steps(self) -> list[int]:
+        """Autoregressive sampling step per torsion entry: free torsions 0, 1, ... in tree
+        order, all sibling offsets together in the last step (see :mod:`.model`)."""
+        free = self.sibling[3:] < 0
+        steps = np.cumsum(free) - 1
+        steps[~free] = int(free.sum())
+        return steps.astype(int).tolist()
+
     def torsion_atoms(self) -> np.ndarray:
         """(n_torsions, 4) atom indices (d, g, p, i) of each torsion entry."""
         k = np.arange(3, self.n_atoms)

@@ -1,17 +1,24 @@
 """Conditional density of a molecule's internal coordinates given its CG bead features.
 
-``p(bonds, angles, torsions | f) = prod_i N(b_i | f) * prod_j N(a_j | f) * prod_k vM-mix(t_k | f, t_<k)``
+``p(bonds, angles, torsions | f) = N(bonds, angles | f) * prod_k vM-mix(t_k | f, angles, t_<k)``
 
 * ``f``: CG features (:mod:`multiscale.backmap.features`), standardised with training
   statistics and clamped to the training range (no extrapolation outside what was seen);
   a context MLP turns them into a vector ``h``.
-* Bonds and angles: independent Gaussians whose means and widths are linear in ``h``
-  (in units standardised by the training mean/std per coordinate).
+* Bonds and angles: a Gaussian whose mean and per-coordinate widths are linear in ``h``
+  (coordinates standardised by the training mean/std) with a learned correlation factor
+  ``L`` (unit lower-triangular, constant): ``z = mu(h) + sigma(h) * (L eps)``, so coupled
+  angles at a branching centre keep their covariance.
 * Torsions: autoregressive in tree order.  The parameters of torsion ``k`` (a mixture of
   ``K`` von Mises: weights, means, concentrations) come from a small per-torsion MLP whose
-  input is ``h`` and sin/cos of the torsions ``0..k-1`` (strictly lower-triangular masked
-  weights, so all torsions are evaluated in one pass for the likelihood and one at a time for
-  sampling).
+  input is ``h``, the (already sampled, standardised) bond angles, and sin/cos of the
+  torsions sampled before it (masked weights, so all
+  torsions are evaluated in one pass for the likelihood).  ``steps`` (one integer per torsion)
+  sets the order: torsions of a lower step come first; torsions sharing a step are sampled
+  together (conditionally independent given the earlier ones).  The engine gives every free
+  torsion its own step in tree order and puts all sibling offsets (near-rigid branch
+  geometry) into one final step, so the number of sequential sampling steps is the number of
+  free torsions + 1.
 
 Trained by maximum likelihood (:func:`fit`).  Sampling at temperature 1 draws from the fitted
 density (no mode collapse); ``temperature < 1`` sharpens it (kappa / T, logits / T, sigma * T).
@@ -38,47 +45,55 @@ def von_mises_log_prob(x, mu, kappa):
     return kappa * (torch.cos(x - mu) - 1.0) - _LOG2PI - torch.log(torch.special.i0e(kappa))
 
 
-def sample_von_mises(mu: torch.Tensor, kappa: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+VM_PROPOSALS = 4
+VM_UNIFORMS = 3 * VM_PROPOSALS + 2
+
+
+def sample_von_mises(mu: torch.Tensor, kappa: torch.Tensor, generator: torch.Generator | None = None,
+                     uniforms: torch.Tensor | None = None) -> torch.Tensor:
     """Draw one sample per element of von Mises(mu, kappa) (Best & Fisher 1979), vectorised.
 
-    Deterministic for a given ``generator`` state.  Very large kappa (> 1000) uses the normal
-    limit N(mu, 1/kappa); the result is wrapped to (-pi, pi].
+    Every element gets ``proposals`` rejection-sampling proposals from one ``torch.rand`` call
+    (or the pre-drawn ``uniforms`` (n, VM_UNIFORMS) float64) and keeps the first accepted one
+    (acceptance >= 0.65 for any kappa); the rare elements
+    with none accepted are redrawn in a loop.  Very large kappa (> 1000) uses the normal limit
+    N(mu, 1/kappa) (Box-Muller from the same uniforms).  Deterministic for a given
+    ``generator`` state; the result is wrapped to (-pi, pi].
     """
-    mu64 = mu.double()
-    k = kappa.double().clamp(min=1e-8)
-    shape = mu64.shape
-    mu64, k = mu64.reshape(-1), k.reshape(-1)
-    n = mu64.numel()
-    dev = mu64.device
-    out = torch.empty(n, dtype=torch.float64, device=dev)
+    shape = mu.shape
+    mu64 = mu.double().reshape(-1)
+    k = kappa.double().clamp(min=1e-8).reshape(-1)
+    n, dev, R = mu64.numel(), mu64.device, VM_PROPOSALS
+    if n == 0:
+        return mu.clone()
+    tau = 1.0 + torch.sqrt(1.0 + 4.0 * k * k)
+    rho = (tau - torch.sqrt(2.0 * tau)) / (2.0 * k)
+    r = ((1.0 + rho * rho) / (2.0 * rho))[:, None]
+    u = uniforms if uniforms is not None else torch.rand(n, VM_UNIFORMS, generator=generator, dtype=torch.float64, device=dev)
+    u0, u1, u2 = u[:, :R], u[:, R:2 * R].clamp(min=1e-300), u[:, 2 * R:3 * R]
+    z = torch.cos(math.pi * u0)
+    f = (1.0 + r * z) / (r + z)
+    c = k[:, None] * (r - f)
+    acc = (c * (2.0 - c) - u1 > 0) | (torch.log(c / u1) + 1.0 - c >= 0)
+    first = acc.to(torch.int8).argmax(-1, keepdim=True)
+    f1 = f.gather(-1, first)[:, 0].clamp(-1.0, 1.0)
+    th = torch.where(u2.gather(-1, first)[:, 0] > 0.5, 1.0, -1.0) * torch.arccos(f1)
     big = k > 1000.0
-    if bool(big.any()):
-        z = torch.randn(int(big.sum()), generator=generator, dtype=torch.float64, device=dev)
-        out[big] = z / torch.sqrt(k[big])
-    idx = torch.nonzero(~big).reshape(-1)
-    if len(idx):
-        kk = k[idx]
-        tau = 1.0 + torch.sqrt(1.0 + 4.0 * kk * kk)
-        rho = (tau - torch.sqrt(2.0 * tau)) / (2.0 * kk)
-        r = (1.0 + rho * rho) / (2.0 * rho)
-        todo = torch.arange(len(idx), device=dev)
-        res = torch.empty(len(idx), dtype=torch.float64, device=dev)
-        for _ in range(200):
-            m = len(todo)
-            if m == 0:
-                break
-            u = torch.rand(3, m, generator=generator, dtype=torch.float64, device=dev)
-            rr, kt = r[todo], kk[todo]
-            zc = torch.cos(math.pi * u[0])
-            f = (1.0 + rr * zc) / (rr + zc)
-            c = kt * (rr - f)
-            acc = (c * (2.0 - c) - u[1] > 0) | (torch.log(c / u[1]) + 1.0 - c >= 0)
-            th = torch.sign(u[2] - 0.5) * torch.arccos(f.clamp(-1.0, 1.0))
-            res[todo[acc]] = th[acc]
-            todo = todo[~acc]
-        if len(todo):  # practically unreachable: fall back to the normal limit
-            res[todo] = 0.0
-        out[idx] = res
+    g = torch.sqrt(-2.0 * torch.log(u[:, -2].clamp(min=1e-300))) * torch.cos(2 * math.pi * u[:, -1])
+    out = torch.where(big, g / torch.sqrt(k), th)
+    left = torch.nonzero(~acc.any(-1) & ~big).reshape(-1)
+    for _ in range(200):
+        if len(left) == 0:
+            break
+        uu = torch.rand(3, len(left), generator=generator, dtype=torch.float64, device=dev)
+        rr, kt = r[left, 0], k[left]
+        zc = torch.cos(math.pi * uu[0])
+        ff = (1.0 + rr * zc) / (rr + zc)
+        cc = kt * (rr - ff)
+        u1l = uu[1].clamp(min=1e-300)
+        ok = (cc * (2.0 - cc) - u1l > 0) | (torch.log(cc / u1l) + 1.0 - cc >= 0)
+        out[left[ok]] = (torch.sign(uu[2] - 0.5) * torch.arccos(ff.clamp(-1.0, 1.0)))[ok]
+        left = left[~ok]
     x = mu64 + out
     x = x - 2 * math.pi * torch.ceil((x - math.pi) / (2 * math.pi))
     return x.reshape(shape).to(mu.dtype)
@@ -93,11 +108,14 @@ class ICDensity(nn.Module):
     """
 
     def __init__(self, n_features: int, n_bonds: int, n_angles: int, n_torsions: int, hidden: int = 128,
-                 torsion_hidden: int = 48, n_components: int = 6):
+                 torsion_hidden: int = 48, n_components: int = 6, steps: list | None = None):
         super().__init__()
         self.hyper = dict(n_features=int(n_features), n_bonds=int(n_bonds), n_angles=int(n_angles),
                           n_torsions=int(n_torsions), hidden=int(hidden), torsion_hidden=int(torsion_hidden),
-                          n_components=int(n_components))
+                          n_components=int(n_components),
+                          steps=[int(v) for v in (range(n_torsions) if steps is None else steps)])
+        if len(self.hyper["steps"]) != n_torsions:
+            raise ValueError(f"steps has {len(self.hyper['steps'])} entries for {n_torsions} torsions")
         nf, nb, na, nt = n_features, n_bonds, n_angles, n_torsions
         H, Ht, K = hidden, torsion_hidden, n_components
         self.register_buffer("feat_mean", torch.zeros(max(nf, 1), dtype=torch.float64))
@@ -110,10 +128,14 @@ class ICDensity(nn.Module):
         self.ba_head = nn.Linear(H, 2 * (nb + na))
         nn.init.zeros_(self.ba_head.weight)
         nn.init.zeros_(self.ba_head.bias)
+        # correlations between bonds/angles: unit lower-triangular factor (strict part learned)
+        self.ba_chol = nn.Parameter(torch.zeros(nb + na, nb + na))
+        self.register_buffer("tril_mask", torch.tril(torch.ones(nb + na, nb + na), -1))
         T = nt
         self.wc = nn.Parameter(torch.randn(T, Ht, H) / math.sqrt(H))
         self.wt = nn.Parameter(torch.randn(T, Ht, 2 * T) / math.sqrt(max(2 * T, 1)) * 0.5)
         self.b1 = nn.Parameter(torch.zeros(T, Ht))
+        self.wa = nn.Parameter(torch.zeros(T, Ht, max(na, 1)))  # sampled angles -> torsion MLPs
         self.w2 = nn.Parameter(torch.randn(T, Ht, Ht) / math.sqrt(Ht))
         self.b2 = nn.Parameter(torch.zeros(T, Ht))
         self.w3 = nn.Parameter(torch.randn(T, 3 * K, Ht) * 0.01)
@@ -124,10 +146,10 @@ class ICDensity(nn.Module):
         b3[:, 2 * K:] = torch.sin(phi)
         self.b3 = nn.Parameter(b3)
         self.b_kappa = nn.Parameter(torch.full((T, K), 1.0))
-        mask = torch.zeros(T, 2 * T)
-        for k in range(T):
-            mask[k, :2 * k] = 1.0
+        st = torch.as_tensor(self.hyper["steps"], dtype=torch.long).reshape(T)
+        mask = (st[None, :] < st[:, None]).float().repeat_interleave(2, dim=1)  # (T, 2T)
         self.register_buffer("mask", mask)
+        self._step_groups = [torch.nonzero(st == v).reshape(-1) for v in torch.unique(st).tolist()]
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -166,6 +188,14 @@ class ICDensity(nn.Module):
         mu, log_s = out[:, :nba], out[:, nba:].clamp(-7.0, 3.0)
         return mu, log_s
 
+    def _chol(self) -> torch.Tensor:
+        n = self.ba_chol.shape[0]
+        return torch.eye(n, dtype=self.ba_chol.dtype, device=self.ba_chol.device) + self.ba_chol * self.tril_mask
+
+    def _angle_input(self, za: torch.Tensor) -> torch.Tensor:
+        """(B, na) standardised angles -> (B, max(na, 1)) input of the torsion MLPs."""
+        return za if za.shape[-1] else za.new_zeros(za.shape[0], 1)
+
     def _mix_params(self, raw: torch.Tensor, k_idx=None):
         """raw (..., 3K) -> logits (..., K), mu (..., K), kappa (..., K)."""
         K = self.hyper["n_components"]
@@ -178,13 +208,18 @@ class ICDensity(nn.Module):
         kappa = (nn.functional.softplus(bk) * scale * 4.0).clamp(1e-3, KAPPA_MAX)
         return logits, mu, kappa
 
-    def _torsion_raw_all(self, h: torch.Tensor, torsions: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced mixture parameters of all torsions: (B, T, 3K)."""
+    def _torsion_raw_all(self, h: torch.Tensor, torsions: torch.Tensor, za: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced mixture parameters of all torsions: (B, T, 3K); za: standardised angles (B, na)."""
         s = torch.stack([torch.sin(torsions), torch.cos(torsions)], -1).flatten(-2).to(h.dtype)  # (B, 2T)
-        z = torch.einsum("bh,kjh->bkj", h, self.wc) + torch.einsum("bi,kji->bkj", s, self.wt * self.mask[:, None, :]) + self.b1
-        z = nn.functional.silu(z)
-        z = nn.functional.silu(torch.einsum("bkj,kij->bki", z, self.w2) + self.b2)
-        return torch.einsum("bki,kri->bkr", z, self.w3) + self.b3
+        T, Ht = self.wc.shape[0], self.wc.shape[1]
+        if za is None:
+            za = h.new_zeros(h.shape[0], self.hyper["n_angles"])
+        # first layer of all T per-torsion MLPs as dense matmuls (much faster than batched)
+        z = (h @ self.wc.reshape(T * Ht, -1).T + s @ (self.wt * self.mask[:, None, :]).reshape(T * Ht, -1).T
+             + self._angle_input(za.to(h.dtype)) @ self.wa.reshape(T * Ht, -1).T)
+        z = nn.functional.silu(z.reshape(-1, T, Ht) + self.b1)
+        z = nn.functional.silu(torch.bmm(z.transpose(0, 1), self.w2.transpose(1, 2)).transpose(0, 1) + self.b2)
+        return torch.bmm(z.transpose(0, 1), self.w3.transpose(1, 2)).transpose(0, 1) + self.b3
 
     # ------------------------------------------------------------------ density
     def log_prob(self, features: torch.Tensor, bonds: torch.Tensor, angles: torch.Tensor,
@@ -194,14 +229,16 @@ class ICDensity(nn.Module):
         dt = h.dtype
         ba = torch.cat([bonds, angles], -1).double()
         parts_ba = h.new_zeros(h.shape[0], 0)
+        zt = ((ba - self.ba_mean) / self.ba_std).to(dt)
         if ba.shape[-1]:
-            zt = ((ba - self.ba_mean) / self.ba_std).to(dt)
             mu, log_s = self._ba_params(h)
-            parts_ba = -0.5 * ((zt - mu) / torch.exp(log_s)) ** 2 - log_s - 0.5 * _LOG2PI - torch.log(self.ba_std).to(dt)
+            u = (zt - mu) / torch.exp(log_s)
+            eps = torch.linalg.solve_triangular(self._chol(), u.T, upper=False, unitriangular=True).T
+            parts_ba = -0.5 * eps ** 2 - log_s - 0.5 * _LOG2PI - torch.log(self.ba_std).to(dt)
         parts_t = h.new_zeros(h.shape[0], 0)
         if self.n_torsions:
             t = torsions.to(dt)
-            raw = self._torsion_raw_all(h, t)
+            raw = self._torsion_raw_all(h, t, zt[:, self.hyper["n_bonds"]:])
             logits, mu_t, kappa = self._mix_params(raw)
             lp = von_mises_log_prob(t[..., None], mu_t, kappa) + torch.log_softmax(logits, -1)
             parts_t = torch.logsumexp(lp, -1)
@@ -220,31 +257,46 @@ class ICDensity(nn.Module):
         if nb + na:
             mu, log_s = self._ba_params(h)
             eps = torch.randn(B, nb + na, generator=generator, dtype=torch.float64, device=dev)
-            z = mu.double() + torch.exp(log_s.double()) * eps * temperature
+            u = eps @ self._chol().double().T
+            z = mu.double() + torch.exp(log_s.double()) * u * temperature
             ba = self.ba_mean + self.ba_std * z
         tors = torch.zeros(B, T, dtype=torch.float64, device=dev)
         if T:
             s = torch.zeros(B, 2 * T, dtype=dt, device=dev)
-            hc = torch.einsum("bh,kjh->bkj", h, self.wc) + self.b1  # (B, T, Ht)
-            for k in range(T):
-                z = hc[:, k]
-                if k:
-                    z = z + s[:, :2 * k] @ self.wt[k, :, :2 * k].T
-                z = nn.functional.silu(z)
-                z = nn.functional.silu(z @ self.w2[k].T + self.b2[k])
-                raw = z @ self.w3[k].T + self.b3[k]
-                logits, mu_k, kappa = self._mix_params(raw, k)
+            za = ((ba[:, nb:] - self.ba_mean[nb:]) / self.ba_std[nb:]).to(dt)
+            hc = (h @ self.wc.reshape(-1, self.wc.shape[-1]).T
+                  + self._angle_input(za) @ self.wa.reshape(-1, self.wa.shape[-1]).T).reshape(B, T, -1) + self.b1
+            U = torch.rand(T, B, VM_UNIFORMS + 1, generator=generator, dtype=torch.float64, device=dev)
+            K = self.hyper["n_components"]
+            for ks in self._step_groups:
+                ks = ks.to(dev)
+                m = len(ks)
+                if m == 1:
+                    k = int(ks[0])
+                    z = hc[:, k]
+                    if k:
+                        z = z + s @ (self.wt[k] * self.mask[k]).T
+                    z = nn.functional.silu(z)
+                    z = nn.functional.silu(z @ self.w2[k].T + self.b2[k])
+                    raw = (z @ self.w3[k].T + self.b3[k])[:, None]  # (B, 1, 3K)
+                else:
+                    z = hc[:, ks] + torch.einsum("bi,kji->bkj", s, self.wt[ks] * self.mask[ks][:, None, :])
+                    z = nn.functional.silu(z)
+                    z = nn.functional.silu(torch.einsum("bkj,kij->bki", z, self.w2[ks]) + self.b2[ks])
+                    raw = torch.einsum("bki,kri->bkr", z, self.w3[ks]) + self.b3[ks]  # (B, m, 3K)
+                logits, mu_k, kappa = self._mix_params(raw, ks)
                 if temperature != 1.0:
                     logits, kappa = logits / temperature, kappa / temperature
-                p = torch.softmax(logits.double(), -1)
-                u = torch.rand(B, 1, generator=generator, dtype=torch.float64, device=dev)
-                comp = (u > torch.cumsum(p, -1)).sum(-1).clamp(max=p.shape[-1] - 1)
-                m = mu_k.gather(-1, comp[:, None])[:, 0]
-                kap = kappa.gather(-1, comp[:, None])[:, 0]
-                t = sample_von_mises(m.double(), kap.double(), generator)
-                tors[:, k] = t
-                s[:, 2 * k] = torch.sin(t).to(dt)
-                s[:, 2 * k + 1] = torch.cos(t).to(dt)
+                p = torch.softmax(logits.double(), -1)  # (B, m, K)
+                u = U[ks].transpose(0, 1)  # (B, m, VM_UNIFORMS + 1)
+                comp = (u[..., -1:] > torch.cumsum(p, -1)).sum(-1, keepdim=True).clamp(max=K - 1)
+                mu_c = mu_k.gather(-1, comp)[..., 0]
+                kap_c = kappa.gather(-1, comp)[..., 0]
+                t = sample_von_mises(mu_c.reshape(-1).double(), kap_c.reshape(-1), generator,
+                                     u[..., :-1].reshape(-1, VM_UNIFORMS)).reshape(B, m)
+                tors[:, ks] = t
+                s[:, 2 * ks] = torch.sin(t).to(dt)
+                s[:, 2 * ks + 1] = torch.cos(t).to(dt)
         return ba[:, :nb], ba[:, nb:], tors
 
     def to_dict(self) -> dict:

@@ -22,7 +22,7 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["projection_operator", "project_exact", "fit_to_beads", "random_rotations_t", "kabsch_t"]
+__all__ = ["projection_operator", "project_exact", "relax_project", "fit_to_beads", "random_rotations_t", "kabsch_t"]
 
 
 def projection_operator(matrix: np.ndarray, bonds: np.ndarray | None = None, smoothing: float = 0.0) -> np.ndarray:
@@ -80,6 +80,39 @@ def project_exact(x: torch.Tensor, matrix, operator, beads: torch.Tensor) -> tor
     A = torch.as_tensor(operator, dtype=x.dtype, device=x.device)
     resid = beads.to(x.dtype) - torch.einsum("ba,nak->nbk", M, x)
     return x + torch.einsum("ab,nbk->nak", A, resid)
+
+
+def relax_project(x: torch.Tensor, matrix, operator, beads: torch.Tensor, pairs: np.ndarray,
+                  iterations: int = 15, stiffness: float = 1.0) -> torch.Tensor:
+    """Exact projection that preserves local geometry.
+
+    Alternates :func:`project_exact` with position-based (Jacobi) steps that restore the
+    distances of ``pairs`` (P, 2) (bonds and 1-3 pairs) to their values in the input ``x``, so
+    the correction needed to hit the beads ends up in the soft (torsional) degrees of freedom
+    instead of stretching bonds and bending angles; the last step is the exact projection, so
+    ``M @ x == beads`` to round-off.  x (B, n, 3), beads (B, nb, 3) nm.
+    """
+    pairs_t = torch.as_tensor(np.asarray(pairs, np.int64).reshape(-1, 2), device=x.device)
+    if iterations <= 0 or len(pairs_t) == 0:
+        return project_exact(x, matrix, operator, beads)
+    i, j = pairs_t[:, 0], pairs_t[:, 1]
+    tgt = torch.linalg.norm(x[:, j] - x[:, i], dim=-1)
+    cnt = torch.zeros(x.shape[1], dtype=x.dtype, device=x.device)
+    cnt.index_add_(0, i, torch.ones_like(i, dtype=x.dtype))
+    cnt.index_add_(0, j, torch.ones_like(j, dtype=x.dtype))
+    w = (float(stiffness) / cnt.clamp(min=1.0))[:, None]
+    M = torch.as_tensor(matrix, dtype=x.dtype, device=x.device)
+    A = torch.as_tensor(operator, dtype=x.dtype, device=x.device)
+    for _ in range(iterations):
+        x = x + torch.einsum("ab,nbk->nak", A, beads.to(x.dtype) - torch.einsum("ba,nak->nbk", M, x))
+        d = x[:, j] - x[:, i]
+        r = torch.linalg.norm(d, dim=-1, keepdim=True).clamp(min=1e-9)
+        corr = 0.5 * (r - tgt[..., None]) * d / r
+        dx = torch.zeros_like(x)
+        dx.index_add_(1, i, corr)
+        dx.index_add_(1, j, -corr)
+        x = x + w * dx
+    return project_exact(x, matrix, operator, beads)
 
 
 def random_rotations_t(n: int, generator: torch.Generator | None = None, dtype=torch.float64, device="cpu") -> torch.Tensor:
