@@ -167,3 +167,16 @@ def test_tiny_and_disconnected():
         assert np.abs(_pairwise(x) - _pairwise(y)).max() < 1e-10
     with pytest.raises(MultiscaleError, match="not connected"):
         ICTree.from_moltype(moltype("D", ["C", "C", "C"], [(0, 1)]))
+
+
+def test_branches_next_to_the_root_share_a_heavy_reference():
+    """Butan-2-ol rooted at the methyl C1: O and H on the stereocentre C2 must be siblings
+    (one improper torsion + a rigid offset), not hang off a rotating methyl hydrogen."""
+    el = ["C", "C", "C", "C", "O"] + ["H"] * 10
+    bonds = [(0, 1), (1, 2), (2, 3), (1, 4)] + [(h, 5 + j) for j, h in enumerate([0, 0, 0, 1, 2, 2, 3, 3, 3, 4])]
+    mt = moltype("BUT", el, bonds)
+    tree = ICTree.from_moltype(mt, root=0)
+    pos = {a: k for k, a in enumerate(tree.order)}
+    h_on_c2 = 8
+    assert tree.sibling[pos[h_on_c2]] == pos[4]  # offset from the O torsion
+    assert mt.heavy[tree.torsion_ref[pos[4]]]

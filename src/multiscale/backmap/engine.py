@@ -42,8 +42,8 @@ __all__ = ["BackmapModel", "MoltypeModel", "train", "backmap", "load_model", "FO
 FORMAT = "multiscale.backmap-model"
 VERSION = 1
 #: Alternating projection / distance-restoring iterations of the exact CG projection.
-RELAX_ITERATIONS = 30
-RELAX_STIFFNESS = 1.5
+RELAX_ITERATIONS = 20
+RELAX_STIFFNESS = 1.8
 
 
 @contextlib.contextmanager

@@ -179,13 +179,12 @@ class ICTree:
             if gp >= 0 and gp != p and pos[gp] < k and g == pp:
                 d = gp
             else:
-                c = [a for a in adj[g] if a not in (p, i) and pos[a] < k]
+                # near the root: an already placed neighbour of g (proper) or of p (improper);
+                # heavy atoms first, so that every branch on p shares one reference (and the
+                # later ones become sibling offsets) instead of hanging off a rotating H
+                c = [a for a in set(adj[g]) | set(adj[p]) if a not in (p, g, i) and pos[a] < k]
                 if c:
-                    d = min(c, key=lambda a: pos[a])
-                else:
-                    c = [a for a in adj[p] if a not in (g, i) and pos[a] < k]
-                    if c:
-                        d = min(c, key=lambda a: pos[a])
+                    d = min(c, key=lambda a: (not heavy[a], pos[a]))
             if d < 0:  # only possible for tiny molecules: any earlier atom not (p, g)
                 c = [a for a in order[:k] if a not in (p, g)]
                 d = int(c[0])
@@ -242,9 +241,10 @@ class ICTree:
         return np.flatnonzero(self.sibling[3:] < 0)
 
     def torsion_steps(self) -> list[int]:
-        """Autoregressive sampling step per torsion entry: free torsions 0, 1, ... in tree
-        order, all sibling offsets together in the last step (see :mod:`.model`)."""
-        free = self.sibling[3:] < 0
+        """Autoregressive sampling step per torsion entry: the free torsions of heavy atoms get
+        steps 0, 1, ... in tree order; every hydrogen torsion and every sibling offset is
+        sampled together in one last step, conditioned on all heavy torsions (see :mod:`.model`)."""
+        free = (self.sibling[3:] < 0) & self.heavy[self.order[3:]]
         steps = np.cumsum(free) - 1
         steps[~free] = int(free.sum())
         return steps.astype(int).tolist()

@@ -16,9 +16,9 @@
   torsions are evaluated in one pass for the likelihood).  ``steps`` (one integer per torsion)
   sets the order: torsions of a lower step come first; torsions sharing a step are sampled
   together (conditionally independent given the earlier ones).  The engine gives every free
-  torsion its own step in tree order and puts all sibling offsets (near-rigid branch
-  geometry) into one final step, so the number of sequential sampling steps is the number of
-  free torsions + 1.
+  heavy-atom torsion its own step in tree order and puts all hydrogen torsions and sibling
+  offsets (near-rigid branch geometry) into one final step, so the number of sequential
+  sampling steps is the number of free heavy-atom torsions + 1.
 
 Trained by maximum likelihood (:func:`fit`).  Sampling at temperature 1 draws from the fitted
 density (no mode collapse); ``temperature < 1`` sharpens it (kappa / T, logits / T, sigma * T).

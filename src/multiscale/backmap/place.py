@@ -92,26 +92,30 @@ def relax_project(x: torch.Tensor, matrix, operator, beads: torch.Tensor, pairs:
     instead of stretching bonds and bending angles; the last step is the exact projection, so
     ``M @ x == beads`` to round-off.  x (B, n, 3), beads (B, nb, 3) nm.
     """
-    pairs_t = torch.as_tensor(np.asarray(pairs, np.int64).reshape(-1, 2), device=x.device)
-    if iterations <= 0 or len(pairs_t) == 0:
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    if iterations <= 0 or len(pairs) == 0:
         return project_exact(x, matrix, operator, beads)
-    i, j = pairs_t[:, 0], pairs_t[:, 1]
-    tgt = torch.linalg.norm(x[:, j] - x[:, i], dim=-1)
-    cnt = torch.zeros(x.shape[1], dtype=x.dtype, device=x.device)
-    cnt.index_add_(0, i, torch.ones_like(i, dtype=x.dtype))
-    cnt.index_add_(0, j, torch.ones_like(j, dtype=x.dtype))
-    w = (float(stiffness) / cnt.clamp(min=1.0))[:, None]
-    M = torch.as_tensor(matrix, dtype=x.dtype, device=x.device)
-    A = torch.as_tensor(operator, dtype=x.dtype, device=x.device)
+    B, n = x.shape[0], x.shape[1]
+    dt, dev = torch.float32, x.device  # the iterations only need ~1e-6 nm; the last step is float64
+    M = torch.as_tensor(matrix, dtype=dt, device=dev)
+    A = torch.as_tensor(operator, dtype=dt, device=dev)
+    P = len(pairs)
+    D = torch.zeros(P, n, dtype=dt, device=dev)  # difference operator: (D x)_p = x_j - x_i
+    D[torch.arange(P), torch.as_tensor(pairs[:, 1])] = 1.0
+    D[torch.arange(P), torch.as_tensor(pairs[:, 0])] = -1.0
+    cnt = D.abs().sum(0).clamp(min=1.0)
+    W = (-0.5 * float(stiffness) / cnt)[:, None] * D.T  # (n, P): dx = W @ ((r - r0) d / r)
+    Pm = torch.eye(n, dtype=dt, device=dev) - A @ M  # projection: x <- Pm x + A c
+    # layout (n, B*3): every operator is one small dense matmul
+    X = x.to(dt).permute(1, 0, 2).reshape(n, B * 3)
+    Ac = (A @ beads.to(dt).permute(1, 0, 2).reshape(-1, B * 3))
+    r0 = torch.linalg.norm((D @ X).reshape(P, B, 3), dim=-1, keepdim=True)
     for _ in range(iterations):
-        x = x + torch.einsum("ab,nbk->nak", A, beads.to(x.dtype) - torch.einsum("ba,nak->nbk", M, x))
-        d = x[:, j] - x[:, i]
+        X = Pm @ X + Ac
+        d = (D @ X).reshape(P, B, 3)
         r = torch.linalg.norm(d, dim=-1, keepdim=True).clamp(min=1e-9)
-        corr = 0.5 * (r - tgt[..., None]) * d / r
-        dx = torch.zeros_like(x)
-        dx.index_add_(1, i, corr)
-        dx.index_add_(1, j, -corr)
-        x = x + w * dx
+        X = X + W @ ((1.0 - r0 / r) * d).reshape(P, B * 3)
+    x = X.reshape(n, B, 3).permute(1, 0, 2).to(x.dtype)
     return project_exact(x, matrix, operator, beads)
 
 
