@@ -45,3 +45,17 @@ def test_errors_are_one_line_and_nonzero(tmp_path):
     r = run("coarse-grain", "--topology", tmp_path / "nope.top", "--structure", tmp_path / "aa.gro", "--mapping", p["map"],
             "--output", tmp_path / "cg.gro")
     assert r.returncode == 2 and "nope.top not found" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_missing_gmx_is_one_line_and_leaves_nothing(tmp_path):
+    d = tmp_path / "run"
+    r = run("init", "--example", "heptanol", d)
+    assert r.returncode == 0, r.stderr
+    cfg = d / "sim.yaml"
+    cfg.write_text(cfg.read_text().replace("  gmx: gmx\n", "  gmx: gmx_missing_here\n"))
+    before = sorted(p.name for p in d.iterdir())
+    r = run("cycle", "--config", cfg)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0
+    assert "GROMACS executable 'gmx_missing_here' not found on PATH" in r.stderr
+    assert sorted(p.name for p in d.iterdir()) == before  # no half-made run folder
