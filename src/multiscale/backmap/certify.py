@@ -301,7 +301,8 @@ class CertificateReport:
     stereo_swapped, double_bonds, cistrans_wrong_initial, cistrans_wrong_final, cistrans_flipped,
     clash_molecules_initial, clash_molecules_final, resampled, unresolved}}; global counts
     of clashing pairs (initial = first placement, final = returned structure), retries used,
-    max deviation of mapped centres from the CG beads (nm), water placement stats, timings.
+    max deviation of mapped centres from the CG beads (nm), water placement stats, number of
+    polar hydrogens turned towards acceptors, timings.
     """
 
     frame: int = 0
@@ -311,6 +312,7 @@ class CertificateReport:
     inter_clash_pairs_final: int = 0
     intra_clash_pairs_final: int = 0
     water_clash_pairs_final: int = 0
+    polar_h_reoriented: int = 0
     retries: int = 0
     max_cg_deviation_nm: float = 0.0
     water: dict = field(default_factory=dict)

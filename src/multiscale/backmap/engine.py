@@ -87,10 +87,16 @@ class MoltypeModel:
     closure_targets: np.ndarray
     training: dict = field(default_factory=dict)
     smoothing: float = 10.0
+    rotor_priors: list = field(default_factory=list)
+    hbond_eps: float = 0.0
 
     def __post_init__(self):
         from .certify import exclusion_matrix
+        from .place import find_rotors
 
+        self.rotors = find_rotors(len(self.atom_names), self.bonds, self.elements)
+        if len(self.rotor_priors) != len(self.rotors):
+            self.rotor_priors = [None] * len(self.rotors)
         self.set_smoothing(self.smoothing)
         cl, ot = self.tree.closure_pairs()
         self.local_pairs = np.concatenate([cl, ot])  # bonds + 1-3 pairs kept by relax_project
@@ -164,7 +170,8 @@ class MoltypeModel:
                 "bead_names": list(self.bead_names), "matrix": torch.as_tensor(self.matrix),
                 "tree": self.tree.to_dict(), "density": self.density.to_dict(), "stereo": self.stereo.to_dict(),
                 "closure_targets": np.asarray(self.closure_targets, float).tolist(), "training": dict(self.training),
-                "smoothing": self.smoothing}
+                "smoothing": self.smoothing, "hbond_eps": float(self.hbond_eps),
+                "rotor_priors": [None if h is None else np.asarray(h, float).tolist() for h in self.rotor_priors]}
 
     @classmethod
     def from_dict(cls, d: dict) -> "MoltypeModel":
@@ -176,7 +183,8 @@ class MoltypeModel:
                    np.array(d["bonds"], int).reshape(-1, 2), list(d["bead_names"]),
                    np.asarray(d["matrix"].numpy() if hasattr(d["matrix"], "numpy") else d["matrix"], np.float64),
                    ICTree.from_dict(d["tree"]), ICDensity.from_dict(d["density"]), StereoReference.from_dict(d["stereo"]),
-                   np.array(d["closure_targets"], float), dict(d.get("training", {})), float(d.get("smoothing", 0.0)))
+                   np.array(d["closure_targets"], float), dict(d.get("training", {})), float(d.get("smoothing", 0.0)),
+                   list(d.get("rotor_priors", [])), float(d.get("hbond_eps", 0.0)))
 
 
 def _describe_difference(mt, entry: MoltypeModel) -> str:
@@ -327,7 +335,7 @@ def train(topology, mapping, frames, *, seed: int = 0, epochs: int | None = None
           device: str = "cpu", provenance: dict | None = None, log=print, hidden: int = 128, torsion_hidden: int = 48,
           n_components: int = 6, batch_size: int = 512, lr: float | None = None, feature_noise: float = 0.02,
           max_samples: int = 200_000, target_steps: int = 3000, threads: int | None = None,
-          grouped_offsets: bool = True) -> BackmapModel:
+          grouped_offsets: bool = True, calibrate_hbonds: bool = True) -> BackmapModel:
     """Train (or, with ``init``, fine-tune) a backmapping model on AA frames.
 
     topology: :class:`~multiscale.topology.SystemTopology`; mapping: :class:`~multiscale.mapping.Mapping`;
@@ -335,12 +343,15 @@ def train(topology, mapping, frames, *, seed: int = 0, epochs: int | None = None
     epochs: passes over the data per moltype (default: about ``target_steps`` optimiser steps,
     3..300 epochs).  grouped_offsets: sample all sibling-offset torsions in one final
     autoregressive step (fewer sequential steps; False = strictly one torsion per step).
+    calibrate_hbonds: choose the hydrogen-bond weight of the polar-hydrogen orientation by
+    backmapping up to 3 training frames (see :func:`multiscale.backmap.place.orient_rotors`).
     Moltypes present in ``init`` but not in the frames are kept unchanged;
     moltypes in both are fine-tuned from the init weights (lr 1e-3).  Returns the model.
     """
     import torch
 
     from ..coarse_grain import cg_layout, whole_molecules
+    from ..geometry import dihedral
     from .certify import StereoReference
     from .features import cg_features
     from .ictree import ICTree
@@ -411,9 +422,13 @@ def train(topology, mapping, frames, *, seed: int = 0, epochs: int | None = None
             targets = np.linalg.norm(x[:, cl[:, 1]] - x[:, cl[:, 0]], axis=-1).mean(0) if len(cl) else np.zeros(0)
             info = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in info.items()}
             info["fine_tuned"] = prev is not None
-            moltypes[name] = MoltypeModel(name, mt.fingerprint(), list(mt.atom_names), list(mt.elements),
-                                          np.asarray(mt.bonds, int), list(blks[0].bead_names), np.asarray(M, np.float64),
-                                          tree, dens, stereo, targets, info)
+            entry = MoltypeModel(name, mt.fingerprint(), list(mt.atom_names), list(mt.elements),
+                                 np.asarray(mt.bonds, int), list(blks[0].bead_names), np.asarray(M, np.float64),
+                                 tree, dens, stereo, targets, info)
+            entry.rotor_priors = [np.histogram(dihedral(x[:, r["r"]], x[:, r["c"]], x[:, r["a"]], x[:, r["hs"][0]]),
+                                               36, (-np.pi, np.pi))[0].astype(float) + 1.0 for r in entry.rotors]
+            entry.hbond_eps = prev.hbond_eps if prev is not None else 0.0
+            moltypes[name] = entry
             report[name] = info
             log(f"  {name}: train NLL {info['train_nll']:.3f}, validation NLL {info['val_nll']:.3f} ({info['seconds']:.1f} s)")
     water = init.water if init is not None else None
@@ -423,13 +438,46 @@ def train(topology, mapping, frames, *, seed: int = 0, epochs: int | None = None
             bank = WaterBank.from_frames(wx, box, seed=seed, note=f"from {len(wx)} training frame(s)")
             water = bank.to_dict()
             log(f"water bank: {len(bank)} clusters from {len(wx)} frame(s)")
+    model = BackmapModel(mapping, moltypes, water, [])
+    cal = None
+    if calibrate_hbonds and any(moltypes[n].rotors for n in report):
+        cal = _calibrate_hbonds(model, topology, mapping, pos, box, seed, [n for n in report if moltypes[n].rotors])
+        log(f"hydrogen-bond weight: {cal['eps']} kT per bond (H-bonds per calibration frame: reference "
+            f"{cal['reference']:.1f}, backmapped {cal['counts'][str(cal['eps'])]:.1f}; without the weight "
+            f"{cal['counts']['0.0']:.1f})")
     prov = dict(provenance or {})
+    if cal is not None:
+        prov["hbond_calibration"] = cal
     prov.update({"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "n_frames": int(pos.shape[0]),
                  "seed": int(seed), "epochs": epochs, "moltypes": report, "torch": str(torch.__version__),
                  "seconds": round(time.perf_counter() - t_all, 2), "fine_tune_of": init.source if init is not None else None})
     prov.setdefault("final_nll", {k: v.get("val_nll") for k, v in report.items()})
-    hist = list(init.provenance) if init is not None else []
-    return BackmapModel(mapping, moltypes, water, hist + [prov])
+    model.provenance = (list(init.provenance) if init is not None else []) + [prov]
+    return model
+
+
+def _calibrate_hbonds(model: BackmapModel, topology, mapping, pos: np.ndarray, box: np.ndarray, seed: int,
+                      names: list[str], n_frames: int = 3, grid=(0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)) -> dict:
+    """Choose the hydrogen-bond weight (kT per bond) of the polar-hydrogen orientation step so
+    that backmapped training frames donate as many hydrogen bonds as the AA frames did."""
+    from ..coarse_grain import coarse_grain
+
+    fr = np.unique(np.linspace(0, len(pos) - 1, min(n_frames, len(pos))).round().astype(int))
+    cg = coarse_grain(pos[fr], box[fr], topology, mapping, seed=seed)
+    aa, _ = backmap(model, topology, cg.positions, cg.box, seed=_derive_seed(seed, 29), hbond_eps=0.0, max_retries=2)
+    ref = float(np.mean([_count_frame_hbonds(np.asarray(pos[f], np.float64), box[f], topology, model) for f in fr]))
+    counts = {}
+    for eps in grid:
+        c = []
+        for k, f in enumerate(fr):
+            x, _ = _orient_frame(aa[k].astype(np.float64), box[f], topology, model,
+                                 np.random.default_rng(_derive_seed(seed, 31, k)), eps)
+            c.append(_count_frame_hbonds(x, box[f], topology, model))
+        counts[str(float(eps))] = float(np.mean(c))
+    best = min(grid, key=lambda e: (abs(counts[str(float(e))] - ref), e))
+    for n in names:
+        model.moltypes[n].hbond_eps = float(best)
+    return {"eps": float(best), "reference": ref, "counts": counts, "frames": fr.tolist()}
 
 
 # ============================================================================ backmapping
@@ -493,21 +541,26 @@ class _Solute:
 
 def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, device: str = "cpu",
             max_retries: int = 5, wrap: bool = False, temperature: float = 1.0, clash_inter: float = 0.08,
-            clash_intra: float = 0.10, candidates: int = 2, threads: int | None = None, log=None):
+            clash_intra: float = 0.10, candidates: int = 2, hbond_eps: float | None = None,
+            threads: int | None = None, log=None):
     """Backmap CG frames to atoms.
 
     cg_positions: (B, 3) or (F, B, 3) nm, beads in :func:`multiscale.coarse_grain.cg_layout`
     order; box: (3,) or (F, 3) nm.  Returns (positions (F, N, 3) float32 nm in the AA
     topology's atom order, list of :class:`~multiscale.backmap.certify.CertificateReport`).
     max_retries: resampling rounds for molecules with clashes or wrong stereo; candidates:
-    conformations drawn per molecule up front (resampling uses them first); wrap: wrap atoms
-    into the box (default: molecules whole, next to their first bead).
+    conformations drawn per molecule up front (resampling uses them first); hbond_eps:
+    override the model's calibrated hydrogen-bond weight (kT per bond) used when orienting
+    rotatable polar hydrogens (0: their torsions are redrawn from the training distribution
+    with clash avoidance only); wrap: wrap atoms into the box (default: molecules whole, next
+    to their first bead).
     """
     import torch
 
     from ..coarse_grain import cg_layout, n_beads
     from .certify import CertificateReport, find_clashes, flip_double_bond, swap_substituents
     from .features import unwrap_beads
+    from .place import relax_project
 
     cg = np.asarray(cg_positions, np.float64)
     if cg.ndim == 2:
@@ -639,7 +692,7 @@ def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, 
                         s.x[idx] = s.mm.refit(s.x[idx], s.beads[idx])
                 if repaired:
                     bad, clash_bad, n_inter, n_intra = check()
-                dev_max = 0.0
+                xf = np.zeros((topology.n_atoms, 3))  # this frame, float64
                 for k, s in enumerate(sols):
                     wc, wb = s.mm.stereo.wrong(s.x)
                     v = rep.per_moltype[s.mm.name]
@@ -649,15 +702,12 @@ def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, 
                     un = np.flatnonzero(bad[k])
                     v["unresolved"] = (v["unresolved"] + un.tolist())[:50]
                     blk = layout[s.bi]
-                    y = np.einsum("ba,nak->nbk", s.mm.matrix, s.x)
-                    dev_max = max(dev_max, float(np.abs(y - s.beads).max()) if len(y) else 0.0)
-                    out[f, blk.aa_block.start:blk.aa_block.stop] = s.x.reshape(-1, 3)
-                rep.max_cg_deviation_nm = dev_max
+                    xf[blk.aa_block.start:blk.aa_block.stop] = s.x.reshape(-1, 3)
                 # water
+                wstats, wbeads = [], {}
                 if water_blocks:
                     others = np.concatenate([s.x.reshape(-1, 3) for s in sols]) if sols else np.zeros((0, 3))
                     bank = model.water_bank
-                    wstats, wbeads = [], {}
                     for bi, blk in water_blocks:
                         beads = cg[f, blk.start:blk.stop].reshape(-1, 3)
                         wbeads[bi] = beads
@@ -669,42 +719,59 @@ def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, 
                         mt = blk.aa_block.moltype
                         wo = np.empty((len(beads) * 4, mt.n_atoms, 3))
                         wo[:, _water_order(mt)] = np.asarray(w, np.float64).reshape(-1, 3, 3)
-                        out[f, blk.aa_block.start:blk.aa_block.stop] = wo.reshape(-1, 3)
+                        xf[blk.aa_block.start:blk.aa_block.stop] = wo.reshape(-1, 3)
                         others = np.concatenate([others, wo.reshape(-1, 3)])
-                    # system-wide clash search; waters still overlapping something (e.g. H...H,
-                    # which the bank's O-O test does not see) are re-placed against everything else
-                    ip, jp, is_w, wpos = _system_clashes(out[f], bx, topology, model, clash_inter, clash_intra)
-                    replaced = 0
-                    for r in range(max_retries):
-                        atoms = np.unique(ip.ravel()) if len(ip) else np.zeros(0, int)
-                        atoms = atoms[is_w[atoms]]
-                        if not len(atoms):
-                            break
-                        for bi, blk in water_blocks:
-                            lo, hi = blk.aa_block.start, blk.aa_block.stop
-                            sel = atoms[(atoms >= lo) & (atoms < hi)]
-                            if not len(sel):
-                                continue
-                            nat = blk.aa_block.moltype.n_atoms * 4  # atoms per bead
-                            bead_ids = np.unique((sel - lo) // nat)
-                            mask = np.ones(topology.n_atoms, bool)
-                            for bid in bead_ids:
-                                mask[lo + bid * nat: lo + (bid + 1) * nat] = False
-                            w = bank.place(wbeads[bi][bead_ids], bx, seed=_derive_seed(seed, f, 2_000_003 + r, bi),
-                                           others=out[f][mask].astype(np.float64), max_retries=max_retries,
-                                           n_candidates=32)
-                            mt = blk.aa_block.moltype
-                            wo = np.empty((len(bead_ids) * 4, mt.n_atoms, 3))
-                            wo[:, _water_order(mt)] = np.asarray(w, np.float64).reshape(-1, 3, 3)
-                            idx = (lo + bead_ids[:, None] * nat + np.arange(nat)).ravel()
-                            out[f, idx] = wo.reshape(-1, 3)
-                            replaced += len(bead_ids)
-                        ip, jp, is_w, wpos = _system_clashes(out[f], bx, topology, model, clash_inter, clash_intra)
+                # polar hydrogens towards acceptors of the (now complete) environment
+                if any(s.mm.rotors for s in sols):
+                    xf, moved = _orient_frame(xf, bx, topology, model, np.random.default_rng(_derive_seed(seed, f, 3_000_017)),
+                                              hbond_eps)
+                    rep.polar_h_reoriented = moved
+                    for s in sols:
+                        if s.mm.rotors:
+                            blk = layout[s.bi]
+                            xs = xf[blk.aa_block.start:blk.aa_block.stop].reshape(s.x.shape)
+                            s.x = relax_project(torch.as_tensor(xs), s.mm.matrix, s.mm.operator,
+                                                torch.as_tensor(s.beads), s.mm.local_pairs, RELAX_ITERATIONS,
+                                                RELAX_STIFFNESS).numpy()
+                            xf[blk.aa_block.start:blk.aa_block.stop] = s.x.reshape(-1, 3)
+                dev_max = 0.0
+                for s in sols:
+                    y = np.einsum("ba,nak->nbk", s.mm.matrix, s.x)
+                    dev_max = max(dev_max, float(np.abs(y - s.beads).max()) if len(y) else 0.0)
+                rep.max_cg_deviation_nm = dev_max
+                # system-wide clash search; waters still overlapping something (e.g. H...H, which
+                # the bank's O-O test does not see) are re-placed against everything else
+                ip, jp, is_w, _ = _system_clashes(xf, bx, topology, model, clash_inter, clash_intra)
+                replaced = 0
+                for r in range(max_retries if water_blocks else 0):
+                    atoms = np.unique(ip.ravel()) if len(ip) else np.zeros(0, int)
+                    atoms = atoms[is_w[atoms]]
+                    if not len(atoms):
+                        break
+                    for bi, blk in water_blocks:
+                        lo, hi = blk.aa_block.start, blk.aa_block.stop
+                        sel = atoms[(atoms >= lo) & (atoms < hi)]
+                        if not len(sel):
+                            continue
+                        nat = blk.aa_block.moltype.n_atoms * 4  # atoms per bead
+                        bead_ids = np.unique((sel - lo) // nat)
+                        mask = np.ones(topology.n_atoms, bool)
+                        for bid in bead_ids:
+                            mask[lo + bid * nat: lo + (bid + 1) * nat] = False
+                        w = model.water_bank.place(wbeads[bi][bead_ids], bx, seed=_derive_seed(seed, f, 2_000_003 + r, bi),
+                                                   others=xf[mask], max_retries=max_retries, n_candidates=32)
+                        mt = blk.aa_block.moltype
+                        wo = np.empty((len(bead_ids) * 4, mt.n_atoms, 3))
+                        wo[:, _water_order(mt)] = np.asarray(w, np.float64).reshape(-1, 3, 3)
+                        idx = (lo + bead_ids[:, None] * nat + np.arange(nat)).ravel()
+                        xf[idx] = wo.reshape(-1, 3)
+                        replaced += len(bead_ids)
+                    ip, jp, is_w, _ = _system_clashes(xf, bx, topology, model, clash_inter, clash_intra)
+                if water_blocks:
                     rep.water = {"blocks": wstats, "beads_replaced_after_clash_check": replaced}
-                    rep.inter_clash_pairs_final, rep.intra_clash_pairs_final = len(ip), len(jp)
-                    rep.water_clash_pairs_final = int((is_w[ip[:, 0]] | is_w[ip[:, 1]]).sum()) if len(ip) else 0
-                else:
-                    rep.inter_clash_pairs_final, rep.intra_clash_pairs_final = n_inter, n_intra
+                rep.inter_clash_pairs_final, rep.intra_clash_pairs_final = len(ip), len(jp)
+                rep.water_clash_pairs_final = int((is_w[ip[:, 0]] | is_w[ip[:, 1]]).sum()) if len(ip) else 0
+                out[f] = xf
                 if wrap:
                     out[f] = (out[f] - bx * np.floor(out[f] / bx)).astype(np.float32)
                 rep.seconds = round(time.perf_counter() - t0, 4)
@@ -717,30 +784,79 @@ def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, 
     return out, reports
 
 
-def _system_clashes(x: np.ndarray, box: np.ndarray, topology, model: BackmapModel, inter: float, intra: float):
-    """Clash pairs over the whole system x (N, 3): (inter_pairs, intra_pairs, is_water (N,), None)."""
-    from .certify import exclusion_matrix, find_clashes
+def _system_arrays(topology, model: BackmapModel):
+    """Per-atom arrays of the whole system (cached on the model): molecule id, local index,
+    moltype kind, is-water, acceptor (O/N) mask, and the per-kind exclusion matrices."""
+    from .certify import exclusion_matrix
 
     key = (id(topology), topology.n_atoms)
-    cache = getattr(model, "_clash_cache", None)
-    if cache is None or cache[0] != key:
-        mol, loc, kind, excl, is_w = [], [], [], [], []
-        base = 0
-        names: dict[str, int] = {}
-        for blk in topology.blocks:
-            mt = blk.moltype
-            if mt.name not in names:
-                names[mt.name] = len(excl)
-                excl.append(model.moltypes[mt.name].exclusions if mt.name in model.moltypes
-                            else exclusion_matrix(mt.n_atoms, mt.bonds, 2) | mt.is_water)
-            n, c = mt.n_atoms, blk.count
-            mol.append(np.repeat(np.arange(base, base + c), n))
-            loc.append(np.tile(np.arange(n), c))
-            kind.append(np.full(n * c, names[mt.name]))
-            is_w.append(np.full(n * c, mt.is_water))
-            base += c
-        cache = (key, tuple(map(np.concatenate, (mol, loc, kind, is_w))), excl)
-        model._clash_cache = cache
-    (mol, loc, kind, is_w), excl = cache[1], cache[2]
-    ip, jp = find_clashes(x, box, mol, loc, kind, excl, inter, intra)
-    return ip, jp, is_w, None
+    cache = getattr(model, "_sys_cache", None)
+    if cache is not None and cache[0] == key:
+        return cache[1]
+    mol, loc, kind, excl, is_w, acc = [], [], [], [], [], []
+    base = 0
+    names: dict[str, int] = {}
+    for blk in topology.blocks:
+        mt = blk.moltype
+        if mt.name not in names:
+            names[mt.name] = len(excl)
+            excl.append(model.moltypes[mt.name].exclusions if mt.name in model.moltypes
+                        else exclusion_matrix(mt.n_atoms, mt.bonds, 2) | mt.is_water)
+        n, c = mt.n_atoms, blk.count
+        mol.append(np.repeat(np.arange(base, base + c), n))
+        loc.append(np.tile(np.arange(n), c))
+        kind.append(np.full(n * c, names[mt.name]))
+        is_w.append(np.full(n * c, mt.is_water))
+        acc.append(np.tile(np.isin(np.asarray(mt.elements), ["O", "N"]), c))
+        base += c
+    arrays = dict(zip(("mol", "loc", "kind", "is_w", "acc"), map(np.concatenate, (mol, loc, kind, is_w, acc))))
+    arrays["excl"] = excl
+    model._sys_cache = (key, arrays)
+    return arrays
+
+
+def _orient_frame(x: np.ndarray, box: np.ndarray, topology, model: BackmapModel, rng, eps: float | None = None):
+    """Orient the rotatable polar hydrogens of every solute block (see :func:`.place.orient_rotors`)."""
+    from .place import orient_rotors
+
+    arr = _system_arrays(topology, model)
+    moved = 0
+    for blk in topology.blocks:
+        entry = model.moltypes.get(blk.moltype.name)
+        if entry is None or not entry.rotors or blk.moltype.is_water:
+            continue
+        base = blk.start + np.arange(blk.count) * blk.moltype.n_atoms
+        ra = [(base + r["r"], base + r["c"], base + r["a"], base[:, None] + np.asarray(r["hs"])) for r in entry.rotors]
+        x, mv = orient_rotors(x, box, ra, arr["mol"], arr["acc"], entry.hbond_eps if eps is None else float(eps), rng,
+                              priors=entry.rotor_priors)
+        moved += mv
+    return x, moved
+
+
+def _count_frame_hbonds(x: np.ndarray, box: np.ndarray, topology, model: BackmapModel) -> int:
+    """Hydrogen bonds donated by the rotatable polar hydrogens of the solutes (one frame)."""
+    from .place import count_hbonds
+
+    arr = _system_arrays(topology, model)
+    hs, ds = [], []
+    for blk in topology.blocks:
+        entry = model.moltypes.get(blk.moltype.name)
+        if entry is None or blk.moltype.is_water:
+            continue
+        base = blk.start + np.arange(blk.count) * blk.moltype.n_atoms
+        for r in entry.rotors:
+            for h in r["hs"]:
+                hs.append(base + h)
+                ds.append(base + r["a"])
+    if not hs:
+        return 0
+    return count_hbonds(x, box, np.concatenate(hs), np.concatenate(ds), arr["mol"], arr["acc"])
+
+
+def _system_clashes(x: np.ndarray, box: np.ndarray, topology, model: BackmapModel, inter: float, intra: float):
+    """Clash pairs over the whole system x (N, 3): (inter_pairs, intra_pairs, is_water (N,), None)."""
+    from .certify import find_clashes
+
+    arr = _system_arrays(topology, model)
+    ip, jp = find_clashes(x, box, arr["mol"], arr["loc"], arr["kind"], arr["excl"], inter, intra)
+    return ip, jp, arr["is_w"], None

@@ -22,7 +22,10 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["projection_operator", "project_exact", "relax_project", "fit_to_beads", "random_rotations_t", "kabsch_t"]
+from ..geometry import dihedral
+
+__all__ = ["projection_operator", "project_exact", "relax_project", "fit_to_beads", "random_rotations_t", "kabsch_t",
+           "find_rotors", "orient_rotors", "count_hbonds"]
 
 
 def projection_operator(matrix: np.ndarray, bonds: np.ndarray | None = None, smoothing: float = 0.0) -> np.ndarray:
@@ -176,3 +179,134 @@ def fit_to_beads(x: torch.Tensor, matrix, beads: torch.Tensor, generator: torch.
         R2 = _axis_rotation(beads[:, 1] - beads[:, 0], ang)
         out = out @ R2
     return out + bc
+
+
+# ---------------------------------------------------------------------- polar hydrogens
+def find_rotors(n_atoms: int, bonds: np.ndarray, elements) -> list[dict]:
+    """Rotatable polar hydrogens: for every O/N/S atom ``a`` with hydrogens and exactly one
+    heavy neighbour ``c``, the hydrogens on ``a`` rotate about the c-a bond.  Returns dicts
+    ``{"c", "a", "hs": [...], "r"}`` with ``r`` a heavy neighbour of ``c`` (torsion r-c-a-h)."""
+    adj = [set() for _ in range(n_atoms)]
+    for i, j in np.asarray(bonds, int).reshape(-1, 2):
+        adj[i].add(int(j))
+        adj[j].add(int(i))
+    out = []
+    for a in range(n_atoms):
+        if elements[a] not in ("O", "N", "S"):
+            continue
+        hs = sorted(j for j in adj[a] if elements[j] == "H")
+        heavy = sorted(j for j in adj[a] if elements[j] != "H")
+        if not hs or len(heavy) != 1:
+            continue
+        c = heavy[0]
+        rs = sorted(j for j in adj[c] if j != a and elements[j] != "H") or sorted(j for j in adj[c] if j != a)
+        if not rs:
+            continue
+        out.append({"c": c, "a": a, "hs": hs, "r": rs[0]})
+    return out
+
+
+def orient_rotors(x: np.ndarray, box: np.ndarray, rotor_atoms: list[tuple], molecule: np.ndarray,
+                  acceptor: np.ndarray, eps: float, rng: np.random.Generator, grid: int = 12,
+                  hb_dist: float = 0.25, hb_angle_deg: float = 120.0, clash: float = 0.16,
+                  priors: list | None = None) -> tuple[np.ndarray, int]:
+    """Environment-aware orientation of rotatable polar hydrogens (importance resampling).
+
+    For every rotor instance the hydrogens are tried at ``grid`` rotations about the c-a axis
+    and one rotation is drawn with weight ``prior(phi) * exp(eps * n_hbond - 20 * n_clash)``:
+    ``prior`` is the training histogram of the torsion (36 bins over [-pi, pi)), ``n_hbond``
+    counts acceptors (``acceptor`` atoms of other molecules) within ``hb_dist`` nm of the H at
+    a D-H...A angle above ``hb_angle_deg``, ``n_clash`` counts atoms of other molecules within
+    ``clash`` nm.  With ``eps = 0`` and no clashes this just redraws the torsion from its
+    training distribution; ``eps`` (in kT per hydrogen bond) is calibrated on training frames.
+
+    x: (N, 3) whole-system positions nm (modified copy returned); box (3,) nm;
+    rotor_atoms: list of (R (m,), C (m,), A (m,), H (m, nh)) global atom indices, one entry
+    per rotor type; priors: matching list of (36,) histograms or None; molecule: (N,) ids;
+    acceptor: (N,) bool.  Returns (new x, number of hydrogens moved).
+    """
+    from scipy.spatial import cKDTree
+
+    x = np.array(x, np.float64, copy=True)
+    box = np.asarray(box, np.float64)
+    if not rotor_atoms:
+        return x, 0
+    wrapped = np.mod(x, box)
+    wrapped[wrapped >= box] = 0.0
+    acc_idx = np.flatnonzero(acceptor)
+    acc_tree = cKDTree(wrapped[acc_idx], boxsize=box) if len(acc_idx) else None
+    all_tree = cKDTree(wrapped, boxsize=box)
+    th = np.arange(grid) * (2 * np.pi / grid)
+    cos_lim = np.cos(np.radians(hb_angle_deg))
+    moved = 0
+    for ri, (R, C, A, H) in enumerate(rotor_atoms):
+        m, nh = H.shape
+        if m == 0:
+            continue
+        u = x[A] - x[C]
+        u /= np.linalg.norm(u, axis=-1, keepdims=True)
+        v = x[H] - x[A][:, None]  # (m, nh, 3)
+        uu = u[:, None, None, :]
+        vv = v[:, None, :, :]
+        ct, st = np.cos(th)[None, :, None, None], np.sin(th)[None, :, None, None]
+        rot = vv * ct + np.cross(np.broadcast_to(uu, vv.shape), vv) * st + uu * (vv * uu).sum(-1, keepdims=True) * (1 - ct)
+        cand = x[A][:, None, None, :] + rot  # (m, G, nh, 3)
+        pts = np.mod(cand.reshape(-1, 3), box)
+        pts[pts >= box] = 0.0
+        own = np.repeat(molecule[A], grid * nh)
+        score = np.zeros(m * grid * nh)
+        if acc_tree is not None:
+            dist, nb = acc_tree.query(pts, k=6, distance_upper_bound=hb_dist)
+            ok = nb < len(acc_idx)
+            nbs = np.where(ok, nb, 0)
+            gl = acc_idx[nbs]
+            ok &= molecule[gl] != own[:, None]
+            donor = np.repeat(x[A], grid * nh, axis=0)
+            dv = donor - cand.reshape(-1, 3)
+            av = x[gl] - cand.reshape(-1, 3)[:, None]
+            dv -= box * np.round(dv / box)
+            av -= box * np.round(av / box)
+            cosang = (av * dv[:, None]).sum(-1) / (np.linalg.norm(av, axis=-1) * np.linalg.norm(dv, axis=-1)[:, None] + 1e-12)
+            score += eps * (ok & (cosang < cos_lim)).sum(-1)
+        dist, nb = all_tree.query(pts, k=8, distance_upper_bound=clash)
+        ok = nb < len(x)
+        ok &= molecule[np.where(ok, nb, 0)] != own[:, None]
+        score -= 20.0 * ok.sum(-1)
+        logw = score.reshape(m, grid, nh).sum(-1)
+        if priors is not None and priors[ri] is not None:
+            phi = dihedral(x[R][:, None], x[C][:, None], x[A][:, None], cand[:, :, 0])
+            hist = np.asarray(priors[ri], np.float64)
+            bins = np.clip(((phi + np.pi) / (2 * np.pi) * len(hist)).astype(int), 0, len(hist) - 1)
+            logw = logw + np.log(hist[bins] / hist.sum())
+        g = np.argmax(logw + rng.gumbel(size=logw.shape), axis=1)  # a draw proportional to exp(logw)
+        new = cand[np.arange(m), g]
+        moved += int((g != 0).sum()) * nh
+        x[H] = new
+    return x, moved
+
+
+def count_hbonds(x: np.ndarray, box: np.ndarray, hydrogens: np.ndarray, donors: np.ndarray, molecule: np.ndarray,
+                 acceptor: np.ndarray, hb_dist: float = 0.25, hb_angle_deg: float = 120.0) -> int:
+    """Number of hydrogen bonds from ``hydrogens`` (k,) (bonded to ``donors`` (k,)) to acceptor
+    atoms of other molecules: H...A < ``hb_dist`` nm and D-H...A angle > ``hb_angle_deg``."""
+    from scipy.spatial import cKDTree
+
+    box = np.asarray(box, np.float64)
+    acc_idx = np.flatnonzero(acceptor)
+    if not len(acc_idx) or not len(hydrogens):
+        return 0
+    wa = np.mod(x[acc_idx], box)
+    wa[wa >= box] = 0.0
+    tree = cKDTree(wa, boxsize=box)
+    hp = np.mod(x[hydrogens], box)
+    hp[hp >= box] = 0.0
+    _, nb = tree.query(hp, k=6, distance_upper_bound=hb_dist)
+    ok = nb < len(acc_idx)
+    gl = acc_idx[np.where(ok, nb, 0)]
+    ok &= molecule[gl] != molecule[hydrogens][:, None]
+    dv = x[donors] - x[hydrogens]
+    av = x[gl] - x[hydrogens][:, None]
+    dv -= box * np.round(dv / box)
+    av -= box * np.round(av / box)
+    cosang = (av * dv[:, None]).sum(-1) / (np.linalg.norm(av, axis=-1) * np.linalg.norm(dv, axis=-1)[:, None] + 1e-12)
+    return int((ok & (cosang < np.cos(np.radians(hb_angle_deg)))).sum())
