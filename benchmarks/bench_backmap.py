@@ -102,9 +102,13 @@ def big_child(model_path: str, nrep: int):
     lay = cg_layout(top, mp)
     box = fr.box[0]
     shifts = np.array([[i, j, k] for i in range(nrep) for j in range(nrep) for k in range(nrep)], float) * box
-    hb = cg0.positions[0, lay[0].start:lay[0].stop]
+    from multiscale.backmap.features import unwrap_beads
+
+    # make each HPO whole in the small box before tiling (its beads may be split by the wrap)
+    hb = unwrap_beads(cg0.positions[0, lay[0].start:lay[0].stop].reshape(-1, 2, 3), box).reshape(-1, 3)
     wb = cg0.positions[0, lay[1].start:lay[1].stop]
     cg = np.concatenate([np.concatenate([hb + s for s in shifts]), np.concatenate([wb + s for s in shifts])])
+    cg = np.mod(cg, box * nrep)
     nb = len(shifts)
     bigtop = SystemTopology([MoleculeBlock(top.blocks[0].moltype, top.blocks[0].count * nb, 0),
                              MoleculeBlock(top.blocks[1].moltype, top.blocks[1].count * nb,

@@ -313,6 +313,7 @@ class CertificateReport:
     intra_clash_pairs_final: int = 0
     water_clash_pairs_final: int = 0
     polar_h_reoriented: int = 0
+    polar_h_reoriented_undone: int = 0
     retries: int = 0
     max_cg_deviation_nm: float = 0.0
     water: dict = field(default_factory=dict)

@@ -722,7 +722,9 @@ def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, 
                         xf[blk.aa_block.start:blk.aa_block.stop] = wo.reshape(-1, 3)
                         others = np.concatenate([others, wo.reshape(-1, 3)])
                 # polar hydrogens towards acceptors of the (now complete) environment
+                x_pre = None
                 if any(s.mm.rotors for s in sols):
+                    x_pre = xf.copy()
                     xf, moved = _orient_frame(xf, bx, topology, model, np.random.default_rng(_derive_seed(seed, f, 3_000_017)),
                                               hbond_eps)
                     rep.polar_h_reoriented = moved
@@ -742,6 +744,21 @@ def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, 
                 # system-wide clash search; waters still overlapping something (e.g. H...H, which
                 # the bank's O-O test does not see) are re-placed against everything else
                 ip, jp, is_w, _ = _system_clashes(xf, bx, topology, model, clash_inter, clash_intra)
+                if x_pre is not None:  # undo the reorientation of molecules that now clash
+                    arr = _system_arrays(topology, model)
+                    atoms = np.unique(np.concatenate([ip.ravel(), jp.ravel()])).astype(int)
+                    atoms = atoms[~is_w[atoms]]
+                    if len(atoms):
+                        mols = np.unique(arr["mol"][atoms])
+                        undo = np.isin(arr["mol"], mols) & ~np.all(xf == x_pre, axis=1)
+                        touched = np.isin(arr["mol"], np.unique(arr["mol"][undo]))
+                        if touched.any():
+                            xf[touched] = x_pre[touched]
+                            rep.polar_h_reoriented_undone = int(len(np.unique(arr["mol"][touched])))
+                            for s in sols:
+                                blk = layout[s.bi]
+                                s.x = xf[blk.aa_block.start:blk.aa_block.stop].reshape(s.x.shape).copy()
+                            ip, jp, is_w, _ = _system_clashes(xf, bx, topology, model, clash_inter, clash_intra)
                 replaced = 0
                 for r in range(max_retries if water_blocks else 0):
                     atoms = np.unique(ip.ravel()) if len(ip) else np.zeros(0, int)
