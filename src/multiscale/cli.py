@@ -32,9 +32,9 @@ def _aa_system_args(p: argparse.ArgumentParser, trajectory_required: bool = Fals
     p.add_argument("--mapping", required=True, action="append", help="mapping file (.map or .yaml); repeat for several")
 
 
-def cmd_coarse_grain(args) -> int:
-    from .coarse_grain import cg_names, coarse_grain, write_cg_topology
-    from .io import read_frames, write_frames
+def _load_aa(args):
+    """Topology, checked mapping and frames named by the common AA arguments."""
+    from .io import read_frames
     from .mapping import load_mapping
     from .topology import load_topology
 
@@ -43,6 +43,14 @@ def cmd_coarse_grain(args) -> int:
     mapping.check(top)
     frames = read_frames(args.structure, args.trajectory, start=args.start, stop=args.stop, step=args.step,
                          expected_atoms=top.n_atoms)
+    return top, mapping, frames
+
+
+def cmd_coarse_grain(args) -> int:
+    from .coarse_grain import cg_names, coarse_grain, write_cg_topology
+    from .io import write_frames
+
+    top, mapping, frames = _load_aa(args)
     t0 = time.perf_counter()
     cg = coarse_grain(frames.positions, frames.box, top, mapping, seed=args.seed)
     dt = time.perf_counter() - t0
@@ -58,15 +66,8 @@ def cmd_coarse_grain(args) -> int:
 
 def cmd_train(args) -> int:
     from .backmap.engine import load_model, train
-    from .io import read_frames
-    from .mapping import load_mapping
-    from .topology import load_topology
 
-    top = load_topology(args.topology)
-    mapping = load_mapping(args.mapping)
-    mapping.check(top)
-    frames = read_frames(args.structure, args.trajectory, start=args.start, stop=args.stop, step=args.step,
-                         expected_atoms=top.n_atoms)
+    top, mapping, frames = _load_aa(args)
     init = load_model(args.init, top) if args.init else None
     prov = {"topology": str(args.topology), "structure": str(args.structure),
             "trajectory": str(args.trajectory) if args.trajectory else None, "n_frames": frames.n_frames}
