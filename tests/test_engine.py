@@ -204,3 +204,20 @@ def test_chirality_kept_and_mirror_corrected(chiral):
     x = aa2[0].reshape(30, -1, 3).astype(float)
     ref = cg.positions[0].reshape(30, 3, 3)
     assert np.abs(_mi(np.einsum("ba,nak->nbk", M, x) - ref, cg.box[0])).max() < 1e-4
+
+
+def test_environment_selection_and_posre(hep, tmp_path):
+    from multiscale.backmap.restraints import posre_define_name, posre_include_text, write_posre_itp
+
+    top, mp, fr, model, cg = hep
+    aa, reps = backmap(model, top, cg.positions, cg.box, seed=3, candidates=4, select_eps=3.0)
+    assert reps[0].max_cg_deviation_nm < 1e-6 and reps[0].per_moltype["HPO"]["clash_molecules_final"] == 0
+    mt = top.blocks[0].moltype
+    p = write_posre_itp(mt, tmp_path / "posre_HPO.itp")
+    lines = [l for l in p.read_text().splitlines() if l.strip() and not l.startswith((";", "[", "#"))]
+    assert len(lines) == int(np.sum(mt.heavy)) and lines[0].split()[:5] == ["1", "1", "1000", "1000", "1000"]
+    q = write_posre_itp(mt, tmp_path / "p2.itp", force_constant="POSRES_FC", heavy_only=False)
+    assert "#define POSRES_FC 1000" in q.read_text() and len(q.read_text().splitlines()) > mt.n_atoms
+    assert posre_define_name("HPO") == "POSRES_HPO" and '#include "posre_HPO.itp"' in posre_include_text("HPO", "posre_HPO.itp")
+    with pytest.raises(MultiscaleError):
+        write_posre_itp(mt, tmp_path / "x.itp", force_constant=-1)

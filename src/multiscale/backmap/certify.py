@@ -252,6 +252,43 @@ def exclusion_matrix(n_atoms: int, bonds: np.ndarray, nrexcl: int = 2) -> np.nda
     return ex
 
 
+def periodic_pairs(xw: np.ndarray, box: np.ndarray, r: float) -> np.ndarray:
+    """All pairs (i < j) of wrapped points xw (N, 3) in [0, box) closer than ``r`` (periodic).
+
+    A plain KD-tree on the points plus ghost copies of the atoms within ``r`` of a face
+    (about 2x faster than scipy's periodic ``boxsize`` tree); requires box > 2 r.
+    """
+    from scipy.spatial import cKDTree
+
+    n = len(xw)
+    if n == 0:
+        return np.zeros((0, 2), int)
+    pts, src = [xw], [np.arange(n)]
+    for k in range(3):  # images across each face (edges/corners via successive passes)
+        cur = np.concatenate(pts)
+        cs = np.concatenate(src)
+        lo = cur[:, k] < r
+        hi = cur[:, k] >= box[k] - r
+        for m, sh in ((lo, box[k]), (hi, -box[k])):
+            if m.any():
+                g = cur[m].copy()
+                g[:, k] += sh
+                pts.append(g)
+                src.append(cs[m])
+    allp = np.concatenate(pts)
+    alls = np.concatenate(src)
+    tree = cKDTree(allp, balanced_tree=False, compact_nodes=False)
+    pr = tree.query_pairs(r, output_type="ndarray")
+    if len(allp) > n:
+        pr = pr[(pr[:, 0] < n) | (pr[:, 1] < n)]  # at least one real atom
+        i, j = alls[pr[:, 0]], alls[pr[:, 1]]
+        keep = i != j
+        i, j = np.minimum(i[keep], j[keep]), np.maximum(i[keep], j[keep])
+        key = np.unique(i.astype(np.int64) * n + j)
+        return np.stack([key // n, key % n], 1)
+    return np.sort(pr, axis=1)
+
+
 def find_clashes(x: np.ndarray, box: np.ndarray, molecule: np.ndarray, local: np.ndarray, kind: np.ndarray,
                  exclusions: list[np.ndarray], inter: float = 0.08, intra: float = 0.10,
                  workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -268,8 +305,7 @@ def find_clashes(x: np.ndarray, box: np.ndarray, molecule: np.ndarray, local: np
     xw = np.mod(np.asarray(x, np.float64), box)
     xw[xw >= box] = 0.0
     r = max(inter, intra)
-    tree = cKDTree(xw, boxsize=box, balanced_tree=False, compact_nodes=False)
-    pairs = tree.query_pairs(r, output_type="ndarray")
+    pairs = periodic_pairs(xw, box, r)
     if not len(pairs):
         return np.zeros((0, 2), int), np.zeros((0, 2), int)
     i, j = pairs[:, 0], pairs[:, 1]
@@ -314,6 +350,7 @@ class CertificateReport:
     water_clash_pairs_final: int = 0
     polar_h_reoriented: int = 0
     polar_h_reoriented_undone: int = 0
+    environment_selected: int = 0
     retries: int = 0
     max_cg_deviation_nm: float = 0.0
     water: dict = field(default_factory=dict)

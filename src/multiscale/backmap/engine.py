@@ -513,6 +513,7 @@ class _Solute:
         intra = self.mm.intra_clash(flat, cutoff)
         ok = ~(wc.any(1) | wb.any(1) | intra)
         rank = np.argsort(~ok.reshape(K, len(idx)), axis=0, kind="stable")
+        self._ok = ok.reshape(K, len(idx))
         n = len(idx)  # first-draw counts: candidate 0 of every molecule
         return pool, rank, (int(wc[:n].sum()), int(wb[:n].sum()), int(intra[:n].sum()))
 
@@ -524,6 +525,15 @@ class _Solute:
         self.ptr = np.zeros(len(idx), int)
         self.x = pool[rank[0], np.arange(len(idx))].copy()
         return counts + (int((rank[0] != 0).sum()),)
+
+    def choose(self, idx, cand):
+        """Make pool candidate ``cand`` (per molecule in ``idx``) the current conformation."""
+        pos = np.argmax(self.rank[:, idx] == cand[None], axis=0)
+        r0 = self.rank[0, idx].copy()
+        self.rank[0, idx] = cand
+        self.rank[pos, idx] = r0
+        self.ptr[idx] = 0
+        self.x[idx] = self.pool[cand, idx]
 
     def next(self, idx, seed, dev, temperature, K, cutoff):
         """Replace molecules ``idx`` by their next candidate (fresh pool when used up)."""
@@ -541,7 +551,7 @@ class _Solute:
 
 def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, device: str = "cpu",
             max_retries: int = 5, wrap: bool = False, temperature: float = 1.0, clash_inter: float = 0.08,
-            clash_intra: float = 0.10, candidates: int = 2, hbond_eps: float | None = None,
+            clash_intra: float = 0.10, candidates: int = 2, hbond_eps: float | None = None, select_eps: float = 0.0,
             threads: int | None = None, log=None):
     """Backmap CG frames to atoms.
 
@@ -553,7 +563,11 @@ def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, 
     override the model's calibrated hydrogen-bond weight (kT per bond) used when orienting
     rotatable polar hydrogens (0: their torsions are redrawn from the training distribution
     with clash avoidance only); wrap: wrap atoms into the box (default: molecules whole, next
-    to their first bead).
+    to their first bead).  select_eps: opt-in environment-aware choice among the ``candidates``
+    conformations of molecules with polar groups (weight ``exp(select_eps * n_contacts)``,
+    n_contacts = O/N of neighbours within 0.32 nm of the hydroxyl-type O/N; e.g. 3 with
+    candidates=6-12): more hydrogen bonds at once (octanol: 0.23 -> 0.33-0.40 per molecule,
+    reference 0.83) for ~2-4x the time; 0 (default) = off.
     """
     import torch
 
@@ -648,6 +662,9 @@ def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, 
                             clash_bad[si][mi] = True
                     return [b | c for b, c in zip(bad, clash_bad)], clash_bad, n_inter, n_intra
 
+                if select_eps:
+                    rep.environment_selected = _environment_select(
+                        sols, bx, np.random.default_rng(_derive_seed(seed, f, 5_000_011)), select_eps)
                 bad, clash_bad, n_inter, n_intra = check()
                 rep.inter_clash_pairs_initial, rep.intra_clash_pairs_initial = n_inter, n_intra
                 for k, s in enumerate(sols):
@@ -732,9 +749,11 @@ def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, 
                         if s.mm.rotors:
                             blk = layout[s.bi]
                             xs = xf[blk.aa_block.start:blk.aa_block.stop].reshape(s.x.shape)
-                            s.x = relax_project(torch.as_tensor(xs), s.mm.matrix, s.mm.operator,
-                                                torch.as_tensor(s.beads), s.mm.local_pairs, RELAX_ITERATIONS,
-                                                RELAX_STIFFNESS).numpy()
+                            mv = np.flatnonzero(np.any(xs != s.x, axis=(1, 2)))  # molecules whose H turned
+                            if len(mv):
+                                s.x[mv] = relax_project(torch.as_tensor(xs[mv]), s.mm.matrix, s.mm.operator,
+                                                        torch.as_tensor(s.beads[mv]), s.mm.local_pairs,
+                                                        RELAX_ITERATIONS, RELAX_STIFFNESS).numpy()
                             xf[blk.aa_block.start:blk.aa_block.stop] = s.x.reshape(-1, 3)
                 dev_max = 0.0
                 for s in sols:
@@ -799,6 +818,68 @@ def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, 
         for m in model.moltypes.values():
             m.density.cpu()
     return out, reports
+
+
+def _environment_select(sols: list, box: np.ndarray, rng: np.random.Generator, eps: float, sweeps: int = 2,
+                        r_contact: float = 0.32, r_clash: float = 0.15) -> int:
+    """Choose, for molecules with polar groups, among their pool candidates the one that fits
+    the neighbours: weight ``exp(eps * n_contacts - 20 * n_clash)`` with n_contacts = O/N atoms
+    of other molecules within ``r_contact`` nm of the candidate's hydroxyl-type O/N (potential
+    hydrogen-bond partners) and n_clash = atoms of other molecules within ``r_clash`` nm.  Half
+    of the molecules (at random) are updated per half-sweep against the others held fixed.
+    Returns the number of molecules that changed conformation."""
+    from scipy.spatial import cKDTree
+
+    targets = [k for k, s in enumerate(sols) if s.mm.rotors and s.pool is not None and s.pool.shape[0] > 1]
+    if not targets or eps <= 0:
+        return 0
+    counts = [len(s.x) for s in sols]
+    offs = np.concatenate([[0], np.cumsum(counts)])
+    changed = 0
+    for sweep in range(2 * sweeps):
+        upd = rng.random(offs[-1]) < 0.5
+        env_x, env_polar = [], []
+        for k, s in enumerate(sols):
+            keep = ~upd[offs[k]:offs[k + 1]]
+            env_x.append(s.x[keep].reshape(-1, 3))
+            el = np.asarray(s.mm.elements)
+            pol = np.isin(el, ["O", "N"])
+            env_polar.append(s.x[keep][:, pol].reshape(-1, 3))
+        ex, ep = np.concatenate(env_x), np.concatenate(env_polar)
+        if not len(ex):
+            continue
+        wrapx = np.mod(ex, box)
+        wrapx[wrapx >= box] = 0.0
+        wrapp = np.mod(ep, box)
+        wrapp[wrapp >= box] = 0.0
+        tx = cKDTree(wrapx, boxsize=box)
+        tp = cKDTree(wrapp, boxsize=box) if len(ep) else None
+        for k in targets:
+            s = sols[k]
+            idx = np.flatnonzero(upd[offs[k]:offs[k + 1]])
+            if not len(idx):
+                continue
+            K = s.pool.shape[0]
+            donors = sorted({r["a"] for r in s.mm.rotors})
+            cand = s.pool[:, idx]  # (K, m, n, 3)
+            pts = np.mod(cand[:, :, donors].reshape(-1, 3), box)
+            pts[pts >= box] = 0.0
+            score = np.zeros(K * len(idx) * len(donors))
+            if tp is not None:
+                score += eps * np.asarray([len(v) for v in tp.query_ball_point(pts, r_contact)])
+            allp = np.mod(cand.reshape(-1, 3), box)
+            allp[allp >= box] = 0.0
+            d, _ = tx.query(allp, k=1, distance_upper_bound=r_clash)
+            clash = np.isfinite(d).reshape(K, len(idx), -1).sum(-1)
+            sc = score.reshape(K, len(idx), len(donors)).sum(-1) - 20.0 * clash
+            sc = np.where(s._ok[:, idx], sc, -np.inf)
+            pick = np.argmax(sc + rng.gumbel(size=sc.shape), axis=0)
+            cur = s.rank[s.ptr[idx], idx]
+            mv = (pick != cur) & np.isfinite(sc).any(0)
+            if mv.any():
+                s.choose(idx[mv], pick[mv])
+                changed += int(mv.sum())
+    return changed
 
 
 def _system_arrays(topology, model: BackmapModel):
