@@ -161,8 +161,9 @@ def _synthetic_frames(mt, nf, count, box, seed):
     x = tree.to_cartesian(bonds, angles, tors)
     # one handedness for every molecule: mirror the others (all internal distances kept)
     c, nbs = find_stereocentres(n, mt.bonds, mt.elements)
-    wrong = chirality_signs(x, c, nbs)[:, 0] < 0
-    x[wrong] *= -1
+    if len(c):
+        wrong = chirality_signs(x, c, nbs)[:, 0] < 0
+        x[wrong] *= -1
     x = x.reshape(nf, count, n, 3)
     centres = rng.uniform(0, box, size=(nf, count, 1, 3))
     x = x - x.mean(2, keepdims=True) + centres
@@ -221,3 +222,30 @@ def test_environment_selection_and_posre(hep, tmp_path):
     assert posre_define_name("HPO") == "POSRES_HPO" and '#include "posre_HPO.itp"' in posre_include_text("HPO", "posre_HPO.itp")
     with pytest.raises(MultiscaleError):
         write_posre_itp(mt, tmp_path / "x.itp", force_constant=-1)
+
+
+def test_tiny_molecules_ions_and_one_bead():
+    """A 1-atom ion, a 1-bead 5-atom molecule (free orientation) and a 2-bead 6-atom molecule."""
+    ion = MoleculeType("NA", ("NA",), ("NA",), ("Na",), np.array([23.0]), np.array([1.0]), np.zeros((0, 2), int))
+    meth = MoleculeType("MEO", ("C", "O", "H1", "H2", "HO"), ("MEO",) * 5, ("C", "O", "H", "H", "H"), np.ones(5),
+                        np.zeros(5), np.array([(0, 1), (0, 2), (0, 3), (1, 4)]))
+    eth = MoleculeType("ETO", ("C1", "C2", "O", "H1", "H2", "HO"), ("ETO",) * 6, ("C", "C", "O", "H", "H", "H"),
+                       np.ones(6), np.zeros(6), np.array([(0, 1), (1, 2), (0, 3), (1, 4), (2, 5)]))
+    top = SystemTopology([MoleculeBlock(ion, 5, 0), MoleculeBlock(meth, 6, 5), MoleculeBlock(eth, 7, 35)])
+    mp = Mapping({"NA": MoleculeMapping("NA", ["NA"], ["NA"], [["NA"]]),
+                  "MEO": MoleculeMapping("MEO", ["M"], list(meth.atom_names), [["M"]] * 5),
+                  "ETO": MoleculeMapping("ETO", ["A", "B"], list(eth.atom_names), [["A"], ["B"], ["B"], ["A"], ["B"], ["B"]])})
+    box = np.array([3.0, 3.0, 3.0])
+    frames = []
+    rng = np.random.default_rng(0)
+    for mt, n in ((ion, 5), (meth, 6), (eth, 7)):
+        frames.append(_synthetic_frames(mt, 20, n, box, 1).positions if mt.n_atoms > 3 else
+                      rng.uniform(0, 3, (20, n, 3)).astype(np.float32))
+    pos = np.concatenate(frames, axis=1)
+    fr = Frames(pos, np.tile(box, (20, 1)), np.arange(20.0), np.zeros(top.n_atoms, str), np.zeros(top.n_atoms, str),
+                np.zeros(top.n_atoms, int))
+    model = train(top, mp, fr, epochs=3, seed=0, log=None)
+    cg = coarse_grain(pos[:1], box[None], top, mp)
+    aa, reps = backmap(model, top, cg.positions, cg.box, seed=0)
+    assert np.isfinite(aa).all() and reps[0].max_cg_deviation_nm < 1e-6
+    assert np.allclose(aa[0, :5], cg.positions[0, :5], atol=1e-5)  # ions sit on their beads

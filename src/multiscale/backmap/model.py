@@ -125,7 +125,7 @@ class ICDensity(nn.Module):
         self.register_buffer("ba_mean", torch.zeros(nb + na, dtype=torch.float64))
         self.register_buffer("ba_std", torch.ones(nb + na, dtype=torch.float64))
         self.ctx = nn.Sequential(nn.Linear(max(nf, 1), H), nn.SiLU(), nn.Linear(H, H), nn.SiLU())
-        self.ba_head = nn.Linear(H, 2 * (nb + na))
+        self.ba_head = nn.Linear(H, max(2 * (nb + na), 2))  # (2 unused outputs for 1-atom molecules)
         nn.init.zeros_(self.ba_head.weight)
         nn.init.zeros_(self.ba_head.bias)
         # correlations between bonds/angles: unit lower-triangular factor (strict part learned)
@@ -331,6 +331,9 @@ def fit(model: ICDensity, features, bonds, angles, torsions, *, epochs: int = 30
     if set_stats:
         model.set_statistics(F, Bn, An)
     model.to(device)
+    if Bn.shape[1] + An.shape[1] + Tn.shape[1] == 0:  # a single atom: nothing to learn
+        model.cpu()
+        return {"train_nll": 0.0, "val_nll": 0.0, "epochs": 0, "n_samples": int(N), "seconds": time.perf_counter() - t0}
     perm = torch.randperm(N, generator=g)
     nval = int(round(N * val_fraction)) if N >= 40 else 0
     val, tr = perm[:nval], perm[nval:]

@@ -104,8 +104,9 @@ def relax_project(x: torch.Tensor, matrix, operator, beads: torch.Tensor, pairs:
     A = torch.as_tensor(operator, dtype=dt, device=dev)
     P = len(pairs)
     D = torch.zeros(P, n, dtype=dt, device=dev)  # difference operator: (D x)_p = x_j - x_i
-    D[torch.arange(P), torch.as_tensor(pairs[:, 1])] = 1.0
-    D[torch.arange(P), torch.as_tensor(pairs[:, 0])] = -1.0
+    rows = torch.arange(P, device=dev)
+    D[rows, torch.as_tensor(pairs[:, 1], device=dev)] = 1.0
+    D[rows, torch.as_tensor(pairs[:, 0], device=dev)] = -1.0
     cnt = D.abs().sum(0).clamp(min=1.0)
     W = (-0.5 * float(stiffness) / cnt)[:, None] * D.T  # (n, P): dx = W @ ((r - r0) d / r)
     Pm = torch.eye(n, dtype=dt, device=dev) - A @ M  # projection: x <- Pm x + A c
