@@ -201,16 +201,21 @@ def test_cell_grid_matches_kdtree():
     w = np.mod(p, box)
     ref = cKDTree(w, boxsize=box).query_pairs(0.2, output_type="ndarray")
     ref = set(map(tuple, np.sort(ref, axis=1)))
-    g = _CellGrid(p, box, 0.2)
+    g = _CellGrid(p[:2000], box, 0.2)
     assert g.kd is None
     i, j = g.pairs()
-    assert set(zip(np.minimum(i, j), np.maximum(i, j))) == ref
-    q = np.arange(2000, 3000)
-    i, j = g.cross_pairs(q)
-    want = {(a, b) for a, b in ref if a >= 2000} | {(b, a) for a, b in ref if b >= 2000}
-    assert set(zip(i, j)) == want
+    assert len(i) == len({(a, b) for a, b in ref if b < 2000})  # each pair once
+    assert set(zip(np.minimum(i, j), np.maximum(i, j))) == {(a, b) for a, b in ref if b < 2000}
+    i, j = g.query(p[2000:])  # points outside the grid, against all grid points
+    want = {(b - 2000, a) for a, b in ref if a < 2000 <= b}
+    assert len(i) == len(want) and set(zip(i, j)) == want
+    ids = rng.permutation(2000) + 7  # custom point names
+    i, j = _CellGrid(p[:2000], box, 0.2, ids=ids).pairs()
+    assert set(zip(np.minimum(i, j), np.maximum(i, j))) == {
+        (min(ids[a], ids[b]), max(ids[a], ids[b])) for a, b in ref if b < 2000}
     tiny = _CellGrid(w[:20] * 0.15, box * 0.15, 0.2)  # box < 3 cut-offs: cKDTree fallback
     assert tiny.kd is not None and len(tiny.pairs()[0]) > 0
+    assert len(tiny.query(w[20:40] * 0.15)[0]) > 0
 
 
 def test_place_tiny_box(bank):

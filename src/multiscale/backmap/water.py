@@ -66,13 +66,10 @@ DEFAULT_BANK_FILE = "water_clusters_tip3p.npz"
 _FORMAT = "multiscale.WaterBank/1"
 
 
-def random_rotations(rng: np.random.Generator, n: int) -> np.ndarray:
-    """``n`` uniformly distributed rotation matrices ``(n, 3, 3)`` (normalised Gaussian
-    quaternions, i.e. Haar measure on SO(3))."""
-    q = rng.standard_normal((n, 4))
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
-    w, x, y, z = q.T
-    r = np.empty((n, 3, 3))
+def _quat_matrices(q: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """Rotation matrices ``(n, 3, 3)`` of unit quaternions ``q`` (n, 4) (w, x, y, z)."""
+    w, x, y, z = np.asarray(q, dtype=dtype).T
+    r = np.empty((len(w), 3, 3), dtype=dtype)
     r[:, 0, 0] = 1 - 2 * (y * y + z * z)
     r[:, 0, 1] = 2 * (x * y - w * z)
     r[:, 0, 2] = 2 * (x * z + w * y)
@@ -85,6 +82,14 @@ def random_rotations(rng: np.random.Generator, n: int) -> np.ndarray:
     return r
 
 
+def random_rotations(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` uniformly distributed rotation matrices ``(n, 3, 3)`` (normalised Gaussian
+    quaternions, i.e. Haar measure on SO(3))."""
+    q = rng.standard_normal((n, 4))
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    return _quat_matrices(q)
+
+
 def _com(xyz: np.ndarray) -> np.ndarray:
     """Centre of mass of (..., 12, 3) cluster coordinates -> (..., 3)."""
     return np.einsum("...ak,a->...k", xyz, CLUSTER_MASSES) / CLUSTER_MASSES.sum()
@@ -94,14 +99,18 @@ def _tree(x: np.ndarray, box: np.ndarray) -> cKDTree:
     return cKDTree(x, boxsize=box, balanced_tree=False, compact_nodes=False)
 
 
-#: re-drawn candidates per retry round, as a fraction of all beads (caps the work per round)
-_CANDIDATE_BUDGET = 1.0
 #: threads for the contact search (at most; capped by the CPUs this process may use)
 _MAX_THREADS = 4
-#: target points per cell of the contact grid (cells are never narrower than the cut-off)
-_CELL_OCCUPANCY = 0.5
-_OFF = np.array([(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)])
-_HALF = _OFF[[tuple(v) > (0, 0, 0) for v in _OFF]]
+#: target points per cell of the contact grid (cells are never narrower than the cut-off;
+#: measured: 0.16-0.25 is fastest at water density, larger cells cost memory-free time)
+_CELL_OCCUPANCY = 0.2
+#: query points per work item of the contact search (bounds temporaries, feeds the threads)
+_CHUNK = 1 << 15
+_SCHED = 1.0
+#: rows of 3 cells along z: the 9 (dx, dy) columns of the full stencil, and the 4 forward
+#: ones of the half stencil (with the forward cell of the own row they make its 13 cells)
+_ROWS = [(i, j) for i in (-1, 0, 1) for j in (-1, 0, 1)]
+_HALF_ROWS = [v for v in _ROWS if v > (0, 0)]
 
 
 _POOL: tuple[int, ThreadPoolExecutor] | None = None
@@ -127,6 +136,10 @@ def _pmap(fn, items):
     return list(_POOL[1].map(fn, items))
 
 
+def _cat(parts, dtype=np.int64):
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+
+
 def _cover(i: np.ndarray, j: np.ndarray, n: int) -> np.ndarray:
     """Vertex cover of the clash graph (edges i-j over n beads), greedy by degree: for each
     edge mark the endpoint with more clashes (ties: higher index).  Unmarked beads are then
@@ -140,137 +153,186 @@ def _cover(i: np.ndarray, j: np.ndarray, n: int) -> np.ndarray:
     return mark
 
 
-class _CellGrid:
-    """Periodic cell list for short-range contact search (vectorised numpy).
+def _argsort_int(key: np.ndarray) -> np.ndarray:
+    """Stable argsort of non-negative integer keys: LSD radix sort in 16-bit digits (numpy's
+    stable sort of uint16 is a radix sort; 2-3x faster than a comparison sort here)."""
+    kmax = int(key.max()) if len(key) else 0
+    perm, shift = None, 0
+    while True:
+        k = key if perm is None else key[perm]
+        p = np.argsort((k >> shift).astype(np.uint16), kind="stable")  # low 16 bits
+        perm = p if perm is None else perm[p]
+        shift += 16
+        if kmax >> shift == 0:
+            return perm
 
-    Points (m, 3) may be in any periodic image.  Cells are >= ``r`` wide (and large enough
-    that there are <= ~2 cells per point); a ghost layer of cells copies the opposite faces,
-    so the 27-cell stencil of a point holds every point within ``r`` (minimum image).
-    Distances are tested in float32 (error ~1e-6 nm).  Boxes narrower than 3 cells fall back
-    to cKDTree.
+
+def _expand(lo: np.ndarray, hi: np.ndarray):
+    """Index ranges ``[lo, hi)`` (flattened) -> (range number, index) pairs, one slot at a
+    time (cells hold ~0.2 points: no np.repeat over mostly empty ranges)."""
+    c = hi - lo
+    f = np.flatnonzero(c)
+    c, s = c[f], lo[f]
+    fs, js = [f], [s]
+    k = 1
+    while len(f):
+        keep = np.flatnonzero(c > k)
+        f, s, c = f[keep], s[keep], c[keep]
+        fs.append(f)
+        js.append(s + k)
+        k += 1
+    return np.concatenate(fs), np.concatenate(js)
+
+
+class _CellGrid:
+    """Periodic cell list for short-range contact search (vectorised numpy, float32).
+
+    Points ``p`` (m, 3) may be in any periodic image; they are wrapped into the box and the
+    faces, edges and corners are copied (shifted by a box length) into a ghost layer of
+    cells, so distances need no minimum image.  Cells are >= ``r`` wide (about
+    :data:`_CELL_OCCUPANCY` points each), sorted z-fastest: the 3 cells of a stencil row
+    along z are one contiguous index range.  Distances are tested in float32 (error ~1e-6 nm
+    at 50 nm).  Boxes narrower than 3 cells fall back to cKDTree.  ``ids`` (default
+    ``arange(m)``) name the points in the results.
     """
 
-    def __init__(self, p: np.ndarray, box: np.ndarray, r: float):
+    def __init__(self, p: np.ndarray, box: np.ndarray, r: float, ids: np.ndarray | None = None):
+        p = np.asarray(p).reshape(-1, 3)
         m = len(p)
-        self.m, self.box, self.r, self.r2 = m, box, float(r), float(r) * float(r)
+        self.m, self.r = m, float(r)
+        self.r2 = np.float32(self.r * self.r)
+        self.box = box = np.asarray(box, dtype=np.float64)
+        ids = np.arange(m) if ids is None else np.asarray(ids)
         dens = max(m, 1) / float(np.prod(box))
         nc = np.floor(box / max(r, (_CELL_OCCUPANCY / dens) ** (1.0 / 3.0))).astype(np.int64)
         self.kd = None
         if np.any(nc < 3):
-            self.kd = _tree(wrap(p, box), box)
+            self.kd = _tree(wrap(np.asarray(p, dtype=np.float64), box), box)
+            self.kd_ids = ids
             return
-        self.nc, self.inv_cs = nc, nc / box
-        self.pc = pc = nc + 2
-        key = self._keys(p)  # padded-grid cell keys (ghost layer of width 1 on every side)
-        order = np.argsort(key)
-        self.order, self.skey = order, key[order]
-        sp = p[order]
-        self.xs = [sp[:, d].astype(np.float32) for d in range(3)]
-        self.lens = [float(v) for v in box]  # python floats keep float32 arithmetic
-        self.inv_lens = [1.0 / v for v in self.lens]
-        idt = np.int32 if m < 2**31 - 1 else np.int64
-        cnt = np.bincount(key, minlength=int(np.prod(pc))).astype(idt)
-        start = np.zeros_like(cnt)
-        np.cumsum(cnt[:-1], out=start[1:])
-        self.maxc = int(cnt.max()) if m else 0
-        for a in (cnt, start):  # ghost cells <- their periodic images (faces, then edges)
-            g = a.reshape(pc)
-            for ax in range(3):
-                g = np.moveaxis(g, ax, 0)
-                g[0], g[-1] = g[-2], g[1]
-                g = np.moveaxis(g, 0, ax)
-        self.cnt, self.start = cnt, start
-        self.delta = [int((o[0] * pc[1] + o[1]) * pc[2] + o[2]) for o in _OFF]
-        self.hdelta = [int((o[0] * pc[1] + o[1]) * pc[2] + o[2]) for o in _HALF]
+        self.nc, self.pc = nc, nc + 2
+        ncell = int(np.prod(self.pc))
+        self.kdt = np.int32 if ncell < 2**31 - 8 else np.int64
+        xyz, ci = self._wrap(p)
+        # ghosts: (source point, image shift per axis); axis by axis, so copies of copies
+        # fill the edges and corners
+        gsrc = np.zeros(0, dtype=np.int64)
+        gsh = np.zeros((3, 0), dtype=np.int8)
+        for d in range(3):
+            parts, shifts = [], []
+            for c, sign in ((1, 1), (nc[d], -1)):
+                a = np.flatnonzero(ci[d] == c)
+                g = np.flatnonzero(ci[d][gsrc] == c)
+                parts += [a, gsrc[g]]
+                sh = np.concatenate([np.zeros((3, len(a)), np.int8), gsh[:, g]], axis=1)
+                sh[d] = sign
+                shifts.append(sh)
+            gsrc = np.concatenate([gsrc] + parts)
+            gsh = np.concatenate([gsh] + shifts, axis=1)
+        gci = [ci[d][gsrc] + gsh[d].astype(ci[d].dtype) * np.int32(nc[d]) for d in range(3)]
+        key = np.concatenate([self._key(ci), self._key(gci)])
+        del gci, ci
+        order = _argsort_int(key)
+        key = key[order]
+        ghost = np.flatnonzero(order >= m)
+        gi = order[ghost] - m
+        src = order.copy()
+        src[ghost] = gsrc[gi]
+        self.xyz = []
+        for d in range(3):
+            v = xyz[d][src]
+            v[ghost] += gsh[d][gi].astype(np.float32) * np.float32(box[d])
+            self.xyz.append(v)
+        self.ids = ids[src]
+        self.real = np.flatnonzero(order < m)
+        del order, src, xyz
+        self.key = key
+        ptype = np.int32 if len(key) < 2**31 - 1 else np.int64
+        start = np.zeros(ncell + 1, dtype=ptype)
+        np.cumsum(np.bincount(key, minlength=ncell).astype(ptype), out=start[1:])
+        self.start = start
+        pc = self.pc
+        self.rows = np.array([(i * pc[1] + j) * pc[2] - 1 for i, j in _ROWS], dtype=self.kdt)
+        self.hrows = np.array([(i * pc[1] + j) * pc[2] - 1 for i, j in _HALF_ROWS],
+                              dtype=self.kdt)
 
-    def _cells(self, q):
-        return np.floor(q * self.inv_cs).astype(np.int64) % self.nc
+    def _wrap(self, p):
+        """float32 coordinates wrapped into the box, and padded cell indices (1..nc)."""
+        xyz, ci = [], []
+        for d in range(3):
+            L = self.box[d]
+            x = p[:, d].astype(np.float32)
+            x -= np.float32(L) * np.floor(x * np.float32(1.0 / L))
+            c = (x * np.float32(self.nc[d] / L)).astype(np.int32)
+            np.clip(c, 0, self.nc[d] - 1, out=c)  # x == L after round-off
+            c += 1
+            xyz.append(x)
+            ci.append(c)
+        return xyz, ci
 
-    def _keys(self, q):
-        ci = self._cells(q) + 1
-        return (ci[:, 0] * self.pc[1] + ci[:, 1]) * self.pc[2] + ci[:, 2]
+    def _key(self, ci):
+        pc = self.pc
+        t = self.kdt
+        return (ci[0].astype(t) * t(pc[1]) + ci[1]) * t(pc[2]) + ci[2]
 
-    def _close(self, qs, sel, j):
-        """(sel, j) pairs (query index, sorted-point index) closer than r; x filtered first.
-        float32 coordinates: ample for a clash test (error ~1e-6 nm at 50 nm)."""
-        L, iL, r = self.lens, self.inv_lens, self.r
-        d = qs[0][sel] - self.xs[0][j]
-        d -= L[0] * np.rint(d * iL[0])
-        k = np.flatnonzero(np.abs(d) < r)
-        sel, j, d = sel[k], j[k], d[k]
+    def _close(self, q, qi, j):
+        """Pairs (query, sorted point) closer than r among candidates ``qi, j``."""
+        x = self.xyz
+        d = q[0][qi] - x[0][j]
         s2 = d * d
-        for ax in (1, 2):
-            d = qs[ax][sel] - self.xs[ax][j]
-            d -= L[ax] * np.rint(d * iL[ax])
-            s2 += d * d
-        h = s2 < self.r2
-        return sel[h], j[h]
-
-    def _stencil_pairs(self, qk, dl):
-        """(query, sorted point) index pairs for every point of cell ``qk + dl``."""
-        nk = qk + dl
-        c = self.cnt[nk]
-        q = np.flatnonzero(c)
-        c = c[q].astype(np.int64)
-        tot = int(c.sum())
-        if tot == 0:
-            return q[:0], q[:0]
-        ends = np.cumsum(c)
-        sel = np.repeat(q, c)
-        # j runs over start[nk[q]] ... start[nk[q]] + c - 1 for each q
-        j = np.arange(tot, dtype=np.int64) + np.repeat(self.start[nk[q]] - (ends - c), c)
-        return sel, j
-
-    def cross_pairs(self, idx: np.ndarray):
-        """Pairs (i, j) closer than r with i in ``idx`` (point indices) and j any other point
-        (full 27-cell stencil; pairs inside ``idx`` appear in both orders)."""
-        idx = np.asarray(idx, dtype=np.int64)
-        if self.kd is not None:
-            nbl = self.kd.query_ball_point(self.kd.data[idx], self.r)
-            i = np.repeat(idx, [len(v) for v in nbl])
-            j = np.fromiter((k for v in nbl for k in v), dtype=np.int64, count=len(i))
-            keep = i != j
-            return i[keep], j[keep]
-        member = np.zeros(self.m, dtype=bool)
-        member[idx] = True
-        pos = np.flatnonzero(member[self.order])  # query points in grid (cell) order
-        idx = self.order[pos]
-        qk = self.skey[pos]
-        qs = [x[pos] for x in self.xs]
-
-        def one(dl):
-            sel, j = self._close(qs, *self._stencil_pairs(qk, dl))
-            keep = j != pos[sel]
-            return idx[sel[keep]], self.order[j[keep]]
-
-        res = _pmap(one, self.delta)
-        return (np.concatenate([r[0] for r in res]), np.concatenate([r[1] for r in res]))
+        d = q[1][qi] - x[1][j]
+        s2 += d * d
+        d = q[2][qi] - x[2][j]
+        s2 += d * d
+        h = np.flatnonzero(s2 < self.r2)
+        return qi[h], j[h]
 
     def pairs(self):
-        """All unordered pairs (i, j) of points closer than r, as two index arrays."""
+        """All unordered pairs (ids) of points closer than r, as two index arrays."""
         if self.kd is not None:
             pp = self.kd.query_pairs(self.r, output_type="ndarray").reshape(-1, 2)
-            return pp[:, 0], pp[:, 1]
-        sk, xs = self.skey, self.xs
+            return self.kd_ids[pp[:, 0]], self.kd_ids[pp[:, 1]]
+        nr = len(self.hrows) + 1
+        start, key, x = self.start, self.key, self.xyz
 
-        def same_cell(_):
-            oi, oj = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
-            cnt0 = self.cnt[sk]
-            rank = np.arange(self.m) - self.start[sk]
-            for slot in range(1, self.maxc):  # later members of the same cell
-                sel = np.flatnonzero(rank + slot < cnt0)
-                a, b = self._close(xs, sel, sel + slot)
-                oi.append(a)
-                oj.append(b)
-            return np.concatenate(oi), np.concatenate(oj)
+        def one(ix):
+            qk = key[ix]
+            nk = qk[:, None] + self.hrows
+            lo = np.empty((len(ix), nr), dtype=start.dtype)
+            hi = np.empty_like(lo)
+            lo[:, :-1], hi[:, :-1] = start[nk], start[nk + 3]
+            lo[:, -1], hi[:, -1] = ix + 1, start[qk + 2]  # own row: later points, next cell
+            f, j = _expand(lo.ravel(), hi.ravel())
+            a, b = self._close([v[ix] for v in x], f // nr, j)
+            return ix[a], b
 
-        def forward(dl):  # one of the 13 forward neighbour cells
-            return self._close(xs, *self._stencil_pairs(sk, dl))
+        r = self.real
+        res = _pmap(one, [r[i:i + _CHUNK] for i in range(0, len(r), _CHUNK)])
+        return self.ids[_cat([v[0] for v in res])], self.ids[_cat([v[1] for v in res])]
 
-        res = _pmap(lambda t: same_cell(t) if t is None else forward(t), [None] + self.hdelta)
-        i = np.concatenate([r[0] for r in res])
-        j = np.concatenate([r[1] for r in res])
-        return self.order[i], self.order[j]
+    def query(self, q: np.ndarray):
+        """Pairs (row of ``q``, point id) closer than r, for points ``q`` (k, 3) that are not
+        in the grid (any image)."""
+        q = np.asarray(q).reshape(-1, 3)
+        if self.kd is not None:
+            nbl = self.kd.query_ball_point(wrap(np.asarray(q, dtype=np.float64), self.box),
+                                           self.r)
+            i = np.repeat(np.arange(len(q)), [len(v) for v in nbl])
+            j = np.fromiter((k for v in nbl for k in v), dtype=np.int64, count=len(i))
+            return i, self.kd_ids[j]
+        xyz, ci = self._wrap(q)
+        qk = self._key(ci)
+        nr, start = len(self.rows), self.start
+
+        def one(lo_hi):
+            a, b = lo_hi
+            nk = qk[a:b, None] + self.rows
+            f, j = _expand(start[nk].ravel(), start[nk + 3].ravel())
+            i, j = self._close([v[a:b] for v in xyz], f // nr, j)
+            return i + a, j
+
+        res = _pmap(one, [(i, min(i + _CHUNK, len(q))) for i in range(0, len(q), _CHUNK)])
+        return _cat([v[0] for v in res]), self.ids[_cat([v[1] for v in res])]
 
 
 class WaterBank:
@@ -308,7 +370,7 @@ class WaterBank:
         self._flat = c.reshape(len(c), 12, 3)
         # residual COM of the float32 coordinates (removed again at placement)
         self._flat = self._flat - _com(self._flat)[:, None]
-        self._flat_o = np.ascontiguousarray(self._flat[:, 0::3])  # oxygens (K, 4, 3)
+        self._o32 = np.ascontiguousarray(self._flat[:, 0::3], dtype=np.float32)  # (K, 4, 3)
         #: largest atom distance from the COM over the bank (nm)
         self.extent = float(np.linalg.norm(self._flat, axis=-1).max())
         o = c[:, :, 0]
@@ -446,23 +508,34 @@ class WaterBank:
 
     # ------------------------------------------------------------------ placement
     def _draw(self, rng: np.random.Generator, m: int):
-        """``m`` random (cluster index, uniform rotation) pairs."""
-        return rng.integers(len(self), size=m), random_rotations(rng, m)
+        """``m`` random (cluster index, unit quaternion) pairs (uniform rotations)."""
+        k = rng.integers(len(self), size=m)
+        q = rng.standard_normal((m, 4))
+        q /= np.linalg.norm(q, axis=1, keepdims=True)
+        return k, q
 
-    def _coords(self, k: np.ndarray, rot: np.ndarray, centres: np.ndarray,
-                oxygen_only: bool = False) -> np.ndarray:
-        """Rotated clusters ``k`` placed at ``centres``: (m, 12, 3), or (m, 4, 3) oxygens.
+    def _oxygens(self, k: np.ndarray, quat: np.ndarray, centres: np.ndarray) -> np.ndarray:
+        """Oxygens of clusters ``k`` rotated by ``quat`` at ``centres``: (m, 4, 3) float32."""
+        rot = _quat_matrices(quat, np.float32)
+        c = self._o32[k]  # (m, 4, 3)
+        xyz = c[:, :, 0:1] * rot[:, None, :, 0]
+        xyz += c[:, :, 1:2] * rot[:, None, :, 1]
+        xyz += c[:, :, 2:3] * rot[:, None, :, 2]
+        xyz += centres.astype(np.float32)[:, None]
+        return xyz
 
-        Full clusters get their COM set to ``centres`` exactly (float64 round-off)."""
-        c = self._flat_o[k] if oxygen_only else self._flat[k]  # (m, a, 3)
+    def _coords(self, k: np.ndarray, quat: np.ndarray, centres: np.ndarray) -> np.ndarray:
+        """Full clusters ``k`` rotated by ``quat`` at ``centres``: (m, 12, 3) float64.
+
+        The bank clusters have their COM at the origin (float64), a rotation keeps it there
+        (for any matrix: the COM is linear), so the COM is ``centres`` to round-off."""
+        rot = _quat_matrices(quat, np.float64)
+        c = self._flat[k]  # (m, 12, 3)
         # xyz[m, i] = rot[m] @ c[m, i], as 3 broadcast FMAs (faster than batched 3x3 matmul)
         xyz = c[:, :, 0:1] * rot[:, None, :, 0]
         xyz += c[:, :, 1:2] * rot[:, None, :, 1]
         xyz += c[:, :, 2:3] * rot[:, None, :, 2]
-        if oxygen_only:
-            xyz += centres[:, None]
-        else:
-            xyz += (centres - _com(xyz))[:, None]
+        xyz += centres[:, None]
         return xyz
 
     def place(self, beads, box, seed: int = 0, others=None, min_dist: float = MIN_DIST_OO,
@@ -480,13 +553,15 @@ class WaterBank:
         min_dist_others : cut-off (nm) between any water atom and any ``others`` atom.
         max_retries : rounds of re-drawing clashing beads.  A small set of beads covering
             every clash (greedy vertex cover of the clash graph) is re-drawn; the beads not in
-            it form a clash-free accepted set that only grows.  Each re-drawn bead draws
-            candidates ((cluster, rotation) pairs): ``first_candidates`` in round 1, then up
-            to ``n_candidates`` (fewer while many beads are re-drawn, so one round draws at
-            most ~n candidates), and keeps the one with the fewest clashes against the
-            accepted beads; clashes among the chosen ones are covered again.  A bead still
-            stuck after an ``n_candidates`` round also releases the accepted neighbours it
-            clashes with, so they are re-drawn together in the next round.
+            it form a clash-free accepted set that only grows.  Each re-drawn bead tries up to
+            ``first_candidates`` candidates ((cluster, rotation) pairs) in round 1 and
+            ``n_candidates`` in later rounds, one at a time against the accepted beads, and
+            keeps the first clash-free one (else the one with the fewest clashing atoms);
+            only the beads still clashing draw another candidate, so the cost follows the
+            number of clashes, not ``n_candidates``.  Clashes among the beads re-drawn in the
+            same round are covered again.  A bead still stuck after an ``n_candidates``
+            round also releases the accepted neighbours it clashes with, so they are
+            re-drawn together in the next round.
         n_candidates, first_candidates : see ``max_retries``.
         return_stats : also return :attr:`last_stats`.
 
@@ -514,6 +589,9 @@ class WaterBank:
                 f"min_dist={r_oo} nm must be > 0 and below the closest O-O distance inside a "
                 f"bank cluster ({self.min_intra_oo:.3f} nm)"
             )
+        # the search runs in float32: widen the cut-off by a few float32 ulps of the box
+        # (~2.5e-5 nm at 50 nm) so no pair the float64 output has below r_oo is missed
+        r_grid = r_oo + 1e-6 + 5e-7 * float(b.max())
         rng = np.random.default_rng(seed)
         n = len(x)
         if n == 0:
@@ -524,11 +602,13 @@ class WaterBank:
             return (out, self.last_stats) if return_stats else out
 
         # spatial order (cache-friendly grids); results are mapped back at the end
-        cell = np.floor(wrap(x, b)).astype(np.int64)
+        xw = wrap(x, b)
+        cell = np.floor(xw).astype(np.int64)
         ncell = np.floor(b).astype(np.int64) + 1
         order = np.argsort((cell[:, 0] * ncell[1] + cell[:, 1]) * ncell[2] + cell[:, 2],
                            kind="stable")
-        xs = x[order]
+        del cell
+        xw = xw[order]
 
         # 'others': a tree, and the beads close enough to touch them
         ot = None
@@ -539,93 +619,98 @@ class WaterBank:
                 raise MultiscaleError("others positions contain NaN/inf: check the AA frame")
             if len(oth):
                 ot = _tree(wrap(oth, b), b)
-                dn, _ = ot.query(wrap(xs, b), k=1, distance_upper_bound=self.extent + r_ot,
+                dn, _ = ot.query(xw, k=1, distance_upper_bound=self.extent + r_ot,
                                  workers=-1)
                 near = np.isfinite(dn)
 
-        def other_clash(k, rot, centres, nearmask):
+        def other_clash(beads_, k, quat):
             """Number of atoms closer than r_ot to an 'others' atom, per candidate."""
             cnt = np.zeros(len(k), dtype=np.int64)
-            if ot is None or not nearmask.any():
+            rows = np.flatnonzero(near[beads_]) if ot is not None else []
+            if len(rows) == 0:
                 return cnt
-            rows = np.flatnonzero(nearmask)
-            xyz = self._coords(k[rows], rot[rows], centres[rows])
+            xyz = self._coords(k[rows], quat[rows], xw[beads_[rows]])
             d, _ = ot.query(wrap(xyz.reshape(-1, 3), b), k=1, distance_upper_bound=r_ot,
                             workers=-1)
             cnt[rows] = np.isfinite(d).reshape(len(rows), 12).sum(axis=1)
             return cnt
 
-        kk, rot = self._draw(rng, n)
-        ox = self._coords(kk, rot, xs, oxygen_only=True)  # (n, 4, 3)
-        pi, pj = _CellGrid(ox.reshape(-1, 3), b, r_oo).pairs()  # point // 4 = bead
-        bi, bj = pi // 4, pj // 4
-        diff = bi != bj
-        offender = _cover(bi[diff], bj[diff], n)
-        offender |= other_clash(kk, rot, xs, near) > 0
+        kk, qq = self._draw(rng, n)
+        ox = self._oxygens(kk, qq, xw)  # (n, 4, 3) float32; point id = 4 * bead + atom
+        grid = _CellGrid(ox, b, r_grid)
+        pi, pj = grid.pairs()
+        offender = _cover(pi >> 2, pj >> 2, n)
+        del pi, pj
+        offender |= other_clash(np.arange(n), kk, qq) > 0
         n_initial = int(offender.sum())
 
         retries, per_retry = 0, []
         for _ in range(max_retries):
             off = np.flatnonzero(offender)
-            if len(off) == 0:
+            a = len(off)
+            if a == 0:
                 break
             retries += 1
-            # few candidates while the offender set is large (cost), more once it is small
-            a = len(off)
-            m = min(n_candidates, first_candidates) if retries == 1 else int(
-                min(n_candidates, max(first_candidates, _CANDIDATE_BUDGET * n // a)))
-            ck, cr = self._draw(rng, a * m)
-            cen = np.repeat(xs[off], m, axis=0)
-            co = self._coords(ck, cr, cen, oxygen_only=True)  # (a*m, 4, 3)
-            # one cell list over accepted oxygens + candidate oxygens
-            fixed = np.flatnonzero(~offender)
-            nf = 4 * len(fixed)
-            g = _CellGrid(np.concatenate([ox[fixed].reshape(-1, 3), co.reshape(-1, 3)]), b,
-                          r_oo)
-            if 4 * a * m < nf:  # few candidates: search around them only
-                pi, pj = g.cross_pairs(np.arange(nf, nf + 4 * a * m))
-            else:  # many: one sweep over all pairs is cheaper
-                pi, pj = g.pairs()
-            ci, cj = pi >= nf, pj >= nf
-            mix = ci != cj  # candidate - accepted pairs
-            mc = (np.where(ci, pi, pj)[mix] - nf) // 4  # candidate id
-            mf = fixed[np.where(ci, pj, pi)[mix] // 4]  # accepted bead
-            both = ci & cj  # candidate - candidate pairs (different offenders)
-            c1, c2 = (pi[both] - nf) // 4, (pj[both] - nf) // 4
-            d12 = c1 // m != c2 // m
-            c1, c2 = c1[d12], c2[d12]
-            hit = np.zeros(4 * a * m, dtype=bool)
-            hit[np.where(ci, pi, pj)[mix] - nf] = True
-            cnt = hit.reshape(a * m, 4).sum(axis=1)
-            cnt += other_clash(ck, cr, cen, np.repeat(near[off], m))
-            cnt = cnt.reshape(a, m)
-            best = np.argmin(cnt, axis=1)  # first candidate with the fewest clashes
-            bad = cnt[np.arange(a), best] > 0
-            sel = np.arange(a) * m + best
-            kk[off], rot[off], ox[off] = ck[sel], cr[sel], co[sel]
-            # clashes among the chosen candidates themselves: cover them, re-draw again
-            chosen = np.zeros(a * m, dtype=bool)
-            chosen[sel] = True
-            cc = chosen[c1] & chosen[c2]
-            bad |= _cover(c1[cc] // m, c2[cc] // m, a)
+            m = min(first_candidates, n_candidates) if retries == 1 else int(
+                min(n_candidates, max(first_candidates, _SCHED * n // a)))
+            accepted = ~offender
+            if retries > 1:  # current oxygens of all beads (offenders' entries are ignored)
+                grid = _CellGrid(ox, b, r_grid)
+
+            best = np.full(a, np.iinfo(np.int64).max)
+            bk = np.zeros(a, dtype=kk.dtype)
+            bq = np.zeros((a, 4))
+            bo = np.zeros((a, 4, 3), dtype=np.float32)
+            bslot = np.zeros(a, dtype=np.int64)  # slot of the kept candidate
+            partners = []  # per slot: (offender position, accepted bead) clash pairs
+            todo = np.arange(a)
+            for s in range(m):
+                if len(todo) == 0:
+                    break
+                beads_s = off[todo]
+                ck, cq = self._draw(rng, len(todo))
+                co = self._oxygens(ck, cq, xw[beads_s])
+                qi, pid = grid.query(co)
+                hb = pid >> 2
+                keep = accepted[hb]
+                qi, hb = qi[keep], hb[keep]
+                hit = np.zeros(4 * len(todo), dtype=bool)
+                hit[qi] = True
+                cnt = hit.reshape(-1, 4).sum(axis=1)
+                cnt += other_clash(beads_s, ck, cq)
+                better = cnt < best[todo]
+                w = todo[better]
+                best[w], bk[w], bq[w], bo[w] = cnt[better], ck[better], cq[better], co[better]
+                bslot[w] = s
+                partners.append((todo[qi >> 2], hb))
+                todo = todo[best[todo] > 0]
+            bad = best > 0
+            kk[off], qq[off], ox[off] = bk, bq, bo
+            # clashes among the re-drawn beads that are clash-free otherwise: cover them
+            good = np.flatnonzero(~bad)
+            ci, cj = _CellGrid(bo[good], b, r_grid).pairs()
+            ci, cj = good[ci >> 2], good[cj >> 2]
+            bad |= _cover(ci, cj, a)
             offender[:] = False
             offender[off[bad]] = True
             if m == n_candidates and retries < max_retries:
                 # beads stuck against accepted ones: release those neighbours too, so the
                 # pair is re-drawn together next round (the accepted set stays clash-free)
-                stuck = chosen[mc] & (cnt[mc // m, mc % m] > 0)
-                offender[mf[stuck]] = True
+                for s, (pos, hb) in enumerate(partners):
+                    offender[hb[(bslot[pos] == s) & (best[pos] > 0)]] = True
             per_retry.append(int(offender.sum()))
 
-        out = np.empty((n, 4, 3, 3))
-        step = 65536  # chunks bound the temporaries (12 atoms x 3 x float64 per bead)
+        out = np.empty((n, 12, 3))
+        step = 1 << 15  # chunks bound the temporaries (12 atoms x 3 x float64 per bead)
+        xs = x[order]
         for i in range(0, n, step):
             sl = slice(i, i + step)
-            out[order[sl]] = self._coords(kk[sl], rot[sl], xs[sl]).reshape(-1, 4, 3, 3)
+            out[order[sl]] = self._coords(kk[sl], qq[sl], xs[sl])
         unresolved = np.sort(order[np.flatnonzero(offender)])
         self.last_stats = dict(n_beads=n, n_initial_clash=n_initial,
                                n_unresolved=int(len(unresolved)), retries=retries,
                                clashing_after_retry=per_retry, unresolved=unresolved)
+        out = out.reshape(n, 4, 3, 3)
         return (out, self.last_stats) if return_stats else out
 
 
