@@ -43,6 +43,9 @@ FORMAT = "multiscale.backmap-model"
 VERSION = 1
 #: Alternating projection / distance-restoring iterations of the exact CG projection.
 RELAX_ITERATIONS = 20
+#: Rounds of re-placing water beads that still clash after the bank's own placement (each
+#: round costs one system-wide clash search).
+WATER_REPLACE_ROUNDS = 2
 RELAX_STIFFNESS = 1.8
 
 
@@ -779,7 +782,7 @@ def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, 
                                 s.x = xf[blk.aa_block.start:blk.aa_block.stop].reshape(s.x.shape).copy()
                             ip, jp, is_w, _ = _system_clashes(xf, bx, topology, model, clash_inter, clash_intra)
                 replaced = 0
-                for r in range(max_retries if water_blocks else 0):
+                for r in range(min(max_retries, WATER_REPLACE_ROUNDS) if water_blocks else 0):
                     atoms = np.unique(ip.ravel()) if len(ip) else np.zeros(0, int)
                     atoms = atoms[is_w[atoms]]
                     if not len(atoms):
