@@ -249,3 +249,14 @@ def test_tiny_molecules_ions_and_one_bead():
     aa, reps = backmap(model, top, cg.positions, cg.box, seed=0)
     assert np.isfinite(aa).all() and reps[0].max_cg_deviation_nm < 1e-6
     assert np.allclose(aa[0, :5], cg.positions[0, :5], atol=1e-5)  # ions sit on their beads
+
+
+def test_neighbour_count_conditioning(hep):
+    top, mp, fr, model, cg = hep
+    m = train(top, mp, fr, epochs=2, seed=0, log=None, env_cutoff=1.0, calibrate_hbonds=False)
+    assert m.moltypes["HPO"].env_cutoff == 1.0 and m.moltypes["HPO"].density.hyper["n_features"] == 1 + 2
+    aa, reps = backmap(m, top, cg.positions, cg.box, seed=0)
+    assert reps[0].max_cg_deviation_nm < 1e-6
+    m2 = BackmapModel.from_dict(m.to_dict())
+    b, _ = backmap(m2, top, cg.positions, cg.box, seed=0)
+    assert np.array_equal(aa, b)

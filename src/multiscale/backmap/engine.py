@@ -92,6 +92,7 @@ class MoltypeModel:
     smoothing: float = 10.0
     rotor_priors: list = field(default_factory=list)
     hbond_eps: float = 0.0
+    env_cutoff: float = 0.0
 
     def __post_init__(self):
         from .certify import exclusion_matrix
@@ -120,8 +121,10 @@ class MoltypeModel:
     def n_beads(self) -> int:
         return self.matrix.shape[0]
 
-    def generate(self, beads, generator=None, device: str = "cpu", temperature: float = 1.0):
-        """Sample molecules on beads (B, n_beads, 3) nm (whole) -> torch (B, n_atoms, 3) float64 on device."""
+    def generate(self, beads, generator=None, device: str = "cpu", temperature: float = 1.0, env=None):
+        """Sample molecules on beads (B, n_beads, 3) nm (whole) -> torch (B, n_atoms, 3) float64 on device.
+
+        env: (B, n_beads) neighbour counts when the model was trained with ``env_cutoff``."""
         import torch
 
         from .features import cg_features
@@ -129,6 +132,10 @@ class MoltypeModel:
 
         b = torch.as_tensor(np.asarray(beads, np.float64), device=device)
         feats = cg_features(b)
+        if self.env_cutoff > 0:
+            if env is None:
+                raise MultiscaleError(f"moleculetype {self.name}: the model uses neighbour counts (env_cutoff {self.env_cutoff} nm): pass env")
+            feats = torch.cat([feats, torch.as_tensor(np.asarray(env, np.float64), device=device)], -1)
         bonds, angles, tors = self.density.sample(feats, generator, temperature=temperature)
         x = self.tree.to_cartesian(bonds, angles, tors)
         if len(self.tree.closures):
@@ -173,7 +180,7 @@ class MoltypeModel:
                 "bead_names": list(self.bead_names), "matrix": torch.as_tensor(self.matrix),
                 "tree": self.tree.to_dict(), "density": self.density.to_dict(), "stereo": self.stereo.to_dict(),
                 "closure_targets": np.asarray(self.closure_targets, float).tolist(), "training": dict(self.training),
-                "smoothing": self.smoothing, "hbond_eps": float(self.hbond_eps),
+                "smoothing": self.smoothing, "hbond_eps": float(self.hbond_eps), "env_cutoff": float(self.env_cutoff),
                 "rotor_priors": [None if h is None else np.asarray(h, float).tolist() for h in self.rotor_priors]}
 
     @classmethod
@@ -187,7 +194,7 @@ class MoltypeModel:
                    np.asarray(d["matrix"].numpy() if hasattr(d["matrix"], "numpy") else d["matrix"], np.float64),
                    ICTree.from_dict(d["tree"]), ICDensity.from_dict(d["density"]), StereoReference.from_dict(d["stereo"]),
                    np.array(d["closure_targets"], float), dict(d.get("training", {})), float(d.get("smoothing", 0.0)),
-                   list(d.get("rotor_priors", [])), float(d.get("hbond_eps", 0.0)))
+                   list(d.get("rotor_priors", [])), float(d.get("hbond_eps", 0.0)), float(d.get("env_cutoff", 0.0)))
 
 
 def _describe_difference(mt, entry: MoltypeModel) -> str:
@@ -338,7 +345,8 @@ def train(topology, mapping, frames, *, seed: int = 0, epochs: int | None = None
           device: str = "cpu", provenance: dict | None = None, log=print, hidden: int = 128, torsion_hidden: int = 48,
           n_components: int = 6, batch_size: int = 512, lr: float | None = None, feature_noise: float = 0.02,
           max_samples: int = 200_000, target_steps: int = 3000, threads: int | None = None,
-          grouped_offsets: bool = True, calibrate_hbonds: bool = True) -> BackmapModel:
+          grouped_offsets: bool = True, calibrate_hbonds: bool = True,
+          env_cutoff: float | None = None) -> BackmapModel:
     """Train (or, with ``init``, fine-tune) a backmapping model on AA frames.
 
     topology: :class:`~multiscale.topology.SystemTopology`; mapping: :class:`~multiscale.mapping.Mapping`;
@@ -346,6 +354,8 @@ def train(topology, mapping, frames, *, seed: int = 0, epochs: int | None = None
     epochs: passes over the data per moltype (default: about ``target_steps`` optimiser steps,
     3..300 epochs).  grouped_offsets: sample all sibling-offset torsions in one final
     autoregressive step (fewer sequential steps; False = strictly one torsion per step).
+    env_cutoff: also condition on the number of beads of other molecules within this distance
+    (nm, e.g. 1.0) of each bead (computed from the CG input at backmapping time).
     calibrate_hbonds: choose the hydrogen-bond weight of the polar-hydrogen orientation by
     backmapping up to 3 training frames (see :func:`multiscale.backmap.place.orient_rotors`).
     Moltypes present in ``init`` but not in the frames are kept unchanged;
@@ -375,6 +385,17 @@ def train(topology, mapping, frames, *, seed: int = 0, epochs: int | None = None
     for blk in layout:
         by_name.setdefault(blk.aa_block.moltype.name, []).append(blk)
     water_xyz = []
+    env_cut = float(env_cutoff or 0.0)
+    if init is not None and not env_cut:
+        env_cut = max([m.env_cutoff for m in init.moltypes.values()] + [0.0])
+    env_counts = None
+    if env_cut > 0:
+        from ..coarse_grain import coarse_grain
+        from .features import neighbour_counts
+
+        cgr = coarse_grain(pos, box, topology, mapping, seed=seed, layout=layout)
+        bm = _bead_molecules(layout)
+        env_counts = np.stack([neighbour_counts(cgr.positions[f], box[f], bm, env_cut) for f in range(len(pos))])
     with _torch_threads(threads):
         for name, blks in by_name.items():
             mt = blks[0].aa_block.moltype
@@ -384,15 +405,25 @@ def train(topology, mapping, frames, *, seed: int = 0, epochs: int | None = None
                     water_xyz.append(whole_molecules(pos, box, blk.aa_block)[:, :, order, :])
                 continue
             x = np.concatenate([whole_molecules(pos, box, b.aa_block).reshape(-1, mt.n_atoms, 3) for b in blks])
+            env = None
+            if env_counts is not None:
+                env = np.concatenate([env_counts[:, b.start:b.stop].reshape(-1, b.n_beads) for b in blks])
             if len(x) > max_samples:
-                x = x[np.sort(rng.choice(len(x), max_samples, replace=False))]
+                keep = np.sort(rng.choice(len(x), max_samples, replace=False))
+                x = x[keep]
+                env = env[keep] if env is not None else None
             M = blks[0].matrix
             prev = moltypes.get(name) if init is not None else None
+            if prev is not None and prev.env_cutoff != env_cut:
+                raise MultiscaleError(f"init model {init.source}: moleculetype {name} was trained with env_cutoff "
+                                      f"{prev.env_cutoff} nm, not {env_cut}: fine-tune with the same env_cutoff")
             if prev is not None and prev.fingerprint != mt.fingerprint():
                 raise MultiscaleError(f"init model {init.source}: moleculetype {name} differs from the topology ({_describe_difference(mt, prev)}): train from scratch (no --init)")
             tree = prev.tree if prev is not None else ICTree.from_moltype(mt, M)
             beads = np.einsum("ba,nak->nbk", M, x)
             feats = cg_features(beads)
+            if env is not None:
+                feats = np.concatenate([feats, env], -1)
             bonds, angles, tors = tree.to_internal(x)
             if prev is not None:
                 dens = prev.density
@@ -431,6 +462,7 @@ def train(topology, mapping, frames, *, seed: int = 0, epochs: int | None = None
             entry.rotor_priors = [np.histogram(dihedral(x[:, r["r"]], x[:, r["c"]], x[:, r["a"]], x[:, r["hs"][0]]),
                                                36, (-np.pi, np.pi))[0].astype(float) + 1.0 for r in entry.rotors]
             entry.hbond_eps = prev.hbond_eps if prev is not None else 0.0
+            entry.env_cutoff = env_cut
             moltypes[name] = entry
             report[name] = info
             log(f"  {name}: train NLL {info['train_nll']:.3f}, validation NLL {info['val_nll']:.3f} ({info['seconds']:.1f} s)")
@@ -501,8 +533,8 @@ class _Solute:
     next candidate; when its pool is used up, a fresh pool is drawn (new derived seed).
     """
 
-    def __init__(self, bi: int, mm: MoltypeModel, beads: np.ndarray, x):
-        self.bi, self.mm, self.beads, self.x = bi, mm, beads, x
+    def __init__(self, bi: int, mm: MoltypeModel, beads: np.ndarray, x, env=None):
+        self.bi, self.mm, self.beads, self.x, self.env = bi, mm, beads, x, env
         self.pool = self.rank = self.ptr = None
 
     def _generate(self, idx, seed, dev, temperature, K, cutoff):
@@ -510,7 +542,8 @@ class _Solute:
 
         g = torch.Generator(device=dev).manual_seed(seed)
         b = np.tile(self.beads[idx], (K, 1, 1))
-        pool = self.mm.generate(b, g, dev, temperature).cpu().numpy().reshape(K, len(idx), self.mm.n_atoms, 3)
+        env = np.tile(self.env[idx], (K, 1)) if self.env is not None else None
+        pool = self.mm.generate(b, g, dev, temperature, env).cpu().numpy().reshape(K, len(idx), self.mm.n_atoms, 3)
         flat = pool.reshape(-1, self.mm.n_atoms, 3)
         wc, wb = self.mm.stereo.wrong(flat)
         intra = self.mm.intra_clash(flat, cutoff)
@@ -576,7 +609,7 @@ def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, 
 
     from ..coarse_grain import cg_layout, n_beads
     from .certify import CertificateReport, find_clashes, flip_double_bond, swap_substituents
-    from .features import unwrap_beads
+    from .features import neighbour_counts, unwrap_beads
     from .place import relax_project
 
     cg = np.asarray(cg_positions, np.float64)
@@ -622,6 +655,7 @@ def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, 
         mol_id, local, kind = np.concatenate(mol_id), np.concatenate(local), np.concatenate(kind)
         mol_block = np.concatenate(mol_block)
     water_blocks = [(bi, blk) for bi, blk in enumerate(layout) if blk.is_water]
+    bead_mol = _bead_molecules(layout)
     try:
         with _torch_threads(threads), torch.no_grad():
             for f in range(nf):
@@ -629,9 +663,13 @@ def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, 
                 bx = boxes[f]
                 rep = CertificateReport(frame=f, thresholds={"inter_nm": clash_inter, "intra_nm": clash_intra})
                 sols: list[_Solute] = []
+                env_all = {}
+                for c_ in sorted({model.moltypes[b.aa_block.moltype.name].env_cutoff for _, b in sol_blocks} - {0.0}):
+                    env_all[c_] = neighbour_counts(cg[f], bx, bead_mol, c_)
                 for bi, blk in sol_blocks:
                     mm = model.moltypes[blk.aa_block.moltype.name]
                     beads = unwrap_beads(cg[f, blk.start:blk.stop].reshape(blk.count, blk.n_beads, 3), bx)
+                    env = env_all[mm.env_cutoff][blk.start:blk.stop].reshape(blk.count, blk.n_beads) if mm.env_cutoff > 0 else None
                     v = rep.per_moltype.setdefault(mm.name, {
                         "molecules": 0, "stereocentres": len(mm.stereo.enforced_centres),
                         "double_bonds": len(mm.stereo.enforced_bonds), "stereo_wrong_initial": 0,
@@ -639,7 +677,7 @@ def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, 
                         "cistrans_wrong_final": 0, "cistrans_flipped": 0, "intra_clash_initial": 0,
                         "clash_molecules_initial": 0, "clash_molecules_final": 0, "resampled": 0, "unresolved": []})
                     v["molecules"] += blk.count
-                    sol = _Solute(bi, mm, beads, None)
+                    sol = _Solute(bi, mm, beads, None, env)
                     first = sol.draw(np.arange(blk.count), _derive_seed(seed, f, 0, bi), dev, temperature, candidates,
                                      clash_intra)
                     v["stereo_wrong_initial"] += first[0]
@@ -883,6 +921,15 @@ def _environment_select(sols: list, box: np.ndarray, rng: np.random.Generator, e
                 s.choose(idx[mv], pick[mv])
                 changed += int(mv.sum())
     return changed
+
+
+def _bead_molecules(layout) -> np.ndarray:
+    """Molecule id per CG bead (B,) in layout order (each W bead is its own molecule)."""
+    ids, base = [], 0
+    for blk in layout:
+        ids.append(np.repeat(np.arange(base, base + blk.count), blk.n_beads))
+        base += blk.count
+    return np.concatenate(ids) if ids else np.zeros(0, int)
 
 
 def _system_arrays(topology, model: BackmapModel):
