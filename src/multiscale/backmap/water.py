@@ -82,6 +82,16 @@ def _quat_matrices(q: np.ndarray, dtype=np.float64) -> np.ndarray:
     return r
 
 
+def _rot_entries(q: np.ndarray, dtype=np.float64):
+    """Rotation matrix entries ``r[i][j]`` (each an (n,) array) of unit quaternions (n, 4)."""
+    w, x, y, z = np.asarray(q, dtype=dtype).T
+    xx, yy, zz, xy, xz, yz = x * x, y * y, z * z, x * y, x * z, y * z
+    wx, wy, wz = w * x, w * y, w * z
+    return ((1 - 2 * (yy + zz), 2 * (xy - wz), 2 * (xz + wy)),
+            (2 * (xy + wz), 1 - 2 * (xx + zz), 2 * (yz - wx)),
+            (2 * (xz - wy), 2 * (yz + wx), 1 - 2 * (xx + yy)))
+
+
 def random_rotations(rng: np.random.Generator, n: int) -> np.ndarray:
     """``n`` uniformly distributed rotation matrices ``(n, 3, 3)`` (normalised Gaussian
     quaternions, i.e. Haar measure on SO(3))."""
@@ -167,6 +177,31 @@ def _argsort_int(key: np.ndarray) -> np.ndarray:
             return perm
 
 
+def _columns(p):
+    """Coordinates as 3 1-D arrays: from an (m, 3) array, or a sequence of x, y, z arrays."""
+    if isinstance(p, (list, tuple)):
+        return [np.asarray(v).ravel() for v in p]
+    p = np.asarray(p).reshape(-1, 3)
+    return [p[:, d] for d in range(3)]
+
+
+def _starts(key: np.ndarray, ncell: int) -> np.ndarray:
+    """``start[c]``: first index of cell c in the sorted ``key`` (``start[ncell] = len``);
+    counted in slabs of cells, so no int64 temporary of the size of the grid."""
+    t = np.int32 if len(key) < 2**31 - 1 else np.int64
+    start = np.empty(ncell + 1, dtype=t)
+    start[0] = 0
+    step = 1 << 22
+    bounds = np.searchsorted(key, np.arange(0, ncell + step, step))
+    for i, c0 in enumerate(range(0, ncell, step)):
+        c1 = min(c0 + step, ncell)
+        lo, hi = bounds[i], bounds[i + 1]
+        cnt = np.bincount(key[lo:hi] - c0, minlength=c1 - c0).astype(t)
+        np.cumsum(cnt, out=start[c0 + 1:c1 + 1])
+        start[c0 + 1:c1 + 1] += t(lo)
+    return start
+
+
 def _expand(lo: np.ndarray, hi: np.ndarray):
     """Index ranges ``[lo, hi)`` (flattened) -> (range number, index) pairs, one slot at a
     time (cells hold ~0.2 points: no np.repeat over mostly empty ranges)."""
@@ -196,9 +231,9 @@ class _CellGrid:
     ``arange(m)``) name the points in the results.
     """
 
-    def __init__(self, p: np.ndarray, box: np.ndarray, r: float, ids: np.ndarray | None = None):
-        p = np.asarray(p).reshape(-1, 3)
-        m = len(p)
+    def __init__(self, p, box: np.ndarray, r: float, ids: np.ndarray | None = None):
+        p = _columns(p)
+        m = len(p[0])
         self.m, self.r = m, float(r)
         self.r2 = np.float32(self.r * self.r)
         self.box = box = np.asarray(box, dtype=np.float64)
@@ -207,7 +242,7 @@ class _CellGrid:
         nc = np.floor(box / max(r, (_CELL_OCCUPANCY / dens) ** (1.0 / 3.0))).astype(np.int64)
         self.kd = None
         if np.any(nc < 3):
-            self.kd = _tree(wrap(np.asarray(p, dtype=np.float64), box), box)
+            self.kd = _tree(wrap(np.stack(p, axis=1).astype(np.float64), box), box)
             self.kd_ids = ids
             return
         self.nc, self.pc = nc, nc + 2
@@ -247,10 +282,7 @@ class _CellGrid:
         self.real = np.flatnonzero(order < m)
         del order, src, xyz
         self.key = key
-        ptype = np.int32 if len(key) < 2**31 - 1 else np.int64
-        start = np.zeros(ncell + 1, dtype=ptype)
-        np.cumsum(np.bincount(key, minlength=ncell).astype(ptype), out=start[1:])
-        self.start = start
+        self.start = _starts(key, ncell)
         pc = self.pc
         self.rows = np.array([(i * pc[1] + j) * pc[2] - 1 for i, j in _ROWS], dtype=self.kdt)
         self.hrows = np.array([(i * pc[1] + j) * pc[2] - 1 for i, j in _HALF_ROWS],
@@ -261,7 +293,7 @@ class _CellGrid:
         xyz, ci = [], []
         for d in range(3):
             L = self.box[d]
-            x = p[:, d].astype(np.float32)
+            x = np.array(p[d], dtype=np.float32)
             x -= np.float32(L) * np.floor(x * np.float32(1.0 / L))
             c = (x * np.float32(self.nc[d] / L)).astype(np.int32)
             np.clip(c, 0, self.nc[d] - 1, out=c)  # x == L after round-off
@@ -310,14 +342,14 @@ class _CellGrid:
         res = _pmap(one, [r[i:i + _CHUNK] for i in range(0, len(r), _CHUNK)])
         return self.ids[_cat([v[0] for v in res])], self.ids[_cat([v[1] for v in res])]
 
-    def query(self, q: np.ndarray):
-        """Pairs (row of ``q``, point id) closer than r, for points ``q`` (k, 3) that are not
-        in the grid (any image)."""
-        q = np.asarray(q).reshape(-1, 3)
+    def query(self, q):
+        """Pairs (index of the query point, point id) closer than r, for points ``q`` (any
+        image, same forms as the grid points) that are not in the grid."""
+        q = _columns(q)
         if self.kd is not None:
-            nbl = self.kd.query_ball_point(wrap(np.asarray(q, dtype=np.float64), self.box),
-                                           self.r)
-            i = np.repeat(np.arange(len(q)), [len(v) for v in nbl])
+            nbl = self.kd.query_ball_point(
+                wrap(np.stack(q, axis=1).astype(np.float64), self.box), self.r)
+            i = np.repeat(np.arange(len(q[0])), [len(v) for v in nbl])
             j = np.fromiter((k for v in nbl for k in v), dtype=np.int64, count=len(i))
             return i, self.kd_ids[j]
         xyz, ci = self._wrap(q)
@@ -331,7 +363,8 @@ class _CellGrid:
             i, j = self._close([v[a:b] for v in xyz], f // nr, j)
             return i + a, j
 
-        res = _pmap(one, [(i, min(i + _CHUNK, len(q))) for i in range(0, len(q), _CHUNK)])
+        m = len(qk)
+        res = _pmap(one, [(i, min(i + _CHUNK, m)) for i in range(0, m, _CHUNK)])
         return _cat([v[0] for v in res]), self.ids[_cat([v[1] for v in res])]
 
 
@@ -370,7 +403,9 @@ class WaterBank:
         self._flat = c.reshape(len(c), 12, 3)
         # residual COM of the float32 coordinates (removed again at placement)
         self._flat = self._flat - _com(self._flat)[:, None]
-        self._o32 = np.ascontiguousarray(self._flat[:, 0::3], dtype=np.float32)  # (K, 4, 3)
+        # coordinate-major copies for placement: (3, 12, K) float64, oxygens (3, 4, K) float32
+        self._fT = np.ascontiguousarray(self._flat.transpose(2, 1, 0))
+        self._oT = np.ascontiguousarray(self._fT[:, 0::3], dtype=np.float32)
         #: largest atom distance from the COM over the bank (nm)
         self.extent = float(np.linalg.norm(self._flat, axis=-1).max())
         o = c[:, :, 0]
@@ -515,28 +550,35 @@ class WaterBank:
         return k, q
 
     def _oxygens(self, k: np.ndarray, quat: np.ndarray, centres: np.ndarray) -> np.ndarray:
-        """Oxygens of clusters ``k`` rotated by ``quat`` at ``centres``: (m, 4, 3) float32."""
-        rot = _quat_matrices(quat, np.float32)
-        c = self._o32[k]  # (m, 4, 3)
-        xyz = c[:, :, 0:1] * rot[:, None, :, 0]
-        xyz += c[:, :, 1:2] * rot[:, None, :, 1]
-        xyz += c[:, :, 2:3] * rot[:, None, :, 2]
-        xyz += centres.astype(np.float32)[:, None]
-        return xyz
+        """Oxygens of clusters ``k`` rotated by ``quat`` at ``centres`` (3, m): float32
+        (3, 4, m) (coordinate, atom, cluster: long contiguous rows, fast broadcasting)."""
+        rot = _rot_entries(quat, np.float32)
+        c = [np.take(self._oT[d], k, axis=1) for d in range(3)]  # (4, m) each
+        out = np.empty((3, 4, len(k)), dtype=np.float32)
+        for i in range(3):
+            o = out[i]
+            np.multiply(c[0], rot[i][0], out=o)
+            o += c[1] * rot[i][1]
+            o += c[2] * rot[i][2]
+            o += centres[i]
+        return out
 
-    def _coords(self, k: np.ndarray, quat: np.ndarray, centres: np.ndarray) -> np.ndarray:
-        """Full clusters ``k`` rotated by ``quat`` at ``centres``: (m, 12, 3) float64.
+    def _coords(self, k: np.ndarray, quat: np.ndarray, centres: np.ndarray,
+                out: np.ndarray | None = None) -> np.ndarray:
+        """Full clusters ``k`` rotated by ``quat`` at ``centres`` (m, 3): (m, 12, 3) float64.
 
         The bank clusters have their COM at the origin (float64), a rotation keeps it there
         (for any matrix: the COM is linear), so the COM is ``centres`` to round-off."""
-        rot = _quat_matrices(quat, np.float64)
-        c = self._flat[k]  # (m, 12, 3)
-        # xyz[m, i] = rot[m] @ c[m, i], as 3 broadcast FMAs (faster than batched 3x3 matmul)
-        xyz = c[:, :, 0:1] * rot[:, None, :, 0]
-        xyz += c[:, :, 1:2] * rot[:, None, :, 1]
-        xyz += c[:, :, 2:3] * rot[:, None, :, 2]
-        xyz += centres[:, None]
-        return xyz
+        rot = _rot_entries(quat, np.float64)
+        c = [np.take(self._fT[d], k, axis=1) for d in range(3)]  # (12, m) each
+        out = np.empty((len(k), 12, 3)) if out is None else out
+        for i in range(3):
+            v = c[0] * rot[i][0]
+            v += c[1] * rot[i][1]
+            v += c[2] * rot[i][2]
+            v += centres[:, i]
+            out[:, :, i] = v.T
+        return out
 
     def place(self, beads, box, seed: int = 0, others=None, min_dist: float = MIN_DIST_OO,
               min_dist_others: float = MIN_DIST_OTHERS, max_retries: int = 5,
@@ -609,6 +651,7 @@ class WaterBank:
                            kind="stable")
         del cell
         xw = xw[order]
+        xw32 = np.ascontiguousarray(xw.T, dtype=np.float32)  # (3, n)
 
         # 'others': a tree, and the beads close enough to touch them
         ot = None
@@ -636,11 +679,12 @@ class WaterBank:
             return cnt
 
         kk, qq = self._draw(rng, n)
-        ox = self._oxygens(kk, qq, xw)  # (n, 4, 3) float32; point id = 4 * bead + atom
-        grid = _CellGrid(ox, b, r_grid)
-        pi, pj = grid.pairs()
-        offender = _cover(pi >> 2, pj >> 2, n)
-        del pi, pj
+        ox = self._oxygens(kk, qq, xw32)  # (3, 4, n) float32
+        pts = tuple(ox.reshape(3, -1))  # oxygen (atom, bead) is point atom * n + bead
+        bead_of = np.tile(np.arange(n, dtype=np.int32 if n < 2**31 else np.int64), 4)
+        bi, bj = _CellGrid(pts, b, r_grid, ids=bead_of).pairs()
+        offender = _cover(bi, bj, n)
+        del bi, bj
         offender |= other_clash(np.arange(n), kk, qq) > 0
         n_initial = int(offender.sum())
 
@@ -654,42 +698,45 @@ class WaterBank:
             m = min(first_candidates, n_candidates) if retries == 1 else int(
                 min(n_candidates, max(first_candidates, _SCHED * n // a)))
             accepted = ~offender
-            if retries > 1:  # current oxygens of all beads (offenders' entries are ignored)
-                grid = _CellGrid(ox, b, r_grid)
+            # current oxygens of all beads (offenders' entries are ignored)
+            grid = _CellGrid(pts, b, r_grid, ids=bead_of)
 
             best = np.full(a, np.iinfo(np.int64).max)
             bk = np.zeros(a, dtype=kk.dtype)
             bq = np.zeros((a, 4))
-            bo = np.zeros((a, 4, 3), dtype=np.float32)
+            bo = np.zeros((3, 4, a), dtype=np.float32)
             bslot = np.zeros(a, dtype=np.int64)  # slot of the kept candidate
             partners = []  # per slot: (offender position, accepted bead) clash pairs
             todo = np.arange(a)
             for s in range(m):
                 if len(todo) == 0:
                     break
+                t = len(todo)
                 beads_s = off[todo]
-                ck, cq = self._draw(rng, len(todo))
-                co = self._oxygens(ck, cq, xw[beads_s])
-                qi, pid = grid.query(co)
-                hb = pid >> 2
+                ck, cq = self._draw(rng, t)
+                co = self._oxygens(ck, cq, xw32[:, beads_s])
+                # query point 4 * cand + atom: a cluster's oxygens together (cache-friendly)
+                qi, hb = grid.query(tuple(co.transpose(0, 2, 1).reshape(3, -1)))
                 keep = accepted[hb]
                 qi, hb = qi[keep], hb[keep]
-                hit = np.zeros(4 * len(todo), dtype=bool)
+                hit = np.zeros(4 * t, dtype=bool)
                 hit[qi] = True
-                cnt = hit.reshape(-1, 4).sum(axis=1)
+                cnt = hit.reshape(t, 4).sum(axis=1)
                 cnt += other_clash(beads_s, ck, cq)
                 better = cnt < best[todo]
                 w = todo[better]
-                best[w], bk[w], bq[w], bo[w] = cnt[better], ck[better], cq[better], co[better]
+                best[w], bk[w], bq[w] = cnt[better], ck[better], cq[better]
+                bo[:, :, w] = co[:, :, better]
                 bslot[w] = s
                 partners.append((todo[qi >> 2], hb))
                 todo = todo[best[todo] > 0]
             bad = best > 0
-            kk[off], qq[off], ox[off] = bk, bq, bo
+            kk[off], qq[off] = bk, bq
+            ox[:, :, off] = bo
             # clashes among the re-drawn beads that are clash-free otherwise: cover them
             good = np.flatnonzero(~bad)
-            ci, cj = _CellGrid(bo[good], b, r_grid).pairs()
-            ci, cj = good[ci >> 2], good[cj >> 2]
+            ci, cj = _CellGrid(tuple(bo[:, :, good].reshape(3, -1)), b, r_grid,
+                               ids=np.tile(good, 4)).pairs()
             bad |= _cover(ci, cj, a)
             offender[:] = False
             offender[off[bad]] = True
@@ -699,13 +746,20 @@ class WaterBank:
                 for s, (pos, hb) in enumerate(partners):
                     offender[hb[(bslot[pos] == s) & (best[pos] > 0)]] = True
             per_retry.append(int(offender.sum()))
+        grid = pts = ox = None  # free before the float64 output
 
+        # output rows in the caller's order; bead order[i] of the sorted arrays is row i
         out = np.empty((n, 12, 3))
-        step = 1 << 15  # chunks bound the temporaries (12 atoms x 3 x float64 per bead)
-        xs = x[order]
-        for i in range(0, n, step):
-            sl = slice(i, i + step)
-            out[order[sl]] = self._coords(kk[sl], qq[sl], xs[sl])
+        src = np.empty(n, dtype=np.int64)
+        src[order] = np.arange(n)
+        step = 1 << 13  # chunks bound the temporaries, and spread over the threads
+
+        def fill(i):
+            rows = slice(i, min(i + step, n))
+            j = src[rows]
+            self._coords(kk[j], qq[j], x[rows], out=out[rows])
+
+        _pmap(fill, list(range(0, n, step)))
         unresolved = np.sort(order[np.flatnonzero(offender)])
         self.last_stats = dict(n_beads=n, n_initial_clash=n_initial,
                                n_unresolved=int(len(unresolved)), retries=retries,
