@@ -216,6 +216,18 @@ def test_cell_grid_matches_kdtree():
     tiny = _CellGrid(w[:20] * 0.15, box * 0.15, 0.2)  # box < 3 cut-offs: cKDTree fallback
     assert tiny.kd is not None and len(tiny.pairs()[0]) > 0
     assert len(tiny.query(w[20:40] * 0.15)[0]) > 0
+    # update: move points 0..499 (as columns) = a fresh grid of the moved set, for queries
+    for scale in (1.0, 0.15):
+        q = p[2000:] * scale
+        pts = p[:2000] * scale
+        g = _CellGrid(tuple(pts.T), box * scale, 0.2)
+        drop = np.zeros(2000, bool)
+        drop[:500] = True
+        pts[:500] = rng.uniform(-4, 8, (500, 3)) * scale
+        g.update(drop, tuple(pts[:500].T), np.arange(500))
+        i, j = g.query(q)
+        i0, j0 = _CellGrid(pts, box * scale, 0.2).query(q)
+        assert len(i) == len(i0) > 0 and set(zip(i, j)) == set(zip(i0, j0))
 
 
 def test_place_tiny_box(bank):

@@ -66,38 +66,24 @@ DEFAULT_BANK_FILE = "water_clusters_tip3p.npz"
 _FORMAT = "multiscale.WaterBank/1"
 
 
-def _quat_matrices(q: np.ndarray, dtype=np.float64) -> np.ndarray:
-    """Rotation matrices ``(n, 3, 3)`` of unit quaternions ``q`` (n, 4) (w, x, y, z)."""
-    w, x, y, z = np.asarray(q, dtype=dtype).T
-    r = np.empty((len(w), 3, 3), dtype=dtype)
-    r[:, 0, 0] = 1 - 2 * (y * y + z * z)
-    r[:, 0, 1] = 2 * (x * y - w * z)
-    r[:, 0, 2] = 2 * (x * z + w * y)
-    r[:, 1, 0] = 2 * (x * y + w * z)
-    r[:, 1, 1] = 1 - 2 * (x * x + z * z)
-    r[:, 1, 2] = 2 * (y * z - w * x)
-    r[:, 2, 0] = 2 * (x * z - w * y)
-    r[:, 2, 1] = 2 * (y * z + w * x)
-    r[:, 2, 2] = 1 - 2 * (x * x + y * y)
-    return r
-
-
 def _rot_entries(q: np.ndarray, dtype=np.float64):
-    """Rotation matrix entries ``r[i][j]`` (each an (n,) array) of unit quaternions (n, 4)."""
+    """Rotation matrix entries ``r[i][j]`` (each an (n,) array) of quaternions ``q`` (n, 4)
+    (w, x, y, z; any non-zero norm: the matrix is exactly orthogonal either way)."""
     w, x, y, z = np.asarray(q, dtype=dtype).T
-    xx, yy, zz, xy, xz, yz = x * x, y * y, z * z, x * y, x * z, y * z
-    wx, wy, wz = w * x, w * y, w * z
-    return ((1 - 2 * (yy + zz), 2 * (xy - wz), 2 * (xz + wy)),
-            (2 * (xy + wz), 1 - 2 * (xx + zz), 2 * (yz - wx)),
-            (2 * (xz - wy), 2 * (yz + wx), 1 - 2 * (xx + yy)))
+    s = 2 / (w * w + x * x + y * y + z * z)
+    xs, ys, zs = x * s, y * s, z * s
+    wx, wy, wz, xx, xy, xz = w * xs, w * ys, w * zs, x * xs, x * ys, x * zs
+    yy, yz, zz = y * ys, y * zs, z * zs
+    return ((1 - (yy + zz), xy - wz, xz + wy),
+            (xy + wz, 1 - (xx + zz), yz - wx),
+            (xz - wy, yz + wx, 1 - (xx + yy)))
 
 
 def random_rotations(rng: np.random.Generator, n: int) -> np.ndarray:
     """``n`` uniformly distributed rotation matrices ``(n, 3, 3)`` (normalised Gaussian
     quaternions, i.e. Haar measure on SO(3))."""
-    q = rng.standard_normal((n, 4))
-    q /= np.linalg.norm(q, axis=1, keepdims=True)
-    return _quat_matrices(q)
+    r = _rot_entries(rng.standard_normal((n, 4)))
+    return np.stack([np.stack(row, axis=-1) for row in r], axis=-2)
 
 
 def _com(xyz: np.ndarray) -> np.ndarray:
@@ -112,8 +98,8 @@ def _tree(x: np.ndarray, box: np.ndarray) -> cKDTree:
 #: threads for the contact search (at most; capped by the CPUs this process may use)
 _MAX_THREADS = 4
 #: target points per cell of the contact grid (cells are never narrower than the cut-off;
-#: measured: 0.16-0.25 is fastest at water density, larger cells cost memory-free time)
-_CELL_OCCUPANCY = 0.2
+#: measured at water density: 0.2-0.3 fastest at 100k beads, 0.35 at 1M (fewer cells))
+_CELL_OCCUPANCY = 0.3
 #: query points per work item of the contact search (bounds temporaries, feeds the threads)
 _CHUNK = 1 << 15
 _SCHED = 1.0
@@ -187,18 +173,20 @@ def _columns(p):
 
 def _starts(key: np.ndarray, ncell: int) -> np.ndarray:
     """``start[c]``: first index of cell c in the sorted ``key`` (``start[ncell] = len``);
-    counted in slabs of cells, so no int64 temporary of the size of the grid."""
+    counted in cache-sized slabs of cells (no grid-sized int64 temporary)."""
     t = np.int32 if len(key) < 2**31 - 1 else np.int64
     start = np.empty(ncell + 1, dtype=t)
     start[0] = 0
-    step = 1 << 22
+    step = 1 << 18
     bounds = np.searchsorted(key, np.arange(0, ncell + step, step))
     for i, c0 in enumerate(range(0, ncell, step)):
         c1 = min(c0 + step, ncell)
         lo, hi = bounds[i], bounds[i + 1]
-        cnt = np.bincount(key[lo:hi] - c0, minlength=c1 - c0).astype(t)
-        np.cumsum(cnt, out=start[c0 + 1:c1 + 1])
-        start[c0 + 1:c1 + 1] += t(lo)
+        cnt = np.bincount(key[lo:hi] - c0 if c0 else key[lo:hi], minlength=c1 - c0)
+        s = start[c0 + 1:c1 + 1]
+        np.cumsum(cnt, dtype=t, out=s)
+        if lo:
+            s += t(lo)
     return start
 
 
@@ -222,13 +210,15 @@ def _expand(lo: np.ndarray, hi: np.ndarray):
 class _CellGrid:
     """Periodic cell list for short-range contact search (vectorised numpy, float32).
 
-    Points ``p`` (m, 3) may be in any periodic image; they are wrapped into the box and the
-    faces, edges and corners are copied (shifted by a box length) into a ghost layer of
-    cells, so distances need no minimum image.  Cells are >= ``r`` wide (about
-    :data:`_CELL_OCCUPANCY` points each), sorted z-fastest: the 3 cells of a stencil row
-    along z are one contiguous index range.  Distances are tested in float32 (error ~1e-6 nm
-    at 50 nm).  Boxes narrower than 3 cells fall back to cKDTree.  ``ids`` (default
-    ``arange(m)``) name the points in the results.
+    Points ``p`` ((m, 3) array, or x, y, z arrays) may be in any periodic image; they are
+    wrapped into the box and the faces, edges and corners are copied (shifted by a box
+    length) into a ghost layer of cells, so distances need no minimum image.  Cells are
+    >= ``r`` wide (about :data:`_CELL_OCCUPANCY` points each) and sorted z-fastest: the 3
+    cells of a stencil row along z are one contiguous index range (9 rows per query, 4 + 1
+    per point for the half stencil of :meth:`pairs`).  Distances are tested in float32
+    (error ~1e-6 nm at 50 nm).  Boxes narrower than 3 cells fall back to cKDTree.  ``ids``
+    (default ``arange(m)``) name the points in the results; :meth:`update` replaces the
+    points of some ids without a full rebuild.
     """
 
     def __init__(self, p, box: np.ndarray, r: float, ids: np.ndarray | None = None):
@@ -246,8 +236,21 @@ class _CellGrid:
             self.kd_ids = ids
             return
         self.nc, self.pc = nc, nc + 2
-        ncell = int(np.prod(self.pc))
+        self.ncell = ncell = int(np.prod(self.pc))
         self.kdt = np.int32 if ncell < 2**31 - 8 else np.int64
+        self.key, self.xyz, self.ids, real = self._entries(p, ids)
+        self.real = np.flatnonzero(real)
+        self.start = _starts(self.key, ncell)
+        pc = self.pc
+        self.rows = np.array([(i * pc[1] + j) * pc[2] - 1 for i, j in _ROWS], dtype=self.kdt)
+        self.hrows = np.array([(i * pc[1] + j) * pc[2] - 1 for i, j in _HALF_ROWS],
+                              dtype=self.kdt)
+
+    def _entries(self, p, ids):
+        """Sorted cell keys, coordinates, ids and real-point flags of points ``p`` and their
+        ghost copies."""
+        m = len(p[0])
+        nc, box = self.nc, self.box
         xyz, ci = self._wrap(p)
         # ghosts: (source point, image shift per axis); axis by axis, so copies of copies
         # fill the edges and corners
@@ -273,20 +276,34 @@ class _CellGrid:
         gi = order[ghost] - m
         src = order.copy()
         src[ghost] = gsrc[gi]
-        self.xyz = []
+        out = []
         for d in range(3):
             v = xyz[d][src]
             v[ghost] += gsh[d][gi].astype(np.float32) * np.float32(box[d])
-            self.xyz.append(v)
-        self.ids = ids[src]
-        self.real = np.flatnonzero(order < m)
-        del order, src, xyz
-        self.key = key
-        self.start = _starts(key, ncell)
-        pc = self.pc
-        self.rows = np.array([(i * pc[1] + j) * pc[2] - 1 for i, j in _ROWS], dtype=self.kdt)
-        self.hrows = np.array([(i * pc[1] + j) * pc[2] - 1 for i, j in _HALF_ROWS],
-                              dtype=self.kdt)
+            out.append(v)
+        return key, out, ids[src], order < m
+
+    def update(self, drop: np.ndarray, p, ids: np.ndarray):
+        """Remove the points whose id has ``drop[id]`` set, add points ``p`` named ``ids``
+        (a merge of sorted arrays: no full re-sort).  :meth:`pairs` is not kept up to date
+        (real-point list), :meth:`query` is."""
+        p = _columns(p)
+        if self.kd is not None:
+            keep = ~drop[self.kd_ids]
+            old = self.kd.data[keep]
+            new = wrap(np.stack(p, axis=1).astype(np.float64), self.box)
+            self.kd = _tree(np.concatenate([old, new]), self.box)
+            self.kd_ids = np.concatenate([self.kd_ids[keep], np.asarray(ids)])
+            return
+        keep = np.flatnonzero(~drop[self.ids])
+        key, xyz, nid, _ = self._entries(p, np.asarray(ids, dtype=self.ids.dtype))
+        old = self.key[keep]
+        at = np.searchsorted(old, key, side="right")
+        self.key = np.insert(old, at, key)
+        self.xyz = [np.insert(self.xyz[d][keep], at, xyz[d]) for d in range(3)]
+        self.ids = np.insert(self.ids[keep], at, nid)
+        self.real = None
+        self.start = _starts(self.key, self.ncell)
 
     def _wrap(self, p):
         """float32 coordinates wrapped into the box, and padded cell indices (1..nc)."""
@@ -543,11 +560,9 @@ class WaterBank:
 
     # ------------------------------------------------------------------ placement
     def _draw(self, rng: np.random.Generator, m: int):
-        """``m`` random (cluster index, unit quaternion) pairs (uniform rotations)."""
-        k = rng.integers(len(self), size=m)
-        q = rng.standard_normal((m, 4))
-        q /= np.linalg.norm(q, axis=1, keepdims=True)
-        return k, q
+        """``m`` random (cluster index, quaternion) pairs: Gaussian quaternions (float32,
+        not normalised: :func:`_rot_entries` divides by the norm) give uniform rotations."""
+        return rng.integers(len(self), size=m), rng.standard_normal((m, 4), dtype=np.float32)
 
     def _oxygens(self, k: np.ndarray, quat: np.ndarray, centres: np.ndarray) -> np.ndarray:
         """Oxygens of clusters ``k`` rotated by ``quat`` at ``centres`` (3, m): float32
@@ -682,7 +697,10 @@ class WaterBank:
         ox = self._oxygens(kk, qq, xw32)  # (3, 4, n) float32
         pts = tuple(ox.reshape(3, -1))  # oxygen (atom, bead) is point atom * n + bead
         bead_of = np.tile(np.arange(n, dtype=np.int32 if n < 2**31 else np.int64), 4)
-        bi, bj = _CellGrid(pts, b, r_grid, ids=bead_of).pairs()
+        grid = _CellGrid(pts, b, r_grid, ids=bead_of)
+        del pts, bead_of
+        bi, bj = grid.pairs()
+        moved = np.zeros(n, dtype=bool)
         offender = _cover(bi, bj, n)
         del bi, bj
         offender |= other_clash(np.arange(n), kk, qq) > 0
@@ -697,13 +715,13 @@ class WaterBank:
             retries += 1
             m = min(first_candidates, n_candidates) if retries == 1 else int(
                 min(n_candidates, max(first_candidates, _SCHED * n // a)))
-            accepted = ~offender
-            # current oxygens of all beads (offenders' entries are ignored)
-            grid = _CellGrid(pts, b, r_grid, ids=bead_of)
+            accepted = ~offender  # grid entries of other beads are ignored
+            if retries > 1:  # the beads re-drawn last round have moved
+                grid.update(moved, tuple(ox[:, :, last].reshape(3, -1)), np.tile(last, 4))
 
             best = np.full(a, np.iinfo(np.int64).max)
             bk = np.zeros(a, dtype=kk.dtype)
-            bq = np.zeros((a, 4))
+            bq = np.zeros((a, 4), dtype=qq.dtype)
             bo = np.zeros((3, 4, a), dtype=np.float32)
             bslot = np.zeros(a, dtype=np.int64)  # slot of the kept candidate
             partners = []  # per slot: (offender position, accepted bead) clash pairs
@@ -733,6 +751,9 @@ class WaterBank:
             bad = best > 0
             kk[off], qq[off] = bk, bq
             ox[:, :, off] = bo
+            moved[:] = False
+            moved[off] = True
+            last = off
             # clashes among the re-drawn beads that are clash-free otherwise: cover them
             good = np.flatnonzero(~bad)
             ci, cj = _CellGrid(tuple(bo[:, :, good].reshape(3, -1)), b, r_grid,
@@ -746,7 +767,7 @@ class WaterBank:
                 for s, (pos, hb) in enumerate(partners):
                     offender[hb[(bslot[pos] == s) & (best[pos] > 0)]] = True
             per_retry.append(int(offender.sum()))
-        grid = pts = ox = None  # free before the float64 output
+        grid = ox = None  # free before the float64 output
 
         # output rows in the caller's order; bead order[i] of the sorted arrays is row i
         out = np.empty((n, 12, 3))
