@@ -213,6 +213,15 @@ def test_cell_grid_matches_kdtree():
     i, j = _CellGrid(p[:2000], box, 0.2, ids=ids).pairs()
     assert set(zip(np.minimum(i, j), np.maximum(i, j))) == {
         (min(ids[a], ids[b]), max(ids[a], ids[b])) for a, b in ref if b < 2000}
+    for small in ([0.85, 0.9, 0.65], [2.0, 0.81, 3.0]):  # the fewest cells (2 x 2 x 3)
+        small = np.array(small)
+        ps = rng.uniform(-3, 6, (3000, 3))
+        ref = cKDTree(np.mod(ps, small), boxsize=small).query_pairs(0.2, output_type="ndarray")
+        g = _CellGrid(ps, small, 0.2)
+        assert g.kd is None and min(g.nc[:2]) == 2
+        i, j = g.pairs()
+        assert len(i) == len(ref) and set(zip(np.minimum(i, j), np.maximum(i, j))) == set(
+            map(tuple, np.sort(ref, axis=1)))
     tiny = _CellGrid(w[:20] * 0.15, box * 0.15, 0.2)  # box < 3 cut-offs: cKDTree fallback
     assert tiny.kd is not None and len(tiny.pairs()[0]) > 0
     assert len(tiny.query(w[20:40] * 0.15)[0]) > 0

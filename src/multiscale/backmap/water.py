@@ -97,17 +97,12 @@ def _tree(x: np.ndarray, box: np.ndarray) -> cKDTree:
 
 #: threads for the contact search (at most; capped by the CPUs this process may use)
 _MAX_THREADS = 4
-#: target points per cell of the contact grid (cells are never narrower than the cut-off;
-#: measured at water density: 0.2-0.3 fastest at 100k beads, 0.35 at 1M (fewer cells))
-_CELL_OCCUPANCY = 0.3
+#: target points per cell of the contact grid (sets the cell size of sparse grids; at water
+#: density the cells are the smallest allowed: 2r x 2r x r)
+_CELL_OCCUPANCY = 0.5
 #: query points per work item of the contact search (bounds temporaries, feeds the threads)
 _CHUNK = 1 << 15
 _SCHED = 1.0
-#: rows of 3 cells along z: the 9 (dx, dy) columns of the full stencil, and the 4 forward
-#: ones of the half stencil (with the forward cell of the own row they make its 13 cells)
-_ROWS = [(i, j) for i in (-1, 0, 1) for j in (-1, 0, 1)]
-_HALF_ROWS = [v for v in _ROWS if v > (0, 0)]
-
 
 _POOL: tuple[int, ThreadPoolExecutor] | None = None
 
@@ -125,6 +120,7 @@ def _pmap(fn, items):
     heavy array operations); order-preserving, hence deterministic."""
     global _POOL
     n = _n_threads()
+    items = list(items)
     if n == 1 or len(items) < 2:
         return [fn(x) for x in items]
     if _POOL is None or _POOL[0] != n:
@@ -173,13 +169,15 @@ def _columns(p):
 
 def _starts(key: np.ndarray, ncell: int) -> np.ndarray:
     """``start[c]``: first index of cell c in the sorted ``key`` (``start[ncell] = len``);
-    counted in cache-sized slabs of cells (no grid-sized int64 temporary)."""
+    counted in cache-sized slabs of cells (threads; no grid-sized int64 temporary)."""
     t = np.int32 if len(key) < 2**31 - 1 else np.int64
     start = np.empty(ncell + 1, dtype=t)
     start[0] = 0
     step = 1 << 18
     bounds = np.searchsorted(key, np.arange(0, ncell + step, step))
-    for i, c0 in enumerate(range(0, ncell, step)):
+
+    def slab(i):
+        c0 = i * step
         c1 = min(c0 + step, ncell)
         lo, hi = bounds[i], bounds[i + 1]
         cnt = np.bincount(key[lo:hi] - c0 if c0 else key[lo:hi], minlength=c1 - c0)
@@ -187,6 +185,8 @@ def _starts(key: np.ndarray, ncell: int) -> np.ndarray:
         np.cumsum(cnt, dtype=t, out=s)
         if lo:
             s += t(lo)
+
+    _pmap(slab, range(-(-ncell // step)))
     return start
 
 
@@ -213,10 +213,12 @@ class _CellGrid:
     Points ``p`` ((m, 3) array, or x, y, z arrays) may be in any periodic image; they are
     wrapped into the box and the faces, edges and corners are copied (shifted by a box
     length) into a ghost layer of cells, so distances need no minimum image.  Cells are
-    >= ``r`` wide (about :data:`_CELL_OCCUPANCY` points each) and sorted z-fastest: the 3
-    cells of a stencil row along z are one contiguous index range (9 rows per query, 4 + 1
-    per point for the half stencil of :meth:`pairs`).  Distances are tested in float32
-    (error ~1e-6 nm at 50 nm).  Boxes narrower than 3 cells fall back to cKDTree.  ``ids``
+    >= 2r wide in x and y and >= r in z, sorted z-fastest, so a "row" of 3 cells along z is
+    one contiguous index range; a point within r of another lies in the point's own x-y
+    column or in the neighbour columns on the sides of the cell half it sits in: 4 rows
+    per query, and for :meth:`pairs` the own row's later points plus the side rows that
+    come later in column order (1.5 on average).  Distances are tested in float32 (error
+    ~1e-6 nm at 50 nm).  Boxes of fewer than 2 x 2 x 3 cells fall back to cKDTree.  ``ids``
     (default ``arange(m)``) name the points in the results; :meth:`update` replaces the
     points of some ids without a full rebuild.
     """
@@ -228,30 +230,52 @@ class _CellGrid:
         self.r2 = np.float32(self.r * self.r)
         self.box = box = np.asarray(box, dtype=np.float64)
         ids = np.arange(m) if ids is None else np.asarray(ids)
-        dens = max(m, 1) / float(np.prod(box))
-        nc = np.floor(box / max(r, (_CELL_OCCUPANCY / dens) ** (1.0 / 3.0))).astype(np.int64)
+        vol = _CELL_OCCUPANCY * float(np.prod(box)) / max(m, 1)  # target cell volume
+        wxy = max(2 * r, (2 * vol) ** (1.0 / 3.0))
+        wz = max(r, vol / wxy**2)
+        nc = np.floor(box / np.array([wxy, wxy, wz])).astype(np.int64)
         self.kd = None
-        if np.any(nc < 3):
+        if nc[0] < 2 or nc[1] < 2 or nc[2] < 3:
             self.kd = _tree(wrap(np.stack(p, axis=1).astype(np.float64), box), box)
             self.kd_ids = ids
             return
         self.nc, self.pc = nc, nc + 2
         self.ncell = ncell = int(np.prod(self.pc))
-        self.kdt = np.int32 if ncell < 2**31 - 8 else np.int64
+        self.kdt = t = np.int32 if ncell < 2**31 - 8 else np.int64
+        self.dx, self.dy = t(self.pc[1] * self.pc[2]), t(self.pc[2])  # key steps
         self.key, self.xyz, self.ids, real = self._entries(p, ids)
         self.real = np.flatnonzero(real)
         self.start = _starts(self.key, ncell)
-        pc = self.pc
-        self.rows = np.array([(i * pc[1] + j) * pc[2] - 1 for i, j in _ROWS], dtype=self.kdt)
-        self.hrows = np.array([(i * pc[1] + j) * pc[2] - 1 for i, j in _HALF_ROWS],
-                              dtype=self.kdt)
+
+    def _wrap(self, p):
+        """float32 coordinates wrapped into the box, padded cell indices (1..nc) and, in x
+        and y, the side (-1 / +1) of the cell half each point is in."""
+        xyz, ci, side = [], [], []
+        for d in range(3):
+            L = self.box[d]
+            x = np.array(p[d], dtype=np.float32)
+            x -= np.float32(L) * np.floor(x * np.float32(1.0 / L))
+            f = x * np.float32(self.nc[d] / L)
+            c = f.astype(np.int32)
+            np.clip(c, 0, self.nc[d] - 1, out=c)  # x == L after round-off
+            if d < 2:
+                f -= c
+                side.append(np.where(f >= 0.5, self.kdt(1), self.kdt(-1)))
+            c += 1
+            xyz.append(x)
+            ci.append(c)
+        return xyz, ci, side
+
+    def _key(self, ci):
+        t = self.kdt
+        return ci[0].astype(t) * self.dx + ci[1].astype(t) * self.dy + ci[2]
 
     def _entries(self, p, ids):
         """Sorted cell keys, coordinates, ids and real-point flags of points ``p`` and their
         ghost copies."""
         m = len(p[0])
         nc, box = self.nc, self.box
-        xyz, ci = self._wrap(p)
+        xyz, ci, _ = self._wrap(p)
         # ghosts: (source point, image shift per axis); axis by axis, so copies of copies
         # fill the edges and corners
         gsrc = np.zeros(0, dtype=np.int64)
@@ -297,32 +321,13 @@ class _CellGrid:
             return
         keep = np.flatnonzero(~drop[self.ids])
         key, xyz, nid, _ = self._entries(p, np.asarray(ids, dtype=self.ids.dtype))
-        old = self.key[keep]
-        at = np.searchsorted(old, key, side="right")
-        self.key = np.insert(old, at, key)
-        self.xyz = [np.insert(self.xyz[d][keep], at, xyz[d]) for d in range(3)]
-        self.ids = np.insert(self.ids[keep], at, nid)
+        new = [key, *xyz, nid]
+        at = np.searchsorted(self.key[keep], key, side="right")
+        old = [self.key, *self.xyz, self.ids]
+        self.key, *self.xyz, self.ids = _pmap(lambda i: np.insert(old[i][keep], at, new[i]),
+                                             range(5))
         self.real = None
         self.start = _starts(self.key, self.ncell)
-
-    def _wrap(self, p):
-        """float32 coordinates wrapped into the box, and padded cell indices (1..nc)."""
-        xyz, ci = [], []
-        for d in range(3):
-            L = self.box[d]
-            x = np.array(p[d], dtype=np.float32)
-            x -= np.float32(L) * np.floor(x * np.float32(1.0 / L))
-            c = (x * np.float32(self.nc[d] / L)).astype(np.int32)
-            np.clip(c, 0, self.nc[d] - 1, out=c)  # x == L after round-off
-            c += 1
-            xyz.append(x)
-            ci.append(c)
-        return xyz, ci
-
-    def _key(self, ci):
-        pc = self.pc
-        t = self.kdt
-        return (ci[0].astype(t) * t(pc[1]) + ci[1]) * t(pc[2]) + ci[2]
 
     def _close(self, q, qi, j):
         """Pairs (query, sorted point) closer than r among candidates ``qi, j``."""
@@ -341,22 +346,30 @@ class _CellGrid:
         if self.kd is not None:
             pp = self.kd.query_pairs(self.r, output_type="ndarray").reshape(-1, 2)
             return self.kd_ids[pp[:, 0]], self.kd_ids[pp[:, 1]]
-        nr = len(self.hrows) + 1
+        if self.real is None:
+            raise RuntimeError("pairs() after update(): rebuild the grid")
         start, key, x = self.start, self.key, self.xyz
+        # the side of each real point, from its wrapped coordinates and cell
+        _, _, side = self._wrap([v[self.real] for v in x])
 
-        def one(ix):
-            qk = key[ix]
-            nk = qk[:, None] + self.hrows
-            lo = np.empty((len(ix), nr), dtype=start.dtype)
+        def one(i0):
+            ix = self.real[i0:i0 + _CHUNK]
+            sx, sy = side[0][i0:i0 + _CHUNK], side[1][i0:i0 + _CHUNK]
+            k = key[ix]
+            lo = np.empty((len(ix), 4), dtype=start.dtype)
             hi = np.empty_like(lo)
-            lo[:, :-1], hi[:, :-1] = start[nk], start[nk + 3]
-            lo[:, -1], hi[:, -1] = ix + 1, start[qk + 2]  # own row: later points, next cell
+            lo[:, 0], hi[:, 0] = ix + 1, start[k + 2]  # own row: later points, next cell
+            base = k - 1
+            for c, nk, use in ((1, base + sx * self.dx, sx > 0),
+                               (2, base + sy * self.dy, sy > 0),
+                               (3, base + sx * self.dx + sy * self.dy, sx > 0)):
+                lo[:, c] = start[nk]
+                hi[:, c] = np.where(use, start[nk + 3], lo[:, c])  # later columns only
             f, j = _expand(lo.ravel(), hi.ravel())
-            a, b = self._close([v[ix] for v in x], f // nr, j)
+            a, b = self._close([v[ix] for v in x], f >> 2, j)
             return ix[a], b
 
-        r = self.real
-        res = _pmap(one, [r[i:i + _CHUNK] for i in range(0, len(r), _CHUNK)])
+        res = _pmap(one, range(0, len(self.real), _CHUNK))
         return self.ids[_cat([v[0] for v in res])], self.ids[_cat([v[1] for v in res])]
 
     def query(self, q):
@@ -369,19 +382,24 @@ class _CellGrid:
             i = np.repeat(np.arange(len(q[0])), [len(v) for v in nbl])
             j = np.fromiter((k for v in nbl for k in v), dtype=np.int64, count=len(i))
             return i, self.kd_ids[j]
-        xyz, ci = self._wrap(q)
+        xyz, ci, side = self._wrap(q)
         qk = self._key(ci)
-        nr, start = len(self.rows), self.start
+        start = self.start
 
-        def one(lo_hi):
-            a, b = lo_hi
-            nk = qk[a:b, None] + self.rows
+        def one(a):
+            b = a + _CHUNK
+            base = qk[a:b] - 1
+            sx, sy = side[0][a:b] * self.dx, side[1][a:b] * self.dy
+            nk = np.empty((len(base), 4), dtype=base.dtype)
+            nk[:, 0] = base
+            nk[:, 1] = base + sx
+            nk[:, 2] = base + sy
+            nk[:, 3] = nk[:, 1] + sy
             f, j = _expand(start[nk].ravel(), start[nk + 3].ravel())
-            i, j = self._close([v[a:b] for v in xyz], f // nr, j)
+            i, j = self._close([v[a:b] for v in xyz], f >> 2, j)
             return i + a, j
 
-        m = len(qk)
-        res = _pmap(one, [(i, min(i + _CHUNK, m)) for i in range(0, m, _CHUNK)])
+        res = _pmap(one, range(0, len(qk), _CHUNK))
         return _cat([v[0] for v in res]), self.ids[_cat([v[1] for v in res])]
 
 
