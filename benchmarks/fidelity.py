@@ -183,6 +183,13 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--model", default=None, help="save the trained model here")
+    ap.add_argument("--load", default=None, help="use this trained model instead of training")
+    ap.add_argument("--env-cutoff", type=float, default=None, help="neighbour-count conditioning (nm)")
+    ap.add_argument("--select-eps", type=float, default=0.0, help="environment-aware candidate selection weight")
+    ap.add_argument("--candidates", type=int, default=2)
+    ap.add_argument("--weight-decay", type=float, default=0.0)
+    ap.add_argument("--feature-noise", type=float, default=0.02)
+    ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
     d = Path(a.data)
@@ -198,8 +205,14 @@ def main(argv=None):
 
     ftr = Frames(fr.positions[tr], fr.box[tr], fr.times[tr], fr.names, fr.resnames, fr.resids)
     t0 = time.perf_counter()
-    model = train(top, mp, ftr, seed=a.seed, epochs=a.epochs, log=print,
-                  provenance={"files": [str(d / "md.xtc")], "frames": f"0..{ntr - 1}"})
+    if a.load:
+        from multiscale.backmap.engine import load_model
+
+        model = load_model(a.load, top)
+    else:
+        model = train(top, mp, ftr, seed=a.seed, epochs=a.epochs, log=print, env_cutoff=a.env_cutoff,
+                      weight_decay=a.weight_decay, feature_noise=a.feature_noise, hidden=a.hidden,
+                      provenance={"files": [str(d / "md.xtc")], "frames": f"0..{ntr - 1}"})
     t_train = time.perf_counter() - t0
     print(f"training: {t_train:.1f} s")
     if a.model:
@@ -210,7 +223,8 @@ def main(argv=None):
     gens, t_bm, reps_all = [], [], []
     for k in range(a.draws):
         t0 = time.perf_counter()
-        aa, reps = backmap(model, top, cg.positions, cg.box, seed=a.seed + 1000 + k)
+        aa, reps = backmap(model, top, cg.positions, cg.box, seed=a.seed + 1000 + k, candidates=a.candidates,
+                           select_eps=a.select_eps)
         t_bm.append(time.perf_counter() - t0)
         gens.append(aa)
         reps_all += reps

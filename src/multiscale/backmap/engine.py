@@ -346,7 +346,7 @@ def train(topology, mapping, frames, *, seed: int = 0, epochs: int | None = None
           n_components: int = 6, batch_size: int = 512, lr: float | None = None, feature_noise: float = 0.02,
           max_samples: int = 200_000, target_steps: int = 3000, threads: int | None = None,
           grouped_offsets: bool = True, calibrate_hbonds: bool = True,
-          env_cutoff: float | None = None) -> BackmapModel:
+          env_cutoff: float | None = None, weight_decay: float = 0.0) -> BackmapModel:
     """Train (or, with ``init``, fine-tune) a backmapping model on AA frames.
 
     topology: :class:`~multiscale.topology.SystemTopology`; mapping: :class:`~multiscale.mapping.Mapping`;
@@ -448,7 +448,7 @@ def train(topology, mapping, frames, *, seed: int = 0, epochs: int | None = None
                 f"{tree.n_torsions} torsions ({len(tree.heavy_torsions())} heavy), {n_ep} epochs")
             info = fit(dens, feats, bonds, angles, tors, epochs=n_ep, batch_size=batch_size, lr=lr_m,
                        seed=_derive_seed(seed, 23), feature_noise=feature_noise, device=device, set_stats=set_stats,
-                       log=log, label=name)
+                       log=log, label=name, weight_decay=weight_decay)
             stereo = StereoReference.from_frames(mt.n_atoms, mt.bonds, mt.elements, x)
             if prev is not None:  # keep the established references, add counts
                 stereo = prev.stereo

@@ -311,13 +311,14 @@ class ICDensity(nn.Module):
 
 def fit(model: ICDensity, features, bonds, angles, torsions, *, epochs: int = 30, batch_size: int = 512,
         lr: float = 3e-3, seed: int = 0, feature_noise: float = 0.02, val_fraction: float = 0.05,
-        device: str = "cpu", set_stats: bool = True, log=print, label: str = "") -> dict:
+        device: str = "cpu", set_stats: bool = True, log=print, label: str = "", weight_decay: float = 0.0) -> dict:
     """Maximum-likelihood training of ``model`` on (N, ...) numpy/torch arrays.
 
     features (N, nf); bonds (N, nb) nm; angles (N, na) rad; torsions (N, T) rad.
     feature_noise: Gaussian noise added to the standardised features during training (in
     units of their std), which smooths the conditional against small CG/AA mismatches.
-    Adam with cosine decay; a held-out fraction gives the validation NLL.  Returns a dict
+    AdamW (``weight_decay``) with a one-cycle schedule; a held-out fraction gives the
+    validation NLL.  Returns a dict
     (``train_nll``, ``val_nll`` per molecule in nats, ``epochs``, ``n_samples``, ``seconds``).
     """
     t0 = time.perf_counter()
@@ -337,7 +338,7 @@ def fit(model: ICDensity, features, bonds, angles, torsions, *, epochs: int = 30
     perm = torch.randperm(N, generator=g)
     nval = int(round(N * val_fraction)) if N >= 40 else 0
     val, tr = perm[:nval], perm[nval:]
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = max(1, math.ceil(len(tr) / batch_size))
     total = max(1, epochs * steps_per_epoch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.1)
