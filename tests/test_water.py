@@ -192,39 +192,52 @@ def test_from_frames(bank):
         WaterBank.from_frames(frames[:, :-1], box)
 
 
+def _kd_pairs(p, box, r, q=None):
+    """Reference pairs (sets) within r - 1e-5 and r + 1e-5 nm: the grid tests distances in
+    float32, so pairs within ~1e-7 of the cut-off may go either way."""
+    t = cKDTree(np.mod(p, box), boxsize=box)
+    out = []
+    for rr in (r - 1e-5, r + 1e-5):
+        if q is None:
+            pp = np.sort(t.query_pairs(rr, output_type="ndarray"), axis=1)
+            out.append(set(map(tuple, pp)))
+        else:
+            nbl = t.query_ball_point(np.mod(q, box), rr)
+            out.append({(a, b) for a, v in enumerate(nbl) for b in v})
+    return out
+
+
+def _same_pairs(i, j, ref, ordered=False):
+    got = list(zip(i, j) if ordered else zip(np.minimum(i, j), np.maximum(i, j)))
+    return len(got) == len(set(got)) and ref[0] <= set(got) <= ref[1]  # each pair once
+
+
 def test_cell_grid_matches_kdtree():
     from multiscale.backmap.water import _CellGrid
 
     rng = np.random.default_rng(0)
     box = np.array([3.1, 2.7, 4.0])
     p = rng.uniform(-4, 8, (3000, 3))  # any periodic image
-    w = np.mod(p, box)
-    ref = cKDTree(w, boxsize=box).query_pairs(0.2, output_type="ndarray")
-    ref = set(map(tuple, np.sort(ref, axis=1)))
     g = _CellGrid(p[:2000], box, 0.2)
     assert g.kd is None
-    i, j = g.pairs()
-    assert len(i) == len({(a, b) for a, b in ref if b < 2000})  # each pair once
-    assert set(zip(np.minimum(i, j), np.maximum(i, j))) == {(a, b) for a, b in ref if b < 2000}
-    i, j = g.query(p[2000:])  # points outside the grid, against all grid points
-    want = {(b - 2000, a) for a, b in ref if a < 2000 <= b}
-    assert len(i) == len(want) and set(zip(i, j)) == want
+    assert _same_pairs(*g.pairs(), _kd_pairs(p[:2000], box, 0.2))
+    # points outside the grid, against all grid points
+    assert _same_pairs(*g.query(p[2000:]), _kd_pairs(p[:2000], box, 0.2, p[2000:]), True)
     ids = rng.permutation(2000) + 7  # custom point names
     i, j = _CellGrid(p[:2000], box, 0.2, ids=ids).pairs()
-    assert set(zip(np.minimum(i, j), np.maximum(i, j))) == {
-        (min(ids[a], ids[b]), max(ids[a], ids[b])) for a, b in ref if b < 2000}
+    ref = [{(min(ids[a], ids[b]), max(ids[a], ids[b])) for a, b in r}
+           for r in _kd_pairs(p[:2000], box, 0.2)]
+    assert _same_pairs(i, j, ref)
     for small in ([0.85, 0.9, 0.65], [2.0, 0.81, 3.0]):  # the fewest cells (2 x 2 x 3)
         small = np.array(small)
-        ps = rng.uniform(-3, 6, (3000, 3))
-        ref = cKDTree(np.mod(ps, small), boxsize=small).query_pairs(0.2, output_type="ndarray")
+        ps = rng.uniform(-3, 6, (1000, 3))
         g = _CellGrid(ps, small, 0.2)
         assert g.kd is None and min(g.nc[:2]) == 2
-        i, j = g.pairs()
-        assert len(i) == len(ref) and set(zip(np.minimum(i, j), np.maximum(i, j))) == set(
-            map(tuple, np.sort(ref, axis=1)))
-    tiny = _CellGrid(w[:20] * 0.15, box * 0.15, 0.2)  # box < 3 cut-offs: cKDTree fallback
+        assert _same_pairs(*g.pairs(), _kd_pairs(ps, small, 0.2))
+        assert _same_pairs(*g.query(p[:500]), _kd_pairs(ps, small, 0.2, p[:500]), True)
+    tiny = _CellGrid(p[:20] * 0.15, box * 0.15, 0.2)  # box < 3 cut-offs: cKDTree fallback
     assert tiny.kd is not None and len(tiny.pairs()[0]) > 0
-    assert len(tiny.query(w[20:40] * 0.15)[0]) > 0
+    assert len(tiny.query(p[20:40] * 0.15)[0]) > 0
     # update: move points 0..499 (as columns) = a fresh grid of the moved set, for queries
     for scale in (1.0, 0.15):
         q = p[2000:] * scale
