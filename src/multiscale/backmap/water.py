@@ -103,6 +103,9 @@ _CELL_OCCUPANCY = 0.5
 #: query points per work item of the contact search (bounds temporaries, feeds the threads)
 _CHUNK = 1 << 15
 _SCHED = 1.0
+#: beads are processed in the order of cubic cells of this many O-O cut-offs (cache locality
+#: of the contact search: 1M beads 6.3 -> 5.2 s CPU against 1 nm cells)
+_BEAD_CELL = 4.0
 
 _POOL: tuple[int, ThreadPoolExecutor] | None = None
 
@@ -678,10 +681,9 @@ class WaterBank:
 
         # spatial order (cache-friendly grids); results are mapped back at the end
         xw = wrap(x, b)
-        cell = np.floor(xw).astype(np.int64)
-        ncell = np.floor(b).astype(np.int64) + 1
-        order = np.argsort((cell[:, 0] * ncell[1] + cell[:, 1]) * ncell[2] + cell[:, 2],
-                           kind="stable")
+        nb = np.maximum(np.floor(b / (_BEAD_CELL * r_oo)), 1).astype(np.int64)
+        cell = np.minimum((xw * (nb / b)).astype(np.int64), nb - 1)
+        order = _argsort_int((cell[:, 0] * nb[1] + cell[:, 1]) * nb[2] + cell[:, 2])
         del cell
         xw = xw[order]
         xw32 = np.ascontiguousarray(xw.T, dtype=np.float32)  # (3, n)
