@@ -249,27 +249,34 @@ class _CellGrid:
         self.kdt = t = np.int32 if ncell < 2**31 - 8 else np.int64
         self.dx, self.dy = t(self.pc[1] * self.pc[2]), t(self.pc[2])  # key steps
         self.key, self.xyz, self.ids, real = self._entries(p, ids)
-        self.real = np.flatnonzero(real)
+        self.real = np.flatnonzero(real).astype(self.ids.dtype if m < 2**31 - 1 else np.int64)
+        del real
         self.start = _starts(self.key, ncell)
 
-    def _wrap(self, p):
+    def _wrap(self, p, sides: bool = True):
         """float32 coordinates wrapped into the box, padded cell indices (1..nc) and, in x
-        and y, the side (-1 / +1) of the cell half each point is in."""
-        xyz, ci, side = [], [], []
+        and y, the side of the cell half each point is in (see :meth:`_sides`)."""
+        xyz, ci = [], []
         for d in range(3):
             L = self.box[d]
             x = np.array(p[d], dtype=np.float32)
             x -= np.float32(L) * np.floor(x * np.float32(1.0 / L))
-            f = x * np.float32(self.nc[d] / L)
-            c = f.astype(np.int32)
+            c = (x * np.float32(self.nc[d] / L)).astype(np.int32)
             np.minimum(c, self.nc[d] - 1, out=c)  # x == L after round-off (x >= 0)
-            if d < 2:
-                f -= c
-                side.append(np.where(f >= 0.5, self.kdt(1), self.kdt(-1)))
             c += 1
             xyz.append(x)
             ci.append(c)
-        return xyz, ci, side
+        return xyz, ci, (self._sides(xyz, ci) if sides else None)
+
+    def _sides(self, xyz, ci):
+        """Key steps to the x and y neighbour columns on the side of the cell half each
+        point (coordinates ``xyz``, padded cells ``ci``) is in: +-dx, +-dy."""
+        out = []
+        for d, step in ((0, self.dx), (1, self.dy)):
+            f = xyz[d] * np.float32(self.nc[d] / self.box[d])
+            f -= ci[d] - 1  # position in the cell, in cell widths (the cell, not floor(f):
+            out.append(np.where(f >= 0.5, step, -step))  # x may round to the upper edge)
+        return out
 
     def _key(self, ci):
         t = self.kdt
@@ -280,7 +287,7 @@ class _CellGrid:
         ghost copies."""
         m = len(p[0])
         nc, box = self.nc, self.box
-        xyz, ci, _ = self._wrap(p)
+        xyz, ci, _ = self._wrap(p, sides=False)
         # ghosts: (source point, image shift per axis); axis by axis, so copies of copies
         # fill the edges and corners
         gsrc = np.zeros(0, dtype=np.int64)
@@ -303,14 +310,16 @@ class _CellGrid:
         key = key[order]
         ghost = np.flatnonzero(order >= m)
         gi = order[ghost] - m
-        src = order.copy()
+        src = order.astype(np.int32 if len(order) < 2**31 - 1 else np.int64)
         src[ghost] = gsrc[gi]
         out = []
         for d in range(3):
             v = xyz[d][src]
             v[ghost] += gsh[d][gi].astype(np.float32) * np.float32(box[d])
             out.append(v)
-        return key, out, ids[src], order < m
+        real = order < m
+        del order
+        return key, out, ids[src], real
 
     def update(self, drop: np.ndarray, p, ids: np.ndarray):
         """Remove the points whose id has ``drop[id]`` set, add points ``p`` named ``ids``
@@ -324,14 +333,16 @@ class _CellGrid:
             self.kd = _tree(np.concatenate([old, new]), self.box)
             self.kd_ids = np.concatenate([self.kd_ids[keep], np.asarray(ids)])
             return
-        keep = np.flatnonzero(~drop[self.ids])
+        keep = ~drop[self.ids]
         key, xyz, nid, _ = self._entries(p, np.asarray(ids, dtype=self.ids.dtype))
-        new = [key, *xyz, nid]
-        at = np.searchsorted(self.key[keep], key, side="right")
-        old = [self.key, *self.xyz, self.ids]
-        self.key, *self.xyz, self.ids = _pmap(lambda i: np.insert(old[i][keep], at, new[i]),
-                                             range(5))
         self.real = None
+        at = np.searchsorted(self.key[keep], key, side="right")
+        # one array at a time (memory); np.insert places values before the given indices
+        self.key = np.insert(self.key[keep], at, key)
+        for d in range(3):
+            self.xyz[d] = np.insert(self.xyz[d][keep], at, xyz[d])
+        self.ids = np.insert(self.ids[keep], at, nid)
+        del keep, at
         self.start = _starts(self.key, self.ncell)
 
     def _close(self, q, qi, j):
@@ -354,24 +365,24 @@ class _CellGrid:
         if self.real is None:
             raise RuntimeError("pairs() after update(): rebuild the grid")
         start, key, x = self.start, self.key, self.xyz
-        # the side of each real point, from its wrapped coordinates and cell
-        _, _, side = self._wrap([v[self.real] for v in x])
 
         def one(i0):
             ix = self.real[i0:i0 + _CHUNK]
-            sx, sy = side[0][i0:i0 + _CHUNK], side[1][i0:i0 + _CHUNK]
+            q = [v[ix] for v in x]
             k = key[ix]
+            cx = k // self.dx
+            sx, sy = self._sides(q, [cx, (k - cx * self.dx) // self.dy])
             lo = np.empty((len(ix), 4), dtype=start.dtype)
             hi = np.empty_like(lo)
             lo[:, 0], hi[:, 0] = ix + 1, start[k + 2]  # own row: later points, next cell
             base = k - 1
-            for c, nk, use in ((1, base + sx * self.dx, sx > 0),
-                               (2, base + sy * self.dy, sy > 0),
-                               (3, base + sx * self.dx + sy * self.dy, sx > 0)):
+            for c, nk, use in ((1, base + sx, sx > 0),
+                               (2, base + sy, sy > 0),
+                               (3, base + sx + sy, sx > 0)):
                 lo[:, c] = start[nk]
                 hi[:, c] = np.where(use, start[nk + 3], lo[:, c])  # later columns only
             f, j = _expand(lo.ravel(), hi.ravel())
-            a, b = self._close([v[ix] for v in x], f >> 2, j)
+            a, b = self._close(q, f >> 2, j)
             return ix[a], b
 
         res = _pmap(one, range(0, len(self.real), _CHUNK))
@@ -394,7 +405,7 @@ class _CellGrid:
         def one(a):
             b = a + _CHUNK
             base = qk[a:b] - 1
-            sx, sy = side[0][a:b] * self.dx, side[1][a:b] * self.dy
+            sx, sy = side[0][a:b], side[1][a:b]
             nk = np.empty((len(base), 4), dtype=base.dtype)
             nk[:, 0] = base
             nk[:, 1] = base + sx
