@@ -346,9 +346,12 @@ class _CellGrid:
         self.start = _starts(self.key, self.ncell)
 
     def _close(self, q, qi, j):
-        """Pairs (query, sorted point) closer than r among candidates ``qi, j``."""
+        """Pairs (query, sorted point) closer than r among candidates ``qi, j`` (x tested
+        first: it drops about half of them before the other gathers)."""
         x = self.xyz
         d = q[0][qi] - x[0][j]
+        k = np.flatnonzero(np.abs(d) < self.r)
+        qi, j, d = qi[k], j[k], d[k]
         s2 = d * d
         d = q[1][qi] - x[1][j]
         s2 += d * d
@@ -739,7 +742,7 @@ class WaterBank:
         offender |= other_clash(np.arange(n), kk, qq) > 0
         n_initial = int(offender.sum())
 
-        retries, per_retry = 0, []
+        retries, per_retry, last = 0, [], None
         for _ in range(max_retries):
             off = np.flatnonzero(offender)
             a = len(off)
