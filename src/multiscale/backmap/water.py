@@ -22,11 +22,17 @@ Clash criteria (module constants, overridable per call):
   (0.57 x (0.152 + 0.12) = 0.155 nm), shorter than any equilibrium non-bonded contact
   (hydrogen bonds H...O/N ~0.17-0.20 nm), so waters may still hydrogen-bond to the solute.
 
-Contacts are found with a vectorised periodic cell list (no per-bead Python loops).  Measured
-(``benchmarks/bench_water.py``, 2-CPU VM shared with other jobs, load 4-6): 97k beads at
-Martini density in 2.3-2.5 s wall / 1.6-1.8 s CPU (~40k beads/s wall, ~57k/s CPU; the
-100k/s goal is not reached), ~0.8 % of beads left unresolved, +250 MB peak; 1M beads in
-34-48 s wall / 27-31 s CPU, +1.7-1.8 GB.
+Placement is vectorised numpy (no per-bead Python loops).  Contacts are found with a periodic
+cell list in float32 (:class:`_CellGrid`: ghost copies of the boundary cells, 2r x 2r x r
+cells, 4 contiguous index ranges per query point), built once on the first draw's oxygens and
+merged with the re-drawn beads after each round; only re-drawn beads are checked, and they
+try their candidates one at a time (a bead that found a clash-free one stops drawing), so the
+work follows the number of clashes.  Measured (``benchmarks/bench_water.py --repeat 2``,
+2-CPU VM shared with other jobs, load 1.1-2.4, i.e. often ~1 free core): 10k beads at
+Martini density 150-170k beads/s, 97k beads in 0.41-0.54 s (180-240k beads/s, +70 MB peak),
+1M beads in 4.6-7.1 s (140-220k beads/s, +460 MB peak, of which the float64 output is
+288 MB); ~0.12 % of beads left unresolved.  (Before: ~57k beads/s at 10k-100k, 38k/s at 1M,
++1.75 GB, 0.75-0.8 % unresolved.)
 
 Lengths nm; coordinates ``(..., 3)``; water atom order O, H1, H2.
 """
@@ -647,13 +653,15 @@ class WaterBank:
         min_dist_others : cut-off (nm) between any water atom and any ``others`` atom.
         max_retries : rounds of re-drawing clashing beads.  A small set of beads covering
             every clash (greedy vertex cover of the clash graph) is re-drawn; the beads not in
-            it form a clash-free accepted set that only grows.  Each re-drawn bead tries up to
+            it form a clash-free accepted set.  Each re-drawn bead tries up to
             ``first_candidates`` candidates ((cluster, rotation) pairs) in round 1 and
             ``n_candidates`` in later rounds, one at a time against the accepted beads, and
             keeps the first clash-free one (else the one with the fewest clashing atoms);
             only the beads still clashing draw another candidate, so the cost follows the
-            number of clashes, not ``n_candidates``.  Clashes among the beads re-drawn in the
-            same round are covered again.  A bead still stuck after an ``n_candidates``
+            number of clashes, not ``n_candidates`` (hence the defaults, 8 and 2 before:
+            0.12 % instead of 0.75 % of beads left unresolved at the same cost).  Clashes
+            among the beads re-drawn in the same round that are clash-free otherwise are
+            covered again.  A bead still stuck after an ``n_candidates``
             round also releases the accepted neighbours it clashes with, so they are
             re-drawn together in the next round.
         n_candidates, first_candidates : see ``max_retries``.
