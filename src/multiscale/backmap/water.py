@@ -709,8 +709,7 @@ class WaterBank:
         cell = np.minimum((xw * (nb / b)).astype(np.int64), nb - 1)
         order = _argsort_int((cell[:, 0] * nb[1] + cell[:, 1]) * nb[2] + cell[:, 2])
         del cell
-        xw = xw[order]
-        xw32 = np.ascontiguousarray(xw.T, dtype=np.float32)  # (3, n)
+        xw32 = np.ascontiguousarray(xw[order].T, dtype=np.float32)  # (3, n), sorted beads
 
         # 'others': a tree, and the beads close enough to touch them
         ot = None
@@ -721,7 +720,7 @@ class WaterBank:
                 raise MultiscaleError("others positions contain NaN/inf: check the AA frame")
             if len(oth):
                 ot = _tree(wrap(oth, b), b)
-                dn, _ = ot.query(xw, k=1, distance_upper_bound=self.extent + r_ot,
+                dn, _ = ot.query(xw[order], k=1, distance_upper_bound=self.extent + r_ot,
                                  workers=-1)
                 near = np.isfinite(dn)
 
@@ -731,26 +730,28 @@ class WaterBank:
             rows = np.flatnonzero(near[beads_]) if ot is not None else []
             if len(rows) == 0:
                 return cnt
-            xyz = self._coords(k[rows], quat[rows], xw[beads_[rows]])
+            xyz = self._coords(k[rows], quat[rows], x[order[beads_[rows]]])
             d, _ = ot.query(wrap(xyz.reshape(-1, 3), b), k=1, distance_upper_bound=r_ot,
                             workers=-1)
             cnt[rows] = np.isfinite(d).reshape(len(rows), 12).sum(axis=1)
             return cnt
 
+        del xw
         kk, qq = self._draw(rng, n)
         ox = self._oxygens(kk, qq, xw32)  # (3, 4, n) float32
         pts = tuple(ox.reshape(3, -1))  # oxygen (atom, bead) is point atom * n + bead
         bead_of = np.tile(np.arange(n, dtype=np.int32 if n < 2**31 else np.int64), 4)
-        grid = _CellGrid(pts, b, r_grid, ids=bead_of)
-        del pts, bead_of
+        grid = _CellGrid(pts, b, r_grid, ids=bead_of)  # holds the oxygens from now on
+        del pts, bead_of, ox
         bi, bj = grid.pairs()
+        grid.real = None
         moved = np.zeros(n, dtype=bool)
         offender = _cover(bi, bj, n)
         del bi, bj
         offender |= other_clash(np.arange(n), kk, qq) > 0
         n_initial = int(offender.sum())
 
-        retries, per_retry, last = 0, [], None
+        retries, per_retry, last, last_o = 0, [], None, None
         for _ in range(max_retries):
             off = np.flatnonzero(offender)
             a = len(off)
@@ -760,7 +761,7 @@ class WaterBank:
             m = min(first_candidates, n_candidates) if retries == 1 else n_candidates
             accepted = ~offender  # grid entries of other beads are ignored
             if retries > 1:  # the beads re-drawn last round have moved
-                grid.update(moved, tuple(ox[:, :, last].reshape(3, -1)), np.tile(last, 4))
+                grid.update(moved, tuple(last_o.reshape(3, -1)), np.tile(last, 4))
 
             best = np.full(a, np.iinfo(np.int64).max)
             bk = np.zeros(a, dtype=kk.dtype)
@@ -798,7 +799,7 @@ class WaterBank:
                 todo = todo[best[todo] > 0]
             bad = best > 0
             kk[off], qq[off] = bk, bq
-            ox[:, :, off] = bo
+            last_o = bo
             moved[:] = False
             moved[off] = True
             last = off
@@ -815,7 +816,7 @@ class WaterBank:
                 for pos, hb, sl in partners:
                     offender[hb[(bslot[pos] == sl) & (best[pos] > 0)]] = True
             per_retry.append(int(offender.sum()))
-        grid = ox = None  # free before the float64 output
+        grid = last_o = None  # free before the float64 output
 
         # output rows in the caller's order; bead order[i] of the sorted arrays is row i
         out = np.empty((n, 12, 3))
