@@ -14,14 +14,15 @@ clash statistics (beads re-drawn after the first draw, beads left unresolved) an
 average after the case (the VM has 2 CPUs shared with other jobs: at load >= 1 the two
 threads of the contact search rarely run at once).
 
-Measured at load 1.1-1.4 (``--sizes 10000 100000 1000000 --repeat 2``)::
+Measured at load 1.4-1.5 (``--sizes 10000 100000 1000000 --repeat 2``)::
 
-    place     10,648 beads     0.06 s  ...   171,439 beads/s  peak +  15 MB  unresolved 0.14 %
-    place     97,336 beads     0.41 s  ...   238,545 beads/s  peak +  66 MB  unresolved 0.12 %
-    place  1,000,000 beads     4.61 s  ...   216,717 beads/s  peak + 458 MB  unresolved 0.12 %
+    place     10,648 beads     0.07 s  ...   153,757 beads/s  peak +  15 MB  unresolved 0.14 %
+    place     97,336 beads     0.43 s  ...   227,500 beads/s  peak +  79 MB  unresolved 0.12 %
+    place  1,000,000 beads     4.14 s  ...   241,677 beads/s  peak + 378 MB  unresolved 0.13 %
 
-(the placement before lazy candidates and the row cell list: 56k, 57k and 38k beads/s,
-+26 MB, +216 MB and +1752 MB, 0.75-0.79 % unresolved).
+(1M peak RSS varies 380-640 MB between runs: allocator noise; tracemalloc peak 340 MB, of
+which the float64 output is 275 MiB.  The placement before lazy candidates and the row cell
+list: 56k, 57k and 38k beads/s, +26, +216 and +1752 MB, 0.75-0.79 % unresolved.)
 """
 
 from __future__ import annotations

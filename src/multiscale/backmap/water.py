@@ -28,11 +28,12 @@ cells, 4 contiguous index ranges per query point), built once on the first draw'
 merged with the re-drawn beads after each round; only re-drawn beads are checked, and they
 try their candidates one at a time (a bead that found a clash-free one stops drawing), so the
 work follows the number of clashes.  Measured (``benchmarks/bench_water.py --repeat 2``,
-2-CPU VM shared with other jobs, load 1.1-2.4, i.e. often ~1 free core): 10k beads at
-Martini density 150-170k beads/s, 97k beads in 0.41-0.54 s (180-240k beads/s, +70 MB peak),
-1M beads in 4.6-7.1 s (140-220k beads/s, +460 MB peak, of which the float64 output is
-288 MB); ~0.12 % of beads left unresolved.  (Before: ~57k beads/s at 10k-100k, 38k/s at 1M,
-+1.75 GB, 0.75-0.8 % unresolved.)
+2-CPU VM shared with other jobs, load 1.1-3.9, i.e. often ~1 free core): 10k beads at
+Martini density 150-180k beads/s; 97k beads in 0.41-0.54 s (180-240k beads/s); 1M beads in
+3.9-6.6 s (150-250k beads/s; 230-250k/s at load < 2), peak RSS +380-640 MB (allocator
+noise; traced numpy peak 340 MB, of which the float64 output is 275 MiB); ~0.13 % of beads
+left unresolved.  (Before: 56-61k beads/s at 10k-100k, 38-42k/s at 1M, +1.7-1.75 GB,
+0.75-0.8 % unresolved.)
 
 Lengths nm; coordinates ``(..., 3)``; water atom order O, H1, H2.
 """
