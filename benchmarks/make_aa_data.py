@@ -115,7 +115,6 @@ def _rename_octanol(src: Path, work: Path):
     c1 = [j for j in heavy(c2) if j != o and len(heavy(j)) == 1]
     assert len(c1) == 1
     chain = [c1[0], c2]
-    prev = c1[0]
     while True:
         nxt = [j for j in heavy(chain[-1]) if j not in chain and j != o]
         if not nxt:

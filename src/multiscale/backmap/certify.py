@@ -9,8 +9,8 @@
   for the lowest-index substituent on each side (:func:`cistrans_cis`).
 * Reference states (:class:`StereoReference`) are the majority over training frames, with
   the agreement fraction; only features with agreement >= ``min_agreement`` are enforced.
-* Clashes (:func:`find_clashes`): PBC neighbour search (``scipy.spatial.cKDTree`` with
-  ``boxsize``) on wrapped coordinates; intermolecular pairs closer than ``inter`` (0.08 nm),
+* Clashes (:func:`find_clashes`): PBC neighbour search (``scipy.spatial.cKDTree`` on wrapped
+  coordinates plus ghost images of the atoms near the faces, :func:`periodic_pairs`); intermolecular pairs closer than ``inter`` (0.08 nm),
   intramolecular pairs beyond 1-3 closer than ``intra`` (0.10 nm).
 * Repairs of last resort: :func:`swap_substituents` (inverts a centre by exchanging two
   acyclic substituents with a C2 rotation about their bisector) and :func:`flip_double_bond`
@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["StereoReference", "find_stereocentres", "find_double_bonds", "chirality_signs", "cistrans_cis",
+__all__ = ["periodic_pairs", "StereoReference", "find_stereocentres", "find_double_bonds", "chirality_signs", "cistrans_cis",
            "find_clashes", "swap_substituents", "flip_double_bond", "CertificateReport", "exclusion_matrix",
            "branch_atoms"]
 
@@ -299,8 +299,6 @@ def find_clashes(x: np.ndarray, box: np.ndarray, molecule: np.ndarray, local: np
     matrix per molecule type, True = excluded pair).
     Returns (inter_pairs (P, 2), intra_pairs (Q, 2)) atom indices.
     """
-    from scipy.spatial import cKDTree
-
     box = np.asarray(box, np.float64)
     xw = np.mod(np.asarray(x, np.float64), box)
     xw[xw >= box] = 0.0
