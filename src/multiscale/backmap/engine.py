@@ -47,6 +47,8 @@ RELAX_ITERATIONS = 20
 #: round costs one system-wide clash search).
 WATER_REPLACE_ROUNDS = 2
 RELAX_STIFFNESS = 1.8
+#: Iterations of the (small) re-projection after polar hydrogens were turned.
+REPROJECT_ITERATIONS = 8
 
 
 @contextlib.contextmanager
@@ -794,7 +796,7 @@ def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, 
                             if len(mv):
                                 s.x[mv] = relax_project(torch.as_tensor(xs[mv]), s.mm.matrix, s.mm.operator,
                                                         torch.as_tensor(s.beads[mv]), s.mm.local_pairs,
-                                                        RELAX_ITERATIONS, RELAX_STIFFNESS).numpy()
+                                                        REPROJECT_ITERATIONS, RELAX_STIFFNESS).numpy()
                             xf[blk.aa_block.start:blk.aa_block.stop] = s.x.reshape(-1, 3)
                 dev_max = 0.0
                 for s in sols:

@@ -45,7 +45,7 @@ def von_mises_log_prob(x, mu, kappa):
     return kappa * (torch.cos(x - mu) - 1.0) - _LOG2PI - torch.log(torch.special.i0e(kappa))
 
 
-VM_PROPOSALS = 4
+VM_PROPOSALS = 8
 VM_UNIFORMS = 3 * VM_PROPOSALS + 2
 
 
@@ -55,7 +55,7 @@ def sample_von_mises(mu: torch.Tensor, kappa: torch.Tensor, generator: torch.Gen
 
     Every element gets ``proposals`` rejection-sampling proposals from one ``torch.rand`` call
     (or the pre-drawn ``uniforms`` (n, VM_UNIFORMS) float64) and keeps the first accepted one
-    (acceptance >= 0.65 for any kappa); the rare elements
+    (acceptance >= 0.65 for any kappa, so all 8 fail with p < 2e-4); the rare elements
     with none accepted are redrawn in a loop.  Very large kappa (> 1000) uses the normal limit
     N(mu, 1/kappa) (Box-Muller from the same uniforms).  Deterministic for a given
     ``generator`` state; the result is wrapped to (-pi, pi].
@@ -266,7 +266,7 @@ class ICDensity(nn.Module):
             za = ((ba[:, nb:] - self.ba_mean[nb:]) / self.ba_std[nb:]).to(dt)
             hc = (h @ self.wc.reshape(-1, self.wc.shape[-1]).T
                   + self._angle_input(za) @ self.wa.reshape(-1, self.wa.shape[-1]).T).reshape(B, T, -1) + self.b1
-            U = torch.rand(T, B, VM_UNIFORMS + 1, generator=generator, dtype=torch.float64, device=dev)
+            U = torch.rand(T, B, VM_UNIFORMS + 1, generator=generator, device=dev).double()
             K = self.hyper["n_components"]
             for ks in self._step_groups:
                 ks = ks.to(dev)
@@ -284,14 +284,16 @@ class ICDensity(nn.Module):
                     z = nn.functional.silu(z)
                     z = nn.functional.silu(torch.einsum("bkj,kij->bki", z, self.w2[ks]) + self.b2[ks])
                     raw = torch.einsum("bki,kri->bkr", z, self.w3[ks]) + self.b3[ks]  # (B, m, 3K)
-                logits, mu_k, kappa = self._mix_params(raw, ks)
-                if temperature != 1.0:
-                    logits, kappa = logits / temperature, kappa / temperature
-                p = torch.softmax(logits.double(), -1)  # (B, m, K)
+                # pick the component from the logits, then build mu/kappa of that one only
+                logits = raw[..., :K] / temperature if temperature != 1.0 else raw[..., :K]
+                p = torch.softmax(logits, -1)  # (B, m, K)
                 u = U[ks].transpose(0, 1)  # (B, m, VM_UNIFORMS + 1)
                 comp = (u[..., -1:] > torch.cumsum(p, -1)).sum(-1, keepdim=True).clamp(max=K - 1)
-                mu_c = mu_k.gather(-1, comp)[..., 0]
-                kap_c = kappa.gather(-1, comp)[..., 0]
+                cc = raw[..., K:2 * K].gather(-1, comp)[..., 0]
+                ss = raw[..., 2 * K:].gather(-1, comp)[..., 0]
+                mu_c = torch.atan2(ss, cc)
+                bk = (nn.functional.softplus(self.b_kappa[ks]) * 4.0).expand(B, m, K).gather(-1, comp)[..., 0]
+                kap_c = (bk * torch.sqrt(cc * cc + ss * ss + 1e-12)).clamp(1e-3, KAPPA_MAX) / temperature
                 t = sample_von_mises(mu_c.reshape(-1).double(), kap_c.reshape(-1), generator,
                                      u[..., :-1].reshape(-1, VM_UNIFORMS)).reshape(B, m)
                 tors[:, ks] = t

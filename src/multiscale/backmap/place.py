@@ -208,7 +208,7 @@ def find_rotors(n_atoms: int, bonds: np.ndarray, elements) -> list[dict]:
 
 
 def orient_rotors(x: np.ndarray, box: np.ndarray, rotor_atoms: list[tuple], molecule: np.ndarray,
-                  acceptor: np.ndarray, eps: float, rng: np.random.Generator, grid: int = 12,
+                  acceptor: np.ndarray, eps: float, rng: np.random.Generator, grid: int = 9,
                   hb_dist: float = 0.25, hb_angle_deg: float = 120.0, clash: float = 0.16,
                   priors: list | None = None) -> tuple[np.ndarray, int]:
     """Environment-aware orientation of rotatable polar hydrogens (importance resampling).
