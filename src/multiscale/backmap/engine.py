@@ -123,10 +123,12 @@ class MoltypeModel:
     def n_beads(self) -> int:
         return self.matrix.shape[0]
 
-    def generate(self, beads, generator=None, device: str = "cpu", temperature: float = 1.0, env=None):
-        """Sample molecules on beads (B, n_beads, 3) nm (whole) -> torch (B, n_atoms, 3) float64 on device.
+    def generate(self, beads, generator=None, device: str = "cpu", temperature: float = 1.0, env=None,
+                 repeats: int = 1):
+        """Sample molecules on beads (B, n_beads, 3) nm (whole) -> torch (R*B, n_atoms, 3) float64 on device.
 
-        env: (B, n_beads) neighbour counts when the model was trained with ``env_cutoff``."""
+        env: (B, n_beads) neighbour counts when the model was trained with ``env_cutoff``;
+        repeats R: independent conformations per molecule, repeat-major."""
         import torch
 
         from .features import cg_features
@@ -138,7 +140,9 @@ class MoltypeModel:
             if env is None:
                 raise MultiscaleError(f"moleculetype {self.name}: the model uses neighbour counts (env_cutoff {self.env_cutoff} nm): pass env")
             feats = torch.cat([feats, torch.as_tensor(np.asarray(env, np.float64), device=device)], -1)
-        bonds, angles, tors = self.density.sample(feats, generator, temperature=temperature)
+        bonds, angles, tors = self.density.sample(feats, generator, temperature=temperature, repeats=repeats)
+        if repeats > 1:
+            b = b.repeat(repeats, 1, 1)
         x = self.tree.to_cartesian(bonds, angles, tors)
         if len(self.tree.closures):
             x = self.tree.close_rings(x, self.closure_targets)
@@ -543,9 +547,9 @@ class _Solute:
         import torch
 
         g = torch.Generator(device=dev).manual_seed(seed)
-        b = np.tile(self.beads[idx], (K, 1, 1))
-        env = np.tile(self.env[idx], (K, 1)) if self.env is not None else None
-        pool = self.mm.generate(b, g, dev, temperature, env).cpu().numpy().reshape(K, len(idx), self.mm.n_atoms, 3)
+        env = self.env[idx] if self.env is not None else None
+        pool = self.mm.generate(self.beads[idx], g, dev, temperature, env, repeats=K).cpu().numpy()
+        pool = pool.reshape(K, len(idx), self.mm.n_atoms, 3)
         flat = pool.reshape(-1, self.mm.n_atoms, 3)
         wc, wb = self.mm.stereo.wrong(flat)
         intra = self.mm.intra_clash(flat, cutoff)

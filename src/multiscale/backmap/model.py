@@ -247,15 +247,21 @@ class ICDensity(nn.Module):
         return parts_ba, parts_t
 
     @torch.no_grad()
-    def sample(self, features: torch.Tensor, generator: torch.Generator | None = None, temperature: float = 1.0):
-        """Draw (bonds (B, nb) nm, angles (B, na) rad, torsions (B, T) rad) for features (B, nf)."""
-        h = self.context(features)
-        B, dt, dev = h.shape[0], h.dtype, h.device
+    def sample(self, features: torch.Tensor, generator: torch.Generator | None = None, temperature: float = 1.0,
+               repeats: int = 1):
+        """Draw (bonds (R*B, nb) nm, angles (R*B, na) rad, torsions (R*B, T) rad) for features (B, nf).
+
+        repeats R: independent draws per feature row, returned repeat-major (rows r*B .. r*B+B-1
+        are draw r of all B inputs); the feature-dependent parts are computed once."""
+        h1 = self.context(features)
+        B1, dt, dev = h1.shape[0], h1.dtype, h1.device
+        R = int(repeats)
+        B = B1 * R
         nb, na = self.hyper["n_bonds"], self.hyper["n_angles"]
         T = self.n_torsions
         ba = torch.zeros(B, nb + na, dtype=torch.float64, device=dev)
         if nb + na:
-            mu, log_s = self._ba_params(h)
+            mu, log_s = (v.repeat(R, 1) for v in self._ba_params(h1))
             eps = torch.randn(B, nb + na, generator=generator, dtype=torch.float64, device=dev)
             u = eps @ self._chol().double().T
             z = mu.double() + torch.exp(log_s.double()) * u * temperature
@@ -264,7 +270,7 @@ class ICDensity(nn.Module):
         if T:
             s = torch.zeros(B, 2 * T, dtype=dt, device=dev)
             za = ((ba[:, nb:] - self.ba_mean[nb:]) / self.ba_std[nb:]).to(dt)
-            hc = (h @ self.wc.reshape(-1, self.wc.shape[-1]).T
+            hc = ((h1 @ self.wc.reshape(-1, self.wc.shape[-1]).T).repeat(R, 1)
                   + self._angle_input(za) @ self.wa.reshape(-1, self.wa.shape[-1]).T).reshape(B, T, -1) + self.b1
             U = torch.rand(T, B, VM_UNIFORMS + 1, generator=generator, device=dev).double()
             K = self.hyper["n_components"]
