@@ -100,3 +100,20 @@ def test_report_json():
     d = json.loads(r.to_json())
     assert d["frame"] == 2 and d["per_moltype"]["HPO"]["molecules"] == 3 and d["ok"] is False
     assert "HPO x3" in r.summary()
+
+
+def test_subset_clash_search_matches_full():
+    rng = np.random.default_rng(5)
+    box = np.array([2.0, 2.0, 2.0])
+    x = rng.uniform(0, 2, (3000, 3))
+    mol = np.arange(3000) // 3
+    loc = np.arange(3000) % 3
+    kind = np.zeros(3000, int)
+    ex = [exclusion_matrix(3, np.array([(0, 1), (1, 2)]))]
+    ip, jp = find_clashes(x, box, mol, loc, kind, ex, 0.08, 0.10)
+    sub = np.arange(0, 3000, 7)
+    si, sj = find_clashes(x, box, mol, loc, kind, ex, 0.08, 0.10, subset=sub)
+    want = ip[np.isin(ip, sub).any(1)]
+    assert sorted(map(tuple, si.tolist())) == sorted(map(tuple, want.tolist()))
+    want = jp[np.isin(jp, sub).any(1)]
+    assert sorted(map(tuple, sj.tolist())) == sorted(map(tuple, want.tolist()))

@@ -291,19 +291,37 @@ def periodic_pairs(xw: np.ndarray, box: np.ndarray, r: float) -> np.ndarray:
 
 def find_clashes(x: np.ndarray, box: np.ndarray, molecule: np.ndarray, local: np.ndarray, kind: np.ndarray,
                  exclusions: list[np.ndarray], inter: float = 0.08, intra: float = 0.10,
-                 workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
+                 workers: int = 1, subset: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Clashing atom pairs of one frame.
 
     x: (N, 3) nm (any image); box: (3,) nm; molecule: (N,) global molecule id; local: (N,)
     atom index within its molecule; kind: (N,) index into ``exclusions`` (one (n, n) bool
     matrix per molecule type, True = excluded pair).
-    Returns (inter_pairs (P, 2), intra_pairs (Q, 2)) atom indices.
+    subset: only pairs with at least one atom in these indices (a periodic KD-tree query of
+    just those atoms: cheap when few atoms moved).
+    Returns (inter_pairs (P, 2), intra_pairs (Q, 2)) atom indices, i < j.
     """
     box = np.asarray(box, np.float64)
     xw = np.mod(np.asarray(x, np.float64), box)
     xw[xw >= box] = 0.0
     r = max(inter, intra)
-    pairs = periodic_pairs(xw, box, r)
+    if subset is None:
+        pairs = periodic_pairs(xw, box, r)
+    else:
+        from scipy.spatial import cKDTree
+
+        subset = np.asarray(subset, int)
+        if not len(subset):
+            return np.zeros((0, 2), int), np.zeros((0, 2), int)
+        tree = cKDTree(xw, boxsize=box, balanced_tree=False, compact_nodes=False)
+        nb = tree.query_ball_point(xw[subset], r, return_sorted=False)
+        cnt = np.fromiter((len(v) for v in nb), int, len(nb))
+        jj = np.fromiter((j for v in nb for j in v), int, int(cnt.sum()))
+        ii = np.repeat(subset, cnt)
+        m = ii != jj
+        a_, b_ = np.minimum(ii[m], jj[m]), np.maximum(ii[m], jj[m])
+        key = np.unique(a_.astype(np.int64) * len(xw) + b_)
+        pairs = np.stack([key // len(xw), key % len(xw)], 1)
     if not len(pairs):
         return np.zeros((0, 2), int), np.zeros((0, 2), int)
     i, j = pairs[:, 0], pairs[:, 1]

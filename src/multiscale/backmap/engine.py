@@ -692,8 +692,13 @@ def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, 
                     v["resampled"] += first[3]
                     sols.append(sol)
 
-                def check():
-                    """Per solute block: bad-molecule masks (stereo or clash), clash masks, pair counts."""
+                state = {}
+
+                def check(changed=None):
+                    """Per solute block: bad-molecule masks (stereo or clash), clash masks, pair counts.
+
+                    changed: global solute molecule ids resampled since the last check; only pairs
+                    involving their atoms are searched again (the rest did not move)."""
                     bad, clash_bad = [], []
                     for s in sols:
                         wc, wb = s.mm.stereo.wrong(s.x)
@@ -702,7 +707,17 @@ def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, 
                     n_inter = n_intra = 0
                     if sols:
                         allx = np.concatenate([s.x.reshape(-1, 3) for s in sols])
-                        ip, jp = find_clashes(allx, bx, mol_id, local, kind, excl, clash_inter, clash_intra)
+                        if changed is None or "ip" not in state:
+                            ip, jp = find_clashes(allx, bx, mol_id, local, kind, excl, clash_inter, clash_intra)
+                        else:
+                            moved = np.isin(mol_id, changed)
+                            keep_i = ~moved[state["ip"]].any(1)
+                            keep_j = ~moved[state["jp"]].any(1)
+                            ni, nj = find_clashes(allx, bx, mol_id, local, kind, excl, clash_inter, clash_intra,
+                                                  subset=np.flatnonzero(moved))
+                            ip = np.concatenate([state["ip"][keep_i], ni])
+                            jp = np.concatenate([state["jp"][keep_j], nj])
+                        state["ip"], state["jp"] = ip, jp
                         n_inter, n_intra = len(ip), len(jp)
                         mols = np.unique(mol_id[np.concatenate([ip.ravel(), jp.ravel()])])
                         for si, mi in mol_block[mols]:
@@ -717,14 +732,17 @@ def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, 
                 for k, s in enumerate(sols):
                     rep.per_moltype[s.mm.name]["clash_molecules_initial"] += int(clash_bad[k].sum())
                 attempt = 0
+                sol_base = np.concatenate([[0], np.cumsum([len(s.x) for s in sols])]) if sols else np.zeros(1, int)
                 while attempt < max_retries and any(b.any() for b in bad):
                     attempt += 1
+                    changed = []
                     for k, s in enumerate(sols):
                         idx = np.flatnonzero(bad[k])
                         if len(idx):
                             rep.per_moltype[s.mm.name]["resampled"] += len(idx)
                             s.next(idx, _derive_seed(seed, f, attempt, s.bi), dev, temperature, candidates, clash_intra)
-                    bad, clash_bad, n_inter, n_intra = check()
+                            changed.append(sol_base[k] + idx)
+                    bad, clash_bad, n_inter, n_intra = check(np.concatenate(changed) if changed else np.zeros(0, int))
                 rep.retries = attempt
                 # last resort: invert wrong centres / flip wrong double bonds
                 repaired = False
