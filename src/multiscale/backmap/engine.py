@@ -350,7 +350,7 @@ def _water_order(mt) -> list[int]:
 def train(topology, mapping, frames, *, seed: int = 0, epochs: int | None = None, init: BackmapModel | None = None,
           device: str = "cpu", provenance: dict | None = None, log=print, hidden: int = 128, torsion_hidden: int = 48,
           n_components: int = 6, batch_size: int = 512, lr: float | None = None, feature_noise: float = 0.02,
-          max_samples: int = 200_000, target_steps: int = 3000, threads: int | None = None,
+          max_samples: int = 200_000, target_steps: int = 2000, threads: int | None = None,
           grouped_offsets: bool = True, calibrate_hbonds: bool = True,
           env_cutoff: float | None = None, weight_decay: float = 0.0) -> BackmapModel:
     """Train (or, with ``init``, fine-tune) a backmapping model on AA frames.
