@@ -12,14 +12,18 @@ Public API (what the CLI calls):
 * :func:`backmap` ``(model, topology, cg_positions, box, *, seed, device, max_retries)`` ->
   ``(positions (F, N, 3) float32 nm, [CertificateReport] per frame)``.
 
-Per frame: every molecule type's molecules are sampled at once (features -> ICs -> NeRF ->
-ring closure -> Kabsch onto the beads (free rotations sampled for 1-2 beads) -> exact
-projection so that ``M @ x`` equals the CG beads); stereocentres/cis-trans are compared with
-the model's references and clashes searched with a PBC KD-tree; offending molecules are
-resampled with seeds derived from the base seed (bounded retries); remaining wrong centres
-are inverted by swapping two substituents, wrong double bonds flipped; water beads become 4
-waters from the bank, kept away from the solute atoms.  Molecules are built whole in
-unwrapped coordinates (next to their first bead); ``wrap=True`` wraps atoms into the box.
+Per frame: every molecule type's molecules are sampled at once, ``candidates`` conformations
+each (features -> ICs -> NeRF -> ring closure -> Kabsch onto the beads (free rotations sampled
+for 1-2 beads) -> exact projection so that ``M @ x`` equals the CG beads, alternated with
+distance restoration so bonds/angles are not bent by it); stereocentres/cis-trans are compared
+with the model's references and clashes searched with a PBC KD-tree; offending molecules take
+their next candidate / are resampled with seeds derived from the base seed (bounded
+retries); remaining wrong centres are inverted by swapping two substituents, wrong double
+bonds flipped; water beads become 4 waters from the bank, kept away from the solute atoms
+(waters still clashing are re-placed); rotatable polar hydrogens are turned towards
+acceptors (weight calibrated at training time; undone where it would create a clash).
+Molecules are built whole in unwrapped coordinates (next to their first bead); ``wrap=True``
+wraps atoms into the box.
 
 Lengths nm, angles rad.  Deterministic for a given seed (torch.Generator / numpy
 default_rng / SeedSequence-derived seeds).
