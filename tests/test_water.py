@@ -181,7 +181,8 @@ def test_place_input_errors(bank):
 
 
 def test_bank_round_trip(bank, tmp_path):
-    torch = pytest.importorskip("torch")
+    import torch
+
     f = tmp_path / "model.pt"
     torch.save({"water": bank.to_dict()}, f)
     b2 = WaterBank.from_dict(torch.load(f, weights_only=True)["water"])
