@@ -95,7 +95,8 @@ def cmd_backmap(args) -> int:
     frames = read_frames(args.cg, args.cg_trajectory, start=args.start, stop=args.stop, step=args.step, label="CG structure")
     check_cg_beads(frames.n_atoms, layout, args.cg_trajectory or args.cg)
     t0 = time.perf_counter()
-    aa, reports = backmap(model, top, frames.positions, frames.box, seed=args.seed, device=args.device)
+    aa, reports = backmap(model, top, frames.positions, frames.box, seed=args.seed, device=args.device,
+                          wrap=args.wrap, candidates=args.candidates, max_retries=args.max_retries)
     dt = time.perf_counter() - t0
     names, resnames, resids = top.per_atom("atom_names"), top.per_atom("resnames"), top.resids()
     out = Path(args.output)
@@ -156,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--posre-dir", default=None, help="write posre_<moltype>.itp heavy-atom restraint includes here")
     b.add_argument("--posre-fc", type=float, default=1000.0, help="restraint force constant, kJ/mol/nm^2")
     b.add_argument("--report", default=None, help="write the certificate report (JSON) here")
+    b.add_argument("--wrap", action="store_true", help="wrap atoms into the box (default: molecules kept whole)")
+    b.add_argument("--candidates", type=int, default=2, help="samples drawn per molecule to pick a clash-free one")
+    b.add_argument("--max-retries", type=int, default=5, help="resampling rounds for molecules failing a certificate")
     _frames_args(b)
     b.set_defaults(func=cmd_backmap)
 
