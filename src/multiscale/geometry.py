@@ -31,9 +31,11 @@ def minimum_image(d: np.ndarray, box: np.ndarray) -> np.ndarray:
 
 
 def wrap(x: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """Wrap positions (..., 3) nm into the primary box [0, L)."""
+    """Wrap positions (..., 3) nm into the primary box [0, L) (strictly below L, as cKDTree ``boxsize`` needs)."""
     box = np.asarray(box, dtype=x.dtype)
-    return x - box * np.floor(x / box)
+    w = x - box * np.floor(x / box)
+    # rounding can land a tiny negative coordinate exactly on L: that point is 0 modulo L
+    return np.where(w >= box, 0.0, w).astype(w.dtype, copy=False)
 
 
 def bond_tree_order(n_atoms: int, bonds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -21,8 +21,9 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from multiscale.errors import MultiscaleError
+from multiscale.geometry import minimum_image, wrap
 
-__all__ = ["group_waters", "group_radius", "orthorhombic_box", "wrap"]
+__all__ = ["group_waters", "group_radius", "orthorhombic_box"]
 
 #: Number of refinement (member-swap) sweeps run after the greedy stage.
 _REFINE_SWEEPS = 20
@@ -57,18 +58,6 @@ def orthorhombic_box(box, name: str = "box") -> np.ndarray:
     return b
 
 
-def wrap(x: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """Wrap positions ``(..., 3)`` nm into ``[0, box)`` (safe for cKDTree ``boxsize``)."""
-    w = np.mod(x, box)
-    # np.mod can return exactly `box` for tiny negative inputs; cKDTree rejects that.
-    w[w >= box] = 0.0
-    return w
-
-
-def _min_image(d: np.ndarray, box: np.ndarray) -> np.ndarray:
-    return d - box * np.round(d / box)
-
-
 def _check_inputs(oxygen, box, group_size):
     ox = np.asarray(oxygen, dtype=np.float64)
     if ox.ndim != 2 or ox.shape[1] != 3:
@@ -85,7 +74,7 @@ def _check_inputs(oxygen, box, group_size):
 def _group_cost(pos: np.ndarray, members: np.ndarray, box: np.ndarray) -> np.ndarray:
     """Sum of squared member distances (nm^2) to the PBC centroid; members (g, s)."""
     x = pos[members]  # (g, s, 3)
-    rel = _min_image(x - x[:, :1], box)
+    rel = minimum_image(x - x[:, :1], box)
     cen = rel.mean(axis=1, keepdims=True)
     return np.einsum("gsk,gsk->g", rel - cen, rel - cen)
 
@@ -132,8 +121,8 @@ def _swap_proposals(x, cen, u, nb, act, box, s):
     ua = u[act]  # (A, s, 3), members of a relative to a's centroid (sum = 0)
     ub = u[na]  # (A, kn, s, 3), members of b relative to b's centroid
     # v: members of b relative to a's centroid; w: members of a relative to b's centroid
-    v = _min_image(x[na] - cen[act][:, None, None], box)
-    w = _min_image(x[act][:, None] - cen[na][:, :, None], box)
+    v = minimum_image(x[na] - cen[act][:, None, None], box)
+    w = minimum_image(x[act][:, None] - cen[na][:, :, None], box)
     # Swapping member p of a with member q of b changes a's cost (own centroid frame) by
     # -|u_p|^2 + |v_q|^2 - |v_q - u_p|^2 / s, written with dot products below; same for b.
     c1, c2, c3 = 1.0 - 1.0 / s, 1.0 + 1.0 / s, 2.0 / s
@@ -166,9 +155,9 @@ def _refine(pos: np.ndarray, groups: np.ndarray, box: np.ndarray, sweeps: int, k
         if len(active) == 0:
             break
         x = pos[groups]  # (g, s, 3)
-        rel = _min_image(x - x[:, :1], box)
+        rel = minimum_image(x - x[:, :1], box)
         cen = wrap(x[:, 0] + rel.mean(axis=1), box)  # (g, 3)
-        u = _min_image(x - cen[:, None], box)
+        u = minimum_image(x - cen[:, None], box)
         tree = cKDTree(cen, boxsize=box)
         _, nb = tree.query(cen, k=kn + 1, workers=-1)
         nb = nb[:, 1:]  # (g, kn) nearest other groups
@@ -284,7 +273,7 @@ def group_radius(oxygen, groups, box, reduce: str = "max") -> np.ndarray:
     b = orthorhombic_box(box)
     gr = np.asarray(groups, dtype=np.int64)
     x = ox[gr]
-    rel = _min_image(x - x[:, :1], b)
+    rel = minimum_image(x - x[:, :1], b)
     d = np.linalg.norm(rel - rel.mean(axis=1, keepdims=True), axis=-1)
     if reduce == "max":
         return d.max(axis=1)

@@ -49,7 +49,8 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from multiscale.errors import MultiscaleError
-from multiscale.water import group_waters, orthorhombic_box, wrap
+from multiscale.geometry import wrap
+from multiscale.water import group_waters, orthorhombic_box
 
 __all__ = [
     "WaterBank",
