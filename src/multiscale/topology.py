@@ -157,6 +157,14 @@ def _element(atom) -> str:
     return "X"
 
 
+def _rigid_water_bonds(elements: tuple[str, ...]) -> np.ndarray:
+    """O-H bonds of a 3-site water kept rigid without bonds (SETTLES); (0, 2) for anything else."""
+    if sorted(elements) != ["H", "H", "O"]:
+        return np.zeros((0, 2), dtype=int)
+    o = elements.index("O")
+    return np.array([(o, i) for i in range(3) if i != o], dtype=int)
+
+
 def _from_parmed_template(name: str, struct) -> MoleculeType:
     names = tuple(a.name for a in struct.atoms)
     elements = tuple(_element(a) for a in struct.atoms)
@@ -164,9 +172,8 @@ def _from_parmed_template(name: str, struct) -> MoleculeType:
     # SETTLES become three "bonds" in ParmEd, H-H included: keep the chemical graph only.
     if len(names) > 2:
         bonds = bonds[[not (elements[a] == "H" and elements[b] == "H") for a, b in bonds]].reshape(-1, 2)
-    if len(bonds) == 0 and len(names) == 3 and sorted(elements) == ["H", "H", "O"]:
-        o = elements.index("O")
-        bonds = np.array([(o, i) for i in range(3) if i != o], dtype=int)
+    if len(bonds) == 0:
+        bonds = _rigid_water_bonds(elements)
     return MoleculeType(
         name=name,
         atom_names=names,
@@ -256,9 +263,8 @@ def _read_tpr(path: Path) -> SystemTopology:
             sel = (bonds[:, 0] >= s) & (bonds[:, 0] < e)
             mb = bonds[sel] - s
             elements = tuple(_element_from_mass(m) for m in atoms.masses[s:e])
-            if len(mb) == 0 and e - s == 3 and sorted(elements) == ["H", "H", "O"]:
-                o = elements.index("O")
-                mb = np.array([(o, i) for i in range(3) if i != o])
+            if len(mb) == 0:
+                mb = _rigid_water_bonds(elements)
             templates[name] = MoleculeType(
                 name=name,
                 atom_names=tuple(atoms.names[s:e]),
