@@ -58,7 +58,7 @@ def sample_von_mises(mu: torch.Tensor, kappa: torch.Tensor, generator: torch.Gen
     (acceptance >= 0.65 for any kappa, so all 8 fail with p < 2e-4); the rare elements
     with none accepted are redrawn in a loop.  Very large kappa (> 1000) uses the normal limit
     N(mu, 1/kappa) (Box-Muller from the same uniforms).  Deterministic for a given
-    ``generator`` state; the result is wrapped to (-pi, pi].
+    ``generator`` state; the result is wrapped to [-pi, pi).
     """
     shape = mu.shape
     mu64 = mu.double().reshape(-1)
@@ -70,32 +70,30 @@ def sample_von_mises(mu: torch.Tensor, kappa: torch.Tensor, generator: torch.Gen
     rho = (tau - torch.sqrt(2.0 * tau)) / (2.0 * k)
     r = ((1.0 + rho * rho) / (2.0 * rho))[:, None]
     u = uniforms if uniforms is not None else torch.rand(n, VM_UNIFORMS, generator=generator, dtype=torch.float64, device=dev)
-    u0, u1, u2 = u[:, :R], u[:, R:2 * R].clamp(min=1e-300), u[:, 2 * R:3 * R]
-    z = torch.cos(math.pi * u0)
+    z = torch.cos(math.pi * u[:, :R])
     f = (1.0 + r * z) / (r + z)
     c = k[:, None] * (r - f)
-    acc = (c * (2.0 - c) - u1 > 0) | (torch.log(c / u1) + 1.0 - c >= 0)
+    # the exact acceptance test (the usual squeeze c (2 - c) > u only saves work per element)
+    acc = torch.log(c / u[:, R:2 * R].clamp(min=1e-300)) + 1.0 - c >= 0
     first = acc.to(torch.int8).argmax(-1, keepdim=True)
-    f1 = f.gather(-1, first)[:, 0].clamp(-1.0, 1.0)
-    th = torch.where(u2.gather(-1, first)[:, 0] > 0.5, 1.0, -1.0) * torch.arccos(f1)
+    th = torch.sign(u[:, 2 * R:3 * R].gather(-1, first)[:, 0] - 0.5) * torch.arccos(f.gather(-1, first)[:, 0].clamp(-1.0, 1.0))
     big = k > 1000.0
     g = torch.sqrt(-2.0 * torch.log(u[:, -2].clamp(min=1e-300))) * torch.cos(2 * math.pi * u[:, -1])
     out = torch.where(big, g / torch.sqrt(k), th)
-    left = torch.nonzero(~acc.any(-1) & ~big).reshape(-1)
-    for _ in range(200):
-        if len(left) == 0:
-            break
-        uu = torch.rand(3, len(left), generator=generator, dtype=torch.float64, device=dev)
-        rr, kt = r[left, 0], k[left]
-        zc = torch.cos(math.pi * uu[0])
-        ff = (1.0 + rr * zc) / (rr + zc)
-        cc = kt * (rr - ff)
-        u1l = uu[1].clamp(min=1e-300)
-        ok = (cc * (2.0 - cc) - u1l > 0) | (torch.log(cc / u1l) + 1.0 - cc >= 0)
-        out[left[ok]] = (torch.sign(uu[2] - 0.5) * torch.arccos(ff.clamp(-1.0, 1.0)))[ok]
-        left = left[~ok]
-    x = mu64 + out
-    x = x - 2 * math.pi * torch.ceil((x - math.pi) / (2 * math.pi))
+    if not bool(acc.any(-1).all()):
+        left = torch.nonzero(~acc.any(-1) & ~big).reshape(-1)
+        for _ in range(200):
+            if len(left) == 0:
+                break
+            uu = torch.rand(3, len(left), generator=generator, dtype=torch.float64, device=dev)
+            rr, kt = r[left, 0], k[left]
+            zc = torch.cos(math.pi * uu[0])
+            ff = (1.0 + rr * zc) / (rr + zc)
+            cc = kt * (rr - ff)
+            ok = torch.log(cc / uu[1].clamp(min=1e-300)) + 1.0 - cc >= 0
+            out[left[ok]] = (torch.sign(uu[2] - 0.5) * torch.arccos(ff.clamp(-1.0, 1.0)))[ok]
+            left = left[~ok]
+    x = torch.remainder(mu64 + out + math.pi, 2 * math.pi) - math.pi
     return x.reshape(shape).to(mu.dtype)
 
 
@@ -152,6 +150,18 @@ class ICDensity(nn.Module):
         self._step_groups = [torch.nonzero(st == v).reshape(-1) for v in torch.unique(st).tolist()]
 
     # ------------------------------------------------------------------ helpers
+    def _groups(self, dev):
+        """Sampling steps in order: (indices (m,) long on ``dev``, slice or None when contiguous)."""
+        cache = getattr(self, "_group_cache", None)
+        if cache is None or cache[0] != str(dev):
+            out = []
+            for ks in self._step_groups:
+                k0, k1 = int(ks[0]), int(ks[-1]) + 1
+                contiguous = k1 - k0 == len(ks) and bool((ks == torch.arange(k0, k1)).all())
+                out.append((ks.to(dev), slice(k0, k1) if contiguous else None))
+            cache = self._group_cache = (str(dev), out)
+        return cache[1]
+
     @property
     def n_torsions(self) -> int:
         return self.hyper["n_torsions"]
@@ -268,43 +278,56 @@ class ICDensity(nn.Module):
             ba = self.ba_mean + self.ba_std * z
         tors = torch.zeros(B, T, dtype=torch.float64, device=dev)
         if T:
+            K, Ht = self.hyper["n_components"], self.wc.shape[1]
             s = torch.zeros(B, 2 * T, dtype=dt, device=dev)
             za = ((ba[:, nb:] - self.ba_mean[nb:]) / self.ba_std[nb:]).to(dt)
-            hc = ((h1 @ self.wc.reshape(-1, self.wc.shape[-1]).T).repeat(R, 1)
-                  + self._angle_input(za) @ self.wa.reshape(-1, self.wa.shape[-1]).T).reshape(B, T, -1) + self.b1
+            # first layer of every torsion MLP from the context and the angles: (B, T * Ht)
+            hc = torch.addmm(self.b1.reshape(-1), h1, self.wc.reshape(T * Ht, -1).T)
+            if R > 1:
+                hc = hc.repeat(R, 1)
+            hc = hc.addmm_(self._angle_input(za), self.wa.reshape(T * Ht, -1).T)
+            hc = hc.reshape(B, T, Ht).transpose(0, 1).contiguous()  # (T, B, Ht): per-step blocks contiguous
+            wtm = self.wt * self.mask[:, None, :]  # (T, Ht, 2T): only earlier torsions feed in
+            kap0 = nn.functional.softplus(self.b_kappa) * 4.0  # (T, K)
             U = torch.rand(T, B, VM_UNIFORMS + 1, generator=generator, device=dev).double()
-            K = self.hyper["n_components"]
-            for ks in self._step_groups:
-                ks = ks.to(dev)
+            for ks, sl in self._groups(dev):
                 m = len(ks)
                 if m == 1:
                     k = int(ks[0])
-                    z = hc[:, k]
+                    z = hc[k]
                     if k:
-                        z = z + s @ (self.wt[k] * self.mask[k]).T
+                        z = torch.addmm(z, s, wtm[k].T)
                     z = nn.functional.silu(z)
-                    z = nn.functional.silu(z @ self.w2[k].T + self.b2[k])
-                    raw = (z @ self.w3[k].T + self.b3[k])[:, None]  # (B, 1, 3K)
+                    z = nn.functional.silu(torch.addmm(self.b2[k], z, self.w2[k].T))
+                    raw = torch.addmm(self.b3[k], z, self.w3[k].T)[:, None]  # (B, 1, 3K)
                 else:
-                    z = hc[:, ks] + torch.einsum("bi,kji->bkj", s, self.wt[ks] * self.mask[ks][:, None, :])
+                    z = hc[sl] if sl is not None else hc[ks]  # (m, B, Ht)
+                    z = torch.baddbmm(z, s.expand(m, B, 2 * T), wtm[ks].transpose(1, 2))
                     z = nn.functional.silu(z)
-                    z = nn.functional.silu(torch.einsum("bkj,kij->bki", z, self.w2[ks]) + self.b2[ks])
-                    raw = torch.einsum("bki,kri->bkr", z, self.w3[ks]) + self.b3[ks]  # (B, m, 3K)
-                # pick the component from the logits, then build mu/kappa of that one only
+                    z = nn.functional.silu(torch.baddbmm(self.b2[ks][:, None], z, self.w2[ks].transpose(1, 2)))
+                    raw = torch.baddbmm(self.b3[ks][:, None], z, self.w3[ks].transpose(1, 2)).transpose(0, 1)
+                # pick the component from the logits (inverse CDF; no softmax kernel, which is
+                # slow for K ~ 6 on CPU), then build mu/kappa of that one only
                 logits = raw[..., :K] / temperature if temperature != 1.0 else raw[..., :K]
-                p = torch.softmax(logits, -1)  # (B, m, K)
-                u = U[ks].transpose(0, 1)  # (B, m, VM_UNIFORMS + 1)
-                comp = (u[..., -1:] > torch.cumsum(p, -1)).sum(-1, keepdim=True).clamp(max=K - 1)
+                cdf = torch.cumsum(torch.exp(logits - logits.max(-1, keepdim=True).values), -1)  # (B, m, K)
+                u = U[sl if sl is not None else ks].transpose(0, 1)  # (B, m, VM_UNIFORMS + 1)
+                comp = (u[..., -1:] * cdf[..., -1:] > cdf).sum(-1, keepdim=True).clamp(max=K - 1)
                 cc = raw[..., K:2 * K].gather(-1, comp)[..., 0]
                 ss = raw[..., 2 * K:].gather(-1, comp)[..., 0]
                 mu_c = torch.atan2(ss, cc)
-                bk = (nn.functional.softplus(self.b_kappa[ks]) * 4.0).expand(B, m, K).gather(-1, comp)[..., 0]
+                bk = kap0[ks].expand(B, m, K).gather(-1, comp)[..., 0]
                 kap_c = (bk * torch.sqrt(cc * cc + ss * ss + 1e-12)).clamp(1e-3, KAPPA_MAX) / temperature
                 t = sample_von_mises(mu_c.reshape(-1).double(), kap_c.reshape(-1), generator,
                                      u[..., :-1].reshape(-1, VM_UNIFORMS)).reshape(B, m)
-                tors[:, ks] = t
-                s[:, 2 * ks] = torch.sin(t).to(dt)
-                s[:, 2 * ks + 1] = torch.cos(t).to(dt)
+                t32 = t.to(dt)
+                if sl is not None:
+                    tors[:, sl] = t
+                    s.view(B, T, 2)[:, sl, 0] = torch.sin(t32)
+                    s.view(B, T, 2)[:, sl, 1] = torch.cos(t32)
+                else:
+                    tors[:, ks] = t
+                    s[:, 2 * ks] = torch.sin(t32)
+                    s[:, 2 * ks + 1] = torch.cos(t32)
         return ba[:, :nb], ba[:, nb:], tors
 
     def to_dict(self) -> dict:
