@@ -55,6 +55,10 @@ RELAX_STIFFNESS = 1.8
 #: bead by < 0.003 nm; octan-2-ol bond RMS vs reference: 0.0027 nm with the plain exact
 #: projection (0), 0.0022 nm with 3 or 8 iterations).
 REPROJECT_ITERATIONS = 3
+#: First resampling rounds in which 1- and 2-bead molecules that clash only with other
+#: molecules are turned about their beads (the orientation the CG leaves free) instead of
+#: drawing a new conformation.
+SPIN_ROUNDS = 2
 
 
 @contextlib.contextmanager
@@ -614,6 +618,22 @@ class _Solute:
         self.ptr[idx] = 0
         self._take(idx, cand)
 
+    def spinnable(self, idx, cutoff):
+        """The molecules of ``idx`` with correct stereo and no intramolecular clash (their
+        clashes are with other molecules, which a turn about the free bead axis can remove)."""
+        wc, wb = self.mm.stereo.wrong(self.x[idx])
+        return idx[~(wc.any(1) | wb.any(1) | self.mm.intra_clash(self.x[idx], cutoff))]
+
+    def spin(self, idx, seed):
+        """Turn molecules ``idx`` (1 or 2 beads) about their beads by a fresh uniform draw
+        (:func:`.place.spin_about_beads`): the same conformation, CG-exact, new orientation."""
+        import torch
+
+        from .place import spin_about_beads
+
+        g = torch.Generator().manual_seed(seed)
+        self.x[idx] = spin_about_beads(torch.as_tensor(self.x[idx]), torch.as_tensor(self.beads[idx]), g).numpy()
+
     def next(self, idx, seed, dev, temperature, K, cutoff):
         """Replace molecules ``idx`` by their next candidate (fresh pool when used up)."""
         self.ptr[idx] += 1
@@ -776,8 +796,17 @@ def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, 
                     changed = []
                     for k, s in enumerate(sols):
                         idx = np.flatnonzero(bad[k])
+                        if not len(idx):
+                            continue
+                        rep.per_moltype[s.mm.name]["resampled"] += len(idx)
+                        if attempt <= SPIN_ROUNDS and s.mm.n_beads <= 2:
+                            # only intermolecular clashes: turn about the free bead axis first
+                            sp = s.spinnable(idx, clash_intra)
+                            if len(sp):
+                                s.spin(sp, _derive_seed(seed, f, attempt, s.bi, 7))
+                                changed.append(sol_base[k] + sp)
+                                idx = np.setdiff1d(idx, sp)
                         if len(idx):
-                            rep.per_moltype[s.mm.name]["resampled"] += len(idx)
                             s.next(idx, _derive_seed(seed, f, attempt, s.bi), dev, temperature, candidates, clash_intra)
                             changed.append(sol_base[k] + idx)
                     bad, clash_bad, n_inter, n_intra = check(np.concatenate(changed) if changed else np.zeros(0, int))

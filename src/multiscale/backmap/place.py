@@ -24,7 +24,8 @@ import torch
 
 from ..geometry import dihedral
 
-__all__ = ["projection_operator", "project_exact", "relax_project", "fit_to_beads", "random_rotations_t", "kabsch_t",
+__all__ = ["projection_operator", "project_exact", "relax_project", "fit_to_beads", "spin_about_beads",
+           "random_rotations_t", "kabsch_t",
            "find_rotors", "orient_rotors", "count_hbonds"]
 
 
@@ -161,25 +162,40 @@ def fit_to_beads(x: torch.Tensor, matrix, beads: torch.Tensor, generator: torch.
 
     x: (B, n, 3) nm in any frame; matrix M (nb, n); beads (B, nb, 3) nm (whole molecules).
     One bead: uniformly random orientation about the bead.  Two beads: Kabsch, then a uniformly
-    random rotation about the bead axis.  Returns (B, n, 3).
+    random rotation about the bead axis (:func:`spin_about_beads`).  Returns (B, n, 3).
     """
     M = torch.as_tensor(matrix, dtype=x.dtype, device=x.device)
     beads = beads.to(x.dtype)
-    B, nb = beads.shape[0], beads.shape[1]
+    nb = beads.shape[1]
     y = torch.einsum("ba,nak->nbk", M, x)
     yc = y.mean(1, keepdim=True)
     bc = beads.mean(1, keepdim=True)
     xc = x - yc
     if nb == 1:
-        R = random_rotations_t(B, generator, x.dtype, x.device)
-        return xc @ R + bc
-    R = kabsch_t(y - yc, beads - bc)
-    out = xc @ R
+        return spin_about_beads(xc + bc, beads, generator)
+    out = xc @ kabsch_t(y - yc, beads - bc) + bc
+    return spin_about_beads(out, beads, generator) if nb == 2 else out
+
+
+def spin_about_beads(x: torch.Tensor, beads: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Turn molecules by the rotation their beads leave free, drawn uniformly.
+
+    x: (B, n, 3) nm, whole molecules already on their beads (B, nb, 3) nm.  One bead: a
+    uniformly random rotation about the bead; two beads: a uniformly random angle about the
+    bead axis.  Both keep every bead centre ``M @ x`` where it is (exactly, up to round-off),
+    and bond geometry unchanged.  Three or more (non-collinear) beads fix the orientation:
+    x is returned unchanged.
+    """
+    beads = beads.to(x.dtype)
+    B, nb = beads.shape[0], beads.shape[1]
+    if nb == 1:
+        c = beads[:, :1]
+        return (x - c) @ random_rotations_t(B, generator, x.dtype, x.device) + c
     if nb == 2:
         ang = torch.rand(B, generator=generator, dtype=x.dtype, device=x.device) * (2 * math.pi)
-        R2 = _axis_rotation(beads[:, 1] - beads[:, 0], ang)
-        out = out @ R2
-    return out + bc
+        c = beads.mean(1, keepdim=True)
+        return (x - c) @ _axis_rotation(beads[:, 1] - beads[:, 0], ang) + c
+    return x
 
 
 # ---------------------------------------------------------------------- polar hydrogens
