@@ -3,7 +3,8 @@
 import numpy as np
 import torch
 
-from multiscale.backmap.place import fit_to_beads, kabsch_t, project_exact, projection_operator, random_rotations_t
+from multiscale.backmap.place import (fit_to_beads, kabsch_t, project_exact, projection_operator, random_rotations_t,
+                                      spin_about_beads)
 
 
 def _mol(n_mol=64, seed=0):
@@ -86,6 +87,24 @@ def test_free_rotation_sampled_for_one_and_two_beads():
     a = fit_to_beads(torch.as_tensor(xs[:10]), M2, torch.as_tensor(b2[:10]), torch.Generator().manual_seed(1))
     b = fit_to_beads(torch.as_tensor(xs[:10]), M2, torch.as_tensor(b2[:10]), torch.Generator().manual_seed(1))
     assert torch.equal(a, b)
+
+
+def test_spin_keeps_beads_and_geometry():
+    x, bonds = _mol(200, seed=4)
+    g = torch.Generator().manual_seed(5)
+    for nb in (1, 2, 3):
+        M = _matrix(nb)
+        beads = torch.as_tensor(np.einsum("ba,nak->nbk", M, x))
+        y = spin_about_beads(torch.as_tensor(x), beads, g).numpy()
+        assert np.abs(np.einsum("ba,nak->nbk", M, y) - beads.numpy()).max() < 1e-12  # beads stay exact
+        d0 = np.linalg.norm(x[:, bonds[:, 1]] - x[:, bonds[:, 0]], axis=-1)
+        d1 = np.linalg.norm(y[:, bonds[:, 1]] - y[:, bonds[:, 0]], axis=-1)
+        assert np.abs(d1 - d0).max() < 1e-12  # rigid
+        moved = np.linalg.norm(y - x, axis=-1).max(1)
+        if nb < 3:
+            assert (moved > 1e-3).mean() > 0.9  # a new orientation for (almost) every molecule
+        else:
+            assert moved.max() == 0.0  # three beads fix the orientation
 
 
 def test_kabsch_proper_rotation():
