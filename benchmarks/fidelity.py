@@ -193,7 +193,7 @@ def main(argv=None):
     ap.add_argument("--load", default=None, help="use this trained model instead of training")
     ap.add_argument("--env-cutoff", type=float, default=None, help="neighbour-count conditioning (nm)")
     ap.add_argument("--select-eps", type=float, default=0.0, help="environment-aware candidate selection weight")
-    ap.add_argument("--candidates", type=int, default=2)
+    ap.add_argument("--candidates", type=int, default=None, help="default: the engine's (1 for 1-2 beads, 2 otherwise)")
     ap.add_argument("--weight-decay", type=float, default=0.0)
     ap.add_argument("--feature-noise", type=float, default=0.02)
     ap.add_argument("--hidden", type=int, default=128)

@@ -158,7 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--posre-fc", type=float, default=1000.0, help="restraint force constant, kJ/mol/nm^2")
     b.add_argument("--report", default=None, help="write the certificate report (JSON) here")
     b.add_argument("--wrap", action="store_true", help="wrap atoms into the box (default: molecules kept whole)")
-    b.add_argument("--candidates", type=int, default=2, help="samples drawn per molecule to pick a clash-free one")
+    b.add_argument("--candidates", type=int, default=None,
+                   help="samples drawn per molecule up front to pick a clash-free one (default: 1 for 1-2 bead "
+                        "molecules, 2 for larger ones)")
     b.add_argument("--max-retries", type=int, default=5, help="resampling rounds for molecules failing a certificate")
     _frames_args(b)
     b.set_defaults(func=cmd_backmap)
