@@ -48,7 +48,26 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _case(kind: str, n: int, repeat: int, seed: int) -> dict:
+def _contacts(out, box, r: float = 0.1):
+    """Distances (float64) of all pairs of atoms of different water molecules closer than r
+    in ``out`` (n, 4, 3, 3): an all-atom cell list (the module's, float32, r widened) checked
+    again in float64."""
+    import numpy as np
+
+    from multiscale.backmap.water import _CellGrid
+
+    a = out.reshape(-1, 3)
+    g = _CellGrid(tuple(np.ascontiguousarray(a.T, dtype=np.float32)), box, r + 1e-4,
+                  ids=np.arange(len(a), dtype=np.int64))
+    i, j = g.pairs(div=3)  # atoms 3 * molecule + atom: different molecules only
+    del g
+    d = a[j] - a[i]
+    d -= box * np.round(d / box)
+    d = np.sqrt(np.einsum("ij,ij->i", d, d))
+    return d[d < r]
+
+
+def _case(kind: str, n: int, repeat: int, seed: int, min_dist_atoms=None) -> dict:
     import numpy as np
 
     from multiscale.backmap.water import WaterBank
@@ -63,21 +82,30 @@ def _case(kind: str, n: int, repeat: int, seed: int) -> dict:
         x += rng.normal(0, 0.05, x.shape)
         box = np.full(3, side * a)
         bank = WaterBank.default()
-        bank.place(x[:1000], box, seed=0)  # warm-up (imports, caches)
+        kw = {} if min_dist_atoms is None else dict(min_dist_atoms=min_dist_atoms)
+        bank.place(x[:1000], box, seed=0, **kw)  # warm-up (imports, caches)
         base = _rss_mb()
         best, cpu, first = float("inf"), 0.0, None
         for r in range(repeat):
+            if r:
+                del out
             t, c = time.perf_counter(), time.process_time()
-            out, st = bank.place(x, box, seed=seed + r, return_stats=True)
+            out, st = bank.place(x, box, seed=seed + r, return_stats=True, **kw)
             dt, dc = time.perf_counter() - t, time.process_time() - c
             first = dt if first is None else first
             if dt < best:
                 best, cpu = dt, dc
-            del out
+        peak = _peak_mb() - base
+        load = os.getloadavg()[0]
+        d = _contacts(out, box)  # of the last run (not timed)
         return dict(kind=kind, n=len(x), seconds=best, cpu_seconds=cpu, first_seconds=first,
-                    rate=len(x) / best, peak_extra_mb=_peak_mb() - base,
+                    rate=len(x) / best, peak_extra_mb=peak,
                     redrawn=st["n_initial_clash"], unresolved=st["n_unresolved"],
-                    load=os.getloadavg()[0])
+                    contacts_initial=st["n_contacts_initial"],
+                    moved=st["n_molecules_moved"], shifted=st["n_beads_shifted"],
+                    rounds=st["contact_rounds"], left=st["n_contacts"],
+                    min_dist=float(d.min()) if len(d) else 0.1, n_008=int((d < 0.08).sum()),
+                    load=load)
     # grouping: n waters at liquid density
     side = round(n ** (1 / 3))  # full lattice (no void), rounded to a multiple of 4 waters
     a = (1 / 33.4) ** (1 / 3)
@@ -108,18 +136,23 @@ def main(argv=None):
                     help="numbers of waters for group_waters()")
     ap.add_argument("--repeat", type=int, default=3, help="runs per case (best is reported)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--min-dist-atoms", type=float, default=None,
+                    help="place(min_dist_atoms=...): 0 switches the contact stage off")
     ap.add_argument("--case", nargs=2, help=argparse.SUPPRESS)  # internal: kind n
     args = ap.parse_args(argv)
     if args.case:
-        print(json.dumps(_case(args.case[0], int(args.case[1]), args.repeat, args.seed)))
+        print(json.dumps(_case(args.case[0], int(args.case[1]), args.repeat, args.seed,
+                               args.min_dist_atoms)))
         return
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f} (other processes slow the timings down)")
     cases = [("place", n) for n in args.sizes] + [("group", n) for n in args.group_sizes]
     for kind, n in cases:
+        extra = [] if args.min_dist_atoms is None else ["--min-dist-atoms",
+                                                         str(args.min_dist_atoms)]
         r = subprocess.run([sys.executable, __file__, "--case", kind, str(n), "--repeat",
-                            str(args.repeat), "--seed", str(args.seed)], capture_output=True,
-                           text=True)
+                            str(args.repeat), "--seed", str(args.seed)] + extra,
+                           capture_output=True, text=True)
         if r.returncode:
             print(f"{kind} {n}: failed\n{r.stderr[-2000:]}")
             continue
@@ -130,6 +163,10 @@ def main(argv=None):
                   f"  {d['rate']:>9,.0f} beads/s  peak +{d['peak_extra_mb']:5.0f} MB  "
                   f"re-drawn {d['redrawn']:,}  unresolved {d['unresolved']:,} "
                   f"({100 * d['unresolved'] / d['n']:.2f} %)  load {d['load']:.1f}")
+            print(f"       contacts < min_dist_atoms {d['contacts_initial']:,} -> {d['left']:,}"
+                  f" ({d['rounds']} rounds, {d['moved']:,} molecules moved, {d['shifted']:,}"
+                  f" beads shifted);  output: min water-water atom distance "
+                  f"{d['min_dist']:.4f} nm, pairs < 0.08 nm: {d['n_008']:,}")
         else:
             print(f"group  {d['n']:>9,} waters {d['seconds']:7.2f} s  (cpu {d['cpu_seconds']:6.2f} s)"
                   f"  {d['rate']:>9,.0f} waters/s peak +{d['peak_extra_mb']:7.0f} MB  "

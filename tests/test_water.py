@@ -8,6 +8,7 @@ from scipy.spatial import cKDTree
 
 from multiscale.backmap.water import (
     CLUSTER_MASSES,
+    MIN_DIST_ATOMS,
     MIN_DIST_OO,
     MIN_DIST_OTHERS,
     WaterBank,
@@ -276,3 +277,90 @@ def test_place_tiny_box(bank):
     out, st = bank.place(beads, box, seed=0, return_stats=True)
     com = (out.reshape(-1, 12, 3) * CLUSTER_MASSES[:, None]).sum(1) / CLUSTER_MASSES.sum()
     assert np.abs(com - beads).max() < 1e-9 and st["n_beads"] == 2
+
+
+# ---------------------------------------------------------------------------- atom contacts
+def close_bead_pairs(n_side=12, seed=0):
+    """A W lattice at Martini density in which half of the beads sit in pairs 0.28-0.32 nm
+    apart (neighbours along x pulled together about their midpoint): denser than any real
+    CG frame, where two rigid clusters cannot be separated by re-drawing orientations."""
+    beads, box = w_lattice(n_side, jitter=0.03, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    idx = np.arange(len(beads)).reshape(n_side, n_side, n_side)
+    i = idx[0:n_side:2].ravel()  # x index even ...
+    j = idx[1:n_side:2].ravel()  # ... and its +x neighbour
+    mid = (beads[i] + beads[j]) / 2
+    u = np.array([1.0, 0, 0]) + rng.normal(0, 0.1, (len(i), 3))  # about along the pair
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    half = rng.uniform(0.28, 0.32, len(i))[:, None] / 2
+    beads[i], beads[j] = mid - half * u, mid + half * u
+    return beads, box
+
+
+def intermolecular_min(out, box, r=0.12):
+    """Distances (float64) of all atom pairs of different water molecules closer than r."""
+    a = np.mod(out.reshape(-1, 3), box)
+    a[a >= box] = 0
+    p = cKDTree(a, boxsize=box).query_pairs(r, output_type="ndarray")
+    p = p[p[:, 0] // 3 != p[:, 1] // 3]
+    d = min_image(a[p[:, 1]] - a[p[:, 0]], box)
+    return np.linalg.norm(d, axis=1)
+
+
+def test_place_close_pairs_no_atom_contacts(bank):
+    beads, box = close_bead_pairs()
+    d = np.linalg.norm(min_image(beads[:, None] - beads[None], box), axis=-1)
+    d[np.arange(len(beads)), np.arange(len(beads))] = np.inf
+    assert d.min() > 0.27 and np.all(np.sort(d, axis=1)[:, 0] < 0.33)  # each in a pair ...
+    assert np.sort(d, axis=1)[:, 1].min() > 0.35  # ... and clear of the others
+    out, st = bank.place(beads, box, seed=5, return_stats=True)
+    # without the contact stage the clusters overlap (the test can fail)
+    raw = bank.place(beads, box, seed=5, min_dist_atoms=0)
+    assert (intermolecular_min(raw, box) < 0.08).sum() > 100
+    # with it: no two atoms of different molecules closer than 0.08 nm (nor min_dist_atoms)
+    dist = intermolecular_min(out, box)
+    assert dist.min() >= MIN_DIST_ATOMS > 0.08
+    assert st["n_contacts"] == 0 and len(st["contacts"]) == 0
+    assert st["n_contacts_initial"] > 100 and st["n_molecules_moved"] > 100
+    assert st["n_beads_shifted"] > 0  # clusters this close need molecules moved apart
+    # centre of mass of each bead's 12 atoms exactly on the bead
+    com = (out.reshape(-1, 12, 3) * CLUSTER_MASSES[:, None]).sum(1) / CLUSTER_MASSES.sum()
+    assert np.abs(com - beads).max() < 1e-9
+    # every molecule rigid: its O-H1, O-H2, H1-H2 distances are those of a bank molecule
+    def shape(w):
+        return np.stack([np.linalg.norm(w[..., 1, :] - w[..., 0, :], axis=-1),
+                         np.linalg.norm(w[..., 2, :] - w[..., 0, :], axis=-1),
+                         np.linalg.norm(w[..., 2, :] - w[..., 1, :], axis=-1)], -1)
+    ref = shape(bank.clusters.astype(np.float64).reshape(-1, 3, 3))
+    dev, _ = cKDTree(ref).query(shape(out.reshape(-1, 3, 3)))
+    assert dev.max() < 1e-6  # float32 bank vs float64 output; a moved H is off by 1e-2
+    # same seed, same output; another seed, another one
+    assert np.array_equal(out, bank.place(beads, box, seed=5))
+    assert not np.allclose(out, bank.place(beads, box, seed=6))
+
+
+def test_place_contact_stage_reports_what_is_left(bank):
+    beads, box = close_bead_pairs(n_side=8, seed=3)
+    # no rounds: the contacts found are reported, not hidden
+    out, st = bank.place(beads, box, seed=1, contact_rounds=0, return_stats=True)
+    assert st["n_contacts"] == st["n_contacts_initial"] > 0
+    dist = intermolecular_min(out, box, MIN_DIST_ATOMS)
+    assert len(dist) == st["n_contacts"]
+    c = st["contacts"]  # atom indices into out.reshape(-1, 3), different molecules
+    assert c.shape == (st["n_contacts"], 2) and np.all(c[:, 0] // 3 != c[:, 1] // 3)
+    d = np.linalg.norm(min_image(out.reshape(-1, 3)[c[:, 1]] - out.reshape(-1, 3)[c[:, 0]],
+                                 box), axis=1)
+    assert np.allclose(np.sort(d), np.sort(st["contact_dist"])) and d.max() < MIN_DIST_ATOMS
+    # the O-O clearance of the bead stage is kept: turned and shifted oxygens stay
+    # MIN_DIST_OO from other beads' oxygens, the unresolved beads aside
+    out, st = bank.place(beads, box, seed=1, return_stats=True)
+    assert st["n_contacts"] == 0
+    o = np.mod(out[:, :, 0].reshape(-1, 3), box)
+    o[o >= box] = 0
+    p = cKDTree(o, boxsize=box).query_pairs(MIN_DIST_OO, output_type="ndarray")
+    bad = np.zeros(len(beads), bool)
+    bad[st["unresolved"]] = True
+    bi, bj = p[:, 0] // 4, p[:, 1] // 4
+    assert not ((bi != bj) & ~bad[bi] & ~bad[bj]).any()
+    with pytest.raises(MultiscaleError, match="min_dist_atoms"):
+        bank.place(beads, box, min_dist_atoms=0.2)

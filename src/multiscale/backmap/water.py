@@ -58,6 +58,7 @@ __all__ = [
     "H_MASS",
     "MIN_DIST_OO",
     "MIN_DIST_OTHERS",
+    "MIN_DIST_ATOMS",
     "DEFAULT_BANK_FILE",
     "random_rotations",
 ]
@@ -68,6 +69,7 @@ H_MASS = 1.008
 CLUSTER_MASSES = np.tile(np.array([O_MASS, H_MASS, H_MASS]), 4)
 MIN_DIST_OO = 0.17
 MIN_DIST_OTHERS = 0.15
+MIN_DIST_ATOMS = 0.09
 #: Clusters whose farthest oxygen is more than this from the COM are dropped by from_frames.
 MAX_CLUSTER_RADIUS = 0.40
 DEFAULT_BANK_FILE = "water_clusters_tip3p.npz"
@@ -99,6 +101,20 @@ def _com(xyz: np.ndarray) -> np.ndarray:
     return np.einsum("...ak,a->...k", xyz, CLUSTER_MASSES) / CLUSTER_MASSES.sum()
 
 
+def _rotmat(q: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """Rotation matrices (m, 3, 3) of quaternions ``q`` (m, 4) (see :func:`_rot_entries`)."""
+    r = _rot_entries(q, dtype)
+    return np.stack([np.stack(row, axis=-1) for row in r], axis=-2)
+
+
+def _qmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Quaternion products ``a * b`` (rotation b, then a), (m, 4) (w, x, y, z)."""
+    aw, av = a[:, :1], a[:, 1:]
+    bw, bv = b[:, :1], b[:, 1:]
+    return np.concatenate([aw * bw - (av * bv).sum(1, keepdims=True),
+                           aw * bv + bw * av + np.cross(av, bv)], axis=1)
+
+
 def _tree(x: np.ndarray, box: np.ndarray) -> cKDTree:
     return cKDTree(x, boxsize=box, balanced_tree=False, compact_nodes=False)
 
@@ -116,6 +132,21 @@ _BATCH = 4096
 #: beads are processed in the order of cubic cells of this many O-O cut-offs (cache locality
 #: of the contact search: 1M beads 6.3 -> 5.2 s CPU against 1 nm cells)
 _BEAD_CELL = 4.0
+
+#: contact stage: a molecule is first spun about its own C2 axis (O fixed), after this many
+#: failed rounds turned freely about its centre of mass, after _SHIFT_AFTER moved (with its
+#: cluster-mates shifted back by a third: the bead's centre of mass is kept)
+_TURN_AFTER = 1
+#: the first spin angles tried (degrees; then random in 22.5-157.5)
+_SPIN_FIRST = (90.0, 45.0, 135.0, 67.5, 112.5, 22.5, 157.5, 33.75, 146.25, 56.25, 123.75, 78.75,
+               101.25, 11.25, 168.75)
+_SHIFT_AFTER = 2
+#: contact stage: range of those moves (nm)
+_SHIFT_RANGE = (0.02, 0.12)
+#: contact stage: after this many failed rounds all four molecules of a bead are turned and
+#: moved (random zero-sum vectors, this standard deviation per coordinate, nm)
+_SCRAMBLE_AFTER = 4
+_SCRAMBLE_SIGMA = 0.04
 
 _POOL: tuple[int, ThreadPoolExecutor] | None = None
 
@@ -158,7 +189,94 @@ def _cover(i: np.ndarray, j: np.ndarray, n: int) -> np.ndarray:
     return mark
 
 
+def _sort_keys(key: np.ndarray):
+    """Stable sort of non-negative integer keys: ``(order, key[order])``.  Key and index are
+    packed into one int64 and sorted by numpy's SIMD sort (unique values: the result is the
+    stable order, deterministic); 2x faster than the LSD radix sort below, which remains the
+    fallback for keys >= 2**31 or more than 2**32 keys."""
+    n = len(key)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), key[:0]
+    if n < 2**32 and int(key.max()) < 2**31:
+        c = key.astype(np.int64)
+        c <<= 32
+        c |= np.arange(n, dtype=np.int64)
+        c.sort()
+        order = c & 0xFFFFFFFF
+        c >>= 32
+        return order, c.astype(key.dtype)
+    order = _radix_argsort(key)
+    return order, key[order]
+
+
+def _cover_atoms(ai: np.ndarray, aj: np.ndarray) -> np.ndarray:
+    """Molecules (sorted ids) to move so that every contact ``ai``-``aj`` (atom ids
+    ``3 * molecule + atom``, atom 0 = O) loses one end, decided per pair of molecules: the
+    molecule whose hydrogen touches the other's oxygen (spinning it about its C2 axis moves
+    the H, not the O), else the one with more contacting partners (ties: higher id)."""
+    if len(ai) == 0:
+        return np.zeros(0, dtype=np.int64)
+    mi, mj = ai // 3, aj // 3
+    u, inv = np.unique(np.concatenate([mi, mj]), return_inverse=True)
+    i, j = inv[:len(mi)], inv[len(mi):]
+    swap = i > j
+    i, j = np.where(swap, j, i), np.where(swap, i, j)  # i < j
+    oi, oj = ai % 3 == 0, aj % 3 == 0
+    oi, oj = np.where(swap, oj, oi), np.where(swap, oi, oj)
+    key = i * len(u) + j
+    pk, pinv = np.unique(key, return_inverse=True)
+    i, j = pk // len(u), pk % len(u)
+    pref_j = np.bincount(pinv, weights=oi & ~oj, minlength=len(pk)) > 0  # H of j on O of i
+    pref_i = np.bincount(pinv, weights=oj & ~oi, minlength=len(pk)) > 0
+    deg = np.bincount(i, minlength=len(u)) + np.bincount(j, minlength=len(u))
+    pick_i = (pref_i & ~pref_j) | ((pref_i == pref_j) &
+                                   ((deg[i] > deg[j]) | ((deg[i] == deg[j]) & (i > j))))
+    return np.unique(u[np.where(pick_i, i, j)])
+
+
+class _Moves:
+    """Molecules moved by the contact stage of :meth:`WaterBank.place`: sorted ids
+    ``4 * bead + water`` (sorted bead order), each with its own orientation (quaternion; it
+    replaces the cluster's rotation for that molecule) and the translation of its centre of
+    mass (nm, float64).  Molecules not listed keep their cluster's rotation and place."""
+
+    def __init__(self):
+        self.ids = np.zeros(0, dtype=np.int64)
+        self.q = np.zeros((0, 4))
+        self.t = np.zeros((0, 3))
+
+    def _find(self, mol):
+        pos = np.minimum(np.searchsorted(self.ids, mol), max(len(self.ids) - 1, 0))
+        hit = self.ids[pos] == mol if len(self.ids) else np.zeros(len(mol), dtype=bool)
+        return pos, hit
+
+    def get(self, mol, qdef):
+        """Orientations (default ``qdef``) and translations of molecules ``mol``."""
+        q = np.array(qdef, dtype=np.float64)
+        t = np.zeros((len(mol), 3))
+        pos, hit = self._find(mol)
+        q[hit], t[hit] = self.q[pos[hit]], self.t[pos[hit]]
+        return q, t
+
+    def set(self, mol, q, t):
+        """Record orientations ``q`` and translations ``t`` of (distinct) molecules ``mol``."""
+        pos, hit = self._find(mol)
+        self.q[pos[hit]], self.t[pos[hit]] = q[hit], t[hit]
+        new = ~hit
+        if new.any():
+            ids = np.concatenate([self.ids, mol[new]])
+            o = np.argsort(ids, kind="stable")
+            self.ids = ids[o]
+            self.q = np.concatenate([self.q, q[new]])[o]
+            self.t = np.concatenate([self.t, t[new]])[o]
+
+
 def _argsort_int(key: np.ndarray) -> np.ndarray:
+    """Stable argsort of non-negative integer keys (see :func:`_sort_keys`)."""
+    return _sort_keys(key)[0]
+
+
+def _radix_argsort(key: np.ndarray) -> np.ndarray:
     """Stable argsort of non-negative integer keys: LSD radix sort in 16-bit digits (numpy's
     stable sort of uint16 is a radix sort; 2-3x faster than a comparison sort here)."""
     kmax = int(key.max()) if len(key) else 0
@@ -187,7 +305,9 @@ def _starts(key: np.ndarray, ncell: int) -> np.ndarray:
     start = np.empty(ncell + 1, dtype=t)
     start[0] = 0
     step = 1 << 18
-    bounds = np.searchsorted(key, np.arange(0, ncell + step, step))
+    # (search values of the key's type: no int64 copy of the key)
+    bounds = np.searchsorted(key, np.arange(0, ncell + step, step, dtype=(
+        key.dtype if ncell + step < 2**31 - 1 else np.int64)))
 
     def slab(i):
         c0 = i * step
@@ -236,7 +356,9 @@ class _CellGrid:
     points of some ids without a full rebuild.
     """
 
-    def __init__(self, p, box: np.ndarray, r: float, ids: np.ndarray | None = None):
+    def __init__(self, p, box: np.ndarray, r: float, ids: np.ndarray | None = None,
+                 wrapped: bool = False):
+        """``wrapped``: ``p`` are float32 arrays already in [0, L] (used in place)."""
         p = _columns(p)
         m = len(p[0])
         self.m, self.r = m, float(r)
@@ -256,19 +378,22 @@ class _CellGrid:
         self.ncell = ncell = int(np.prod(self.pc))
         self.kdt = t = np.int32 if ncell < 2**31 - 8 else np.int64
         self.dx, self.dy = t(self.pc[1] * self.pc[2]), t(self.pc[2])  # key steps
-        self.key, self.xyz, self.ids, real = self._entries(p, ids)
+        self.key, self.xyz, self.ids, real = self._entries(p, ids, wrapped)
         self.real = np.flatnonzero(real).astype(self.ids.dtype if m < 2**31 - 1 else np.int64)
         del real
         self.start = _starts(self.key, ncell)
 
-    def _wrap(self, p, sides: bool = True):
+    def _wrap(self, p, sides: bool = True, wrapped: bool = False):
         """float32 coordinates wrapped into the box, padded cell indices (1..nc) and, in x
         and y, the side of the cell half each point is in (see :meth:`_sides`)."""
         xyz, ci = [], []
         for d in range(3):
             L = self.box[d]
-            x = np.array(p[d], dtype=np.float32)
-            x -= np.float32(L) * np.floor(x * np.float32(1.0 / L))
+            if wrapped:
+                x = p[d]
+            else:
+                x = np.array(p[d], dtype=np.float32)
+                x -= np.float32(L) * np.floor(x * np.float32(1.0 / L))
             c = (x * np.float32(self.nc[d] / L)).astype(np.int32)
             np.minimum(c, self.nc[d] - 1, out=c)  # x == L after round-off (x >= 0)
             c += 1
@@ -290,12 +415,12 @@ class _CellGrid:
         t = self.kdt
         return ci[0].astype(t) * self.dx + ci[1].astype(t) * self.dy + ci[2]
 
-    def _entries(self, p, ids):
+    def _entries(self, p, ids, wrapped: bool = False):
         """Sorted cell keys, coordinates, ids and real-point flags of points ``p`` and their
         ghost copies."""
         m = len(p[0])
         nc, box = self.nc, self.box
-        xyz, ci, _ = self._wrap(p, sides=False)
+        xyz, ci, _ = self._wrap(p, sides=False, wrapped=wrapped)
         # ghosts: (source point, image shift per axis); axis by axis, so copies of copies
         # fill the edges and corners
         gsrc = np.zeros(0, dtype=np.int64)
@@ -314,8 +439,7 @@ class _CellGrid:
         gci = [ci[d][gsrc] + gsh[d].astype(ci[d].dtype) * np.int32(nc[d]) for d in range(3)]
         key = np.concatenate([self._key(ci), self._key(gci)])
         del gci, ci
-        order = _argsort_int(key)
-        key = key[order]
+        order, key = _sort_keys(key)
         ghost = np.flatnonzero(order >= m)
         gi = order[ghost] - m
         src = order.astype(np.int32 if len(order) < 2**31 - 1 else np.int64)
@@ -368,11 +492,18 @@ class _CellGrid:
         h = np.flatnonzero(s2 < self.r2)
         return qi[h], j[h]
 
-    def pairs(self):
-        """All unordered pairs (ids) of points closer than r, as two index arrays."""
+    def pairs(self, div: int = 0):
+        """All unordered pairs (ids) of points closer than r, as two index arrays; with
+        ``div`` > 0 only pairs whose ids differ after integer division by ``div`` (e.g. atoms
+        ``3 * molecule + atom`` of different molecules: filtered per chunk, so the many
+        bonded pairs never pile up)."""
         if self.kd is not None:
             pp = self.kd.query_pairs(self.r, output_type="ndarray").reshape(-1, 2)
-            return self.kd_ids[pp[:, 0]], self.kd_ids[pp[:, 1]]
+            a, b = self.kd_ids[pp[:, 0]], self.kd_ids[pp[:, 1]]
+            if div:
+                k = a // div != b // div
+                a, b = a[k], b[k]
+            return a, b
         if self.real is None:
             raise RuntimeError("pairs() after update(): rebuild the grid")
         start, key, x = self.start, self.key, self.xyz
@@ -394,10 +525,16 @@ class _CellGrid:
                 hi[:, c] = np.where(use, start[nk + 3], lo[:, c])  # later columns only
             f, j = _expand(lo.ravel(), hi.ravel())
             a, b = self._close(q, f >> 2, j)
-            return ix[a], b
+            a = ix[a]
+            if div:
+                ia, ib = self.ids[a], self.ids[b]
+                k = np.flatnonzero(ia // div != ib // div)
+                return ia[k], ib[k]
+            return a, b
 
         res = _pmap(one, range(0, len(self.real), _CHUNK))
-        return self.ids[_cat([v[0] for v in res])], self.ids[_cat([v[1] for v in res])]
+        a, b = _cat([v[0] for v in res]), _cat([v[1] for v in res])
+        return (a, b) if div else (self.ids[a], self.ids[b])
 
     def query(self, q):
         """Pairs (index of the query point, point id) closer than r, for points ``q`` (any
@@ -468,6 +605,18 @@ class WaterBank:
         # coordinate-major copies for placement: (3, 12, K) float64, oxygens (3, 4, K) float32
         self._fT = np.ascontiguousarray(self._flat.transpose(2, 1, 0))
         self._oT = np.ascontiguousarray(self._fT[:, 0::3], dtype=np.float32)
+        # all atoms per coordinate (K, 12) float32 (contact stage), and each molecule split
+        # into its own centre of mass g (K, 4, 3) and rigid shape about it v (K, 4, 3, 3)
+        self._aT = tuple(np.ascontiguousarray(self._flat[:, :, d], dtype=np.float32)
+                         for d in range(3))
+        w4 = self._flat.reshape(len(c), 4, 3, 3)
+        m3 = CLUSTER_MASSES[:3]
+        self._g64 = np.einsum("cwad,a->cwd", w4, m3) / m3.sum()
+        self._v64 = w4 - self._g64[:, :, None]
+        self._g32 = self._g64.astype(np.float32)
+        #: each molecule's C2 axis (COM -> O, unit vector) in its bank frame
+        self._axis64 = self._v64[:, :, 0] / np.linalg.norm(self._v64[:, :, 0], axis=-1)[..., None]
+        self._v32 = self._v64.astype(np.float32)
         #: largest atom distance from the COM over the bank (nm)
         self.extent = float(np.linalg.norm(self._flat, axis=-1).max())
         o = c[:, :, 0]
@@ -475,6 +624,11 @@ class WaterBank:
         d[:, np.arange(4), np.arange(4)] = np.inf
         #: smallest O-O distance inside any cluster (nm)
         self.min_intra_oo = float(d.min())
+        a = c.reshape(len(c), 4, 1, 3, 1, 3) - c.reshape(len(c), 1, 4, 1, 3, 3)
+        a = np.linalg.norm(a, axis=-1)
+        a[:, np.arange(4), np.arange(4)] = np.inf
+        #: smallest distance between atoms of different molecules inside any cluster (nm)
+        self.min_intra_atoms = float(a.min())
 
     def __len__(self) -> int:
         return len(self.clusters)
@@ -640,9 +794,545 @@ class WaterBank:
             out[:, :, i] = v.T
         return out
 
+    def _molecules32(self, k: np.ndarray, quat: np.ndarray, centres: np.ndarray,
+                     box: np.ndarray):
+        """Centres of mass (4 m, 3) (wrapped into the box) and atoms relative to them
+        (4 m, 3, 3) of the molecules of clusters ``k`` rotated by ``quat`` at ``centres``
+        (3, m), float32; molecule id ``4 * cluster + water``."""
+        m = len(k)
+        com = np.empty((m, 4, 3), dtype=np.float32)
+        rel = np.empty((m, 4, 3, 3), dtype=np.float32)
+        bl = box.astype(np.float32)
+        step = 1 << 14
+
+        def one(i0):
+            sl = slice(i0, min(i0 + step, m))
+            rot = _rot_entries(quat[sl], np.float32)
+            kk = k[sl]
+            g = self._g32[kk]  # (m', 4, 3)
+            v = self._v32[kk]  # (m', 4, 3, 3)
+            for i in range(3):
+                r0, r1, r2 = (rot[i][j][:, None] for j in range(3))
+                c = g[:, :, 0] * r0 + g[:, :, 1] * r1 + g[:, :, 2] * r2
+                c += centres[i, sl, None]
+                c -= bl[i] * np.floor(c / bl[i])
+                c[c >= bl[i]] = 0
+                com[sl, :, i] = c
+                r0, r1, r2 = (x[:, :, None] for x in (r0, r1, r2))
+                rel[sl, :, :, i] = v[..., 0] * r0 + v[..., 1] * r1 + v[..., 2] * r2
+
+        _pmap(one, range(0, m, step))
+        return com.reshape(-1, 3), rel.reshape(-1, 3, 3)
+
+    def _contacts(self, rng, kk, qq, xw32, box, r_at, r_og, unres, ot, near, r_ot, rounds,
+                  n_cand):
+        """Contact stage of :meth:`place` (sorted bead order; see there).
+
+        Finds every pair of atoms of different molecules closer than ``r_at`` (cell list of
+        all atoms) and moves one molecule per contact (the one whose H touches the other's O,
+        else the one with more contacts): a spin about its C2 axis (O and centre of mass
+        fixed; angles 90, 45, 135 ... degrees), else a free turn about its centre of mass,
+        in later rounds a shift (one molecule by d, its 3 cluster-mates by -d/3: the bead's
+        centre of mass is kept).  Every molecule's atoms lie within ``rho`` (0.092 nm) of
+        its centre of mass (COM), so only molecules whose COMs are closer than
+        ``r_c = r_at + 2 rho`` can touch: spins and turns keep the COM and are tested
+        against the atoms of those neighbours (a COM cell list), densely; shifts query it.
+        Turned and shifted oxygens keep ``r_og`` from the oxygens of other beads (beads in
+        ``unres`` aside, as in the bead stage).  Returns the moves (:class:`_Moves`),
+        counters, the atom pairs (sorted atom ids ``3 * molecule + atom``) still closer than
+        ``r_at`` (float32 test, cut-off widened by round-off), the molecules still closer
+        than ``r_ot`` to ``others`` and the beads whose oxygens ended closer than ``r_og`` to
+        another bead's."""
+        n = len(kk)
+        nm = 4 * n
+        Lf = box.astype(np.float32)
+        slop = 2e-6 + 1e-6 * float(box.max())  # float32 round-off of the positions
+        r_a = r_at + slop
+        r2 = np.float32(r_a * r_a)
+        ro2 = np.float32(r_og * r_og)
+        r_otg = r_ot + 1e-5
+        rho = float(np.linalg.norm(self._v64, axis=-1).max())  # atoms from their COM
+        hh = self._v64[:, :, 1:] - self._v64[:, :, 1:].mean(axis=2, keepdims=True)
+        rho_p = float(np.linalg.norm(hh, axis=-1).max())  # H from the H-H midpoint
+        r_c = r_at + 2 * rho + 2 * slop
+        r_turn2 = np.float32((r_at + rho + 2 * slop) ** 2)
+        r_spin2 = np.float32((r_at + rho_p + 2 * slop) ** 2)
+        idt = np.int32 if 3 * nm < 2**31 - 1 else np.int64
+        ar3 = np.arange(3)
+        com, rel = self._molecules32(kk, qq, xw32, box)
+
+        def atoms_of(mols):
+            """Atoms (m, 3, 3) float32 of molecules at their present places (COM wrapped)."""
+            return com[mols][:, None] + rel[mols]
+
+        def atom_ids(mols):
+            return (3 * mols[:, None] + ar3).ravel()
+
+        # the contacts: a cell list of all atoms (wrapped into the box)
+        at = np.empty((3, nm, 3), dtype=np.float32)
+        for d in range(3):
+            x = at[d]
+            np.add(com[:, d, None], rel[:, :, d], out=x)
+            x[x < 0] += Lf[d]  # atoms are within rho of their wrapped COM
+            x[x >= Lf[d]] -= Lf[d]
+        at = at.reshape(3, -1)
+        grid = _CellGrid(tuple(at), box, r_a, ids=np.arange(3 * nm, dtype=idt), wrapped=True)
+        del at
+        ai, aj = grid.pairs(div=3)  # atom ids of different molecules
+        grid.real = None
+        ai, aj = ai.astype(np.int64), aj.astype(np.int64)
+        # the COMs, for neighbour queries (spins and turns keep them)
+        cgrid = _CellGrid(tuple(com.T), box, r_c, ids=np.arange(nm, dtype=idt), wrapped=True)
+        cgrid.real = None
+        moves = _Moves()
+        moved = np.zeros(nm, dtype=bool)
+        shifted = np.zeros(nm, dtype=bool)  # COM moved: its cgrid entry is out of date
+        moving = np.zeros(nm, dtype=bool)
+        fails = np.zeros(nm, dtype=np.int8)
+        omoved = np.zeros(nm, dtype=bool)  # turned or shifted: the O moved
+        sgrid = None  # COMs of the shifted molecules
+
+        def dvec(p, nb):
+            """Minimum-image vectors (float32) from positions p (e, 3) to COMs of nb."""
+            d = com[nb] - p
+            d -= Lf * np.round(d / Lf)
+            return d
+
+        def pair_hits(i, j):
+            """Atom pairs (ids) closer than r_at among molecule pairs (i, j), now."""
+            def one(s):
+                a, b = i[s:s + _CHUNK], j[s:s + _CHUNK]
+                d = dvec(com[a], b)[:, None, None] + rel[b][:, None] - rel[a][:, :, None]
+                p, x, y = np.nonzero(np.einsum("pabk,pabk->pab", d, d) < r2)
+                return 3 * a[p] + x, 3 * b[p] + y
+
+            res = _pmap(one, range(0, len(i), _CHUNK))
+            return (_cat([v[0] for v in res]).astype(np.int64),
+                    _cat([v[1] for v in res]).astype(np.int64))
+
+        def neighbours(mols, pos=None):
+            """(index into mols, molecule) of every other molecule whose COM is within r_c
+            of ``pos`` (default: the present COMs of mols)."""
+            mols = np.asarray(mols, dtype=np.int64)
+            p = com[mols] if pos is None else pos
+            qi, h = cgrid.query(tuple(p.T))
+            h = h.astype(np.int64)
+            k = np.flatnonzero(~shifted[h] & (h != mols[qi]))
+            ks, nbs = [qi[k]], [h[k]]
+            if sgrid is not None and len(mols):
+                qi, h = sgrid.query(tuple(p.T))
+                k = np.flatnonzero(h != mols[qi])
+                ks.append(qi[k])
+                nbs.append(h[k])
+            return _cat(ks), _cat(nbs)
+
+        def other_hits(beads, atoms):
+            """Atoms closer than r_ot to an 'others' atom, per row of atoms (c, na, 3)."""
+            cnt = np.zeros(len(beads), dtype=np.int64)
+            rows = np.flatnonzero(near[beads]) if ot is not None else []
+            if len(rows) == 0:
+                return cnt
+            a = wrap(atoms[rows].reshape(-1, 3).astype(np.float64), box)
+            d, _ = ot.query(a, k=1, distance_upper_bound=r_otg, workers=-1)
+            cnt[rows] = np.isfinite(d).reshape(len(rows), -1).sum(axis=1)
+            return cnt
+
+        def spun(r, phi):
+            """Atoms (u, 3, 3) relative to their COM spun by angles phi (u, K) about their
+            C2 axis (Rodrigues): (u, K, 3, 3)."""
+            a = r[:, 0] / np.linalg.norm(r[:, 0], axis=1, keepdims=True)  # COM -> O
+            c, s = np.cos(phi).astype(np.float32), np.sin(phi).astype(np.float32)
+            ax = np.cross(a[:, None], r)  # (u, 3, 3)
+            along = a[:, None] * np.einsum("ux,uax->ua", a, r)[:, :, None]
+            return (r[:, None] * c[:, :, None, None] + ax[:, None] * s[:, :, None, None]
+                    + along[:, None] * (1 - c)[:, :, None, None])
+
+        def spin_quat(units, q0, phi):
+            """Orientations after spins phi (u,) of molecules with orientations q0."""
+            ax = self._axis64[kk[units // 4], units % 4]
+            qb = np.concatenate([np.cos(phi / 2)[:, None], np.sin(phi / 2)[:, None] * ax], 1)
+            return _qmul(q0, qb)
+
+        def first_best(cnt):
+            """Per row of cnt (u, K): the first zero, else the first of the fewest."""
+            zero = cnt == 0
+            first = np.argmax(zero, axis=1)
+            ok = zero[np.arange(len(cnt)), first]
+            return np.where(ok, first, cnt.argmin(axis=1))
+
+        def probe(units):
+            """Round one: the 90-degree spin of every unit, against the atom cell list
+            (nothing has moved yet but the units).  Returns the units left."""
+            phi = np.full((len(units), 1), np.radians(_SPIN_FIRST[0]))
+            Y = spun(rel[units], phi)[:, 0]  # (u, 3, 3)
+            pts = com[units][:, None] + Y
+            qi, h = grid.query(tuple(pts.reshape(-1, 3).T))
+            k = np.flatnonzero(~moving[h // 3])
+            cnt = np.bincount(qi[k] // 3, minlength=len(units))
+            cnt += other_hits(units // 4, pts)
+            ok = cnt == 0
+            s = units[ok]
+            q0, t0 = moves.get(s, qq[s // 4])
+            moves.set(s, spin_quat(s, q0, phi[ok, 0]), t0)
+            rel[s] = Y[ok]
+            return units[~ok]
+
+        def rotate(units, spin_first, spins=_SPIN_FIRST, revert=False):
+            """Dense trials of new orientations (COM fixed) for molecules ``units``: spins
+            about the C2 axis where ``spin_first``, then free turns; the first contact-free
+            candidate is kept, else the first with the fewest contacts.  Returns
+            (contacts, turned)."""
+            u = len(units)
+            best = np.full(u, np.iinfo(np.int64).max)
+            bturn = np.zeros(u, dtype=bool)
+            if u == 0:
+                return best, bturn
+            bead = units // 4
+            q0, t0 = moves.get(units, qq[bead])
+            v = self._v32[kk[bead], units % 4]
+            r0 = rel[units]  # spins start from the present orientation (q0)
+            ek, nb = neighbours(units)
+            k = np.flatnonzero(~moving[nb])
+            ek, nb = ek[k], nb[k]
+            # neighbour atoms in the unit's frame (its COM at 0) that a spin or turn reaches
+            X = (dvec(com[units[ek]], nb)[:, None] + rel[nb]).reshape(-1, 3)
+            ea = np.repeat(ek, 3)
+            oo = np.zeros((len(ek), 3), dtype=bool)
+            oo[:, 0] = (nb // 4 != bead[ek]) & ~unres[nb // 4] & ~unres[bead[ek]]
+            oo = oo.ravel()
+            P = rel[units, 1:].mean(axis=1)  # spins keep it; their H are rho_p from it
+            dP = X - P[ea]
+            reach_s = np.einsum("ex,ex->e", dP, dP) < r_spin2
+            e = np.flatnonzero(reach_s | (np.einsum("ex,ex->e", X, X) < r_turn2))
+            ea, X, oo, reach_s = ea[e], X[e], oo[e], reach_s[e]
+            bq, bt = np.zeros((u, 4)), np.zeros((u, 3))
+            stages = [("spin", spins[:3]), ("spin", spins[3:]),
+                      ("turn", n_cand // 2), ("turn", n_cand - n_cand // 2)]
+            todo = np.arange(u)
+            for kind, arg in stages:
+                sel = todo[spin_first[todo]] if kind == "spin" else todo
+                if len(sel) == 0 or (kind == "turn" and arg == 0):
+                    continue
+                if kind == "spin":
+                    K = len(arg)
+                    phi = np.broadcast_to(np.radians(arg), (len(sel), K))
+                    Y = spun(r0[sel], phi)
+                else:
+                    K = int(arg)
+                    cq = rng.standard_normal((len(sel), K, 4))
+                    R = _rotmat(cq.reshape(-1, 4), np.float32).reshape(len(sel), K, 3, 3)
+                    Y = np.matmul(v[sel][:, None], R.transpose(0, 1, 3, 2))
+                m_ = np.zeros(u, dtype=bool)
+                m_[sel] = True
+                es = np.flatnonzero(m_[ea] & (reach_s if kind == "spin" else True))
+                pos = np.searchsorted(sel, ea[es])
+                d = X[es][:, None, None] - Y[pos]  # (e, K, a, 3)
+                d2 = np.einsum("ekax,ekax->eka", d, d)
+                h = (d2 < r2).sum(axis=2)
+                if kind == "turn":
+                    h += (d2[:, :, 0] < ro2) & oo[es][:, None]
+                cnt = np.bincount((pos[:, None] * K + np.arange(K)).ravel(), weights=h.ravel(),
+                                  minlength=len(sel) * K).reshape(len(sel), K).astype(np.int64)
+                if ot is not None:
+                    cnt += other_hits(np.repeat(bead[sel], K),
+                                      (com[units[sel]][:, None, None] + Y).reshape(-1, 3, 3)
+                                      ).reshape(len(sel), K)
+                pick = first_best(cnt)
+                val = cnt[np.arange(len(sel)), pick]
+                better = np.flatnonzero(val < best[sel])
+                s = sel[better]
+                best[s] = val[better]
+                bturn[s] = kind == "turn"
+                rel[units[s]] = Y[better, pick[better]]
+                if kind == "spin":
+                    bq[s] = spin_quat(units[s], q0[s], phi[better, pick[better]])
+                else:
+                    bq[s] = cq[better, pick[better]]
+                todo = todo[best[todo] > 0]
+                if len(todo) == 0:
+                    break
+            if revert:  # the stuck ones stay as they were
+                k = np.flatnonzero(best > 0)
+                rel[units[k]], bq[k], bturn[k] = r0[k], q0[k], False
+            moves.set(units, bq, t0)
+            return best, bturn
+
+        def shift(units):
+            """Trials of moving the molecules of units (u, 4) (one bead each): the first by d
+            and the others by -d/3, the first one also turned; after _SCRAMBLE_AFTER failed
+            rounds all four by random zero-sum vectors, all turned.  One candidate at a time
+            (several at once when few are left), against the COM cell list.  Returns
+            (contacts, contact partners of the stuck units)."""
+            u = len(units)
+            best = np.full(u, np.iinfo(np.int64).max)
+            if u == 0:
+                return best, np.zeros(0, dtype=np.int64)
+            mol = units.ravel()
+            q0, t0 = moves.get(mol, qq[mol // 4])
+            bq, bt = q0.reshape(u, 4, 4).copy(), np.zeros((u, 4, 3))
+            kslot = np.zeros(u, dtype=np.int64)
+            bead = units[:, 0] // 4
+            c0 = com[mol].reshape(u, 4, 3)
+            rl = rel[mol].reshape(u, 4, 3, 3)
+            v = self._v32[kk[mol // 4], mol % 4].reshape(u, 4, 3, 3)
+            scr = fails[units[:, 0]] >= _SCRAMBLE_AFTER
+            m = n_cand * (4 if np.any(fails[units[:, 0]] > _SHIFT_AFTER) else 1)
+            ii, jj = np.triu_indices(4, 1)
+            stuck = []
+            todo = np.arange(u)
+            s = 0
+            while s < m and len(todo):
+                tn = len(todo)
+                nb_ = min(m - s, max(1, 1024 // tn))
+                cu = np.tile(todo, nb_)  # candidate c: slot s + c // tn
+                c = len(cu)
+                sc = scr[cu]
+                cq = q0.reshape(u, 4, 4)[cu].copy()
+                cq[:, 0] = rng.standard_normal((c, 4))
+                d = rng.standard_normal((c, 3))
+                d *= (rng.uniform(*_SHIFT_RANGE, size=c) / np.linalg.norm(d, axis=1))[:, None]
+                tt = np.zeros((c, 4, 3))
+                tt[:, 0] = d
+                tt[:, 1:] = -d[:, None] / 3
+                ns = int(sc.sum())
+                if ns:  # scramble: all four turned and moved (zero sum)
+                    cq[sc, 1:] = rng.standard_normal((ns, 3, 4))
+                    g = rng.standard_normal((ns, 4, 3)) * _SCRAMBLE_SIGMA
+                    g -= g.mean(axis=1, keepdims=True)
+                    big = np.linalg.norm(g, axis=2).max(axis=1) / _SHIFT_RANGE[1]
+                    g /= np.maximum(big, 1)[:, None, None]  # none moves further than a shift
+                    tt[sc] = g
+                pos = c0[cu] + tt.astype(np.float32)
+                ra = rl[cu].copy()
+                turned = np.zeros((c, 4), dtype=bool)
+                turned[:, 0] = True
+                turned[sc] = True
+                tc, tw = np.nonzero(turned)
+                ra[tc, tw] = np.matmul(v[cu[tc], tw],
+                                       _rotmat(cq[tc, tw], np.float32).transpose(0, 2, 1))
+                # the four against each other (O-O too: the cluster stays open)
+                dc = pos[:, jj] - pos[:, ii]
+                dc -= Lf * np.round(dc / Lf)  # the bead may straddle the box
+                dd = dc[:, :, None, None] + ra[:, jj, None] - ra[:, ii, :, None]  # (c,6,a,b,3)
+                dd = np.einsum("...x,...x->...", dd, dd)
+                cnt = (dd < r2).reshape(c, -1).sum(1) + (dd[:, :, 0, 0] < ro2).sum(1)
+                # against everything else that is not moving
+                pos -= Lf * np.floor(pos / Lf)
+                qk, nb = neighbours(units[cu].ravel(), pos.reshape(-1, 3))
+                k = np.flatnonzero(~moving[nb])
+                qk, nb = qk[k], nb[k]
+                ci, wi = qk // 4, qk % 4
+                dv = (dvec(pos.reshape(-1, 3)[qk], nb)[:, None, None] + rel[nb][:, None]
+                      - ra[ci, wi][:, :, None])  # (e, a, b, 3)
+                h = (np.einsum("eabx,eabx->eab", dv, dv) < r2).sum(axis=(1, 2))
+                oo = (nb // 4 != bead[cu[ci]]) & ~unres[nb // 4] & ~unres[bead[cu[ci]]]
+                h += oo & (np.einsum("ex,ex->e", dv[:, 0, 0], dv[:, 0, 0]) < ro2)
+                cnt = cnt + np.bincount(ci, weights=h, minlength=c).astype(np.int64)
+                cnt += other_hits(bead[cu], (pos[:, :, None] + ra).reshape(c, 12, 3))
+                hit = h > 0
+                stuck.append((cu[ci[hit]], nb[hit], s + ci[hit] // tn))
+                # per unit, in slot order: the first contact-free candidate, else the first
+                # of the fewest
+                cm = cnt.reshape(nb_, tn).T
+                pick = first_best(cm)
+                val = cm[np.arange(tn), pick]
+                better = np.flatnonzero(val < best[todo])
+                wu, cb = todo[better], pick[better] * tn + better
+                best[wu], bq[wu], bt[wu], kslot[wu] = val[better], cq[cb], tt[cb], s + pick[better]
+                com[units[wu].ravel()] = pos[cb].reshape(-1, 3)
+                rel[units[wu].ravel()] = ra[cb].reshape(-1, 3, 3)
+                s += nb_
+                todo = todo[best[todo] > 0]
+            moves.set(mol, bq.reshape(-1, 4), (t0.reshape(u, 4, 3) + bt).reshape(-1, 3))
+            part = [nb[(best[pu] > 0) & (kslot[pu] == sl)] for pu, nb, sl in stuck]
+            return best, _cat(part)
+
+        # 'others': molecules of the unresolved beads (all other beads are clear of them)
+        forced = np.zeros(0, dtype=np.int64)
+        sus = np.flatnonzero(unres)
+        if ot is not None and len(sus):
+            sm = (4 * sus[:, None] + np.arange(4)).ravel()
+            forced = sm[other_hits(sm // 4, atoms_of(sm)) > 0]
+        forced0 = forced
+        n_initial = len(ai)
+        fails[forced] = _TURN_AFTER  # spins do not move the O
+        # a molecule whose O is in a contact cannot clear it by a spin, nor by a turn (the O
+        # moves 0.013 nm at most) if the other atom is an O too
+        oi, oj = ai % 3 == 0, aj % 3 == 0
+        for mo, lim in ((np.concatenate([ai[oi], aj[oj]]) // 3, _TURN_AFTER),
+                        (np.concatenate([ai[oi & oj], aj[oi & oj]]) // 3, _SHIFT_AFTER)):
+            fails[mo] = np.maximum(fails[mo], lim)
+        edges = (ai, aj)
+        n_turned = n_shifted = n_spun = rnd = 0
+
+        def independent(mols, uid, reach, nu):
+            """Units (ids uid of molecules mols, nu units) that cannot touch another one of
+            them when each molecule moves by up to ``reach``: COMs further apart than
+            r_c + both reaches; of two that can, the later waits.  Returns a bool (nu,)."""
+            ok = np.ones(nu, dtype=bool)
+            if nu < 2:
+                return ok
+            p = wrap(com[mols].astype(np.float64), box)
+            pp = _tree(p, box).query_pairs(r_c + 2 * float(reach.max()), output_type="ndarray")
+            a, b = uid[pp[:, 0]], uid[pp[:, 1]]
+            dd = p[pp[:, 1]] - p[pp[:, 0]]
+            dd -= box * np.round(dd / box)
+            k = (a != b) & (np.linalg.norm(dd, axis=1) < r_c + reach[pp[:, 0]]
+                            + reach[pp[:, 1]])
+            ok[np.maximum(a[k], b[k])] = False
+            return ok
+
+        def shift_units(mols):
+            """Units (u, 4) for the beads of molecules mols: the first of them in each bead
+            first (it is moved), then its mates."""
+            sb, first = np.unique(mols // 4, return_index=True)
+            shifter = mols[first]
+            all4 = 4 * sb[:, None] + np.arange(4)
+            return np.concatenate([shifter[:, None],
+                                   all4[all4 != shifter[:, None]].reshape(-1, 3)], axis=1)
+
+        empty = later = np.zeros(0, dtype=np.int64)
+        per_round = []  # molecules moved (or waiting) per round
+        while rnd < rounds:
+            mark = np.union1d(_cover_atoms(*edges), forced)
+            if len(mark) == 0:
+                break
+            rnd += 1
+            units = shift_units(mark[fails[mark] >= _SHIFT_AFTER])
+            rot = mark[~np.isin(mark // 4, units[:, 0] // 4)]
+            wait = [empty]
+            if rnd > 1:
+                # after the first round few are left, mostly stuck next to each other: move
+                # only units that cannot touch another moving one, the others wait a round
+                mols = np.concatenate([rot, units.ravel()])
+                uid = np.concatenate([np.arange(len(rot)),
+                                      len(rot) + np.repeat(np.arange(len(units)), 4)])
+                reach = np.concatenate([np.zeros(len(rot)),
+                                        np.full(4 * len(units), _SHIFT_RANGE[1])])
+                ok = independent(mols, uid, reach, len(rot) + len(units))
+                wait.append(rot[~ok[:len(rot)]])
+                wait.append(units[~ok[len(rot):], 0])
+                rot, units = rot[ok[:len(rot)]], units[ok[len(rot):]]
+            # phase 1: spins and turns (centres of mass stay)
+            moving[rot] = True
+            spin1 = fails[rot] < _TURN_AFTER
+            rb = np.zeros(len(rot), dtype=np.int64)
+            rturn = np.zeros(len(rot), dtype=bool)
+            left = np.arange(len(rot))
+            if rnd == 1:  # most contacts go with the first spin: test it on the atom list
+                k = np.flatnonzero(spin1)
+                rest = probe(rot[k])
+                left = np.concatenate([np.flatnonzero(~spin1), k[np.isin(rot[k], rest)]])
+                left.sort()
+            rb[left], rturn[left] = rotate(rot[left], spin1[left],
+                                           _SPIN_FIRST[1:] if rnd == 1 else _SPIN_FIRST,
+                                           revert=rnd == 1)
+            moving[rot] = False
+            moved[rot] = True
+            omoved[rot[rturn]] = True
+            bad_r = rb > 0
+            fails[rot[bad_r]] = _SHIFT_AFTER  # spins and turns failed: shifted below
+            n_spun += int((~rturn).sum())
+            n_turned += int(rturn.sum())
+            edges = (empty, empty)
+            forced = [wait[0]] + wait[1:]
+            if rnd == 1:
+                # contacts among the molecules turned at once, contact-free otherwise
+                good = rot[~bad_r]
+                g = _CellGrid(tuple(atoms_of(good).reshape(-1, 3).T), box, r_a,
+                              ids=atom_ids(good))
+                edges = g.pairs(div=3)
+                # oxygens turned closer than r_og to another's (spun ones keep theirs)
+                omn = np.zeros(nm, dtype=bool)
+                omn[rot[rturn & ~bad_r]] = True
+                og = good[~unres[good // 4]]
+                if omn.any() and len(og) > 1:
+                    oi, oj = _CellGrid(tuple(atoms_of(og)[:, 0].T), box, r_og,
+                                       ids=og).pairs(div=4)
+                    k = omn[oi] | omn[oj]
+                    oi, oj = oi[k], oj[k]
+                    oo_f = np.where(omn[oi] & (~omn[oj] | (oi > oj)), oi, oj)
+                    fails[oo_f] = np.maximum(fails[oo_f], _TURN_AFTER)  # a spin keeps the O
+                    forced.append(oo_f)
+            fr = rot[bad_r]
+            if rnd == 1:
+                # the failed ones stay as they were: their contact partners turn next round,
+                # they themselves the round after (if still in contact)
+                k_, nb_ = neighbours(fr)
+                forced.append(np.unique(pair_hits(fr[k_], nb_)[1] // 3))
+                fails[fr] = _TURN_AFTER
+                later, fr = fr, fr[:0]
+            # later on they are shifted now; shifts that may touch each other wait
+            more = shift_units(fr)
+            more = more[~np.isin(more[:, 0] // 4, units[:, 0] // 4)]
+            allu = np.concatenate([units, more])
+            ok = independent(allu.ravel(), np.repeat(np.arange(len(allu)), 4),
+                             np.full(allu.size, _SHIFT_RANGE[1]), len(allu))
+            forced.append(allu[~ok, 0])
+            units = allu[ok]
+            # phase 2: shifts (one bead each)
+            moving[units.ravel()] = True
+            sbst, sstuck = shift(units)
+            moving[units.ravel()] = False
+            if len(units):
+                moved[units.ravel()] = True
+                omoved[units.ravel()] = True
+                shifted[units.ravel()] = True
+                sm = np.flatnonzero(shifted)
+                sgrid = _CellGrid(tuple(com[sm].T), box, r_c, ids=sm)
+            bad_s = sbst > 0
+            fails[units[bad_s, 0]] += 1
+            n_turned += len(units)
+            n_shifted += len(units)
+            # stuck molecules are tried again (in the next mode); a stuck shift also
+            # releases the neighbours it is stuck against
+            forced += [units[bad_s, 0], sstuck]
+            if rnd == 2 and len(later):  # round one's stuck ones, if still in contact
+                k_, nb_ = neighbours(later)
+                forced.append(np.unique(pair_hits(later[k_], nb_)[0] // 3))
+            forced = np.unique(_cat(forced))
+            per_round.append(int(len(mark)))
+        # final check, complete: every contact involves a molecule that moved (against the
+        # atom list where the other did not move, and among the moved ones) or is one the
+        # first search found between molecules that did not move
+        keep = ~(moved[ai // 3] | moved[aj // 3])
+        left_i, left_j = [ai[keep]], [aj[keep]]
+        mv = np.flatnonzero(moved)
+        oth = forced0[~moved[forced0]]
+        oo_bad = np.zeros(0, dtype=np.int64)
+        if len(mv):
+            at = atoms_of(mv)
+            pts = tuple(at.reshape(-1, 3).T)
+            aid = atom_ids(mv)
+            qi, h = grid.query(pts)
+            k = np.flatnonzero(~moved[h // 3])
+            left_i.append(aid[qi[k]])
+            left_j.append(h[k].astype(np.int64))
+            g = _CellGrid(pts, box, r_a, ids=aid)
+            pi, pj = g.pairs(div=3)
+            left_i.append(pi)
+            left_j.append(pj)
+            oth = np.concatenate([oth, mv[other_hits(mv // 4, at) > 0]])
+            # oxygens of moved molecules closer than r_og to other beads' (spins keep the O)
+            om = np.flatnonzero(omoved & ~np.repeat(unres, 4))
+            if len(om):
+                ek, nb = neighbours(om)
+                k = np.flatnonzero((nb // 4 != om[ek] // 4) & ~unres[nb // 4])
+                ek, nb = ek[k], nb[k]
+                dv = dvec(com[om[ek]] + rel[om[ek], 0], nb) + rel[nb, 0]
+                k = np.einsum("ex,ex->e", dv, dv) < ro2
+                oo_bad = np.unique(np.concatenate([om[ek[k]] // 4, nb[k] // 4]))
+        stats = dict(n_contacts_initial=int(n_initial), contact_rounds=rnd,
+                     moved_per_round=per_round,
+                     n_molecules_moved=int(len(mv)), n_molecules_spun=int(n_spun),
+                     n_molecules_turned=int(n_turned), n_beads_shifted=int(n_shifted))
+        return moves, stats, _cat(left_i), _cat(left_j), np.unique(oth), oo_bad
+
     def place(self, beads, box, seed: int = 0, others=None, min_dist: float = MIN_DIST_OO,
               min_dist_others: float = MIN_DIST_OTHERS, max_retries: int = 5,
-              n_candidates: int = 16, first_candidates: int = 8, return_stats: bool = False):
+              n_candidates: int = 16, first_candidates: int = 8,
+              min_dist_atoms: float = MIN_DIST_ATOMS, contact_rounds: int = 16,
+              contact_candidates: int = 16, return_stats: bool = False):
         """Replace each W bead by 4 waters (O, H1, H2), vectorised.
 
         Parameters
@@ -687,7 +1377,13 @@ class WaterBank:
         if max_retries < 0 or n_candidates < 1 or first_candidates < 1:
             raise MultiscaleError("max_retries must be >= 0, n_candidates and "
                                   "first_candidates >= 1")
-        r_oo, r_ot = float(min_dist), float(min_dist_others)
+        r_oo, r_ot, r_at = float(min_dist), float(min_dist_others), float(min_dist_atoms)
+        if not 0 <= r_at < self.min_intra_atoms or contact_rounds < 0 or contact_candidates < 1:
+            raise MultiscaleError(
+                f"min_dist_atoms={r_at} nm must be >= 0 and below the closest approach of two "
+                f"molecules inside a bank cluster ({self.min_intra_atoms:.3f} nm), "
+                "contact_rounds >= 0 and contact_candidates >= 1"
+            )
         if not 0 < r_oo < self.min_intra_oo:
             raise MultiscaleError(
                 f"min_dist={r_oo} nm must be > 0 and below the closest O-O distance inside a "
@@ -701,7 +1397,9 @@ class WaterBank:
         if n == 0:
             self.last_stats = dict(n_beads=0, n_initial_clash=0, n_unresolved=0, retries=0,
                                    clashing_after_retry=[],
-                                   unresolved=np.zeros(0, dtype=np.int64))
+                                   unresolved=np.zeros(0, dtype=np.int64),
+                                   **_contact_stats(dict(), np.zeros((0, 2), dtype=np.int64),
+                                                    np.zeros(0), np.zeros(0, dtype=np.int64)))
             out = np.zeros((0, 4, 3, 3))
             return (out, self.last_stats) if return_stats else out
 
@@ -818,6 +1516,18 @@ class WaterBank:
                 for pos, hb, sl in partners:
                     offender[hb[(bslot[pos] == sl) & (best[pos] > 0)]] = True
             per_retry.append(int(offender.sum()))
+        moves, cst = None, {}
+        left = np.zeros((0, 2), dtype=np.int64)
+        left_oth = np.zeros(0, dtype=np.int64)
+        if r_at > 0:
+            grid = last_o = None
+            moves, cst, li, lj, left_oth, oo_bad = self._contacts(
+                rng, kk, qq, xw32, b, r_at, r_grid, offender.copy(), ot, near, r_ot,
+                contact_rounds, contact_candidates)
+            offender[oo_bad] = True  # reported with the unresolved beads
+            # sorted atom ids 12 * bead + k -> output atom 12 * row + k
+            left = np.stack([12 * order[li // 12] + li % 12, 12 * order[lj // 12] + lj % 12], 1)
+            left_oth = order[left_oth // 4] * 4 + left_oth % 4
         grid = last_o = None  # free before the float64 output
 
         # output rows in the caller's order; bead order[i] of the sorted arrays is row i
@@ -832,12 +1542,42 @@ class WaterBank:
             self._coords(kk[j], qq[j], x[rows], out=out[rows])
 
         _pmap(fill, list(range(0, n, step)))
+        if moves is not None and len(moves.ids):
+            # moved molecules: own centre of mass (+ translation, zero sum per bead) and own
+            # orientation of the bank molecule's rigid shape
+            bead, w = moves.ids // 4, moves.ids % 4
+            k, rows = kk[bead], order[bead]
+            com = np.matmul(_rotmat(qq[bead]), self._g64[k, w][:, :, None])[:, :, 0]
+            com += x[rows]
+            com += moves.t
+            at = np.matmul(self._v64[k, w], _rotmat(moves.q).transpose(0, 2, 1))
+            at += com[:, None]
+            out[rows[:, None], 3 * w[:, None] + np.arange(3)] = at
+        flat = out.reshape(-1, 3)
+        dv = flat[left[:, 1]] - flat[left[:, 0]]
+        dv -= b * np.round(dv / b)
+        dist = np.sqrt(np.einsum("ij,ij->i", dv, dv))
         unresolved = np.sort(order[np.flatnonzero(offender)])
         self.last_stats = dict(n_beads=n, n_initial_clash=n_initial,
                                n_unresolved=int(len(unresolved)), retries=retries,
-                               clashing_after_retry=per_retry, unresolved=unresolved)
+                               clashing_after_retry=per_retry, unresolved=unresolved,
+                               **_contact_stats(cst, left, dist, left_oth, r_at))
         out = out.reshape(n, 4, 3, 3)
         return (out, self.last_stats) if return_stats else out
+
+
+def _contact_stats(cst: dict, pairs: np.ndarray, dist: np.ndarray, oth: np.ndarray,
+                   r_at: float = 0.0) -> dict:
+    """last_stats entries of the contact stage (see :meth:`WaterBank.place`)."""
+    close = dist < r_at
+    out = dict(n_contacts_initial=0, contact_rounds=0, n_molecules_moved=0,
+               n_molecules_turned=0, n_beads_shifted=0)
+    out.update(cst)
+    out.update(n_contacts=int(close.sum()), contacts=pairs[close],
+               contact_dist=dist[close],
+               min_contact=float(dist[close].min()) if close.any() else float("nan"),
+               n_others_close=int(len(oth)), others_close=oth)
+    return out
 
 
 @functools.lru_cache(maxsize=1)
