@@ -252,7 +252,7 @@ def orient_rotors(x: np.ndarray, box: np.ndarray, rotor_atoms: list[tuple], mole
     wrapped[wrapped >= box] = 0.0
     acc_idx = np.flatnonzero(acceptor)
     acc_tree = cKDTree(wrapped[acc_idx], boxsize=box) if len(acc_idx) else None
-    all_tree = cKDTree(wrapped, boxsize=box)
+    all_tree = cKDTree(wrapped, boxsize=box, balanced_tree=False, compact_nodes=False)
     th = np.arange(grid) * (2 * np.pi / grid)
     cos_lim = np.cos(np.radians(hb_angle_deg))
     moved = 0
