@@ -10,19 +10,29 @@ i.e. 33.4 waters/nm^3 / 4), the densest realistic case.
 
 Reports beads/s (wall clock, best of --repeat; the first run, which also pays for fresh
 memory pages, in brackets), CPU seconds (all threads) of the best run, peak extra memory, the
-clash statistics (beads re-drawn after the first draw, beads left unresolved) and the load
+clash statistics (beads re-drawn after the first draw, beads left unresolved), the load
 average after the case (the VM has 2 CPUs shared with other jobs: at load >= 1 the two
-threads of the contact search rarely run at once).
+threads of the contact search rarely run at once), the contact stage's counts (atom pairs of
+different molecules closer than ``min_dist_atoms`` before and after, rounds, molecules moved,
+beads shifted) and, checked independently on the output of the last run (not timed), the
+minimum distance between atoms of different water molecules and the number of such pairs
+closer than 0.08 nm (the backmapping engine's clash cut-off).  ``--min-dist-atoms 0``
+switches the contact stage off (the bead stage's output, as before it existed).
 
-Measured at load 1.4-1.5 (``--sizes 10000 100000 1000000 --repeat 2``)::
+Measured at load 0.9-1.1 (``--sizes 10000 100000 1000000 --repeat 2``)::
 
-    place     10,648 beads     0.07 s  ...   153,757 beads/s  peak +  15 MB  unresolved 0.14 %
-    place     97,336 beads     0.43 s  ...   227,500 beads/s  peak +  79 MB  unresolved 0.12 %
-    place  1,000,000 beads     4.14 s  ...   241,677 beads/s  peak + 378 MB  unresolved 0.13 %
+    place     10,648 beads  0.11 s     93,369 beads/s  peak +  36 MB  unresolved 0.14 %
+           contacts < min_dist_atoms 1,892 -> 0 (3 rounds, 1,771 molecules moved, 16 beads
+           shifted);  output: min water-water atom distance 0.0900 nm, pairs < 0.08 nm: 0
+    place     97,336 beads  0.79 s    123,094 beads/s  peak + 102 MB  unresolved 0.12 %
+           contacts 17,646 -> 0 (4 rounds, 16,460 moved, 144 shifted);  0.0900 nm, 0
+    place  1,000,000 beads  7.02 s    142,442 beads/s  peak + 636 MB  unresolved 0.13 %
+           contacts 178,691 -> 0 (6 rounds, 166,758 moved, 1,575 shifted);  0.0900 nm, 0
 
-(1M peak RSS varies 380-640 MB between runs: allocator noise; tracemalloc peak 340 MB, of
-which the float64 output is 275 MiB.  The placement before lazy candidates and the row cell
-list: 56k, 57k and 38k beads/s, +26, +216 and +1752 MB, 0.75-0.79 % unresolved.)
+Without the contact stage (the code before it, load 1.2-1.6): 141,701, 205,322 and 202,623
+beads/s, peak +15, +80, +588 MB, and in the output pairs < 0.08 nm: 1,138, 10,304 and
+105,505, min 0.0044, 0.0048, 0.0015 nm.  (The placement before lazy candidates and the row
+cell list: 56k, 57k and 38k beads/s, +26, +216 and +1752 MB, 0.75-0.79 % unresolved.)
 """
 
 from __future__ import annotations

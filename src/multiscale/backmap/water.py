@@ -4,8 +4,9 @@ The bank holds real 4-water clusters cut out of atomistic frames with the same g
 going AA -> CG (:func:`multiscale.water.group_waters`), stored relative to their centre of mass.
 Placing a randomly chosen cluster with a uniformly random rotation at each bead reproduces the
 within-cluster structure of the source liquid exactly; between clusters, overlaps are removed
-by re-drawing only the offending beads.  Every bead position is reproduced exactly as the
-centre of mass of its 12 atoms (O 15.9994, H 1.008).
+by re-drawing only the offending beads (O-O test), then the atom contacts left by turning or
+moving single molecules (all atoms).  Every bead position is reproduced exactly as the centre
+of mass of its 12 atoms (O 15.9994, H 1.008).
 
 Clash criteria (module constants, overridable per call):
 
@@ -15,25 +16,65 @@ Clash criteria (module constants, overridable per call):
   below ~0.24 nm (first g_OO peak 0.28 nm), but randomly oriented rigid clusters on a
   Martini-density lattice cannot all be separated that far (re-draws stall above ~0.19 nm,
   measured); 0.17 nm is reached for > 99 % of beads and leaves compressions that a short
-  steepest-descent minimisation removes.  It also keeps every H >= 0.074 nm (O-H 0.0957 nm)
-  from a foreign O; the minimisation resolves these since H moves rigidly with its O.
+  steepest-descent minimisation removes.
+* :data:`MIN_DIST_ATOMS` = 0.09 nm between any two atoms of different water molecules (H-H,
+  O-H, O-O; same bead or not), enforced by the contact stage below.  The O-O test alone let
+  H come within 0.0015 nm of foreign atoms (pairs < 0.08 nm in the output: 1,138 at 10k beads,
+  10,304 at 97k, 105,505 at 1M; bench below), which the backmapping engine's clash check
+  (0.08 nm) then had to re-place bead by bead, and beads 0.29-0.34 nm apart could not be
+  fixed that way at all.  0.09 nm keeps 0.01 nm of margin over that 0.08 nm check (a .gro
+  file rounds to 0.001 nm); 0.10 nm costs ~60 % more moved molecules and rounds (measured:
+  28.7k instead of 17.5k contacts at 97k beads).
 * :data:`MIN_DIST_OTHERS` = 0.15 nm between any water atom and any ``others`` atom (the
   non-water atoms, all elements).  That is ``gmx solvate``'s scaled clearance for O...H
   (0.57 x (0.152 + 0.12) = 0.155 nm), shorter than any equilibrium non-bonded contact
   (hydrogen bonds H...O/N ~0.17-0.20 nm), so waters may still hydrogen-bond to the solute.
 
-Placement is vectorised numpy (no per-bead Python loops).  Contacts are found with a periodic
-cell list in float32 (:class:`_CellGrid`: ghost copies of the boundary cells, 2r x 2r x r
-cells, 4 contiguous index ranges per query point), built once on the first draw's oxygens and
-merged with the re-drawn beads after each round; only re-drawn beads are checked, and they
-try their candidates one at a time (a bead that found a clash-free one stops drawing), so the
-work follows the number of clashes.  Measured (``benchmarks/bench_water.py --repeat 2``,
-2-CPU VM shared with other jobs, load 1.1-3.9, i.e. often ~1 free core): 10k beads at
-Martini density 150-180k beads/s; 97k beads in 0.41-0.54 s (180-240k beads/s); 1M beads in
-3.9-6.6 s (150-250k beads/s; 230-250k/s at load < 2), peak RSS +380-640 MB (allocator
-noise; traced numpy peak 340 MB, of which the float64 output is 275 MiB); ~0.13 % of beads
-left unresolved.  (Before: 56-61k beads/s at 10k-100k, 38-42k/s at 1M, +1.7-1.75 GB,
-0.75-0.8 % unresolved.)
+Placement is vectorised numpy (no per-bead Python loops).  Bead stage: clashes are found with a
+periodic cell list in float32 (:class:`_CellGrid`: ghost copies of the boundary cells,
+2r x 2r x r cells, 4 contiguous index ranges per query point), built once on the first draw's
+oxygens and merged with the re-drawn beads after each round; only re-drawn beads are checked,
+and they try their candidates one at a time (a bead that found a clash-free one stops
+drawing), so the work follows the number of clashes; ~0.13 % of beads are left unresolved
+(O-O below 0.17 nm).
+
+Contact stage (:meth:`WaterBank._contacts`, after the bead stage; ``min_dist_atoms=0`` skips
+it and gives the bead stage's output bit for bit).  Every atom of a water lies within
+0.076 nm of the midpoint P of its H and within 0.092 nm of its centre of mass (COM), so one
+cell list of the P (radius 0.09 + 0.076 + 0.092 nm) yields every pair of molecules that can
+touch (checked atom by atom, dense) and every molecule that can touch one turned about, or
+moved to, a given COM.  One molecule per contact is moved (the one whose H touches the
+other's O, else the one with more contacts; greedy cover per molecule pair), rigidly:
+
+1. spun about its own C2 axis (15 angles, 90, 45, 135 ... degrees; O, P and COM stay, so the
+   O-O clearance and the bead's COM are untouched): fixes ~95 % of them;
+2. else turned freely about its COM (2 x 16 random orientations; the O moves <= 0.013 nm and
+   must keep ``min_dist`` from other beads' oxygens);
+3. else shifted: the molecule moves by d (0.02-0.12 nm) and turns, its three cluster-mates
+   move by -d/3 (the 12-atom COM stays on the bead: equal molecule masses); repeated
+   failures get 4x the candidates, then all four molecules turned and moved (zero sum).
+
+Candidates are tested against every molecule not moving in the round (and ``others``); in
+round one molecules moving at once are checked against each other afterwards, later rounds
+move only molecules that cannot reach each other.  A final search over every molecule that
+moved (its P pairs, or its COM neighbours if turned or shifted) verifies the result; pairs
+still closer, if any, are reported in ``last_stats`` (``n_contacts``/``contacts``), never
+dropped.  Waters stay rigid (moved ones get their own rotation of the bank molecule's
+shape), the COM of each bead stays exact (float64 round-off, 2e-14 nm at 1M beads).
+
+Measured (``benchmarks/bench_water.py --repeat 2``, 2-CPU VM shared with other jobs, load
+0.9-1.6; lattice at Martini W density with 0.05 nm jitter, so some beads are 0.2-0.3 nm
+apart): 10,648 beads: 1,892 contacts < 0.09 nm -> 0 in 3 rounds (1,771 molecules moved, 16
+beads shifted), 88-95k beads/s (was 142k/s without the contact stage); 97,336 beads: 17,646
+-> 0 in 4 rounds (16,460 moved, 144 shifted), 115-137k beads/s (was 205k/s); 1M beads:
+178,691 -> 0 in 6 rounds (166,758 moved, 1,575 shifted), 7.0-8.4 s, 119-142k beads/s (was
+203k/s), peak RSS +636-646 MB (was +588 MB).  Minimum distance between atoms of different
+water molecules in the output: 0.0900 nm at every size (was 0.0044, 0.0048, 0.0015 nm).
+Unresolved (O-O) beads unchanged: the stage keeps the bead stage's O-O clearance.  Where the
+time goes at 97k beads (CPU): cell list of the P and its pairs ~0.13 s, atom checks ~0.06 s,
+rounds ~0.15 s, final check ~0.03 s; at 10k the rounds' fixed numpy costs dominate.
+(History of the bead stage: 56-61k beads/s at 10k-100k, 38-42k/s at 1M, +1.7 GB, 0.75-0.8 %
+unresolved before lazy candidates and the row cell list; 150-250k/s after.)
 
 Lengths nm; coordinates ``(..., 3)``; water atom order O, H1, H2.
 """
@@ -133,20 +174,23 @@ _BATCH = 4096
 #: of the contact search: 1M beads 6.3 -> 5.2 s CPU against 1 nm cells)
 _BEAD_CELL = 4.0
 
-#: contact stage: a molecule is first spun about its own C2 axis (O fixed), after this many
-#: failed rounds turned freely about its centre of mass, after _SHIFT_AFTER moved (with its
-#: cluster-mates shifted back by a third: the bead's centre of mass is kept)
+#: contact stage (:meth:`WaterBank._contacts`): fails[molecule] counts its failed rounds; at
+#: 0 it is spun about its own C2 axis (O, H-H midpoint and centre of mass fixed) and, if no
+#: spin clears it, turned freely about its centre of mass; from _TURN_AFTER on only turned;
+#: from _SHIFT_AFTER on shifted (it moves, its 3 cluster-mates move back by a third: the
+#: bead's centre of mass is kept); from _SCRAMBLE_AFTER on all 4 waters of the bead are
+#: turned and moved (random zero-sum vectors, _SCRAMBLE_SIGMA nm per coordinate)
 _TURN_AFTER = 1
-#: the first spin angles tried (degrees; then random in 22.5-157.5)
-_SPIN_FIRST = (90.0, 45.0, 135.0, 67.5, 112.5, 22.5, 157.5, 33.75, 146.25, 56.25, 123.75, 78.75,
-               101.25, 11.25, 168.75)
 _SHIFT_AFTER = 2
-#: contact stage: range of those moves (nm)
-_SHIFT_RANGE = (0.02, 0.12)
-#: contact stage: after this many failed rounds all four molecules of a bead are turned and
-#: moved (random zero-sum vectors, this standard deviation per coordinate, nm)
 _SCRAMBLE_AFTER = 4
 _SCRAMBLE_SIGMA = 0.04
+#: spin angles, in this order (degrees; pi swaps the two H: 90 moves them furthest)
+_SPIN_FIRST = (90.0, 45.0, 135.0, 67.5, 112.5, 22.5, 157.5, 33.75, 146.25, 56.25, 123.75, 78.75,
+               101.25, 11.25, 168.75)
+#: length of a shift (nm); also bounds every move of a scramble
+_SHIFT_RANGE = (0.02, 0.12)
+#: shift candidates per contact query at least (several slots at once when few are left)
+_SHIFT_BATCH = 1024
 
 _POOL: tuple[int, ThreadPoolExecutor] | None = None
 
@@ -614,6 +658,10 @@ class WaterBank:
         self._g64 = np.einsum("cwad,a->cwd", w4, m3) / m3.sum()
         self._v64 = w4 - self._g64[:, :, None]
         self._g32 = self._g64.astype(np.float32)
+        #: largest distance of an atom from its molecule's COM, and from its H-H midpoint
+        self._rho = float(np.linalg.norm(self._v64, axis=-1).max())
+        pm = self._v64[:, :, 1:].mean(axis=2, keepdims=True)
+        self._rho_p = float(np.linalg.norm(self._v64 - pm, axis=-1).max())
         #: each molecule's C2 axis (COM -> O, unit vector) in its bank frame
         self._axis64 = self._v64[:, :, 0] / np.linalg.norm(self._v64[:, :, 0], axis=-1)[..., None]
         self._v32 = self._v64.astype(np.float32)
@@ -828,69 +876,69 @@ class WaterBank:
                   n_cand):
         """Contact stage of :meth:`place` (sorted bead order; see there).
 
-        Finds every pair of atoms of different molecules closer than ``r_at`` (cell list of
-        all atoms) and moves one molecule per contact (the one whose H touches the other's O,
-        else the one with more contacts): a spin about its C2 axis (O and centre of mass
-        fixed; angles 90, 45, 135 ... degrees), else a free turn about its centre of mass,
-        in later rounds a shift (one molecule by d, its 3 cluster-mates by -d/3: the bead's
-        centre of mass is kept).  Every molecule's atoms lie within ``rho`` (0.092 nm) of
-        its centre of mass (COM), so only molecules whose COMs are closer than
-        ``r_c = r_at + 2 rho`` can touch: spins and turns keep the COM and are tested
-        against the atoms of those neighbours (a COM cell list), densely; shifts query it.
-        Turned and shifted oxygens keep ``r_og`` from the oxygens of other beads (beads in
-        ``unres`` aside, as in the bead stage).  Returns the moves (:class:`_Moves`),
-        counters, the atom pairs (sorted atom ids ``3 * molecule + atom``) still closer than
-        ``r_at`` (float32 test, cut-off widened by round-off), the molecules still closer
-        than ``r_ot`` to ``others`` and the beads whose oxygens ended closer than ``r_og`` to
-        another bead's."""
+        Every atom of a water lies within ``rho_p`` (0.076 nm) of the midpoint P of its two H
+        and within ``rho`` (0.092 nm) of its centre of mass (COM).  One cell list of the P (4
+        per bead), radius ``r_p = r_at + rho + rho_p``, gives every molecule pair that can
+        touch (P closer than ``r_at + 2 rho_p``), checked atom by atom (dense numpy), and
+        every molecule that can touch one turned about, or moved to, a given COM (P within
+        ``r_p`` of it).  One molecule per contact is moved (the one whose H touches the
+        other's O, else the one with more contacts): spun about its C2 axis (O, P and COM
+        fixed; 90, 45, 135 ... degrees: tested against its pair list), else turned about its
+        COM, later shifted (one molecule by d, its three cluster-mates by -d/3: the bead's
+        COM is kept).  The P of turned and shifted molecules (stale in the cell list) sit in
+        a small second list.  Turned and shifted oxygens keep ``r_og`` from the oxygens of
+        other beads (beads in ``unres`` aside, as in the bead stage).  Returns the moves
+        (:class:`_Moves`), counters, the atom pairs (atom ids ``3 * molecule + atom``, sorted
+        bead order) still closer than ``r_at`` (float32 test, cut-off widened by round-off),
+        the molecules still closer than ``r_ot`` to ``others`` and the beads whose oxygens
+        ended closer than ``r_og`` to another bead's."""
         n = len(kk)
         nm = 4 * n
         Lf = box.astype(np.float32)
         slop = 2e-6 + 1e-6 * float(box.max())  # float32 round-off of the positions
-        r_a = r_at + slop
-        r2 = np.float32(r_a * r_a)
+        r2 = np.float32((r_at + slop) ** 2)
         ro2 = np.float32(r_og * r_og)
         r_otg = r_ot + 1e-5
-        rho = float(np.linalg.norm(self._v64, axis=-1).max())  # atoms from their COM
-        hh = self._v64[:, :, 1:] - self._v64[:, :, 1:].mean(axis=2, keepdims=True)
-        rho_p = float(np.linalg.norm(hh, axis=-1).max())  # H from the H-H midpoint
+        rho, rho_p = self._rho, self._rho_p
         r_c = r_at + 2 * rho + 2 * slop
+        # one cell list of the P serves the pairs (P within r_at + 2 rho_p) and the molecules
+        # that can touch one turned about, or moved to, a centre of mass (P within
+        # r_at + rho + rho_p of it)
+        r_p = r_at + rho + rho_p + 2 * slop
         r_turn2 = np.float32((r_at + rho + 2 * slop) ** 2)
         r_spin2 = np.float32((r_at + rho_p + 2 * slop) ** 2)
-        idt = np.int32 if 3 * nm < 2**31 - 1 else np.int64
-        ar3 = np.arange(3)
+        idt = np.int32 if nm < 2**31 - 1 else np.int64
         com, rel = self._molecules32(kk, qq, xw32, box)
 
-        def atoms_of(mols):
-            """Atoms (m, 3, 3) float32 of molecules at their present places (COM wrapped)."""
-            return com[mols][:, None] + rel[mols]
+        def p_of(mols):
+            """H-H midpoints (m, 3), wrapped into the box."""
+            p = com[mols] + 0.5 * (rel[mols, 1] + rel[mols, 2])
+            p -= Lf * np.floor(p / Lf)
+            p[p >= Lf] = 0
+            return p
 
-        def atom_ids(mols):
-            return (3 * mols[:, None] + ar3).ravel()
-
-        # the contacts: a cell list of all atoms (wrapped into the box)
-        at = np.empty((3, nm, 3), dtype=np.float32)
+        pall = np.empty((3, nm), dtype=np.float32)
         for d in range(3):
-            x = at[d]
-            np.add(com[:, d, None], rel[:, :, d], out=x)
-            x[x < 0] += Lf[d]  # atoms are within rho of their wrapped COM
+            x = pall[d]
+            np.add(rel[:, 1, d], rel[:, 2, d], out=x)
+            x *= np.float32(0.5)
+            x += com[:, d]
+            x[x < 0] += Lf[d]  # P is within rho of the wrapped COM
             x[x >= Lf[d]] -= Lf[d]
-        at = at.reshape(3, -1)
-        grid = _CellGrid(tuple(at), box, r_a, ids=np.arange(3 * nm, dtype=idt), wrapped=True)
-        del at
-        ai, aj = grid.pairs(div=3)  # atom ids of different molecules
-        grid.real = None
-        ai, aj = ai.astype(np.int64), aj.astype(np.int64)
-        # the COMs, for neighbour queries (spins and turns keep them)
-        cgrid = _CellGrid(tuple(com.T), box, r_c, ids=np.arange(nm, dtype=idt), wrapped=True)
-        cgrid.real = None
+        pgrid = _CellGrid(tuple(pall), box, r_p, ids=np.arange(nm, dtype=idt), wrapped=True)
+        del pall
+        pi, pj = pgrid.pairs()  # every molecule pair whose atoms may touch
+        pgrid.real = None
         moves = _Moves()
         moved = np.zeros(nm, dtype=bool)
-        shifted = np.zeros(nm, dtype=bool)  # COM moved: its cgrid entry is out of date
+        omoved = np.zeros(nm, dtype=bool)  # turned or shifted: O and P moved (pgrid stale)
         moving = np.zeros(nm, dtype=bool)
         fails = np.zeros(nm, dtype=np.int8)
-        omoved = np.zeros(nm, dtype=bool)  # turned or shifted: the O moved
-        sgrid = None  # COMs of the shifted molecules
+        umap = np.full(nm, -1, dtype=np.int64)
+        ogrid = None  # P of the turned and shifted molecules
+
+        def atoms_of(mols):
+            return com[mols][:, None] + rel[mols]
 
         def dvec(p, nb):
             """Minimum-image vectors (float32) from positions p (e, 3) to COMs of nb."""
@@ -902,25 +950,59 @@ class WaterBank:
             """Atom pairs (ids) closer than r_at among molecule pairs (i, j), now."""
             def one(s):
                 a, b = i[s:s + _CHUNK], j[s:s + _CHUNK]
-                d = dvec(com[a], b)[:, None, None] + rel[b][:, None] - rel[a][:, :, None]
-                p, x, y = np.nonzero(np.einsum("pabk,pabk->pab", d, d) < r2)
+                d = dvec(com[a], b)
+                ra, rb = rel[a], rel[b]
+                s2 = None
+                for k in range(3):  # per coordinate: no 4-d temporaries
+                    x = (rb[:, None, :, k] + d[:, k, None, None]) - ra[:, :, None, k]
+                    x *= x
+                    s2 = x if s2 is None else s2 + x
+                p, x, y = np.nonzero(s2 < r2)
                 return 3 * a[p] + x, 3 * b[p] + y
 
             res = _pmap(one, range(0, len(i), _CHUNK))
             return (_cat([v[0] for v in res]).astype(np.int64),
                     _cat([v[1] for v in res]).astype(np.int64))
 
-        def neighbours(mols, pos=None):
-            """(index into mols, molecule) of every other molecule whose COM is within r_c
-            of ``pos`` (default: the present COMs of mols)."""
+        def p_neighbours(mols):
+            """(index into mols, molecule): every other molecule whose P is within r_p of
+            the P of mols (none of them turned or shifted): the P list, less the molecules
+            whose P moved, plus those (their grid)."""
+            ks, nbs = [], []
+            if len(mols) > len(pi) // 256:  # many: a pass over the P list
+                umap[mols] = np.arange(len(mols))
+                for a, b in ((pi, pj), (pj, pi)):
+                    e = np.flatnonzero(umap[a] >= 0)
+                    b = b[e]
+                    k = np.flatnonzero(~omoved[b])
+                    ks.append(umap[a[e[k]]])
+                    nbs.append(b[k].astype(np.int64))
+                umap[mols] = -1
+            else:  # few: queries
+                qi, h = pgrid.query(tuple(p_of(mols).T))
+                h = h.astype(np.int64)
+                k = np.flatnonzero(~omoved[h] & (h != mols[qi]))
+                ks.append(qi[k])
+                nbs.append(h[k])
+            if ogrid is not None:
+                qi, h = ogrid.query(tuple(p_of(mols).T))
+                k = np.flatnonzero(h != mols[qi])
+                ks.append(qi[k])
+                nbs.append(h[k])
+            return _cat(ks), _cat(nbs)
+
+        def c_neighbours(mols, pos=None):
+            """(index into mols, molecule): every other molecule that can touch a molecule
+            of mols turned about, or moved to, the centre of mass ``pos`` (default: the
+            present COMs of mols): the P within r_p of it."""
             mols = np.asarray(mols, dtype=np.int64)
             p = com[mols] if pos is None else pos
-            qi, h = cgrid.query(tuple(p.T))
+            qi, h = pgrid.query(tuple(p.T))
             h = h.astype(np.int64)
-            k = np.flatnonzero(~shifted[h] & (h != mols[qi]))
+            k = np.flatnonzero(~omoved[h] & (h != mols[qi]))
             ks, nbs = [qi[k]], [h[k]]
-            if sgrid is not None and len(mols):
-                qi, h = sgrid.query(tuple(p.T))
+            if ogrid is not None and len(mols):
+                qi, h = ogrid.query(tuple(p.T))
                 k = np.flatnonzero(h != mols[qi])
                 ks.append(qi[k])
                 nbs.append(h[k])
@@ -960,28 +1042,45 @@ class WaterBank:
             ok = zero[np.arange(len(cnt)), first]
             return np.where(ok, first, cnt.argmin(axis=1))
 
-        def probe(units):
-            """Round one: the 90-degree spin of every unit, against the atom cell list
-            (nothing has moved yet but the units).  Returns the units left."""
-            phi = np.full((len(units), 1), np.radians(_SPIN_FIRST[0]))
-            Y = spun(rel[units], phi)[:, 0]  # (u, 3, 3)
-            pts = com[units][:, None] + Y
-            qi, h = grid.query(tuple(pts.reshape(-1, 3).T))
-            k = np.flatnonzero(~moving[h // 3])
-            cnt = np.bincount(qi[k] // 3, minlength=len(units))
-            cnt += other_hits(units // 4, pts)
-            ok = cnt == 0
-            s = units[ok]
-            q0, t0 = moves.get(s, qq[s // 4])
-            moves.set(s, spin_quat(s, q0, phi[ok, 0]), t0)
-            rel[s] = Y[ok]
-            return units[~ok]
+        def reach(units, ek, nb, r_near2, centre):
+            """Neighbour atoms (molecules nb of entries ek) in the frame of their unit's COM,
+            within sqrt(r_near2) of ``centre`` (u, 3) (same frame): (entry unit, atoms (e, 3),
+            O-O applies)."""
+            X = (dvec(com[units[ek]], nb)[:, None] + rel[nb]).reshape(-1, 3)
+            ea = np.repeat(ek, 3)
+            oo = np.zeros((len(ek), 3), dtype=bool)
+            bead = units[ek] // 4
+            oo[:, 0] = (nb // 4 != bead) & ~unres[nb // 4] & ~unres[bead]
+            dc = X - centre[ea]
+            e = np.flatnonzero(np.einsum("ex,ex->e", dc, dc) < r_near2)
+            return ea[e], X[e], oo.ravel()[e]
 
-        def rotate(units, spin_first, spins=_SPIN_FIRST, revert=False):
+        def trial(units, sel, Y, ea, X, oo, check_oo):
+            """Contacts (len(sel), K) of candidate atoms Y (len(sel), K, 3, 3) (unit frame)
+            of units[sel] with the neighbour atoms (ea, X)."""
+            K = Y.shape[1]
+            m_ = np.full(len(units), -1, dtype=np.int64)
+            m_[sel] = np.arange(len(sel))
+            e = np.flatnonzero(m_[ea] >= 0)
+            pos = m_[ea[e]]
+            d = X[e][:, None, None] - Y[pos]  # (e, K, a, 3)
+            d2 = np.einsum("ekax,ekax->eka", d, d)
+            h = (d2 < r2).sum(axis=2)
+            if check_oo:
+                h += (d2[:, :, 0] < ro2) & oo[e][:, None]
+            cnt = np.bincount((pos[:, None] * K + np.arange(K)).ravel(), weights=h.ravel(),
+                              minlength=len(sel) * K).reshape(len(sel), K).astype(np.int64)
+            if ot is not None:
+                cnt += other_hits(np.repeat(units[sel] // 4, K),
+                                  (com[units[sel]][:, None, None] + Y).reshape(-1, 3, 3)
+                                  ).reshape(len(sel), K)
+            return cnt
+
+        def rotate(units, spin_first):
             """Dense trials of new orientations (COM fixed) for molecules ``units``: spins
-            about the C2 axis where ``spin_first``, then free turns; the first contact-free
-            candidate is kept, else the first with the fewest contacts.  Returns
-            (contacts, turned)."""
+            about the C2 axis where ``spin_first`` (the P list), then free turns (the COM
+            list); the first contact-free candidate is kept, else the first with the fewest
+            contacts.  Returns (contacts, turned)."""
             u = len(units)
             best = np.full(u, np.iinfo(np.int64).max)
             bturn = np.zeros(u, dtype=bool)
@@ -989,73 +1088,67 @@ class WaterBank:
                 return best, bturn
             bead = units // 4
             q0, t0 = moves.get(units, qq[bead])
-            v = self._v32[kk[bead], units % 4]
             r0 = rel[units]  # spins start from the present orientation (q0)
-            ek, nb = neighbours(units)
-            k = np.flatnonzero(~moving[nb])
-            ek, nb = ek[k], nb[k]
-            # neighbour atoms in the unit's frame (its COM at 0) that a spin or turn reaches
-            X = (dvec(com[units[ek]], nb)[:, None] + rel[nb]).reshape(-1, 3)
-            ea = np.repeat(ek, 3)
-            oo = np.zeros((len(ek), 3), dtype=bool)
-            oo[:, 0] = (nb // 4 != bead[ek]) & ~unres[nb // 4] & ~unres[bead[ek]]
-            oo = oo.ravel()
-            P = rel[units, 1:].mean(axis=1)  # spins keep it; their H are rho_p from it
-            dP = X - P[ea]
-            reach_s = np.einsum("ex,ex->e", dP, dP) < r_spin2
-            e = np.flatnonzero(reach_s | (np.einsum("ex,ex->e", X, X) < r_turn2))
-            ea, X, oo, reach_s = ea[e], X[e], oo[e], reach_s[e]
-            bq, bt = np.zeros((u, 4)), np.zeros((u, 3))
-            stages = [("spin", spins[:3]), ("spin", spins[3:]),
-                      ("turn", n_cand // 2), ("turn", n_cand - n_cand // 2)]
+            bq = q0.copy()
             todo = np.arange(u)
-            for kind, arg in stages:
-                sel = todo[spin_first[todo]] if kind == "spin" else todo
-                if len(sel) == 0 or (kind == "turn" and arg == 0):
-                    continue
-                if kind == "spin":
-                    K = len(arg)
-                    phi = np.broadcast_to(np.radians(arg), (len(sel), K))
+            sp = np.flatnonzero(spin_first)
+            if len(sp):
+                ek, nb = p_neighbours(units[sp])
+                k = np.flatnonzero(~moving[nb])
+                P = 0.5 * (r0[sp, 1] + r0[sp, 2])  # spins keep it
+                ea, X, oo = reach(units[sp], ek[k], nb[k], r_spin2, P)
+                ea = sp[ea]
+                for arg in (_SPIN_FIRST[:4], _SPIN_FIRST[4:]):
+                    sel = todo[spin_first[todo]]
+                    if len(sel) == 0:
+                        break
+                    phi = np.broadcast_to(np.radians(arg), (len(sel), len(arg)))
                     Y = spun(r0[sel], phi)
-                else:
-                    K = int(arg)
+                    cnt = trial(units, sel, Y, ea, X, oo, False)
+                    pick = first_best(cnt)
+                    val = cnt[np.arange(len(sel)), pick]
+                    better = np.flatnonzero(val < best[sel])
+                    s = sel[better]
+                    best[s] = val[better]
+                    rel[units[s]] = Y[better, pick[better]]
+                    bq[s] = spin_quat(units[s], q0[s], phi[better, pick[better]])
+                    todo = todo[best[todo] > 0]
+            if len(todo):
+                ek, nb = c_neighbours(units[todo])
+                k = np.flatnonzero(~moving[nb])
+                ea, X, oo = reach(units[todo], ek[k], nb[k], r_turn2,
+                                  np.zeros((len(todo), 3), dtype=np.float32))
+                ea = todo[ea]
+                v = self._v32[kk[bead[todo]], units[todo] % 4]
+                vmap = np.full(u, -1, dtype=np.int64)
+                vmap[todo] = np.arange(len(todo))
+                for K in (n_cand // 2, n_cand - n_cand // 2):
+                    sel = todo
+                    if len(sel) == 0 or K == 0:
+                        continue
                     cq = rng.standard_normal((len(sel), K, 4))
                     R = _rotmat(cq.reshape(-1, 4), np.float32).reshape(len(sel), K, 3, 3)
-                    Y = np.matmul(v[sel][:, None], R.transpose(0, 1, 3, 2))
-                m_ = np.zeros(u, dtype=bool)
-                m_[sel] = True
-                es = np.flatnonzero(m_[ea] & (reach_s if kind == "spin" else True))
-                pos = np.searchsorted(sel, ea[es])
-                d = X[es][:, None, None] - Y[pos]  # (e, K, a, 3)
-                d2 = np.einsum("ekax,ekax->eka", d, d)
-                h = (d2 < r2).sum(axis=2)
-                if kind == "turn":
-                    h += (d2[:, :, 0] < ro2) & oo[es][:, None]
-                cnt = np.bincount((pos[:, None] * K + np.arange(K)).ravel(), weights=h.ravel(),
-                                  minlength=len(sel) * K).reshape(len(sel), K).astype(np.int64)
-                if ot is not None:
-                    cnt += other_hits(np.repeat(bead[sel], K),
-                                      (com[units[sel]][:, None, None] + Y).reshape(-1, 3, 3)
-                                      ).reshape(len(sel), K)
-                pick = first_best(cnt)
-                val = cnt[np.arange(len(sel)), pick]
-                better = np.flatnonzero(val < best[sel])
-                s = sel[better]
-                best[s] = val[better]
-                bturn[s] = kind == "turn"
-                rel[units[s]] = Y[better, pick[better]]
-                if kind == "spin":
-                    bq[s] = spin_quat(units[s], q0[s], phi[better, pick[better]])
-                else:
+                    Y = np.matmul(v[vmap[sel]][:, None], R.transpose(0, 1, 3, 2))
+                    cnt = trial(units, sel, Y, ea, X, oo, True)
+                    pick = first_best(cnt)
+                    val = cnt[np.arange(len(sel)), pick]
+                    better = np.flatnonzero(val < best[sel])
+                    s = sel[better]
+                    best[s] = val[better]
+                    bturn[s] = True
+                    rel[units[s]] = Y[better, pick[better]]
                     bq[s] = cq[better, pick[better]]
-                todo = todo[best[todo] > 0]
-                if len(todo) == 0:
-                    break
-            if revert:  # the stuck ones stay as they were
-                k = np.flatnonzero(best > 0)
-                rel[units[k]], bq[k], bturn[k] = r0[k], q0[k], False
+                    todo = todo[best[todo] > 0]
             moves.set(units, bq, t0)
             return best, bturn
+
+        def oo_close(i, j):
+            """Indices of molecule pairs (i, j) of different beads, neither in unres, whose
+            oxygens are closer than r_og."""
+            bi, bj = i // 4, j // 4
+            k = np.flatnonzero((bi != bj) & ~unres[bi] & ~unres[bj])
+            d = dvec(com[i[k]] + rel[i[k], 0], j[k]) + rel[j[k], 0]
+            return k[np.einsum("pk,pk->p", d, d) < ro2]
 
         def shift(units):
             """Trials of moving the molecules of units (u, 4) (one bead each): the first by d
@@ -1083,7 +1176,7 @@ class WaterBank:
             s = 0
             while s < m and len(todo):
                 tn = len(todo)
-                nb_ = min(m - s, max(1, 1024 // tn))
+                nb_ = min(m - s, max(1, _SHIFT_BATCH // tn))
                 cu = np.tile(todo, nb_)  # candidate c: slot s + c // tn
                 c = len(cu)
                 sc = scr[cu]
@@ -1118,7 +1211,7 @@ class WaterBank:
                 cnt = (dd < r2).reshape(c, -1).sum(1) + (dd[:, :, 0, 0] < ro2).sum(1)
                 # against everything else that is not moving
                 pos -= Lf * np.floor(pos / Lf)
-                qk, nb = neighbours(units[cu].ravel(), pos.reshape(-1, 3))
+                qk, nb = c_neighbours(units[cu].ravel(), pos.reshape(-1, 3))
                 k = np.flatnonzero(~moving[nb])
                 qk, nb = qk[k], nb[k]
                 ci, wi = qk // 4, qk % 4
@@ -1154,6 +1247,10 @@ class WaterBank:
             sm = (4 * sus[:, None] + np.arange(4)).ravel()
             forced = sm[other_hits(sm // 4, atoms_of(sm)) > 0]
         forced0 = forced
+        # the contacts (molecules of one bead are at least min_intra_atoms > r_at apart)
+        k = np.flatnonzero(pi // 4 != pj // 4)
+        ai, aj = pair_hits(pi[k].astype(np.int64), pj[k].astype(np.int64))
+        del k
         n_initial = len(ai)
         fails[forced] = _TURN_AFTER  # spins do not move the O
         # a molecule whose O is in a contact cannot clear it by a spin, nor by a turn (the O
@@ -1165,7 +1262,7 @@ class WaterBank:
         edges = (ai, aj)
         n_turned = n_shifted = n_spun = rnd = 0
 
-        def independent(mols, uid, reach, nu):
+        def independent(mols, uid, mreach, nu):
             """Units (ids uid of molecules mols, nu units) that cannot touch another one of
             them when each molecule moves by up to ``reach``: COMs further apart than
             r_c + both reaches; of two that can, the later waits.  Returns a bool (nu,)."""
@@ -1173,12 +1270,12 @@ class WaterBank:
             if nu < 2:
                 return ok
             p = wrap(com[mols].astype(np.float64), box)
-            pp = _tree(p, box).query_pairs(r_c + 2 * float(reach.max()), output_type="ndarray")
+            pp = _tree(p, box).query_pairs(r_c + 2 * float(mreach.max()), output_type="ndarray")
             a, b = uid[pp[:, 0]], uid[pp[:, 1]]
             dd = p[pp[:, 1]] - p[pp[:, 0]]
             dd -= box * np.round(dd / box)
-            k = (a != b) & (np.linalg.norm(dd, axis=1) < r_c + reach[pp[:, 0]]
-                            + reach[pp[:, 1]])
+            k = (a != b) & (np.linalg.norm(dd, axis=1) < r_c + mreach[pp[:, 0]]
+                            + mreach[pp[:, 1]])
             ok[np.maximum(a[k], b[k])] = False
             return ok
 
@@ -1191,8 +1288,8 @@ class WaterBank:
             return np.concatenate([shifter[:, None],
                                    all4[all4 != shifter[:, None]].reshape(-1, 3)], axis=1)
 
-        empty = later = np.zeros(0, dtype=np.int64)
-        per_round = []  # molecules moved (or waiting) per round
+        empty = np.zeros(0, dtype=np.int64)
+        per_round = []  # molecules marked per round
         while rnd < rounds:
             mark = np.union1d(_cover_atoms(*edges), forced)
             if len(mark) == 0:
@@ -1200,69 +1297,55 @@ class WaterBank:
             rnd += 1
             units = shift_units(mark[fails[mark] >= _SHIFT_AFTER])
             rot = mark[~np.isin(mark // 4, units[:, 0] // 4)]
-            wait = [empty]
+            forced = []
             if rnd > 1:
                 # after the first round few are left, mostly stuck next to each other: move
                 # only units that cannot touch another moving one, the others wait a round
                 mols = np.concatenate([rot, units.ravel()])
                 uid = np.concatenate([np.arange(len(rot)),
                                       len(rot) + np.repeat(np.arange(len(units)), 4)])
-                reach = np.concatenate([np.zeros(len(rot)),
-                                        np.full(4 * len(units), _SHIFT_RANGE[1])])
-                ok = independent(mols, uid, reach, len(rot) + len(units))
-                wait.append(rot[~ok[:len(rot)]])
-                wait.append(units[~ok[len(rot):], 0])
+                mr = np.concatenate([np.zeros(len(rot)), np.full(units.size, _SHIFT_RANGE[1])])
+                ok = independent(mols, uid, mr, len(rot) + len(units))
+                forced += [rot[~ok[:len(rot)]], units[~ok[len(rot):], 0]]
                 rot, units = rot[ok[:len(rot)]], units[ok[len(rot):]]
             # phase 1: spins and turns (centres of mass stay)
             moving[rot] = True
-            spin1 = fails[rot] < _TURN_AFTER
-            rb = np.zeros(len(rot), dtype=np.int64)
-            rturn = np.zeros(len(rot), dtype=bool)
-            left = np.arange(len(rot))
-            if rnd == 1:  # most contacts go with the first spin: test it on the atom list
-                k = np.flatnonzero(spin1)
-                rest = probe(rot[k])
-                left = np.concatenate([np.flatnonzero(~spin1), k[np.isin(rot[k], rest)]])
-                left.sort()
-            rb[left], rturn[left] = rotate(rot[left], spin1[left],
-                                           _SPIN_FIRST[1:] if rnd == 1 else _SPIN_FIRST,
-                                           revert=rnd == 1)
+            rb, rturn = rotate(rot, fails[rot] < _TURN_AFTER)
             moving[rot] = False
             moved[rot] = True
-            omoved[rot[rturn]] = True
+            tu = rot[rturn]
+            omoved[tu] = True
+            fails[tu] = np.maximum(fails[tu], _TURN_AFTER)  # their P list is out of date
+            if len(tu):  # (their P moved)
+                om = np.flatnonzero(omoved)
+                ogrid = _CellGrid(tuple(p_of(om).T), box, r_p, ids=om)
             bad_r = rb > 0
-            fails[rot[bad_r]] = _SHIFT_AFTER  # spins and turns failed: shifted below
             n_spun += int((~rturn).sum())
             n_turned += int(rturn.sum())
             edges = (empty, empty)
-            forced = [wait[0]] + wait[1:]
             if rnd == 1:
-                # contacts among the molecules turned at once, contact-free otherwise
-                good = rot[~bad_r]
-                g = _CellGrid(tuple(atoms_of(good).reshape(-1, 3).T), box, r_a,
-                              ids=atom_ids(good))
-                edges = g.pairs(div=3)
-                # oxygens turned closer than r_og to another's (spun ones keep theirs)
-                omn = np.zeros(nm, dtype=bool)
-                omn[rot[rturn & ~bad_r]] = True
-                og = good[~unres[good // 4]]
-                if omn.any() and len(og) > 1:
-                    oi, oj = _CellGrid(tuple(atoms_of(og)[:, 0].T), box, r_og,
-                                       ids=og).pairs(div=4)
-                    k = omn[oi] | omn[oj]
-                    oi, oj = oi[k], oj[k]
-                    oo_f = np.where(omn[oi] & (~omn[oj] | (oi > oj)), oi, oj)
-                    fails[oo_f] = np.maximum(fails[oo_f], _TURN_AFTER)  # a spin keeps the O
+                # contacts among the molecules moved at once, contact-free otherwise: spun
+                # ones (the P list) ...
+                good = np.zeros(nm, dtype=bool)
+                good[rot[~bad_r]] = True
+                k = np.flatnonzero(good[pi] & good[pj] & ~omoved[pi] & ~omoved[pj])
+                ei, ej = [pi[k].astype(np.int64)], [pj[k].astype(np.int64)]
+                # ... and turned ones (their COM neighbours), whose oxygens moved: closer
+                # than r_og to another's, the turned one is turned again
+                gt = np.flatnonzero(good & omoved)
+                if len(gt):
+                    ek, nb = c_neighbours(gt)
+                    k = np.flatnonzero(good[nb] & (~omoved[nb] | (nb > gt[ek])))
+                    ti, tj = gt[ek[k]], nb[k]
+                    ei.append(ti)
+                    ej.append(tj)
+                    k = oo_close(ti, tj)
+                    oo_f = np.where(omoved[tj[k]] & (tj[k] > ti[k]), tj[k], ti[k])
                     forced.append(oo_f)
+                edges = pair_hits(_cat(ei), _cat(ej))
+            # the failed ones are shifted now; shifts that may touch each other wait
             fr = rot[bad_r]
-            if rnd == 1:
-                # the failed ones stay as they were: their contact partners turn next round,
-                # they themselves the round after (if still in contact)
-                k_, nb_ = neighbours(fr)
-                forced.append(np.unique(pair_hits(fr[k_], nb_)[1] // 3))
-                fails[fr] = _TURN_AFTER
-                later, fr = fr, fr[:0]
-            # later on they are shifted now; shifts that may touch each other wait
+            fails[fr] = _SHIFT_AFTER
             more = shift_units(fr)
             more = more[~np.isin(more[:, 0] // 4, units[:, 0] // 4)]
             allu = np.concatenate([units, more])
@@ -1275,53 +1358,40 @@ class WaterBank:
             sbst, sstuck = shift(units)
             moving[units.ravel()] = False
             if len(units):
-                moved[units.ravel()] = True
-                omoved[units.ravel()] = True
-                shifted[units.ravel()] = True
-                sm = np.flatnonzero(shifted)
-                sgrid = _CellGrid(tuple(com[sm].T), box, r_c, ids=sm)
+                um = units.ravel()
+                moved[um] = omoved[um] = True
+                fails[um] = np.maximum(fails[um], _TURN_AFTER)
+                om = np.flatnonzero(omoved)
+                ogrid = _CellGrid(tuple(p_of(om).T), box, r_p, ids=om)
             bad_s = sbst > 0
             fails[units[bad_s, 0]] += 1
             n_turned += len(units)
             n_shifted += len(units)
-            # stuck molecules are tried again (in the next mode); a stuck shift also
-            # releases the neighbours it is stuck against
+            # stuck shifts are tried again (more candidates, then scrambled), and the
+            # neighbours they are stuck against are released
             forced += [units[bad_s, 0], sstuck]
-            if rnd == 2 and len(later):  # round one's stuck ones, if still in contact
-                k_, nb_ = neighbours(later)
-                forced.append(np.unique(pair_hits(later[k_], nb_)[0] // 3))
             forced = np.unique(_cat(forced))
             per_round.append(int(len(mark)))
-        # final check, complete: every contact involves a molecule that moved (against the
-        # atom list where the other did not move, and among the moved ones) or is one the
-        # first search found between molecules that did not move
+        # final check, complete: the first search's contacts between molecules that did not
+        # move; the P list of the moved ones whose P did not move (spun); for the turned and
+        # shifted ones their COM neighbours, found again
         keep = ~(moved[ai // 3] | moved[aj // 3])
-        left_i, left_j = [ai[keep]], [aj[keep]]
+        k = np.flatnonzero((moved[pi] | moved[pj]) & ~omoved[pi] & ~omoved[pj])
+        li, lj = pair_hits(pi[k].astype(np.int64), pj[k].astype(np.int64))
+        left_i, left_j = [ai[keep], li], [aj[keep], lj]
+        om = np.flatnonzero(omoved)
+        ek, nb = c_neighbours(om)
+        k = np.flatnonzero(~omoved[nb] | (nb > om[ek]))
+        ti, tj = om[ek[k]], nb[k]
+        li, lj = pair_hits(ti, tj)
+        left_i.append(li)
+        left_j.append(lj)
+        k = oo_close(ti, tj)  # oxygens that moved closer than r_og to another bead's
+        oo_bad = np.unique(np.concatenate([ti[k] // 4, tj[k] // 4]))
         mv = np.flatnonzero(moved)
         oth = forced0[~moved[forced0]]
-        oo_bad = np.zeros(0, dtype=np.int64)
         if len(mv):
-            at = atoms_of(mv)
-            pts = tuple(at.reshape(-1, 3).T)
-            aid = atom_ids(mv)
-            qi, h = grid.query(pts)
-            k = np.flatnonzero(~moved[h // 3])
-            left_i.append(aid[qi[k]])
-            left_j.append(h[k].astype(np.int64))
-            g = _CellGrid(pts, box, r_a, ids=aid)
-            pi, pj = g.pairs(div=3)
-            left_i.append(pi)
-            left_j.append(pj)
-            oth = np.concatenate([oth, mv[other_hits(mv // 4, at) > 0]])
-            # oxygens of moved molecules closer than r_og to other beads' (spins keep the O)
-            om = np.flatnonzero(omoved & ~np.repeat(unres, 4))
-            if len(om):
-                ek, nb = neighbours(om)
-                k = np.flatnonzero((nb // 4 != om[ek] // 4) & ~unres[nb // 4])
-                ek, nb = ek[k], nb[k]
-                dv = dvec(com[om[ek]] + rel[om[ek], 0], nb) + rel[nb, 0]
-                k = np.einsum("ex,ex->e", dv, dv) < ro2
-                oo_bad = np.unique(np.concatenate([om[ek[k]] // 4, nb[k] // 4]))
+            oth = np.concatenate([oth, mv[other_hits(mv // 4, atoms_of(mv)) > 0]])
         stats = dict(n_contacts_initial=int(n_initial), contact_rounds=rnd,
                      moved_per_round=per_round,
                      n_molecules_moved=int(len(mv)), n_molecules_spun=int(n_spun),
@@ -1332,7 +1402,7 @@ class WaterBank:
               min_dist_others: float = MIN_DIST_OTHERS, max_retries: int = 5,
               n_candidates: int = 16, first_candidates: int = 8,
               min_dist_atoms: float = MIN_DIST_ATOMS, contact_rounds: int = 16,
-              contact_candidates: int = 16, return_stats: bool = False):
+              contact_candidates: int = 32, return_stats: bool = False):
         """Replace each W bead by 4 waters (O, H1, H2), vectorised.
 
         Parameters
@@ -1357,6 +1427,21 @@ class WaterBank:
             releases the accepted neighbours it clashes with, so they are re-drawn together
             in the next round.
         n_candidates, first_candidates : see ``max_retries``.
+        min_dist_atoms : contact stage, after the bead retries: no two atoms of different
+            water molecules (any elements, same bead or not) end closer than this (nm);
+            0 switches the stage off (the output is then the bead stage's, bit for bit).
+            Every pair closer is found (cell list of the molecules' H-H midpoints, atoms
+            checked pairwise) and one molecule of each moved: spun about its C2 axis,
+            else turned about its own centre of mass, else shifted with its 3 cluster-mates
+            shifted back by a third (module doc).  Each water stays rigid and each bead's
+            centre of mass stays on the bead; turned and shifted oxygens keep ``min_dist``
+            from the oxygens of other beads (the unresolved beads aside) and every moved
+            atom ``min_dist_others`` from ``others``.  A final search over every molecule
+            that moved verifies the result; what is left is reported, not hidden.
+        contact_rounds : rounds of the contact stage at most (each moves one molecule per
+            contact left; later rounds only molecules that cannot touch each other).
+        contact_candidates : free turns (and shifts) tried per molecule and round, after
+            the 15 spins.
         return_stats : also return :attr:`last_stats`.
 
         Returns
@@ -1365,7 +1450,16 @@ class WaterBank:
         row i equals ``beads[i]`` (float64 round-off).  ``self.last_stats`` (and the second
         return value with ``return_stats``) holds ``n_initial_clash`` (beads re-drawn after the
         first draw), ``clashing_after_retry`` and ``n_unresolved`` / ``unresolved`` (beads
-        that may still clash: their best candidate is kept, energy minimisation fixes them).
+        whose oxygens may still be closer than ``min_dist`` to another bead's: their best
+        candidate is kept, energy minimisation fixes them), and for the contact stage
+        ``n_contacts_initial`` (atom pairs of different molecules closer than
+        ``min_dist_atoms`` after the bead stage), ``contact_rounds``, ``moved_per_round``,
+        ``n_molecules_moved`` (molecules given a new orientation and/or place),
+        ``n_molecules_spun``, ``n_molecules_turned``, ``n_beads_shifted``, and what is left:
+        ``n_contacts`` / ``contacts`` ((P, 2) atom indices into ``out.reshape(-1, 3)``) /
+        ``contact_dist`` / ``min_contact`` (None when none), ``n_others_close`` /
+        ``others_close`` (molecules ``4 * row + water`` still closer than
+        ``min_dist_others`` to ``others``, i.e. of unresolved beads the stage could not fix).
         """
         x = np.asarray(beads, dtype=np.float64)
         if x.ndim != 2 or x.shape[1] != 3:
@@ -1570,12 +1664,13 @@ def _contact_stats(cst: dict, pairs: np.ndarray, dist: np.ndarray, oth: np.ndarr
                    r_at: float = 0.0) -> dict:
     """last_stats entries of the contact stage (see :meth:`WaterBank.place`)."""
     close = dist < r_at
-    out = dict(n_contacts_initial=0, contact_rounds=0, n_molecules_moved=0,
-               n_molecules_turned=0, n_beads_shifted=0)
+    out = dict(n_contacts_initial=0, contact_rounds=0, moved_per_round=[],
+               n_molecules_moved=0, n_molecules_spun=0, n_molecules_turned=0,
+               n_beads_shifted=0)
     out.update(cst)
     out.update(n_contacts=int(close.sum()), contacts=pairs[close],
                contact_dist=dist[close],
-               min_contact=float(dist[close].min()) if close.any() else float("nan"),
+               min_contact=float(dist[close].min()) if close.any() else None,
                n_others_close=int(len(oth)), others_close=oth)
     return out
 
