@@ -878,7 +878,8 @@ def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, 
                         w = bank.place(beads, bx, seed=_derive_seed(seed, f, 1_000_003, bi), others=others,
                                        max_retries=max_retries)
                         st = dict(getattr(bank, "last_stats", {}) or {})
-                        st.pop("unresolved", None)
+                        for key in ("unresolved", "contacts", "contact_dist"):  # per-item arrays: keep the report small
+                            st.pop(key, None)
                         wstats.append(st)
                         mt = blk.aa_block.moltype
                         wo = np.empty((len(beads) * 4, mt.n_atoms, 3))
