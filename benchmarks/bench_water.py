@@ -19,15 +19,15 @@ minimum distance between atoms of different water molecules and the number of su
 closer than 0.08 nm (the backmapping engine's clash cut-off).  ``--min-dist-atoms 0``
 switches the contact stage off (the bead stage's output, as before it existed).
 
-Measured at load 0.9-1.1 (``--sizes 10000 100000 1000000 --repeat 2``)::
+Measured at load 1.0-1.2 (``--sizes 10000 100000 1000000 --repeat 2``, min_dist_atoms 0.085)::
 
-    place     10,648 beads  0.11 s     93,369 beads/s  peak +  36 MB  unresolved 0.14 %
-           contacts < min_dist_atoms 1,892 -> 0 (3 rounds, 1,771 molecules moved, 16 beads
-           shifted);  output: min water-water atom distance 0.0900 nm, pairs < 0.08 nm: 0
-    place     97,336 beads  0.79 s    123,094 beads/s  peak + 102 MB  unresolved 0.12 %
-           contacts 17,646 -> 0 (4 rounds, 16,460 moved, 144 shifted);  0.0900 nm, 0
-    place  1,000,000 beads  7.02 s    142,442 beads/s  peak + 636 MB  unresolved 0.13 %
-           contacts 178,691 -> 0 (6 rounds, 166,758 moved, 1,575 shifted);  0.0900 nm, 0
+    place     10,648 beads  0.15 s     73,149 beads/s  peak +  25 MB  unresolved 0.14 %
+           contacts < min_dist_atoms 1,468 -> 0 (2 rounds, 1,394 molecules moved, 5 beads
+           shifted);  output: min water-water atom distance 0.0850 nm, pairs < 0.08 nm: 0
+    place     97,336 beads  0.72 s    134,941 beads/s  peak +  83 MB  unresolved 0.12 %
+           contacts 13,476 -> 0 (3 rounds, 12,846 moved, 57 shifted);  0.0850 nm, 0
+    place  1,000,000 beads  7.82 s    127,932 beads/s  peak + 578 MB  unresolved 0.13 %
+           contacts 137,502 -> 0 (6 rounds, 131,330 moved, 760 shifted);  0.0850 nm, 0
 
 Without the contact stage (the code before it, load 1.2-1.6): 141,701, 205,322 and 202,623
 beads/s, peak +15, +80, +588 MB, and in the output pairs < 0.08 nm: 1,138, 10,304 and

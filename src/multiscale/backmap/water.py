@@ -17,14 +17,15 @@ Clash criteria (module constants, overridable per call):
   Martini-density lattice cannot all be separated that far (re-draws stall above ~0.19 nm,
   measured); 0.17 nm is reached for > 99 % of beads and leaves compressions that a short
   steepest-descent minimisation removes.
-* :data:`MIN_DIST_ATOMS` = 0.09 nm between any two atoms of different water molecules (H-H,
+* :data:`MIN_DIST_ATOMS` = 0.085 nm between any two atoms of different water molecules (H-H,
   O-H, O-O; same bead or not), enforced by the contact stage below.  The O-O test alone let
   H come within 0.0015 nm of foreign atoms (pairs < 0.08 nm in the output: 1,138 at 10k beads,
   10,304 at 97k, 105,505 at 1M; bench below), which the backmapping engine's clash check
   (0.08 nm) then had to re-place bead by bead, and beads 0.29-0.34 nm apart could not be
-  fixed that way at all.  0.09 nm keeps 0.01 nm of margin over that 0.08 nm check (a .gro
-  file rounds to 0.001 nm); 0.10 nm costs ~60 % more moved molecules and rounds (measured:
-  28.7k instead of 17.5k contacts at 97k beads).
+  fixed that way at all.  0.085 nm keeps 0.005 nm of margin over that 0.08 nm check (a .gro
+  file rounds to 0.001 nm per coordinate, < 0.002 nm per distance); each step up costs
+  placement speed (97k beads, same machine state: 0.085 nm 150k beads/s, 12.4k contacts;
+  0.09 nm 135k/s, 16.0k; stage off 212k/s; 0.10 nm: 28.7k contacts).
 * :data:`MIN_DIST_OTHERS` = 0.15 nm between any water atom and any ``others`` atom (the
   non-water atoms, all elements).  That is ``gmx solvate``'s scaled clearance for O...H
   (0.57 x (0.152 + 0.12) = 0.155 nm), shorter than any equilibrium non-bonded contact
@@ -63,13 +64,14 @@ dropped.  Waters stay rigid (moved ones get their own rotation of the bank molec
 shape), the COM of each bead stays exact (float64 round-off, 2e-14 nm at 1M beads).
 
 Measured (``benchmarks/bench_water.py --repeat 2``, 2-CPU VM shared with other jobs, load
-0.9-1.6; lattice at Martini W density with 0.05 nm jitter, so some beads are 0.2-0.3 nm
-apart): 10,648 beads: 1,892 contacts < 0.09 nm -> 0 in 3 rounds (1,771 molecules moved, 16
-beads shifted), 88-95k beads/s (was 142k/s without the contact stage); 97,336 beads: 17,646
--> 0 in 4 rounds (16,460 moved, 144 shifted), 115-137k beads/s (was 205k/s); 1M beads:
-178,691 -> 0 in 6 rounds (166,758 moved, 1,575 shifted), 7.0-8.4 s, 119-142k beads/s (was
-203k/s), peak RSS +636-646 MB (was +588 MB).  Minimum distance between atoms of different
-water molecules in the output: 0.0900 nm at every size (was 0.0044, 0.0048, 0.0015 nm).
+~1; lattice at Martini W density with 0.05 nm jitter, so some beads are 0.2-0.3 nm apart),
+with the default 0.085 nm: 10,648 beads: 1,468 contacts -> 0 in 2 rounds (1,394 molecules
+moved, 5 beads shifted), 73k beads/s (fixed numpy costs dominate at this size; 142k/s
+without the contact stage); 97,336 beads: 13,476 -> 0 in 3 rounds, 135k beads/s (was
+205k/s); 1M beads: 137,502 -> 0 in 6 rounds (131,330 moved, 760 shifted), 7.8 s, 128k
+beads/s (was 203k/s), peak RSS +578 MB.  Minimum distance between atoms of different water
+molecules in the output: 0.0850 nm at every size (was 0.0044, 0.0048, 0.0015 nm); with 0.09
+nm the same runs gave 88-95k, 115-137k and 119-142k beads/s.
 Unresolved (O-O) beads unchanged: the stage keeps the bead stage's O-O clearance.  Where the
 time goes at 97k beads (CPU): cell list of the P and its pairs ~0.13 s, atom checks ~0.06 s,
 rounds ~0.15 s, final check ~0.03 s; at 10k the rounds' fixed numpy costs dominate.
@@ -110,7 +112,7 @@ H_MASS = 1.008
 CLUSTER_MASSES = np.tile(np.array([O_MASS, H_MASS, H_MASS]), 4)
 MIN_DIST_OO = 0.17
 MIN_DIST_OTHERS = 0.15
-MIN_DIST_ATOMS = 0.09
+MIN_DIST_ATOMS = 0.085
 #: Clusters whose farthest oxygen is more than this from the COM are dropped by from_frames.
 MAX_CLUSTER_RADIUS = 0.40
 DEFAULT_BANK_FILE = "water_clusters_tip3p.npz"
