@@ -110,6 +110,18 @@ def test_save_load_errors_and_finetune(hep, tmp_path):
     with pytest.raises(MultiscaleError, match="not a multiscale backmapping model|cannot be read"):
         torch.save({"format": "other"}, tmp_path / "x.pt")
         load_model(tmp_path / "x.pt")
+    # a file from an incompatible development version (a network weight missing)
+    d_old = torch.load(p, weights_only=True)
+    del d_old["moltypes"]["HPO"]["density"]["state_dict"]["wa"]
+    torch.save(d_old, tmp_path / "old.pt")
+    with pytest.raises(MultiscaleError, match=r"old.pt was written by an incompatible .*wa.*retrain it"):
+        load_model(tmp_path / "old.pt")
+    # a device torch cannot use here
+    if not torch.cuda.is_available():
+        with pytest.raises(MultiscaleError, match=r"--device cuda: torch sees no CUDA GPU"):
+            backmap(model, top, cg.positions, cg.box, device="cuda")
+    with pytest.raises(MultiscaleError, match=r"not a torch device"):
+        backmap(model, top, cg.positions, cg.box, device="gpu0")
     # bead count
     with pytest.raises(MultiscaleError, match=r"CG input has 10 beads but the mapping .* expects 255 \(HPO x40 -> 80 beads, W x175"):
         backmap(model, top, cg.positions[0, :10], cg.box[0])

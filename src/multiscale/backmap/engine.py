@@ -42,7 +42,7 @@ import numpy as np
 
 from ..errors import MultiscaleError
 
-__all__ = ["BackmapModel", "MoltypeModel", "train", "backmap", "default_candidates", "load_model", "FORMAT", "VERSION"]
+__all__ = ["BackmapModel", "MoltypeModel", "train", "backmap", "check_device", "default_candidates", "load_model", "FORMAT", "VERSION"]
 
 FORMAT = "multiscale.backmap-model"
 VERSION = 1
@@ -295,7 +295,12 @@ class BackmapModel:
             raise MultiscaleError(f"{source} is not a multiscale backmapping model (format {d.get('format') if isinstance(d, dict) else type(d).__name__!r}): pass a file written by `multiscale train`")
         if int(d.get("version", 0)) > VERSION:
             raise MultiscaleError(f"{source} is a version {d.get('version')} model; this multiscale reads up to version {VERSION}: upgrade multiscale")
-        mols = {k: MoltypeModel.from_dict(v) for k, v in d["moltypes"].items()}
+        try:
+            mols = {k: MoltypeModel.from_dict(v) for k, v in d["moltypes"].items()}
+        except (KeyError, RuntimeError, TypeError, ValueError) as e:  # e.g. missing/renamed network weights
+            why = " ".join(v.strip() for v in str(e).strip().splitlines()[:2]) or type(e).__name__
+            raise MultiscaleError(f"{source} was written by an incompatible development version of multiscale "
+                                  f"({why.strip()}): retrain it with `multiscale train`") from e
         return cls(Mapping.from_dict(d["mapping"], source=source), mols, d.get("water"), d.get("provenance", []), source)
 
     def save(self, path) -> Path:
@@ -397,6 +402,7 @@ def train(topology, mapping, frames, *, seed: int = 0, epochs: int | None = None
     Moltypes present in ``init`` but not in the frames are kept unchanged;
     moltypes in both are fine-tuned from the init weights (lr 1e-3).  Returns the model.
     """
+    check_device(device)
     import torch
 
     from ..coarse_grain import cg_layout, whole_molecules
@@ -653,6 +659,23 @@ class _Solute:
         self._take(idx, self.rank[self.ptr[idx], idx])
 
 
+def check_device(device) -> "torch.device":
+    """The torch device for ``device`` ("cpu", "cuda", "cuda:1", ...), or a clear error when
+    torch cannot use it here."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise MultiscaleError(f"--device {device!r} is not a torch device: use cpu, cuda or cuda:N") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise MultiscaleError(f"--device {device}: torch sees no CUDA GPU here (torch {torch.__version__}, "
+                              "cuda available: False): use --device cpu or install a CUDA build of torch")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise MultiscaleError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) visible")
+    return dev
+
+
 def default_candidates(mm: MoltypeModel) -> int:
     """Conformations drawn up front per molecule: 1 for 1-2 beads (a molecule clashing with a
     neighbour is first turned about its beads, see :data:`SPIN_ROUNDS`), 2 for 3+ beads (the
@@ -712,7 +735,7 @@ def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, 
             raise MultiscaleError(f"water mapping has {blk.per_bead} {blk.aa_block.moltype.name} per {blk.cg_name} bead; backmapping supports 4 (Martini 3)")
     out = np.empty((nf, topology.n_atoms, 3), np.float32)
     reports = []
-    dev = torch.device(device)
+    dev = check_device(device)
     for m in model.moltypes.values():
         m.density.to(dev)
     # static per-system arrays for the clash search (solutes)
