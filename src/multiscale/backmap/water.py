@@ -1092,6 +1092,19 @@ class WaterBank:
             q0, t0 = moves.get(units, qq[bead])
             r0 = rel[units]  # spins start from the present orientation (q0)
             bq = q0.copy()
+
+            def keep(sel, cnt, Y):
+                """Rows ``sel`` whose best candidate (:func:`first_best` of cnt (len(sel), K))
+                beats their best so far take it (relative atoms from Y (len(sel), K, 3, 3));
+                returns (those rows, their positions in sel, the pick per sel row)."""
+                pick = first_best(cnt)
+                val = cnt[np.arange(len(sel)), pick]
+                better = np.flatnonzero(val < best[sel])
+                s = sel[better]
+                best[s] = val[better]
+                rel[units[s]] = Y[better, pick[better]]
+                return s, better, pick
+
             todo = np.arange(u)
             sp = np.flatnonzero(spin_first)
             if len(sp):
@@ -1106,13 +1119,7 @@ class WaterBank:
                         break
                     phi = np.broadcast_to(np.radians(arg), (len(sel), len(arg)))
                     Y = spun(r0[sel], phi)
-                    cnt = trial(units, sel, Y, ea, X, oo, False)
-                    pick = first_best(cnt)
-                    val = cnt[np.arange(len(sel)), pick]
-                    better = np.flatnonzero(val < best[sel])
-                    s = sel[better]
-                    best[s] = val[better]
-                    rel[units[s]] = Y[better, pick[better]]
+                    s, better, pick = keep(sel, trial(units, sel, Y, ea, X, oo, False), Y)
                     bq[s] = spin_quat(units[s], q0[s], phi[better, pick[better]])
                     todo = todo[best[todo] > 0]
             if len(todo):
@@ -1131,14 +1138,8 @@ class WaterBank:
                     cq = rng.standard_normal((len(sel), K, 4))
                     R = _rotmat(cq.reshape(-1, 4), np.float32).reshape(len(sel), K, 3, 3)
                     Y = np.matmul(v[vmap[sel]][:, None], R.transpose(0, 1, 3, 2))
-                    cnt = trial(units, sel, Y, ea, X, oo, True)
-                    pick = first_best(cnt)
-                    val = cnt[np.arange(len(sel)), pick]
-                    better = np.flatnonzero(val < best[sel])
-                    s = sel[better]
-                    best[s] = val[better]
+                    s, better, pick = keep(sel, trial(units, sel, Y, ea, X, oo, True), Y)
                     bturn[s] = True
-                    rel[units[s]] = Y[better, pick[better]]
                     bq[s] = cq[better, pick[better]]
                     todo = todo[best[todo] > 0]
             moves.set(units, bq, t0)
