@@ -292,6 +292,7 @@ class ICDensity(nn.Module):
             U = torch.rand(T, B, VM_UNIFORMS + 1, generator=generator, device=dev).double()
             for ks, sl in self._groups(dev):
                 m = len(ks)
+                at = sl if sl is not None else ks  # a slice (a view, no copy) where contiguous
                 if m == 1:
                     k = int(ks[0])
                     z = hc[k]
@@ -301,7 +302,7 @@ class ICDensity(nn.Module):
                     z = nn.functional.silu(torch.addmm(self.b2[k], z, self.w2[k].T))
                     raw = torch.addmm(self.b3[k], z, self.w3[k].T)[:, None]  # (B, 1, 3K)
                 else:
-                    z = hc[sl] if sl is not None else hc[ks]  # (m, B, Ht)
+                    z = hc[at]  # (m, B, Ht)
                     z = torch.baddbmm(z, s.expand(m, B, 2 * T), wtm[ks].transpose(1, 2))
                     z = nn.functional.silu(z)
                     z = nn.functional.silu(torch.baddbmm(self.b2[ks][:, None], z, self.w2[ks].transpose(1, 2)))
@@ -310,7 +311,7 @@ class ICDensity(nn.Module):
                 # slow for K ~ 6 on CPU), then build mu/kappa of that one only
                 logits = raw[..., :K] / temperature if temperature != 1.0 else raw[..., :K]
                 cdf = torch.cumsum(torch.exp(logits - logits.max(-1, keepdim=True).values), -1)  # (B, m, K)
-                u = U[sl if sl is not None else ks].transpose(0, 1)  # (B, m, VM_UNIFORMS + 1)
+                u = U[at].transpose(0, 1)  # (B, m, VM_UNIFORMS + 1)
                 comp = (u[..., -1:] * cdf[..., -1:] > cdf).sum(-1, keepdim=True).clamp(max=K - 1)
                 cc = raw[..., K:2 * K].gather(-1, comp)[..., 0]
                 ss = raw[..., 2 * K:].gather(-1, comp)[..., 0]
@@ -320,14 +321,9 @@ class ICDensity(nn.Module):
                 t = sample_von_mises(mu_c.reshape(-1).double(), kap_c.reshape(-1), generator,
                                      u[..., :-1].reshape(-1, VM_UNIFORMS)).reshape(B, m)
                 t32 = t.to(dt)
-                if sl is not None:
-                    tors[:, sl] = t
-                    s.view(B, T, 2)[:, sl, 0] = torch.sin(t32)
-                    s.view(B, T, 2)[:, sl, 1] = torch.cos(t32)
-                else:
-                    tors[:, ks] = t
-                    s[:, 2 * ks] = torch.sin(t32)
-                    s[:, 2 * ks + 1] = torch.cos(t32)
+                tors[:, at] = t
+                s.view(B, T, 2)[:, at, 0] = torch.sin(t32)
+                s.view(B, T, 2)[:, at, 1] = torch.cos(t32)
         return ba[:, :nb], ba[:, nb:], tors
 
     def to_dict(self) -> dict:
