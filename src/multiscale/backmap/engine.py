@@ -196,7 +196,7 @@ class MoltypeModel:
         """Re-superpose and re-project repaired molecules x (B, n, 3) onto beads (numpy)."""
         import torch
 
-        from .place import fit_to_beads, relax_project
+        from .place import fit_to_beads
 
         xt = torch.as_tensor(x, dtype=torch.float64)
         bt = torch.as_tensor(beads, dtype=torch.float64)
@@ -205,8 +205,7 @@ class MoltypeModel:
         else:  # keep the orientation already chosen: translate + project only
             y = torch.einsum("ba,nak->nbk", torch.as_tensor(self.matrix), xt)
             xt = xt + (bt.mean(1, keepdim=True) - y.mean(1, keepdim=True))
-        return relax_project(xt, self.matrix, self.operator, bt, self.local_pairs, RELAX_ITERATIONS,
-                             RELAX_STIFFNESS).numpy()
+        return self.relax(xt.numpy(), beads)
 
     def to_dict(self) -> dict:
         import torch
