@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MultiscaleError
-from .geometry import bond_tree_order, make_whole, minimum_image, wrap
+from .geometry import bond_tree_order, frame_boxes, make_whole, minimum_image, wrap
 from .io import atomic_write_text
 from .mapping import Mapping
 from .topology import MoleculeBlock, SystemTopology
@@ -96,28 +96,27 @@ def n_beads(layout: list[CGBlock]) -> int:
 def whole_molecules(positions: np.ndarray, box: np.ndarray, block: MoleculeBlock) -> np.ndarray:
     """Coordinates of one block's molecules, made whole.
 
-    positions: (F, N, 3) nm (whole system); box: (F, 3) nm.
+    positions: (F, N, 3) nm (whole system); box: (F, 3) edge lengths or (F, 3, 3) box vectors, nm.
     Returns (F, count, n_atoms, 3) float64 nm; each molecule unwrapped along its bond tree.
     """
     mt = block.moltype
     x = np.asarray(positions[:, block.start:block.stop], dtype=np.float64)
     x = x.reshape(x.shape[0], block.count, mt.n_atoms, 3)
     order, parent = bond_tree_order(mt.n_atoms, mt.bonds)
-    return make_whole(x, np.asarray(box, float)[:, None, :], order, parent)
+    return make_whole(x, frame_boxes(box, x.shape[0])[:, None], order, parent)
 
 
 def coarse_grain(positions: np.ndarray, box: np.ndarray, topology: SystemTopology, mapping: Mapping,
                  seed: int = 0, layout: list[CGBlock] | None = None) -> CGResult:
     """Map AA frames to CG beads.
 
-    positions: (F, N, 3) nm with N == topology.n_atoms; box: (F, 3) nm.  Returns bead
+    positions: (F, N, 3) nm with N == topology.n_atoms; box: (F, 3) or (F, 3, 3) nm.  Returns bead
     positions (F, B, 3) nm wrapped into the box.  Water grouping per frame is seeded.
     """
     positions = np.asarray(positions)
     if positions.ndim == 2:
         positions = positions[None]
-    box = np.asarray(box, float).reshape(-1, 3)
-    box = np.broadcast_to(box, (positions.shape[0], 3))
+    box = frame_boxes(box, positions.shape[0])
     if positions.shape[1] != topology.n_atoms:
         raise MultiscaleError(
             f"AA coordinates have {positions.shape[1]} atoms but topology {topology.source} has "
@@ -143,7 +142,7 @@ def coarse_grain(positions: np.ndarray, box: np.ndarray, topology: SystemTopolog
         else:
             beads = np.einsum("ba,fmak->fmbk", blk.matrix, x)  # (F, count, n_beads, 3)
             out[:, blk.start:blk.stop] = beads.reshape(nf, -1, 3)
-    out = wrap(out, box[:, None, :])
+    out = wrap(out, box[:, None])
     return CGResult(positions=out, box=np.array(box), layout=layout, water_groups=groups)
 
 
