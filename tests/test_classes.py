@@ -152,3 +152,49 @@ def test_triclinic_coarse_grain_solute_matches_shifted_images(tmp_path):
     assert np.allclose(minimum_image(a - b, box), 0, atol=1e-9)
     s = b @ np.linalg.inv(box)
     assert np.all((s >= 0) & (s < 1))
+
+
+def test_hydrated_ions_conserve_waters(tmp_path):
+    """ions.waters_per_ion = 4: each ion bead is the COM of the ion and its 4 nearest waters; the
+    remaining waters group 4:1; every water is used exactly once."""
+    top = _ion_top(tmp_path, n_na=1, n_cl=1, n_sol=16)  # 16 - 2*4 = 8 waters -> 2 W beads
+    (tmp_path / "m.yaml").write_text("ions: {waters_per_ion: 4}\n")
+    mp = load_mapping([EX / "heptanol.map", tmp_path / "m.yaml"])
+    layout = cg_layout(top, mp)
+    assert [(b.kind, b.count) for b in layout] == [("molecule", 2), ("ion", 1), ("ion", 1), ("water", 2)]
+    rng = np.random.default_rng(2)
+    L = 2.0
+    x = rng.uniform(0, L, (top.n_atoms, 3))
+    for b in top.blocks:
+        n = b.moltype.n_atoms
+        for m in range(b.count):
+            s = b.start + m * n
+            x[s + 1:s + n] = x[s] + rng.normal(0, 0.04, (n - 1, 3))
+    cg = coarse_grain(x[None], np.array([L, L, L]), top, mp, seed=0)
+    wat = [b for b in cg.layout if b.kind == "water"][0]
+    used = np.concatenate([cg.water_groups[0][-1].ravel()])
+    assert len(used) == 8 and len(np.unique(used)) == 8
+    # the ion beads: mass-weighted centre of ion + 4 waters (whole)
+    na = [b for b in cg.layout if b.cg_name == "NA"][0]
+    ion = x[na.aa_block.start]
+    wb = wat.aa_block
+    w = x[wb.start:wb.stop].reshape(-1, 3, 3)
+    wm = wb.moltype.masses
+    com = np.einsum("a,wak->wk", wm / wm.sum(), ion + minimum_image(w - ion, L))
+    rest = np.setdiff1d(np.arange(16), used)
+    d = np.linalg.norm(minimum_image(com[rest] - ion, L), axis=1)
+    shell = rest[np.argsort(d)[:4]]
+    # the shell is among the waters not grouped into W beads; its COM with the ion is the bead
+    ref = (22.99 * ion + wm.sum() * com[shell].sum(0)) / (22.99 + 4 * wm.sum())
+    assert np.allclose(minimum_image(cg.positions[0, na.start] - ref, L), 0, atol=1e-6)
+
+
+def test_hydrated_ions_bad_water_count(tmp_path):
+    top = _ion_top(tmp_path, n_na=1, n_cl=1, n_sol=14)
+    (tmp_path / "m.yaml").write_text("ions: {waters_per_ion: 4}\n")
+    mp = load_mapping([EX / "heptanol.map", tmp_path / "m.yaml"])
+    with pytest.raises(MultiscaleError, match="6 SOL molecules left after 8 ion hydration waters .* not a multiple of 4"):
+        cg_layout(top, mp)
+    (tmp_path / "bad.yaml").write_text("ions: {waters_per_ion: -1}\n")
+    with pytest.raises(MultiscaleError, match="waters_per_ion"):
+        load_mapping(tmp_path / "bad.yaml")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MultiscaleError
-from .geometry import bond_tree_order, frame_boxes, make_whole, wrap
+from .geometry import bond_tree_order, frame_boxes, make_whole, minimum_image, wrap
 from .io import atomic_write_text
 from .mapping import Mapping
 from .topology import MoleculeBlock, SystemTopology
@@ -48,7 +48,7 @@ def cg_layout(topology: SystemTopology, mapping: Mapping) -> list[CGBlock]:
     source = str(topology.source)
     owners = {name: classify(mt, mapping, source) for name, mt in topology.moltypes.items()}
     for b in topology.blocks:
-        blk = owners[b.moltype.name].layout(b, mapping, start, source)
+        blk = owners[b.moltype.name].layout(b, mapping, start, source, topology=topology)
         out.append(blk)
         start = blk.stop
     return out
@@ -92,15 +92,50 @@ def coarse_grain(positions: np.ndarray, box: np.ndarray, topology: SystemTopolog
     nf = positions.shape[0]
     out = np.empty((nf, n_beads(layout), 3))
     groups: list[list[np.ndarray]] = [[] for _ in range(nf)]
+    shells = _hydrate_ions(positions, box, layout, out)
     for blk in layout:
+        if blk.kind == "ion" and shells is not None:
+            continue  # beads already written by _hydrate_ions
         x = whole_molecules(positions, box, blk.aa_block)  # (F, count, n_atoms, 3)
-        beads, g = get_class(blk.kind).map_beads(x, box, blk, seed=seed)
+        kw = {"exclude": shells} if blk.kind == "water" and shells is not None else {}
+        beads, g = get_class(blk.kind).map_beads(x, box, blk, seed=seed, **kw)
         out[:, blk.start:blk.stop] = beads.reshape(nf, -1, 3)
         if g is not None:
             for f in range(nf):
                 groups[f].append(g[f])
     out = wrap(out, box[:, None])
     return CGResult(positions=out, box=np.array(box), layout=layout, water_groups=groups)
+
+
+def _hydrate_ions(positions: np.ndarray, box: np.ndarray, layout: list[CGBlock], out: np.ndarray):
+    """Hydrated ions (``ions.waters_per_ion`` = k > 0): each ion bead is the centre of mass of the
+    ion and its k nearest waters (each water in one shell).  Writes the ion beads into ``out``
+    (F, B, 3) and returns the shell waters per frame (F, I, k) (indices within the water block)
+    for the water grouping to leave out; None when k = 0."""
+    from .classes.ion import hydration_shells
+
+    ion_blocks = [b for b in layout if b.kind == "ion" and b.info.get("waters", 0) > 0]
+    water = [b for b in layout if b.kind == "water"]
+    if not ion_blocks:
+        return None
+    if not water:
+        raise MultiscaleError("ions.waters_per_ion > 0 but the system has no water")
+    k, wb = ion_blocks[0].info["waters"], water[0]
+    wm = wb.aa_block.moltype.masses
+    xw = whole_molecules(positions, box, wb.aa_block)  # (F, n_w, 3, 3)
+    ions = np.concatenate([positions[:, b.aa_block.start:b.aa_block.stop] for b in ion_blocks], axis=1).astype(np.float64)
+    im = np.concatenate([np.repeat(b.aa_block.moltype.masses[0], b.count) for b in ion_blocks])
+    shells = np.empty((len(positions), ions.shape[1], k), dtype=np.int64)
+    for f in range(len(positions)):  # one assignment per frame
+        shells[f] = hydration_shells(ions[f], xw[f, :, int(np.argmax(wm))], box[f], k)
+        com = np.einsum("a,swak->swk", wm, xw[f][shells[f]])  # (I, k, 3) mass-weighted water centres x mass
+        rel = minimum_image(com / wm.sum() - ions[f][:, None], box[f])  # water COM relative to its ion
+        bead = ions[f] + (wm.sum() * rel.sum(1)) / (im + k * wm.sum())[:, None]
+        base = 0
+        for b in ion_blocks:
+            out[f, b.start:b.stop] = bead[base:base + b.count]
+            base += b.count
+    return shells
 
 
 def cg_names(layout: list[CGBlock]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

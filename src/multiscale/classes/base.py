@@ -60,8 +60,9 @@ class MoleculeClass:
         """Whether this class handles ``moltype`` (a :class:`multiscale.topology.MoleculeType`)."""
         raise NotImplementedError
 
-    def layout(self, block, mapping, start: int, source: str) -> CGBlock:
-        """The CG block of AA ``block`` starting at bead ``start`` (raises MultiscaleError on bad input)."""
+    def layout(self, block, mapping, start: int, source: str, topology=None) -> CGBlock:
+        """The CG block of AA ``block`` starting at bead ``start`` (raises MultiscaleError on bad
+        input); ``topology`` the whole AA system, for layouts that depend on other blocks."""
         raise NotImplementedError
 
     def map_beads(self, x: np.ndarray, box: np.ndarray, blk: CGBlock, seed: int = 0):

@@ -78,8 +78,54 @@ class Ion(MoleculeClass):
     def claims(self, moltype, mapping) -> bool:
         return identify_ion(moltype) is not None
 
-    def layout(self, block, mapping, start: int, source: str) -> CGBlock:
+    def layout(self, block, mapping, start: int, source: str, topology=None) -> CGBlock:
         entry = identify_ion(block.moltype)
         return CGBlock(block, entry["cg"], [entry["cg"]], 1, block.count, start, self.name, 1, np.ones((1, 1)),
                        info={"min_water_o": entry["min_water_o"], "element": entry["element"],
-                             "cg_names": entry["cg_names"]})
+                             "cg_names": entry["cg_names"], "charge": entry["charge"],
+                             "waters": int(getattr(getattr(mapping, "ions", None), "waters_per_ion", 0))})
+
+
+def hydration_waters(topology, mapping) -> int:
+    """Water molecules that go into ion beads: ``ions.waters_per_ion`` x the number of ions."""
+    k = int(getattr(getattr(mapping, "ions", None), "waters_per_ion", 0))
+    if not k:
+        return 0
+    return k * sum(b.count for b in topology.blocks if identify_ion(b.moltype) is not None)
+
+
+def hydration_shells(ions: np.ndarray, oxygens: np.ndarray, box, k: int) -> np.ndarray:
+    """The k nearest waters of each ion, each water used once (closest pairs first).
+
+    ions (I, 3), oxygens (W, 3) nm, one frame; box (3,) or (3, 3).  Returns (I, k) water indices.
+    """
+    from ..neighbours import PeriodicTree
+
+    n_ion = len(ions)
+    if k * n_ion > len(oxygens):
+        raise MultiscaleError(f"{n_ion} ions x {k} waters_per_ion need {k * n_ion} waters; the system has {len(oxygens)}")
+    r = 0.45
+    while True:
+        tree = PeriodicTree(oxygens, box, r)
+        hits = tree.query_ball_point(ions, r)
+        if min(len(h) for h in hits) >= 2 * k or r >= 0.45 * 4:
+            break
+        r *= 1.5
+    ii = np.repeat(np.arange(n_ion), [len(h) for h in hits])
+    ww = np.concatenate(hits)
+    from ..geometry import minimum_image
+
+    d = np.linalg.norm(minimum_image(oxygens[ww] - ions[ii], box), axis=1)
+    out = np.full((n_ion, k), -1, dtype=np.int64)
+    filled = np.zeros(n_ion, dtype=np.int64)
+    used = np.zeros(len(oxygens), bool)
+    for t in np.argsort(d, kind="stable"):  # few ions: a loop over (ion, water) pairs in reach
+        i, w = ii[t], ww[t]
+        if filled[i] < k and not used[w]:
+            out[i, filled[i]] = w
+            filled[i] += 1
+            used[w] = True
+    if np.any(filled < k):
+        raise MultiscaleError(f"ion(s) {np.flatnonzero(filled < k)[:5].tolist()} have fewer than {k} free waters within "
+                              f"{r:.2f} nm: lower ions.waters_per_ion")
+    return out

@@ -31,7 +31,7 @@ class SmallMolecule(MoleculeClass):
     def claims(self, moltype, mapping) -> bool:
         return mapping.for_moltype(moltype) is not None
 
-    def layout(self, block, mapping, start: int, source: str) -> CGBlock:
+    def layout(self, block, mapping, start: int, source: str, topology=None) -> CGBlock:
         mt = block.moltype
         mm = mapping.for_moltype(mt)
         spans = residue_spans(mt)

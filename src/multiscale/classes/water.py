@@ -27,15 +27,23 @@ class Water(MoleculeClass):
     def claims(self, moltype, mapping) -> bool:
         return is_three_site_water(moltype)
 
-    def layout(self, block, mapping, start: int, source: str) -> CGBlock:
+    def layout(self, block, mapping, start: int, source: str, topology=None) -> CGBlock:
+        from .ion import hydration_waters
+
         w = mapping.water
-        n = block.count
-        if n % w.per_bead:
+        shells = hydration_waters(topology, mapping) if topology is not None else 0
+        n = block.count - shells
+        if n < 0 or n % w.per_bead:
+            extra = f" left after {shells} ion hydration waters (ions.waters_per_ion)" if shells else ""
             raise MultiscaleError(
-                f"{source}: {n} {block.moltype.name} molecules is not a multiple of {w.per_bead}: remove {n % w.per_bead} "
-                f"water molecule(s) (gmx solvate -maxsol, or gmx genion replacing them with ions) so every {w.cg} bead "
-                f"gets {w.per_bead}")
-        return CGBlock(block, w.cg, [w.bead], 1, n // w.per_bead, start, self.name, w.per_bead)
+                f"{source}: {n} {block.moltype.name} molecules{extra} is not a multiple of {w.per_bead}: remove "
+                f"{n % w.per_bead} water molecule(s) (gmx solvate -maxsol, or gmx genion replacing them with ions) so "
+                f"every {w.cg} bead gets {w.per_bead}")
+        if shells and sum(b.moltype.is_water for b in topology.blocks) > 1:
+            raise MultiscaleError(f"{source}: hydrated ions (ions.waters_per_ion) need all water in one [ molecules ] "
+                                  f"entry: merge the {block.moltype.name} lines")
+        return CGBlock(block, w.cg, [w.bead], 1, n // w.per_bead, start, self.name, w.per_bead,
+                       info={"hydration_waters": shells})
 
     def map_beads(self, x: np.ndarray, box: np.ndarray, blk: CGBlock, seed: int = 0, exclude=None):
         from ..water import group_waters
@@ -47,7 +55,7 @@ class Water(MoleculeClass):
         beads = np.empty((nf, blk.count, 3))
         groups = []
         for f in range(nf):  # one grouping per frame (a KD-tree problem, not a per-molecule loop)
-            free = np.arange(x.shape[1]) if exclude is None else np.setdiff1d(np.arange(x.shape[1]), exclude[f])
+            free = np.arange(x.shape[1]) if exclude is None else np.setdiff1d(np.arange(x.shape[1]), exclude[f].ravel())
             g = free[group_waters(x[f, free, oxygen, :], box[f], blk.per_bead, seed=seed + f)]
             groups.append(g)
             c = com[f][g]  # (n_groups, per_bead, 3): members made whole around the first one
