@@ -198,3 +198,33 @@ def test_hydrated_ions_bad_water_count(tmp_path):
     (tmp_path / "bad.yaml").write_text("ions: {waters_per_ion: -1}\n")
     with pytest.raises(MultiscaleError, match="waters_per_ion"):
         load_mapping(tmp_path / "bad.yaml")
+
+
+@pytest.mark.parametrize("k", [4, 6, 8])
+def test_place_hydrated_ions(k):
+    from multiscale.classes.ion import place_hydrated
+
+    rng = np.random.default_rng(k)
+    beads = rng.uniform(0, 3, (5, 3))
+    charge = np.array([1, -1, 1, -1, 2.0])
+    mass = np.array([22.99, 35.45, 22.99, 35.45, 40.08])
+    rmin = np.array([0.20, 0.27, 0.20, 0.27, 0.20])
+    wm = np.array([15.999, 1.008, 1.008])
+    ion, wat = place_hydrated(beads, mass, charge, rmin, wm, k, rng)
+    com = (mass[:, None] * ion + np.einsum("a,iwak->ik", wm, wat)) / (mass + k * wm.sum())[:, None]
+    assert np.allclose(com, beads, atol=1e-12)
+    d_o = np.linalg.norm(wat[:, :, 0] - ion[:, None], axis=-1)
+    assert np.all(d_o >= rmin[:, None])
+    oh = np.linalg.norm(wat[:, :, 1:] - wat[:, :, :1], axis=-1)
+    assert np.allclose(oh, 0.09572)
+    hh = np.linalg.norm(wat[:, :, 1] - wat[:, :, 2], axis=-1)
+    assert np.allclose(hh, 2 * 0.09572 * np.sin(np.deg2rad(104.52) / 2))
+    # cations: hydrogens farther from the ion than the oxygen; anions: one H closer
+    d_h = np.linalg.norm(wat[:, :, 1:] - ion[:, None, None], axis=-1).min(-1)
+    assert np.all((d_h > d_o)[charge > 0]) and np.all((d_h < d_o)[charge < 0])
+    # no two shell atoms of different waters closer than 0.15 nm
+    for i in range(5):
+        a = wat[i].reshape(-1, 3)
+        mol = np.repeat(np.arange(k), 3)
+        d = np.linalg.norm(a[:, None] - a[None], axis=-1)
+        assert d[mol[:, None] != mol[None]].min() > 0.15

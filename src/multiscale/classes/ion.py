@@ -129,3 +129,56 @@ def hydration_shells(ions: np.ndarray, oxygens: np.ndarray, box, k: int) -> np.n
         raise MultiscaleError(f"ion(s) {np.flatnonzero(filled < k)[:5].tolist()} have fewer than {k} free waters within "
                               f"{r:.2f} nm: lower ions.waters_per_ion")
     return out
+
+
+def _shell_directions(k: int) -> np.ndarray:
+    """k unit vectors spread over the sphere (tetrahedron, octahedron, else a Fibonacci lattice)."""
+    if k == 4:
+        v = np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]], float)
+    elif k == 6:
+        v = np.vstack([np.eye(3), -np.eye(3)])
+    else:
+        i = np.arange(k) + 0.5
+        phi = np.arccos(1 - 2 * i / k)
+        theta = np.pi * (1 + 5 ** 0.5) * i
+        v = np.stack([np.cos(theta) * np.sin(phi), np.sin(theta) * np.sin(phi), np.cos(phi)], 1)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def place_hydrated(beads: np.ndarray, ion_mass: np.ndarray, charge: np.ndarray, min_water_o: np.ndarray,
+                   water_masses: np.ndarray, k: int, rng: np.random.Generator,
+                   r_oh: float = 0.09572, hoh: float = np.deg2rad(104.52)) -> tuple[np.ndarray, np.ndarray]:
+    """Hydrated ions from their beads (``ions.waters_per_ion`` = k).
+
+    beads (I, 3) nm = centre of mass of ion + k waters; per ion: mass (I,), charge (I,) e,
+    min_water_o (I,) nm.  Waters sit on a randomly rotated shell at min_water_o + 0.04 nm, oxygen
+    towards cations (hydrogens pointing away), one O-H towards anions.  Returns ions (I, 3) and
+    waters (I, k, 3, 3) in (O, H, H) order, shifted so the centre of mass is the bead exactly.
+    """
+    from scipy.spatial.transform import Rotation
+
+    beads = np.asarray(beads, np.float64)
+    n = len(beads)
+    rot = Rotation.random(n, random_state=rng).as_matrix() if n else np.zeros((0, 3, 3))  # (I, 3, 3)
+    u = np.einsum("ijk,sk->isj", rot, _shell_directions(k))  # (I, k, 3) radial unit vectors
+    r = (np.asarray(min_water_o, float) + 0.04)[:, None, None]
+    o = u * r  # oxygens relative to the ion
+    # a unit vector perpendicular to each radial direction (in-plane axis of the water)
+    ref = np.where(np.abs(u[..., :1]) < 0.9, [1.0, 0.0, 0.0], [0.0, 1.0, 0.0])
+    perp = np.cross(u, ref)
+    perp /= np.linalg.norm(perp, axis=-1, keepdims=True)
+    half = hoh / 2
+    cation = (np.asarray(charge, float) > 0)[:, None, None]
+    # cation: bisector along +u (H away from the ion); anion: H1 along -u (pointing at the ion)
+    h1_c = o + r_oh * (np.cos(half) * u + np.sin(half) * perp)
+    h2_c = o + r_oh * (np.cos(half) * u - np.sin(half) * perp)
+    h1_a = o - r_oh * u
+    h2_a = o + r_oh * (-np.cos(hoh) * u + np.sin(hoh) * perp)
+    h1 = np.where(cation, h1_c, h1_a)
+    h2 = np.where(cation, h2_c, h2_a)
+    waters = np.stack([o, h1, h2], axis=2)  # (I, k, 3, 3) relative to the ion
+    wm = np.asarray(water_masses, float)
+    m_ion = np.asarray(ion_mass, float)
+    com = np.einsum("a,iwak->ik", wm, waters) / (m_ion + k * wm.sum())[:, None]  # ion at the origin
+    ion = beads - com  # ion at the origin of its shell; shift so the COM is the bead
+    return ion, waters + ion[:, None, None, :]
