@@ -56,3 +56,21 @@ def test_atomic_path_leaves_nothing_on_error(tmp_path):
             raise RuntimeError("boom")
     assert not target.exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_triclinic_box_round_trip(tmp_path):
+    """A rhombic dodecahedron box survives .gro and .xtc writes/reads as (F, 3, 3) nm vectors."""
+    d = 4.0
+    box = np.array([[d, 0, 0], [0, d, 0], [d / 2, d / 2, d * np.sqrt(2) / 2]])
+    pos = np.random.default_rng(0).uniform(0, 3, (2, 5, 3)).astype(np.float32)
+    names = np.array(["O"] * 5)
+    for name in ("t.gro", "t.xtc"):
+        write_frames(tmp_path / name, pos, box, names, names, np.arange(1, 6))
+    fr = read_frames(tmp_path / "t.gro")
+    assert fr.box.shape == (2, 3, 3)
+    assert np.allclose(fr.box[0], box, atol=2e-5)
+    fx = read_frames(tmp_path / "t.gro", tmp_path / "t.xtc")
+    assert np.allclose(fx.box[1], box, atol=2e-4)
+    # orthorhombic stays (F, 3) edge lengths
+    write_frames(tmp_path / "o.gro", pos, np.array([3.0, 3.0, 3.0]), names, names, np.arange(1, 6))
+    assert read_frames(tmp_path / "o.gro").box.shape == (2, 3)

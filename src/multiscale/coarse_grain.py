@@ -12,43 +12,21 @@ the mapping's order; a water block becomes ``count / per_bead`` single-bead mole
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import MultiscaleError
-from .geometry import bond_tree_order, make_whole, minimum_image, wrap
+from .geometry import bond_tree_order, frame_boxes, make_whole, wrap
 from .io import atomic_write_text
 from .mapping import Mapping
 from .topology import MoleculeBlock, SystemTopology
-from .water import group_waters
+from .classes import CGBlock, classify
+from .classes import get as get_class
 
 __all__ = ["CGBlock", "CGResult", "cg_layout", "whole_molecules", "coarse_grain", "cg_names",
            "write_cg_topology", "n_beads"]
-
-
-@dataclass
-class CGBlock:
-    """The CG image of one AA molecule block.
-
-    ``n_beads`` per molecule, ``count`` CG molecules, first bead at global bead index ``start``;
-    ``matrix`` (n_beads, n_atoms) for molecules, None for water (grouped ``per_bead`` waters).
-    """
-
-    aa_block: MoleculeBlock
-    cg_name: str
-    bead_names: list[str]
-    n_beads: int
-    count: int
-    start: int
-    is_water: bool = False
-    per_bead: int = 1
-    matrix: np.ndarray | None = field(default=None, repr=False)
-
-    @property
-    def stop(self) -> int:
-        return self.start + self.n_beads * self.count
 
 
 @dataclass
@@ -62,27 +40,15 @@ class CGResult:
 
 
 def cg_layout(topology: SystemTopology, mapping: Mapping) -> list[CGBlock]:
-    """The CG blocks corresponding to the AA topology, validating the mapping against it."""
+    """The CG blocks of the AA topology, one per molecule block, each laid out by the molecule
+    class that owns its moleculetype (:func:`multiscale.classes.classify`).  Every atom belongs
+    to exactly one class, or a one-line MultiscaleError names the moleculetype and the fix."""
     out: list[CGBlock] = []
     start = 0
-    w = mapping.water
+    source = str(topology.source)
+    owners = {name: classify(mt, mapping, source) for name, mt in topology.moltypes.items()}
     for b in topology.blocks:
-        mt = b.moltype
-        if mt.is_water:
-            if b.count % w.per_bead:
-                raise MultiscaleError(
-                    f"{topology.source}: {b.count} {mt.name} molecules is not a multiple of {w.per_bead}: "
-                    f"remove {b.count % w.per_bead} water molecule(s) so every {w.cg} bead gets {w.per_bead}"
-                )
-            blk = CGBlock(b, w.cg, [w.bead], 1, b.count // w.per_bead, start, True, w.per_bead)
-        else:
-            mm = mapping.for_moltype(mt)
-            if mm is None:
-                raise MultiscaleError(
-                    f"moleculetype {mt.name} of {topology.source} has no mapping in "
-                    f"{', '.join(mapping.sources) or 'the mapping'}: add a [ molecule ] {mt.name} mapping"
-                )
-            blk = CGBlock(b, mm.cg_name, list(mm.beads), mm.n_beads, b.count, start, False, 1, mm.matrix(mt))
+        blk = owners[b.moltype.name].layout(b, mapping, start, source)
         out.append(blk)
         start = blk.stop
     return out
@@ -96,28 +62,27 @@ def n_beads(layout: list[CGBlock]) -> int:
 def whole_molecules(positions: np.ndarray, box: np.ndarray, block: MoleculeBlock) -> np.ndarray:
     """Coordinates of one block's molecules, made whole.
 
-    positions: (F, N, 3) nm (whole system); box: (F, 3) nm.
+    positions: (F, N, 3) nm (whole system); box: (F, 3) edge lengths or (F, 3, 3) box vectors, nm.
     Returns (F, count, n_atoms, 3) float64 nm; each molecule unwrapped along its bond tree.
     """
     mt = block.moltype
     x = np.asarray(positions[:, block.start:block.stop], dtype=np.float64)
     x = x.reshape(x.shape[0], block.count, mt.n_atoms, 3)
     order, parent = bond_tree_order(mt.n_atoms, mt.bonds)
-    return make_whole(x, np.asarray(box, float)[:, None, :], order, parent)
+    return make_whole(x, frame_boxes(box, x.shape[0])[:, None], order, parent)
 
 
 def coarse_grain(positions: np.ndarray, box: np.ndarray, topology: SystemTopology, mapping: Mapping,
                  seed: int = 0, layout: list[CGBlock] | None = None) -> CGResult:
     """Map AA frames to CG beads.
 
-    positions: (F, N, 3) nm with N == topology.n_atoms; box: (F, 3) nm.  Returns bead
+    positions: (F, N, 3) nm with N == topology.n_atoms; box: (F, 3) or (F, 3, 3) nm.  Returns bead
     positions (F, B, 3) nm wrapped into the box.  Water grouping per frame is seeded.
     """
     positions = np.asarray(positions)
     if positions.ndim == 2:
         positions = positions[None]
-    box = np.asarray(box, float).reshape(-1, 3)
-    box = np.broadcast_to(box, (positions.shape[0], 3))
+    box = frame_boxes(box, positions.shape[0])
     if positions.shape[1] != topology.n_atoms:
         raise MultiscaleError(
             f"AA coordinates have {positions.shape[1]} atoms but topology {topology.source} has "
@@ -129,21 +94,12 @@ def coarse_grain(positions: np.ndarray, box: np.ndarray, topology: SystemTopolog
     groups: list[list[np.ndarray]] = [[] for _ in range(nf)]
     for blk in layout:
         x = whole_molecules(positions, box, blk.aa_block)  # (F, count, n_atoms, 3)
-        if blk.is_water:
-            m = blk.aa_block.moltype.masses
-            com = np.einsum("a,fmak->fmk", m / m.sum(), x)  # (F, n_w, 3)
-            for f in range(nf):  # one grouping per frame (a KD-tree problem, not a per-molecule loop)
-                o = x[f, :, int(np.argmax(m)), :]
-                g = group_waters(o, box[f], blk.per_bead, seed=seed + f)
-                groups[f].append(g)
-                # group COM: members made whole around the first member (minimum image)
-                c = com[f][g]  # (n_groups, per_bead, 3)
-                c = c[:, :1] + minimum_image(c - c[:, :1], box[f])
-                out[f, blk.start:blk.stop] = c.mean(axis=1)
-        else:
-            beads = np.einsum("ba,fmak->fmbk", blk.matrix, x)  # (F, count, n_beads, 3)
-            out[:, blk.start:blk.stop] = beads.reshape(nf, -1, 3)
-    out = wrap(out, box[:, None, :])
+        beads, g = get_class(blk.kind).map_beads(x, box, blk, seed=seed)
+        out[:, blk.start:blk.stop] = beads.reshape(nf, -1, 3)
+        if g is not None:
+            for f in range(nf):
+                groups[f].append(g[f])
+    out = wrap(out, box[:, None])
     return CGResult(positions=out, box=np.array(box), layout=layout, water_groups=groups)
 
 

@@ -18,8 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MultiscaleError
+from .geometry import check_box, frame_boxes, is_orthorhombic
 
-__all__ = ["Frames", "read_frames", "write_frames", "atomic_path", "atomic_write_text", "ANGSTROM_PER_NM"]
+__all__ = ["Frames", "read_frames", "write_frames", "atomic_path", "atomic_write_text", "box_dimensions",
+           "ANGSTROM_PER_NM"]
 
 ANGSTROM_PER_NM = 10.0
 
@@ -52,7 +54,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 class Frames:
     """Coordinates of one system over F frames.
 
-    positions: (F, N, 3) float32 nm; box: (F, 3) nm orthorhombic edges; times: (F,) ps;
+    positions: (F, N, 3) float32 nm; box: (F, 3) nm edge lengths when every frame is
+    orthorhombic, else (F, 3, 3) box vectors (rows, GROMACS convention); times: (F,) ps;
     names/resnames/resids: (N,) from the structure file.
     """
 
@@ -73,12 +76,34 @@ class Frames:
 
 
 def _box_nm(dims, source) -> np.ndarray:
+    """MDAnalysis dimensions [a, b, c (A), alpha, beta, gamma (deg)] -> box vectors (3, 3) nm."""
+    from MDAnalysis.lib.mdamath import triclinic_vectors
+
     if dims is None:
         raise MultiscaleError(f"{source}: no periodic box: write the file with box vectors (e.g. gmx editconf -box)")
     dims = np.asarray(dims, dtype=float)
-    if not np.allclose(dims[3:], 90.0, atol=1e-3):
-        raise MultiscaleError(f"{source}: triclinic box (angles {dims[3:].round(2).tolist()}) is not supported yet: convert to a rectangular box (gmx trjconv -pbc mol -ur rect)")
-    return dims[:3] / ANGSTROM_PER_NM
+    if not np.all(np.isfinite(dims)) or np.any(dims[:3] <= 0):
+        raise MultiscaleError(f"{source}: invalid box {dims[:3].round(4).tolist()} A: write the file with finite, positive box vectors")
+    if np.allclose(dims[3:], 90.0, atol=1e-3):
+        return np.diag(dims[:3] / ANGSTROM_PER_NM)
+    m = np.asarray(triclinic_vectors(dims), dtype=np.float64) / ANGSTROM_PER_NM
+    return check_box(m, str(source))
+
+
+def _box_out(boxes: np.ndarray) -> np.ndarray:
+    """Per-frame (F, 3, 3) boxes -> (F, 3) edge lengths when every frame is orthorhombic."""
+    return np.diagonal(boxes, axis1=1, axis2=2).copy() if is_orthorhombic(boxes) else boxes
+
+
+def box_dimensions(box) -> np.ndarray:
+    """Box (3,) lengths or (3, 3) vectors, nm -> MDAnalysis dimensions (6,) [A, A, A, deg, deg, deg]."""
+    from MDAnalysis.lib.mdamath import triclinic_box
+
+    b = np.asarray(box, dtype=float)
+    if b.shape == (3,):
+        return np.r_[b * ANGSTROM_PER_NM, 90.0, 90.0, 90.0]
+    m = b * ANGSTROM_PER_NM
+    return np.asarray(triclinic_box(m[0], m[1], m[2]), dtype=float)
 
 
 def _split_gro(path: Path) -> list[str]:
@@ -124,7 +149,7 @@ def read_frames(structure: str | os.PathLike, trajectory: str | os.PathLike | No
                 unis = [mda.Universe(NamedStream(_io.StringIO(t), "frame.gro")) for t in texts[start:stop:step]]
                 u0 = unis[0] if unis else mda.Universe(NamedStream(_io.StringIO(texts[0]), "frame.gro"))
                 pos = np.stack([u.atoms.positions for u in unis]) if unis else np.zeros((0, len(u0.atoms), 3))
-                box = np.stack([_box_nm(u.dimensions, structure) for u in unis]) if unis else np.zeros((0, 3))
+                box = np.stack([_box_nm(u.dimensions, structure) for u in unis]) if unis else np.zeros((0, 3, 3))
                 times = np.array([u.trajectory.ts.time for u in unis], dtype=float)
             else:
                 u0 = mda.Universe(str(structure), str(trajectory)) if trajectory else mda.Universe(str(structure))
@@ -132,7 +157,7 @@ def read_frames(structure: str | os.PathLike, trajectory: str | os.PathLike | No
                 sl = u0.trajectory[start:stop:step]
                 nf = len(sl)
                 pos = np.empty((nf, n, 3), dtype=np.float32)
-                box = np.empty((nf, 3))
+                box = np.empty((nf, 3, 3))
                 times = np.empty(nf)
                 for k, ts in enumerate(sl):
                     pos[k] = ts.positions
@@ -149,7 +174,7 @@ def read_frames(structure: str | os.PathLike, trajectory: str | os.PathLike | No
     a = u0.atoms
     return Frames(
         positions=(np.asarray(pos, dtype=np.float32) / np.float32(ANGSTROM_PER_NM)),
-        box=box,
+        box=_box_out(box),
         times=times,
         names=np.asarray(a.names),
         resnames=np.asarray(a.resnames),
@@ -161,7 +186,8 @@ def write_frames(path: str | os.PathLike, positions: np.ndarray, box: np.ndarray
                  times: np.ndarray | None = None, title: str = "written by multiscale") -> Path:
     """Write one frame (positions (N,3)) or several ((F,N,3)) nm to .gro/.pdb/.xtc/.trr, atomically.
 
-    box: (3,) or (F, 3) nm.  A multi-frame .gro is written frame after frame.
+    box: (3,) / (F, 3) edge lengths or (3, 3) / (F, 3, 3) box vectors, nm.  A multi-frame .gro is
+    written frame after frame.
     """
     import MDAnalysis as mda
 
@@ -170,7 +196,7 @@ def write_frames(path: str | os.PathLike, positions: np.ndarray, box: np.ndarray
     if pos.ndim == 2:
         pos = pos[None]
     nf, n = pos.shape[:2]
-    box = np.broadcast_to(np.asarray(box, dtype=float).reshape(-1, 3), (nf, 3))
+    box = frame_boxes(box, nf)
     names, resnames, resids = (np.asarray(v) for v in (names, resnames, resids))
     if not (len(names) == len(resnames) == len(resids) == n):
         raise ValueError(f"write_frames: {n} atoms but {len(names)} names / {len(resnames)} resnames / {len(resids)} resids")
@@ -184,7 +210,7 @@ def write_frames(path: str | os.PathLike, positions: np.ndarray, box: np.ndarray
     u.add_TopologyAttr("resids", resids[change])
     def _set(k):
         u.atoms.positions = pos[k] * ANGSTROM_PER_NM
-        u.dimensions = np.r_[box[k] * ANGSTROM_PER_NM, 90.0, 90.0, 90.0]
+        u.dimensions = box_dimensions(box[k])
         if times is not None:
             u.trajectory.ts.time = float(times[k])
 

@@ -118,16 +118,11 @@ class Mapping:
         return None
 
     def check(self, topology: SystemTopology) -> None:
-        """Every non-water moltype has a mapping whose atoms exist (raises MultiscaleError)."""
-        for mt in topology.moltypes.values():
-            if mt.is_water:
-                continue
-            mm = self.for_moltype(mt)
-            if mm is None:
-                raise MultiscaleError(
-                    f"moleculetype {mt.name} of {topology.source} has no mapping in {', '.join(self.sources) or 'the mapping'}: add a [ molecule ] {mt.name} mapping file"
-                )
-            mm.matrix(mt)
+        """Every moleculetype of ``topology`` belongs to a molecule class and its mapping fits
+        (raises MultiscaleError naming the moleculetype; see :func:`multiscale.coarse_grain.cg_layout`)."""
+        from .coarse_grain import cg_layout
+
+        cg_layout(topology, self)
 
     def to_dict(self) -> dict:
         return {
