@@ -1,6 +1,7 @@
 """Where the data files live: mdp templates, force-field files, mappings, examples.
 
-The package ships them under ``multiscale/data/<kind>/`` (kinds: :data:`KINDS`). A user's own
+The package ships them under ``multiscale/data/<kind>/`` (kinds: :data:`KINDS`; ``classes``
+holds the molecule-class tables such as ``ions.yaml``). A user's own
 files override them: every folder in the environment variable ``MULTISCALE_DATA_PATH``
 (``:``-separated, like ``PATH``) and every folder passed as ``extra`` is searched first, with the
 same layout, e.g. ``$MULTISCALE_DATA_PATH/mdp/aa_md.mdp`` replaces the shipped ``aa_md``
@@ -22,6 +23,7 @@ __all__ = [
     "package_data_dir",
     "search_path",
     "find_data",
+    "find_all_data",
     "list_data",
     "data_dir",
     "mdp_template_dir",
@@ -31,7 +33,7 @@ __all__ = [
 ]
 
 ENV_VAR = "MULTISCALE_DATA_PATH"
-KINDS = ("mdp", "topologies", "mappings", "examples")
+KINDS = ("mdp", "topologies", "mappings", "examples", "classes")
 
 PathLike = str | os.PathLike
 
@@ -84,6 +86,16 @@ def find_data(kind: str, name: PathLike, extra: Iterable[PathLike] = ()) -> Path
             return cand
     where = ", ".join(str(r / kind) for r in roots)
     raise MultiscaleError(f"no {kind}/{rel} in {where}: add it to a folder on {ENV_VAR} or check the name")
+
+
+def find_all_data(kind: str, name: PathLike, extra: Iterable[PathLike] = ()) -> list[Path]:
+    """Every ``<root>/<kind>/<name>`` that exists, in search order (user folders first, the
+    package's last): for data merged across layers, e.g. tables whose user entries override
+    shipped ones (apply them in reverse). Empty if none exists."""
+    _check_kind(kind)
+    if Path(name).is_absolute() or ".." in Path(name).parts:
+        raise MultiscaleError(f"data name {str(name)!r} must be a relative name inside {kind}/ (no '..')")
+    return [root / kind / name for root in search_path(extra) if (root / kind / name).exists()]
 
 
 def list_data(kind: str, pattern: str = "*", extra: Iterable[PathLike] = ()) -> list[str]:
