@@ -116,6 +116,25 @@ def test_config_takes_mappings_and_templates_from_the_data_path(user_data, tmp_p
         config_from_dict({"system": dict(system, mappings=["nope.map"])}, base=tmp_path)
 
 
+def test_layered_tables_user_entries_win(tmp_path, monkeypatch):
+    """find_all_data lists every layer, user folders first; the ion table applies them in reverse."""
+    from multiscale.classes import ion_table
+    from multiscale.paths import find_all_data
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for root, cg in ((a, "NA_A"), (b, "NA_B")):
+        (root / "classes").mkdir(parents=True)
+        (root / "classes" / "ions.yaml").write_text(
+            f"ions:\n  NA: {{element: Na, charge: 1, aa_names: [NA], cg: {cg}}}\n")
+    monkeypatch.setenv(ENV_VAR, f"{a}{os.pathsep}{b}")
+    assert find_all_data("classes", "ions.yaml") == [a / "classes" / "ions.yaml", b / "classes" / "ions.yaml",
+                                                    data_dir("classes") / "ions.yaml"]
+    table = ion_table()
+    assert table["NA"]["cg"] == "NA_A" and table["CL"]["cg"] == "CL"  # leftmost folder wins; others kept
+    monkeypatch.delenv(ENV_VAR)
+    assert find_all_data("classes", "nope.yaml") == [] and ion_table()["NA"]["cg"] == "NA"
+
+
 def test_init_copies_the_mapping(tmp_path, monkeypatch):
     from multiscale.config import load_config
     from multiscale.workflow.init import init_example
