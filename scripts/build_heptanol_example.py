@@ -13,7 +13,7 @@ count after the ions replaced waters and defaults to the largest multiple of 4 t
 [waters far from HPO replaced by NA/CL at their oxygens] -> EM (flexible water) -> NVT -> NPT
 (c-rescale, isotropic).
 
-Writes into --out (default examples/heptanol): aa.gro (equilibrated, molecules whole, nm),
+Writes into --out (default src/multiscale/data/examples/heptanol): aa.gro (equilibrated, molecules whole, nm),
 aa.top (includes with paths relative to its folder), cg.top (Martini 3 topology with the same
 HPO count and n_water/4 W beads), build_info.json (composition, box, energies, timings).
 Intermediate files and GROMACS logs stay in --workdir (default: a new temporary folder).
@@ -47,7 +47,8 @@ from multiscale.gromacs import (  # noqa: E402
 )
 from multiscale.gromacs.mdp import atomic_write_text  # noqa: E402
 
-TOPO = ROOT / "topologies"
+DATA = ROOT / "src" / "multiscale" / "data"  # package data (multiscale.paths)
+TOPO = DATA / "topologies"
 
 
 # ---- .gro helpers (fixed columns, nm) ----------------------------------------------------------
@@ -62,7 +63,7 @@ def read_gro(path: Path):
 
 def write_gro(path: Path, title: str, atoms, box: str) -> None:
     out = [title, f"{len(atoms):5d}"]
-    resid_new, last, count = 0, None, 0
+    resid_new, last = 0, None
     for i, (resid, resname, name, rest) in enumerate(atoms, start=1):
         if (resid, resname) != last:
             resid_new += 1
@@ -170,7 +171,7 @@ def main(argv=None) -> int:
     ap.add_argument("--npt-ps", type=float, default=30.0, help="NPT length, ps (default 30)")
     ap.add_argument("--nt", type=int, default=None, help="mdrun -nt threads")
     ap.add_argument("--gmx", default="gmx", help="GROMACS driver (default gmx)")
-    ap.add_argument("--out", type=Path, default=ROOT / "examples" / "heptanol")
+    ap.add_argument("--out", type=Path, default=DATA / "examples" / "heptanol")
     ap.add_argument("--workdir", type=Path, default=None, help="where intermediates/logs go")
     args = ap.parse_args(argv)
     if args.n_water is None and not args.salt:
@@ -262,7 +263,8 @@ def main(argv=None) -> int:
             stage_info.update(final_energies(result.edr, settings, tail_fraction=0.5))
             stage_info["lincs_warnings"] = count_warnings(result.log)
         info["stages"][name] = stage_info
-        print(f"{name}: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in stage_info.items()))
+        shown = (f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in stage_info.items())
+        print(f"{name}: " + ", ".join(shown))
         structure = result.gro
 
     worst = check_whole(structure)

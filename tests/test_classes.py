@@ -13,8 +13,8 @@ from multiscale.geometry import minimum_image
 from multiscale.mapping import load_mapping
 from multiscale.topology import MoleculeType, load_topology
 
-EX = REPO / "examples" / "heptanol"
-TOP = REPO / "topologies"
+EX = REPO / "src" / "multiscale" / "data" / "examples" / "heptanol"
+TOP = REPO / "src" / "multiscale" / "data" / "topologies"
 
 
 def _ion_top(tmp_path, n_na=2, n_cl=2, n_sol=8):
@@ -47,7 +47,7 @@ def _mt(name, elements, charge=0.0, resname=None, atom_names=None, residues=None
 
 def test_ions_recognised_without_mapping(tmp_path):
     top = _ion_top(tmp_path)
-    layout = cg_layout(top, load_mapping(EX / "heptanol.map"))
+    layout = cg_layout(top, load_mapping(EX.parents[1] / "mappings" / "heptanol.map"))
     assert [(b.kind, b.cg_name, b.count, b.n_beads) for b in layout] == [
         ("molecule", "HPO", 2, 2), ("ion", "NA", 2, 1), ("ion", "CL", 2, 1), ("water", "W", 2, 1)]
     assert layout[1].info["min_water_o"] == pytest.approx(0.20)
@@ -69,7 +69,7 @@ def test_not_an_ion():
 
 def test_ion_beads_sit_on_ions(tmp_path):
     top = _ion_top(tmp_path)
-    mp = load_mapping(EX / "heptanol.map")
+    mp = load_mapping(EX.parents[1] / "mappings" / "heptanol.map")
     rng = np.random.default_rng(0)
     x = rng.uniform(0.2, 2.8, (top.n_atoms, 3))
     # whole molecules for HPO (compact) and waters: place each molecule's atoms near its first

@@ -39,22 +39,11 @@ def ion_table() -> dict:
     """{ion key: {element, charge, aa_names, cg, cg_names, min_water_o}} from the package data
     (and user data folders, which override entries of the same key)."""
     table = {}
-    for p in _data_files("classes", "ions.yaml"):
+    from ..paths import find_all_data
+
+    for p in reversed(find_all_data("classes", "ions.yaml")):  # package first, user folders over it
         table.update(_table_from(str(p)))
     return table
-
-
-def _data_files(kind: str, name: str) -> list[Path]:
-    """The package's data file, then same-named files in ``$MULTISCALE_DATA_PATH`` folders
-    (':'-separated; later entries override earlier ones)."""
-    import os
-
-    found = [Path(__file__).resolve().parents[1] / "data" / kind / name]
-    for folder in filter(None, os.environ.get("MULTISCALE_DATA_PATH", "").split(os.pathsep)):
-        p = Path(folder).expanduser() / kind / name
-        if p.is_file():
-            found.append(p)
-    return found
 
 
 def identify_ion(moltype) -> dict | None:
