@@ -4,7 +4,7 @@ dodecahedron), briefly equilibrated.
 
     python scripts/build_heptanol_example.py [--n-hpo 40] [--n-water 700] [--box 3.2] ...
     python scripts/build_heptanol_example.py --shape dodecahedron --box 4.0 --salt 0.15 \
-        --out examples/heptanol_nacl            # the ions + triclinic example
+        --out src/multiscale/data/examples/heptanol_nacl   # the ions + triclinic example
 
 Steps (real GROMACS, via multiscale.gromacs): gmx insert-molecules (HPO.gro) -> [gmx editconf
 -bt dodecahedron] -> gmx solvate (-cs spc216.gro) -> remove random waters down to --n-water (a

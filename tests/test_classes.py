@@ -15,6 +15,7 @@ from multiscale.topology import MoleculeType, load_topology
 
 EX = REPO / "src" / "multiscale" / "data" / "examples" / "heptanol"
 TOP = REPO / "src" / "multiscale" / "data" / "topologies"
+MAP = REPO / "src" / "multiscale" / "data" / "mappings" / "heptanol.map"
 
 
 def _ion_top(tmp_path, n_na=2, n_cl=2, n_sol=8):
@@ -159,7 +160,7 @@ def test_hydrated_ions_conserve_waters(tmp_path):
     remaining waters group 4:1; every water is used exactly once."""
     top = _ion_top(tmp_path, n_na=1, n_cl=1, n_sol=16)  # 16 - 2*4 = 8 waters -> 2 W beads
     (tmp_path / "m.yaml").write_text("ions: {waters_per_ion: 4}\n")
-    mp = load_mapping([EX / "heptanol.map", tmp_path / "m.yaml"])
+    mp = load_mapping([MAP, tmp_path / "m.yaml"])
     layout = cg_layout(top, mp)
     assert [(b.kind, b.count) for b in layout] == [("molecule", 2), ("ion", 1), ("ion", 1), ("water", 2)]
     rng = np.random.default_rng(2)
@@ -192,7 +193,7 @@ def test_hydrated_ions_conserve_waters(tmp_path):
 def test_hydrated_ions_bad_water_count(tmp_path):
     top = _ion_top(tmp_path, n_na=1, n_cl=1, n_sol=14)
     (tmp_path / "m.yaml").write_text("ions: {waters_per_ion: 4}\n")
-    mp = load_mapping([EX / "heptanol.map", tmp_path / "m.yaml"])
+    mp = load_mapping([MAP, tmp_path / "m.yaml"])
     with pytest.raises(MultiscaleError, match="6 SOL molecules left after 8 ion hydration waters .* not a multiple of 4"):
         cg_layout(top, mp)
     (tmp_path / "bad.yaml").write_text("ions: {waters_per_ion: -1}\n")
