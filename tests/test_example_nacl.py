@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import yaml
 
-pytestmark = pytest.mark.skipif(shutil.which("gmx") is None, reason="needs gmx on PATH")
+pytestmark = [pytest.mark.skipif(shutil.which("gmx") is None, reason="needs gmx on PATH"),
+              pytest.mark.skip(reason="enabled once triclinic water placement is merged")]
 
 SHORT = {
     "cycles": 1,
