@@ -103,3 +103,28 @@ def test_checksums_and_diff(tmp_path):
     # the (size, mtime) cache is used for unchanged files: the recorded checksum is trusted
     st.stages["x"] = {"inputs": {"s": new["structure"]}, "outputs": {}}
     assert Checksums(st).record(f)["sha256"] == new["structure"]["sha256"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o007])
+def test_atomic_writes_keep_the_umask_and_mark_partial_files(tmp_path, umask):
+    from multiscale.io import atomic_path, atomic_write_text, remove_partial_files
+
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        st = RunState.load(tmp_path, create=True)
+        st.save()
+        with pytest.raises(RuntimeError):
+            with atomic_path(tmp_path / "b.gro") as tmp:
+                tmp.write_text("half")
+                # what a killed writer leaves: hidden, marked partial, never 'b.gro'
+                assert tmp.name.startswith(".b.partial-") and tmp.suffix == ".gro"
+                leftover = tmp.with_name(tmp.name.replace(".gro", ".f01.gro"))
+                leftover.write_text("half")
+                raise RuntimeError
+    finally:
+        os.umask(old)
+    for name in ("a.txt", STATE_NAME):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+    assert not (tmp_path / "b.gro").exists()
+    assert remove_partial_files(tmp_path) == [leftover] and not leftover.exists()

@@ -194,7 +194,7 @@ def write_batch(args) -> int:
                         account=args.account, job_name=args.job_name, array=args.array, setup=args.setup,
                         margin_min=args.margin_min, script_path=out)
     atomic_write_text(out, text)
-    os.chmod(out, 0o755)
+    os.chmod(out, out.stat().st_mode | ((out.stat().st_mode & 0o444) >> 2))  # +x where readable (umask kept)
     print(f"wrote {out}")
     if (args.nodes > 1 or (args.ntasks or 1) > 1) and not cfg.gromacs.launcher:
         print("note: gromacs.launcher is empty, so mdrun runs on one node only: for MPI set gromacs.launcher: srun "

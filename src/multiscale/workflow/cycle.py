@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MultiscaleError
+from ..io import remove_partial_files
 from .stages import Stage, StageContext, StageStopped, load_pipeline
 from .state import RunState, now_iso, sha256_file, sha256_json
 
@@ -291,6 +292,7 @@ class _Driver:
         stop_key = self._resolve_stop_after(plan)
         with RootLock(root):
             state = RunState.load(root, create=True)
+            remove_partial_files(root)  # temporary files of writes killed mid-way (no writer is alive: we hold the lock)
             killed = state.reap_dead_attempts()
             state.set_plan([s.key for s in plan], cfg.source, cfg.digest())
             state.start_run(self.argv)
