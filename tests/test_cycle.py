@@ -10,6 +10,7 @@ run for real in the heptanol demo.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -346,6 +347,10 @@ def test_default_pipeline_stage_lists(tmp_path):
     assert by["cycle_002/aa-md"].inputs["structure"] == by["cycle_001/relax"].outputs["gro"]
     assert by["cycle_002/train"].inputs["init_model"] == by["cycle_001/train"].outputs["model"]
     assert by["cycle_002/backmap"].inputs["model"] == by["cycle_002/train"].outputs["model"]
+    # the mapping and the CG .itp files are content inputs (a changed mapping redoes coarse-grain/train)
+    assert by["cycle_001/coarse-grain"].inputs["mapping heptanol.map"] == ex / "heptanol.map"
+    assert by["cycle_001/train"].inputs["mapping heptanol.map"] == ex / "heptanol.map"
+    assert any(k.startswith("cg_include ") for k in by["cycle_001/coarse-grain"].inputs)
     assert by["cycle_001/restrained-eq"].restraint == by["cycle_001/backmap"].outputs["gro"]
     assert by["cycle_001/restrained-eq"].values["define"] == "-DPOSRES"
     assert by["cycle_001/relax"].values["define"] == ""
@@ -385,3 +390,96 @@ def test_posre_includes_added_to_preprocessed_topology():
     assert "#ifdef POSRES\n#define POSRES_HPO\n#endif\n#ifdef POSRES_HPO\n" in out
     with pytest.raises(Exception, match="moleculetype\\(s\\) XYZ not found"):
         add_posre_includes(top, {"XYZ": "posre_XYZ.itp"})
+
+
+# ------------------------------------------------------------------------------------------
+# provenance: content hashes of every input (topology #includes, mappings), --force, --redo-from
+
+
+def py_pipeline(cfg, root, replica=None):
+    """Per cycle: 'digest' (reads the topology with its #includes and the mapping) -> 'copy'."""
+    import hashlib
+
+    from multiscale.workflow.stages import PythonStage, StageResult, _named_inputs
+    from multiscale.workflow.state import include_closure
+
+    def digest(stage, ctx):
+        top = stage.inputs["topology"]
+        files = [top, *include_closure(top), *cfg.system.mapping_files]
+        stage.outputs["txt"].write_text(hashlib.sha256(b"".join(Path(f).read_bytes() for f in files)).hexdigest())
+        return StageResult()
+
+    def copy(stage, ctx):
+        stage.outputs["txt"].write_text(stage.inputs["digest"].read_text())
+        return StageResult()
+
+    stages = []
+    for c in range(1, cfg.cycles + 1):
+        wd = root / f"cycle_{c:03d}"
+        a = PythonStage(name="digest", cycle=c, workdir=wd / "digest", func=digest,
+                        inputs={"topology": cfg.system.aa_topology, **_named_inputs("mapping", cfg.system.mapping_files)},
+                        outputs={"txt": wd / "digest" / "digest.txt"})
+        b = PythonStage(name="copy", cycle=c, workdir=wd / "copy", func=copy, inputs={"digest": a.outputs["txt"]},
+                        outputs={"txt": wd / "copy" / "copy.txt"})
+        stages += [a, b]
+    return stages
+
+
+def test_changed_include_or_mapping_is_detected_force_and_redo_from_work(tmp_path):
+    sysd = tmp_path / "system"
+    box = write_w_box(sysd)
+    (sysd / "local.itp").write_text("; a local include\n")
+    top = sysd / "sys.top"
+    top.write_text('#include "local.itp"\n' + box["top"].read_text())
+    box = dict(box, top=top)
+    cfg = write_config(tmp_path, box, "prov", cycles=2)
+    root = tmp_path / "prov"
+    env = dict(env_with_pipeline(), MULTISCALE_PIPELINE=f"{HERE}:py_pipeline")
+
+    def run(*extra):
+        return subprocess.run(cycle_cmd(cfg, *extra), env=env, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+
+    def attempts():
+        return {k: len(v["attempts"]) for k, v in read_state(root)["stages"].items()}
+
+    r = run()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert attempts() == {"cycle_001/digest": 1, "cycle_001/copy": 1, "cycle_002/digest": 1, "cycle_002/copy": 1}
+    # state.json records the include's content hash, not only the top's path
+    inputs = read_state(root)["stages"]["cycle_001/digest"]["inputs"]
+    assert inputs["topology #include local.itp"]["sha256"] == hashlib.sha256(b"; a local include\n").hexdigest()
+    assert "mapping w.map" in inputs
+
+    # an edited #include (the .top itself unchanged): refused, naming the file
+    (sysd / "local.itp").write_text("; edited\n")
+    r = run()
+    assert r.returncode == 2
+    err = r.stderr.strip()
+    assert "\n" not in err and err.startswith("error: stage cycle_001/digest is done but its input "
+                                              "'topology #include local.itp'") and "--force" in err, err
+    # --force: that stage and every one after it are redone
+    r = run("--force")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "redoing it and the 3 stage(s) after it (--force)" in r.stdout
+    assert set(attempts().values()) == {2}
+
+    # an edited mapping file
+    box["map"].write_text("; edited mapping\n")
+    r = run()
+    assert r.returncode == 2 and "its input 'mapping w.map'" in r.stderr, r.stderr
+    assert run("--force").returncode == 0 and set(attempts().values()) == {3}
+
+    # --redo-from NAME@CYCLE: only that stage and the ones after it
+    r = run("--redo-from", "copy@1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert attempts() == {"cycle_001/digest": 3, "cycle_001/copy": 4, "cycle_002/digest": 4, "cycle_002/copy": 4}
+    r = run("--redo-from", "nosuch@1")
+    assert r.returncode == 2 and "--redo-from nosuch@1: no such stage" in r.stderr and r.stderr.count("\n") == 1
+
+    # a lost state.json: finished stage folders are not silently deleted
+    (root / "state.json").unlink()
+    r = run()
+    assert r.returncode == 2 and "but no state.json" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert (root / "cycle_002" / "copy" / "copy.txt").is_file()
+    r = run("--force")
+    assert r.returncode == 0 and set(attempts().values()) == {1}

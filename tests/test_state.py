@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 
 import pytest
 
@@ -85,6 +86,14 @@ def test_bad_or_missing_state(tmp_path):
     (tmp_path / STATE_NAME).write_text(json.dumps({"format": "other"}))
     with pytest.raises(MultiscaleError, match=r"not a multiscale state file"):
         RunState.load(tmp_path)
+    # valid JSON of the wrong shape: one line, no traceback later on
+    fmt = "multiscale-state/1"
+    for bad, what in (({"plan": "x"}, "'plan'"), ({"stages": []}, "'stages'"), ({"stages": {"k": 3}}, "stage k"),
+                      ({"stages": {"k": {"inputs": {"s": 5}}}}, "inputs 's'"), ({"runs": [1]}, "'runs'"),
+                      ({"stages": {"k": {"attempts": [None]}}}, "'attempts'")):
+        (tmp_path / STATE_NAME).write_text(json.dumps({"format": fmt, **bad}))
+        with pytest.raises(MultiscaleError, match=r"state\.json is damaged \(.*" + re.escape(what)):
+            RunState.load(tmp_path)
 
 
 def test_checksums_and_diff(tmp_path):

@@ -33,7 +33,8 @@ from typing import Any
 from ..errors import MultiscaleError
 from ..io import remove_partial_files
 from .stages import Stage, StageContext, StageStopped, load_pipeline
-from .state import RunState, now_iso, sha256_file, sha256_json
+from .state import (STATE_NAME, TOPOLOGY_SUFFIXES, RunState, include_closure, include_search_dirs, now_iso,
+                    sha256_file, sha256_json)
 
 __all__ = ["run_cycles", "build_plan", "EXIT_DONE", "EXIT_STOPPED"]
 
@@ -122,8 +123,11 @@ class Checksums:
         return {"path": rel, "sha256": sha, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def _fingerprint(stage: Stage, sums: Checksums) -> dict:
+def _fingerprint(stage: Stage, sums: Checksums, search_dirs: list[Path] | None = None) -> dict:
+    """Checksums of every input of ``stage``: its declared files, every file a topology among
+    them ``#include``s (recursively; role ``"<role> #include <name>"``), and its parameters."""
     out: dict[str, Any] = {}
+    dirs = include_search_dirs() if search_dirs is None else search_dirs
     for role, p in stage.inputs.items():
         if p is None:
             continue
@@ -132,6 +136,12 @@ def _fingerprint(stage: Stage, sums: Checksums) -> dict:
                                   + ("it is an output of an earlier stage; run with --force to redo that stage"
                                      if _inside(p, sums.root) else "restore it or fix sim.yaml"))
         out[role] = sums.record(Path(p))
+        if Path(p).suffix in TOPOLOGY_SUFFIXES:
+            for inc in include_closure(p, dirs):
+                name = f"{role} #include {inc.name}"
+                while name in out:
+                    name += "'"
+                out[name] = sums.record(inc)
     out["params"] = {"sha256": sha256_json(stage.params), "values": stage.params}
     return out
 
@@ -216,8 +226,9 @@ def build_plan(cfg, root: Path, replica: int | None = None) -> list[Stage]:
 
 class _Driver:
     def __init__(self, cfg, root: Path, replica, force: bool, stop_after: str | None, maxh: float | None,
-                 reporter, argv: list[str] | None):
+                 reporter, argv: list[str] | None, redo_from: str | None = None):
         self.cfg, self.root, self.replica, self.force = cfg, root, replica, force
+        self.redo_from = redo_from
         self.stop_after, self.maxh, self.reporter, self.argv = stop_after, maxh, reporter, argv
         self.t0 = time.monotonic()
         self.deadline = self.t0 + maxh * 3600.0 if maxh else None
@@ -290,7 +301,9 @@ class _Driver:
         check_gmx(cfg.gromacs.settings(), mdrun=True)
         plan = build_plan(cfg, root, self.replica)
         stop_key = self._resolve_stop_after(plan)
+        redo = self._resolve_redo_from(plan)
         with RootLock(root):
+            self._check_state_present(root)
             state = RunState.load(root, create=True)
             remove_partial_files(root)  # temporary files of writes killed mid-way (no writer is alive: we hold the lock)
             killed = state.reap_dead_attempts()
@@ -301,7 +314,7 @@ class _Driver:
             self._install_signals()
             result = "failed"
             try:
-                code = self._loop(plan, state, sums, stop_key)
+                code = self._loop(plan, state, sums, stop_key, redo)
                 result = {EXIT_DONE: "done" if state.is_done() else "stopped-after", EXIT_STOPPED: "stopped"}[code]
                 return code
             finally:
@@ -322,12 +335,54 @@ class _Driver:
                                   f"({', '.join(dict.fromkeys(s.name for s in plan))}) or a key like {keys[0]}")
         return "name:" + self.stop_after
 
-    def _loop(self, plan: list[Stage], state: RunState, sums: Checksums, stop_key: str | None) -> int:
-        for st in plan:
+    def _check_state_present(self, root: Path) -> None:
+        """Stage folders without a state file: refuse instead of silently deleting finished work."""
+        if (root / STATE_NAME).is_file() or not root.is_dir():
+            return
+        folders = sorted(p.name for p in root.glob("cycle_*") if p.is_dir())
+        if folders and not self.force:
+            raise MultiscaleError(f"{root} holds stage folders ({', '.join(folders[:3])}{' ...' if len(folders) > 3 else ''}) "
+                                  f"but no {STATE_NAME}: restore {STATE_NAME}, or run with --force to delete them and "
+                                  "redo every stage, or set another output folder")
+
+    def _resolve_redo_from(self, plan: list[Stage]) -> list[str]:
+        """Keys from ``--redo-from STAGE[@CYCLE]`` (or a key cycle_NNN/STAGE) to the end of the plan."""
+        if not self.redo_from:
+            return []
+        keys = [s.key for s in plan]
+        spec = self.redo_from.strip()
+        name, _, cyc = spec.partition("@")
+        if spec in keys:
+            i = keys.index(spec)
+        else:
+            try:
+                want = int(cyc) if cyc else None
+            except ValueError:
+                want = -1
+            idx = [i for i, s in enumerate(plan) if s.name == name and (want is None or s.cycle == want)]
+            if not idx:
+                raise MultiscaleError(f"--redo-from {spec}: no such stage: use NAME or NAME@CYCLE with NAME one of "
+                                      f"{', '.join(dict.fromkeys(s.name for s in plan))} (cycles 1-{plan[-1].cycle}), "
+                                      f"or a key like {keys[0]}")
+            i = idx[0]
+        self.reporter.note(f"--redo-from {spec}: redoing {keys[i]} and the {len(keys) - i - 1} stage(s) after it")
+        return keys[i:]
+
+    def _loop(self, plan: list[Stage], state: RunState, sums: Checksums, stop_key: str | None,
+              redo_from: list[str] | None = None) -> int:
+        keys = [s.key for s in plan]
+        redo = set(redo_from or ())
+        for idx, st in enumerate(plan):
             if self.stop_signal is not None:
                 return EXIT_STOPPED
             rec = state.record(st.key)
             status = rec["status"] if rec else "pending"
+            if st.key in redo:
+                redo.discard(st.key)
+                if status != "pending" or st.workdir.exists():
+                    st.clean()
+                    state.reset(st.key)
+                    status = "pending"
             if status == "done":
                 problem = self._check_done(st, rec, sums)
                 if problem is None:
@@ -335,8 +390,11 @@ class _Driver:
                     continue
                 if not self.force:
                     raise MultiscaleError(f"stage {st.key} is done but {problem} since it ran: run with --force to "
-                                          "redo it and the stages after it, or restore the original")
-                self.reporter.note(f"{st.key}: {problem}: redoing it (--force)")
+                                          f"redo it and the stages after it (or --redo-from {st.name}@{st.cycle}), "
+                                          "or restore the original")
+                later = keys[idx + 1:]
+                self.reporter.note(f"{st.key}: {problem}: redoing it and the {len(later)} stage(s) after it (--force)")
+                redo.update(later)
                 st.clean()
                 state.reset(st.key)
                 status = "pending"
@@ -464,7 +522,7 @@ def _clean(d: dict) -> dict:
 
 def run_cycles(config_path: str | os.PathLike, force: bool = False, stop_after: str | None = None,
                maxh: float | None = None, replica: int | None = None, progress: bool | None = None,
-               console=None, argv: list[str] | None = None) -> int:
+               console=None, argv: list[str] | None = None, redo_from: str | None = None) -> int:
     """Run (or continue) all cycles of ``config_path``.  Returns 0 when finished (or at
     ``stop_after``), 3 when stopped early by the ``maxh`` budget or a signal (run again to
     continue).  Raises :class:`MultiscaleError` on bad input or a failed stage (state kept)."""
@@ -477,5 +535,8 @@ def run_cycles(config_path: str | os.PathLike, force: bool = False, stop_after: 
         raise MultiscaleError(f"--replica must be >= 0, got {replica}")
     cfg = load_config(config_path)
     root = cfg.root(replica)
+    if root.exists() and not root.is_dir():
+        raise MultiscaleError(f"output {root} is a file, not a folder: set 'output' in {cfg.source.name if cfg.source else 'sim.yaml'} "
+                              "to a folder for the run")
     reporter = Reporter(console=console, live=progress)
-    return _Driver(cfg, root, replica, force, stop_after, maxh, reporter, argv or sys.argv).run()
+    return _Driver(cfg, root, replica, force, stop_after, maxh, reporter, argv or sys.argv, redo_from).run()

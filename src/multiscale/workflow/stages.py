@@ -485,6 +485,17 @@ def _steps(d, dt: float, what: str) -> int:
         raise MultiscaleError(f"{what}: {exc}") from None
 
 
+def _named_inputs(kind: str, paths) -> dict[str, Path]:
+    """{"<kind> <file name>": path} (a prime added to repeated names)."""
+    out: dict[str, Path] = {}
+    for p in paths:
+        name = f"{kind} {Path(p).name}"
+        while name in out:
+            name += "'"
+        out[name] = Path(p)
+    return out
+
+
 def default_pipeline(cfg, root: Path, replica: int | None = None) -> list[Stage]:
     """All stages of all ``cfg.cycles`` cycles, in run order (see the module docstring)."""
     from ..gromacs import resolve_template
@@ -533,6 +544,9 @@ def default_pipeline(cfg, root: Path, replica: int | None = None) -> list[Stage]
 
     model_path: Path | None = cfg.backmap.model
     bm_seed = cfg.backmap.seed
+    # file contents the Python stages depend on beyond their structure/topology inputs
+    mapping_inputs = _named_inputs("mapping", cfg.system.mapping_files)
+    cg_include_inputs = _named_inputs("cg_include", [p for p in cfg.system.cg_include_files() if Path(p).is_file()])
 
     def aa_block(c, start_gro):
         md = aa_mdrun(c, "aa-md", tpl.aa.md, md_values(c, "aa-md", aa.md, aa.dt, aa.output_every, aa.energy_every,
@@ -544,7 +558,8 @@ def default_pipeline(cfg, root: Path, replica: int | None = None) -> list[Stage]
         nonlocal model_path
         if not cfg.trains_in(c):
             return
-        inputs = {"aa_topology": aa_top, "aa_structure": md.outputs["gro"], "trajectory": md.outputs["xtc"]}
+        inputs = {"aa_topology": aa_top, "aa_structure": md.outputs["gro"], "trajectory": md.outputs["xtc"],
+                  **mapping_inputs}
         if model_path is not None:
             inputs["init_model"] = model_path
         st = PythonStage(name="train", cycle=c, workdir=wd(c, "train"), inputs=inputs,
@@ -559,7 +574,8 @@ def default_pipeline(cfg, root: Path, replica: int | None = None) -> list[Stage]
 
     def add_coarse_grain(c, md):
         st = PythonStage(name="coarse-grain", cycle=c, workdir=wd(c, "coarse-grain"),
-                         inputs={"aa_topology": aa_top, "aa_structure": md.outputs["gro"]},
+                         inputs={"aa_topology": aa_top, "aa_structure": md.outputs["gro"], **mapping_inputs,
+                                 **cg_include_inputs},
                          outputs={"gro": wd(c, "coarse-grain") / "cg.gro", "top": wd(c, "coarse-grain") / "cg.top"},
                          params={"seed": seed(c, "coarse-grain"), "mappings": [str(p) for p in cfg.system.mapping_files],
                                  "includes": [str(p) for p in cfg.system.cg_include_files()]},
