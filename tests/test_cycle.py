@@ -483,3 +483,30 @@ def test_changed_include_or_mapping_is_detected_force_and_redo_from_work(tmp_pat
     assert (root / "cycle_002" / "copy" / "copy.txt").is_file()
     r = run("--force")
     assert r.returncode == 0 and set(attempts().values()) == {1}
+
+
+def test_kill9_of_the_driver_alone_stops_its_mdrun_and_a_second_cycle_is_refused(wbox, tmp_path):
+    from multiscale.workflow.cycle import _alive, _descendants
+    from multiscale.workflow.status import root_is_locked
+
+    d, box = wbox
+    cfg = write_config(tmp_path, box, "orphan", md_steps=3000000, cycles=1)  # minutes of MD: not over by itself
+    root, md_dir = tmp_path / "orphan", tmp_path / "orphan" / "cycle_001" / "cg-md"
+    p = start(cfg, tmp_path / "orphan.log")
+    try:
+        wait_for(lambda: (md_dir / "cg-md.cpt").is_file(), p, what="a checkpoint of cycle_001/cg-md")
+        # a second `cycle` on the same folder while the first one runs: refused in one line
+        r = subprocess.run(cycle_cmd(cfg), env=env_with_pipeline(), capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert "another `multiscale cycle` is running on" in r.stderr and f"pid {p.pid}" in r.stderr
+        mdrun = _descendants(p.pid)
+        assert mdrun
+        os.kill(p.pid, signal.SIGKILL)  # the driver only, as `kill -9 PID` does
+        p.wait(timeout=30)
+        t0 = time.monotonic()
+        while any(_alive(x) for x in mdrun) and time.monotonic() - t0 < 10:
+            time.sleep(0.1)
+        assert not any(_alive(x) for x in mdrun), "mdrun kept running after its driver was killed"
+        assert not root_is_locked(root)
+    finally:
+        kill_group(p)
