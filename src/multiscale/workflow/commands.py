@@ -97,8 +97,9 @@ def add_commands(subparsers) -> None:
                    help="N independent replicas as a job array (OUTPUT/replica_0..N-1, distinct seeds)")
     b.add_argument("--setup", action="append", default=[], metavar="LINE",
                    help="shell line run before multiscale, e.g. 'module load gromacs' (repeatable)")
-    b.add_argument("--margin-min", type=float, default=None,
-                   help="minutes kept free before the wall time (default: 10 %% of it, 5 to 30 min)")
+    from .batch import MARGIN_HELP
+
+    b.add_argument("--margin-min", type=float, default=None, help=MARGIN_HELP.replace("%", "%%"))
     b.add_argument("--output", "-o", default=None, help="script file (default: run_multiscale.sbatch next to sim.yaml)")
     b.add_argument("--submit", action="store_true", help="submit the script with sbatch")
     b.set_defaults(func=cmd_batch)
