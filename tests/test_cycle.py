@@ -442,6 +442,11 @@ def test_changed_include_or_mapping_is_detected_force_and_redo_from_work(tmp_pat
     def attempts():
         return {k: len(v["attempts"]) for k, v in read_state(root)["stages"].items()}
 
+    # --dry-run on a fresh folder: the plan, nothing created
+    r = run("--dry-run")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "cycle_002/copy" in r.stdout and "4 stages: 4 would run, 0 skipped. Nothing was run or written." in r.stdout
+    assert not root.exists()
     r = run()
     assert r.returncode == 0, r.stdout + r.stderr
     assert attempts() == {"cycle_001/digest": 1, "cycle_001/copy": 1, "cycle_002/digest": 1, "cycle_002/copy": 1}
@@ -452,6 +457,13 @@ def test_changed_include_or_mapping_is_detected_force_and_redo_from_work(tmp_pat
 
     # an edited #include (the .top itself unchanged): refused, naming the file
     (sysd / "local.itp").write_text("; edited\n")
+    snapshot = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    r = run("--dry-run")
+    assert r.returncode == 1 and "STOP: its input 'topology #include local.itp'" in r.stdout, r.stdout + r.stderr
+    assert "the run would stop at cycle_001/digest" in r.stdout
+    r = run("--dry-run", "--force")
+    assert r.returncode == 0 and "4 would run" in r.stdout, r.stdout + r.stderr
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == snapshot  # nothing written
     r = run()
     assert r.returncode == 2
     err = r.stderr.strip()
@@ -510,3 +522,22 @@ def test_kill9_of_the_driver_alone_stops_its_mdrun_and_a_second_cycle_is_refused
         assert not root_is_locked(root)
     finally:
         kill_group(p)
+
+
+def test_dry_run_of_the_example_checks_inputs_and_writes_nothing(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "multiscale.cli", "init", str(tmp_path / "ex")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    ex = tmp_path / "ex"
+    before = sorted(p.relative_to(ex) for p in ex.rglob("*"))
+    dry = [sys.executable, "-m", "multiscale.cli", "cycle", "--config", str(ex / "sim.yaml"), "--dry-run"]
+    r = subprocess.run(dry, capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "ok  mappings: heptanol.map match the AA topology" in r.stdout and "ok  AA structure aa.gro: 3060 atoms" in r.stdout
+    assert "cycle_001/backmap" in r.stdout and "would run" in r.stdout and "Nothing was run or written." in r.stdout
+    assert sorted(p.relative_to(ex) for p in ex.rglob("*")) == before
+    # a structure that does not fit the topology is found before anything runs
+    gro = (ex / "aa.gro").read_text().splitlines()
+    (ex / "aa.gro").write_text("\n".join([gro[0], str(int(gro[1]) - 1)] + gro[2:-2] + gro[-1:]) + "\n")
+    r = subprocess.run(dry, capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
+    assert "3059" in r.stderr and not (ex / "runs").exists()

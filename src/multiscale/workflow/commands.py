@@ -19,7 +19,7 @@ def cmd_cycle(args) -> int:
 
     progress = False if args.no_progress else None
     if args.dry_run:
-        from .cycle import dry_run
+        from .dryrun import dry_run
 
         return dry_run(args.config, replica=args.replica, force=args.force, redo_from=args.redo_from)
     return run_cycles(args.config, force=args.force, stop_after=args.stop_after, maxh=args.maxh,
@@ -59,7 +59,7 @@ def add_commands(subparsers) -> None:
                         "(without @CYCLE: the first stage of that name)")
     c.add_argument("--dry-run", action="store_true",
                    help="check every input (files, topologies, mappings, templates, GROMACS) and print the plan "
-                        "with what would run; runs nothing, writes nothing")
+                        "with what would run; runs nothing, writes nothing (exit code 1 when the run would stop at a changed input)")
     c.add_argument("--stop-after", default=None, metavar="STAGE",
                    help="stop after this stage: a key such as cycle_002/cg-md, or a name such as cg-md "
                         "(the next stage of that name that runs)")
