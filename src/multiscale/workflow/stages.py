@@ -260,7 +260,7 @@ class MdrunStage(Stage):
         if self.minimisation:
             energies = em_result(res.log)
         else:
-            energies = {k: v for k, v in final_energies(res.edr, settings=ctx.settings).items() if v is not None}
+            energies = run_energies(res.edr, ctx.settings)
             dt = float(self.values.get("dt", 0))
             info["length_ps"] = round(self.nsteps * dt, 6)
         if self.nstxout > 0:
@@ -276,6 +276,19 @@ class MdrunStage(Stage):
                 raise MultiscaleError(f"{self.outputs['xtc']}: frame times {times[0]}..{times[-1]} ps do not match "
                                       f"{want} frames every {self.nstxout * dt:g} ps: rerun this stage with --force")
         return StageResult(energies=energies, info=info)
+
+
+def run_energies(edr: Path, settings) -> dict:
+    """Averages over all energy frames of a run (``potential_kj_mol``, ``temperature_k``, ...,
+    ``n_frames``) plus the last frame's values as ``last_<name>``."""
+    from ..gromacs import final_energies
+
+    avg = final_energies(edr, settings=settings, tail_fraction=1.0)
+    last = final_energies(edr, settings=settings)
+    out = {k: v for k, v in avg.items() if v is not None and k != "time_ps"}
+    out.update({f"last_{k}": v for k, v in last.items() if v is not None and k not in ("n_frames",)})
+    out["averaged"] = True
+    return out
 
 
 # ------------------------------------------------------------------------------------------
