@@ -73,3 +73,17 @@ def test_cycle_output_naming_a_file_is_refused(tmp_path, capsys):
     rc, err = _run(capsys, "cycle", "--config", cfg, "--no-progress")
     assert rc == 2 and "is a file, not a folder" in err and err.count("\n") == 1, err
     assert box["gro"].read_bytes() == before
+
+
+@pytest.mark.parametrize("output", ["ro/runs", "x" * 300])
+def test_cycle_unwritable_or_too_long_output_is_one_line(tmp_path, capsys, output):
+    from test_cycle import write_config, write_w_box
+
+    box = write_w_box(tmp_path / "system")
+    (tmp_path / "ro").mkdir(mode=0o555)
+    cfg = write_config(tmp_path, box, "runs")
+    cfg.write_text(cfg.read_text().replace("output: runs", f"output: {output}"))
+    if output.startswith("ro") and os.access(tmp_path / "ro", os.W_OK):
+        pytest.skip("running as a user who can write anywhere (root)")
+    rc, err = _run(capsys, "cycle", "--config", cfg, "--no-progress")
+    assert rc == 2 and "cannot write into the output folder" in err and err.count("\n") == 1, err

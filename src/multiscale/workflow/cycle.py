@@ -69,8 +69,12 @@ class RootLock:
     def __enter__(self):
         import fcntl
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise MultiscaleError(f"cannot write into the output folder {self.path.parent} ({exc.strerror}): "
+                                  "set 'output' in sim.yaml to a writable folder with a shorter path") from None
         t0 = time.monotonic()
         while True:
             try:
@@ -578,6 +582,15 @@ def _clean(d: dict) -> dict:
     return out
 
 
+def _is_non_folder(root: Path) -> bool:
+    """Whether ``root`` exists but is not a folder; a path the OS refuses is a one-line error."""
+    try:
+        return root.exists() and not root.is_dir()
+    except OSError as exc:
+        raise MultiscaleError(f"cannot write into the output folder {str(root)[:120]}{'...' if len(str(root)) > 120 else ''} ({exc.strerror}): set "
+                              "'output' in sim.yaml to a writable folder with a shorter path") from None
+
+
 def run_cycles(config_path: str | os.PathLike, force: bool = False, stop_after: str | None = None,
                maxh: float | None = None, replica: int | None = None, progress: bool | None = None,
                console=None, argv: list[str] | None = None, redo_from: str | None = None) -> int:
@@ -593,7 +606,7 @@ def run_cycles(config_path: str | os.PathLike, force: bool = False, stop_after: 
         raise MultiscaleError(f"--replica must be >= 0, got {replica}")
     cfg = load_config(config_path)
     root = cfg.root(replica)
-    if root.exists() and not root.is_dir():
+    if _is_non_folder(root):
         raise MultiscaleError(f"output {root} is a file, not a folder: set 'output' in {cfg.source.name if cfg.source else 'sim.yaml'} "
                               "to a folder for the run")
     reporter = Reporter(console=console, live=progress)

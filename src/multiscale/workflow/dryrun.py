@@ -120,7 +120,7 @@ def dry_run(config_path: str | os.PathLike, replica: int | None = None, force: b
     """Check every input of ``config_path`` and print the plan; returns 0 (problems raise)."""
     from ..config import load_config
     from ..gromacs import check_gmx
-    from .cycle import _Driver, build_plan
+    from .cycle import _Driver, _is_non_folder, build_plan
     from .state import STATE_NAME, RunState
     from .status import Reporter, make_console, root_is_locked
 
@@ -128,7 +128,7 @@ def dry_run(config_path: str | os.PathLike, replica: int | None = None, force: b
         raise MultiscaleError(f"--replica must be >= 0, got {replica}")
     cfg = load_config(config_path)
     root = cfg.root(replica)
-    if root.exists() and not root.is_dir():
+    if _is_non_folder(root):
         raise MultiscaleError(f"output {root} is a file, not a folder: set 'output' in {cfg.source.name} to a folder")
     console = console or make_console()
     reporter = Reporter(console=console, live=False)
