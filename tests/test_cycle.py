@@ -541,3 +541,22 @@ def test_dry_run_of_the_example_checks_inputs_and_writes_nothing(tmp_path):
     r = subprocess.run(dry, capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
     assert "3059" in r.stderr and not (ex / "runs").exists()
+
+
+def test_interrupted_run_folder_moved_elsewhere_continues(wbox, tmp_path):
+    d, box = wbox
+    a = tmp_path / "A"
+    a.mkdir()
+    cfg = write_config(a, box, "run", md_steps=MD_STEPS, cycles=1)
+    md = a / "run" / "cycle_001" / "cg-md"
+    p = start(cfg, tmp_path / "moved.log")
+    wait_for(lambda: (md / "cg-md.cpt").is_file() and (md / "cg-md.xtc").is_file()
+             and (md / "cg-md.xtc").stat().st_size > 5000, p, what="a checkpoint of cycle_001/cg-md")
+    kill_group(p)
+    b = tmp_path / "B"
+    a.rename(b)
+    r = subprocess.run(cycle_cmd(b / cfg.name), env=env_with_pipeline(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rec = read_state(b / "run")["stages"]["cycle_001/cg-md"]
+    assert [x["result"] for x in rec["attempts"]] == ["killed", "done"] and rec["attempts"][1]["continued"]
+    assert rec["info"]["frames"] == MD_STEPS // 1000 + 1

@@ -409,9 +409,14 @@ def mdrun(
     cpt = deffnm_p.with_name(f"{stage}.cpt")
     continued = checkpoint and cpt.is_file()
 
-    flags: dict[str, Any] = {"s": str(tpr_p), "deffnm": str(deffnm_p)}
+    # names relative to cwd where possible: the checkpoint records the output file names, and
+    # relative ones keep a moved run folder continuable (absolute ones make mdrun refuse to append)
+    def rel(p: Path) -> str:
+        return p.name if p.parent.resolve() == cwd_p else str(p)
+
+    flags: dict[str, Any] = {"s": rel(tpr_p), "deffnm": rel(deffnm_p)}
     if checkpoint:
-        flags["cpi"] = str(cpt)
+        flags["cpi"] = rel(cpt)
     if settings.nt is not None:
         flags["nt"] = int(settings.nt)
     if settings.ntomp is not None:
