@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -189,7 +188,7 @@ def test_script_copied_elsewhere_runs_there(tmp_path):
     """The example workflow: write the script, copy the folder to 'the cluster', delete the
     original, run the script body with bash and SLURM's variables from another working folder."""
     src = tmp_path / "laptop" / "run"
-    box = write_w_box(src / "system")
+    write_w_box(src / "system")
     (src / "sim.yaml").write_text("output: runs\ncycles: 2\nsystem:\n  aa_topology: system/w.top\n"
                                   "  aa_structure: system/w.gro\n  cg_topology: system/w.top\n"
                                   "  mappings: [system/w.map]\n")

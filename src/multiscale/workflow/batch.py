@@ -130,7 +130,7 @@ def render_slurm(cfg, config_path: Path, *, time_limit: str = "24:00:00", nodes:
         "# `multiscale status --check` says every stage is done. A requeued job continues exactly",
         f"# where the previous one stopped. USR1 ({SIGNAL_LEAD_S} s before the wall time) stops early and requeues.",
         f"# mdrun: {g.mdrun_gmx or g.gmx} mdrun, launcher: {launcher}",
-        f"# multiscale runs as: $MULTISCALE_PYTHON -m multiscale.cli, MULTISCALE_PYTHON defaulting to the",
+        "# multiscale runs as: $MULTISCALE_PYTHON -m multiscale.cli, MULTISCALE_PYTHON defaulting to the",
         f"# Python of the installation that wrote this script ({py}); on another machine",
         "# export MULTISCALE_PYTHON=/path/to/your/venv/bin/python before sbatch (--export=ALL is SLURM's default).",
         f"# Watch: multiscale status {q(root_rel)}   Log: {out_pat}",

@@ -28,7 +28,7 @@ def _check_inputs(cfg, plan) -> list[str]:
     s = cfg.system
     lines = []
     if os.environ.get("MULTISCALE_PIPELINE", "").strip():  # a custom stage list reads what it wants
-        lines.append(f"custom stage list ($MULTISCALE_PIPELINE): its stages parse the system files themselves")
+        lines.append("custom stage list ($MULTISCALE_PIPELINE): its stages parse the system files themselves")
         _check_templates(plan)
         return lines
     top = load_topology(s.aa_topology)

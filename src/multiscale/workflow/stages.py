@@ -223,7 +223,7 @@ class MdrunStage(Stage):
                     p.unlink()
 
     def run(self, ctx: StageContext) -> StageResult:
-        from ..gromacs import em_result, final_energies, grompp, mdrun, render_mdp, template_placeholders
+        from ..gromacs import em_result, grompp, mdrun, render_mdp, template_placeholders
 
         self.workdir.mkdir(parents=True, exist_ok=True)
         mdp = self.workdir / f"{self.name}.mdp"
@@ -423,7 +423,7 @@ def write_restrained_topology(aa_top: Path, structure: Path, out: Path, posres: 
     """``out``: the AA topology preprocessed by grompp (-pp; every include inlined, POSRES not
     defined, ``define`` e.g. "-DFLEXIBLE" applied) with ``#ifdef POSRES / #include "posre_<mol>.itp" / #endif`` added to the
     moleculetypes in ``posres`` ({moltype: itp file name next to ``out``})."""
-    from ..gromacs import grompp, render_mdp
+    from ..gromacs import render_mdp
     from ..io import atomic_write_text
 
     work = out.parent / f".pp-{out.stem}"

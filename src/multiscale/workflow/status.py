@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import MultiscaleError
 from .state import STATE_NAME, RunState
 
 __all__ = ["Reporter", "status_table", "show_status", "root_is_locked", "resolve_root"]
