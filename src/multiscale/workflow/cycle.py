@@ -3,10 +3,11 @@
 ``run_cycles(config_path)`` builds the stage list (:mod:`multiscale.workflow.stages`), takes a
 lock on the output root, and for each stage:
 
-* *done* -> skipped, after checking that its inputs (sha256) and parameters are those it ran
-  with and that its outputs are still there; otherwise the run stops with a message naming
-  the stage and the changed file (``--force`` redoes it, and then everything downstream,
-  whose inputs change in turn);
+* *done* -> skipped, after checking that its inputs (sha256 of every input file, of every file
+  a topology among them ``#include``s, of mapping files, and its parameters) are those it ran
+  with and that its outputs are still there; otherwise the run stops with a one-line message
+  naming the stage and the changed file (``--force`` redoes that stage and every stage after
+  it; ``--redo-from STAGE[@CYCLE]`` redoes from a chosen stage);
 * *interrupted* (killed, -maxh, signal) -> an mdrun continues from its checkpoint (``-cpi``,
   appending); a Python stage or an mdrun without checkpoint is redone from scratch;
 * *failed* -> retried (from scratch if its inputs changed since);

@@ -8,7 +8,8 @@ torn file.  Layout (``format: multiscale-state/1``)::
      "plan": ["cycle_001/aa-em", ...],              # stage keys in run order
      "stages": {"cycle_001/aa-md": {
          "cycle": 1, "stage": "aa-md", "status": "done",   # pending|running|stopped|failed|done
-         "inputs":  {"structure": {"path": ..., "sha256": ...}, ..., "params": {"sha256": ...}},
+         "inputs":  {"structure": {"path": ..., "sha256": ...}, "topology #include x.itp": {...},
+                     "mapping x.map": {...}, ..., "params": {"sha256": ..., "values": {...}}},
          "outputs": {"gro": {"path": "cycle_001/aa-md/aa-md.gro", "sha256": ..., "bytes": ...}, ...},
          "attempts": [{"started": ..., "ended": ..., "wall_s": ..., "result": "killed"|"stopped"|
                         "failed"|"done", "continued": false, "pid": ..., "host": ...}],
