@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..geometry import angle, dihedral, minimum_image, signed_volume
+from .. import graph as _graph
+from ..geometry import angle, dihedral, minimum_image
 
 __all__ = [
     "BINS", "histogram", "jsd", "wasserstein", "term_values", "bead_deviation", "rmsd",
@@ -140,19 +141,16 @@ def rmsd(deviations: np.ndarray) -> float:
 
 def chirality_signs(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
     """Handedness of stereocentres: x (..., n_atoms, 3) whole; centres (s, 4) = centre + 3
-    neighbours -> (..., s) in {-1, 0, +1} (0 = planar), NaN where atoms are missing."""
-    if len(centres) == 0:
-        return np.zeros(x.shape[:-2] + (0,))
-    v = signed_volume(*(x[..., centres[:, c], :] for c in range(4)))
-    return np.where(np.isfinite(v), np.sign(v), np.nan)
+    neighbours -> (..., s) in {-1, 0, +1} (0 = planar), NaN where atoms are missing
+    (:func:`multiscale.graph.chirality_signs`)."""
+    centres = np.asarray(centres, int).reshape(-1, 4)
+    return _graph.chirality_signs(x, centres[:, 0], centres[:, 1:])
 
 
 def cis_states(x: np.ndarray, torsions: np.ndarray) -> np.ndarray:
-    """For torsions (n, 4) over x (..., n_atoms, 3): +1 cis (|phi| < 90 deg), -1 trans, NaN missing."""
-    if len(torsions) == 0:
-        return np.zeros(x.shape[:-2] + (0,))
-    phi = term_values(x, torsions, "torsion")
-    return np.where(np.isfinite(phi), np.where(np.abs(phi) < np.pi / 2, 1.0, -1.0), np.nan)
+    """For torsions (n, 4) over x (..., n_atoms, 3): +1 cis (|phi| < 90 deg), -1 trans, NaN missing
+    (:func:`multiscale.graph.cis_states`)."""
+    return _graph.cis_states(x, torsions)
 
 
 #: Intermolecular pair-distance histograms: (low, high, n_bins) nm.
