@@ -60,9 +60,15 @@ def adjacency(n_atoms: int, bonds) -> list[list[int]]:
 
 
 def _relabel(keys: np.ndarray) -> np.ndarray:
-    """Dense int labels (lexicographic order) of the rows of ``keys`` (n, k)."""
-    _, inv = np.unique(keys, axis=0, return_inverse=True)
-    return inv.ravel().astype(np.int64)
+    """Dense int labels (lexicographic order) of the rows of ``keys`` (n, k) int, k small.
+
+    Column by column on 1-D int64 keys (never overflows: labels stay < n)."""
+    keys = np.asarray(keys, dtype=np.int64).reshape(len(keys), -1)
+    lab = np.unique(keys[:, 0], return_inverse=True)[1].ravel()
+    for j in range(1, keys.shape[1]):
+        col = np.unique(keys[:, j], return_inverse=True)[1].ravel()
+        lab = np.unique(lab * (int(col.max()) + 1) + col, return_inverse=True)[1].ravel()
+    return lab.astype(np.int64)
 
 
 class MolecularGraph:
@@ -112,14 +118,16 @@ class MolecularGraph:
             out[i, :len(nb)] = nb
         return out
 
+    def _step(self, cls: np.ndarray) -> np.ndarray:
+        """One colour-refinement round: (class, sorted neighbour classes) -> new dense classes."""
+        ext = np.append(cls, -1)
+        return _relabel(np.column_stack([cls, np.sort(ext[self._padded], axis=1)]))
+
     def _refine(self, cls: np.ndarray) -> np.ndarray:
         """Colour refinement from ``cls`` (n,) until the number of classes is stable."""
-        pad = self._padded
         n_cls = len(np.unique(cls))
         for _ in range(self.n_atoms + 1):
-            ext = np.append(cls, -1)
-            nb = np.sort(ext[pad], axis=1)
-            new = _relabel(np.column_stack([cls, nb]))
+            new = self._step(cls)
             n_new = int(new.max()) + 1 if len(new) else 0
             cls = new
             if n_new == n_cls:
@@ -128,11 +136,30 @@ class MolecularGraph:
         return cls
 
     @cached_property
-    def _classes(self) -> np.ndarray:
-        if self.n_atoms == 0:
-            return np.zeros(0, np.int64)
+    def _levels(self) -> list:
+        """Refinement rounds computed so far (lazily extended by :meth:`_level`): [P0, P1, ...]."""
         el = np.unique(np.asarray(self.elements), return_inverse=True)[1].ravel()
-        return self._refine(_relabel(np.column_stack([el, self.degree])))
+        return [_relabel(np.column_stack([el, self.degree]))] if self.n_atoms else [np.zeros(0, np.int64)]
+
+    def _level(self, k: int) -> tuple[np.ndarray, bool]:
+        """Partition after k rounds (or the stable one if reached earlier) and whether it is stable."""
+        lv = self._levels
+        while len(lv) <= k and not getattr(self, "_stable", False):
+            new = self._step(lv[-1])
+            if new.max(initial=-1) == lv[-1].max(initial=-1):
+                self._stable = True
+            else:
+                lv.append(new)
+        return lv[min(k, len(lv) - 1)], getattr(self, "_stable", False) and k >= len(lv) - 1
+
+    @cached_property
+    def _classes(self) -> np.ndarray:
+        k = 0
+        while True:
+            cls, stable = self._level(k)
+            if stable:
+                return cls
+            k += 1
 
     def classes(self) -> np.ndarray:
         """(n_atoms,) symmetry class per atom (Weisfeiler-Lehman, stable partition)."""
@@ -146,16 +173,54 @@ class MolecularGraph:
             cls[a] = top + k
         return self._refine(_relabel(cls[:, None]))
 
-    def _distinct(self, atoms, fixed) -> bool:
-        """Are the ``atoms`` pairwise non-equivalent with ``fixed`` held in place?"""
+    def _pendant_tree(self, anchor: int, start: int, limit: int = 64):
+        """Canonical form of the substituent at ``start`` seen from ``anchor`` when it is a pendant
+        tree of at most ``limit`` atoms (hangs off ``anchor`` only, no ring); None otherwise."""
+        seen = {anchor, start}
+        stack = [(start, anchor)]
+        while stack:
+            a, parent = stack.pop()
+            for b in self.adj[a]:
+                if b == parent:
+                    continue
+                if b in seen or len(seen) > limit:
+                    return None  # a ring, a way back to the anchor, or too big
+                seen.add(b)
+                stack.append((b, a))
+
+        def canon(a, parent):
+            return (self.elements[a], tuple(sorted(canon(b, a) for b in self.adj[a] if b != parent)))
+
+        return canon(start, anchor)
+
+    def _distinct(self, atoms, fixed, anchor=None) -> bool:
+        """Are the ``atoms`` (neighbours of ``anchor``, default fixed[0]) pairwise non-equivalent
+        with the atoms ``fixed`` held in place?
+
+        Colour refinement only splits classes (more rounds, or fixing atoms, never merge two), so
+        atoms already apart after a few rounds are distinct.  Tied atoms that are pendant trees are
+        compared exactly by canonical form; anything else by refinement with ``fixed`` individualised.
+        """
         atoms = list(atoms)
-        g = self._classes[atoms]
-        if len(set(g.tolist())) == len(atoms):
-            return True  # refinement with fixed atoms only splits classes further
-        # two terminal atoms of one element (e.g. H, H) can never be told apart
-        leaves = [(self.elements[a]) for a in atoms if self.degree[a] == 1]
-        if len(set(leaves)) < len(leaves):
-            return False
+        anchor = fixed[0] if anchor is None else anchor
+        forms: dict = {}
+        k = 0
+        while True:
+            cls, stable = self._level(k)
+            g = cls[atoms].tolist()
+            if len(set(g)) == len(atoms):
+                return True
+            tied = [a for a, c in zip(atoms, g) if g.count(c) > 1]
+            for a in tied:
+                if a not in forms:
+                    forms[a] = self._pendant_tree(anchor, a)
+            if all(forms[a] is not None for a in tied):
+                # pendant trees: equal canonical forms within a class <=> equivalent
+                keys = [(c, forms.get(a)) for a, c in zip(atoms, g)]
+                return len(set(keys)) == len(atoms)
+            if stable:
+                break
+            k += 1
         c = self.classes_fixing(fixed)[atoms]
         return len(set(c.tolist())) == len(atoms)
 
@@ -337,7 +402,7 @@ class MolecularGraph:
                 continue
             sa = [x for x in self.adj[a] if x != b]
             sb = [x for x in self.adj[b] if x != a]
-            if not (self._distinct(sa, [a, b]) and self._distinct(sb, [a, b])):
+            if not (self._distinct(sa, [a, b], a) and self._distinct(sb, [a, b], b)):
                 continue
             out.append((self._substituent(sa), a, b, self._substituent(sb)))
         return np.array(out, dtype=np.int64).reshape(-1, 4)
@@ -359,7 +424,7 @@ class MolecularGraph:
                 sn = [x for x in adj[n] if x != c]
                 if not any(el[x] == "O" and deg[x] == 1 for x in sc):
                     continue
-                if not (self._distinct(sc, [c, n]) and self._distinct(sn, [c, n])):
+                if not (self._distinct(sc, [c, n], c) and self._distinct(sn, [c, n], n)):
                     continue
                 ca1 = [x for x in sc if el[x] == "C"]
                 ca2 = [x for x in sn if el[x] == "C"]
