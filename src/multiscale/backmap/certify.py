@@ -7,8 +7,9 @@
   pi/2`` for the quadruple's substituents (:func:`cistrans_cis`).
 * Reference states (:class:`StereoReference`) are the majority over training frames, with
   the agreement fraction; only features with agreement >= ``min_agreement`` are enforced.
-* Clashes (:func:`find_clashes`): PBC neighbour search (``scipy.spatial.cKDTree`` on wrapped
-  coordinates plus ghost images of the atoms near the faces, :func:`periodic_pairs`); intermolecular pairs closer than ``inter`` (0.08 nm),
+* Clashes (:func:`find_clashes`): PBC neighbour search (orthorhombic: ``scipy.spatial.cKDTree`` on
+  wrapped coordinates plus ghost images of the atoms near the faces, :func:`periodic_pairs`;
+  triclinic (3, 3) boxes: :class:`multiscale.neighbours.PeriodicTree`, exact minimum image); intermolecular pairs closer than ``inter`` (0.08 nm),
   intramolecular pairs beyond 1-3 closer than ``intra`` (0.10 nm).
 * Repairs of last resort: :func:`swap_substituents` (inverts a centre by exchanging two
   acyclic substituents with a C2 rotation about their bisector) and :func:`flip_double_bond`
@@ -26,7 +27,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import graph as _graph
+from ..geometry import box_lengths, is_orthorhombic, minimum_image, wrap
 from ..graph import MolecularGraph
+from ..neighbours import PeriodicTree
 
 __all__ = ["periodic_pairs", "StereoReference", "find_stereocentres", "find_double_bonds", "chirality_signs", "cistrans_cis",
            "find_clashes", "swap_substituents", "flip_double_bond", "CertificateReport", "exclusion_matrix",
@@ -188,13 +191,18 @@ def exclusion_matrix(n_atoms: int, bonds: np.ndarray, nrexcl: int = 2) -> np.nda
 
 
 def periodic_pairs(xw: np.ndarray, box: np.ndarray, r: float) -> np.ndarray:
-    """All pairs (i < j) of wrapped points xw (N, 3) in [0, box) closer than ``r`` (periodic).
+    """All pairs (i < j) of wrapped points xw (N, 3) closer than ``r`` (periodic).
 
-    A plain KD-tree on the points plus ghost copies of the atoms within ``r`` of a face
-    (about 2x faster than scipy's periodic ``boxsize`` tree); requires box > 2 r.
+    box: (3,) edge lengths (points in [0, box)) or (3, 3) box vectors.  Orthorhombic: a plain
+    KD-tree on the points plus ghost copies of the atoms within ``r`` of a face (about 2x faster
+    than scipy's periodic ``boxsize`` tree; requires box > 2 r).  Triclinic:
+    :class:`multiscale.neighbours.PeriodicTree` (ghost images of the parallelepiped).
     """
     from scipy.spatial import cKDTree
 
+    if not is_orthorhombic(box):
+        return PeriodicTree(xw, box, r).query_pairs(r)
+    box = box_lengths(box)
     n = len(xw)
     if n == 0:
         return np.zeros((0, 2), int)
@@ -229,7 +237,8 @@ def find_clashes(x: np.ndarray, box: np.ndarray, molecule: np.ndarray, local: np
                  workers: int = 1, subset: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Clashing atom pairs of one frame.
 
-    x: (N, 3) nm (any image); box: (3,) nm; molecule: (N,) global molecule id; local: (N,)
+    x: (N, 3) nm (any image); box: (3,) nm edge lengths or (3, 3) box vectors (triclinic, exact
+    minimum image); molecule: (N,) global molecule id; local: (N,)
     atom index within its molecule; kind: (N,) index into ``exclusions`` (one (n, n) bool
     matrix per molecule type, True = excluded pair).
     subset: only pairs with at least one atom in these indices (a periodic KD-tree query of
@@ -237,19 +246,27 @@ def find_clashes(x: np.ndarray, box: np.ndarray, molecule: np.ndarray, local: np
     Returns (inter_pairs (P, 2), intra_pairs (Q, 2)) atom indices, i < j.
     """
     box = np.asarray(box, np.float64)
-    xw = np.mod(np.asarray(x, np.float64), box)
-    xw[xw >= box] = 0.0
+    ortho = is_orthorhombic(box)
+    if ortho:
+        box = box_lengths(box)
+        xw = np.mod(np.asarray(x, np.float64), box)
+        xw[xw >= box] = 0.0
+    else:
+        xw = wrap(np.asarray(x, np.float64), box)
     r = max(inter, intra)
     if subset is None:
         pairs = periodic_pairs(xw, box, r)
     else:
-        from scipy.spatial import cKDTree
-
         subset = np.asarray(subset, int)
         if not len(subset):
             return np.zeros((0, 2), int), np.zeros((0, 2), int)
-        tree = cKDTree(xw, boxsize=box, balanced_tree=False, compact_nodes=False)
-        nb = tree.query_ball_point(xw[subset], r, return_sorted=False)
+        if ortho:
+            from scipy.spatial import cKDTree
+
+            tree = cKDTree(xw, boxsize=box, balanced_tree=False, compact_nodes=False)
+            nb = tree.query_ball_point(xw[subset], r, return_sorted=False)
+        else:
+            nb = PeriodicTree(xw, box, r).query_ball_point(xw[subset], r)
         cnt = np.fromiter((len(v) for v in nb), int, len(nb))
         jj = np.fromiter((j for v in nb for j in v), int, int(cnt.sum()))
         ii = np.repeat(subset, cnt)
@@ -261,7 +278,10 @@ def find_clashes(x: np.ndarray, box: np.ndarray, molecule: np.ndarray, local: np
         return np.zeros((0, 2), int), np.zeros((0, 2), int)
     i, j = pairs[:, 0], pairs[:, 1]
     d = xw[j] - xw[i]
-    d -= box * np.round(d / box)
+    if ortho:
+        d -= box * np.round(d / box)
+    else:
+        d = minimum_image(d, box)
     dist = np.sqrt((d * d).sum(-1))
     same = molecule[i] == molecule[j]
     inter_p = pairs[~same & (dist < inter)]

@@ -5,10 +5,12 @@ Distribution comparison
     :func:`wasserstein` (1-D earth mover's distance; circular for torsions), :func:`term_values`.
 CG consistency
     :func:`bead_deviation` minimum-image bead-to-bead deviations, :func:`rmsd`.
+Boxes are (3,) edge lengths or (3, 3) GROMACS box vectors (triclinic) everywhere; per-frame
+stacks (F, 3) / (F, 3, 3) where a function takes frames.
 Stereochemistry
     :func:`chirality_signs`, :func:`cis_states`.
 Sterics
-    :func:`clash_pairs` (PBC cKDTree), :func:`ring_penetrations` (segment vs ring fan triangles).
+    :func:`clash_pairs` (periodic neighbour search), :func:`ring_penetrations` (segment vs ring fan triangles).
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from __future__ import annotations
 import numpy as np
 
 from .. import graph as _graph
-from ..geometry import angle, dihedral, minimum_image
+from ..geometry import angle, dihedral, is_orthorhombic, minimum_image, perpendicular_widths
+from ..neighbours import PeriodicTree
 
 __all__ = [
     "BINS", "histogram", "jsd", "wasserstein", "term_values", "bead_deviation", "rmsd",
     "chirality_signs", "cis_states", "clash_pairs", "ring_penetrations", "segment_triangle_hits",
-    "jsd_floor", "RDF_RANGE", "rdf_histograms",
+    "jsd_floor", "RDF_RANGE", "rdf_histograms", "frame_box", "rdf_fits",
 ]
 
 #: Fixed binning per term kind: (low, high, n_bins).  Values outside are counted in the edge bins.
@@ -126,9 +129,19 @@ def term_values(x: np.ndarray, atoms: np.ndarray, kind: str) -> np.ndarray:
     raise ValueError(f"unknown term kind {kind!r}")
 
 
+def frame_box(box: np.ndarray, n_extra: int) -> np.ndarray:
+    """Per-frame boxes ready to broadcast over ``n_extra`` axes after the frame axis.
+
+    box: (F, 3) edge lengths or (F, 3, 3) box vectors (triclinic) -> (F, 1.., 3) or (F, 1.., 3, 3)."""
+    b = np.asarray(box, float)
+    tail = (3, 3) if b.ndim == 3 else (3,)
+    return b.reshape((b.shape[0],) + (1,) * n_extra + tail)
+
+
 def bead_deviation(beads: np.ndarray, target: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """Minimum-image deviation |beads - target| (nm): beads, target (F, B, 3), box (F, 3) -> (F, B)."""
-    d = minimum_image(np.asarray(beads, float) - np.asarray(target, float), np.asarray(box, float)[:, None, :])
+    """Minimum-image deviation |beads - target| (nm): beads, target (F, B, 3), box (F, 3) or
+    (F, 3, 3) (triclinic; exact minimum image) -> (F, B)."""
+    d = minimum_image(np.asarray(beads, float) - np.asarray(target, float), frame_box(box, 1))
     return np.linalg.norm(d, axis=-1)
 
 
@@ -157,23 +170,26 @@ def cis_states(x: np.ndarray, torsions: np.ndarray) -> np.ndarray:
 RDF_RANGE = (0.0, 0.8, 80)
 
 
+def rdf_fits(box: np.ndarray) -> bool:
+    """Does the RDF range fit the cell (every perpendicular width >= 2 x RDF_RANGE high)?  box (3,) or (3, 3)."""
+    return bool(np.min(perpendicular_widths(box)) >= 2 * RDF_RANGE[1])
+
+
 def rdf_histograms(x: np.ndarray, box: np.ndarray, molecule: np.ndarray, site_class: np.ndarray, n_classes: int) -> np.ndarray:
     """Counts of intermolecular site-pair distances in one frame, per pair of site classes.
 
-    x: (n, 3) nm of the sites (e.g. heavy atoms); molecule: (n,) molecule-copy id; site_class:
-    (n,) int in [0, n_classes).  Returns (n_classes, n_classes, n_bins) counts (symmetric in
-    the first two axes, each pair counted once at [min, max]) over RDF_RANGE.
+    x: (n, 3) nm of the sites (e.g. heavy atoms); box: (3,) or (3, 3) (triclinic, minimum image
+    exact); molecule: (n,) molecule-copy id; site_class: (n,) int in [0, n_classes).  Returns
+    (n_classes, n_classes, n_bins) counts (symmetric in the first two axes, each pair counted once
+    at [min, max]) over RDF_RANGE.
     """
-    from scipy.spatial import cKDTree
-
     lo, hi, nb = RDF_RANGE
     out = np.zeros((n_classes, n_classes, nb))
     ok = np.all(np.isfinite(x), axis=1)
     x, molecule, site_class = x[ok], molecule[ok], site_class[ok]
     if len(x) < 2:
         return out
-    tree = cKDTree(_wrap(np.asarray(x, float).copy(), box), boxsize=box)
-    pairs = tree.query_pairs(hi, output_type="ndarray")
+    pairs = PeriodicTree(np.asarray(x, float), box, hi).query_pairs(hi)
     if len(pairs) == 0:
         return out
     pairs = pairs[molecule[pairs[:, 0]] != molecule[pairs[:, 1]]]
@@ -186,31 +202,30 @@ def rdf_histograms(x: np.ndarray, box: np.ndarray, molecule: np.ndarray, site_cl
 
 
 def _wrap(x, box):
-    w = np.mod(x, box)
-    w[w >= box] = 0.0
-    return w
+    """Wrap into the primary cell (box (3,) or (3, 3)); see :func:`multiscale.geometry.wrap`."""
+    from ..geometry import wrap
+
+    return wrap(np.asarray(x, float), box)
 
 
 def clash_pairs(x: np.ndarray, box: np.ndarray, molecule: np.ndarray, excluded: np.ndarray,
                 inter_cutoff: float = 0.08, intra_cutoff: float = 0.10):
-    """Close atom pairs in one frame, periodic (cKDTree with ``boxsize``).
+    """Close atom pairs in one frame, periodic (:class:`multiscale.neighbours.PeriodicTree`).
 
-    x: (N, 3) nm (NaN rows ignored); box: (3,) nm; molecule: (N,) molecule-copy id per atom;
+    x: (N, 3) nm (NaN rows ignored); box: (3,) or (3, 3) nm (triclinic: exact minimum image); molecule: (N,) molecule-copy id per atom;
     excluded: (P, 2) int global atom pairs i<j that never count (1-2 and 1-3 pairs).
     Returns (inter (n, 2), intra (m, 2), distances_inter, distances_intra): intermolecular pairs
     closer than ``inter_cutoff``, intramolecular pairs not in ``excluded`` closer than
     ``intra_cutoff`` (nm).
     """
-    from scipy.spatial import cKDTree
-
     x = np.asarray(x, float)
     box = np.asarray(box, float)
     ok = np.flatnonzero(np.all(np.isfinite(x), axis=1))
     empty = np.zeros((0, 2), int)
     if len(ok) < 2:
         return empty, empty, np.zeros(0), np.zeros(0)
-    tree = cKDTree(_wrap(x[ok], box), boxsize=box)
-    pairs = tree.query_pairs(max(inter_cutoff, intra_cutoff), output_type="ndarray")
+    r = max(inter_cutoff, intra_cutoff)
+    pairs = PeriodicTree(x[ok], box, r).query_pairs(r)
     if len(pairs) == 0:
         return empty, empty, np.zeros(0), np.zeros(0)
     pairs = np.sort(ok[pairs], axis=1)
@@ -246,14 +261,12 @@ def segment_triangle_hits(p0, p1, a, b, c, eps: float = 1e-12) -> np.ndarray:
 def ring_penetrations(x: np.ndarray, box: np.ndarray, rings: np.ndarray, bonds: np.ndarray) -> np.ndarray:
     """Bonds passing through rings in one frame.
 
-    x: (N, 3) nm with every molecule whole (not necessarily wrapped); box (3,) nm;
+    x: (N, 3) nm with every molecule whole (not necessarily wrapped); box (3,) or (3, 3) nm;
     rings: (R, k) global atom indices of rings of one size k, in cyclic order; bonds: (B, 2)
     global atom indices.  A ring's surface is the fan of triangles (centroid, v_i, v_i+1); a
     bond counts when its segment (minimum image, taken next to the ring) crosses that surface
     and shares no atom with the ring.  Returns (n_hits, 2) pairs (ring row, bond row).
     """
-    from scipy.spatial import cKDTree
-
     x = np.asarray(x, float)
     box = np.asarray(box, float)
     rings = np.asarray(rings, int)
@@ -271,8 +284,10 @@ def ring_penetrations(x: np.ndarray, box: np.ndarray, rings: np.ndarray, bonds: 
     radius = np.nanmax(np.linalg.norm(v - cen[:, None], axis=-1)) + np.nanmax(np.linalg.norm(half[okb], axis=-1))
     bi = np.flatnonzero(okb)
     ri = np.flatnonzero(okr)
-    tree = cKDTree(_wrap(mid[bi], box), boxsize=box)
-    lists = tree.query_ball_point(_wrap(cen[ri], box), r=float(radius) + 1e-9)
+    r = float(radius) + 1e-9
+    if not is_orthorhombic(box):
+        r = min(r, 0.499 * float(np.min(perpendicular_widths(box))))
+    lists = PeriodicTree(mid[bi], box, r).query_ball_point(cen[ri], r)
     r_idx = np.repeat(ri, [len(l) for l in lists])
     b_idx = bi[np.concatenate([np.asarray(l, int) for l in lists])] if len(r_idx) else np.zeros(0, int)
     if len(r_idx) == 0:

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MultiscaleError
-from ..geometry import bond_tree_order, make_whole, minimum_image
+from ..geometry import bond_tree_order, box_volume, make_whole, minimum_image
+from ..neighbours import PeriodicTree
 from . import metrics as M
 from .match import match_atoms, match_cg
 from .terms import molecule_terms
@@ -92,7 +93,7 @@ class _System:
         for b in self.top.blocks:
             order, parent = self.trees[b.moltype.name]
             v = self.block_view(out, b)
-            w = make_whole(v, np.asarray(box, float)[:, None, :], order, parent)  # (F, 1, 3) against (F, count, 3)
+            w = make_whole(v, M.frame_box(box, 1), order, parent)  # (F, 1, 3[, 3]) against (F, count, 3)
             bad = ~np.isfinite(w) & np.isfinite(v)
             w[bad] = v[bad]
             out[:, b.start:b.stop] = w.reshape(out.shape[0], -1, 3)
@@ -109,17 +110,21 @@ class _Sample:
     cis: dict = field(default_factory=dict)         # moltype -> (F, count, d)
     rdf: np.ndarray | None = None                    # (C, C, n_bins) pair counts summed over frames
     rdf_frames: np.ndarray | None = None             # (F, C, C, n_bins) per frame
+    rdf_weights: np.ndarray | None = None            # (F,) cell volume / first frame's volume
 
 
 def _analyse(system: _System, x: np.ndarray, box: np.ndarray) -> _Sample:
     """Terms, handedness, cis/trans states and intermolecular pair-distance histograms of
-    whole-molecule positions x (F, N, 3) in boxes (F, 3)."""
+    whole-molecule positions x (F, N, 3) in boxes (F, 3) or (F, 3, 3) (triclinic)."""
     s = _Sample(n_frames=x.shape[0])
     nc = len(system.site_names)
-    if nc and np.all(np.min(box, axis=1) >= 2 * M.RDF_RANGE[1]):
+    if nc and all(M.rdf_fits(box[f]) for f in range(len(box))):
         s.rdf_frames = np.stack([M.rdf_histograms(x[f, system.sites], box[f], system.molecule[system.sites],
                                                   system.site_class, nc) for f in range(x.shape[0])])
-        s.rdf = s.rdf_frames.sum(axis=0)
+        # g(r) ~ counts x cell volume: frames of a varying (NPT) cell are weighted by V_f / V_0
+        vol = box_volume(box)
+        s.rdf_weights = vol / vol[0]
+        s.rdf = (s.rdf_frames * s.rdf_weights[:, None, None, None]).sum(axis=0)
     done = set()
     per_type: dict[str, list[np.ndarray]] = {}
     for b in system.top.blocks:
@@ -240,11 +245,12 @@ def _water_deviation(xw: np.ndarray, masses: np.ndarray, beads: np.ndarray, box:
     assigned to it; the assignment minimises the summed squared water-bead distances with
     exactly ``per_bead`` waters per bead (sparse bipartite matching over the nearest beads).
 
-    xw: (F, n_waters, 3, 3) whole waters; beads: (F, n_beads, 3); box (F, 3).
+    xw: (F, n_waters, 3, 3) whole waters; beads: (F, n_beads, 3); box (F, 3) or (F, 3, 3).
     """
     from scipy.sparse import csr_matrix
     from scipy.sparse.csgraph import min_weight_full_bipartite_matching
-    from scipy.spatial import cKDTree
+
+    from ..geometry import is_orthorhombic, perpendicular_widths
 
     com = np.einsum("fwak,a->fwk", xw, masses / masses.sum())
     nf, nw = com.shape[:2]
@@ -255,18 +261,24 @@ def _water_deviation(xw: np.ndarray, masses: np.ndarray, beads: np.ndarray, box:
         if not ok.all():
             continue
         b = box[f]
-        tree = cKDTree(M._wrap(beads[f].copy(), b), boxsize=b)
+        # triclinic: the ghost layer bounds the search radius (ample: beads are ~0.5 nm apart)
+        reach = np.inf if is_orthorhombic(b) else 0.49 * float(np.min(perpendicular_widths(b)))
+        tree = PeriodicTree(beads[f], b, 0.0 if np.isinf(reach) else reach)
         col = None
         for k in (8, 32, nb):
             k = min(k, nb)
-            _, nn = tree.query(M._wrap(com[f].copy(), b), k=k)
+            _, nn = tree.query(com[f], k=k, distance_upper_bound=reach)
             nn = np.asarray(nn).reshape(nw, k)
+            found = nn < nb
+            nn = np.where(found, nn, 0)
             d2 = np.sum(minimum_image(com[f][:, None] - beads[f][nn], b) ** 2, -1) + 1e-9
             rows = np.repeat(np.arange(nw), k * per_bead)
             cols = (nn[:, :, None] * per_bead + np.arange(per_bead)).ravel()
             w = np.repeat(d2.ravel(), per_bead)
+            keep = np.repeat(found.ravel(), per_bead)
             try:
-                _, col = min_weight_full_bipartite_matching(csr_matrix((w, (rows, cols)), shape=(nw, nb * per_bead)))
+                _, col = min_weight_full_bipartite_matching(csr_matrix((w[keep], (rows[keep], cols[keep])),
+                                                                       shape=(nw, nb * per_bead)))
                 break
             except ValueError:
                 if k == nb:
@@ -294,7 +306,7 @@ def _cg_consistency(system, cg_blocks, x, cg_pos, cg_box):
             wat_dev.append(d.ravel())
         else:
             beads = np.einsum("ba,fcak->fcbk", m.matrix, v)
-            d = np.linalg.norm(minimum_image(beads - tgt, cg_box[:, None, None, :]), axis=-1)
+            d = np.linalg.norm(minimum_image(beads - tgt, M.frame_box(cg_box, 2)), axis=-1)
             mol_dev.append(d.ravel())
         per_block.append({"moltype": b.moltype.name, "rmsd_nm": M.rmsd(d), "max_nm": float(np.nanmax(d)) if np.isfinite(d).any() else None})
     allv = np.concatenate(mol_dev + wat_dev) if (mol_dev or wat_dev) else np.zeros(0)
@@ -372,7 +384,8 @@ def _compare_terms(system, ref: _Sample, cand: _Sample, seed: int) -> list[dict]
 def _compare_rdf(system, ref: _Sample, cand: _Sample, min_pairs: int = 50, seed: int = 0, repeats: int = 5) -> list[dict]:
     """JSD (base 2) of the intermolecular site-pair g(r) per class pair: pair counts divided by the
     shell volume, each curve normalised to a distribution over r (0-0.8 nm).  ``jsd_floor``: mean
-    JSD of as many randomly drawn reference frames as the candidate has against the full reference."""
+    JSD of as many randomly drawn reference frames as the candidate has against the full reference.
+    Frames are weighted by their cell volume (relative to the first), so NPT ensembles average g(r)."""
     if ref.rdf is None or cand.rdf is None:
         return []
     lo, hi, nb = M.RDF_RANGE
@@ -389,7 +402,7 @@ def _compare_rdf(system, ref: _Sample, cand: _Sample, min_pairs: int = 50, seed:
                 continue
             rows.append({"pair": f"{system.site_names[a]}-{system.site_names[b]}",
                          "jsd": M.jsd(c / shell, r / shell) if c.sum() > 0 else 1.0,
-                         "jsd_floor": float(np.mean([M.jsd(ref.rdf_frames[d, a, b].sum(0) / shell, r / shell)
+                         "jsd_floor": float(np.mean([M.jsd((ref.rdf_frames[d, a, b] * ref.rdf_weights[d, None]).sum(0) / shell, r / shell)
                                                      if ref.rdf_frames[d, a, b].sum() > 0 else 1.0 for d in draws])),
                          "pairs_per_frame_reference": float(r.sum() / ref.n_frames),
                          "pairs_per_frame_candidate": float(c.sum() / cand.n_frames)})
