@@ -133,6 +133,22 @@ def test_shifted_candidate_cg_rmsd_equals_shift(tmp_path):
     assert (tmp_path / "out" / "plots" / "shifted_worst_terms.png").stat().st_size > 1000
 
 
+def test_triclinic_box_shifted_candidate(tmp_path):
+    """Rhombic dodecahedron: a candidate moved by 0.03 nm and one lattice vector scores 0.03 nm CG RMSD."""
+    p, top, mp, x, _ = _toy_system(tmp_path)
+    d = 3.2
+    box = np.array([[[d, 0, 0], [0, d, 0], [d / 2, d / 2, d * np.sqrt(2) / 2]]])
+    cg = _write_cg(tmp_path / "cg.gro", top, mp, x, box)
+    ref = _write(tmp_path / "ref.gro", top, x, box)
+    cand = _write(tmp_path / "cand.gro", top, x + [0.03, 0, 0] + box[0, 2], box)
+    r = evaluate(cg=cg, mapping=p["map"], topology=p["top"], reference=ref, candidates={"shifted": str(cand)},
+                 output=tmp_path / "out", energy=False)
+    c = r["candidates"]["shifted"]
+    assert c["cg_rmsd_nm"] == pytest.approx(0.03, abs=2e-3)
+    assert c["cg_rmsd_water_nm"] == pytest.approx(0.03, abs=2e-3)
+    assert c["clashes_inter"] == 0 and c["clashes_intra"] == 0 and c["jsd_max"] == 0.0
+
+
 def _chx(tmp_path, n=6, frames=3, box=3.0, seed=0):
     (tmp_path / "chx.top").write_text(CHX_TOP.format(n=n))
     (tmp_path / "chx.map").write_text(CHX_MAP)
