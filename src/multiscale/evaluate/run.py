@@ -328,7 +328,8 @@ def _sterics(system, x, box, labels):
         inter_n.append(len(inter))
         intra_n.append(len(intra))
         for pairs, d, kind in ((inter, di, "inter"), (intra, da, "intra")):
-            for (i, j), dd in zip(pairs[:5], d[:5]):
+            closest = np.argsort(d, kind="stable")[:5]  # the 5 closest pairs of the frame
+            for (i, j), dd in zip(pairs[closest], d[closest]):
                 worst.append({"frame": f, "kind": kind, "distance_nm": round(float(dd), 4),
                               "atoms": f"{labels[i]} - {labels[j]}"})
         nr = 0

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..graph import MolecularGraph, adjacency
+from ..graph import MolecularGraph
 
-__all__ = ["TermType", "MoleculeTerms", "molecule_terms", "symmetry_classes", "neighbours", "close_pairs"]
+__all__ = ["TermType", "MoleculeTerms", "molecule_terms"]
 
 
 @dataclass
@@ -63,17 +63,6 @@ class MoleculeTerms:
         return "-".join(self.atom_names[i] for i in idx)
 
 
-def neighbours(n_atoms: int, bonds: np.ndarray) -> list[list[int]]:
-    """Adjacency lists (sorted) of a molecule's bond graph (:func:`multiscale.graph.adjacency`)."""
-    return adjacency(n_atoms, bonds)
-
-
-def symmetry_classes(elements, adj: list[list[int]]) -> np.ndarray:
-    """Weisfeiler-Lehman symmetry class per atom (:meth:`multiscale.graph.MolecularGraph.classes`)."""
-    bonds = [(i, j) for i, nb in enumerate(adj) for j in nb if i < j]
-    return MolecularGraph(len(adj), np.array(bonds, int).reshape(-1, 2), elements).classes()
-
-
 def _pool(kind, terms: list[tuple], cls, names, heavy_mask) -> list[TermType]:
     groups: dict[tuple, list[tuple]] = {}
     for t in terms:
@@ -89,12 +78,6 @@ def _pool(kind, terms: list[tuple], cls, names, heavy_mask) -> list[TermType]:
                             heavy=bool(all(heavy_mask[i] for i in first))))
     out.sort(key=lambda t: tuple(t.atoms[0]))
     return out
-
-
-def close_pairs(adj: list[list[int]]) -> np.ndarray:
-    """(n, 2) sorted pairs i<j separated by one or two bonds (1-2 and 1-3 pairs)."""
-    bonds = [(i, j) for i, nb in enumerate(adj) for j in nb if i < j]
-    return MolecularGraph(len(adj), np.array(bonds, int).reshape(-1, 2), ["X"] * len(adj)).excluded_pairs(2)
 
 
 def molecule_terms(moltype) -> MoleculeTerms:
