@@ -149,6 +149,27 @@ def test_triclinic_box_shifted_candidate(tmp_path):
     assert c["clashes_inter"] == 0 and c["clashes_intra"] == 0 and c["jsd_max"] == 0.0
 
 
+def test_water_scored_with_the_tools_grouping_when_known(tmp_path):
+    """Two W beads whose outer waters sit nearer the other bead: the optimal assignment regroups
+    them (non-zero deviation); the tool's own grouping (order) reproduces both beads exactly."""
+    p, top, mp, x, box = _toy_system(tmp_path)
+    wat = np.array([[0, 0, 0], [0.0957, 0, 0], [-0.024, 0.0927, 0]])
+    a = [(-0.2, 0, 0), (-0.2, 0.3, 0), (-0.2, 0, 0.3), (0.35, 0.15, 0.15)]
+    b = [(0.55, 0, 0), (0.55, 0.3, 0), (0.55, 0, 0.3), (0.15, 0.15, 0.15)]
+    x = x.copy()
+    x[15:] = np.round(np.concatenate([wat + np.add(c, [2.0, 1.5, 1.5]) for c in a + b]), 3)
+    cg = _write_cg(tmp_path / "cg.gro", top, mp, x, box)
+    cand = _write(tmp_path / "cand.gro", top, x, box)
+    r = evaluate(cg=cg, mapping=p["map"], topology=p["top"], candidates={"tool": str(cand), "anon": str(cand)},
+                 water_grouping={"tool": "order"}, output=tmp_path / "out", energy=False, plots=False)
+    tool, anon = r["candidates"]["tool"], r["candidates"]["anon"]
+    assert tool["cg_water_grouping"] == "order" and anon["cg_water_grouping"] == "assignment"
+    assert tool["cg_rmsd_water_nm"] < 2e-3 < 0.05 < anon["cg_rmsd_water_nm"]
+    with pytest.raises(MultiscaleError, match="water-grouping"):
+        evaluate(cg=cg, mapping=p["map"], topology=p["top"], candidates={"tool": str(cand)},
+                 water_grouping={"tool": "nearest"}, output=tmp_path / "out2", energy=False)
+
+
 def _chx(tmp_path, n=6, frames=3, box=3.0, seed=0):
     (tmp_path / "chx.top").write_text(CHX_TOP.format(n=n))
     (tmp_path / "chx.map").write_text(CHX_MAP)

@@ -18,13 +18,13 @@ from __future__ import annotations
 import numpy as np
 
 from .. import graph as _graph
-from ..geometry import angle, dihedral, is_orthorhombic, minimum_image, perpendicular_widths
+from ..geometry import angle, box_volume, dihedral, is_orthorhombic, minimum_image, perpendicular_widths
 from ..neighbours import PeriodicTree
 
 __all__ = [
     "BINS", "histogram", "jsd", "wasserstein", "term_values", "bead_deviation", "rmsd",
     "chirality_signs", "cis_states", "clash_pairs", "ring_penetrations", "segment_triangle_hits",
-    "jsd_floor", "RDF_RANGE", "rdf_histograms", "frame_box", "rdf_fits",
+    "jsd_floor", "RDF_RANGE", "rdf_histograms", "frame_box", "frame_volumes", "rdf_fits",
 ]
 
 #: Fixed binning per term kind: (low, high, n_bins).  Values outside are counted in the edge bins.
@@ -136,6 +136,12 @@ def frame_box(box: np.ndarray, n_extra: int) -> np.ndarray:
     b = np.asarray(box, float)
     tail = (3, 3) if b.ndim == 3 else (3,)
     return b.reshape((b.shape[0],) + (1,) * n_extra + tail)
+
+
+def frame_volumes(box: np.ndarray) -> np.ndarray:
+    """Cell volumes (F,) nm^3 of per-frame boxes (F, 3) or (F, 3, 3) (:func:`multiscale.geometry.box_volume`)."""
+    b = np.asarray(box, float)
+    return box_volume(b) if b.ndim == 3 else np.prod(b, axis=-1)
 
 
 def bead_deviation(beads: np.ndarray, target: np.ndarray, box: np.ndarray) -> np.ndarray:

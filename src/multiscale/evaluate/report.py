@@ -29,6 +29,7 @@ HEADLINE_KEYS = [
     ("rdf_jsd_floor", "its JSD for reference frames of this number", "{:.3f}"),
     ("cg_rmsd_nm", "CG RMSD (nm)", "{:.4f}"),
     ("cg_max_deviation_nm", "CG max deviation (nm)", "{:.4f}"),
+    ("cg_water_grouping", "water scored by (order: the tool's grouping; assignment: optimal)", "{}"),
     ("stereo_fraction", "stereocentres correct", "{:.1%}"),
     ("cis_trans_fraction", "cis/trans correct", "{:.1%}"),
     ("peptide_cis", "cis peptide bonds", "{}"),

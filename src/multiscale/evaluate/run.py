@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MultiscaleError
-from ..geometry import bond_tree_order, box_volume, make_whole, minimum_image
+from ..geometry import bond_tree_order, make_whole, minimum_image
 from ..neighbours import PeriodicTree
 from . import metrics as M
 from .match import match_atoms, match_cg
@@ -122,7 +122,7 @@ def _analyse(system: _System, x: np.ndarray, box: np.ndarray) -> _Sample:
         s.rdf_frames = np.stack([M.rdf_histograms(x[f, system.sites], box[f], system.molecule[system.sites],
                                                   system.site_class, nc) for f in range(x.shape[0])])
         # g(r) ~ counts x cell volume: frames of a varying (NPT) cell are weighted by V_f / V_0
-        vol = box_volume(box)
+        vol = M.frame_volumes(box)
         s.rdf_weights = vol / vol[0]
         s.rdf = (s.rdf_frames * s.rdf_weights[:, None, None, None]).sum(axis=0)
     done = set()
@@ -293,8 +293,28 @@ def _water_deviation(xw: np.ndarray, masses: np.ndarray, beads: np.ndarray, box:
     return out
 
 
-def _cg_consistency(system, cg_blocks, x, cg_pos, cg_box):
-    """Per-bead deviations of the re-mapped candidate from the CG input (see docs)."""
+#: How water is scored against its W beads (report key ``cg_water_grouping``).
+WATER_GROUPINGS = {
+    "order": "as written: waters k*n..k*n+n-1 (topology order) form the k-th W bead of the CG input "
+             "(the judged tool's own grouping; multiscale backmap and the baselines write water this way)",
+    "assignment": "optimal assignment: min-cost matching of waters to W beads, n per bead "
+                  "(squared COM-bead distance); the tool's own grouping is unknown",
+}
+
+
+def _water_deviation_order(xw: np.ndarray, masses: np.ndarray, beads: np.ndarray, box: np.ndarray, per_bead: int) -> np.ndarray:
+    """Deviation (F, n_beads) of each W bead from the centre of mass of the waters written for it:
+    waters ``k*per_bead .. k*per_bead+per_bead-1`` belong to bead k.  xw (F, n_waters, 3, 3) whole
+    waters; beads (F, n_beads, 3); box (F, 3) or (F, 3, 3)."""
+    com = np.einsum("fwak,a->fwk", xw, masses / masses.sum())
+    g = com.reshape(com.shape[0], -1, per_bead, 3)
+    g = g[:, :, :1] + minimum_image(g - g[:, :, :1], M.frame_box(box, 2))
+    return np.linalg.norm(minimum_image(g.mean(axis=2) - beads, M.frame_box(box, 1)), axis=-1)
+
+
+def _cg_consistency(system, cg_blocks, x, cg_pos, cg_box, water_grouping: str = "assignment"):
+    """Per-bead deviations of the re-mapped candidate from the CG input (see docs); water by
+    ``water_grouping`` (a key of :data:`WATER_GROUPINGS`)."""
     mol_dev, wat_dev = [], []
     per_block = []
     for m in cg_blocks:
@@ -302,7 +322,8 @@ def _cg_consistency(system, cg_blocks, x, cg_pos, cg_box):
         v = system.block_view(x, b)                          # (F, count, n, 3) whole
         tgt = cg_pos[:, m.beads]                             # (F, count, nb, 3)
         if m.is_water:
-            d = _water_deviation(v, np.asarray(b.moltype.masses, float), tgt[:, :, 0], cg_box, m.per_bead)
+            dev = _water_deviation_order if water_grouping == "order" else _water_deviation
+            d = dev(v, np.asarray(b.moltype.masses, float), tgt[:, :, 0], cg_box, m.per_bead)
             wat_dev.append(d.ravel())
         else:
             beads = np.einsum("ba,fcak->fcbk", m.matrix, v)
@@ -314,6 +335,7 @@ def _cg_consistency(system, cg_blocks, x, cg_pos, cg_box):
         "cg_rmsd_nm": _num(M.rmsd(allv)),
         "cg_rmsd_molecules_nm": _num(M.rmsd(np.concatenate(mol_dev))) if mol_dev else None,
         "cg_rmsd_water_nm": _num(M.rmsd(np.concatenate(wat_dev))) if wat_dev else None,
+        "cg_water_grouping": water_grouping if wat_dev else None,
         "cg_max_deviation_nm": _num(float(np.nanmax(allv))) if np.isfinite(allv).any() else None,
         "per_moltype": per_block,
     }
@@ -519,7 +541,8 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
              reference_structure=None, baselines=(), seed: int = 0, energy: bool = True,
              run: dict | None = None, time_s: dict | None = None, peak_mem_mb: dict | None = None,
              reference_max_frames: int = REFERENCE_MAX_FRAMES, plots: bool = True,
-             gromacs_settings=None, energy_options: dict | None = None, log=None) -> dict:
+             gromacs_settings=None, energy_options: dict | None = None, water_grouping: dict | None = None,
+             log=None) -> dict:
     """Evaluate backmapping candidates; write ``output/report.json`` and ``output/report.md``.
 
     cg / cg_trajectory: the CG input that was backmapped; mapping: .map/.yaml path(s);
@@ -529,7 +552,9 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
     it} (timed, peak memory measured); time_s / peak_mem_mb: {name: value} as supplied;
     energy: run the GROMACS criteria (needs a .top and ``gmx``); gromacs_settings: a
     :class:`multiscale.gromacs.GromacsSettings`; energy_options: ``em_nsteps`` / ``nvt_nsteps``
-    overrides of the standard protocol (reported).  Returns the report dict.
+    overrides of the standard protocol (reported); water_grouping: {candidate name: "order" |
+    "assignment"} how its water is scored against the W beads (:data:`WATER_GROUPINGS`; default
+    "assignment", the baselines use "order").  Returns the report dict.
     """
     from ..io import read_frames
     from ..mapping import load_mapping
@@ -552,7 +577,11 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
     clash = set(candidates) & set(baselines)
     if clash:
         raise MultiscaleError(f"candidate name {sorted(clash)[0]!r} is also a baseline name: rename the candidate")
-    for name in list(run or {}) + list(time_s or {}) + list(peak_mem_mb or {}):
+    water_grouping = dict(water_grouping or {})
+    for name, g in water_grouping.items():
+        if g not in WATER_GROUPINGS:
+            raise MultiscaleError(f"--water-grouping {name}={g}: choose {' or '.join(WATER_GROUPINGS)}")
+    for name in list(run or {}) + list(time_s or {}) + list(peak_mem_mb or {}) + list(water_grouping):
         if name not in candidates:
             raise MultiscaleError(f"--run/--time-s names {name!r}, which is not a --candidate")
 
@@ -622,6 +651,7 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
         f = _read(structure, traj, label=f"candidate {name}")
         am = match_atoms(top, f.names, f.resnames, f.resids, label=f"candidate {name} ({structure})")
         entries.append({"name": name, "kind": "file", "source": str(structure) + (f",{traj}" if traj else ""),
+                        "water_grouping": water_grouping.get(name, "assignment"),
                         "positions": am.apply(f.positions), "box": f.box.astype(np.float64),
                         "cost": cost, "unmatched": am.to_dict()})
     for b in baselines:
@@ -685,7 +715,7 @@ def _evaluate_one(e, system, top, topology, cg_blocks, cg_pos, cg_box, ref_sampl
                 "rdf_jsd_mean": float(np.mean([r["jsd"] for r in rdf_sel])) if rdf_sel else None,
                 "rdf_worst_pair": worst_rdf["pair"] if worst_rdf else None,
                 "rdf_jsd_floor": worst_rdf["jsd_floor"] if worst_rdf else None})
-    cgc = _cg_consistency(system, cg_blocks, x[fi], cg_pos[ci], cg_box[ci])
+    cgc = _cg_consistency(system, cg_blocks, x[fi], cg_pos[ci], cg_box[ci], e.get("water_grouping", "assignment"))
     out.update({k: v for k, v in cgc.items() if k != "per_moltype"})
     st = _stereo(system, ref_signs, ref_states, sample)
     out.update({k: v for k, v in st.items() if k != "details"})
@@ -746,7 +776,7 @@ def _make_baseline(kind, top, topology, system, cg_blocks, cg_pos, cg_box, confo
     dt = time.perf_counter() - t0
     path = output / "baselines" / f"{kind}.gro"
     write_frames(path, x.astype(np.float32), cg_box, top.per_atom("atom_names"), top.per_atom("resnames"), top.resids())
-    return {"name": kind, "kind": "baseline", "source": str(path), "positions": x, "box": cg_box.copy(),
+    return {"name": kind, "kind": "baseline", "source": str(path), "positions": x, "box": cg_box.copy(), "water_grouping": "order",
             "cost": {"time_s": dt, "peak_mem_mb": peak, "cost_source": "measured in-process (Python heap, tracemalloc)"},
             "unmatched": {"missing": 0, "extra": 0, "missing_examples": [], "extra_examples": []}, "baseline_info": info}
 
