@@ -170,6 +170,28 @@ def test_water_scored_with_the_tools_grouping_when_known(tmp_path):
                  water_grouping={"tool": "nearest"}, output=tmp_path / "out2", energy=False)
 
 
+def test_bare_xtc_reference_and_candidate_in_topology_order(tmp_path):
+    """No structure for a .xtc: atoms are taken in topology order (names from the topology)."""
+    p, top, mp, x, box = _toy_system(tmp_path)
+    cg = _write_cg(tmp_path / "cg.gro", top, mp, x, box)
+    traj = np.stack([x, x + 0.001, x - 0.001])
+    ref = _write(tmp_path / "ref.xtc", top, traj, np.stack([box] * 3))
+    cand = _write(tmp_path / "cand.xtc", top, x + [0.03, 0, 0], box)
+    r = evaluate(cg=cg, mapping=p["map"], topology=p["top"], reference=ref, candidates={"c": str(cand)},
+                 output=tmp_path / "out", energy=False, plots=False)
+    assert r["inputs"]["frames"] == 3
+    assert r["candidates"]["c"]["cg_rmsd_nm"] == pytest.approx(0.03, abs=2e-3)
+    assert r["candidates"]["c"]["unmatched_atoms"]["missing"] == 0
+    # a bare .xtc of another system: one line, no traceback
+    wrong = tmp_path / "wrong.xtc"
+    write_frames(wrong, x[:-3], box, top.per_atom("atom_names")[:-3], top.per_atom("resnames")[:-3], top.resids()[:-3])
+    with pytest.raises(MultiscaleError, match="topology order"):
+        evaluate(cg=cg, mapping=p["map"], topology=p["top"], candidates={"c": str(wrong)}, output=tmp_path / "o2", energy=False)
+    rc = main(["evaluate", "--cg", str(cg), "--mapping", str(p["map"]), "--topology", str(p["top"]), "--candidate",
+               f"c={wrong}", "--no-energy", "--output", str(tmp_path / "o3"), "--quiet"])
+    assert rc == 2
+
+
 def _chx(tmp_path, n=6, frames=3, box=3.0, seed=0):
     (tmp_path / "chx.top").write_text(CHX_TOP.format(n=n))
     (tmp_path / "chx.map").write_text(CHX_MAP)

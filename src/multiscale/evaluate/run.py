@@ -160,17 +160,63 @@ def parse_candidate(spec: str) -> tuple[str, str, str | None]:
     return name, parts[0], (parts[1] if len(parts) == 2 else None)
 
 
-def _read(structure, trajectory=None, label="structure", **kw):
-    """read_frames with a clear message for empty files."""
+#: Coordinate-only formats (no atom names): read in topology order when given alone.
+TRAJECTORY_ONLY = (".xtc", ".trr")
+
+
+def _read(structure, trajectory=None, label="structure", topology=None, **kw):
+    """read_frames with a clear message for empty files; a bare .xtc/.trr (no structure) is read
+    in ``topology`` order (names from the topology) when a topology is given."""
     from ..io import read_frames
 
     for p in (structure, trajectory):
         if p is not None and Path(p).is_file() and Path(p).stat().st_size == 0:
             raise MultiscaleError(f"{label}: {p} is empty (no frames): pass the written structure/trajectory")
+    if trajectory is None and Path(structure).suffix.lower() in TRAJECTORY_ONLY:
+        if topology is None:
+            raise MultiscaleError(f"{label}: {structure} has no atom names: give a .gro/.pdb structure with it (STRUCTURE,TRAJECTORY)")
+        return _read_topology_order(structure, topology, label, **kw)
     return read_frames(structure, trajectory, label=label, **kw)
 
 
+def _read_topology_order(path, topology, label, start: int = 0, stop=None, step: int = 1):
+    """Frames of a coordinate-only trajectory (.xtc/.trr) whose atoms are in topology order:
+    names, residue names and ids from the topology; the atom count must match."""
+    import warnings
+
+    import MDAnalysis as mda
+
+    from ..io import ANGSTROM_PER_NM, Frames, _box_nm, _box_out
+
+    path = Path(path)
+    if not path.is_file():
+        raise MultiscaleError(f"{label} file {path} not found")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            reader = mda.coordinates.core.reader(str(path))
+            if reader.n_atoms != topology.n_atoms:
+                raise MultiscaleError(f"{label} {path} has {reader.n_atoms} atoms but the topology {topology.n_atoms}: a bare "
+                                      f"{path.suffix} is read in topology order; give STRUCTURE,TRAJECTORY for another order")
+            pos, box, times = [], [], []
+            for ts in reader[start:stop:step]:
+                pos.append(np.array(ts.positions, dtype=np.float32))
+                box.append(_box_nm(ts.dimensions, path))
+                times.append(ts.time)
+            reader.close()
+    except MultiscaleError:
+        raise
+    except Exception as e:
+        raise MultiscaleError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
+    if not pos:
+        raise MultiscaleError(f"{path}: no frames selected (empty trajectory or start/stop/step out of range)")
+    return Frames(positions=np.stack(pos) / np.float32(ANGSTROM_PER_NM), box=_box_out(np.stack(box)),
+                  times=np.asarray(times, float), names=np.asarray(topology.per_atom("atom_names")).astype(str),
+                  resnames=np.asarray(topology.per_atom("resnames")).astype(str), resids=np.asarray(topology.resids()))
+
+
 def _count_frames(structure, trajectory) -> int | None:
+    """Frames of a structure + trajectory (or of a bare trajectory when ``trajectory`` is None); None if unknown."""
     import warnings
 
     import MDAnalysis as mda
@@ -178,26 +224,36 @@ def _count_frames(structure, trajectory) -> int | None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            if trajectory is None:
+                r = mda.coordinates.core.reader(str(structure))
+                n = r.n_frames
+                r.close()
+                return n
             return mda.Universe(str(structure), str(trajectory)).trajectory.n_frames
     except Exception:
         return None
 
 
-def _read_reference(topology_path, reference, reference_structure, n_atoms, max_frames):
+def _read_reference(topology_path, reference, reference_structure, topology, max_frames):
+    """The reference ensemble: a .gro/.pdb alone, a trajectory with --reference-structure (or the
+    .tpr), or a bare .xtc/.trr in topology order; at most ``max_frames`` evenly spaced frames."""
     ref = Path(reference)
+    bare = False
     if ref.suffix in (".gro", ".pdb") and reference_structure is None:
         structure, traj = ref, None
     else:
         structure = reference_structure or (topology_path if Path(topology_path).suffix == ".tpr" else None)
         traj = ref
         if structure is None:
-            raise MultiscaleError(f"--reference {ref}: a {ref.suffix} trajectory needs --reference-structure (a .gro/.pdb of the same system) for atom names")
+            if ref.suffix.lower() not in TRAJECTORY_ONLY:
+                raise MultiscaleError(f"--reference {ref}: give --reference-structure (a .gro/.pdb of the same system) for atom names")
+            structure, traj, bare = ref, None, True  # coordinates only, atoms in topology order
     step = 1
-    if traj is not None:
-        n = _count_frames(structure, traj)
+    if traj is not None or bare:
+        n = _count_frames(ref, None) if bare else _count_frames(structure, traj)
         if n is not None and n > max_frames:
             step = math.ceil(n / max_frames)
-    frames = _read(structure, traj, step=step, label=f"reference {ref}")
+    frames = _read(structure, traj, step=step, label=f"reference {ref}", topology=topology)
     if traj is None and frames.n_frames > max_frames:
         keep = np.linspace(0, frames.n_frames - 1, max_frames).round().astype(int)
         frames.positions, frames.box, frames.times = frames.positions[keep], frames.box[keep], frames.times[keep]
@@ -604,7 +660,7 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
     stereo_source = None
     ref_x = None
     if reference is not None:
-        rf = _read_reference(topology, reference, reference_structure, top.n_atoms, reference_max_frames)
+        rf = _read_reference(topology, reference, reference_structure, top, reference_max_frames)
         rm = match_atoms(top, rf.names, rf.resnames, rf.resids, label=f"reference {reference}")
         ref_x = system.whole(_quantise(rm.apply(rf.positions)), rf.box)
         ref_sample = _analyse(system, ref_x, rf.box)
@@ -648,7 +704,7 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
             cost.update(time_s=float(time_s[name]), cost_source="supplied")
         if peak_mem_mb and name in peak_mem_mb:
             cost.update(peak_mem_mb=float(peak_mem_mb[name]), cost_source=cost["cost_source"] or "supplied")
-        f = _read(structure, traj, label=f"candidate {name}")
+        f = _read(structure, traj, label=f"candidate {name}", topology=top)
         am = match_atoms(top, f.names, f.resnames, f.resids, label=f"candidate {name} ({structure})")
         entries.append({"name": name, "kind": "file", "source": str(structure) + (f",{traj}" if traj else ""),
                         "water_grouping": water_grouping.get(name, "assignment"),
