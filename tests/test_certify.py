@@ -4,9 +4,18 @@ import json
 
 import numpy as np
 
-from multiscale.backmap.certify import (CertificateReport, StereoReference, chirality_signs, cistrans_cis,
-                                        exclusion_matrix, find_clashes, find_double_bonds, find_stereocentres,
-                                        flip_double_bond, swap_substituents)
+from multiscale.backmap.certify import (
+    CertificateReport,
+    StereoReference,
+    chirality_signs,
+    cistrans_cis,
+    exclusion_matrix,
+    find_clashes,
+    find_double_bonds,
+    find_stereocentres,
+    flip_double_bond,
+    swap_substituents,
+)
 
 
 def butan2ol():

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from multiscale.errors import MultiscaleError
-from multiscale.geometry import minimum_image
 from multiscale.evaluate import metrics as M
 from multiscale.evaluate.match import match_atoms
 from multiscale.evaluate.terms import molecule_terms
+from multiscale.geometry import minimum_image
 from multiscale.topology import MoleculeBlock, MoleculeType, SystemTopology
 
 

@@ -2,6 +2,7 @@
 answers, and the certificate and the evaluator finding exactly the same features."""
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,7 +141,7 @@ def test_certificate_and_evaluator_agree(name):
 
 
 def test_heptanol_agrees_and_has_no_stereo():
-    top = load_topology("examples/heptanol/aa.top")
+    top = load_topology(Path(__file__).resolve().parents[1] / "src" / "multiscale" / "data" / "examples" / "heptanol" / "aa.top")
     mt = top.moltypes["HPO"]
     t = molecule_terms(mt)
     c, _ = find_stereocentres(mt.n_atoms, mt.bonds, mt.elements)

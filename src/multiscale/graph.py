@@ -91,7 +91,7 @@ class MolecularGraph:
         self.heavy = np.array([e != "H" for e in self.elements], dtype=bool)
 
     @classmethod
-    def from_moltype(cls, moltype) -> "MolecularGraph":
+    def from_moltype(cls, moltype) -> MolecularGraph:
         """Graph of a :class:`multiscale.topology.MoleculeType`."""
         return cls(moltype.n_atoms, moltype.bonds, moltype.elements, moltype.atom_names)
 

@@ -79,7 +79,7 @@ class StereoReference:
     min_agreement: float = 0.9
 
     @classmethod
-    def from_frames(cls, n_atoms, bonds, elements, x: np.ndarray, min_agreement: float = 0.9) -> "StereoReference":
+    def from_frames(cls, n_atoms, bonds, elements, x: np.ndarray, min_agreement: float = 0.9) -> StereoReference:
         """x: (N, n_atoms, 3) training molecules (whole)."""
         centres, nbs = find_stereocentres(n_atoms, bonds, elements)
         quads = find_double_bonds(n_atoms, bonds, elements)
@@ -124,7 +124,7 @@ class StereoReference:
                 "min_agreement": self.min_agreement}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "StereoReference":
+    def from_dict(cls, d: dict) -> StereoReference:
         return cls(np.array(d["centres"], int), np.array(d["neighbours"], int).reshape(-1, 3), np.array(d["sign"], int),
                    np.array(d["agreement"], float), np.array(d["quads"], int).reshape(-1, 4), np.array(d["cis"], bool),
                    np.array(d["cis_agreement"], float), float(d.get("min_agreement", 0.9)))

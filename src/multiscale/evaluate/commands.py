@@ -90,7 +90,9 @@ def add_commands(subparsers) -> None:
     p.add_argument("--mapping", required=True, action="append", metavar="FILE.map", help="mapping file(s) (.map or .yaml); repeatable")
     p.add_argument("--topology", required=True, metavar="AA.top|AA.tpr", help="atomistic topology")
     p.add_argument("--reference", metavar="REF.xtc", help="AA reference ensemble of the same system (.xtc/.trr, or .gro)")
-    p.add_argument("--reference-structure", metavar="REF.gro", help="structure giving the reference trajectory's atom names; alone: stereo reference and rigid conformer")
+    p.add_argument("--reference-structure", metavar="REF.gro",
+                   help="structure giving the reference trajectory's atom names (a bare .xtc is read in topology order); "
+                        "alone: stereo reference and rigid conformer")
     p.add_argument("--candidate", action="append", metavar="NAME=PATH[,TRAJ]", help="a backmapped structure/trajectory to evaluate; repeatable")
     p.add_argument("--baseline", action="append", choices=["rigid", "random"], help="add a built-in baseline; repeatable")
     p.add_argument("--output", required=True, metavar="DIR", help="report folder")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import shlex
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -496,7 +495,7 @@ def _summarise_terms(rows: list[dict]) -> dict:
         ("all_molecule_terms", lambda r: not r["water"]),
         ("all_terms", lambda r: True),
     ]
-    for scope, pred in scopes:
+    for scope, pred in scopes:  # noqa: B007 (scope is used after the loop)
         sel = [r for r in scored if pred(r)]
         if sel:
             break
@@ -747,7 +746,8 @@ def _frames_against_cg(e, nf_cg):
     if nf == nf_cg or nf_cg == 1:
         return np.arange(nf), np.zeros(nf, int) if nf_cg == 1 else np.arange(nf)
     if nf == 1:
-        raise MultiscaleError(f"candidate {e['name']} has 1 frame but the CG input {nf_cg}: pass the CG frame that was backmapped (--cg) or a candidate trajectory with one frame per CG frame")
+        raise MultiscaleError(f"candidate {e['name']} has 1 frame but the CG input {nf_cg}: pass the CG frame that was backmapped "
+                              "(--cg) or a candidate trajectory with one frame per CG frame")
     raise MultiscaleError(f"candidate {e['name']} has {nf} frames but the CG input {nf_cg}: they must correspond one to one")
 
 
