@@ -95,6 +95,24 @@ def polyalanine(k):
     return molecule(heavy, bonds, double)
 
 
+def dipeptide(side):
+    """ACE-X-NME; side: list of (element, parent) heavy atoms of the side chain, parent 0 = CB's CA
+    (index 4), k >= 1 = the k-th side-chain atom.  CB = first side-chain atom (index 9)."""
+    heavy = ["C", "C", "O", "N", "C", "C", "O", "N", "C"]  # CH3 C O N CA C O N CH3
+    bonds = [(0, 1), (1, 2), (1, 3), (3, 4), (4, 5), (5, 6), (5, 7), (7, 8)]
+    for el, parent in side:
+        bonds.append((4 if parent == 0 else 8 + parent, len(heavy)))
+        heavy.append(el)
+    return molecule(heavy, bonds, double=[(1, 2), (5, 6)])
+
+
+def proline():
+    """ACE-PRO-NME: the side chain closes on N (CD bonded to N)."""
+    heavy = ["C", "C", "O", "N", "C", "C", "O", "N", "C", "C", "C", "C"]  # ..., CB 9, CG 10, CD 11
+    bonds = [(0, 1), (1, 2), (1, 3), (3, 4), (4, 5), (5, 6), (5, 7), (7, 8), (4, 9), (9, 10), (10, 11), (11, 3)]
+    return molecule(heavy, bonds, double=[(1, 2), (5, 6)], hydrogens={3: 0})
+
+
 def ring(k, aromatic=False, subst=()):
     heavy = ["C"] * k
     bonds = [(i, (i + 1) % k) for i in range(k)]
@@ -111,6 +129,11 @@ CASES = {
     "oleoyl fragment": (oleoyl_fragment, [], [(3, 4, 5, 6)]),
     "cholesterol": (cholesterol, [2, 7, 8, 9, 12, 13, 16, 19], []),
     "lipid fragment": (lipid_fragment, [1], [(10, 11, 12, 13)]),
+    "threonine": (lambda: dipeptide([("C", 0), ("O", 1), ("C", 1)]), [4, 9], [(0, 1, 3, 4), (4, 5, 7, 8)]),
+    "isoleucine": (lambda: dipeptide([("C", 0), ("C", 1), ("C", 1), ("C", 2)]), [4, 9], [(0, 1, 3, 4), (4, 5, 7, 8)]),
+    "valine": (lambda: dipeptide([("C", 0), ("C", 1), ("C", 1)]), [4], [(0, 1, 3, 4), (4, 5, 7, 8)]),
+    "leucine": (lambda: dipeptide([("C", 0), ("C", 1), ("C", 2), ("C", 2)]), [4], [(0, 1, 3, 4), (4, 5, 7, 8)]),
+    "proline": (proline, [4], [(0, 1, 3, 4), (4, 5, 7, 8)]),
     "cyclohexane": (lambda: ring(6), [], []),
     "benzene": (lambda: ring(6, aromatic=True), [], []),
     "methylcyclohexane": (lambda: ring(6, subst=[0]), [], []),
@@ -154,6 +177,7 @@ def test_peptide_flags_and_rings():
     n, bonds, el = alanine_dipeptide()
     q, pep = MolecularGraph(n, bonds, el).amide_bonds()
     assert pep.tolist() == [True, True]
+    assert MolecularGraph(n, bonds, el).peptide_bonds().tolist() == [[0, 1, 3, 4], [4, 6, 8, 9]]
     t = molecule_terms(moltype("ALA", n, bonds, el))
     assert t.peptide.tolist() == [True, True]
     n, bonds, el = cholesterol()

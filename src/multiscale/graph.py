@@ -439,6 +439,11 @@ class MolecularGraph:
                     pep.append(False)
         return np.array(quads, dtype=np.int64).reshape(-1, 4), np.array(pep, dtype=bool)
 
+    def peptide_bonds(self) -> np.ndarray:
+        """(npep, 4) CA-C-N-CA omega quadruples of the peptide bonds (amides between carbons)."""
+        q, pep = self.amide_bonds()
+        return q[pep]
+
     def cistrans_bonds(self) -> tuple[np.ndarray, np.ndarray]:
         """Stereo double bonds and amide bonds together, ordered by bond: (quads (n, 4), peptide (n,))."""
         d = self.double_bonds()
