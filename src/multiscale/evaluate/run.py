@@ -3,14 +3,13 @@
 :func:`evaluate` reads the inputs, builds the baselines, computes every criterion for every
 candidate and writes ``report.json`` + ``report.md`` (+ plots) into the output folder.  The
 criteria are defined in ``docs/evaluate.md``; the pure maths lives in
-:mod:`multiscale.evaluate.metrics`, the term enumeration in :mod:`multiscale.evaluate.terms`.
+:mod:`multiscale.evaluate.metrics`, the term enumeration in :mod:`multiscale.evaluate.terms`, input
+reading in :mod:`multiscale.evaluate.inputs`, CG consistency in :mod:`multiscale.evaluate.consistency`.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MultiscaleError
-from ..geometry import bond_tree_order, make_whole, minimum_image
-from ..neighbours import PeriodicTree
+from ..geometry import bond_tree_order, make_whole
 from . import metrics as M
+from .consistency import WATER_GROUPINGS, cg_consistency
+from .inputs import parse_candidate, read_input, read_reference, run_command, tpr_structure
 from .match import match_atoms, match_cg
 from .terms import molecule_terms
 
@@ -142,258 +142,7 @@ def _analyse(system: _System, x: np.ndarray, box: np.ndarray) -> _Sample:
 
 
 # --------------------------------------------------------------------------------------------
-# inputs
-
-
-def parse_candidate(spec: str) -> tuple[str, str, str | None]:
-    """``NAME=STRUCTURE[,TRAJECTORY]`` -> (name, structure, trajectory)."""
-    if "=" not in spec:
-        raise MultiscaleError(f"--candidate {spec!r}: expected NAME=PATH (PATH = structure, or structure,trajectory)")
-    name, path = spec.split("=", 1)
-    name = name.strip()
-    if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        raise MultiscaleError(f"--candidate {spec!r}: NAME must be letters, digits, '-', '_' or '.'")
-    parts = [p for p in path.split(",") if p]
-    if not parts or len(parts) > 2:
-        raise MultiscaleError(f"--candidate {spec!r}: expected NAME=STRUCTURE or NAME=STRUCTURE,TRAJECTORY")
-    return name, parts[0], (parts[1] if len(parts) == 2 else None)
-
-
-#: Coordinate-only formats (no atom names): read in topology order when given alone.
-TRAJECTORY_ONLY = (".xtc", ".trr")
-
-
-def _read(structure, trajectory=None, label="structure", topology=None, **kw):
-    """read_frames with a clear message for empty files; a bare .xtc/.trr (no structure) is read
-    in ``topology`` order (names from the topology) when a topology is given."""
-    from ..io import read_frames
-
-    for p in (structure, trajectory):
-        if p is not None and Path(p).is_file() and Path(p).stat().st_size == 0:
-            raise MultiscaleError(f"{label}: {p} is empty (no frames): pass the written structure/trajectory")
-    if trajectory is None and Path(structure).suffix.lower() in TRAJECTORY_ONLY:
-        if topology is None:
-            raise MultiscaleError(f"{label}: {structure} has no atom names: give a .gro/.pdb structure with it (STRUCTURE,TRAJECTORY)")
-        return _read_topology_order(structure, topology, label, **kw)
-    return read_frames(structure, trajectory, label=label, **kw)
-
-
-def _read_topology_order(path, topology, label, start: int = 0, stop=None, step: int = 1):
-    """Frames of a coordinate-only trajectory (.xtc/.trr) whose atoms are in topology order:
-    names, residue names and ids from the topology; the atom count must match."""
-    import warnings
-
-    import MDAnalysis as mda
-
-    from ..io import ANGSTROM_PER_NM, Frames, _box_nm, _box_out
-
-    path = Path(path)
-    if not path.is_file():
-        raise MultiscaleError(f"{label} file {path} not found")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            reader = mda.coordinates.core.reader(str(path))
-            if reader.n_atoms != topology.n_atoms:
-                raise MultiscaleError(f"{label} {path} has {reader.n_atoms} atoms but the topology {topology.n_atoms}: a bare "
-                                      f"{path.suffix} is read in topology order; give STRUCTURE,TRAJECTORY for another order")
-            pos, box, times = [], [], []
-            for ts in reader[start:stop:step]:
-                pos.append(np.array(ts.positions, dtype=np.float32))
-                box.append(_box_nm(ts.dimensions, path))
-                times.append(ts.time)
-            reader.close()
-    except MultiscaleError:
-        raise
-    except Exception as e:
-        raise MultiscaleError(f"cannot read {path}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from e
-    if not pos:
-        raise MultiscaleError(f"{path}: no frames selected (empty trajectory or start/stop/step out of range)")
-    return Frames(positions=np.stack(pos) / np.float32(ANGSTROM_PER_NM), box=_box_out(np.stack(box)),
-                  times=np.asarray(times, float), names=np.asarray(topology.per_atom("atom_names")).astype(str),
-                  resnames=np.asarray(topology.per_atom("resnames")).astype(str), resids=np.asarray(topology.resids()))
-
-
-def _count_frames(structure, trajectory) -> int | None:
-    """Frames of a structure + trajectory (or of a bare trajectory when ``trajectory`` is None); None if unknown."""
-    import warnings
-
-    import MDAnalysis as mda
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            if trajectory is None:
-                r = mda.coordinates.core.reader(str(structure))
-                n = r.n_frames
-                r.close()
-                return n
-            return mda.Universe(str(structure), str(trajectory)).trajectory.n_frames
-    except Exception:
-        return None
-
-
-def _read_reference(topology_path, reference, reference_structure, topology, max_frames):
-    """The reference ensemble: a .gro/.pdb alone, a trajectory with --reference-structure (or the
-    .tpr), or a bare .xtc/.trr in topology order; at most ``max_frames`` evenly spaced frames."""
-    ref = Path(reference)
-    bare = False
-    if ref.suffix in (".gro", ".pdb") and reference_structure is None:
-        structure, traj = ref, None
-    else:
-        structure = reference_structure or (topology_path if Path(topology_path).suffix == ".tpr" else None)
-        traj = ref
-        if structure is None:
-            if ref.suffix.lower() not in TRAJECTORY_ONLY:
-                raise MultiscaleError(f"--reference {ref}: give --reference-structure (a .gro/.pdb of the same system) for atom names")
-            structure, traj, bare = ref, None, True  # coordinates only, atoms in topology order
-    step = 1
-    if traj is not None or bare:
-        n = _count_frames(ref, None) if bare else _count_frames(structure, traj)
-        if n is not None and n > max_frames:
-            step = math.ceil(n / max_frames)
-    frames = _read(structure, traj, step=step, label=f"reference {ref}", topology=topology)
-    if traj is None and frames.n_frames > max_frames:
-        keep = np.linspace(0, frames.n_frames - 1, max_frames).round().astype(int)
-        frames.positions, frames.box, frames.times = frames.positions[keep], frames.box[keep], frames.times[keep]
-    return frames
-
-
-def _tpr_structure(tpr: Path, workdir: Path) -> Path | None:
-    """Coordinates stored in a .tpr, via ``gmx editconf`` (None if gmx is unavailable)."""
-    import shutil
-
-    gmx = shutil.which("gmx") or shutil.which("gmx_mpi")
-    if gmx is None:
-        return None
-    out = workdir / "topology_coordinates.gro"
-    workdir.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run([gmx, "-quiet", "editconf", "-f", str(tpr), "-o", str(out)], capture_output=True, text=True)
-    return out if r.returncode == 0 and out.is_file() else None
-
-
-def run_command(command: str, cwd=None) -> dict:
-    """Run a backmapping command (shell), measuring wall time and the peak RSS of its process tree.
-
-    Returns {time_s, peak_mem_mb, returncode}.  Peak memory is ``ru_maxrss`` of the waited
-    child (the largest process in the tree that was waited for).
-    """
-    t0 = time.perf_counter()
-    try:
-        p = subprocess.Popen(command, shell=True, cwd=cwd)
-    except OSError as e:
-        raise MultiscaleError(f"--run {command!r}: cannot start: {e}") from e
-    _, status, ru = os.wait4(p.pid, 0)
-    p.returncode = os.waitstatus_to_exitcode(status)
-    dt = time.perf_counter() - t0
-    if p.returncode != 0:
-        raise MultiscaleError(f"--run {command!r} exited with status {p.returncode}: fix the command (it must write the candidate file)")
-    return {"time_s": dt, "peak_mem_mb": ru.ru_maxrss / 1024.0, "returncode": p.returncode}
-
-
-# --------------------------------------------------------------------------------------------
 # criteria
-
-
-def _water_deviation(xw: np.ndarray, masses: np.ndarray, beads: np.ndarray, box: np.ndarray, per_bead: int) -> np.ndarray:
-    """Deviation (F, n_beads) of each W bead from the centre of mass of the ``per_bead`` waters
-    assigned to it; the assignment minimises the summed squared water-bead distances with
-    exactly ``per_bead`` waters per bead (sparse bipartite matching over the nearest beads).
-
-    xw: (F, n_waters, 3, 3) whole waters; beads: (F, n_beads, 3); box (F, 3) or (F, 3, 3).
-    """
-    from scipy.sparse import csr_matrix
-    from scipy.sparse.csgraph import min_weight_full_bipartite_matching
-
-    from ..geometry import is_orthorhombic, perpendicular_widths
-
-    com = np.einsum("fwak,a->fwk", xw, masses / masses.sum())
-    nf, nw = com.shape[:2]
-    nb = beads.shape[1]
-    out = np.full((nf, nb), np.nan)
-    for f in range(nf):
-        ok = np.all(np.isfinite(com[f]), axis=1)
-        if not ok.all():
-            continue
-        b = box[f]
-        # triclinic: the ghost layer bounds the search radius (ample: beads are ~0.5 nm apart)
-        reach = np.inf if is_orthorhombic(b) else 0.49 * float(np.min(perpendicular_widths(b)))
-        tree = PeriodicTree(beads[f], b, 0.0 if np.isinf(reach) else reach)
-        col = None
-        for k in (8, 32, nb):
-            k = min(k, nb)
-            _, nn = tree.query(com[f], k=k, distance_upper_bound=reach)
-            nn = np.asarray(nn).reshape(nw, k)
-            found = nn < nb
-            nn = np.where(found, nn, 0)
-            d2 = np.sum(minimum_image(com[f][:, None] - beads[f][nn], b) ** 2, -1) + 1e-9
-            rows = np.repeat(np.arange(nw), k * per_bead)
-            cols = (nn[:, :, None] * per_bead + np.arange(per_bead)).ravel()
-            w = np.repeat(d2.ravel(), per_bead)
-            keep = np.repeat(found.ravel(), per_bead)
-            try:
-                _, col = min_weight_full_bipartite_matching(csr_matrix((w[keep], (rows[keep], cols[keep])),
-                                                                       shape=(nw, nb * per_bead)))
-                break
-            except ValueError:
-                if k == nb:
-                    break
-        if col is None:
-            continue
-        bead_of = col // per_bead
-        dev = minimum_image(com[f] - beads[f][bead_of], b)
-        s = np.zeros((nb, 3))
-        np.add.at(s, bead_of, dev)
-        out[f] = np.linalg.norm(s / per_bead, axis=-1)
-    return out
-
-
-#: How water is scored against its W beads (report key ``cg_water_grouping``).
-WATER_GROUPINGS = {
-    "order": "as written: waters k*n..k*n+n-1 (topology order) form the k-th W bead of the CG input "
-             "(the judged tool's own grouping; multiscale backmap and the baselines write water this way)",
-    "assignment": "optimal assignment: min-cost matching of waters to W beads, n per bead "
-                  "(squared COM-bead distance); the tool's own grouping is unknown",
-}
-
-
-def _water_deviation_order(xw: np.ndarray, masses: np.ndarray, beads: np.ndarray, box: np.ndarray, per_bead: int) -> np.ndarray:
-    """Deviation (F, n_beads) of each W bead from the centre of mass of the waters written for it:
-    waters ``k*per_bead .. k*per_bead+per_bead-1`` belong to bead k.  xw (F, n_waters, 3, 3) whole
-    waters; beads (F, n_beads, 3); box (F, 3) or (F, 3, 3)."""
-    com = np.einsum("fwak,a->fwk", xw, masses / masses.sum())
-    g = com.reshape(com.shape[0], -1, per_bead, 3)
-    g = g[:, :, :1] + minimum_image(g - g[:, :, :1], M.frame_box(box, 2))
-    return np.linalg.norm(minimum_image(g.mean(axis=2) - beads, M.frame_box(box, 1)), axis=-1)
-
-
-def _cg_consistency(system, cg_blocks, x, cg_pos, cg_box, water_grouping: str = "assignment"):
-    """Per-bead deviations of the re-mapped candidate from the CG input (see docs); water by
-    ``water_grouping`` (a key of :data:`WATER_GROUPINGS`)."""
-    mol_dev, wat_dev = [], []
-    per_block = []
-    for m in cg_blocks:
-        b = m.block
-        v = system.block_view(x, b)                          # (F, count, n, 3) whole
-        tgt = cg_pos[:, m.beads]                             # (F, count, nb, 3)
-        if m.is_water:
-            dev = _water_deviation_order if water_grouping == "order" else _water_deviation
-            d = dev(v, np.asarray(b.moltype.masses, float), tgt[:, :, 0], cg_box, m.per_bead)
-            wat_dev.append(d.ravel())
-        else:
-            beads = np.einsum("ba,fcak->fcbk", m.matrix, v)
-            d = np.linalg.norm(minimum_image(beads - tgt, M.frame_box(cg_box, 2)), axis=-1)
-            mol_dev.append(d.ravel())
-        per_block.append({"moltype": b.moltype.name, "rmsd_nm": M.rmsd(d), "max_nm": float(np.nanmax(d)) if np.isfinite(d).any() else None})
-    allv = np.concatenate(mol_dev + wat_dev) if (mol_dev or wat_dev) else np.zeros(0)
-    return {
-        "cg_rmsd_nm": _num(M.rmsd(allv)),
-        "cg_rmsd_molecules_nm": _num(M.rmsd(np.concatenate(mol_dev))) if mol_dev else None,
-        "cg_rmsd_water_nm": _num(M.rmsd(np.concatenate(wat_dev))) if wat_dev else None,
-        "cg_water_grouping": water_grouping if wat_dev else None,
-        "cg_max_deviation_nm": _num(float(np.nanmax(allv))) if np.isfinite(allv).any() else None,
-        "per_moltype": per_block,
-    }
 
 
 def _sterics(system, x, box, labels):
@@ -644,7 +393,7 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
     mp = load_mapping(mapping)
     mp.check(top)
     system = _System(top)
-    cgf = _read(cg, cg_trajectory, label="CG input")
+    cgf = read_input(cg, cg_trajectory, label="CG input")
     cg_blocks = match_cg(top, mp, cgf.names, cgf.resnames, cgf.resids, label=f"CG input {cg}")
     cg_pos = cgf.positions.astype(np.float64)
     cg_box = cgf.box.astype(np.float64)
@@ -659,7 +408,7 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
     stereo_source = None
     ref_x = None
     if reference is not None:
-        rf = _read_reference(topology, reference, reference_structure, top, reference_max_frames)
+        rf = read_reference(topology, reference, reference_structure, top, reference_max_frames)
         rm = match_atoms(top, rf.names, rf.resnames, rf.resids, label=f"reference {reference}")
         ref_x = system.whole(_quantise(rm.apply(rf.positions)), rf.box)
         ref_sample = _analyse(system, ref_x, rf.box)
@@ -668,13 +417,13 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
         log(f"reference: {rf.n_frames} frame(s)")
     struct_x = None
     if reference is None and reference_structure is not None:
-        sf = _read(reference_structure, label="reference structure")
+        sf = read_input(reference_structure, label="reference structure")
         sm = match_atoms(top, sf.names, sf.resnames, sf.resids, label=f"reference structure {reference_structure}")
         struct_x = system.whole(sm.apply(sf.positions[:1]), sf.box[:1])
         struct_box = sf.box[:1]
         stereo_source = "reference structure"
     if ref_x is None and struct_x is None and Path(topology).suffix == ".tpr":
-        g = _tpr_structure(Path(topology), output / "work")
+        g = tpr_structure(Path(topology), output / "work")
         if g is not None:
             sf = read_frames(g, label="topology coordinates")
             struct_x = system.whole(sf.positions[:1].astype(np.float64), sf.box[:1])
@@ -703,7 +452,7 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
             cost.update(time_s=float(time_s[name]), cost_source="supplied")
         if peak_mem_mb and name in peak_mem_mb:
             cost.update(peak_mem_mb=float(peak_mem_mb[name]), cost_source=cost["cost_source"] or "supplied")
-        f = _read(structure, traj, label=f"candidate {name}", topology=top)
+        f = read_input(structure, traj, label=f"candidate {name}", topology=top)
         am = match_atoms(top, f.names, f.resnames, f.resids, label=f"candidate {name} ({structure})")
         entries.append({"name": name, "kind": "file", "source": str(structure) + (f",{traj}" if traj else ""),
                         "water_grouping": water_grouping.get(name, "assignment"),
@@ -771,7 +520,7 @@ def _evaluate_one(e, system, top, topology, cg_blocks, cg_pos, cg_box, ref_sampl
                 "rdf_jsd_mean": float(np.mean([r["jsd"] for r in rdf_sel])) if rdf_sel else None,
                 "rdf_worst_pair": worst_rdf["pair"] if worst_rdf else None,
                 "rdf_jsd_floor": worst_rdf["jsd_floor"] if worst_rdf else None})
-    cgc = _cg_consistency(system, cg_blocks, x[fi], cg_pos[ci], cg_box[ci], e.get("water_grouping", "assignment"))
+    cgc = cg_consistency(system, cg_blocks, x[fi], cg_pos[ci], cg_box[ci], e.get("water_grouping", "assignment"))
     out.update({k: v for k, v in cgc.items() if k != "per_moltype"})
     st = _stereo(system, ref_signs, ref_states, sample)
     out.update({k: v for k, v in st.items() if k != "details"})
