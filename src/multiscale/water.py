@@ -21,9 +21,9 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from multiscale.errors import MultiscaleError
-from multiscale.geometry import minimum_image, wrap
+from multiscale.geometry import check_box, is_orthorhombic, minimum_image, wrap
 
-__all__ = ["group_waters", "group_radius", "orthorhombic_box"]
+__all__ = ["group_waters", "group_radius", "orthorhombic_box", "water_box"]
 
 #: Number of refinement (member-swap) sweeps run after the greedy stage.
 _REFINE_SWEEPS = 20
@@ -56,6 +56,17 @@ def orthorhombic_box(box, name: str = "box") -> np.ndarray:
     if not np.all(np.isfinite(b)) or np.any(b <= 0):
         raise MultiscaleError(f"{name} edge lengths {b.tolist()} nm must be finite and > 0")
     return b
+
+
+def water_box(box, name: str = "box") -> np.ndarray:
+    """The box for water grouping and placement: ``(3,)`` float64 edge lengths when it is
+    orthorhombic (a ``(3,)`` vector, or a ``(3, 3)`` matrix with zero off-diagonal elements),
+    else the checked ``(3, 3)`` GROMACS box vectors (rows, lower triangular:
+    :func:`multiscale.geometry.check_box`).  Raises :class:`MultiscaleError` for a bad box."""
+    b = np.asarray(box, dtype=np.float64)
+    if b.shape == (3, 3) and not is_orthorhombic(b):
+        return check_box(b, name)
+    return orthorhombic_box(b, name)
 
 
 def _check_inputs(oxygen, box, group_size):
