@@ -42,18 +42,21 @@ def com(out):
     return (out.reshape(-1, 12, 3) * CLUSTER_MASSES[:, None]).sum(1) / CLUSTER_MASSES.sum()
 
 
-def brute_pairs(x, box, r, div=1):
-    """Pairs (i < j, distance) closer than r, i // div != j // div, by brute-force minimum image
-    (chunks of rows against all points)."""
-    out_i, out_j, out_d = [], [], []
-    for a in range(0, len(x), 256):
-        rows = np.arange(a, min(a + 256, len(x)))
-        d = np.linalg.norm(minimum_image(x[None] - x[rows, None], box), axis=-1)
-        i, j = np.nonzero(d < r)
-        i = rows[i]
-        k = (i < j) & (i // div != j // div)
-        out_i.append(i[k]), out_j.append(j[k]), out_d.append(d[i[k] - a, j[k]])
-    return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_d)
+def close_pairs(x, box, r, div=1, brute_rows=200):
+    """Pairs (i < j, distance) closer than r with i // div != j // div: candidates from
+    :class:`PeriodicTree` (ghost images), distances by :func:`minimum_image`; the first
+    ``brute_rows`` points are checked against all points by brute force as well."""
+    pp = PeriodicTree(x, box, r + 0.01).query_pairs(r + 0.01)
+    i, j = pp[:, 0], pp[:, 1]
+    d = np.linalg.norm(minimum_image(x[j] - x[i], box), axis=1)
+    k = (d < r) & (i // div != j // div)
+    i, j, d = i[k], j[k], d[k]
+    rows = np.arange(min(brute_rows, len(x)))
+    db = np.linalg.norm(minimum_image(x[None] - x[rows, None], box), axis=-1)
+    bi, bj = np.nonzero((db < r) & (rows[:, None] // div != np.arange(len(x)) // div))
+    assert {(min(a, b), max(a, b)) for a, b in zip(bi, bj)} == \
+        {(a, b) for a, b in zip(i, j) if a < len(rows) or b < len(rows)}
+    return i, j, d
 
 
 @pytest.fixture(scope="module")
@@ -142,15 +145,15 @@ def test_place_triclinic_no_clash(bank, shape):
     assert np.abs(com(out) - beads).max() < 1e-9  # bead COM exact
     assert st["n_initial_clash"] > 50 and st["n_contacts_initial"] > 20  # the test can fail
     assert st["n_unresolved"] <= 0.01 * len(beads)
-    # O-O of different beads (unresolved aside), brute-force minimum image
+    # O-O of different beads (unresolved aside), exact minimum image
     o = out[:, :, 0].reshape(-1, 3)
-    i, j, _ = brute_pairs(o, box, MIN_DIST_OO, div=4)
+    i, j, _ = close_pairs(o, box, MIN_DIST_OO, div=4)
     bad = np.zeros(len(beads), bool)
     bad[st["unresolved"]] = True
     assert not np.any(~bad[i // 4] & ~bad[j // 4])
     # atoms of different molecules: none closer than 0.08 nm (contact stage)
     a = out.reshape(-1, 3)
-    i, j, d = brute_pairs(a, box, 0.08, div=3)
+    i, j, d = close_pairs(a, box, 0.08, div=3)
     assert len(i) == 0 and st["n_contacts"] == 0
     # same seed, same output
     assert np.array_equal(out, bank.place(beads, box, seed=1))
