@@ -132,11 +132,13 @@ def place(bank, beads, box, seed: int = 0, others=None, min_dist: float = MIN_DI
     order, xs = _sort_beads(x, b, r_oo)
     xw32 = np.ascontiguousarray(xs.T, dtype=np.float32)  # (3, n), sorted beads
     # 'others', and the beads close enough to touch them
-    obst, near = None, np.zeros(n, dtype=bool)
+    # (the contact stage moves molecules up to a shift further out)
+    obst, near, near_c = None, np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
     if others is not None:
-        obst = Obstacles(others, b, r_ot, others_min_dist, reach=bank.extent)
+        obst = Obstacles(others, b, r_ot, others_min_dist, reach=bank.extent + _SHIFT_RANGE[1])
         if obst:
             near = obst.mark_near(xs, bank.extent)
+            near_c = obst.mark_near(xs, bank.extent + _SHIFT_RANGE[1])
         else:
             obst = None
     del xs
@@ -148,7 +150,7 @@ def place(bank, beads, box, seed: int = 0, others=None, min_dist: float = MIN_DI
     left_oth = np.zeros(0, dtype=np.int64)
     if r_at > 0:
         solver = ContactSolver(bank, rng, kk, qq, xw32, b, r_at, r_grid, offender.copy(), obst,
-                               near, contact_candidates)
+                               near_c, contact_candidates)
         moves, cst, li, lj, left_oth, oo_bad = solver.run(contact_rounds)
         del solver
         offender[oo_bad] = True  # reported with the unresolved beads
@@ -164,6 +166,6 @@ def place(bank, beads, box, seed: int = 0, others=None, min_dist: float = MIN_DI
                            n_unresolved=int(len(unresolved)), retries=st.retries,
                            clashing_after_retry=st.per_retry, unresolved=unresolved,
                            **_contact_stats(cst, left, dist, left_oth, r_at),
-                           **_ion_check(obst, out, np.sort(order[near])))
+                           **_ion_check(obst, out, np.sort(order[near_c])))
     out = out.reshape(n, 4, 3, 3)
     return (out, bank.last_stats) if return_stats else out
