@@ -61,10 +61,15 @@ def test_group_waters_deterministic_and_box_forms():
     a = group_waters(ox, box, seed=7)
     assert np.array_equal(a, group_waters(ox, box, seed=7))
     assert np.array_equal(a, group_waters(ox + 3 * box, np.diag(box), seed=7))  # any image
-    with pytest.raises(MultiscaleError, match="triclinic"):
-        m = np.diag(box)
-        m[1, 0] = 0.5
+    m = np.diag(box)
+    m[0, 1] = 0.5  # not GROMACS form (upper triangle): an actionable error
+    with pytest.raises(MultiscaleError, match="lower triangular"):
         group_waters(ox, m)
+    m = np.diag(box)
+    m[1, 0] = 0.5  # triclinic: grouped (tests/test_water_triclinic.py)
+    g = group_waters(ox, m, seed=7)
+    assert np.array_equal(np.sort(g.ravel()), np.arange(len(ox)))
+    assert group_radius(ox, g, m).mean() < 0.3
 
 
 def test_group_waters_pbc_straddling_edge():

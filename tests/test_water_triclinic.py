@@ -171,3 +171,21 @@ def test_place_triclinic_equals_orthorhombic_physics(bank):
     _, sc = bank.place(c, np.full(3, n * a), seed=2, return_stats=True)
     assert st["n_contacts"] == sc["n_contacts"] == 0
     assert st["n_unresolved"] <= max(3, 3 * sc["n_unresolved"])
+
+
+@pytest.mark.parametrize("shape", [dodecahedron, octahedron])
+def test_place_small_triclinic_box(bank, shape):
+    """Boxes of a few beads per edge: the fewest cells (2 x 2 x 3), else PeriodicTree."""
+    beads, box = lattice_in(shape, 3, W_DENSITY, 0.05, seed=3)
+    p = np.random.default_rng(0).uniform(-1, 2, (200, 3)) @ box
+    for r, fallback in ((0.29, False), (0.45, True)):
+        g = _CellGrid(p, box, r)
+        assert (g.kd is not None) == fallback
+        i, j = g.pairs()
+        ref = PeriodicTree(p, box, r).query_pairs(r)
+        assert set(zip(np.minimum(i, j), np.maximum(i, j))) == set(map(tuple, ref))
+        assert len(ref) > 10 and len(i) == len(ref)
+    out, st = bank.place(beads, box, seed=1, return_stats=True)
+    assert np.abs(com(out) - beads).max() < 1e-9 and st["n_contacts"] == 0
+    i, j, _ = close_pairs(out.reshape(-1, 3), box, 0.08, div=3)
+    assert len(i) == 0
