@@ -7,6 +7,7 @@ i.e. 33.4 waters/nm^3 / 4), the densest realistic case.
 
     python benchmarks/bench_water.py                     # 10k, 100k, 1M beads; 100k waters
     python benchmarks/bench_water.py --sizes 10000 100000 --repeat 3
+    python benchmarks/bench_water.py --box dodecahedron     # triclinic cells (GROMACS vectors)
 
 Reports beads/s (wall clock, best of --repeat; the first run, which also pays for fresh
 memory pages, in brackets), CPU seconds (all threads) of the best run, peak extra memory, the
@@ -64,20 +65,46 @@ def _contacts(out, box, r: float = 0.1):
     again in float64."""
     import numpy as np
 
-    from multiscale.backmap.water import _CellGrid
+    from multiscale.backmap.water import Box, _CellGrid
 
     a = out.reshape(-1, 3)
     g = _CellGrid(tuple(np.ascontiguousarray(a.T, dtype=np.float32)), box, r + 1e-4,
                   ids=np.arange(len(a), dtype=np.int64))
     i, j = g.pairs(div=3)  # atoms 3 * molecule + atom: different molecules only
     del g
-    d = a[j] - a[i]
-    d -= box * np.round(d / box)
+    d = Box(box).min_image32(a[j] - a[i])  # exact for these short vectors (any box)
     d = np.sqrt(np.einsum("ij,ij->i", d, d))
     return d[d < r]
 
 
-def _case(kind: str, n: int, repeat: int, seed: int, min_dist_atoms=None) -> dict:
+#: triclinic cells as GROMACS box vectors (rows) for image distance 1 nm
+SHAPES = {
+    "dodecahedron": [[1, 0, 0], [0, 1, 0], [0.5, 0.5, 0.5 * 2**0.5]],
+    "octahedron": [[1, 0, 0], [1 / 3, 2 * 2**0.5 / 3, 0], [-1 / 3, 2**0.5 / 3, 6**0.5 / 3]],
+}
+
+
+def _lattice(side: int, density: float, jitter: float, shape: str, rng):
+    """side^3 points at ``density`` (nm^-3), jittered: a cubic lattice, or for a triclinic
+    ``shape`` the fractional grid i/side of the cell (FCC / BCC-like).  Returns (x, box)."""
+    import numpy as np
+
+    if shape == "cube":
+        a = (1 / density) ** (1 / 3)
+        g = np.arange(side) * a
+        x = np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
+        box = np.full(3, side * a)
+    else:
+        g = np.arange(side) / side
+        f = np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
+        unit = np.array(SHAPES[shape])
+        box = unit * (side**3 / density / abs(np.linalg.det(unit))) ** (1 / 3)
+        x = f @ box
+    return x + rng.normal(0, jitter, x.shape), box
+
+
+def _case(kind: str, n: int, repeat: int, seed: int, min_dist_atoms=None,
+          shape: str = "cube") -> dict:
     import numpy as np
 
     from multiscale.backmap.water import WaterBank
@@ -85,12 +112,7 @@ def _case(kind: str, n: int, repeat: int, seed: int, min_dist_atoms=None) -> dic
 
     rng = np.random.default_rng(seed)
     if kind == "place":
-        side = round(n ** (1 / 3))
-        a = (1 / W_DENSITY) ** (1 / 3)
-        g = np.arange(side) * a
-        x = np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
-        x += rng.normal(0, 0.05, x.shape)
-        box = np.full(3, side * a)
+        x, box = _lattice(round(n ** (1 / 3)), W_DENSITY, 0.05, shape, rng)
         bank = WaterBank.default()
         kw = {} if min_dist_atoms is None else dict(min_dist_atoms=min_dist_atoms)
         bank.place(x[:1000], box, seed=0, **kw)  # warm-up (imports, caches)
@@ -118,12 +140,16 @@ def _case(kind: str, n: int, repeat: int, seed: int, min_dist_atoms=None) -> dic
                     load=load)
     # grouping: n waters at liquid density
     side = round(n ** (1 / 3))  # full lattice (no void), rounded to a multiple of 4 waters
-    a = (1 / 33.4) ** (1 / 3)
-    g = np.arange(side) * a
-    x = np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
-    x = x[: len(x) // 4 * 4]
-    x += rng.normal(0, 0.03, x.shape)
-    box = np.full(3, side * a)
+    if shape == "cube":
+        a = (1 / 33.4) ** (1 / 3)
+        g = np.arange(side) * a
+        x = np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3)
+        x = x[: len(x) // 4 * 4]
+        x += rng.normal(0, 0.03, x.shape)
+        box = np.full(3, side * a)
+    else:
+        side += side % 2  # an even count: a multiple of 4 waters
+        x, box = _lattice(side, 33.4, 0.03, shape, rng)
     base = _rss_mb()
     best, cpu = float("inf"), 0.0
     for _ in range(repeat):
@@ -148,11 +174,13 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--min-dist-atoms", type=float, default=None,
                     help="place(min_dist_atoms=...): 0 switches the contact stage off")
+    ap.add_argument("--box", choices=["cube", *SHAPES], default="cube",
+                    help="cell shape: cubic (default) or a triclinic GROMACS cell")
     ap.add_argument("--case", nargs=2, help=argparse.SUPPRESS)  # internal: kind n
     args = ap.parse_args(argv)
     if args.case:
         print(json.dumps(_case(args.case[0], int(args.case[1]), args.repeat, args.seed,
-                               args.min_dist_atoms)))
+                               args.min_dist_atoms, args.box)))
         return
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
           f"{os.getloadavg()[0]:.1f} (other processes slow the timings down)")
@@ -161,7 +189,8 @@ def main(argv=None):
         extra = [] if args.min_dist_atoms is None else ["--min-dist-atoms",
                                                          str(args.min_dist_atoms)]
         r = subprocess.run([sys.executable, __file__, "--case", kind, str(n), "--repeat",
-                            str(args.repeat), "--seed", str(args.seed)] + extra,
+                            str(args.repeat), "--seed", str(args.seed), "--box", args.box]
+                           + extra,
                            capture_output=True, text=True)
         if r.returncode:
             print(f"{kind} {n}: failed\n{r.stderr[-2000:]}")

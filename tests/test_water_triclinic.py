@@ -153,7 +153,7 @@ def test_place_triclinic_no_clash(bank, shape):
     assert not np.any(~bad[i // 4] & ~bad[j // 4])
     # atoms of different molecules: none closer than 0.08 nm (contact stage)
     a = out.reshape(-1, 3)
-    i, j, d = close_pairs(a, box, 0.08, div=3)
+    i, _, _ = close_pairs(a, box, 0.08, div=3)
     assert len(i) == 0 and st["n_contacts"] == 0
     # same seed, same output
     assert np.array_equal(out, bank.place(beads, box, seed=1))

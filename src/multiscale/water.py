@@ -23,11 +23,17 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from multiscale.errors import MultiscaleError
-from multiscale.geometry import (box_volume, check_box, is_orthorhombic, minimum_image,
-                                 perpendicular_widths, wrap)
+from multiscale.geometry import (
+    box_volume,
+    check_box,
+    is_orthorhombic,
+    minimum_image,
+    perpendicular_widths,
+    wrap,
+)
 from multiscale.neighbours import PeriodicTree
 
-__all__ = ["group_waters", "group_radius", "orthorhombic_box", "water_box"]
+__all__ = ["group_radius", "group_waters", "orthorhombic_box", "water_box"]
 
 #: Number of refinement (member-swap) sweeps run after the greedy stage.
 _REFINE_SWEEPS = 20

@@ -97,7 +97,7 @@ Lengths nm; coordinates ``(..., 3)``; water atom order O, H1, H2.
 from __future__ import annotations
 
 from .bank import WaterBank
-from .cells import _CellGrid
+from .cells import _CellGrid  # noqa: F401  (tests, benchmarks)
 from .params import (
     CLUSTER_MASSES,
     DEFAULT_BANK_FILE,
@@ -112,15 +112,15 @@ from .pbc import Box
 from .rotations import random_rotations
 
 __all__ = [
-    "WaterBank",
-    "O_MASS",
-    "H_MASS",
     "CLUSTER_MASSES",
+    "DEFAULT_BANK_FILE",
+    "H_MASS",
+    "MAX_CLUSTER_RADIUS",
+    "MIN_DIST_ATOMS",
     "MIN_DIST_OO",
     "MIN_DIST_OTHERS",
-    "MIN_DIST_ATOMS",
-    "MAX_CLUSTER_RADIUS",
-    "DEFAULT_BANK_FILE",
+    "O_MASS",
     "Box",
+    "WaterBank",
     "random_rotations",
 ]

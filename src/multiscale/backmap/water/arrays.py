@@ -10,8 +10,11 @@ from scipy.spatial import cKDTree
 
 from . import params
 
+
 def _tree(x: np.ndarray, box: np.ndarray) -> cKDTree:
+    """Periodic cKDTree of wrapped points x (m, 3) in an orthorhombic box (3,) (nm)."""
     return cKDTree(x, boxsize=box, balanced_tree=False, compact_nodes=False)
+
 
 _POOL: tuple[int, ThreadPoolExecutor] | None = None
 

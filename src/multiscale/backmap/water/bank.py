@@ -18,8 +18,15 @@ from multiscale.geometry import minimum_image
 from multiscale.water import group_waters, water_box
 
 from .arrays import _pmap
-from .params import (_FORMAT, CLUSTER_MASSES, DEFAULT_BANK_FILE, MAX_CLUSTER_RADIUS, MIN_DIST_ATOMS,
-                     MIN_DIST_OO, MIN_DIST_OTHERS)
+from .params import (
+    _FORMAT,
+    CLUSTER_MASSES,
+    DEFAULT_BANK_FILE,
+    MAX_CLUSTER_RADIUS,
+    MIN_DIST_ATOMS,
+    MIN_DIST_OO,
+    MIN_DIST_OTHERS,
+)
 from .pbc import Box
 from .placement import place as _place
 from .rotations import _com, _rot_entries
@@ -192,7 +199,7 @@ class WaterBank:
         return {"format": _FORMAT, "clusters": c, "n_source": self.n_source, "note": self.note}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "WaterBank":
+    def from_dict(cls, d: dict) -> WaterBank:
         """Inverse of :meth:`to_dict` (accepts tensors or arrays)."""
         if not isinstance(d, dict) or "clusters" not in d:
             raise MultiscaleError("water bank dict has no 'clusters' entry: pass the output of "
@@ -214,7 +221,7 @@ class WaterBank:
                             note=np.array(self.note), format=np.array(_FORMAT))
 
     @classmethod
-    def load(cls, path) -> "WaterBank":
+    def load(cls, path) -> WaterBank:
         """Read a bank written by :meth:`save`."""
         if not os.path.exists(path):
             raise MultiscaleError(f"water bank file {path} does not exist: build it with "

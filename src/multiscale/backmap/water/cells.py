@@ -8,6 +8,7 @@ from .arrays import _cat, _pmap, _sort_keys
 from .params import _CELL_OCCUPANCY, _CHUNK
 from .pbc import Box
 
+
 def _columns(p):
     """Coordinates as 3 1-D arrays: from an (m, 3) array, or a sequence of x, y, z arrays."""
     if isinstance(p, (list, tuple)):

@@ -389,7 +389,7 @@ class ContactSolver(_Trials):
         # stuck shifts are tried again (more candidates, then scrambled), and the neighbours
         # they are stuck against are released
         forced += [units[bad_s, 0], sstuck]
-        self.per_round.append(int(len(mark)))
+        self.per_round.append(len(mark))
         return edges, np.unique(_cat(forced))
 
     def _moved_together(self, ok_rot, forced):
@@ -436,7 +436,7 @@ class ContactSolver(_Trials):
             oth = np.concatenate([oth, mv[self.other_hits(mv // 4, self.atoms_of(mv)) > 0]])
         stats = dict(n_contacts_initial=int(n_initial), contact_rounds=self.rounds,
                      moved_per_round=self.per_round,
-                     n_molecules_moved=int(len(mv)), n_molecules_spun=int(self.n_spun),
+                     n_molecules_moved=len(mv), n_molecules_spun=int(self.n_spun),
                      n_molecules_turned=int(self.n_turned), n_beads_shifted=int(self.n_shifted))
         return self.moves, stats, _cat(left_i), _cat(left_j), np.unique(oth), oo_bad
 
@@ -452,5 +452,5 @@ def _contact_stats(cst: dict, pairs: np.ndarray, dist: np.ndarray, oth: np.ndarr
     out.update(n_contacts=int(close.sum()), contacts=pairs[close],
                contact_dist=dist[close],
                min_contact=float(dist[close].min()) if close.any() else None,
-               n_others_close=int(len(oth)), others_close=oth)
+               n_others_close=len(oth), others_close=oth)
     return out

@@ -21,7 +21,13 @@ from __future__ import annotations
 import numpy as np
 
 from multiscale.errors import MultiscaleError
-from multiscale.geometry import check_box, is_orthorhombic, minimum_image, perpendicular_widths, wrap
+from multiscale.geometry import (
+    check_box,
+    is_orthorhombic,
+    minimum_image,
+    perpendicular_widths,
+    wrap,
+)
 from multiscale.neighbours import PeriodicTree
 
 from .arrays import _tree
@@ -81,7 +87,7 @@ class Box:
         """Exact minimum-image vectors (..., 3) (:func:`multiscale.geometry.minimum_image`)."""
         return minimum_image(d, self.arg)
 
-    def tree(self, x: np.ndarray, cutoff: float) -> "BoxTree":
+    def tree(self, x: np.ndarray, cutoff: float) -> BoxTree:
         """Neighbour search over points ``x`` (m, 3) for distances up to ``cutoff`` nm."""
         return BoxTree(x, self, cutoff)
 

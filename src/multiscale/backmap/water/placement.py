@@ -11,7 +11,13 @@ from .arrays import _argsort_int, _pmap
 from .beads import BeadStage
 from .contacts import ContactSolver, _contact_stats
 from .obstacles import Obstacles
-from .params import _BEAD_CELL, _SHIFT_RANGE, MIN_DIST_ATOMS, MIN_DIST_OO, MIN_DIST_OTHERS
+from .params import (
+    _BEAD_CELL,
+    _SHIFT_RANGE,
+    MIN_DIST_ATOMS,
+    MIN_DIST_OO,
+    MIN_DIST_OTHERS,
+)
 from .pbc import Box
 from .rotations import _rotmat
 
@@ -95,7 +101,7 @@ def _assemble(bank, x, order, kk, qq, moves):
 
 
 def _ion_stats(close: np.ndarray, dmin) -> dict:
-    return dict(n_ion_close=int(len(close)), ion_close=close, min_ion_dist=dmin)
+    return dict(n_ion_close=len(close), ion_close=close, min_ion_dist=dmin)
 
 
 def _ion_check(obst, out, near_rows) -> dict:
@@ -163,7 +169,7 @@ def place(bank, beads, box, seed: int = 0, others=None, min_dist: float = MIN_DI
     dist = np.sqrt(np.einsum("ij,ij->i", dv, dv))
     unresolved = np.sort(order[np.flatnonzero(offender)])
     bank.last_stats = dict(n_beads=n, n_initial_clash=st.n_initial,
-                           n_unresolved=int(len(unresolved)), retries=st.retries,
+                           n_unresolved=len(unresolved), retries=st.retries,
                            clashing_after_retry=st.per_retry, unresolved=unresolved,
                            **_contact_stats(cst, left, dist, left_oth, r_at),
                            **_ion_check(obst, out, np.sort(order[near_c])))

@@ -6,6 +6,7 @@ import numpy as np
 
 from .params import CLUSTER_MASSES
 
+
 def _rot_entries(q: np.ndarray, dtype=np.float64):
     """Rotation matrix entries ``r[i][j]`` (each an (n,) array) of quaternions ``q`` (n, 4)
     (w, x, y, z; any non-zero norm: the matrix is exactly orthogonal either way)."""

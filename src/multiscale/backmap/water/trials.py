@@ -19,8 +19,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .params import (_SCRAMBLE_AFTER, _SCRAMBLE_SIGMA, _SHIFT_AFTER, _SHIFT_BATCH, _SHIFT_RANGE,
-                     _SPIN_FIRST)
+from .params import (
+    _SCRAMBLE_AFTER,
+    _SCRAMBLE_SIGMA,
+    _SHIFT_AFTER,
+    _SHIFT_BATCH,
+    _SHIFT_RANGE,
+    _SPIN_FIRST,
+)
 from .rotations import _qmul, _rotmat
 
 __all__ = []
