@@ -82,3 +82,23 @@ def test_ion_distances_below_default_change_nothing(bank):
     assert np.array_equal(a, b)
     with pytest.raises(MultiscaleError, match="others_min_dist"):
         bank.place(beads, box, others=ions, others_min_dist=rad[:-1])
+
+
+def test_ion_first_shell_triclinic(bank):
+    """Ions in a rhombic dodecahedron (FCC-like bead lattice at Martini density)."""
+    n = 12
+    unit = np.array([[1, 0, 0], [0, 1, 0], [0.5, 0.5, 0.5 * np.sqrt(2)]])
+    box = unit * (n**3 / W_DENSITY / np.linalg.det(unit)) ** (1 / 3)
+    g = np.arange(n) / n
+    rng = np.random.default_rng(5)
+    x = np.stack(np.meshgrid(g, g, g, indexing="ij"), -1).reshape(-1, 3) @ box
+    x += rng.normal(0, 0.03, x.shape)
+    idx = rng.choice(len(x), 100, replace=False)
+    ions, beads = x[idx], np.delete(x, idx, axis=0)
+    rad = np.where(np.arange(100) % 2 == 0, NA, CL)
+    plain = bank.place(beads, box, seed=0, others=ions)
+    assert (o_ion_dist(plain, ions, box) < rad).any(axis=1).sum() > 3
+    out, st = bank.place(beads, box, seed=0, others=ions, others_min_dist=rad,
+                         return_stats=True)
+    bad = (o_ion_dist(out, ions, box) < rad).any(axis=1)
+    assert bad.mean() < 1e-3 and st["n_ion_close"] == bad.sum() and st["n_contacts"] == 0
