@@ -31,7 +31,7 @@ _BATCH = 4096
 #: of the contact search: 1M beads 6.3 -> 5.2 s CPU against 1 nm cells)
 _BEAD_CELL = 4.0
 
-#: contact stage (:meth:`WaterBank._contacts`): fails[molecule] counts its failed rounds; at
+#: contact stage (:class:`~.contacts.ContactSolver`): fails[molecule] counts its failed rounds; at
 #: 0 it is spun about its own C2 axis (O, H-H midpoint and centre of mass fixed) and, if no
 #: spin clears it, turned freely about its centre of mass; from _TURN_AFTER on only turned;
 #: from _SHIFT_AFTER on shifted (it moves, its 3 cluster-mates move back by a third: the
