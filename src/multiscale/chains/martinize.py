@@ -105,28 +105,32 @@ class ChainMapping:
 # --------------------------------------------------------------------------- vermouth data
 
 
-@functools.lru_cache(maxsize=None)
 def vermouth_data(from_ff: str = "amber", to_ff: str = "martini3001"):
     """(force fields dict, mappings) from vermouth's data folder, read once per process (~2 s).
 
-    Only the source force fields, the target and the target's mapping folder are read (the
-    mappings ``[from] -> [to]`` that martinize2 would use for this pair).
+    Only the source force fields (amber, charmm), the target and the target's mapping folder
+    are read: the ``[from] -> [to]`` mappings martinize2 uses for this pair.
     """
+    if from_ff not in SOURCE_FORCE_FIELDS:
+        raise MultiscaleError(f"unknown AA naming {from_ff!r} for proteins: use one of {', '.join(SOURCE_FORCE_FIELDS)}")
+    ffs, maps = _vermouth_data(to_ff)
+    if to_ff not in maps.get(from_ff, {}):
+        raise MultiscaleError(f"vermouth has no {from_ff} -> {to_ff} residue mappings: use martini3001")
+    return ffs, maps
+
+
+@functools.lru_cache(maxsize=None)
+def _vermouth_data(to_ff: str):
     vermouth = _import_vermouth()
     from vermouth.forcefield import ForceField
     from vermouth.map_input import read_mapping_directory
 
-    if from_ff not in SOURCE_FORCE_FIELDS:
-        raise MultiscaleError(f"unknown AA naming {from_ff!r} for proteins: use one of {', '.join(SOURCE_FORCE_FIELDS)}")
     root = Path(vermouth.DATA_PATH)
     if not (root / "force_fields" / to_ff).is_dir():
         raise MultiscaleError(f"vermouth has no force field {to_ff!r} in {root / 'force_fields'}: use martini3001")
     names = dict.fromkeys((*SOURCE_FORCE_FIELDS, to_ff))
     ffs = {n: ForceField(str(root / "force_fields" / n)) for n in names}
-    maps = read_mapping_directory(root / "mappings" / to_ff, ffs)
-    if to_ff not in maps.get(from_ff, {}):
-        raise MultiscaleError(f"vermouth has no {from_ff} -> {to_ff} residue mappings in {root / 'mappings' / to_ff}")
-    return ffs, maps
+    return ffs, read_mapping_directory(root / "mappings" / to_ff, ffs)
 
 
 def _import_vermouth():
@@ -277,6 +281,21 @@ def _weights_from_cg(system, n_atoms: int, center_weight, source: str):
     return sp.csr_matrix(w), names, resnames, np.array(resids, dtype=int), np.array(molecules, dtype=int)
 
 
+def _check_residue_names(system, from_ff: str, to_ff: str, source: str) -> None:
+    """One line naming the residues vermouth's ``from_ff`` does not know (martinize2 would drop the chain)."""
+    ffs, _ = vermouth_data(from_ff, to_ff)
+    known = ffs[from_ff].blocks
+    unknown = {}
+    for mol in system.molecules:
+        for _, n in mol.nodes(data=True):
+            if n.get("resname") not in known:
+                unknown.setdefault(n.get("resname"), f"{n.get('resname')}{n.get('resid')}")
+    if unknown:
+        raise MultiscaleError(f"{source}: residue(s) {', '.join(list(unknown.values())[:8])} unknown to vermouth's {from_ff} "
+                              f"force field, so martinize2 would drop the chain: use standard amino-acid/variant names "
+                              f"({' '.join(sorted(known)[:40])})")
+
+
 def _build(system, n_atoms, atom_resid_index, from_ff, to_ff, make_bonds, source):
     """Run the pipeline on ``system`` and assemble a :class:`ChainMapping`."""
     vlog = logging.getLogger("vermouth")
@@ -284,6 +303,7 @@ def _build(system, n_atoms, atom_resid_index, from_ff, to_ff, make_bonds, source
     old_level = vlog.level
     vlog.addHandler(collect)
     vlog.setLevel(logging.WARNING)
+    _check_residue_names(system, from_ff, to_ff, source)
     try:
         in_residues = {(n.get("chain"), n.get("resid")) for mol in system.molecules for _, n in mol.nodes(data=True)}
         center = _run_martinize_pipeline(system, from_ff, to_ff, make_bonds)
