@@ -75,15 +75,26 @@ def dssp_option(dssp: str | os.PathLike | None = None) -> list[str]:
     return ["-dssp", exe]
 
 
-def _pdb_names(path: Path) -> tuple[set[str], set[str]]:
+def _structure_names(path: Path) -> tuple[set[str], set[str]]:
+    """Atom and residue names of a PDB or GRO file (to guess the AA naming)."""
     atoms, res = set(), set()
     with open(path) as fh:
-        for line in fh:
-            if line.startswith(("ATOM", "HETATM")):
-                atoms.add(line[12:16].strip())
-                res.add(line[17:21].strip())
+        if path.suffix.lower() == ".gro":
+            lines = fh.read().splitlines()
+            try:
+                n = int(lines[1].split()[0])
+            except (IndexError, ValueError) as e:
+                raise MultiscaleError(f"{path}: not a GRO file (no atom count on line 2)") from e
+            for line in lines[2:2 + n]:
+                res.add(line[5:10].strip())
+                atoms.add(line[10:15].strip())
+        else:
+            for line in fh:
+                if line.startswith(("ATOM", "HETATM")):
+                    atoms.add(line[12:16].strip())
+                    res.add(line[17:21].strip())
     if not atoms:
-        raise MultiscaleError(f"{path}: no ATOM records: pass an AA protein PDB")
+        raise MultiscaleError(f"{path}: no atoms read: pass an AA protein .pdb or .gro")
     return atoms, res
 
 
@@ -127,24 +138,30 @@ def _included_itps(top: Path) -> list[str]:
 
 def martini_topology(aa_pdb: str | os.PathLike, out_dir: str | os.PathLike, ss: str | None = None, elastic=False,
                      go=False, from_ff: str | None = None, name: str = "protein", dssp: str | None = None,
-                     posres: str = "none", extra_args=(), timeout: float = 600.0) -> MartiniTopology:
-    """Run martinize2 once on ``aa_pdb`` and put its outputs in ``out_dir``.
+                     posres: str = "none", maxwarn=None, extra_args=(), timeout: float = 600.0) -> MartiniTopology:
+    """Run martinize2 once on ``aa_pdb`` (.pdb or .gro, protein only) and put its outputs in ``out_dir``.
 
     ss: DSSP string for ``-ss`` (None: compute with DSSP, see :func:`dssp_option`).
     elastic: False, True, or a dict of martinize2 elastic options without the dash
     (``{"ef": 700, "eu": 0.9}``). go: False, True (contact map computed by martinize2), a dict
     of Go options (``{"go-eps": 9.414}``), or a contact-map file path.  from_ff: ``amber`` or
     ``charmm`` naming of the PDB (guessed from the names when None).  name: molecule name (the
-    itp is ``{name}_0.itp`` or similar, as martinize2 names it).  Files are written in a
+    itp is ``{name}_0.itp`` or similar, as martinize2 names it).  maxwarn: martinize2 stops on any
+    warning; pass a count or ``["inconsistent-data:1", ...]`` (``-maxwarn``) to accept known ones
+    (e.g. "Overlapping modification mappings" for a C-terminal HIS, harmless for the beads).  Files are written in a
     temporary folder and moved into ``out_dir`` only when martinize2 succeeded.
     """
     aa_pdb = Path(aa_pdb).resolve()
     if not aa_pdb.is_file():
-        raise MultiscaleError(f"AA structure {aa_pdb} not found: pass an existing protein .pdb")
-    atoms, res = _pdb_names(aa_pdb)
+        raise MultiscaleError(f"AA structure {aa_pdb} not found: pass an existing protein .pdb or .gro")
+    if aa_pdb.suffix.lower() not in (".pdb", ".ent", ".gro", ".cif"):
+        raise MultiscaleError(f"AA structure {aa_pdb}: martinize2 reads .pdb, .gro or .cif, not {aa_pdb.suffix}")
+    atoms, res = _structure_names(aa_pdb)
     from_ff = from_ff or guess_source_ff(atoms, res)
     if from_ff not in SOURCE_FORCE_FIELDS:
         raise MultiscaleError(f"martini_topology: from_ff must be one of {', '.join(SOURCE_FORCE_FIELDS)}, got {from_ff!r}")
+    if maxwarn is not None:
+        extra_args = ["-maxwarn", *([str(maxwarn)] if isinstance(maxwarn, (int, str)) else [str(m) for m in maxwarn])] + list(extra_args)
     cmd = _command(aa_pdb, name, from_ff, ss, dssp, elastic, go, posres, extra_args)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -155,11 +172,14 @@ def martini_topology(aa_pdb: str | os.PathLike, out_dir: str | os.PathLike, ss: 
             raise MultiscaleError(f"martinize2 on {aa_pdb} did not finish in {timeout:.0f} s: check the input size") from e
         tmp = Path(tmp)
         (tmp / "martinize2.log").write_text(proc.stdout + proc.stderr)
+        if proc.returncode != 0:
+            os.replace(tmp / "martinize2.log", out_dir / "martinize2.log")
         if proc.returncode != 0 or not (tmp / "topol.top").is_file():
-            errs = [ln for ln in proc.stderr.splitlines() if "WARNING" in ln or "ERROR" in ln or "Error" in ln]
-            raise MultiscaleError(f"martinize2 failed on {aa_pdb} (exit {proc.returncode}): "
-                                  f"{(errs[-1] if errs else (proc.stderr.strip().splitlines() or ['no output'])[-1]).strip()}"
-                                  f" (command: {' '.join(cmd)})")
+            lines = proc.stderr.strip().splitlines() or ["no output"]
+            warns = [ln.strip() for ln in lines if "WARNING" in ln]
+            what = "; ".join(warns[:3]) + (" (martinize2 stops on warnings: pass maxwarn=... if they are harmless)" if warns else "")
+            raise MultiscaleError(f"martinize2 failed on {aa_pdb} (exit {proc.returncode}): {what or lines[-1].strip()} "
+                                  f"(log {out_dir / 'martinize2.log'})")
         itps = _included_itps(tmp / "topol.top")
         for p in sorted(tmp.iterdir()):
             if p.is_file():
