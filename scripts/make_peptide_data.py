@@ -130,47 +130,59 @@ def stage_setup(pep: Peptide, work: Path, args, settings: GromacsSettings) -> No
 
 
 def md_stage(name: str, template: str, values: dict, start: str, work: Path, settings: GromacsSettings,
-             protein_xtc: bool = False) -> None:
-    """grompp (once) + mdrun (continues from its checkpoint) until ``NAME.done`` exists."""
-    stamp = work / f"{name}.done"
+             protein_xtc: bool = False, extendable: bool = False) -> bool:
+    """grompp (once) + mdrun (continues from its checkpoint) until ``NAME.done`` exists.
+
+    An ``extendable`` (production) stage asked for more steps (a larger ``--ns``) is extended in place
+    (``convert-tpr -nsteps``, then mdrun continues from the checkpoint); any other change of
+    settings is an error.  Returns True when mdrun ran.
+    """
+    stamp, tpr, spec = work / f"{name}.done", work / f"{name}.tpr", work / f"{name}.spec.json"
+    old = json.loads(spec.read_text()) if tpr.is_file() and spec.is_file() else None
+    if old is not None and old != values:
+        if {k: v for k, v in old.items() if k != "nsteps"} != {k: v for k, v in values.items() if k != "nsteps"} \
+                or values["nsteps"] < old["nsteps"] or not extendable:
+            raise MultiscaleError(f"{tpr} was prepared with other settings ({old}): delete {work}/{name}.* "
+                                  f"and the stages after it to redo them, or rerun with the same options (only --ns may grow)")
+        log(f"{work.parent.name}: extending {name} to {values['nsteps']} steps")
+        run_tool("convert-tpr", settings, cwd=work, s=tpr.name, nsteps=values["nsteps"], o=f".{tpr.name}")
+        os.replace(work / f".{tpr.name}", tpr)
+        atomic_write_text(spec, json.dumps(values, sort_keys=True))
+        stamp.unlink(missing_ok=True)
     if stamp.is_file():
-        return
-    tpr = work / f"{name}.tpr"
-    want = json.dumps(values, sort_keys=True)
-    spec = work / f"{name}.spec.json"
-    if tpr.is_file() and spec.is_file() and spec.read_text() != want:
-        raise MultiscaleError(f"{tpr} was prepared with other settings ({spec.read_text()}): delete {work}/{name}.* "
-                              f"to redo this stage, or rerun with the same options")
+        return False
     if not tpr.is_file():
         mdp = render_mdp(template, values, work / f"{name}.mdp")
         if protein_xtc:
             text = re.sub(r"^compressed-x-grps\s*=.*$", "compressed-x-grps        = Protein", mdp.read_text(), flags=re.M)
             atomic_write_text(mdp, text)
         grompp(mdp, work / start, work / "system.top", tpr, settings, maxwarn=1 if name == "em" else 0)
-        atomic_write_text(spec, want)
+        atomic_write_text(spec, json.dumps(values, sort_keys=True))
     log(f"{work.parent.name}: mdrun {name}" + (" (continuing)" if (work / f"{name}.cpt").is_file() else ""))
     res = mdrun(tpr, work / name, settings)
     if not res.completed:
         raise MultiscaleError(f"mdrun {name} in {work} stopped early (-maxh or a signal): rerun the same command to continue")
     log(f"{work.parent.name}: {name} done in {res.wall_s:.0f} s" + (f", {res.ns_per_day:.1f} ns/day" if res.ns_per_day else ""))
     atomic_write_text(stamp, time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+    return True
 
 
-def stage_md(pep: Peptide, work: Path, args, settings: GromacsSettings) -> None:
+def stage_md(pep: Peptide, work: Path, args, settings: GromacsSettings) -> bool:
+    """em -> nvt -> npt -> prod; True when production ran (new frames to export)."""
     common = {"dt": DT, "ref_t": TEMPERATURE, "tau_t": 0.1, "gen_seed": pep.seed, "nstenergy": 500, "nstlog": 5000}
     md_stage("em", "aa_em", {"define": "", "nsteps": 5000, "emtol": 1000.0}, "system.gro", work, settings)
     md_stage("nvt", "aa_nvt", {**common, "define": "-DPOSRES", "nsteps": round(args.nvt_ps / DT), "nstxout_compressed": 0},
              "em.gro", work, settings)
     md_stage("npt", "aa_npt", {**common, "define": "-DPOSRES", "nsteps": round(args.npt_ps / DT), "nstxout_compressed": 0,
                                "tau_p": 2.0, "ref_p": 1.0}, "nvt.gro", work, settings)
-    md_stage("prod", "aa_md", {**common, "define": "", "nsteps": round(args.ns * 1000 / DT),
+    return md_stage("prod", "aa_md", {**common, "define": "", "nsteps": round(args.ns * 1000 / DT),
                                "nstxout_compressed": round(1.0 / DT), "tau_p": 2.0, "ref_p": 1.0},
-             "npt.gro", work, settings, protein_xtc=True)
+             "npt.gro", work, settings, protein_xtc=True, extendable=True)
 
 
-def stage_export(pep: Peptide, out: Path, work: Path, args, settings: GromacsSettings) -> None:
+def stage_export(pep: Peptide, out: Path, work: Path, args, settings: GromacsSettings, fresh: bool = False) -> None:
     """Protein-only, whole-molecule md.xtc + start.gro + topology + provenance.json."""
-    if done(out / "md.xtc", out / "start.gro", out / "topol.top", out / "provenance.json"):
+    if not fresh and done(out / "md.xtc", out / "start.gro", out / "topol.top", out / "provenance.json"):
         return
     log(f"{pep.name}: export")
     run_tool("convert-tpr", settings, cwd=work, input="Protein", s="prod.tpr", o="protein.tpr")
@@ -251,8 +263,8 @@ def main(argv=None) -> int:
             work = out / "work"
             work.mkdir(parents=True, exist_ok=True)
             stage_setup(pep, work, args, settings)
-            stage_md(pep, work, args, settings)
-            stage_export(pep, out, work, args, settings)
+            ran = stage_md(pep, work, args, settings)
+            stage_export(pep, out, work, args, settings, fresh=ran)
             log(f"{pep.name}: ready in {out}")
     except MultiscaleError as e:
         print(f"error: {e}", file=sys.stderr)
