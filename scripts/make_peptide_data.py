@@ -11,7 +11,7 @@ held-out 20-residue Trp-cage TC5b marked ``split: test``), stages run in order a
 skipped when its outputs exist, so an interrupted run resumes (mdrun continues from its
 checkpoint, ``-cpi``):
 
-    build    PeptideBuilder heavy atoms (PPII start), variants renamed (HID/HIP/ASH/GLH/LYN)
+    build    PeptideBuilder heavy atoms (PPII start; Trp-cage helical), variants renamed (HID/HIP/ASH/GLH/LYN)
     pdb2gmx  amber99sb-ildn + TIP3P, charged termini, -ignh
     box      editconf -bt dodecahedron -d PAD -c
     solvate  gmx solvate -cs spc216.gro
@@ -62,6 +62,7 @@ class Peptide:
     split: str = "train"  # train | test (held out: reference data only, never trained on)
     variants: dict = field(default_factory=dict)  # 1-based position -> amber residue name
     seed: int = 0
+    conformation: str = "ppii"  # start: ppii | helix | extended | mixed (multiscale.chains.peptides)
 
 
 #: Training peptides: each amino acid 7x over 14 10-mers, neighbours varied (seeded shuffle,
@@ -82,7 +83,8 @@ PEPTIDES = [
     Peptide("pep13", "SGAKVCRVVK", seed=113),
     Peptide("pep14", "EDKEEITSPN", seed=114),
     Peptide("var01", "GHKDEAHWSHYK", variants={2: "HID", 4: "ASH", 5: "GLH", 7: "HIP", 12: "LYN"}, seed=115),
-    Peptide("trpcage", "NLYIQWLKDGGPSSGRPPPS", split="test", seed=201),
+    # Trp-cage TC5b; helical start keeps the dodecahedron small (a PPII 20-mer needs ~12,600 waters).
+    Peptide("trpcage", "NLYIQWLKDGGPSSGRPPPS", split="test", seed=201, conformation="helix"),
 ]
 
 
@@ -104,7 +106,7 @@ def stage_setup(pep: Peptide, work: Path, args, settings: GromacsSettings) -> No
     """build -> pdb2gmx -> box -> solvate -> ions; each skipped when its outputs exist."""
     if not done(work / "heavy.pdb"):
         log(f"{pep.name}: build {pep.sequence}")
-        build_peptide_pdb(pep.sequence, work / "heavy.pdb", conformation="ppii", seed=pep.seed, variants=pep.variants)
+        build_peptide_pdb(pep.sequence, work / "heavy.pdb", conformation=pep.conformation, seed=pep.seed, variants=pep.variants)
     if not done(work / "topol.top", work / "protein.gro", work / "posre.itp"):
         log(f"{pep.name}: pdb2gmx {FORCEFIELD}/{WATER}")
         pdb2gmx(work / "heavy.pdb", work, forcefield=FORCEFIELD, water=WATER, settings=settings)
@@ -208,7 +210,7 @@ def provenance(pep: Peptide, work: Path, args, settings: GromacsSettings) -> dic
         "name": pep.name, "sequence": pep.sequence, "length": len(pep.sequence), "split": pep.split,
         "variants": {str(k): v for k, v in pep.variants.items()}, "seed": pep.seed,
         "force_field": FORCEFIELD, "water": WATER, "termini": "charged (NH3+/COO-, pdb2gmx default)",
-        "start_conformation": "PPII (phi -75, psi 145; Pro phi -65), PeptideBuilder",
+        "start_conformation": f"{pep.conformation} (multiscale.chains.peptides.CONFORMATIONS; Pro phi -65), PeptideBuilder",
         "box": f"rhombic dodecahedron, {args.pad} nm padding", "salt_M": args.salt, "molecules": counts,
         "temperature_K": TEMPERATURE, "dt_ps": DT, "nvt_ps": args.nvt_ps, "npt_ps": args.npt_ps, "production_ns": args.ns,
         "thermostat": "v-rescale 0.1 ps", "barostat": "c-rescale 2 ps, 1 bar", "restraints": "heavy atoms in NVT/NPT only",

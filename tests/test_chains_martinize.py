@@ -122,3 +122,16 @@ def test_martini_topology_options(tmp_path):
         _command(tmp_path / "x.pdb", "prot", "amber", "C", None, True, True, "none", ())
     with pytest.raises(MultiscaleError, match="unknown elastic option"):
         _command(tmp_path / "x.pdb", "prot", "amber", "C", None, {"xx": 1}, False, "none", ())
+
+
+def test_dssp_option_usable_or_one_line_error():
+    from multiscale.chains.topology import dssp_option
+
+    try:
+        opt = dssp_option()
+    except MultiscaleError as e:
+        assert "\n" not in str(e) and "ss" in str(e)
+    else:
+        assert opt[0] == "-dssp" and (len(opt) == 1 or shutil.which(opt[1]))
+    with pytest.raises(MultiscaleError, match="not found"):
+        dssp_option("no_such_dssp_exe")

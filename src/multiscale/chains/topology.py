@@ -7,13 +7,15 @@ paths of what it wrote: the ``.top``, the molecule ``.itp`` file(s) and the CG `
 
 Secondary structure: ``ss`` (one DSSP letter per residue, or one letter for all) is passed as
 ``-ss``; without it DSSP runs through ``-dssp``: with mdtraj when it is importable, else the
-``mkdssp`` executable given or found on PATH (Debian: ``apt-get install dssp``; vermouth is only
-tested with DSSP 2.2.1/3.0.0 and warns for other versions).  Neither available -> one-line error.
+DSSP 2.x/3.x ``mkdssp`` given or found on PATH.  DSSP 4 (Debian bookworm's ``dssp`` package,
+4.2.2) cannot be used: vermouth 0.15 calls ``mkdssp -i`` and parses the 2.x/3.x format.  None
+available -> one-line error.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -55,12 +57,29 @@ def martinize2_executable() -> Path:
     return exe
 
 
+def _dssp_major(exe: str) -> int | None:
+    """Major version of a DSSP executable (None when it does not say)."""
+    try:
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(r"(\d+)\.\d+\.\d+", out.stdout + out.stderr)
+    return int(m.group(1)) if m else None
+
+
 def dssp_option(dssp: str | os.PathLike | None = None) -> list[str]:
-    """The martinize2 arguments that compute secondary structure here, or a one-line error."""
+    """The martinize2 arguments that compute secondary structure here, or a one-line error.
+
+    vermouth 0.15 runs DSSP as ``EXE -i file.pdb`` and parses the classic (2.x/3.x) output, so a
+    DSSP 4 ``mkdssp`` (Debian bookworm's ``dssp`` package) cannot be used; mdtraj's DSSP can.
+    """
     if dssp is not None:
         exe = shutil.which(str(dssp))
         if exe is None:
-            raise MultiscaleError(f"DSSP executable {dssp} not found: install it (Debian: apt-get install dssp) or pass ss='C...'")
+            raise MultiscaleError(f"DSSP executable {dssp} not found: install mdtraj (pip) or DSSP 2/3, or pass ss='C...'")
+        if (_dssp_major(exe) or 0) >= 4:
+            raise MultiscaleError(f"DSSP {exe} is version 4+, which martinize2 (vermouth) cannot call: "
+                                  "pip install mdtraj (martinize2 then uses its DSSP) or pass ss='C...'")
         return ["-dssp", exe]
     try:
         import mdtraj  # noqa: F401
@@ -68,11 +87,12 @@ def dssp_option(dssp: str | os.PathLike | None = None) -> list[str]:
         return ["-dssp"]
     except ImportError:
         pass
-    exe = shutil.which("mkdssp") or shutil.which("dssp")
-    if exe is None:
-        raise MultiscaleError("no secondary structure for martinize2: pass ss (a DSSP string, one letter per residue, "
-                              "or e.g. 'C' for all), or install mdtraj (pip) or DSSP (Debian: apt-get install dssp)")
-    return ["-dssp", exe]
+    for name in ("mkdssp", "dssp"):
+        exe = shutil.which(name)
+        if exe and (_dssp_major(exe) or 0) in (2, 3):
+            return ["-dssp", exe]
+    raise MultiscaleError("no secondary structure for martinize2: pass ss (a DSSP string, one letter per residue, "
+                          "or e.g. 'C' for all), or pip install mdtraj (martinize2 uses its DSSP; DSSP 4 mkdssp is not supported)")
 
 
 def _structure_names(path: Path) -> tuple[set[str], set[str]]:
