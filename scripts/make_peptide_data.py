@@ -45,10 +45,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
-from multiscale.chains.peptides import AMINO_ACIDS, build_peptide_pdb, pdb2gmx  # noqa: E402
-from multiscale.errors import MultiscaleError  # noqa: E402
-from multiscale.gromacs import GromacsSettings, grompp, mdrun, render_mdp, run_tool  # noqa: E402
-from multiscale.io import atomic_write_text  # noqa: E402
+from multiscale.chains.peptides import AMINO_ACIDS, build_peptide_pdb, pdb2gmx
+from multiscale.errors import MultiscaleError
+from multiscale.gromacs import GromacsSettings, grompp, mdrun, render_mdp, run_tool
+from multiscale.io import atomic_write_text
 
 FORCEFIELD, WATER = "amber99sb-ildn", "tip3p"
 DT = 0.002  # ps
@@ -97,7 +97,7 @@ def done(*paths: Path) -> bool:
 
 
 def gromacs_version(settings: GromacsSettings) -> str:
-    out = subprocess.run([settings.gmx, "--version"], capture_output=True, text=True).stdout
+    out = subprocess.run([settings.gmx, "--version"], capture_output=True, text=True, check=False).stdout
     m = re.search(r"GROMACS version:\s*(\S+)", out)
     return m.group(1) if m else "unknown"
 
@@ -156,7 +156,7 @@ def md_stage(name: str, template: str, values: dict, start: str, work: Path, set
     if not tpr.is_file():
         mdp = render_mdp(template, values, work / f"{name}.mdp")
         if protein_xtc:
-            text = re.sub(r"^compressed-x-grps\s*=.*$", "compressed-x-grps        = Protein", mdp.read_text(), flags=re.M)
+            text = re.sub(r"^compressed-x-grps\s*=.*$", "compressed-x-grps        = Protein", mdp.read_text(), flags=re.MULTILINE)
             atomic_write_text(mdp, text)
         grompp(mdp, work / start, work / "system.top", tpr, settings, maxwarn=1 if name == "em" else 0)
         atomic_write_text(spec, json.dumps(values, sort_keys=True))

@@ -5,8 +5,20 @@ frames with them; :mod:`.topology` calls the martinize2 CLI once for the Martini
 A chain molecule class for :mod:`multiscale.classes` plugs in on top of these.
 """
 
-from .martinize import ChainMapping, chain_mapping_from_moltype, chain_mapping_from_pdb, guess_source_ff
+from .martinize import (
+           ChainMapping,
+           chain_mapping_from_moltype,
+           chain_mapping_from_pdb,
+           guess_source_ff,
+)
 from .topology import MartiniTopology, martini_topology, martinize2_executable
 
-__all__ = ["ChainMapping", "chain_mapping_from_moltype", "chain_mapping_from_pdb", "guess_source_ff",
-           "MartiniTopology", "martini_topology", "martinize2_executable"]
+__all__ = [
+           "ChainMapping",
+           "MartiniTopology",
+           "chain_mapping_from_moltype",
+           "chain_mapping_from_pdb",
+           "guess_source_ff",
+           "martini_topology",
+           "martinize2_executable",
+]

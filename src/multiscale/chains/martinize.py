@@ -32,8 +32,14 @@ import scipy.sparse as sp
 
 from ..errors import MultiscaleError
 
-__all__ = ["ChainMapping", "chain_mapping_from_moltype", "chain_mapping_from_pdb", "guess_source_ff",
-           "vermouth_data", "SOURCE_FORCE_FIELDS"]
+__all__ = [
+    "SOURCE_FORCE_FIELDS",
+    "ChainMapping",
+    "chain_mapping_from_moltype",
+    "chain_mapping_from_pdb",
+    "guess_source_ff",
+    "vermouth_data",
+]
 
 #: vermouth force-field names accepted as the AA side.
 SOURCE_FORCE_FIELDS = ("amber", "charmm")
@@ -119,7 +125,7 @@ def vermouth_data(from_ff: str = "amber", to_ff: str = "martini3001"):
     return ffs, maps
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _vermouth_data(to_ff: str):
     vermouth = _import_vermouth()
     from vermouth.forcefield import ForceField
@@ -136,7 +142,7 @@ def _vermouth_data(to_ff: str):
 def _import_vermouth():
     try:
         import vermouth
-        import vermouth.forcefield  # noqa: F401
+        import vermouth.forcefield
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise MultiscaleError("proteins need vermouth (martinize2): pip install 'vermouth>=0.15'") from e
     return vermouth

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..errors import MultiscaleError
 
-__all__ = ["AMINO_ACIDS", "build_peptide_pdb", "pdb2gmx", "CONFORMATIONS"]
+__all__ = ["AMINO_ACIDS", "CONFORMATIONS", "build_peptide_pdb", "pdb2gmx"]
 
 #: The 20 standard amino acids (one-letter codes).
 AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"

@@ -26,7 +26,7 @@ from pathlib import Path
 from ..errors import MultiscaleError
 from .martinize import SOURCE_FORCE_FIELDS, guess_source_ff
 
-__all__ = ["MartiniTopology", "martini_topology", "martinize2_executable", "dssp_option"]
+__all__ = ["MartiniTopology", "dssp_option", "martini_topology", "martinize2_executable"]
 
 # martinize2 options accepted as elastic=dict(...) / go=dict(...) keys (without the dash).
 _ELASTIC_KEYS = {"ef", "el", "eu", "ermd", "ea", "ep", "em", "eb", "eunit"}
@@ -60,7 +60,7 @@ def martinize2_executable() -> Path:
 def _dssp_major(exe: str) -> int | None:
     """Major version of a DSSP executable (None when it does not say)."""
     try:
-        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30)
+        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
     m = re.search(r"(\d+)\.\d+\.\d+", out.stdout + out.stderr)
@@ -187,7 +187,7 @@ def martini_topology(aa_pdb: str | os.PathLike, out_dir: str | os.PathLike, ss: 
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".martinize2.", dir=out_dir) as tmp:
         try:
-            proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=timeout)
+            proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=timeout, check=False)
         except subprocess.TimeoutExpired as e:
             raise MultiscaleError(f"martinize2 on {aa_pdb} did not finish in {timeout:.0f} s: check the input size") from e
         tmp = Path(tmp)
