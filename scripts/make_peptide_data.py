@@ -82,7 +82,8 @@ PEPTIDES = [
     Peptide("pep12", "IRRAQCLDNY", seed=112),
     Peptide("pep13", "SGAKVCRVVK", seed=113),
     Peptide("pep14", "EDKEEITSPN", seed=114),
-    Peptide("var01", "GHKDEAHWSHYK", variants={2: "HID", 4: "ASH", 5: "GLH", 7: "HIP", 12: "LYN"}, seed=115),
+    # variants inside the chain (amber99sb-ildn has no terminal LYN/ASH/GLH entries)
+    Peptide("var01", "GHKDEAHWSHYK", variants={2: "HID", 3: "LYN", 4: "ASH", 5: "GLH", 7: "HIP"}, seed=115),
     # Trp-cage TC5b; helical start keeps the dodecahedron small (a PPII 20-mer needs ~12,600 waters).
     Peptide("trpcage", "NLYIQWLKDGGPSSGRPPPS", split="test", seed=201, conformation="helix"),
 ]
