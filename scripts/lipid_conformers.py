@@ -108,8 +108,6 @@ def named_conformer(itp: ItpMolecule, resname: str | None = None, seed: int = 1,
     tails, for packing on a grid). Raises if the SMILES and the itp graph differ, or if a
     CHARMM-GUI chirality/cis restraint (``[ dihedral_restraints ]``) is violated by > 60 deg.
     """
-    import networkx as nx
-    from networkx.algorithms import isomorphism
     from rdkit import Chem
     from rdkit.Chem import AllChem, rdMolTransforms
 
@@ -133,6 +131,22 @@ def named_conformer(itp: ItpMolecule, resname: str | None = None, seed: int = 1,
             n2 = [a.GetIdx() for a in a2.GetNeighbors() if a.GetSymbol() == "C" and a.GetIdx() != a1.GetIdx()]
             if len(n1) == 1 and len(n2) == 1:
                 rdMolTransforms.SetDihedralDeg(conf, n1[0], a1.GetIdx(), a2.GetIdx(), n2[0], 180.0)
+    match = match_atoms(itp, mol, resname)
+    xyz = np.array(conf.GetPositions()) / 10.0
+    x = xyz[[match[i] for i in range(len(itp.names))]]
+    for (i, j, k, l), phi0 in itp.dihres:
+        d = (dihedral(x, i, j, k, l) - phi0 + 180.0) % 360.0 - 180.0
+        if abs(d) > 60.0:
+            raise MultiscaleError(f"{resname}: restraint {itp.names[i]}-{itp.names[j]}-{itp.names[k]}-{itp.names[l]} "
+                                  f"{phi0} deg violated by the SMILES stereo ({d:+.0f} deg off)")
+    return x
+
+
+def match_atoms(itp: ItpMolecule, mol, resname: str) -> dict[int, int]:
+    """{itp atom index: RDKit atom index} by an element-labelled graph isomorphism."""
+    import networkx as nx
+    from networkx.algorithms import isomorphism
+
     g_rd = nx.Graph()
     for a in mol.GetAtoms():
         g_rd.add_node(a.GetIdx(), el=a.GetSymbol())
@@ -144,15 +158,36 @@ def named_conformer(itp: ItpMolecule, resname: str | None = None, seed: int = 1,
     gm = isomorphism.GraphMatcher(g_itp, g_rd, node_match=lambda a, b: a["el"] == b["el"])
     if not gm.is_isomorphic():
         raise MultiscaleError(f"{resname}: the SMILES graph differs from the itp bond graph")
-    match = gm.mapping  # itp index -> rdkit index
-    xyz = np.array(conf.GetPositions()) / 10.0
-    x = xyz[[match[i] for i in range(len(itp.names))]]
-    for (i, j, k, l), phi0 in itp.dihres:
-        d = (dihedral(x, i, j, k, l) - phi0 + 180.0) % 360.0 - 180.0
-        if abs(d) > 60.0:
-            raise MultiscaleError(f"{resname}: restraint {itp.names[i]}-{itp.names[j]}-{itp.names[k]}-{itp.names[l]} "
-                                  f"{phi0} deg violated by the SMILES stereo ({d:+.0f} deg off)")
-    return x
+    return dict(gm.mapping)
+
+
+def stereo_centres(itp: ItpMolecule, resname: str | None = None, seed: int = 1) -> list[tuple[str, list[str], str, str]]:
+    """Stereocentres as (centre, three heavy neighbours in itp order, sign of their signed volume, CIP label).
+
+    The sign is that of ``signed_volume(x, centre, n1, n2, n3)`` in a conformer of the correct
+    isomer; CIP labels from RDKit's new CIP labeler on the SMILES.
+    """
+    from rdkit import Chem
+    from rdkit.Chem import rdCIPLabeler
+
+    resname = resname or itp.name
+    mol = Chem.AddHs(Chem.MolFromSmiles(smiles(resname)))
+    rdCIPLabeler.AssignCIPLabels(mol)
+    inv = {v: k for k, v in match_atoms(itp, mol, resname).items()}
+    x = named_conformer(itp, resname, seed=seed, straighten=False)
+    nbr: dict[int, list[int]] = {}
+    for a, b in itp.bonds:
+        nbr.setdefault(a, []).append(b)
+        nbr.setdefault(b, []).append(a)
+    out = []
+    for atom in mol.GetAtoms():
+        if not atom.HasProp("_CIPCode"):
+            continue
+        c = inv[atom.GetIdx()]
+        heavy = sorted(j for j in nbr[c] if itp.elements[j] != "H")[:3]
+        sign = "+" if signed_volume(x, c, *heavy) > 0 else "-"
+        out.append((itp.names[c], [itp.names[j] for j in heavy], sign, atom.GetProp("_CIPCode")))
+    return sorted(out, key=lambda r: itp.names.index(r[0]))
 
 
 def signed_volume(x: np.ndarray, c: int, a: int, b: int, d: int) -> float:
