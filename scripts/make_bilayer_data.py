@@ -275,7 +275,8 @@ def stage_place(run: Run, itp: lc.ItpMolecule, conf: np.ndarray) -> None:
 
 def write_top(run: Run, n_lipids: int, n_water: int, n_na: int = 0, n_cl: int = 0) -> None:
     f = ff.CHARMM36_FF
-    mols = [f"{RES} {n_lipids}", f"SOL {n_water}"] + ([f"SOD {n_na}"] if n_na else []) + ([f"CLA {n_cl}"] if n_cl else [])
+    mols = [f"{RES} {n_lipids}", f"SOL {n_water}"]
+    mols += ([f"SOD {n_na}"] if n_na else []) + ([f"CLA {n_cl}"] if n_cl else [])
     text = (f'#include "{f}/forcefield.itp"\n#include "{RES}.itp"\n#include "{f}/tip3p.itp"\n#include "{f}/ions.itp"\n'
             f"[ system ]\n{RES} bilayer, TIP3P, NaCl\n[ molecules ]\n" + "\n".join(mols) + "\n")
     atomic_write_text(run.p("topol.top"), text)
@@ -303,8 +304,10 @@ def stage_solvate(run: Run, n_atoms_lipid: int) -> None:
     resid = np.repeat(np.arange(1, nl + nw + 1), [n_atoms_lipid] * nl + [3] * nw)
     write_gro(run.p("solv.gro"), "solvated", resid, resname, names, x[keep], box)
     write_top(run, nl, nw)
-    atomic_write_text(run.p("ions.mdp"), "integrator = steep\nnsteps = 0\ncutoff-scheme = Verlet\ncoulombtype = PME\nrcoulomb = 1.2\nrvdw = 1.2\n")
-    run.sh([*run.gmx, "grompp", "-f", "ions.mdp", "-c", "solv.gro", "-p", "topol.top", "-o", "ions.tpr", "-maxwarn", "1"])
+    atomic_write_text(run.p("ions.mdp"), "integrator = steep\nnsteps = 0\ncutoff-scheme = Verlet\n"
+                      "coulombtype = PME\nrcoulomb = 1.2\nrvdw = 1.2\n")
+    run.sh([*run.gmx, "grompp", "-f", "ions.mdp", "-c", "solv.gro", "-p", "topol.top", "-o", "ions.tpr",
+            "-maxwarn", "1"])
     # salt from the water count (genion -conc would use the whole box, membrane included)
     n_salt = int(round(a.salt * nw / 55.51))
     run.sh([*run.gmx, "genion", "-s", "ions.tpr", "-o", "system.gro", "-pname", "SOD", "-nname", "CLA",
@@ -333,8 +336,9 @@ def _ndx(groups: dict[str, list[int]]) -> str:
 def aa_mdp(stage: str, a: argparse.Namespace) -> str:
     restr = "-DPOSRES -DPOSRES_FC_LIPID=1000.0 -DDIHRES -DDIHRES_FC=1000.0"
     if stage == "em":  # unconstrained: constrained steepest descent fails on the clashes of a fresh grid
-        return MDP_AA.format(define=restr, integrator="steep", run=f"nsteps = {a.em_steps}\nemtol = 500.0\nemstep = 0.001",
-                             nstxtc=0, nstener=100).replace("constraints             = h-bonds", "constraints             = none")
+        em = f"nsteps = {a.em_steps}\nemtol = 500.0\nemstep = 0.001"
+        text = MDP_AA.format(define=restr, integrator="steep", run=em, nstxtc=0, nstener=100)
+        return text.replace("constraints             = h-bonds", "constraints             = none")
     ps = {"nvt": a.nvt_ps, "npt": a.npt_ns * 1000, "prod": a.prod_ns * 1000}[stage]
     md = MD_AA.format(nsteps=int(round(ps / 0.002)), temp=a.temperature, pcoupl="no" if stage == "nvt" else "C-rescale",
                       genvel="yes" if stage == "nvt" else "no", seed=a.seed, cont="no" if stage == "nvt" else "yes")
@@ -404,7 +408,8 @@ def stages_cg(run: Run) -> None:
                "-sol", "W", "-salt", str(a.salt), "-a", f"{a.apl}"]
         r = subprocess.run(cmd, cwd=run.dir, env=env, capture_output=True, text=True)
         if r.returncode != 0:
-            raise MultiscaleError(f"insane failed (pip install insane 'setuptools<81'): {r.stderr.strip().splitlines()[-1:]}")
+            last = r.stderr.strip().splitlines()[-1:]
+            raise MultiscaleError(f"insane failed (pip install insane 'setuptools<81'): {last}")
         lines = run.p("cg_insane.gro").read_text().splitlines()
         ren = {"NA+": ("ION", "NA"), "CL-": ("ION", "CL")}  # Martini 3 ions: moleculetype NA/CL, residue ION
         for k in range(2, len(lines) - 1):
@@ -432,7 +437,8 @@ def stages_cg(run: Run) -> None:
 
 
 def parse(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", help="working/output folder (default $MULTISCALE_CACHE/bilayer_data/POPC_<2N>)")
     p.add_argument("--per-side", type=int, default=6, help="lipids per leaflet = N x N (default 6 -> 72 lipids)")
     p.add_argument("--apl", type=float, default=0.70, help="initial area per lipid, nm^2 (NPT relaxes it; POPC ~0.64)")
@@ -456,13 +462,16 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--cg-ns", type=float, default=100.0)
     p.add_argument("--quick", action="store_true", help="validation sizes: EM 300 steps, NVT/NPT/prod 2 ps, CG 0.2 ns")
     p.add_argument("--nt", type=int, default=1, help="gmx mdrun -nt")
-    p.add_argument("--gmx", default=os.environ.get("MULTISCALE_GMX", "gmx"), help="gmx executable (may be a command line)")
+    p.add_argument("--gmx", default=os.environ.get("MULTISCALE_GMX", "gmx"),
+                   help="gmx executable (may be a command line)")
     p.add_argument("--mdrun", default="", help="mdrun launcher, e.g. 'srun gmx_mpi mdrun' (default: <gmx> mdrun)")
     a = p.parse_args(argv)
     if a.quick:
-        a.em_steps, a.nvt_ps, a.npt_ns, a.prod_ns, a.frame_ps, a.cg_em_steps, a.cg_ns = 300, 2.0, 0.002, 0.002, 0.2, 300, 0.2
+        a.em_steps, a.nvt_ps, a.npt_ns, a.prod_ns, a.frame_ps = 300, 2.0, 0.002, 0.002, 0.2
+        a.cg_em_steps, a.cg_ns = 300, 0.2
     if a.out is None:
-        a.out = str(ff.cache_dir().parent / "bilayer_data" / f"{RES}_{2 * a.per_side ** 2}{'_quick' if a.quick else ''}")
+        name = f"{RES}_{2 * a.per_side ** 2}{'_quick' if a.quick else ''}"
+        a.out = str(ff.cache_dir().parent / "bilayer_data" / name)
     return a
 
 

