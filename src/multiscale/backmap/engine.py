@@ -136,7 +136,7 @@ def _checked_layout(model: BackmapModel, topology, n_cg_beads: int, layout=None)
         layout = cg_layout(topology, model.mapping)
     if n_cg_beads != n_beads(layout):
         raise bead_count_error(n_cg_beads, layout, topology)
-    model.check(topology)
+    model.check(topology, layout)
     for blk in layout:
         if block_kind(blk) == "water" and blk.per_bead != 4:
             raise MultiscaleError(f"water mapping has {blk.per_bead} {blk.aa_block.moltype.name} per {blk.cg_name} bead; backmapping supports 4 (Martini 3)")
