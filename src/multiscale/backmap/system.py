@@ -22,9 +22,11 @@ def water_order(mt) -> list[int]:
 
 
 def bead_count_error(n: int, layout, topology) -> MultiscaleError:
+    """The one-line error for a CG input of ``n`` beads that does not fit ``layout``."""
     from ..coarse_grain import n_beads
+    from .frame import block_kind
 
-    parts = ", ".join(f"{b.cg_name} x{b.count} -> {b.count * b.n_beads} beads" if not b.is_water else
+    parts = ", ".join(f"{b.cg_name} x{b.count} -> {b.count * b.n_beads} beads" if block_kind(b) != "water" else
                       f"{b.cg_name} x{b.count} ({b.per_bead} {b.aa_block.moltype.name} each)" for b in layout)
     return MultiscaleError(f"CG input has {n} beads but the mapping of {topology.source or 'the topology'} expects "
                            f"{n_beads(layout)} ({parts}): pass the CG structure of this system")
