@@ -60,7 +60,8 @@ def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, 
     """Backmap CG frames to atoms.
 
     cg_positions: (B, 3) or (F, B, 3) nm, beads in :func:`multiscale.coarse_grain.cg_layout`
-    order; box: (3,) or (F, 3) nm.  Returns (positions (F, N, 3) float32 nm in the AA
+    order; box: (3,) or (F, 3) edge lengths, or (3, 3) or (F, 3, 3) box vectors (GROMACS, rows
+    a, b, c; triclinic cells such as the rhombic dodecahedron) nm.  Returns (positions (F, N, 3) float32 nm in the AA
     topology's atom order, list of :class:`~multiscale.backmap.certify.CertificateReport`).
     max_retries: resampling rounds for molecules with clashes or wrong stereo; candidates:
     conformations drawn per molecule up front (resampling uses them first; default
@@ -110,18 +111,30 @@ def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, 
 
 
 def _frames_and_boxes(cg_positions, box):
-    """CG frames (F, B, 3) float64 and per-frame boxes (F, 3) or (F, 3, 3), validated."""
+    """CG frames (F, B, 3) float64 and per-frame boxes, validated: (F, 3) edge lengths when every
+    box is orthorhombic (also when given as diagonal matrices), else (F, 3, 3) box vectors."""
+    from ..geometry import check_box, is_orthorhombic
     cg = np.asarray(cg_positions, np.float64)
     if cg.ndim == 2:
         cg = cg[None]
     if cg.ndim != 3 or cg.shape[-1] != 3:
         raise MultiscaleError(f"CG positions have shape {np.shape(cg_positions)}: expected (beads, 3) or (frames, beads, 3) nm")
     nf = cg.shape[0]
-    boxes = np.asarray(box, np.float64).reshape(-1, 3)
+    b = np.asarray(box, np.float64)
+    # (3, 3): one box matrix, unless 3 frames are given and it is not lower triangular (3 x (3,))
+    matrices = b.ndim == 3 or (b.shape == (3, 3) and (nf != 3 or not np.any(np.triu(b, 1))))
+    boxes = b.reshape(-1, 3, 3) if matrices else b.reshape(-1, 3)
     if len(boxes) == 1:
         boxes = np.repeat(boxes, nf, 0)
     if len(boxes) != nf:
-        raise MultiscaleError(f"{len(boxes)} boxes for {nf} CG frames: pass one box (3,) or one per frame (F, 3)")
+        raise MultiscaleError(f"{len(boxes)} boxes for {nf} CG frames: pass one box ((3,) or (3, 3)) or one per frame "
+                              "((F, 3) or (F, 3, 3))")
+    if matrices:
+        if is_orthorhombic(boxes):
+            boxes = np.diagonal(boxes, axis1=1, axis2=2).copy()
+        else:
+            for f, m in enumerate(boxes):
+                check_box(m, f"CG box of frame {f}")
     if not np.all(np.isfinite(cg)):
         raise MultiscaleError("CG positions contain NaN/inf: check the CG structure")
     return cg, boxes
@@ -144,5 +157,9 @@ def _checked_layout(model: BackmapModel, topology, n_cg_beads: int, layout=None)
 
 
 def _wrapped(x: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """Atoms x (N, 3) float32 wrapped into the box (N, 3) float32."""
+    """Atoms x (N, 3) float32 wrapped into the box ((3,) lengths or (3, 3) vectors) -> (N, 3) float32."""
+    if box.shape == (3, 3):
+        from ..geometry import wrap
+
+        return wrap(x.astype(np.float64), box).astype(np.float32)
     return (x - box * np.floor(x / box)).astype(np.float32)

@@ -118,8 +118,9 @@ def environment_select(sols: list, box: np.ndarray, rng: np.random.Generator, ep
     of other molecules within ``r_contact`` nm of the candidate's hydroxyl-type O/N (potential
     hydrogen-bond partners) and n_clash = atoms of other molecules within ``r_clash`` nm.  Half
     of the molecules (at random) are updated per half-sweep against the others held fixed.
-    Returns the number of molecules that changed conformation."""
-    from scipy.spatial import cKDTree
+    box: (3,) lengths or (3, 3) box vectors nm.  Returns the number of molecules that changed
+    conformation."""
+    from ..neighbours import PeriodicTree
 
     targets = [k for k, s in enumerate(sols) if s.mm.rotors and s.pool is not None and s.pool.shape[0] > 1]
     if not targets or eps <= 0:
@@ -139,12 +140,8 @@ def environment_select(sols: list, box: np.ndarray, rng: np.random.Generator, ep
         ex, ep = np.concatenate(env_x), np.concatenate(env_polar)
         if not len(ex):
             continue
-        wrapx = np.mod(ex, box)
-        wrapx[wrapx >= box] = 0.0
-        wrapp = np.mod(ep, box)
-        wrapp[wrapp >= box] = 0.0
-        tx = cKDTree(wrapx, boxsize=box)
-        tp = cKDTree(wrapp, boxsize=box) if len(ep) else None
+        tx = PeriodicTree(ex, box, r_clash)
+        tp = PeriodicTree(ep, box, r_contact) if len(ep) else None
         for k in targets:
             s = sols[k]
             idx = np.flatnonzero(upd[offs[k]:offs[k + 1]])
@@ -153,14 +150,11 @@ def environment_select(sols: list, box: np.ndarray, rng: np.random.Generator, ep
             K = s.pool.shape[0]
             donors = sorted({r["a"] for r in s.mm.rotors})
             cand = s.pool[:, idx]  # (K, m, n, 3)
-            pts = np.mod(cand[:, :, donors].reshape(-1, 3), box)
-            pts[pts >= box] = 0.0
+            pts = cand[:, :, donors].reshape(-1, 3)
             score = np.zeros(K * len(idx) * len(donors))
             if tp is not None:
                 score += eps * np.asarray([len(v) for v in tp.query_ball_point(pts, r_contact)])
-            allp = np.mod(cand.reshape(-1, 3), box)
-            allp[allp >= box] = 0.0
-            d, _ = tx.query(allp, k=1, distance_upper_bound=r_clash)
+            d, _ = tx.query(cand.reshape(-1, 3), k=1, distance_upper_bound=r_clash)
             clash = np.isfinite(d).reshape(K, len(idx), -1).sum(-1)
             sc = score.reshape(K, len(idx), len(donors)).sum(-1) - 20.0 * clash
             sc = np.where(s._ok[:, idx], sc, -np.inf)
