@@ -3,8 +3,10 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
+# `make demo` copies the shipped heptanol example (package data) here once, then runs it
+DEMO ?= demo-run
 
-.PHONY: setup test demo gromacs bench clean-demo
+.PHONY: setup test lint demo gromacs bench clean-demo
 
 gromacs:
 	@bash scripts/ensure_gromacs.sh
@@ -21,8 +23,15 @@ setup: gromacs $(VENV)/.installed
 test: setup
 	$(PY) -m pytest -q
 
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+
 demo: setup
-	$(VENV)/bin/multiscale cycle --config examples/heptanol/sim.yaml
+	@test -f $(DEMO)/sim.yaml || $(VENV)/bin/multiscale init --example heptanol $(DEMO)
+	$(VENV)/bin/multiscale cycle --config $(DEMO)/sim.yaml
+
+clean-demo:
+	rm -rf $(DEMO)
 
 bench: setup
 	$(PY) benchmarks/bench_backmap.py

@@ -35,12 +35,13 @@ from multiscale.io import read_frames  # noqa: E402
 from multiscale.mapping import load_mapping  # noqa: E402
 from multiscale.topology import MoleculeBlock, SystemTopology, load_topology  # noqa: E402
 
-EX = ROOT / "examples" / "heptanol"
+EX = ROOT / "src" / "multiscale" / "data" / "examples" / "heptanol"
+MAP = EX.parents[1] / "mappings" / "heptanol.map"
 
 
 def base_system():
     top = load_topology(EX / "aa.top")
-    mp = load_mapping(EX / "heptanol.map")
+    mp = load_mapping(MAP)
     fr = read_frames(EX / "aa.gro", expected_atoms=top.n_atoms)
     return top, mp, fr
 

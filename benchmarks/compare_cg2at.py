@@ -71,7 +71,7 @@ def build_reference(work: Path, box: float, ref_ps: float, seed: int) -> dict:
     f = read_frames(work / "solv.gro")
     n = (f.n_atoms // 3) // 4 * 4
     write_frames(work / "start.gro", f.positions[0, : 3 * n], f.box[0], f.names[: 3 * n], f.resnames[: 3 * n], f.resids[: 3 * n])
-    wat = REPO / "topologies" / "water"
+    wat = REPO / "src" / "multiscale" / "data" / "topologies" / "water"
     (work / "aa.top").write_text(
         "[ defaults ]\n1 2 yes 0.5 0.8333\n"
         f'#include "{wat / "tip3p_atomtypes.itp"}"\n#include "{wat / "tip3p.itp"}"\n'

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Restrained energy minimisation after the learned engine vs after a naive rigid placement.
 
-    python benchmarks/em_compare.py --data /tmp/msdata/heptanol --map examples/heptanol/heptanol.map \
+    python benchmarks/em_compare.py --data /tmp/msdata/heptanol --map src/multiscale/data/mappings/heptanol.map \
         --model /tmp/msdata/hep_model.pt [--frames 5] [--seeds 0 1 2 3] [--nt 1] [--json out.json]
     python benchmarks/em_compare.py --data /tmp/msdata/octanol --map /tmp/msdata/octanol/octanol.map \
         --model /tmp/msdata/oct_model.pt
@@ -264,7 +264,7 @@ def summarise(runs: list[dict], emtol: float) -> tuple[str, dict]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=Path("/tmp/msdata/heptanol"), help="folder with aa.top, start.gro, md.xtc")
-    ap.add_argument("--map", type=Path, default=ROOT / "examples" / "heptanol" / "heptanol.map")
+    ap.add_argument("--map", type=Path, default=ROOT / "src" / "multiscale" / "data" / "mappings" / "heptanol.map")
     ap.add_argument("--model", type=Path, default=None, help="trained model (.pt); trained (and saved here) if missing")
     ap.add_argument("--frames", type=int, default=5, help="test frames, the last ones of the trajectory (default 5)")
     ap.add_argument("--gap", type=int, default=10, help="frames left out between training and test frames when training")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fidelity of the learned backmapping against held-out atomistic frames, with a naive baseline.
 
-    python benchmarks/fidelity.py --data /tmp/msdata/heptanol --map examples/heptanol/heptanol.map
+    python benchmarks/fidelity.py --data /tmp/msdata/heptanol --map src/multiscale/data/mappings/heptanol.map
     python benchmarks/fidelity.py --data /tmp/msdata/octanol  --map /tmp/msdata/octanol/octanol.map
 
 Measured (2-core VM; README table): octan-2-ol (make_aa_data.py octanol, 300 ps) max heavy-torsion

@@ -4,7 +4,7 @@
     python benchmarks/make_aa_data.py heptanol [--ps 200] [--out /tmp/msdata]
     python benchmarks/make_aa_data.py octanol  [--ps 200] [--n 100] [--out /tmp/msdata]
 
-heptanol: continues the example system (examples/heptanol/aa.gro + aa.top: 40 heptan-1-ol in
+heptanol: continues the example system (multiscale/data/examples/heptanol/aa.gro + aa.top: 40 heptan-1-ol in
   TIP3P) with NPT production MD, one frame per ps (xtc precision 1e-4 nm) ->
   OUT/heptanol/{md.tpr, md.xtc, aa.top(copy with absolute includes), start.gro}.
 octanol: (R)-octan-2-ol, a chiral 3-bead alcohol: GAFF2 + AM1-BCC via
@@ -31,6 +31,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "src" / "multiscale" / "data"  # package data (multiscale.paths)
 GMX = shutil.which("gmx") or "gmx"
 
 
@@ -43,7 +44,7 @@ def sh(cmd, cwd, stdin=None):
 
 
 def render(template: str, out: Path, **kw):
-    text = string.Template((ROOT / "mdp_templates" / template).read_text()).substitute(**kw)
+    text = string.Template((DATA / "mdp" / template).read_text()).substitute(**kw)
     out.write_text(text + "\ncompressed-x-precision   = 10000\n")
 
 
@@ -76,7 +77,7 @@ def absolute_includes(top: Path, out: Path):
 def heptanol(out: Path, ps: float):
     work = out / "heptanol"
     work.mkdir(parents=True, exist_ok=True)
-    ex = ROOT / "examples" / "heptanol"
+    ex = DATA / "examples" / "heptanol"
     shutil.copy(ex / "aa.gro", work / "start.gro")
     absolute_includes(ex / "aa.top", work / "aa.top")
     md(work, "md", "aa_md.mdp", "start.gro", "aa.top", **std_kw(int(ps * 500)))

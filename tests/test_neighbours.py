@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
+from multiscale.errors import MultiscaleError
 from multiscale.geometry import box_matrix, check_box, minimum_image, shortest_lattice_vector, wrap
 from multiscale.neighbours import PeriodicTree
-from multiscale.errors import MultiscaleError
 
 
 def dodecahedron(d):

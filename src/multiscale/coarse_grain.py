@@ -12,43 +12,21 @@ the mapping's order; a water block becomes ``count / per_bead`` single-bead mole
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .classes import CGBlock, classify
+from .classes import get as get_class
 from .errors import MultiscaleError
 from .geometry import bond_tree_order, frame_boxes, make_whole, minimum_image, wrap
 from .io import atomic_write_text
 from .mapping import Mapping
 from .topology import MoleculeBlock, SystemTopology
-from .water import group_waters
 
 __all__ = ["CGBlock", "CGResult", "cg_layout", "whole_molecules", "coarse_grain", "cg_names",
            "write_cg_topology", "n_beads"]
-
-
-@dataclass
-class CGBlock:
-    """The CG image of one AA molecule block.
-
-    ``n_beads`` per molecule, ``count`` CG molecules, first bead at global bead index ``start``;
-    ``matrix`` (n_beads, n_atoms) for molecules, None for water (grouped ``per_bead`` waters).
-    """
-
-    aa_block: MoleculeBlock
-    cg_name: str
-    bead_names: list[str]
-    n_beads: int
-    count: int
-    start: int
-    is_water: bool = False
-    per_bead: int = 1
-    matrix: np.ndarray | None = field(default=None, repr=False)
-
-    @property
-    def stop(self) -> int:
-        return self.start + self.n_beads * self.count
 
 
 @dataclass
@@ -62,27 +40,15 @@ class CGResult:
 
 
 def cg_layout(topology: SystemTopology, mapping: Mapping) -> list[CGBlock]:
-    """The CG blocks corresponding to the AA topology, validating the mapping against it."""
+    """The CG blocks of the AA topology, one per molecule block, each laid out by the molecule
+    class that owns its moleculetype (:func:`multiscale.classes.classify`).  Every atom belongs
+    to exactly one class, or a one-line MultiscaleError names the moleculetype and the fix."""
     out: list[CGBlock] = []
     start = 0
-    w = mapping.water
+    source = str(topology.source)
+    owners = {name: classify(mt, mapping, source) for name, mt in topology.moltypes.items()}
     for b in topology.blocks:
-        mt = b.moltype
-        if mt.is_water:
-            if b.count % w.per_bead:
-                raise MultiscaleError(
-                    f"{topology.source}: {b.count} {mt.name} molecules is not a multiple of {w.per_bead}: "
-                    f"remove {b.count % w.per_bead} water molecule(s) so every {w.cg} bead gets {w.per_bead}"
-                )
-            blk = CGBlock(b, w.cg, [w.bead], 1, b.count // w.per_bead, start, True, w.per_bead)
-        else:
-            mm = mapping.for_moltype(mt)
-            if mm is None:
-                raise MultiscaleError(
-                    f"moleculetype {mt.name} of {topology.source} has no mapping in "
-                    f"{', '.join(mapping.sources) or 'the mapping'}: add a [ molecule ] {mt.name} mapping"
-                )
-            blk = CGBlock(b, mm.cg_name, list(mm.beads), mm.n_beads, b.count, start, False, 1, mm.matrix(mt))
+        blk = owners[b.moltype.name].layout(b, mapping, start, source, topology=topology)
         out.append(blk)
         start = blk.stop
     return out
@@ -126,24 +92,50 @@ def coarse_grain(positions: np.ndarray, box: np.ndarray, topology: SystemTopolog
     nf = positions.shape[0]
     out = np.empty((nf, n_beads(layout), 3))
     groups: list[list[np.ndarray]] = [[] for _ in range(nf)]
+    shells = _hydrate_ions(positions, box, layout, out)
     for blk in layout:
+        if blk.kind == "ion" and shells is not None:
+            continue  # beads already written by _hydrate_ions
         x = whole_molecules(positions, box, blk.aa_block)  # (F, count, n_atoms, 3)
-        if blk.is_water:
-            m = blk.aa_block.moltype.masses
-            com = np.einsum("a,fmak->fmk", m / m.sum(), x)  # (F, n_w, 3)
-            for f in range(nf):  # one grouping per frame (a KD-tree problem, not a per-molecule loop)
-                o = x[f, :, int(np.argmax(m)), :]
-                g = group_waters(o, box[f], blk.per_bead, seed=seed + f)
-                groups[f].append(g)
-                # group COM: members made whole around the first member (minimum image)
-                c = com[f][g]  # (n_groups, per_bead, 3)
-                c = c[:, :1] + minimum_image(c - c[:, :1], box[f])
-                out[f, blk.start:blk.stop] = c.mean(axis=1)
-        else:
-            beads = np.einsum("ba,fmak->fmbk", blk.matrix, x)  # (F, count, n_beads, 3)
-            out[:, blk.start:blk.stop] = beads.reshape(nf, -1, 3)
+        kw = {"exclude": shells} if blk.kind == "water" and shells is not None else {}
+        beads, g = get_class(blk.kind).map_beads(x, box, blk, seed=seed, **kw)
+        out[:, blk.start:blk.stop] = beads.reshape(nf, -1, 3)
+        if g is not None:
+            for f in range(nf):
+                groups[f].append(g[f])
     out = wrap(out, box[:, None])
     return CGResult(positions=out, box=np.array(box), layout=layout, water_groups=groups)
+
+
+def _hydrate_ions(positions: np.ndarray, box: np.ndarray, layout: list[CGBlock], out: np.ndarray):
+    """Hydrated ions (``ions.waters_per_ion`` = k > 0): each ion bead is the centre of mass of the
+    ion and its k nearest waters (each water in one shell).  Writes the ion beads into ``out``
+    (F, B, 3) and returns the shell waters per frame (F, I, k) (indices within the water block)
+    for the water grouping to leave out; None when k = 0."""
+    from .classes.ion import hydration_shells
+
+    ion_blocks = [b for b in layout if b.kind == "ion" and b.info.get("waters", 0) > 0]
+    water = [b for b in layout if b.kind == "water"]
+    if not ion_blocks:
+        return None
+    if not water:
+        raise MultiscaleError("ions.waters_per_ion > 0 but the system has no water")
+    k, wb = ion_blocks[0].info["waters"], water[0]
+    wm = wb.aa_block.moltype.masses
+    xw = whole_molecules(positions, box, wb.aa_block)  # (F, n_w, 3, 3)
+    ions = np.concatenate([positions[:, b.aa_block.start:b.aa_block.stop] for b in ion_blocks], axis=1).astype(np.float64)
+    im = np.concatenate([np.repeat(b.aa_block.moltype.masses[0], b.count) for b in ion_blocks])
+    shells = np.empty((len(positions), ions.shape[1], k), dtype=np.int64)
+    for f in range(len(positions)):  # one assignment per frame
+        shells[f] = hydration_shells(ions[f], xw[f, :, int(np.argmax(wm))], box[f], k)
+        com = np.einsum("a,swak->swk", wm, xw[f][shells[f]])  # (I, k, 3) mass-weighted water centres x mass
+        rel = minimum_image(com / wm.sum() - ions[f][:, None], box[f])  # water COM relative to its ion
+        bead = ions[f] + (wm.sum() * rel.sum(1)) / (im + k * wm.sum())[:, None]
+        base = 0
+        for b in ion_blocks:
+            out[f, b.start:b.stop] = bead[base:base + b.count]
+            base += b.count
+    return shells
 
 
 def cg_names(layout: list[CGBlock]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

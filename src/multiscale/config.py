@@ -158,6 +158,20 @@ def _check_exists(p: Path, info: ValidationInfo, what: str = "file") -> Path:
     return p
 
 
+def _mapping(v: Any, info: ValidationInfo) -> Path:
+    """A mapping file relative to the YAML folder, else a mapping by name from the data path
+    (``mappings/`` on ``MULTISCALE_DATA_PATH``, then the shipped ones, e.g. ``heptanol.map``)."""
+    p = _resolve(v, info)
+    if not p.is_file() and not Path(str(v)).is_absolute():
+        from .paths import find_data
+
+        try:
+            return find_data("mappings", str(v))
+        except MultiscaleError:
+            pass
+    return _check_exists(p, info)
+
+
 _NUMERIC = (int, float, Optional[int], Optional[float])
 
 
@@ -214,11 +228,11 @@ class SystemSection(_Strict):
         if isinstance(v, dict):
             if not v:
                 raise ValueError("must name at least one mapping file")
-            return {str(k): _check_exists(_resolve(x, info), info) for k, x in v.items()}
+            return {str(k): _mapping(x, info) for k, x in v.items()}
         if isinstance(v, list):
             if not v:
                 raise ValueError("must name at least one mapping file")
-            return [_check_exists(_resolve(x, info), info) for x in v]
+            return [_mapping(x, info) for x in v]
         raise ValueError(f"must be a list of .map/.yaml files or a {{moltype: file}} mapping, got {v!r}")
 
     @field_validator("forcefield_dirs", mode="before")
@@ -262,11 +276,10 @@ def _template(v: Any, info: ValidationInfo) -> str:
     if os.sep in s or s.endswith(".mdp"):
         return str(_check_exists(_resolve(s, info), info))
     if (info.context or {}).get("check_files", True):
-        from .paths import mdp_template_dir
+        from .gromacs.mdp import list_templates
 
-        d = mdp_template_dir()
-        if not (d / f"{s}.mdp").is_file():
-            names = ", ".join(sorted(p.stem for p in d.glob("*.mdp")))
+        if s not in list_templates():
+            names = ", ".join(list_templates())
             raise ValueError(f"unknown mdp template {s!r}: use one of {names} or a path to an .mdp file")
     return s
 

@@ -33,7 +33,7 @@ import numpy as np
 from .errors import MultiscaleError
 from .topology import MoleculeType, SystemTopology
 
-__all__ = ["MoleculeMapping", "WaterMapping", "Mapping", "load_mapping", "parse_map_text"]
+__all__ = ["MoleculeMapping", "WaterMapping", "IonMapping", "Mapping", "load_mapping", "parse_map_text"]
 
 
 @dataclass
@@ -101,12 +101,26 @@ class WaterMapping:
 
 
 @dataclass
+class IonMapping:
+    """How monatomic ions map: ``waters_per_ion`` nearest waters go into each ion's bead (0:
+    Martini 3 default, one bead per bare ion; 4-6: Martini 2-style hydrated ions)."""
+
+    waters_per_ion: int = 0
+
+    def __post_init__(self):
+        if isinstance(self.waters_per_ion, bool) or not isinstance(self.waters_per_ion, int) \
+                or not 0 <= self.waters_per_ion <= 12:
+            raise MultiscaleError(f"ions.waters_per_ion must be a whole number from 0 to 12, got {self.waters_per_ion!r}")
+
+
+@dataclass
 class Mapping:
     """All molecule mappings of a system, keyed by AA moleculetype name, plus water."""
 
     molecules: dict[str, MoleculeMapping] = field(default_factory=dict)
     water: WaterMapping = field(default_factory=WaterMapping)
     sources: list[str] = field(default_factory=list)
+    ions: IonMapping = field(default_factory=IonMapping)
 
     def for_moltype(self, moltype: MoleculeType) -> MoleculeMapping | None:
         """The mapping for a moleculetype, matched by moleculetype name, then residue name."""
@@ -118,16 +132,11 @@ class Mapping:
         return None
 
     def check(self, topology: SystemTopology) -> None:
-        """Every non-water moltype has a mapping whose atoms exist (raises MultiscaleError)."""
-        for mt in topology.moltypes.values():
-            if mt.is_water:
-                continue
-            mm = self.for_moltype(mt)
-            if mm is None:
-                raise MultiscaleError(
-                    f"moleculetype {mt.name} of {topology.source} has no mapping in {', '.join(self.sources) or 'the mapping'}: add a [ molecule ] {mt.name} mapping file"
-                )
-            mm.matrix(mt)
+        """Every moleculetype of ``topology`` belongs to a molecule class and its mapping fits
+        (raises MultiscaleError naming the moleculetype; see :func:`multiscale.coarse_grain.cg_layout`)."""
+        from .coarse_grain import cg_layout
+
+        cg_layout(topology, self)
 
     def to_dict(self) -> dict:
         return {
@@ -137,17 +146,19 @@ class Mapping:
                 for k, v in self.molecules.items()
             },
             "water": vars(self.water).copy(),
+            "ions": vars(self.ions).copy(),
         }
 
     @classmethod
-    def from_dict(cls, d: dict, source: str = "<model>") -> "Mapping":
+    def from_dict(cls, d: dict, source: str = "<model>") -> Mapping:
         mols = {
             k: MoleculeMapping(molecule=k, beads=list(v["beads"]), atoms=[a[0] for a in v["atoms"]],
                                assignment=[list(a[1:]) for a in v["atoms"]], cg_name=v.get("cg_name"),
                                weighting=v.get("weighting", "cog"), source=source)
             for k, v in d.get("molecules", {}).items()
         }
-        return cls(molecules=mols, water=WaterMapping(**d.get("water", {})), sources=[source])
+        return cls(molecules=mols, water=WaterMapping(**d.get("water", {})), sources=[source],
+                   ions=IonMapping(**d.get("ions", {})))
 
 
 def parse_map_text(text: str, source: str = "<string>") -> list[MoleculeMapping]:
@@ -188,15 +199,15 @@ def parse_map_text(text: str, source: str = "<string>") -> list[MoleculeMapping]
                             source=source, hints=hints) for n in names]
 
 
-def _parse_yaml(path: Path) -> tuple[list[MoleculeMapping], WaterMapping | None]:
+def _parse_yaml(path: Path) -> tuple[list[MoleculeMapping], WaterMapping | None, IonMapping | None]:
     import yaml
 
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise MultiscaleError(f"{path}: invalid YAML: {str(e).splitlines()[0]}") from e
-    if not isinstance(data, dict) or not set(data) <= {"molecules", "water"}:
-        raise MultiscaleError(f"{path}: a YAML mapping needs top-level keys 'molecules' and optionally 'water'")
+    if not isinstance(data, dict) or not set(data) <= {"molecules", "water", "ions"}:
+        raise MultiscaleError(f"{path}: a YAML mapping takes the top-level keys 'molecules', 'water' and 'ions' only")
     out = []
     for name, spec in (data.get("molecules") or {}).items():
         unknown = set(spec) - {"cg_name", "beads", "weighting", "atoms"}
@@ -214,7 +225,15 @@ def _parse_yaml(path: Path) -> tuple[list[MoleculeMapping], WaterMapping | None]
             water = WaterMapping(**data["water"])
         except TypeError as e:
             raise MultiscaleError(f"{path}: water: {e}") from e
-    return out, water
+    ions = None
+    if data.get("ions") is not None:
+        if not isinstance(data["ions"], dict) or not set(data["ions"]) <= {"waters_per_ion"}:
+            raise MultiscaleError(f"{path}: ions: takes only 'waters_per_ion' (e.g. ions: {{waters_per_ion: 4}})")
+        try:
+            ions = IonMapping(**data["ions"])
+        except MultiscaleError as e:
+            raise MultiscaleError(f"{path}: {e}") from None
+    return out, water, ions
 
 
 def load_mapping(paths: str | os.PathLike | list) -> Mapping:
@@ -226,9 +245,11 @@ def load_mapping(paths: str | os.PathLike | list) -> Mapping:
         if not p.is_file():
             raise MultiscaleError(f"mapping file {p} not found: pass an existing .map or .yaml file")
         if p.suffix in (".yaml", ".yml"):
-            mols, water = _parse_yaml(p)
+            mols, water, ions = _parse_yaml(p)
             if water is not None:
                 result.water = water
+            if ions is not None:
+                result.ions = ions
         else:
             mols = parse_map_text(p.read_text(), source=str(p))
         for m in mols:

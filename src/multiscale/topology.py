@@ -21,9 +21,6 @@ from .errors import MultiscaleError
 
 __all__ = ["MoleculeType", "MoleculeBlock", "SystemTopology", "load_topology", "gromacs_share_top"]
 
-_WATER_NAMES = {"SOL", "WAT", "HOH", "TIP3", "TP3", "H2O"}
-
-
 @dataclass(frozen=True, eq=False)
 class MoleculeType:
     """One GROMACS moleculetype.
@@ -40,6 +37,7 @@ class MoleculeType:
     masses: np.ndarray
     charges: np.ndarray
     bonds: np.ndarray
+    residues: tuple[int, ...] | None = None
 
     @property
     def n_atoms(self) -> int:
@@ -52,12 +50,10 @@ class MoleculeType:
 
     @property
     def is_water(self) -> bool:
-        """Three-site water: one O, two H, named like a water molecule."""
-        return (
-            self.n_atoms == 3
-            and sorted(self.elements) == ["H", "H", "O"]
-            and (self.name.upper() in _WATER_NAMES or self.resnames[0].upper() in _WATER_NAMES)
-        )
+        """Three-site water (the water class's test, :func:`multiscale.classes.is_three_site_water`)."""
+        from .classes.water import is_three_site_water
+
+        return is_three_site_water(self)
 
     def index(self, atom_name: str) -> int:
         """Index of ``atom_name`` in this molecule, or -1."""
@@ -182,6 +178,7 @@ def _from_parmed_template(name: str, struct) -> MoleculeType:
         masses=np.array([a.mass for a in struct.atoms], dtype=float),
         charges=np.array([a.charge for a in struct.atoms], dtype=float),
         bonds=bonds,
+        residues=tuple(int(a.residue.idx) for a in struct.atoms),
     )
 
 
@@ -273,6 +270,7 @@ def _read_tpr(path: Path) -> SystemTopology:
                 masses=np.asarray(atoms.masses[s:e], float),
                 charges=np.asarray(atoms.charges[s:e], float),
                 bonds=np.asarray(mb, int).reshape(-1, 2),
+                residues=tuple(int(r) for r in atoms.resindices[s:e] - atoms.resindices[s]),
             )
         if blocks and blocks[-1].moltype.name == name and blocks[-1].stop == s:
             last = blocks[-1]

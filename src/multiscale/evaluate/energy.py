@@ -1,10 +1,10 @@
 """GROMACS energetics of a candidate (first frame), the same protocol for every method.
 
-1. single point: ``mdp_templates/aa_em.mdp`` with ``nsteps = 0`` (flexible water,
+1. single point: ``data/mdp/aa_em.mdp`` with ``nsteps = 0`` (flexible water,
    ``define = -DFLEXIBLE``): the potential energy of the structure as given (kJ/mol);
 2. standard minimisation: the same template, ``nsteps`` = :data:`EM_NSTEPS`, ``emtol`` =
    :data:`EM_TOL` kJ mol-1 nm-1: number of steps, final potential energy, final Fmax, converged;
-3. restrained NVT from the minimised structure: ``mdp_templates/aa_nvt.mdp`` with
+3. restrained NVT from the minimised structure: ``data/mdp/aa_nvt.mdp`` with
    ``define = -DPOSRES`` (heavy atoms restrained to the minimised positions where the topology
    provides POSRES includes), dt :data:`NVT_DT` ps, :data:`NVT_NSTEPS` steps, 300 K: *stable*
    when mdrun finishes and writes no LINCS/SETTLE warning.

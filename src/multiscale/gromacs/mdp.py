@@ -1,4 +1,7 @@
-"""Render the ``mdp_templates/*.mdp`` templates (Python :class:`string.Template`) to run files.
+"""Render the ``*.mdp`` templates (Python :class:`string.Template`) to run files.
+
+Templates ship in ``multiscale/data/mdp/``; a user's own ``mdp/NAME.mdp`` on
+``MULTISCALE_DATA_PATH`` overrides them (:func:`multiscale.paths.find_data`).
 
 Templates use ``$name`` / ``${name}`` placeholders; each template lists its placeholders and
 their units in its header comment. Values are formatted as GROMACS expects: booleans become
@@ -9,9 +12,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from string import Template
-from typing import Any, Mapping
+from typing import Any
 
 from multiscale.errors import MultiscaleError
 
@@ -19,10 +23,10 @@ __all__ = ["render_mdp", "resolve_template", "template_placeholders", "list_temp
 
 
 def list_templates() -> list[str]:
-    """Names (without ``.mdp``) of the templates shipped in ``mdp_templates/``."""
-    from multiscale.paths import mdp_template_dir
+    """Names (without ``.mdp``) of the templates: shipped ones and those on ``MULTISCALE_DATA_PATH``."""
+    from multiscale.paths import list_data
 
-    return sorted(p.stem for p in mdp_template_dir().glob("*.mdp"))
+    return sorted(Path(n).stem for n in list_data("mdp", "*.mdp"))
 
 
 def resolve_template(template: str | os.PathLike) -> Path:
@@ -32,15 +36,16 @@ def resolve_template(template: str | os.PathLike) -> Path:
         if not path.is_file():
             raise MultiscaleError(f"mdp template {path} not found: check the path")
         return path
-    from multiscale.paths import mdp_template_dir
+    from multiscale.paths import find_data, search_path
 
-    path = mdp_template_dir() / f"{template}.mdp"
-    if not path.is_file():
+    try:
+        return find_data("mdp", f"{template}.mdp")
+    except MultiscaleError:
+        where = ", ".join(str(r / "mdp") for r in search_path())
         raise MultiscaleError(
-            f"unknown mdp template '{template}' (no {path}): use one of {', '.join(list_templates())} "
-            "or a path to an .mdp file"
-        )
-    return path
+            f"unknown mdp template '{template}' (no {template}.mdp in {where}): use one of "
+            f"{', '.join(list_templates())} or a path to an .mdp file"
+        ) from None
 
 
 def _load(path: Path) -> Template:
@@ -88,7 +93,7 @@ def render_mdp(template: str | os.PathLike, values: Mapping[str, Any], out_path:
     """Render an mdp template with ``values`` and write it atomically to ``out_path``.
 
     ``template`` is a shipped template name (``"aa_md"``, resolved in
-    :func:`multiscale.paths.mdp_template_dir`) or a path to an .mdp template. Keys may use
+    :func:`multiscale.paths.find_data`, user folders first) or a path to an .mdp template. Keys may use
     ``-`` or ``_`` (``nstxout-compressed`` == ``nstxout_compressed``); extra keys are ignored.
     A placeholder without a value (missing or ``None``) raises :class:`MultiscaleError` naming
     the template and the key. Returns ``out_path``.

@@ -1,10 +1,11 @@
 """``multiscale init --example NAME DIR``: a self-contained, ready-to-run copy of an example.
 
-Copies ``examples/NAME/`` (structure, topologies, mapping, sim.yaml) into DIR, and with them
-every force-field file their ``#include`` lines reach outside the example folder (into
-``DIR/topologies/...``, whole folders so nested includes and licence files come along); the
-copied ``#include`` lines are rewritten to the new relative locations.  DIR can then be moved
-to a cluster as it is.
+Copies the example folder ``examples/NAME/`` of the data path (:mod:`multiscale.paths`: a
+user's ``$MULTISCALE_DATA_PATH`` folders, then the package's ``multiscale/data/``) into DIR, with
+every force-field file its ``#include`` lines reach outside the example folder (into
+``DIR/topologies/...``, whole folders so nested includes and licence files come along) and every
+mapping its sim.yaml names from the data path's ``mappings/``; the copied ``#include`` lines are
+rewritten to the new relative locations.  DIR can then be moved to a cluster as it is.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ import re
 import shutil
 from pathlib import Path
 
+import yaml
+
 from ..errors import MultiscaleError
+from ..paths import find_data, list_data, search_path
 
 __all__ = ["init_example", "list_examples"]
 
@@ -23,10 +27,8 @@ _SKIP = {"runs", "__pycache__"}
 
 
 def list_examples() -> list[str]:
-    from ..paths import examples_dir
-
-    d = examples_dir()
-    return sorted(p.name for p in d.iterdir() if p.is_dir() and (p / "sim.yaml").is_file()) if d.is_dir() else []
+    """Names of the examples on the data path (folders holding a sim.yaml)."""
+    return [n for n in list_data("examples") if (find_data("examples", n) / "sim.yaml").is_file()]
 
 
 def _copy_tree_files(src: Path, dst: Path) -> list[Path]:
@@ -44,12 +46,7 @@ def _copy_tree_files(src: Path, dst: Path) -> list[Path]:
 def _localise_includes(files: list[Path], src_dir: Path, dst: Path) -> list[str]:
     """Copy what the includes of ``files`` (copied from ``src_dir``) reach outside the example,
     rewrite those include lines; returns the copied folders (relative to dst)."""
-    from ..paths import topologies_dir
-
-    try:
-        topo = topologies_dir().resolve()
-    except MultiscaleError:
-        topo = None
+    topo_roots = [root / "topologies" for root in search_path()]
     copied: dict[Path, Path] = {}
     for f in files:
         if f.suffix not in (".top", ".itp"):
@@ -71,10 +68,8 @@ def _localise_includes(files: list[Path], src_dir: Path, dst: Path) -> list[str]
                 pass
             folder = target.parent
             if folder not in copied:
-                if topo is not None and folder.is_relative_to(topo):
-                    rel = Path("topologies") / folder.relative_to(topo)
-                else:
-                    rel = Path("topologies") / folder.name
+                topo = next((t for t in topo_roots if folder.is_relative_to(t)), None)
+                rel = Path("topologies") / (folder.relative_to(topo) if topo else folder.name)
                 if not (dst / rel).exists():
                     shutil.copytree(folder, dst / rel, ignore=shutil.ignore_patterns("__pycache__", ".*"))
                 copied[folder] = rel
@@ -86,13 +81,26 @@ def _localise_includes(files: list[Path], src_dir: Path, dst: Path) -> list[str]
     return sorted(str(v) for v in copied.values())
 
 
+def _copy_mappings(dst: Path) -> list[str]:
+    """Copy the mappings ``dst/sim.yaml`` names by bare name from the data path into ``dst``."""
+    system = (yaml.safe_load((dst / "sim.yaml").read_text()) or {}).get("system") or {}
+    maps = system.get("mappings") or []
+    names = maps.values() if isinstance(maps, dict) else [maps] if isinstance(maps, str) else maps
+    out = []
+    for name in names:
+        if not isinstance(name, str) or Path(name).is_absolute() or (dst / name).exists():
+            continue
+        (dst / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(find_data("mappings", name), dst / name)
+        out.append(name)
+    return out
+
+
 def init_example(name: str, dest: str | os.PathLike, force: bool = False) -> Path:
     """Write the example ``name`` into ``dest``; returns the path of its sim.yaml."""
     from ..config import load_config
-    from ..paths import examples_dir
 
-    src = examples_dir() / name
-    if not (src / "sim.yaml").is_file():
+    if name not in list_examples():
         have = ", ".join(list_examples()) or "none found"
         raise MultiscaleError(f"unknown example '{name}': available examples: {have}")
     dst = Path(dest).expanduser().resolve()
@@ -101,8 +109,10 @@ def init_example(name: str, dest: str | os.PathLike, force: bool = False) -> Pat
     if dst.is_dir() and any(dst.iterdir()) and not force:
         raise MultiscaleError(f"{dst} is not empty: choose a new folder, or add --force to write into it")
     dst.mkdir(parents=True, exist_ok=True)
+    src = find_data("examples", name)
     files = _copy_tree_files(src, dst)
     folders = _localise_includes(files, src, dst)
+    files += [dst / m for m in _copy_mappings(dst)]
     cfg_path = dst / "sim.yaml"
     cfg = load_config(cfg_path)  # must validate where it now is
     print(f"wrote {cfg_path} and {len(files) - 1} input file(s)"
