@@ -1,6 +1,6 @@
 """Ions in the engine: one atom exactly on its bead, no model trained, obstacles for water and
-solutes, counted in the clash search.  System: examples/heptanol with 8 water beads replaced by
-4 Na+ and 4 Cl- (CG blocks of kind "ion")."""
+solutes, counted in the clash search.  System: the heptanol example with 8 water beads replaced
+by 4 Na+ and 4 Cl- (CG blocks of kind "ion", laid out by the ion class)."""
 
 from pathlib import Path
 
@@ -10,36 +10,25 @@ import pytest
 from multiscale.backmap.engine import backmap, load_model, train
 from multiscale.backmap.frame import block_kind
 from multiscale.backmap.steps import ion_min_dist
-from multiscale.coarse_grain import CGBlock, cg_layout, coarse_grain
+from multiscale.coarse_grain import cg_layout, coarse_grain
 from multiscale.geometry import minimum_image
 from multiscale.io import Frames, read_frames
 from multiscale.mapping import load_mapping
 from multiscale.topology import MoleculeBlock, MoleculeType, SystemTopology, load_topology
 
-EX = Path(__file__).resolve().parents[1] / "examples" / "heptanol"
+EX = Path(__file__).resolve().parents[1] / "src" / "multiscale" / "data" / "examples" / "heptanol"
+MAP = EX.parents[1] / "mappings" / "heptanol.map"
 
 
 def _ion_moltype(name, element, mass, charge):
     return MoleculeType(name, (name,), (name,), (element,), np.array([mass]), np.array([charge]), np.zeros((0, 2), int))
 
 
-def ion_block(aa_block, start):
-    """A CG block of kind "ion" (1 bead = 1 atom): the layout's own when coarse_grain has ions,
-    else built here."""
-    name = aa_block.moltype.name
-    try:
-        blk = CGBlock(aa_block, name, [name], 1, aa_block.count, start, False, 1, np.ones((1, 1)), kind="ion")
-    except TypeError:  # a CGBlock without kind: mark it
-        blk = CGBlock(aa_block, name, [name], 1, aa_block.count, start, False, 1, np.ones((1, 1)))
-        blk.kind = "ion"
-    return blk
-
-
 def salted_system(n_pairs=4, seed=0):
     """(topology, mapping, layout, frames, CG result): heptanol + water with ``2 n_pairs`` water
     beads replaced by ions (Na+ then Cl-) at the beads' positions."""
     top = load_topology(EX / "aa.top")
-    mp = load_mapping(EX / "heptanol.map")
+    mp = load_mapping(MAP)
     fr = read_frames(EX / "aa.gro", expected_atoms=top.n_atoms)
     cg0 = coarse_grain(fr.positions, fr.box, top, mp, seed=seed)
     hpo, sol = top.blocks
@@ -56,8 +45,7 @@ def salted_system(n_pairs=4, seed=0):
     blocks = [MoleculeBlock(hpo.moltype, hpo.count, 0), MoleculeBlock(sol.moltype, n_sol, hpo.stop)]
     blocks += [MoleculeBlock(na, n_pairs, blocks[1].stop), MoleculeBlock(cl, n_pairs, blocks[1].stop + n_pairs)]
     t = SystemTopology(blocks, source=Path("salted.top"))
-    lay = cg_layout(SystemTopology(blocks[:2]), mp)
-    lay += [ion_block(blocks[2], lay[-1].stop), ion_block(blocks[3], lay[-1].stop + n_pairs)]
+    lay = cg_layout(t, mp)  # NA / CL recognised by the ion class (no mapping needed)
     pos = np.concatenate([x[:hpo.stop], xs, ion_xyz])[None].astype(np.float32)
     frames = Frames(pos, fr.box[:1], np.zeros(1), np.zeros(t.n_atoms, str), np.zeros(t.n_atoms, str),
                     np.zeros(t.n_atoms, int))

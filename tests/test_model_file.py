@@ -13,13 +13,14 @@ from multiscale.io import read_frames
 from multiscale.mapping import load_mapping
 from multiscale.topology import load_topology
 
-EX = Path(__file__).resolve().parents[1] / "examples" / "heptanol"
+EX = Path(__file__).resolve().parents[1] / "src" / "multiscale" / "data" / "examples" / "heptanol"
+MAP = EX.parents[1] / "mappings" / "heptanol.map"
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     top = load_topology(EX / "aa.top")
-    mp = load_mapping(EX / "heptanol.map")
+    mp = load_mapping(MAP)
     fr = read_frames(EX / "aa.gro", expected_atoms=top.n_atoms)
     model = train(top, mp, fr, epochs=1, seed=0, log=None, calibrate_hbonds=False)
     p = model.save(tmp_path_factory.mktemp("m") / "m.pt")

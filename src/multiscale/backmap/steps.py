@@ -27,7 +27,8 @@ from .common import derive_seed
 from .frame import BackmapContext, FrameState
 
 __all__ = ["STEPS", "draw", "place_ions", "select_environment", "resolve_clashes", "stereo_repair", "solvent",
-           "polar_h", "final_certificate", "check_solutes", "ION_MIN_DIST", "ion_min_dist"]
+           "polar_h", "final_certificate", "check_solutes", "ION_MIN_DIST", "ion_min_dist",
+           "ion_water_dist"]
 
 #: Rounds of re-placing water beads that still clash after the bank's own placement (each
 #: round costs one system-wide clash search).
@@ -49,6 +50,18 @@ ION_MIN_DIST_DEFAULT = 0.22
 def ion_min_dist(element: str) -> float:
     """Closest approach (nm) of a water atom to an ion of ``element`` (:data:`ION_MIN_DIST`)."""
     return ION_MIN_DIST.get(str(element).strip().upper(), ION_MIN_DIST_DEFAULT)
+
+
+def ion_water_dist(ctx: BackmapContext) -> np.ndarray:
+    """Per ion atom (ion blocks in layout order) the closest approach (nm) of water: the ion
+    class's ``min_water_o`` (block info, from data/classes/ions.yaml) else :func:`ion_min_dist`."""
+    out = []
+    for _, blk in ctx.ion_blocks:
+        info = getattr(blk, "info", None) or {}
+        per_mol = [float(info["min_water_o"])] if "min_water_o" in info else [
+            ion_min_dist(e) for e in blk.aa_block.moltype.elements]
+        out.append(np.tile(per_mol, blk.count))
+    return np.concatenate(out) if out else np.zeros(0)
 
 
 def _moltype_entry(mm) -> dict:
@@ -288,11 +301,9 @@ def _obstacles(state: FrameState, ctx: BackmapContext):
     parts = [s.x.reshape(-1, 3) for s in state.solutes]
     if not ctx.ion_blocks:
         return (np.concatenate(parts) if parts else np.zeros((0, 3))), None
-    ions = ion_positions(state, ctx)
-    el = np.concatenate([np.tile(np.asarray(blk.aa_block.moltype.elements, object), blk.count) for _, blk in ctx.ion_blocks])
     n_sol = sum(len(p) for p in parts)
-    dmin = np.concatenate([np.full(n_sol, float(MIN_DIST_OTHERS)), [ion_min_dist(e) for e in el]])
-    return np.concatenate(parts + [ions]), dmin
+    dmin = np.concatenate([np.full(n_sol, float(MIN_DIST_OTHERS)), ion_water_dist(ctx)])
+    return np.concatenate(parts + [ion_positions(state, ctx)]), dmin
 
 
 def solvent(state: FrameState, ctx: BackmapContext) -> FrameState:
@@ -420,9 +431,7 @@ def _others_min_dist(ctx: BackmapContext, mask: np.ndarray):
     from .water import MIN_DIST_OTHERS
 
     d = np.full(ctx.topology.n_atoms, float(MIN_DIST_OTHERS))
-    for _, blk in ctx.ion_blocks:
-        el = np.tile(np.asarray(blk.aa_block.moltype.elements, object), blk.count)
-        d[blk.aa_block.start:blk.aa_block.stop] = [ion_min_dist(e) for e in el]
+    d[np.concatenate([np.arange(b.aa_block.start, b.aa_block.stop) for _, b in ctx.ion_blocks])] = ion_water_dist(ctx)
     return d[mask]
 
 
