@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import MultiscaleError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["derive_seed", "torch_threads", "check_device"]
 
@@ -30,7 +34,7 @@ def derive_seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(abs(p)) for p in parts]).generate_state(1)[0])
 
 
-def check_device(device) -> "torch.device":
+def check_device(device) -> torch.device:
     """The torch device for ``device`` ("cpu", "cuda", "cuda:1", ...), or a clear error when
     torch cannot use it here."""
     import torch

@@ -41,7 +41,8 @@ import time
 import numpy as np
 
 from ..errors import MultiscaleError
-from .common import check_device, derive_seed as _derive_seed, torch_threads as _torch_threads  # noqa: F401
+from .common import check_device  # noqa: F401
+from .common import torch_threads as _torch_threads
 from .frame import BackmapOptions, block_kind, build_context, new_frame
 from .model_file import FORMAT, VERSION, BackmapModel, load_model
 from .moltype_model import RELAX_ITERATIONS, RELAX_STIFFNESS, MoltypeModel  # noqa: F401

@@ -99,7 +99,7 @@ def _solute_arrays(model, sol_blocks, ion_blocks):
     excl = [model.moltypes[name].exclusions for name in kinds]
     mol_id, local, kind, mol_block = [], [], [], []
     base = 0
-    for si, (bi, blk) in enumerate(sol_blocks):
+    for si, (_, blk) in enumerate(sol_blocks):
         n, c = blk.aa_block.moltype.n_atoms, blk.count
         mol_id.append(np.repeat(np.arange(base, base + c), n))
         local.append(np.tile(np.arange(n), c))
@@ -107,7 +107,7 @@ def _solute_arrays(model, sol_blocks, ion_blocks):
         mol_block.append(np.stack([np.full(c, si), np.arange(c)], 1))
         base += c
     n_sol = base
-    for bi, blk in ion_blocks:  # one atom per ion, each its own molecule
+    for _, blk in ion_blocks:  # one atom per ion, each its own molecule
         mt = blk.aa_block.moltype
         if mt.name not in kinds:
             kinds[mt.name] = len(excl)

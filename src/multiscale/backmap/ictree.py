@@ -88,7 +88,7 @@ class ICTree:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_moltype(cls, moltype, matrix: np.ndarray | None = None, root: int | None = None) -> "ICTree":
+    def from_moltype(cls, moltype, matrix: np.ndarray | None = None, root: int | None = None) -> ICTree:
         """Build the tree of ``moltype`` (a :class:`multiscale.topology.MoleculeType`).
 
         matrix: optional (n_beads, n_atoms) mapping matrix; the root is then the heavy atom with
@@ -100,7 +100,7 @@ class ICTree:
 
     @classmethod
     def build(cls, n_atoms: int, bonds: np.ndarray, heavy: np.ndarray | None = None,
-              matrix: np.ndarray | None = None, root: int | None = None, name: str = "molecule") -> "ICTree":
+              matrix: np.ndarray | None = None, root: int | None = None, name: str = "molecule") -> ICTree:
         """Build from a bond list (nb, 2) and a heavy-atom mask (n,) (see :meth:`from_moltype`)."""
         n = int(n_atoms)
         if n < 1:
@@ -269,7 +269,7 @@ class ICTree:
                 "heavy": self.heavy.tolist()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ICTree":
+    def from_dict(cls, d: dict) -> ICTree:
         t = cls(int(d["n_atoms"]), np.array(d["order"], int), np.array(d["parent"], int), np.array(d["angle_ref"], int),
                 np.array(d["torsion_ref"], int), np.array(d["sibling"], int),
                 np.array(d["closures"], int).reshape(-1, 2), np.array(d["bonds"], int).reshape(-1, 2),

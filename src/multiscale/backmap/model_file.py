@@ -115,7 +115,7 @@ class BackmapModel:
                 "water": self.water, "provenance": self.provenance}
 
     @classmethod
-    def from_dict(cls, d: dict, source: str = "<memory>") -> "BackmapModel":
+    def from_dict(cls, d: dict, source: str = "<memory>") -> BackmapModel:
         from ..mapping import Mapping
 
         kind = check_header(d, source)
@@ -196,7 +196,8 @@ def _plain(o):
 def check_header(d, source: str) -> str:
     """Validate a model dict's format, version and kind (one-line errors); returns the kind."""
     if not isinstance(d, dict) or d.get("format") != FORMAT:
-        raise MultiscaleError(f"{source} is not a multiscale backmapping model (format {d.get('format') if isinstance(d, dict) else type(d).__name__!r}): pass a file written by `multiscale train`")
+        what = d.get("format") if isinstance(d, dict) else type(d).__name__
+        raise MultiscaleError(f"{source} is not a multiscale backmapping model (format {what!r}): pass a file written by `multiscale train`")
     try:
         version = int(d.get("version", 0))
     except (TypeError, ValueError):
@@ -233,7 +234,8 @@ def load_model(path, topology=None, layout=None):
     try:
         d = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise MultiscaleError(f"{p} cannot be read as a backmapping model ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): pass a file written by `multiscale train`") from e
+        why = str(e).splitlines()[0] if str(e) else ""
+        raise MultiscaleError(f"{p} cannot be read as a backmapping model ({type(e).__name__}: {why}): pass a file written by `multiscale train`") from e
     kind = check_header(d, str(p))
     m = MODEL_KINDS[kind].from_dict(d, source=str(p))  # an incompatible layout fails here, with its own line
     verify_checksum(d, str(p))

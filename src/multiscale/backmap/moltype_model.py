@@ -158,7 +158,7 @@ class MoltypeModel:
                 "rotor_priors": [None if h is None else np.asarray(h, float).tolist() for h in self.rotor_priors]}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "MoltypeModel":
+    def from_dict(cls, d: dict) -> MoltypeModel:
         from .certify import StereoReference
         from .ictree import ICTree
         from .model import ICDensity

@@ -128,7 +128,7 @@ def environment_select(sols: list, box: np.ndarray, rng: np.random.Generator, ep
     counts = [len(s.x) for s in sols]
     offs = np.concatenate([[0], np.cumsum(counts)])
     changed = 0
-    for sweep in range(2 * sweeps):
+    for _ in range(2 * sweeps):
         upd = rng.random(offs[-1]) < 0.5
         env_x, env_polar = [], []
         for k, s in enumerate(sols):

@@ -86,7 +86,8 @@ def _training_frames(frames, topology):
 
     pos = np.asarray(frames.positions)
     if pos.ndim != 3 or pos.shape[1] != topology.n_atoms:
-        raise MultiscaleError(f"training frames have {pos.shape[-2] if pos.ndim >= 2 else '?'} atoms but topology {topology.source} has {topology.n_atoms}: pass frames of this system")
+        n = pos.shape[-2] if pos.ndim >= 2 else "?"
+        raise MultiscaleError(f"training frames have {n} atoms but topology {topology.source} has {topology.n_atoms}: pass frames of this system")
     b = np.asarray(frames.box, np.float64)
     box = np.array(frame_boxes(b, len(pos))) if b.shape[-2:] == (3, 3) else b.reshape(-1, 3)
     return pos, box
@@ -153,7 +154,8 @@ def _check_init(name, mt, prev, init, env_cut: float) -> None:
         raise MultiscaleError(f"init model {init.source}: moleculetype {name} was trained with env_cutoff "
                               f"{prev.env_cutoff} nm, not {env_cut}: fine-tune with the same env_cutoff")
     if prev is not None and prev.fingerprint != mt.fingerprint():
-        raise MultiscaleError(f"init model {init.source}: moleculetype {name} differs from the topology ({describe_difference(mt, prev)}): train from scratch (no --init)")
+        raise MultiscaleError(f"init model {init.source}: moleculetype {name} differs from the topology "
+                              f"({describe_difference(mt, prev)}): train from scratch (no --init)")
 
 
 def _fit_moltype(blks, x, env, prev, init, env_cut: float, seed: int, log, hp: dict):
