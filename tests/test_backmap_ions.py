@@ -24,9 +24,12 @@ def _ion_moltype(name, element, mass, charge):
     return MoleculeType(name, (name,), (name,), (element,), np.array([mass]), np.array([charge]), np.zeros((0, 2), int))
 
 
-def salted_system(n_pairs=4, seed=0):
+def salted_system(n_pairs=4, seed=0, waters_per_ion=0):
     """(topology, mapping, layout, frames, CG result): heptanol + water with ``2 n_pairs`` water
-    beads replaced by ions (Na+ then Cl-) at the beads' positions."""
+    beads replaced by ions (Na+ then Cl-) at the beads' positions; ``waters_per_ion`` > 0:
+    hydrated ion beads (mapping option ions.waters_per_ion)."""
+    from multiscale.mapping import IonMapping
+
     top = load_topology(EX / "aa.top")
     mp = load_mapping(MAP)
     fr = read_frames(EX / "aa.gro", expected_atoms=top.n_atoms)
@@ -45,6 +48,7 @@ def salted_system(n_pairs=4, seed=0):
     blocks = [MoleculeBlock(hpo.moltype, hpo.count, 0), MoleculeBlock(sol.moltype, n_sol, hpo.stop)]
     blocks += [MoleculeBlock(na, n_pairs, blocks[1].stop), MoleculeBlock(cl, n_pairs, blocks[1].stop + n_pairs)]
     t = SystemTopology(blocks, source=Path("salted.top"))
+    mp.ions = IonMapping(waters_per_ion=waters_per_ion)
     lay = cg_layout(t, mp)  # NA / CL recognised by the ion class (no mapping needed)
     pos = np.concatenate([x[:hpo.stop], xs, ion_xyz])[None].astype(np.float32)
     frames = Frames(pos, fr.box[:1], np.zeros(1), np.zeros(t.n_atoms, str), np.zeros(t.n_atoms, str),
@@ -130,3 +134,31 @@ def test_ions_count_in_the_solute_clash_search(salted):
     # and the full step sequence resolves it (the molecule is resampled away from the ion)
     state = steps.resolve_clashes(state, ctx)
     assert not state.clash_bad[0][3] and state.report.per_moltype["HPO"]["resampled"] >= 1
+
+
+def test_hydrated_ions_shell_com_on_the_bead():
+    """ions.waters_per_ion = 4: each ion comes with 4 shell waters (the tail of the water block),
+    their centre of mass exactly on the ion's bead; no clash; the rest of the water from the bank."""
+    t, mp, lay, frames, cg = salted_system(waters_per_ion=4)
+    assert lay[2].info["waters"] == 4 and lay[1].count == (t.blocks[1].count - 32) // 4
+    model = train(t, mp, frames, epochs=3, seed=0, log=None, layout=lay, calibrate_hbonds=False)
+    aa, reps = backmap(model, t, cg.positions[0], cg.box[0], seed=1, layout=lay)
+    aa2, _ = backmap(model, t, cg.positions[0], cg.box[0], seed=1, layout=lay)
+    assert np.array_equal(aa, aa2)
+    r, x, box = reps[0], aa[0].astype(np.float64), cg.box[0]
+    assert r.inter_clash_pairs_final == 0 and r.intra_clash_pairs_final == 0 and r.max_cg_deviation_nm < 1e-6
+    wb = lay[1]
+    sol = t.blocks[1]
+    wm = sol.moltype.masses
+    shells = x[sol.start + wb.count * 4 * 3:sol.stop].reshape(8, 4, 3, 3)  # (ion, water, atom, xyz)
+    ions = x[t.blocks[2].start:t.blocks[3].stop]
+    im = np.array([b.moltype.masses[0] for b in t.blocks[2:] for _ in range(b.count)])
+    com = (im[:, None] * ions + np.einsum("a,iwak->ik", wm, shells)) / (im + 4 * wm.sum())[:, None]
+    beads = cg.positions[0, lay[2].start:lay[3].stop]
+    assert np.abs(minimum_image(com - beads, box)).max() < 1e-5
+    # shell oxygens at the ion's first-shell distance; bank waters' COM on their beads
+    d = np.linalg.norm(shells[:, :, 0] - ions[:, None], axis=-1)
+    assert np.allclose(d[:4], 0.24, atol=1e-3) and np.allclose(d[4:], 0.31, atol=1e-3)
+    w = x[sol.start:sol.start + wb.count * 12].reshape(-1, 4, 3, 3)
+    wcom = np.einsum("gwak,a->gk", w, wm) / (4 * wm.sum())
+    assert np.abs(minimum_image(wcom - cg.positions[0, wb.start:wb.stop], box)).max() < 1e-3

@@ -152,10 +152,6 @@ def _checked_layout(model: BackmapModel, topology, n_cg_beads: int, layout=None)
         raise bead_count_error(n_cg_beads, layout, topology)
     model.check(topology, layout)
     for blk in layout:
-        waters = (getattr(blk, "info", None) or {}).get("waters", 0)
-        if block_kind(blk) == "ion" and waters:
-            raise MultiscaleError(f"ion {blk.cg_name}: hydrated ion beads (ions.waters_per_ion = {waters}) cannot be backmapped yet: "
-                                  "coarse-grain with ions.waters_per_ion: 0 (one bead per ion, the Martini 3 default)")
         if block_kind(blk) == "water" and blk.per_bead != 4:
             raise MultiscaleError(f"water mapping has {blk.per_bead} {blk.aa_block.moltype.name} per {blk.cg_name} bead; backmapping supports 4 (Martini 3)")
     return layout

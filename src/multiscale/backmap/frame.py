@@ -43,9 +43,11 @@ class BackmapContext:
 
     sol_blocks / water_blocks / ion_blocks: ``(layout index, CGBlock)`` per kind (see
     :func:`block_kind`); mol_id / local / kind (A,) per atom of the clash search over solutes
-    (then ions, fixed obstacles), excl: exclusion matrix per kind; mol_block (M, 2): per solute
-    molecule (solute list index, molecule index); n_solute_mols: M; bead_mol (B,): molecule id
-    per CG bead."""
+    (then the fixed atoms: ions, then the hydration-shell waters of hydrated ions), excl:
+    exclusion matrix per kind; mol_block (M, 2): per solute molecule (solute list index,
+    molecule index); n_solute_mols: M; bead_mol (B,): molecule id per CG bead; shell_atoms:
+    AA atom indices of the hydration-shell waters (the tail of the first water block; empty
+    unless ``ions.waters_per_ion`` > 0)."""
 
     model: object
     topology: object
@@ -62,6 +64,7 @@ class BackmapContext:
     mol_block: np.ndarray
     n_solute_mols: int
     bead_mol: np.ndarray
+    shell_atoms: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
 
 
 @dataclass
@@ -72,7 +75,8 @@ class FrameState:
     the AA topology's atom order (filled by the steps: solutes after stereo repair, ions and
     water by the solvent step); solutes: one :class:`~.solute.Solute` per solute block; bad /
     clash_bad: per solute block (count,) bool masks (wrong stereo or clash / clash only);
-    clash_cache: the last solute clash pairs (for the incremental search); water_beads: per water
+    clash_cache: the last solute clash pairs (for the incremental search); fixed_x (I + 3 S, 3):
+    ion atoms, then hydration-shell water atoms (set by :func:`.steps.place_ions`); water_beads: per water
     block its beads (n, 3); water_stats: per water block the bank's statistics; x_pre: positions
     before the polar-hydrogen turn (None when no turn); report: the frame's
     :class:`~.certify.CertificateReport`."""
@@ -89,10 +93,24 @@ class FrameState:
     water_beads: dict = field(default_factory=dict)
     water_stats: list = field(default_factory=list)
     x_pre: np.ndarray | None = None
+    fixed_x: np.ndarray | None = None
 
 
-def _solute_arrays(model, sol_blocks, ion_blocks):
-    """Per-atom arrays of the solute clash search: solute molecules first, then the ions."""
+def hydration(layout, water_blocks, ion_blocks) -> tuple[int, np.ndarray]:
+    """(waters per ion k, AA atom indices of the hydration-shell waters): the shells are the last
+    ``k x ions`` molecules of the first water block (after its 4-per-bead waters)."""
+    k = max([int((getattr(b, "info", None) or {}).get("waters", 0)) for _, b in ion_blocks] + [0])
+    if not k or not water_blocks:
+        return k, np.zeros(0, int)
+    wb = water_blocks[0][1]
+    n_shell = k * sum(b.count for _, b in ion_blocks)
+    first = wb.aa_block.start + wb.count * wb.per_bead * wb.aa_block.moltype.n_atoms
+    return k, np.arange(first, first + n_shell * wb.aa_block.moltype.n_atoms)
+
+
+def _solute_arrays(model, sol_blocks, ion_blocks, water_blocks=(), n_shell: int = 0):
+    """Per-atom arrays of the solute clash search: solute molecules first, then the ions, then
+    ``n_shell`` hydration-shell waters (all fixed obstacles)."""
     from .certify import exclusion_matrix
 
     kinds = {name: k for k, name in enumerate(dict.fromkeys(blk.aa_block.moltype.name for _, blk in sol_blocks))}
@@ -117,6 +135,12 @@ def _solute_arrays(model, sol_blocks, ion_blocks):
         local.append(np.tile(np.arange(n), c))
         kind.append(np.full(n * c, kinds[mt.name]))
         base += c
+    if n_shell:
+        na = water_blocks[0][1].aa_block.moltype.n_atoms
+        excl.append(np.ones((na, na), bool))  # water: rigid, no intramolecular clash
+        mol_id.append(np.repeat(np.arange(base, base + n_shell), na))
+        local.append(np.tile(np.arange(na), n_shell))
+        kind.append(np.full(n_shell * na, len(excl) - 1))
     if not mol_id:
         return [], [], [], excl, [], 0
     cat = np.concatenate
@@ -131,9 +155,11 @@ def build_context(model, topology, layout, device, opts: BackmapOptions) -> Back
     for bi, blk in enumerate(layout):
         by_kind.setdefault(block_kind(blk), []).append((bi, blk))
     sol, wat, ion = by_kind["molecule"], by_kind["water"], by_kind["ion"]
-    mol_id, local, kind, excl, mol_block, n_sol = _solute_arrays(model, sol, ion)
+    k, shell_atoms = hydration(layout, wat, ion)
+    n_shell = len(shell_atoms) // wat[0][1].aa_block.moltype.n_atoms if len(shell_atoms) else 0
+    mol_id, local, kind, excl, mol_block, n_sol = _solute_arrays(model, sol, ion, wat, n_shell)
     return BackmapContext(model, topology, layout, device, opts, sol, wat, ion, mol_id, local, kind, excl,
-                          mol_block, n_sol, bead_molecules(layout))
+                          mol_block, n_sol, bead_molecules(layout), shell_atoms)
 
 
 def new_frame(ctx: BackmapContext, f: int, cg: np.ndarray, box: np.ndarray) -> FrameState:

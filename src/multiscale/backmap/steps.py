@@ -102,17 +102,53 @@ def draw(state: FrameState, ctx: BackmapContext) -> FrameState:
 
 # ============================================================================ 2. ions
 def ion_positions(state: FrameState, ctx: BackmapContext) -> np.ndarray:
-    """The ion atoms of the frame (I, 3) nm: each exactly on its bead (layout order)."""
+    """The fixed atoms of the frame (nm): ion atoms (layout order), then the hydration-shell
+    water atoms; (0, 3) without ions.  Before :func:`place_ions`: the ion beads."""
+    if state.fixed_x is not None:
+        return state.fixed_x
     if not ctx.ion_blocks:
         return np.zeros((0, 3))
     return np.concatenate([state.cg[blk.start:blk.stop].reshape(-1, 3) for _, blk in ctx.ion_blocks])
 
 
 def place_ions(state: FrameState, ctx: BackmapContext) -> FrameState:
-    """Put every ion atom on its bead (one bead, one atom: the mapping is the identity)."""
-    for _, blk in ctx.ion_blocks:
-        state.positions[blk.aa_block.start:blk.aa_block.stop] = state.cg[blk.start:blk.stop].reshape(-1, 3)
+    """Put every ion atom on its bead (one bead, one atom: the mapping is the identity); with
+    hydrated ion beads (``ions.waters_per_ion`` = k) the ion and its k shell waters instead,
+    their centre of mass exactly on the bead (:func:`multiscale.classes.ion.place_hydrated`)."""
+    if not ctx.ion_blocks:
+        return state
+    ions, shells = [], []
+    for bi, blk in ctx.ion_blocks:
+        beads = state.cg[blk.start:blk.stop].reshape(-1, 3)
+        k = int((getattr(blk, "info", None) or {}).get("waters", 0))
+        x = beads if not k else _hydrated(state, ctx, bi, blk, beads, k, shells)
+        state.positions[blk.aa_block.start:blk.aa_block.stop] = x
+        ions.append(x)
+    if shells:
+        state.positions[ctx.shell_atoms] = np.concatenate(shells)
+    state.fixed_x = np.concatenate(ions + shells)
     return state
+
+
+def _hydrated(state: FrameState, ctx: BackmapContext, bi: int, blk, beads: np.ndarray, k: int, shells: list) -> np.ndarray:
+    """Hydrated ions of one block: returns the ion atoms (I, 3); appends the shell waters'
+    atoms (I * k * n_atoms, 3) (water moltype order) to ``shells``."""
+    from ..classes.ion import place_hydrated
+    from .system import water_order
+
+    wt = ctx.water_blocks[0][1].aa_block.moltype
+    order = water_order(wt)
+    mt = blk.aa_block.moltype
+    info = blk.info
+    n = len(beads)
+    rng = np.random.default_rng(derive_seed(ctx.opts.seed, state.frame, 4_000_037, bi))
+    ion, w = place_hydrated(beads, np.full(n, float(mt.masses[0])), np.full(n, float(info.get("charge", mt.charges[0]))),
+                            np.full(n, float(info.get("min_water_o", ion_min_dist(mt.elements[0])))),
+                            np.asarray(wt.masses, float)[order], k, rng)
+    wo = np.empty((n * k, wt.n_atoms, 3))
+    wo[:, order] = w.reshape(-1, 3, 3)
+    shells.append(wo.reshape(-1, 3))
+    return ion
 
 
 # ============================================================================ 3. environment
@@ -134,7 +170,8 @@ def _solute_clash_pairs(state: FrameState, ctx: BackmapContext, changed):
     from .clashes import find_clashes
 
     o, cache = ctx.opts, state.clash_cache
-    allx = np.concatenate([s.x.reshape(-1, 3) for s in state.solutes] + ([ion_positions(state, ctx)] if ctx.ion_blocks else []))
+    fixed = [ion_positions(state, ctx)] if ctx.ion_blocks else []
+    allx = np.concatenate([s.x.reshape(-1, 3) for s in state.solutes] + fixed)
     args = (allx, state.box, ctx.mol_id, ctx.local, ctx.kind, ctx.excl, o.clash_inter, o.clash_intra)
     if changed is None or "ip" not in cache:
         ip, jp = find_clashes(*args)
@@ -302,7 +339,8 @@ def _obstacles(state: FrameState, ctx: BackmapContext):
     if not ctx.ion_blocks:
         return (np.concatenate(parts) if parts else np.zeros((0, 3))), None
     n_sol = sum(len(p) for p in parts)
-    dmin = np.concatenate([np.full(n_sol, float(MIN_DIST_OTHERS)), ion_water_dist(ctx)])
+    dmin = np.concatenate([np.full(n_sol, float(MIN_DIST_OTHERS)), ion_water_dist(ctx),
+                           np.full(len(ctx.shell_atoms), float(MIN_DIST_OTHERS))])
     return np.concatenate(parts + [ion_positions(state, ctx)]), dmin
 
 
@@ -320,7 +358,7 @@ def solvent(state: FrameState, ctx: BackmapContext) -> FrameState:
             st.pop(key, None)
         state.water_stats.append(st)
         wo = _water_atoms(blk, w)
-        state.positions[blk.aa_block.start:blk.aa_block.stop] = wo
+        state.positions[blk.aa_block.start:blk.aa_block.start + len(wo)] = wo  # hydration shells follow
         others = np.concatenate([others, wo])
         if dmin is not None:
             from .water import MIN_DIST_OTHERS
@@ -405,11 +443,11 @@ def _replace_clashing_water(state: FrameState, ctx: BackmapContext, pairs):
         if not len(atoms):
             break
         for bi, blk in ctx.water_blocks:
-            lo, hi = blk.aa_block.start, blk.aa_block.stop
-            sel = atoms[(atoms >= lo) & (atoms < hi)]
+            nat = blk.aa_block.moltype.n_atoms * 4  # atoms per bead
+            lo = blk.aa_block.start
+            sel = atoms[(atoms >= lo) & (atoms < lo + blk.count * nat)]  # bead waters (not hydration shells)
             if not len(sel):
                 continue
-            nat = blk.aa_block.moltype.n_atoms * 4  # atoms per bead
             bead_ids = np.unique((sel - lo) // nat)
             mask = np.ones(ctx.topology.n_atoms, bool)
             for bid in bead_ids:
