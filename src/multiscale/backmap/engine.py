@@ -23,8 +23,12 @@ beads); remaining wrong centres are inverted by swapping two substituents, wrong
 bonds flipped; water beads become 4 waters from the bank, kept away from the solute atoms
 (waters still clashing are re-placed); rotatable polar hydrogens are turned towards
 acceptors (weight calibrated at training time; undone where it would create a clash).
-Molecules are built whole in unwrapped coordinates (next to their first bead); ``wrap=True``
-wraps atoms into the box.
+Ions (CG blocks of kind "ion", :mod:`multiscale.classes`) get no model: each ion atom sits on
+its bead (hydrated ion beads: the ion and its shell waters with their centre of mass on it) and
+is a fixed obstacle for the solutes and the water.  Boxes: edge lengths or GROMACS box vectors
+(triclinic cells: clash search by :class:`multiscale.neighbours.PeriodicTree`, minimum image by
+:mod:`multiscale.geometry`).  Molecules are built whole in unwrapped coordinates (next to their
+first bead); ``wrap=True`` wraps atoms into the box.
 
 Lengths nm, angles rad.  Deterministic for a given seed (torch.Generator / numpy
 default_rng / SeedSequence-derived seeds).
@@ -115,6 +119,7 @@ def _frames_and_boxes(cg_positions, box):
     """CG frames (F, B, 3) float64 and per-frame boxes, validated: (F, 3) edge lengths when every
     box is orthorhombic (also when given as diagonal matrices), else (F, 3, 3) box vectors."""
     from ..geometry import check_box, is_orthorhombic
+
     cg = np.asarray(cg_positions, np.float64)
     if cg.ndim == 2:
         cg = cg[None]
