@@ -176,6 +176,25 @@ def test_orthorhombic_matrix_same_as_lengths(dodecahedron, model):
     assert np.array_equal(a, b)
 
 
+def test_dodecahedron_environment_features(dodecahedron):
+    """Neighbour-count conditioning and environment-aware selection search the triclinic cell too."""
+    from multiscale.backmap.features import neighbour_counts
+
+    ts, mp, fs, cg, *_ = dodecahedron
+    box = cg.box[0]
+    lay = cg_layout(ts, mp)
+    mol = np.concatenate([np.repeat(np.arange(b.count) + 1000 * k, b.n_beads) for k, b in enumerate(lay)])
+    cnt = neighbour_counts(cg.positions[0], box, mol, 1.0)
+    i, j = np.triu_indices(len(mol), 1)
+    d = np.linalg.norm(minimum_image(cg.positions[0][j] - cg.positions[0][i], box), axis=-1)
+    ok = (d < 1.0) & (mol[i] != mol[j])
+    assert np.array_equal(cnt, np.bincount(np.concatenate([i[ok], j[ok]]), minlength=len(mol)).astype(float))
+    m = train(ts, mp, fs, epochs=3, seed=1, log=None, env_cutoff=1.0, calibrate_hbonds=False)
+    aa, reps = backmap(m, ts, cg.positions[0], box, seed=0, select_eps=3.0, candidates=4)
+    r = reps[0]
+    assert r.inter_clash_pairs_final == 0 and r.max_cg_deviation_nm < 1e-6 and r.environment_selected >= 0
+
+
 def _water_takes_triclinic() -> bool:
     from multiscale.backmap.water import WaterBank
 
