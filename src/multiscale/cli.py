@@ -19,6 +19,36 @@ from . import __version__
 from .errors import MultiscaleError
 
 
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name the same file: same resolved path, or same inode (hard links)."""
+    try:
+        if Path(a).resolve() == Path(b).resolve():
+            return True
+        return Path(a).exists() and Path(b).exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def refuse_inputs_as_outputs(outputs: dict, inputs) -> None:
+    """Raise a one-line MultiscaleError when an output path ({option: path}, None skipped) is
+    one of the ``inputs`` (or two outputs are the same file): nothing is written over an input."""
+    ins = [Path(p) for p in inputs if p is not None]
+    outs = [(k, Path(v)) for k, v in outputs.items() if v is not None]
+    for i, (opt, out) in enumerate(outs):
+        for inp in ins:
+            if _same_file(out, inp):
+                raise MultiscaleError(f"{opt} {out} is also an input of this command ({inp}): it would be overwritten; "
+                                      "write the output to another file")
+        for opt2, out2 in outs[i + 1:]:
+            if _same_file(out, out2):
+                raise MultiscaleError(f"{opt} and {opt2} name the same file {out}: give them different paths")
+
+
+def _aa_inputs(args) -> list:
+    return [args.topology, args.structure, args.trajectory, *(args.mapping or []), *(getattr(args, "include", None) or []),
+            getattr(args, "init", None)]
+
+
 def _frames_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start", type=int, default=0, help="first frame (0-based)")
     p.add_argument("--stop", type=int, default=None, help="stop before this frame")
@@ -50,6 +80,7 @@ def cmd_coarse_grain(args) -> int:
     from .coarse_grain import cg_names, coarse_grain, write_cg_topology
     from .io import write_frames
 
+    refuse_inputs_as_outputs({"--output": args.output, "--cg-topology": args.cg_topology}, _aa_inputs(args))
     top, mapping, frames = _load_aa(args)
     t0 = time.perf_counter()
     cg = coarse_grain(frames.positions, frames.box, top, mapping, seed=args.seed)
@@ -67,6 +98,7 @@ def cmd_coarse_grain(args) -> int:
 def cmd_train(args) -> int:
     from .backmap.engine import load_model, train
 
+    refuse_inputs_as_outputs({"--output": args.output}, _aa_inputs(args))
     top, mapping, frames = _load_aa(args)
     init = load_model(args.init, top) if args.init else None
     prov = {"topology": str(args.topology), "structure": str(args.structure),
@@ -89,6 +121,7 @@ def cmd_backmap(args) -> int:
     from .io import atomic_write_text, read_frames, write_frames
     from .topology import load_topology
 
+    _check_backmap_args(args)
     top = load_topology(args.topology)
     model = load_model(args.model, top)
     layout = cg_layout(top, model.mapping)
@@ -119,6 +152,25 @@ def cmd_backmap(args) -> int:
         if hasattr(r, "summary"):
             print(r.summary())
     return 0
+
+
+def _check_backmap_args(args) -> None:
+    """Everything about backmap's outputs that can be checked before anything is written."""
+    import math
+
+    inputs = [args.cg, args.cg_trajectory, args.model, args.topology]
+    refuse_inputs_as_outputs({"--output": args.output, "--report": args.report}, inputs)
+    if args.posre_dir:
+        d = Path(args.posre_dir)
+        if d.exists() and not d.is_dir():
+            raise MultiscaleError(f"--posre-dir {d} is a file, not a folder: give a folder for the posre_<moltype>.itp files")
+        if any(_same_file(Path(p).parent, d) and Path(p).name.startswith("posre_") for p in inputs if p):
+            raise MultiscaleError(f"--posre-dir {d} holds an input posre_*.itp that would be overwritten: use another folder")
+    if not math.isfinite(args.posre_fc) or args.posre_fc <= 0:
+        raise MultiscaleError(f"--posre-fc must be a positive force constant in kJ/mol/nm^2, got {args.posre_fc}")
+    for opt, p in (("--output", args.output), ("--report", args.report)):
+        if p and Path(p).is_dir():
+            raise MultiscaleError(f"{opt} {p} is a folder: give a file name")
 
 
 def build_parser() -> argparse.ArgumentParser:
