@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from multiscale.backmap.clashes import find_clashes
+from multiscale.backmap.certify import find_clashes
 from multiscale.backmap.engine import backmap, train
 from multiscale.coarse_grain import cg_layout, coarse_grain
 from multiscale.geometry import is_orthorhombic, minimum_image, to_fractional

@@ -35,7 +35,7 @@ default_rng / SeedSequence-derived seeds).
 
 Modules: :mod:`.moltype_model` (per-moltype model), :mod:`.model_file` (model file, kinds),
 :mod:`.train`, :mod:`.frame` (frame state), :mod:`.steps` (the per-frame steps), :mod:`.solute`
-(candidate pools), :mod:`.system` (whole-system arrays), :mod:`.clashes` (clash search, any box).
+(candidate pools), :mod:`.system` (whole-system arrays); clashes: :func:`.certify.find_clashes` (any box).
 """
 
 from __future__ import annotations

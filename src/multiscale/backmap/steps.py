@@ -167,7 +167,7 @@ def select_environment(state: FrameState, ctx: BackmapContext) -> FrameState:
 def _solute_clash_pairs(state: FrameState, ctx: BackmapContext, changed):
     """Clash pairs (inter, intra) of the solutes (+ ions); only pairs touching ``changed``
     molecules are searched again when the previous pairs are cached."""
-    from .clashes import find_clashes
+    from .certify import find_clashes
 
     o, cache = ctx.opts, state.clash_cache
     fixed = [ion_positions(state, ctx)] if ctx.ion_blocks else []

@@ -113,7 +113,7 @@ def count_frame_hbonds(x: np.ndarray, box: np.ndarray, topology, model) -> int:
 
 def system_clashes(x: np.ndarray, box: np.ndarray, topology, model, inter: float, intra: float):
     """Clash pairs over the whole system x (N, 3): (inter_pairs, intra_pairs, is_water (N,), None)."""
-    from .clashes import find_clashes
+    from .certify import find_clashes
 
     arr = system_arrays(topology, model)
     ip, jp = find_clashes(x, box, arr["mol"], arr["loc"], arr["kind"], arr["excl"], inter, intra)
