@@ -145,13 +145,16 @@ class BackmapModel:
     def check(self, topology, layout=None) -> None:
         """Raise MultiscaleError if a moltype of ``topology`` that needs a model is missing or
         differs.  Needs a model: moltypes of layout blocks of kind "molecule" (see
-        :func:`multiscale.backmap.frame.block_kind`); without ``layout``: every non-water
-        moltype except single atoms (ions) the model does not know."""
+        :func:`multiscale.backmap.frame.block_kind`); without ``layout``: every moltype whose
+        molecule class (:func:`multiscale.classes.classify` with the model's mapping) trains."""
         from .frame import block_kind
 
-        need = None if layout is None else {b.aa_block.moltype.name for b in layout if block_kind(b) == "molecule"}
+        if layout is not None:
+            need = {b.aa_block.moltype.name for b in layout if block_kind(b) == "molecule"}
+        else:
+            need = {mt.name for mt in topology.moltypes.values() if _trains(mt, self.mapping)}
         for mt in topology.moltypes.values():
-            if (mt.is_water or (mt.n_atoms == 1 and mt.name not in self.moltypes)) if need is None else mt.name not in need:
+            if mt.name not in need:
                 continue
             entry = self.moltypes.get(mt.name)
             if entry is None:
@@ -243,3 +246,13 @@ def load_model(path, topology=None, layout=None):
         m.check(topology, layout)
     return m
 
+
+def _trains(moltype, mapping) -> bool:
+    """Whether the molecule class owning ``moltype`` trains a model (unclaimed: yes, so the
+    caller names the missing moleculetype)."""
+    from ..classes import classify
+
+    try:
+        return classify(moltype, mapping).trains
+    except MultiscaleError:
+        return True
