@@ -24,6 +24,8 @@ from .inputs import parse_candidate, read_input, read_reference, run_command, tp
 from .match import match_atoms, match_cg
 from .provenance import seeds_used, versions
 from .report import plot_data
+from .summary import NO_TERMS as _NO_TERMS
+from .summary import summarise_terms as _summarise_terms
 from .terms import molecule_terms
 
 __all__ = ["evaluate", "SCHEMA_VERSION", "parse_candidate", "run_command"]
@@ -242,60 +244,6 @@ def _compare_rdf(system, ref: _Sample, cand: _Sample, min_pairs: int = 50, seed:
     return rows
 
 
-_NO_TERMS = {"jsd_scope": None, "jsd_max": None, "jsd_mean": None, "jsd_excess_max": None, "jsd_excess_mean": None,
-             "worst_term": None, "wasserstein_mean": None, "jsd_floor_mean": None, "per_moltype": {}}
-
-
-def _excess(row: dict) -> float:
-    """JSD above the term's noise floor (the ranking key of 'worst')."""
-    return M.jsd_excess(row["jsd"], row["jsd_floor"])
-
-
-def _summarise_terms(rows: list[dict]) -> dict:
-    """Headline numbers over heavy-atom torsions of non-water molecules (fallbacks documented).
-    Worst terms are those with the largest JSD excess over their noise floor (jsd - jsd_floor)."""
-    scored = [r for r in rows if r["jsd"] is not None]
-    scopes = [
-        ("heavy_atom_torsions", lambda r: r["kind"] == "torsion" and r["heavy"] and not r["water"]),
-        ("all_molecule_terms", lambda r: not r["water"]),
-        ("all_terms", lambda r: True),
-    ]
-    for scope, pred in scopes:  # noqa: B007 (scope is used after the loop)
-        sel = [r for r in scored if pred(r)]
-        if sel:
-            break
-    else:
-        return dict(_NO_TERMS)
-    worst = max(sel, key=_excess)
-    per = {}
-    for name in dict.fromkeys(r["moltype"] for r in scored):
-        mine = [r for r in scored if r["moltype"] == name]
-        heavy = [r for r in mine if r["kind"] == "torsion" and r["heavy"]]
-        use = heavy or mine
-        w = max(use, key=_excess)
-        wa = max(mine, key=_excess)
-        per[name] = {"scope": "heavy_atom_torsions" if heavy else "all_terms",
-                     "jsd_mean": float(np.mean([r["jsd"] for r in use])), "jsd_max": max(r["jsd"] for r in use),
-                     "jsd_excess_max": _excess(w), "worst_term": f"{w['kind']} {w['name']}", "worst_term_jsd": w["jsd"],
-                     "n_terms": len(use),
-                     "all_terms_jsd_mean": float(np.mean([r["jsd"] for r in mine])),
-                     "all_terms_jsd_max": max(r["jsd"] for r in mine), "all_terms_jsd_excess_max": _excess(wa),
-                     "all_terms_worst": f"{wa['kind']} {wa['name']}"}
-    ws = [r["wasserstein"] for r in sel if r["wasserstein"] is not None]
-    fl = [r["jsd_floor"] for r in sel if r["jsd_floor"] is not None]
-    return {
-        "jsd_scope": scope,
-        "jsd_max": max(r["jsd"] for r in sel),
-        "jsd_mean": float(np.mean([r["jsd"] for r in sel])),
-        "jsd_excess_max": _excess(worst),
-        "jsd_excess_mean": float(np.mean([_excess(r) for r in sel])),
-        "worst_term": f"{worst['moltype']} {worst['kind']} {worst['name']}",
-        "wasserstein_mean": float(np.mean(ws)) if ws else None,
-        "jsd_floor_mean": float(np.mean(fl)) if fl else None,
-        "per_moltype": per,
-    }
-
-
 def _majority(arr: np.ndarray) -> np.ndarray:
     """(F, count, s) signs -> (s,) majority sign (0 = tie / no data)."""
     if arr.size == 0:
@@ -500,7 +448,8 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
                    "system": top.summary(), "n_atoms": top.n_atoms, "cg_frames": int(cgf.n_frames),
                    "cg_beads": int(cgf.n_atoms), **ref_info},
         "settings": {"seed": seed, "seeds": seeds_used(seed, baselines, energy),
-                     "versions": versions(gromacs_settings, use_gromacs=bool(energy)), "bins": {k: {"low": v[0], "high": v[1], "n_bins": v[2]} for k, v in M.BINS.items()},
+                     "versions": versions(gromacs_settings, use_gromacs=bool(energy)),
+                     "bins": {k: {"low": v[0], "high": v[1], "n_bins": v[2]} for k, v in M.BINS.items()},
                      "rdf": {"low": M.RDF_RANGE[0], "high": M.RDF_RANGE[1], "n_bins": M.RDF_RANGE[2], "sites": "heavy atoms"},
                      "inter_cutoff_nm": INTER_CUTOFF, "intra_cutoff_nm": INTRA_CUTOFF,
                      "reference_max_frames": reference_max_frames, "coordinate_precision_nm": COORD_PRECISION,
