@@ -177,8 +177,9 @@ def figure(name: str, data: dict):
         kind = p["kind"]
         lo, hi, nb = BINS[kind]
         edges = _deg(kind, np.linspace(lo, hi, nb + 1))
-        ref = np.clip(_display_values(kind, p["reference"]), edges[0], edges[-1] - 1e-9)
-        cand = np.clip(_display_values(kind, p["candidate"]), edges[0], edges[-1] - 1e-9)
+        raw = [_display_values(kind, p["reference"]), _display_values(kind, p["candidate"])]
+        outside = [int(np.sum((v < edges[0]) | (v >= edges[-1]))) for v in raw]
+        ref, cand = (np.clip(v, edges[0], edges[-1] - 1e-9) for v in raw)
         ref_h, _ = np.histogram(ref, bins=edges, density=True)
         cand_h, _ = np.histogram(cand, bins=edges, density=True) if len(cand) else (np.zeros(nb), None)
         band_lo, band_hi = floor_band(ref, len(cand), edges, seed=data.get("seed", 0))
@@ -198,6 +199,10 @@ def figure(name: str, data: dict):
                      fontsize=9)
         top = max([float(np.max(h)) for h in (ref_h, cand_h, band_hi) if len(h)] + [1e-12])
         ax.set_ylim(0, 1.55 * top)  # headroom for the legend above the data
+        if kind != "torsion" and sum(outside):
+            ax.text(0.99, 0.62, f"values outside {edges[0]:g}–{edges[-1]:g} {unit}\ncounted in the edge bins "
+                    f"(reference {outside[0]:,}, {name} {outside[1]:,})", transform=ax.transAxes, ha="right",
+                    va="top", fontsize=7, color="0.3")
         ax.legend(fontsize=7, loc="upper left", frameon=False)
     for ax in axes.ravel()[n:]:
         ax.set_visible(False)
