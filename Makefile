@@ -12,11 +12,17 @@ gromacs:
 	@bash scripts/ensure_gromacs.sh
 
 $(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
-	touch $@
+	@echo "setup: creating the virtual environment $(VENV) with $(PYTHON)"
+	@$(PYTHON) -m venv $(VENV)
+	@echo "setup: upgrading pip in $(VENV)"
+	@$(PY) -m pip install -q --upgrade pip
+	@echo "setup: installing torch 2.13.0 from the package index (a large download on a cold cache: several quiet minutes)"
+	@$(PY) -m pip install -q torch==2.13.0
+	@echo "setup: installing multiscale (editable, pyproject.toml) and its dependencies: numpy, scipy, MDAnalysis, ParmEd,"
+	@echo "       GromacsWrapper, PyYAML, pydantic, matplotlib, rich; test extras: pytest, vermouth, PeptideBuilder, ruff"
+	@$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+	@echo "setup: done ($(VENV)/bin/multiscale)"
 
 setup: gromacs $(VENV)/.installed
 

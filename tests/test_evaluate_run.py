@@ -122,14 +122,14 @@ def test_shifted_candidate_cg_rmsd_equals_shift(tmp_path):
     assert r["candidates"]["same"]["cg_rmsd_nm"] < 2e-3
     # files: JSON with the stable keys, Markdown with both candidates side by side, plots
     data = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == 2
     for key in ("jsd_max", "jsd_mean", "worst_term", "wasserstein_mean", "cg_rmsd_nm", "stereo_fraction",
                 "cis_trans_fraction", "clashes_inter", "clashes_intra", "ring_penetrations",
                 "energy_single_point_kj_mol", "em_steps", "em_final_kj_mol", "nvt_stable", "time_s",
                 "peak_mem_mb", "unmatched_atoms"):
         assert key in data["candidates"]["shifted"]
     md = (tmp_path / "out" / "report.md").read_text()
-    assert "| criterion | `shifted` | `same` |" in md
+    assert "| criterion | shifted | same |" in md
     assert (tmp_path / "out" / "plots" / "shifted_worst_terms.png").stat().st_size > 1000
 
 

@@ -179,7 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    c = sub.add_parser("coarse-grain", help="map an AA structure/trajectory onto Martini beads")
+    c = sub.add_parser("coarse-grain", help="map an AA structure/trajectory onto Martini beads",
+                       description="Map an AA structure or trajectory onto Martini beads: molecules are made whole, "
+                                   "beads placed at the mapping's weighted centres, 4 waters grouped into each W bead.")
     _aa_system_args(c)
     c.add_argument("--output", required=True, help="CG structure/trajectory to write (.gro/.pdb/.xtc)")
     c.add_argument("--cg-topology", default=None, help="also write a CG .top with these [ molecules ]")
@@ -188,24 +190,30 @@ def build_parser() -> argparse.ArgumentParser:
     _frames_args(c)
     c.set_defaults(func=cmd_coarse_grain)
 
-    t = sub.add_parser("train", help="train a backmapping model on AA frames")
+    t = sub.add_parser("train", help="train a backmapping model on AA frames",
+                       description="Train (or with --init fine-tune) a backmapping model, one per molecule type, "
+                                   "on AA frames of the system; the frames are coarse-grained with the mapping first.")
     _aa_system_args(t)
     t.add_argument("--output", required=True, help="model file to write (.pt)")
     t.add_argument("--init", default=None, help="continue training (fine-tune) this model")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--seed", type=int, default=0, help="seed of every random step (weights, batches, noise, water bank); same seed and data, same model (default 0)")
+    t.add_argument("--epochs", type=int, default=None,
+                   help="passes over the training data per molecule type (default: about 2000 optimiser steps, 3-300 epochs)")
     t.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ...")
     _frames_args(t)
     t.set_defaults(func=cmd_train)
 
-    b = sub.add_parser("backmap", help="reconstruct atoms from a CG structure/trajectory")
+    b = sub.add_parser("backmap", help="reconstruct atoms from a CG structure/trajectory",
+                       description="Reconstruct every atom of the AA topology from CG beads with a trained model; "
+                                   "each frame is certified (CG consistency, stereochemistry, clashes) and repaired "
+                                   "by resampling until it passes.")
     b.add_argument("--cg", required=True, help="CG structure (.gro/.pdb; a multi-frame .gro is a trajectory)")
     b.add_argument("--cg-trajectory", default=None, help="CG trajectory: every frame is backmapped")
     b.add_argument("--model", required=True, help="model file from `multiscale train`")
     b.add_argument("--topology", required=True, help="AA topology (.top or .tpr): output atom order")
     b.add_argument("--output", required=True, help="AA structure/trajectory to write (.gro/.pdb/.xtc)")
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--device", default="cpu")
+    b.add_argument("--seed", type=int, default=0, help="seed of the sampling; same seed, same structure (default 0)")
+    b.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ... (default cpu)")
     b.add_argument("--posre-dir", default=None, help="write posre_<moltype>.itp heavy-atom restraint includes here")
     b.add_argument("--posre-fc", type=float, default=1000.0, help="restraint force constant, kJ/mol/nm^2")
     b.add_argument("--report", default=None, help="write the certificate report (JSON) here")

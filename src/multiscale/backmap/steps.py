@@ -45,6 +45,16 @@ SPIN_ROUNDS = 2
 #: Na-O ~0.24, K-O ~0.28, Ca-O ~0.24, Cl-H ~0.22 nm; these leave ~0.04 nm of slack).
 ION_MIN_DIST = {"NA": 0.20, "K": 0.24, "CA": 0.20, "CL": 0.27, "MG": 0.18}
 ION_MIN_DIST_DEFAULT = 0.22
+#: nm added to the clash bounds (``clash_inter`` / ``clash_intra``) in every search that triggers a
+#: repair and in the final certificate, so that a certified structure still keeps its stated bounds
+#: after the output format rounds it: .gro/.xtc store 0.001 nm, which moves a distance by at most
+#: sqrt(3) x 0.001 = 0.0017 nm.  The report states the bounds; ``thresholds.search_margin_nm`` this.
+CLASH_MARGIN = 0.002
+
+
+def _bounds(o) -> tuple[float, float]:
+    """(inter, intra) clash distances (nm) searched: the stated bounds plus :data:`CLASH_MARGIN`."""
+    return o.clash_inter + CLASH_MARGIN, o.clash_intra + CLASH_MARGIN
 
 
 def ion_min_dist(element: str) -> float:
@@ -91,7 +101,7 @@ def draw(state: FrameState, ctx: BackmapContext) -> FrameState:
         sol = Solute(bi, mm, beads, None, env)
         sol.K = default_candidates(mm) if o.candidates is None else int(o.candidates)
         first = sol.draw(np.arange(blk.count), derive_seed(o.seed, f, 0, bi), ctx.device, o.temperature, sol.K,
-                         o.clash_intra)
+                         _bounds(o)[1])
         v["stereo_wrong_initial"] += first[0]
         v["cistrans_wrong_initial"] += first[1]
         v["intra_clash_initial"] += first[2]
@@ -172,7 +182,7 @@ def _solute_clash_pairs(state: FrameState, ctx: BackmapContext, changed):
     o, cache = ctx.opts, state.clash_cache
     fixed = [ion_positions(state, ctx)] if ctx.ion_blocks else []
     allx = np.concatenate([s.x.reshape(-1, 3) for s in state.solutes] + fixed)
-    args = (allx, state.box, ctx.mol_id, ctx.local, ctx.kind, ctx.excl, o.clash_inter, o.clash_intra)
+    args = (allx, state.box, ctx.mol_id, ctx.local, ctx.kind, ctx.excl, *_bounds(o))
     if changed is None or "ip" not in cache:
         ip, jp = find_clashes(*args)
     else:
@@ -221,13 +231,13 @@ def _resample_round(state: FrameState, ctx: BackmapContext, attempt: int, sol_ba
             continue
         state.report.per_moltype[s.mm.name]["resampled"] += len(idx)
         if attempt <= SPIN_ROUNDS and s.mm.n_beads <= 2:
-            sp = s.spinnable(idx, o.clash_intra)
+            sp = s.spinnable(idx, _bounds(o)[1])
             if len(sp):
                 s.spin(sp, derive_seed(o.seed, f, attempt, s.bi, 7))
                 changed.append(sol_base[k] + sp)
                 idx = np.setdiff1d(idx, sp)
         if len(idx):
-            s.next(idx, derive_seed(o.seed, f, attempt, s.bi), ctx.device, o.temperature, s.K, o.clash_intra)
+            s.next(idx, derive_seed(o.seed, f, attempt, s.bi), ctx.device, o.temperature, s.K, _bounds(o)[1])
             changed.append(sol_base[k] + idx)
     return np.concatenate(changed) if changed else np.zeros(0, int)
 
@@ -427,7 +437,7 @@ def _undo_clashing_turns(state: FrameState, ctx: BackmapContext, pairs):
     for s in state.solutes:
         blk = ctx.layout[s.bi]
         s.x = xf[blk.aa_block.start:blk.aa_block.stop].reshape(s.x.shape).copy()
-    return system_clashes(xf, state.box, ctx.topology, ctx.model, ctx.opts.clash_inter, ctx.opts.clash_intra)
+    return system_clashes(xf, state.box, ctx.topology, ctx.model, *_bounds(ctx.opts))
 
 
 def _replace_clashing_water(state: FrameState, ctx: BackmapContext, pairs):
@@ -458,7 +468,7 @@ def _replace_clashing_water(state: FrameState, ctx: BackmapContext, pairs):
             idx = (lo + bead_ids[:, None] * nat + np.arange(nat)).ravel()
             xf[idx] = _water_atoms(blk, w)
             replaced += len(bead_ids)
-        pairs = system_clashes(xf, state.box, ctx.topology, ctx.model, o.clash_inter, o.clash_intra)
+        pairs = system_clashes(xf, state.box, ctx.topology, ctx.model, *_bounds(o))
     return pairs, replaced
 
 
@@ -480,7 +490,8 @@ def final_certificate(state: FrameState, ctx: BackmapContext) -> FrameState:
 
     rep, o = state.report, ctx.opts
     rep.max_cg_deviation_nm = _cg_deviation(state)
-    pairs = system_clashes(state.positions, state.box, ctx.topology, ctx.model, o.clash_inter, o.clash_intra)
+    rep.thresholds["search_margin_nm"] = CLASH_MARGIN
+    pairs = system_clashes(state.positions, state.box, ctx.topology, ctx.model, *_bounds(o))
     if state.x_pre is not None:
         pairs = _undo_clashing_turns(state, ctx, pairs)
     pairs, replaced = _replace_clashing_water(state, ctx, pairs)

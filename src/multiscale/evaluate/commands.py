@@ -62,13 +62,13 @@ def _handler(args) -> int:
         reference_max_frames=args.reference_max_frames, plots=not args.no_plots, log=log,
         water_grouping=_named(args.water_grouping, names, "--water-grouping"),
     )
-    from .report import HEADLINE_KEYS, _fmt
+    from .report import HEADLINE_KEYS, _show
 
     cands_out = report["candidates"]
     width = max([len(label) for _, label, _ in HEADLINE_KEYS])
     print(f"{'':{width}}  " + "  ".join(f"{n:>14}" for n in cands_out))
     for key, label, f in HEADLINE_KEYS:
-        print(f"{label:{width}}  " + "  ".join(f"{_fmt(c.get(key), f):>14}" for c in cands_out.values()))
+        print(f"{label:{width}}  " + "  ".join(f"{_show(key, c.get(key), f):>14}" for c in cands_out.values()))
     print(f"report: {args.output}/report.md")
     return 0
 
@@ -101,7 +101,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--run", action="append", metavar="[NAME=]CMD", help="run CMD (shell) to produce the candidate, timing it and measuring peak memory")
     p.add_argument("--time-s", action="append", metavar="[NAME=]SECONDS", help="backmapping wall time as supplied")
     p.add_argument("--peak-mem-mb", action="append", metavar="[NAME=]MIB", help="backmapping peak memory as supplied")
-    p.add_argument("--reference-max-frames", type=int, default=100, metavar="N", help="use at most N evenly spaced reference frames (default 100)")
+    p.add_argument("--reference-max-frames", type=int, default=None, metavar="N",
+                   help="use at most N evenly spaced reference frames (default: every frame given)")
     p.add_argument("--no-plots", action="store_true", help="skip PNG plots")
     p.add_argument("--water-grouping", action="append", metavar="[NAME=]order|assignment",
                    help="how the candidate's water is scored against the W beads: 'order' = its waters are written "

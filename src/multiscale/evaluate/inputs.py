@@ -107,7 +107,8 @@ def _count_frames(structure, trajectory) -> int | None:
 
 def read_reference(topology_path, reference, reference_structure, topology, max_frames):
     """The reference ensemble: a .gro/.pdb alone, a trajectory with --reference-structure (or the
-    .tpr), or a bare .xtc/.trr in topology order; at most ``max_frames`` evenly spaced frames."""
+    .tpr), or a bare .xtc/.trr in topology order; every frame, or at most ``max_frames`` (None = all)
+    evenly spaced frames."""
     ref = Path(reference)
     bare = False
     if ref.suffix in (".gro", ".pdb") and reference_structure is None:
@@ -122,10 +123,10 @@ def read_reference(topology_path, reference, reference_structure, topology, max_
     step = 1
     if traj is not None or bare:
         n = _count_frames(ref, None) if bare else _count_frames(structure, traj)
-        if n is not None and n > max_frames:
+        if n is not None and max_frames is not None and n > max_frames:
             step = math.ceil(n / max_frames)
     frames = read_input(structure, traj, step=step, label=f"reference {ref}", topology=topology)
-    if traj is None and frames.n_frames > max_frames:
+    if traj is None and max_frames is not None and frames.n_frames > max_frames:
         keep = np.linspace(0, frames.n_frames - 1, max_frames).round().astype(int)
         frames.positions, frames.box, frames.times = frames.positions[keep], frames.box[keep], frames.times[keep]
     return frames

@@ -24,7 +24,7 @@ from ..neighbours import PeriodicTree
 __all__ = [
     "BINS", "histogram", "jsd", "wasserstein", "term_values", "bead_deviation", "rmsd",
     "chirality_signs", "cis_states", "clash_pairs", "ring_penetrations", "segment_triangle_hits",
-    "jsd_floor", "RDF_RANGE", "rdf_histograms", "frame_box", "frame_volumes", "rdf_fits",
+    "jsd_floor", "jsd_excess", "floor_band", "RDF_RANGE", "rdf_histograms", "frame_box", "frame_volumes", "rdf_fits",
 ]
 
 #: Fixed binning per term kind: (low, high, n_bins).  Values outside are counted in the edge bins.
@@ -112,6 +112,38 @@ def jsd_floor(reference: np.ndarray, n: int, kind: str, seed: int = 0, repeats: 
     rng = np.random.default_rng(seed)
     href = histogram(ref, kind)
     return float(np.mean([jsd(histogram(rng.choice(ref, size=n), kind), href) for _ in range(repeats)]))
+
+
+def jsd_excess(jsd_value: float | None, floor: float | None) -> float | None:
+    """JSD above the finite-sample noise floor, ``jsd - floor`` (None if ``jsd`` is None; ``jsd``
+    itself when the floor is unknown).  Negative values mean: indistinguishable from a perfect
+    sample of this size.  Terms are ranked by this, not by raw JSD, because a term with few
+    samples sits at a high JSD even when the method is perfect."""
+    if jsd_value is None:
+        return None
+    return float(jsd_value) - (float(floor) if floor is not None else 0.0)
+
+
+def floor_band(reference: np.ndarray, n: int, edges: np.ndarray, seed: int = 0, repeats: int = 200,
+               quantiles=(5.0, 95.0)) -> tuple[np.ndarray, np.ndarray]:
+    """Where the histogram of a perfect method with ``n`` samples falls: ``repeats`` seeded draws
+    of ``n`` values (with replacement) from ``reference``, each histogrammed as a density on
+    ``edges`` (values outside clipped into the edge bins); returns the per-bin (low, high)
+    quantiles, each (len(edges) - 1,), in 1/(unit of edges)."""
+    ref = np.asarray(reference, float).ravel()
+    ref = ref[np.isfinite(ref)]
+    nb = len(edges) - 1
+    if len(ref) == 0 or n <= 0:
+        z = np.zeros(nb)
+        return z, z
+    rng = np.random.default_rng(seed)
+    draws = np.clip(rng.choice(ref, size=(repeats, n)), edges[0], np.nextafter(edges[-1], -np.inf))
+    idx = np.clip(np.searchsorted(edges, draws, side="right") - 1, 0, nb - 1)
+    counts = np.zeros((repeats, nb))
+    np.add.at(counts, (np.repeat(np.arange(repeats), n), idx.ravel()), 1.0)
+    dens = counts / (n * np.diff(edges))[None]
+    lo, hi = np.percentile(dens, quantiles, axis=0)
+    return lo, hi
 
 
 def term_values(x: np.ndarray, atoms: np.ndarray, kind: str) -> np.ndarray:

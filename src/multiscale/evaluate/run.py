@@ -22,14 +22,21 @@ from . import metrics as M
 from .consistency import WATER_GROUPINGS, cg_consistency
 from .inputs import parse_candidate, read_input, read_reference, run_command, tpr_structure
 from .match import match_atoms, match_cg
+from .provenance import seeds_used, versions
+from .report import plot_data
+from .summary import NO_TERMS as _NO_TERMS
+from .summary import summarise_terms as _summarise_terms
 from .terms import molecule_terms
 
 __all__ = ["evaluate", "SCHEMA_VERSION", "parse_candidate", "run_command"]
 
-SCHEMA_VERSION = 1
+#: 2: ``worst_term`` / per-moltype worst terms ranked by JSD excess over the noise floor (was raw
+#: JSD); new keys jsd_excess (per term), jsd_excess_max / jsd_excess_mean, settings.versions, settings.seeds.
+SCHEMA_VERSION = 2
 INTER_CUTOFF = 0.08
 INTRA_CUTOFF = 0.10
-REFERENCE_MAX_FRAMES = 100
+#: Default cap on reference frames: None = every frame given.
+REFERENCE_MAX_FRAMES = None
 #: g(r) site pairs whose sampling floor exceeds this are listed but left out of the headline
 RDF_FLOOR_MAX = 0.05
 #: Every ensemble (reference, candidates, baselines) is rounded to this grid (nm) before it is
@@ -193,12 +200,13 @@ def _compare_terms(system, ref: _Sample, cand: _Sample, seed: int) -> list[dict]
         row = {"moltype": name, "kind": t.kind, "name": t.name, "type_index": i, "n_members": t.n_members, "heavy": t.heavy,
                "water": system.top.moltypes[name].is_water,
                "n_reference": int(len(rv_f)), "n_candidate": int(len(cv_f)),
-               "jsd": None, "wasserstein": None, "jsd_floor": None,
+               "jsd": None, "wasserstein": None, "jsd_floor": None, "jsd_excess": None,
                "mean_reference": None, "mean_candidate": None}
         if len(rv_f) and len(cv_f):
             row["jsd"] = M.jsd(M.histogram(cv_f, t.kind), M.histogram(rv_f, t.kind))
             row["wasserstein"] = _num(M.wasserstein(cv_f, rv_f, periodic=t.kind == "torsion"))
             row["jsd_floor"] = _num(M.jsd_floor(rv_f, len(cv_f), t.kind, seed=seed))
+            row["jsd_excess"] = M.jsd_excess(row["jsd"], row["jsd_floor"])
             if t.kind == "torsion":
                 row["mean_reference"] = float(np.angle(np.mean(np.exp(1j * rv_f))))
                 row["mean_candidate"] = float(np.angle(np.mean(np.exp(1j * cv_f))))
@@ -234,47 +242,6 @@ def _compare_rdf(system, ref: _Sample, cand: _Sample, min_pairs: int = 50, seed:
                          "pairs_per_frame_reference": float(r.sum() / ref.n_frames),
                          "pairs_per_frame_candidate": float(c.sum() / cand.n_frames)})
     return rows
-
-
-def _summarise_terms(rows: list[dict]) -> dict:
-    """Headline numbers over heavy-atom torsions of non-water molecules (fallbacks documented)."""
-    scored = [r for r in rows if r["jsd"] is not None]
-    scopes = [
-        ("heavy_atom_torsions", lambda r: r["kind"] == "torsion" and r["heavy"] and not r["water"]),
-        ("all_molecule_terms", lambda r: not r["water"]),
-        ("all_terms", lambda r: True),
-    ]
-    for scope, pred in scopes:  # noqa: B007 (scope is used after the loop)
-        sel = [r for r in scored if pred(r)]
-        if sel:
-            break
-    else:
-        return {"jsd_scope": None, "jsd_max": None, "jsd_mean": None, "worst_term": None,
-                "wasserstein_mean": None, "jsd_floor_mean": None, "per_moltype": {}}
-    worst = max(sel, key=lambda r: r["jsd"])
-    per = {}
-    for name in dict.fromkeys(r["moltype"] for r in scored):
-        mine = [r for r in scored if r["moltype"] == name]
-        heavy = [r for r in mine if r["kind"] == "torsion" and r["heavy"]]
-        use = heavy or mine
-        w = max(use, key=lambda r: r["jsd"])
-        wa = max(mine, key=lambda r: r["jsd"])
-        per[name] = {"scope": "heavy_atom_torsions" if heavy else "all_terms",
-                     "jsd_mean": float(np.mean([r["jsd"] for r in use])), "jsd_max": w["jsd"],
-                     "worst_term": f"{w['kind']} {w['name']}", "n_terms": len(use),
-                     "all_terms_jsd_mean": float(np.mean([r["jsd"] for r in mine])),
-                     "all_terms_jsd_max": wa["jsd"], "all_terms_worst": f"{wa['kind']} {wa['name']}"}
-    ws = [r["wasserstein"] for r in sel if r["wasserstein"] is not None]
-    fl = [r["jsd_floor"] for r in sel if r["jsd_floor"] is not None]
-    return {
-        "jsd_scope": scope,
-        "jsd_max": worst["jsd"],
-        "jsd_mean": float(np.mean([r["jsd"] for r in sel])),
-        "worst_term": f"{worst['moltype']} {worst['kind']} {worst['name']}",
-        "wasserstein_mean": float(np.mean(ws)) if ws else None,
-        "jsd_floor_mean": float(np.mean(fl)) if fl else None,
-        "per_moltype": per,
-    }
 
 
 def _majority(arr: np.ndarray) -> np.ndarray:
@@ -344,7 +311,7 @@ def _stereo(system, ref_signs: dict, ref_states: dict, cand: _Sample) -> dict:
 def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=None, reference=None,
              reference_structure=None, baselines=(), seed: int = 0, energy: bool = True,
              run: dict | None = None, time_s: dict | None = None, peak_mem_mb: dict | None = None,
-             reference_max_frames: int = REFERENCE_MAX_FRAMES, plots: bool = True,
+             reference_max_frames: int | None = REFERENCE_MAX_FRAMES, plots: bool = True,
              gromacs_settings=None, energy_options: dict | None = None, water_grouping: dict | None = None,
              log=None) -> dict:
     """Evaluate backmapping candidates; write ``output/report.json`` and ``output/report.md``.
@@ -381,6 +348,8 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
     clash = set(candidates) & set(baselines)
     if clash:
         raise MultiscaleError(f"candidate name {sorted(clash)[0]!r} is also a baseline name: rename the candidate")
+    if reference_max_frames is not None and (isinstance(reference_max_frames, bool) or int(reference_max_frames) < 1):
+        raise MultiscaleError(f"--reference-max-frames {reference_max_frames}: give a number of frames >= 1 (default: all)")
     water_grouping = dict(water_grouping or {})
     for name, g in water_grouping.items():
         if g not in WATER_GROUPINGS:
@@ -478,7 +447,9 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
                    "topology": str(topology), "topology_fingerprint": top.fingerprint(),
                    "system": top.summary(), "n_atoms": top.n_atoms, "cg_frames": int(cgf.n_frames),
                    "cg_beads": int(cgf.n_atoms), **ref_info},
-        "settings": {"seed": seed, "bins": {k: {"low": v[0], "high": v[1], "n_bins": v[2]} for k, v in M.BINS.items()},
+        "settings": {"seed": seed, "seeds": seeds_used(seed, baselines, energy),
+                     "versions": versions(gromacs_settings, use_gromacs=bool(energy)),
+                     "bins": {k: {"low": v[0], "high": v[1], "n_bins": v[2]} for k, v in M.BINS.items()},
                      "rdf": {"low": M.RDF_RANGE[0], "high": M.RDF_RANGE[1], "n_bins": M.RDF_RANGE[2], "sites": "heavy atoms"},
                      "inter_cutoff_nm": INTER_CUTOFF, "intra_cutoff_nm": INTRA_CUTOFF,
                      "reference_max_frames": reference_max_frames, "coordinate_precision_nm": COORD_PRECISION,
@@ -486,7 +457,7 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
                      "energy_options": energy_options},
         "candidates": results,
     }
-    write_report(output, report, plots=plots, plot_data=_plot_data(system, ref_sample, entries, results))
+    write_report(output, report, plots=plots, plot_data=plot_data(ref_sample, entries, results, seed))
     return report
 
 
@@ -509,9 +480,8 @@ def _evaluate_one(e, system, top, topology, cg_blocks, cg_pos, cg_box, ref_sampl
     out = {"kind": e["kind"], "source": e["source"], "n_frames": int(x.shape[0]), "n_atoms": int(x.shape[1]),
            "unmatched_atoms": e["unmatched"]}
     rows = _compare_terms(system, ref_sample, sample, seed) if ref_sample is not None else []
-    summ = _summarise_terms(rows) if rows else {"jsd_scope": None, "jsd_max": None, "jsd_mean": None, "worst_term": None,
-                                                "wasserstein_mean": None, "jsd_floor_mean": None, "per_moltype": {}}
-    out.update({k: summ[k] for k in ("jsd_max", "jsd_mean", "worst_term", "wasserstein_mean", "jsd_floor_mean", "jsd_scope")})
+    summ = _summarise_terms(rows) if rows else dict(_NO_TERMS)
+    out.update({k: v for k, v in summ.items() if k != "per_moltype"})
     rdf_rows = _compare_rdf(system, ref_sample, sample, seed=seed) if ref_sample is not None else []
     # headline over the pairs a perfect method would match closely (floor <= RDF_FLOOR_MAX)
     rdf_sel = [r for r in rdf_rows if r["jsd_floor"] <= RDF_FLOOR_MAX] or rdf_rows
@@ -536,8 +506,11 @@ def _evaluate_one(e, system, top, topology, cg_blocks, cg_pos, cg_box, ref_sampl
             from .energy import energy_criteria
 
             try:
-                en.update(energy_criteria(e["positions"][0], e["box"][0], top, topology, output / "work" / e["name"],
-                                          seed=seed, settings=gromacs_settings, log=log, **energy_options))
+                # every candidate (files and baselines alike): its first frame exactly as measured
+                # above (rounded to COORD_PRECISION), in its own box, through the same protocol
+                en.update(energy_criteria(_quantise(e["positions"][0]), e["box"][0], top, topology,
+                                          output / "work" / e["name"], seed=seed, settings=gromacs_settings, log=log,
+                                          **energy_options))
             except MultiscaleError as err:
                 en["energy_note"] = f"failed: {err}"
     out.update(en)
@@ -562,9 +535,13 @@ def _make_baseline(kind, top, topology, system, cg_blocks, cg_pos, cg_box, confo
     try:
         if kind == "rigid":
             x = rigid_baseline(top, cg_blocks, cg_pos, cg_box, conformers, seed=seed)
+            info["method"] = ("one reference conformer per molecule type fitted onto its beads; water as rigid TIP3P "
+                              f"tetrahedra; seed {seed}")
+            info["em"] = "none"
         else:
             x = random_baseline(top, cg_blocks, cg_pos, cg_box, seed=seed)
-            info["em"] = "not run"
+            info["method"] = f"atoms at their home bead + Gaussian noise (0.1 nm; water O 0.15 nm); seed {seed}"
+            info["em"] = "not run (--no-energy)"
             if energy:
                 from .energy import minimise
 
@@ -584,17 +561,3 @@ def _make_baseline(kind, top, topology, system, cg_blocks, cg_pos, cg_box, confo
     return {"name": kind, "kind": "baseline", "source": str(path), "positions": x, "box": cg_box.copy(), "water_grouping": "order",
             "cost": {"time_s": dt, "peak_mem_mb": peak, "cost_source": "measured in-process (Python heap, tracemalloc)"},
             "unmatched": {"missing": 0, "extra": 0, "missing_examples": [], "extra_examples": []}, "baseline_info": info}
-
-
-def _plot_data(system, ref_sample, entries, results) -> dict:
-    """Reference and candidate values of each candidate's 4 worst terms (overlaid histograms)."""
-    if ref_sample is None:
-        return {}
-    data = {}
-    for e in entries:
-        rows = [r for r in results[e["name"]]["details"]["terms"] if r["jsd"] is not None]
-        rows.sort(key=lambda r: -r["jsd"])
-        data[e["name"]] = [{"moltype": r["moltype"], "kind": r["kind"], "name": r["name"], "jsd": r["jsd"],
-                            "reference": ref_sample.values[(r["moltype"], r["type_index"])],
-                            "candidate": e["sample"].values[(r["moltype"], r["type_index"])]} for r in rows[:4]]
-    return data

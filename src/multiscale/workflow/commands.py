@@ -86,13 +86,13 @@ def add_commands(subparsers) -> None:
     b.add_argument("--config", "-c", default="sim.yaml", help="the run configuration (default: ./sim.yaml)")
     b.add_argument("--scheduler", default="slurm", choices=["slurm"], help="batch system (slurm)")
     b.add_argument("--time", default="24:00:00", help="wall time per job, [D-]HH:MM:SS (default 24:00:00)")
-    b.add_argument("--nodes", type=int, default=1)
+    b.add_argument("--nodes", type=int, default=1, help="nodes per job (default 1)")
     b.add_argument("--ntasks", type=int, default=None, help="MPI ranks (use with gromacs.launcher: srun)")
     b.add_argument("--cpus-per-task", type=int, default=None, help="OpenMP threads per rank")
     b.add_argument("--gpus", type=int, default=None, help="GPUs per node")
-    b.add_argument("--partition", default=None)
-    b.add_argument("--account", default=None)
-    b.add_argument("--job-name", default=None)
+    b.add_argument("--partition", default=None, help="SLURM partition (default: the cluster's default)")
+    b.add_argument("--account", default=None, help="SLURM account to charge (default: none given)")
+    b.add_argument("--job-name", default=None, help="SLURM job name (default: ms-<folder of sim.yaml>)")
     b.add_argument("--array", type=int, default=None, metavar="N",
                    help="N independent replicas as a job array (OUTPUT/replica_0..N-1, distinct seeds)")
     b.add_argument("--setup", action="append", default=[], metavar="LINE",
