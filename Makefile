@@ -27,6 +27,7 @@ $(VENV)/.installed: pyproject.toml
 setup: gromacs $(VENV)/.installed
 
 test: setup
+	$(VENV)/bin/ruff check src tests benchmarks scripts
 	$(PY) -m pytest -q
 
 lint: setup

@@ -133,8 +133,7 @@ def _case(kind: str, n: int, repeat: int, seed: int, min_dist_atoms=None,
         base = _rss_mb()
         best, cpu, first = float("inf"), 0.0, None
         for r in range(repeat):
-            if r:
-                del out
+            out = None  # free the previous repeat's output before the next
             t, c = time.perf_counter(), time.process_time()
             out, st = bank.place(x, box, seed=seed + r, return_stats=True, **kw)
             dt, dc = time.perf_counter() - t, time.process_time() - c

@@ -45,10 +45,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
-from multiscale.chains.peptides import AMINO_ACIDS, build_peptide_pdb, pdb2gmx
-from multiscale.errors import MultiscaleError
-from multiscale.gromacs import GromacsSettings, grompp, mdrun, render_mdp, run_tool
-from multiscale.io import atomic_write_text
+from multiscale.chains.peptides import AMINO_ACIDS, build_peptide_pdb, pdb2gmx  # noqa: E402
+from multiscale.errors import MultiscaleError  # noqa: E402
+from multiscale.gromacs import GromacsSettings, grompp, mdrun, render_mdp, run_tool  # noqa: E402
+from multiscale.io import atomic_write_text  # noqa: E402
 
 FORCEFIELD, WATER = "amber99sb-ildn", "tip3p"
 DT = 0.002  # ps

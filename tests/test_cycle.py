@@ -39,8 +39,8 @@ def write_w_box(folder: Path, n: int = 6, a: float = 0.5) -> dict:
     folder.mkdir(parents=True, exist_ok=True)
     lines = ["Martini W lattice", str(n**3)]
     for i, (x, y, z) in enumerate(itertools.product(range(n), repeat=3)):
-        lines.append("%5d%-5s%5s%5d%8.3f%8.3f%8.3f" % (i + 1, "W", "W", i + 1, (x + .5) * a, (y + .5) * a, (z + .5) * a))
-    lines.append("%10.5f%10.5f%10.5f" % (n * a, n * a, n * a))
+        lines.append(f"{i + 1:5d}{'W':<5s}{'W':>5s}{i + 1:5d}{(x + .5) * a:8.3f}{(y + .5) * a:8.3f}{(z + .5) * a:8.3f}")
+    lines.append(f"{n * a:10.5f}{n * a:10.5f}{n * a:10.5f}")
     (folder / "w.gro").write_text("\n".join(lines) + "\n")
     (folder / "w.top").write_text(
         f'#include "{MARTINI}/martini_v3.0.0.itp"\n#include "{MARTINI}/martini_v3.0.0_solvents_v1.itp"\n'
@@ -68,10 +68,10 @@ def w_pipeline(cfg, root, replica=None):
 
     top, stages, prev = cfg.system.aa_topology, [], cfg.system.aa_structure
     for c in range(1, cfg.cycles + 1):
-        def wd(name):
+        def wd(name, c=c):
             return root / f"cycle_{c:03d}" / name
 
-        def vals(name, length, dt, every):
+        def vals(name, length, dt, every, c=c):
             nsteps = length.steps(dt)
             return {"nsteps": nsteps, "dt": dt, "ref_t": cfg.temperature, "ref_p": cfg.pressure, "tau_t": 1.0,
                     "tau_p": 4.0, "gen_seed": derive_seed(cfg.seed, replica, c, name), "define": "",

@@ -279,9 +279,8 @@ def test_ring_molecule_end_to_end():
     import sys
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from test_ictree import cyclohexanol
-
     from multiscale.backmap.place import random_rotations_t
+    from test_ictree import cyclohexanol
 
     mt0, x0 = cyclohexanol()
     mt = MoleculeType("CHX", mt0.atom_names, mt0.resnames, mt0.elements, np.ones(mt0.n_atoms), np.zeros(mt0.n_atoms),

@@ -62,9 +62,9 @@ def test_missing_mapping_for_moltype(toy, tmp_path):
 
 def test_vermouth_map_files_parse():
     """Real-world .map files shipped with vermouth (martini3001) parse."""
-    import vermouth  # test extra: its martini3001 .map files are real-world input
-
     from pathlib import Path
+
+    import vermouth  # test extra: its martini3001 .map files are real-world input
 
     d = Path(vermouth.__file__).parent / "data" / "mappings" / "martini3001"
     files = sorted(d.glob("*.map"))[:40]

@@ -3,8 +3,7 @@
 import numpy as np
 import torch
 
-from multiscale.backmap.place import (fit_to_beads, kabsch_t, project_exact, projection_operator, random_rotations_t,
-                                      spin_about_beads)
+from multiscale.backmap.place import fit_to_beads, kabsch_t, project_exact, projection_operator, random_rotations_t, spin_about_beads
 
 
 def _mol(n_mol=64, seed=0):

@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 
 from multiscale.errors import MultiscaleError

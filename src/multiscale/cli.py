@@ -114,7 +114,6 @@ def cmd_train(args) -> int:
 
 
 def cmd_backmap(args) -> int:
-    import numpy as np
 
     from .backmap.engine import backmap, load_model
     from .coarse_grain import cg_layout, check_cg_beads
@@ -196,7 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     _aa_system_args(t)
     t.add_argument("--output", required=True, help="model file to write (.pt)")
     t.add_argument("--init", default=None, help="continue training (fine-tune) this model")
-    t.add_argument("--seed", type=int, default=0, help="seed of every random step (weights, batches, noise, water bank); same seed and data, same model (default 0)")
+    t.add_argument("--seed", type=int, default=0,
+                   help="seed of every random step (weights, batches, noise, water bank); same seed and data, same model (default 0)")
     t.add_argument("--epochs", type=int, default=None,
                    help="passes over the training data per molecule type (default: about 2000 optimiser steps, 3-300 epochs)")
     t.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ...")

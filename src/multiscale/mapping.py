@@ -61,7 +61,8 @@ class MoleculeMapping:
         for atom, beads in zip(self.atoms, self.assignment):
             for b in beads:
                 if b not in self.beads:
-                    raise MultiscaleError(f"{self.source}: atom {atom} of {self.molecule} maps to bead {b!r}, which is not among the beads {self.beads}: add it to [ martini ] or fix the atom line")
+                    raise MultiscaleError(f"{self.source}: atom {atom} of {self.molecule} maps to bead {b!r}, which is not among the "
+                                          f"beads {self.beads}: add it to [ martini ] or fix the atom line")
         for b in self.beads:
             if not any(b in a for a in self.assignment):
                 raise MultiscaleError(f"{self.source}: bead {b} of {self.molecule} has no atoms: list at least one atom for it in [ atoms ]")

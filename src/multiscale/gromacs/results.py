@@ -35,7 +35,7 @@ def em_result(log_path: str | os.PathLike) -> dict[str, Any]:
     """
     text = _read(log_path, "energy-minimisation log")
     m = None
-    for m in re.finditer(
+    for m in re.finditer(  # noqa: B007 (the last match is used)
         r"(?P<alg>Steepest Descents|Polak-Ribiere Conjugate Gradients|Low-Memory BFGS Minimizer)\s+"
         r"(?P<outcome>converged to Fmax < (?P<tol1>" + _FLOAT + r") in (?P<n1>\d+) steps"
         r"|converged to machine precision in (?P<n2>\d+) steps,?\s*but did not reach the requested Fmax < (?P<tol2>" + _FLOAT + r")"

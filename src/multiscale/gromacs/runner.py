@@ -19,9 +19,10 @@ import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 from multiscale.errors import MultiscaleError
 
@@ -65,7 +66,7 @@ class GromacsSettings:
     extra_mdrun_args: list[str] = field(default_factory=list)
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any] | None) -> "GromacsSettings":
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> GromacsSettings:
         """Build from a config mapping (e.g. the ``gromacs:`` block of sim.yaml); unknown keys raise."""
         values = dict(values or {})
         known = set(cls.__dataclass_fields__)

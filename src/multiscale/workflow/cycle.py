@@ -34,8 +34,7 @@ from ..errors import MultiscaleError
 from ..io import remove_partial_files
 from .lock import RootLock, _alive, _lock_holders, _recorded_pid  # noqa: F401  (re-exported)
 from .stages import Stage, StageContext, StageStopped, load_pipeline
-from .state import (STATE_NAME, TOPOLOGY_SUFFIXES, RunState, include_closure, include_search_dirs, now_iso,
-                    sha256_file, sha256_json)
+from .state import STATE_NAME, TOPOLOGY_SUFFIXES, RunState, include_closure, include_search_dirs, now_iso, sha256_file, sha256_json
 
 __all__ = ["run_cycles", "build_plan", "EXIT_DONE", "EXIT_STOPPED"]
 

@@ -158,7 +158,7 @@ def dry_run(config_path: str | os.PathLike, replica: int | None = None, force: b
     for line in lines:
         p(f"  ok  {line}", highlight=False)
     width = max(len(k) for k, _ in actions)
-    for (key, what), st in zip(actions, plan):
+    for (key, what), _st in zip(actions, plan):
         p(f"  {key:<{width}}  {what}", highlight=False)
     n_run = sum(1 for _, w in actions if not w.startswith(("skip", "-", "STOP")))
     stop = next((k for k, w in actions if w.startswith("STOP")), None)

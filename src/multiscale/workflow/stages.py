@@ -37,9 +37,10 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import MultiscaleError
 from .state import stage_key
@@ -299,7 +300,7 @@ def run_energies(edr: Path, settings) -> dict:
 class PythonStage(Stage):
     """A Python step: ``func(stage, ctx) -> StageResult``; writes its outputs atomically."""
 
-    func: Callable[["PythonStage", StageContext], StageResult] | None = None
+    func: Callable[[PythonStage, StageContext], StageResult] | None = None
     kind: str = "python"
 
     def run(self, ctx: StageContext) -> StageResult:

@@ -30,8 +30,9 @@ import os
 import re
 import socket
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from ..errors import MultiscaleError
 from ..io import atomic_path
@@ -135,7 +136,7 @@ class RunState:
 
     # -- persistence -----------------------------------------------------------------------
     @classmethod
-    def load(cls, root: str | os.PathLike, create: bool = False) -> "RunState":
+    def load(cls, root: str | os.PathLike, create: bool = False) -> RunState:
         root = Path(root)
         path = root / STATE_NAME
         if not path.is_file():

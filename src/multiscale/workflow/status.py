@@ -255,7 +255,7 @@ def _mdrun_progress(st) -> str:
     except OSError:
         return ""
     m = None
-    for m in re.finditer(r"^\s+Step\s+Time\s*\n\s+(\d+)\s+([-\d.eE+]+)", tail, re.M):
+    for m in re.finditer(r"^\s+Step\s+Time\s*\n\s+(\d+)\s+([-\d.eE+]+)", tail, re.M):  # noqa: B007 (last match used)
         pass
     if m is None:
         return ""
