@@ -293,14 +293,10 @@ class _CellGrid:
             raise RuntimeError("pairs() after update(): rebuild the grid")
         if not self.pbox.ortho:
             return self._pairs_full(div)
-        start, key, x = self.start, self.key, self.xyz
+        start = self.start
 
         def one(i0):
-            ix = self.real[i0:i0 + _CHUNK]
-            q = [v[ix] for v in x]
-            k = key[ix]
-            cx = k // self.dx
-            sx, sy = self._sides(q, [cx, (k - cx * self.dx) // self.dy])
+            ix, q, k, sx, sy = self._chunk(i0)
             lo = np.empty((len(ix), 4), dtype=start.dtype)
             hi = np.empty_like(lo)
             lo[:, 0], hi[:, 0] = ix + 1, start[k + 2]  # own row: later points, next cell
@@ -323,18 +319,23 @@ class _CellGrid:
         a, b = _cat([v[0] for v in res]), _cat([v[1] for v in res])
         return (a, b) if div else (self.ids[a], self.ids[b])
 
+    def _chunk(self, i0: int):
+        """Real points i0 .. i0 + chunk: (indices, coordinates per axis, cell keys, x/y side flags)."""
+        ix = self.real[i0:i0 + _CHUNK]
+        q = [v[ix] for v in self.xyz]
+        k = self.key[ix]
+        cx = k // self.dx
+        sx, sy = self._sides(q, [cx, (k - cx * self.dx) // self.dy])
+        return ix, q, k, sx, sy
+
     def _pairs_full(self, div: int = 0):
         """:meth:`pairs` of a triclinic grid: every real point against its 4 rows; of the
         two finds of a pair (each point meets the other's image) the one from the lower
         point index is kept."""
-        start, key, x, src = self.start, self.key, self.xyz, self.src
+        start, src = self.start, self.src
 
         def one(i0):
-            ix = self.real[i0:i0 + _CHUNK]
-            q = [v[ix] for v in x]
-            k = key[ix]
-            cx = k // self.dx
-            sx, sy = self._sides(q, [cx, (k - cx * self.dx) // self.dy])
+            ix, q, k, sx, sy = self._chunk(i0)
             nk = np.empty((len(ix), 4), dtype=k.dtype)
             nk[:, 0] = k - 1
             nk[:, 1] = nk[:, 0] + sx
