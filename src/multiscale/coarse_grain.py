@@ -139,11 +139,20 @@ def _hydrate_ions(positions: np.ndarray, box: np.ndarray, layout: list[CGBlock],
 
 
 def cg_names(layout: list[CGBlock]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-bead (names, resnames, resids) for writing CG structures; one residue per CG molecule."""
+    """Per-bead (names, resnames, resids) for writing CG structures: one residue per CG molecule,
+    except chains, whose beads keep their residue names and numbers (as martinize2 writes them)."""
     names, resnames, resids = [], [], []
     rid = 0
     for blk in layout:
         names.append(np.tile(blk.bead_names, blk.count))
+        if "bead_resids" in blk.info:
+            r = np.asarray(blk.info["bead_resids"])
+            r = r - r.min() + 1
+            per = int(r.max())
+            resnames.append(np.tile(np.asarray(blk.info["bead_resnames"]), blk.count))
+            resids.append((np.arange(blk.count)[:, None] * per + r[None, :]).ravel() + rid)
+            rid += per * blk.count
+            continue
         resnames.append(np.full(blk.n_beads * blk.count, blk.cg_name))
         resids.append(np.repeat(np.arange(rid + 1, rid + blk.count + 1), blk.n_beads))
         rid += blk.count

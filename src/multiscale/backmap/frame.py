@@ -14,6 +14,21 @@ import numpy as np
 __all__ = ["BackmapOptions", "BackmapContext", "FrameState", "block_kind", "build_context", "new_frame"]
 
 
+#: The molecule classes (CG block kinds) this engine can place.
+ENGINE_KINDS = ("molecule", "water", "ion")
+
+
+def require_engine_kind(blk) -> None:
+    """One-line MultiscaleError for a block whose molecule class this engine cannot train or place."""
+    from ..errors import MultiscaleError
+
+    kind = block_kind(blk)
+    if kind not in ENGINE_KINDS:
+        raise MultiscaleError(
+            f"moleculetype {blk.aa_block.moltype.name} is a {kind} (molecule class {kind!r}): this version coarse-grains "
+            f"it but cannot train or backmap it yet (the engine places {', '.join(ENGINE_KINDS)} blocks)")
+
+
 def block_kind(blk) -> str:
     """The molecule kind of a CG layout block: "water", "ion" or "molecule".
 
@@ -153,7 +168,8 @@ def build_context(model, topology, layout, device, opts: BackmapOptions) -> Back
 
     by_kind = {"molecule": [], "water": [], "ion": []}
     for bi, blk in enumerate(layout):
-        by_kind.setdefault(block_kind(blk), []).append((bi, blk))
+        require_engine_kind(blk)
+        by_kind[block_kind(blk)].append((bi, blk))
     sol, wat, ion = by_kind["molecule"], by_kind["water"], by_kind["ion"]
     k, shell_atoms = hydration(layout, wat, ion)
     n_shell = len(shell_atoms) // wat[0][1].aa_block.moltype.n_atoms if len(shell_atoms) else 0

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import MultiscaleError
 from .common import check_device, derive_seed, torch_threads
-from .frame import block_kind
+from .frame import block_kind, require_engine_kind
 from .model_file import BackmapModel
 from .moltype_model import MoltypeModel, describe_difference
 from .system import bead_molecules, count_frame_hbonds, orient_frame, water_order
@@ -58,6 +58,7 @@ def train(topology, mapping, frames, *, seed: int = 0, epochs: int | None = None
     env_counts = _env_counts(pos, box, topology, mapping, layout, env_cut, seed) if env_cut > 0 else None
     with torch_threads(threads):
         for name, blks in _blocks_by_moltype(layout).items():
+            require_engine_kind(blks[0])
             kind = block_kind(blks[0])
             if kind == "ion":
                 continue
