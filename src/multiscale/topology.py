@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MultiscaleError
+from .errors import clip as _clip  # noqa: I001
 
 __all__ = ["MoleculeType", "MoleculeBlock", "SystemTopology", "load_topology", "gromacs_share_top"]
 
@@ -184,12 +185,6 @@ def _from_parmed_template(name: str, struct) -> MoleculeType:
 
 
 _MAX_ATOMS = 2**31 - 1  # GROMACS' atom index limit: a larger [ molecules ] total is a typo
-
-
-def _clip(text: str, n: int = 60) -> str:
-    """``text`` shortened to ``n`` characters for an error message (quoted)."""
-    text = " ".join(str(text).split())
-    return repr(text if len(text) <= n else text[: n - 3] + "...")
 
 
 class _LineCounter:
