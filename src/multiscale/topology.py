@@ -306,6 +306,7 @@ def _read_top(path: Path) -> SystemTopology:
     lines, origins = _preprocess(path, includes)
     blocks_spec: list[tuple[str, int, str]] = []
     atomtype_origin: dict[str, str] = {}
+    moltype_origin: dict[str, str] = {}
     keep = []
     section = None
     for line, where in zip(lines, origins):
@@ -322,8 +323,10 @@ def _read_top(path: Path) -> SystemTopology:
                 raise MultiscaleError(f"{where}: bad [ molecules ] line {_clip(s)}: expected 'NAME COUNT'")
             blocks_spec.append((parts[0], int(parts[1]), where))
             continue  # ParmEd would build every copy: it gets the moleculetypes only
-        elif section == "atomtypes" and s.split():
+        elif section == "atomtypes":
             atomtype_origin.setdefault(s.split()[0], where)
+        elif section == "moleculetype":
+            moltype_origin.setdefault(s.split()[0], where)
         keep.append((line, where))
     feed = _Lines([ln for ln, _ in keep])
     try:
@@ -343,6 +346,9 @@ def _read_top(path: Path) -> SystemTopology:
             raise MultiscaleError(f"{where}: [ molecules ] names {_clip(name, 40)} but no [ moleculetype ] of that name is defined or included")
         if count == 0:
             continue
+        if templates[name].n_atoms == 0:
+            raise MultiscaleError(f"{moltype_origin.get(name, path)}: [ moleculetype ] {name} has no [ atoms ]: "
+                                  "list its atoms (or remove it from [ molecules ])")
         b = MoleculeBlock(templates[name], count, start)
         if b.stop > _MAX_ATOMS:
             raise MultiscaleError(f"{where}: [ molecules ] {name} {count} makes more than {_MAX_ATOMS} atoms: check the count")
