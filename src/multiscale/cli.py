@@ -19,10 +19,64 @@ from . import __version__
 from .errors import MultiscaleError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``error: PROG: what (see PROG --help)``, exit 2), like every
+    other user error of the command line; subcommand parsers inherit it."""
+
+    def error(self, message):
+        self.exit(2, f"error: {self.prog}: {' '.join(message.split())} (see '{self.prog} --help')\n")
+
+
+def _number(kind, low, inclusive=True, what=""):
+    """argparse type: a finite ``kind`` (int/float) >= low (> low when not inclusive)."""
+    def conv(text):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not {'a whole number' if kind is int else 'a number'}") from None
+        if v != v or v in (float("inf"), float("-inf")) or (v < low if inclusive else v <= low):
+            raise argparse.ArgumentTypeError(f"{text[:40]!r}: must be a {'finite number' if kind is float else 'whole number'} "
+                                             f"{'>=' if inclusive else '>'} {low}{what}")
+        return v
+
+    conv.__name__ = kind.__name__
+    return conv
+
+
+nonneg_int = _number(int, 0)
+positive_int = _number(int, 0, inclusive=False)
+nonneg_float = _number(float, 0.0)
+
+# what each command may write, by suffix
+_STRUCTURE_OUT = (".gro", ".pdb", ".xtc", ".trr")
+
+
+def _check_outputs(outputs: dict, inputs: list) -> None:
+    """Refuse before any work: an output that is one of the inputs, an unsupported suffix, or a
+    folder that cannot be written.  ``outputs``: {flag: (path or None, allowed suffixes or None)}."""
+    given = [Path(i) for i in inputs if i]
+    for flag, (path, suffixes) in outputs.items():
+        if not path:
+            continue
+        out = Path(path)
+        if suffixes and out.suffix.lower() not in suffixes:
+            raise MultiscaleError(f"{flag} {out}: unsupported file type {out.suffix or '(none)'!r}: use one of {', '.join(suffixes)}")
+        for i in given:
+            if out.exists() and i.exists() and os.path.samefile(out, i):
+                raise MultiscaleError(f"{flag} {out} is also an input ({i}): write the output to another file")
+        parent = out.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        why = ("it is a folder" if out.is_dir() else f"{parent} is not a folder" if not parent.is_dir()
+               else f"folder {parent} is not writable" if not os.access(parent, os.W_OK | os.X_OK) else None)
+        if why:
+            raise MultiscaleError(f"{flag} {out}: cannot write there ({why}): choose a writable file path")
+
+
 def _frames_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--start", type=int, default=0, help="first frame (0-based)")
-    p.add_argument("--stop", type=int, default=None, help="stop before this frame")
-    p.add_argument("--step", type=int, default=1, help="use every STEP-th frame")
+    p.add_argument("--start", type=nonneg_int, default=0, help="first frame (0-based)")
+    p.add_argument("--stop", type=nonneg_int, default=None, help="stop before this frame")
+    p.add_argument("--step", type=positive_int, default=1, help="use every STEP-th frame")
 
 
 def _aa_system_args(p: argparse.ArgumentParser, trajectory_required: bool = False) -> None:
@@ -50,6 +104,8 @@ def cmd_coarse_grain(args) -> int:
     from .coarse_grain import cg_names, coarse_grain, write_cg_topology
     from .io import write_frames
 
+    _check_outputs({"--output": (args.output, _STRUCTURE_OUT), "--cg-topology": (args.cg_topology, (".top",))},
+                   [args.topology, args.structure, args.trajectory, *args.mapping, *(args.include or [])])
     top, mapping, frames = _load_aa(args)
     t0 = time.perf_counter()
     cg = coarse_grain(frames.positions, frames.box, top, mapping, seed=args.seed)
@@ -67,6 +123,8 @@ def cmd_coarse_grain(args) -> int:
 def cmd_train(args) -> int:
     from .backmap.engine import load_model, train
 
+    _check_outputs({"--output": (args.output, None)},
+                   [args.topology, args.structure, args.trajectory, *args.mapping, args.init])
     top, mapping, frames = _load_aa(args)
     init = load_model(args.init, top) if args.init else None
     prov = {"topology": str(args.topology), "structure": str(args.structure),
@@ -89,6 +147,10 @@ def cmd_backmap(args) -> int:
     from .io import atomic_write_text, read_frames, write_frames
     from .topology import load_topology
 
+    _check_outputs({"--output": (args.output, _STRUCTURE_OUT), "--report": (args.report, None)},
+                   [args.cg, args.cg_trajectory, args.model, args.topology])
+    if args.posre_dir and Path(args.posre_dir).exists() and not Path(args.posre_dir).is_dir():
+        raise MultiscaleError(f"--posre-dir {args.posre_dir} is a file: give a folder for the posre_*.itp files")
     top = load_topology(args.topology)
     model = load_model(args.model, top)
     layout = cg_layout(top, model.mapping)
@@ -122,7 +184,7 @@ def cmd_backmap(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="multiscale", description=(__doc__ or "").splitlines()[0])
+    p = _Parser(prog="multiscale", description=(__doc__ or "").splitlines()[0])
     p.add_argument("--version", action="version", version=f"multiscale {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -132,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--output", required=True, help="CG structure/trajectory to write (.gro/.pdb/.xtc)")
     c.add_argument("--cg-topology", default=None, help="also write a CG .top with these [ molecules ]")
     c.add_argument("--include", action="append", help="itp to #include in the CG .top (repeat)")
-    c.add_argument("--seed", type=int, default=0, help="seed of the water grouping")
+    c.add_argument("--seed", type=nonneg_int, default=0, help="seed of the water grouping")
     _frames_args(c)
     c.set_defaults(func=cmd_coarse_grain)
 
@@ -140,8 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     _aa_system_args(t)
     t.add_argument("--output", required=True, help="model file to write (.pt)")
     t.add_argument("--init", default=None, help="continue training (fine-tune) this model")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--seed", type=nonneg_int, default=0, help="seed of initialisation and batching (same seed, same model)")
+    t.add_argument("--epochs", type=positive_int, default=None, help="training epochs (default: the engine's)")
     t.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ...")
     _frames_args(t)
     t.set_defaults(func=cmd_train)
@@ -152,16 +214,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model", required=True, help="model file from `multiscale train`")
     b.add_argument("--topology", required=True, help="AA topology (.top or .tpr): output atom order")
     b.add_argument("--output", required=True, help="AA structure/trajectory to write (.gro/.pdb/.xtc)")
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--device", default="cpu")
+    b.add_argument("--seed", type=nonneg_int, default=0, help="seed of the sampling (same seed, same output)")
+    b.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ...")
     b.add_argument("--posre-dir", default=None, help="write posre_<moltype>.itp heavy-atom restraint includes here")
-    b.add_argument("--posre-fc", type=float, default=1000.0, help="restraint force constant, kJ/mol/nm^2")
+    b.add_argument("--posre-fc", type=nonneg_float, default=1000.0, help="restraint force constant, kJ/mol/nm^2")
     b.add_argument("--report", default=None, help="write the certificate report (JSON) here")
     b.add_argument("--wrap", action="store_true", help="wrap atoms into the box (default: molecules kept whole)")
-    b.add_argument("--candidates", type=int, default=None,
+    b.add_argument("--candidates", type=positive_int, default=None,
                    help="samples drawn per molecule up front to pick a clash-free one (default: 1 for 1-2 bead "
                         "molecules, 2 for larger ones)")
-    b.add_argument("--max-retries", type=int, default=5, help="resampling rounds for molecules failing a certificate")
+    b.add_argument("--max-retries", type=nonneg_int, default=5, help="resampling rounds for molecules failing a certificate")
     _frames_args(b)
     b.set_defaults(func=cmd_backmap)
 

@@ -32,8 +32,11 @@ ANGSTROM_PER_NM = 10.0
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary path next to ``path``; on success fsync it and rename it over ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    except OSError as e:
+        raise MultiscaleError(f"cannot write {path}: {e.strerror or e}: choose a writable folder") from None
     os.close(fd)
     try:
         yield Path(tmp)
@@ -296,11 +299,19 @@ def write_frames(path: str | os.PathLike, positions: np.ndarray, box: np.ndarray
     """
     import MDAnalysis as mda
 
+    from MDAnalysis.coordinates.core import get_writer_for
+
     path = Path(path)
     pos = np.asarray(positions, dtype=np.float32)
     if pos.ndim == 2:
         pos = pos[None]
     nf, n = pos.shape[:2]
+    if path.suffix.lower() != ".gro":
+        try:
+            get_writer_for(str(path), multiframe=nf > 1)
+        except (TypeError, ValueError):
+            raise MultiscaleError(f"{path}: cannot write {'several frames' if nf > 1 else 'a structure'} as "
+                                  f"{path.suffix or 'a file without suffix'}: use .gro, .pdb, .xtc or .trr") from None
     box = frame_boxes(box, nf)
     names, resnames, resids = (np.asarray(v) for v in (names, resnames, resids))
     if not (len(names) == len(resnames) == len(resids) == n):
