@@ -13,9 +13,9 @@ from __future__ import annotations
 import random
 import shutil
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -141,7 +141,6 @@ def _reference_topologies():
         import tempfile
 
         from conftest import write_toy
-
         from multiscale.topology import load_topology
 
         d = Path(tempfile.mkdtemp(prefix="fuzz_ref_"))
@@ -262,12 +261,10 @@ def _toy_gro(frames: int = 1) -> bytes:
     import tempfile
 
     from conftest import toy_coords
-
     from multiscale.io import write_frames
 
     with tempfile.TemporaryDirectory() as t:
         from conftest import write_toy
-
         from multiscale.topology import load_topology
 
         top = load_topology(write_toy(Path(t))["top"])

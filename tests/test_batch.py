@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -38,6 +37,9 @@ def test_walltime_parsing():
     assert parse_walltime("30:00") == 1800
     with pytest.raises(MultiscaleError, match=r"--time 'a day': use SLURM's format"):
         parse_walltime("a day")
+    for bad in ("25:99:99", "10:60", "1-24:00:00", "1:00:75"):
+        with pytest.raises(MultiscaleError, match=r"minutes and seconds < 60"):
+            parse_walltime(bad)
 
 
 def test_script_contents_and_syntax(tmp_path, box):
@@ -52,14 +54,21 @@ def test_script_contents_and_syntax(tmp_path, box):
                  "#SBATCH --cpus-per-task=4", "#SBATCH --gres=gpu:1", "#SBATCH --partition=gpu",
                  "#SBATCH --account=proj42", "#SBATCH --array=0-2", "#SBATCH --requeue",
                  "#SBATCH --signal=B:USR1@300", "#SBATCH --open-mode=append",
-                 f"#SBATCH --output={tmp_path / 'runs'}/slurm-%x-%A_%a.out",
-                 f"CONFIG={cfg}", f"ROOT={tmp_path / 'runs'}", "MAXH=23.5",
-                 "module load gromacs/2023", 'ROOT="$ROOT/replica_$SLURM_ARRAY_TASK_ID"',
+                 "#SBATCH --output=slurm-%x-%A_%a.out", f"CONFIG={cfg.name}", "MAXH=23.5",
+                 'cd "${SLURM_SUBMIT_DIR:-$(dirname "$0")}" || exit 2',
+                 f"MULTISCALE_PYTHON=${{MULTISCALE_PYTHON:-{sys.executable}}}",
+                 'MULTISCALE=("$MULTISCALE_PYTHON" -m multiscale.cli)',
+                 "module load gromacs/2023",
                  'REPLICA=(--replica "$SLURM_ARRAY_TASK_ID")', "trap on_usr1 USR1",
-                 '$MULTISCALE cycle --config "$CONFIG" --maxh "$MAXH" --no-progress "${REPLICA[@]}" &',
-                 'scontrol requeue "$SLURM_JOB_ID"', 'if $MULTISCALE status --check "$ROOT"; then',
+                 '"${MULTISCALE[@]}" cycle --config "$CONFIG" --maxh "$MAXH" --no-progress ${REPLICA[@]+"${REPLICA[@]}"} &',
+                 'scontrol requeue "$SLURM_JOB_ID"',
+                 'if "${MULTISCALE[@]}" status "$CONFIG" --check ${REPLICA[@]+"${REPLICA[@]}"}; then',
                  "if [[ $rc -eq 3 ]]; then", "# mdrun: gmx_mpi mdrun, launcher: srun"]:
         assert line in text, line
+    # no absolute path of this machine outside the documented, overridable python default
+    body = text.replace(sys.executable, "")
+    assert str(tmp_path) not in body and "/work/" not in body
+    assert '"${REPLICA[@]}"' not in text.replace('${REPLICA[@]+"${REPLICA[@]}"}', "")
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
     # MAXH is below the wall time minus the USR1 lead
     assert 23.5 * 3600 < 24 * 3600 - 300
@@ -151,3 +160,66 @@ def test_time_budget_exit_code_requeues(tmp_path, box):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "time budget (--maxh 0.0166) nearly used: stopping before cycle_001/cg-em" in r.stdout
     assert (tmp_path / "scontrol.calls").read_text() == "requeue 77\n"
+
+
+def test_margin_help_matches_the_code_and_bad_outputs_are_refused(tmp_path, box):
+    from multiscale.workflow.batch import MARGIN_HELP, _margin_s
+
+    assert "between 6 and 30 min" in MARGIN_HELP
+    assert _margin_s(600, None) == 360 and _margin_s(10 * 3600, None) == 1800 and _margin_s(7200, None) == 720
+    r = subprocess.run([sys.executable, "-m", "multiscale.cli", "batch", "--help"], capture_output=True, text=True)
+    assert "between 6 and 30 min" in " ".join(r.stdout.split())
+
+    cfg = write_config(tmp_path, box, "runs", extra="  nt: 1\n")
+    before = cfg.read_bytes()
+    for target in (cfg, box["top"], box["map"]):
+        r = batch(cfg, "--output", str(target))
+        assert r.returncode == 2 and "is also an input of this command" in r.stderr and r.stderr.count("\n") == 1
+    assert cfg.read_bytes() == before and not os.access(cfg, os.X_OK)
+    r = batch(cfg, "--output", str(tmp_path))
+    assert r.returncode == 2 and "is a folder" in r.stderr
+    # nt: 1 from a laptop config is not carried into the cluster job silently
+    r = batch(cfg)
+    assert r.returncode == 0 and "note: gromacs.nt: 1 from runs.yaml is used in the job too" in r.stdout
+    assert "# gromacs.nt: 1 from runs.yaml applies here too" in (tmp_path / "run_multiscale.sbatch").read_text()
+
+
+def test_script_copied_elsewhere_runs_there(tmp_path):
+    """The example workflow: write the script, copy the folder to 'the cluster', delete the
+    original, run the script body with bash and SLURM's variables from another working folder."""
+    src = tmp_path / "laptop" / "run"
+    write_w_box(src / "system")
+    (src / "sim.yaml").write_text("output: runs\ncycles: 2\nsystem:\n  aa_topology: system/w.top\n"
+                                  "  aa_structure: system/w.gro\n  cg_topology: system/w.top\n"
+                                  "  mappings: [system/w.map]\n")
+    r = batch(src / "sim.yaml", "--time", "1:00:00")
+    assert r.returncode == 0, r.stderr
+    dst = tmp_path / "cluster" / "scratch" / "run"
+    shutil.copytree(src, dst)
+    shutil.rmtree(tmp_path / "laptop")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "scontrol").write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/scontrol.calls\n')
+    (fake / "scontrol").chmod(0o755)
+    env = env_with_pipeline()
+    env.update(MULTISCALE_PIPELINE=f"{Path(__file__).resolve().parent / 'test_cycle.py'}:py_pipeline",
+               PATH=f"{fake}:{env['PATH']}", SLURM_JOB_ID="99", SLURM_SUBMIT_DIR=str(dst), SLURM_CPUS_PER_TASK="1")
+    env.pop("MULTISCALE_PYTHON", None)
+    spool = tmp_path / "spool"  # SLURM runs a copy of the script from its spool folder
+    spool.mkdir()
+    shutil.copy(dst / "run_multiscale.sbatch", spool / "slurm_script")
+    r = subprocess.run(["bash", str(spool / "slurm_script")], env=env, capture_output=True, text=True, timeout=300,
+                       cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "all stages done" in r.stdout and not (tmp_path / "scontrol.calls").exists()
+    state = read_state(dst / "runs")
+    assert len(state["plan"]) == 4 and all(v["status"] == "done" for v in state["stages"].values())
+
+    # a script submitted from the wrong folder says so (one line), nothing runs
+    env["SLURM_SUBMIT_DIR"] = str(tmp_path)
+    r = subprocess.run(["bash", str(spool / "slurm_script")], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "submit from the folder of this script" in r.stderr
+    # a python without multiscale is refused instead of running whatever is on PATH
+    env.update(SLURM_SUBMIT_DIR=str(dst), MULTISCALE_PYTHON="/usr/bin/false")
+    r = subprocess.run(["bash", str(spool / "slurm_script")], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "cannot import multiscale" in r.stderr

@@ -4,9 +4,18 @@ import json
 
 import numpy as np
 
-from multiscale.backmap.certify import (CertificateReport, StereoReference, chirality_signs, cistrans_cis,
-                                        exclusion_matrix, find_clashes, find_double_bonds, find_stereocentres,
-                                        flip_double_bond, swap_substituents)
+from multiscale.backmap.certify import (
+    CertificateReport,
+    StereoReference,
+    chirality_signs,
+    cistrans_cis,
+    exclusion_matrix,
+    find_clashes,
+    find_double_bonds,
+    find_stereocentres,
+    flip_double_bond,
+    swap_substituents,
+)
 
 
 def butan2ol():
@@ -117,3 +126,50 @@ def test_subset_clash_search_matches_full():
     assert sorted(map(tuple, si.tolist())) == sorted(map(tuple, want.tolist()))
     want = jp[np.isin(jp, sub).any(1)]
     assert sorted(map(tuple, sj.tolist())) == sorted(map(tuple, want.tolist()))
+
+
+def _dodecahedron(d):
+    """Rhombic dodecahedron (xy-square), GROMACS box vectors (rows), image distance d nm."""
+    return np.array([[d, 0, 0], [0, d, 0], [d / 2, d / 2, d * np.sqrt(2) / 2]])
+
+
+def _brute_pairs(x, box, r):
+    """Pairs i<j closer than r by the exact minimum image (all pairs)."""
+    from multiscale.geometry import minimum_image
+
+    i, j = np.triu_indices(len(x), 1)
+    d = np.linalg.norm(minimum_image(x[j] - x[i], box), axis=-1)
+    return i[d < r], j[d < r], d[d < r]
+
+
+def test_clashes_triclinic_match_brute_force():
+    from multiscale.backmap.certify import periodic_pairs
+
+    rng = np.random.default_rng(11)
+    box = _dodecahedron(2.0)
+    n = 900
+    x = rng.uniform(-1, 1, (n, 3)) @ box * 1.5  # any image, not wrapped
+    mol, loc, kind = np.arange(n) // 3, np.arange(n) % 3, np.zeros(n, int)
+    ex = [exclusion_matrix(3, np.array([(0, 1), (1, 2)]))]
+    ip, jp = find_clashes(x, box, mol, loc, kind, ex, 0.08, 0.10)
+    i, j, d = _brute_pairs(x, box, 0.10)
+    same = mol[i] == mol[j]
+    want_inter = {(a, b) for a, b, s, dd in zip(i, j, same, d) if not s and dd < 0.08}
+    want_intra = {(a, b) for a, b, s in zip(i, j, same) if s and not ex[0][loc[a], loc[b]]}
+    assert {tuple(p) for p in ip.tolist()} == want_inter and len(want_inter) > 20
+    assert {tuple(p) for p in jp.tolist()} == want_intra
+    sub = np.arange(0, n, 5)
+    si, _ = find_clashes(x, box, mol, loc, kind, ex, 0.08, 0.10, subset=sub)
+    assert {tuple(p) for p in si.tolist()} == {p for p in want_inter if p[0] in set(sub) or p[1] in set(sub)}
+    pr = periodic_pairs(x, box, 0.1)
+    assert {tuple(p) for p in pr.tolist()} == set(zip(i.tolist(), j.tolist()))
+
+
+def test_clashes_orthorhombic_matrix_identical_to_lengths():
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0, 2, (2000, 3))
+    mol, loc, kind = np.arange(2000) // 4, np.arange(2000) % 4, np.zeros(2000, int)
+    ex = [exclusion_matrix(4, np.array([(0, 1), (1, 2), (2, 3)]))]
+    a = find_clashes(x, np.array([2.0, 2.0, 2.0]), mol, loc, kind, ex)
+    b = find_clashes(x, np.diag([2.0, 2.0, 2.0]), mol, loc, kind, ex)
+    assert all(np.array_equal(p, q) for p, q in zip(a, b))

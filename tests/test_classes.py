@@ -89,8 +89,7 @@ def test_two_residue_chain_with_residue_map_stops():
     """A two-residue moleculetype mapped by a one-residue map would drop residue 2: refuse."""
     mt = _mt("Protein_chain_A", ["C", "C", "C", "C"], resname="ALA", atom_names=["CA", "CB", "CA", "CB"],
              residues=(0, 0, 1, 1), bonds=[(0, 1), (0, 2), (2, 3)])
-    from multiscale.mapping import parse_map_text
-    from multiscale.mapping import Mapping
+    from multiscale.mapping import Mapping, parse_map_text
     from multiscale.topology import MoleculeBlock, SystemTopology
 
     mm = parse_map_text("[ molecule ]\nALA\n[ martini ]\nBB SC1\n[ atoms ]\n1 CA BB\n2 CB SC1\n", "ala.map")[0]

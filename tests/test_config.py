@@ -171,3 +171,32 @@ def test_init_example_is_self_contained(tmp_path, capsys):
     assert str(e.value) == f"{d} is not empty: choose a new folder, or add --force to write into it"
     with pytest.raises(MultiscaleError, match=r"^unknown example 'nope': available examples: heptanol"):
         init_example("nope", tmp_path / "x")
+
+
+@pytest.mark.parametrize("patch, msg", [
+    ({"cg": {"output_every": 0}}, "sim.yaml: cg.output_every: must be longer than 0, got 0 ps"),
+    ({"aa": {"energy_every": "0 ps"}}, "sim.yaml: aa.energy_every: must be longer than 0, got 0 ps"),
+    ({"aa": {"md": 0}}, "sim.yaml: aa.md: must be longer than 0, got 0 ps"),
+    ({"aa": {"md": 1e308}}, "sim.yaml: aa.md: must be at most 1e+09 ps (1 ms), got 1e+308"),
+    ({"cg": {"md": "1e300 ns"}}, "sim.yaml: cg.md: must be at most 1e+09 ps (1 ms), got '1e300 ns'"),
+    ({"cg": {"md": "1e20 steps"}}, "sim.yaml: cg.md: must be a whole number of steps up to 1e+12, got '1e20 steps'"),
+    ({"cycles": 100000000}, "sim.yaml: cycles: must be <= 10000, got 100000000"),
+    ({"temperature": 1e29}, "sim.yaml: temperature: must be <= 10000.0, got 1e+29"),
+    ({"pressure": 1e12}, "sim.yaml: pressure: must be <= 100000.0, got 1000000000000.0"),
+    ({"backmap": {"epochs": 10**9}}, "sim.yaml: backmap.epochs: must be <= 100000, got 1000000000"),
+])
+def test_values_that_validated_but_crashed_are_bounded(folder, patch, msg):
+    assert err(folder, patch) == msg
+
+
+def test_lengths_that_round_to_zero_steps_and_non_utf8(folder):
+    with pytest.raises(MultiscaleError, match=r"length 1e-09 ps is shorter than one 0\.002 ps step"):
+        Duration(value=1e-9, unit="ps").steps(0.002)
+    with pytest.raises(MultiscaleError, match=r"more than 1e\+12"):
+        Duration(value=1e9, unit="ps").steps(1e-6)
+    p = folder / "sim.yaml"
+    p.write_bytes(yaml.safe_dump(BASE).encode("utf-16"))
+    with pytest.raises(MultiscaleError, match=r"^sim\.yaml: not UTF-8 text \(byte 0\): save it as UTF-8$"):
+        load_config(p)
+    p.write_bytes(b"\xef\xbb\xbf" + yaml.safe_dump(BASE).encode())  # a UTF-8 BOM is fine
+    assert load_config(p).cycles == 1

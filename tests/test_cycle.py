@@ -10,6 +10,7 @@ run for real in the heptanol demo.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
@@ -346,6 +347,10 @@ def test_default_pipeline_stage_lists(tmp_path):
     assert by["cycle_002/aa-md"].inputs["structure"] == by["cycle_001/relax"].outputs["gro"]
     assert by["cycle_002/train"].inputs["init_model"] == by["cycle_001/train"].outputs["model"]
     assert by["cycle_002/backmap"].inputs["model"] == by["cycle_002/train"].outputs["model"]
+    # the mapping and the CG .itp files are content inputs (a changed mapping redoes coarse-grain/train)
+    assert by["cycle_001/coarse-grain"].inputs["mapping heptanol.map"] == ex / "heptanol.map"
+    assert by["cycle_001/train"].inputs["mapping heptanol.map"] == ex / "heptanol.map"
+    assert any(k.startswith("cg_include ") for k in by["cycle_001/coarse-grain"].inputs)
     assert by["cycle_001/restrained-eq"].restraint == by["cycle_001/backmap"].outputs["gro"]
     assert by["cycle_001/restrained-eq"].values["define"] == "-DPOSRES"
     assert by["cycle_001/relax"].values["define"] == ""
@@ -385,3 +390,173 @@ def test_posre_includes_added_to_preprocessed_topology():
     assert "#ifdef POSRES\n#define POSRES_HPO\n#endif\n#ifdef POSRES_HPO\n" in out
     with pytest.raises(Exception, match="moleculetype\\(s\\) XYZ not found"):
         add_posre_includes(top, {"XYZ": "posre_XYZ.itp"})
+
+
+# ------------------------------------------------------------------------------------------
+# provenance: content hashes of every input (topology #includes, mappings), --force, --redo-from
+
+
+def py_pipeline(cfg, root, replica=None):
+    """Per cycle: 'digest' (reads the topology with its #includes and the mapping) -> 'copy'."""
+    import hashlib
+
+    from multiscale.workflow.stages import PythonStage, StageResult, _named_inputs
+    from multiscale.workflow.state import include_closure
+
+    def digest(stage, ctx):
+        top = stage.inputs["topology"]
+        files = [top, *include_closure(top), *cfg.system.mapping_files]
+        stage.outputs["txt"].write_text(hashlib.sha256(b"".join(Path(f).read_bytes() for f in files)).hexdigest())
+        return StageResult()
+
+    def copy(stage, ctx):
+        stage.outputs["txt"].write_text(stage.inputs["digest"].read_text())
+        return StageResult()
+
+    stages = []
+    for c in range(1, cfg.cycles + 1):
+        wd = root / f"cycle_{c:03d}"
+        a = PythonStage(name="digest", cycle=c, workdir=wd / "digest", func=digest,
+                        inputs={"topology": cfg.system.aa_topology, **_named_inputs("mapping", cfg.system.mapping_files)},
+                        outputs={"txt": wd / "digest" / "digest.txt"})
+        b = PythonStage(name="copy", cycle=c, workdir=wd / "copy", func=copy, inputs={"digest": a.outputs["txt"]},
+                        outputs={"txt": wd / "copy" / "copy.txt"})
+        stages += [a, b]
+    return stages
+
+
+def test_changed_include_or_mapping_is_detected_force_and_redo_from_work(tmp_path):
+    sysd = tmp_path / "system"
+    box = write_w_box(sysd)
+    (sysd / "local.itp").write_text("; a local include\n")
+    top = sysd / "sys.top"
+    top.write_text('#include "local.itp"\n' + box["top"].read_text())
+    box = dict(box, top=top)
+    cfg = write_config(tmp_path, box, "prov", cycles=2)
+    root = tmp_path / "prov"
+    env = dict(env_with_pipeline(), MULTISCALE_PIPELINE=f"{HERE}:py_pipeline")
+
+    def run(*extra):
+        return subprocess.run(cycle_cmd(cfg, *extra), env=env, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+
+    def attempts():
+        return {k: len(v["attempts"]) for k, v in read_state(root)["stages"].items()}
+
+    # --dry-run on a fresh folder: the plan, nothing created
+    r = run("--dry-run")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "cycle_002/copy" in r.stdout and "4 stages: 4 would run, 0 skipped. Nothing was run or written." in r.stdout
+    assert not root.exists()
+    r = run()
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert attempts() == {"cycle_001/digest": 1, "cycle_001/copy": 1, "cycle_002/digest": 1, "cycle_002/copy": 1}
+    # state.json records the include's content hash, not only the top's path
+    inputs = read_state(root)["stages"]["cycle_001/digest"]["inputs"]
+    assert inputs["topology #include local.itp"]["sha256"] == hashlib.sha256(b"; a local include\n").hexdigest()
+    assert "mapping w.map" in inputs
+
+    # an edited #include (the .top itself unchanged): refused, naming the file
+    (sysd / "local.itp").write_text("; edited\n")
+    snapshot = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    r = run("--dry-run")
+    assert r.returncode == 1 and "STOP: its input 'topology #include local.itp'" in r.stdout, r.stdout + r.stderr
+    assert "the run would stop at cycle_001/digest" in r.stdout
+    r = run("--dry-run", "--force")
+    assert r.returncode == 0 and "4 would run" in r.stdout, r.stdout + r.stderr
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == snapshot  # nothing written
+    r = run()
+    assert r.returncode == 2
+    err = r.stderr.strip()
+    assert "\n" not in err and err.startswith("error: stage cycle_001/digest is done but its input "
+                                              "'topology #include local.itp'") and "--force" in err, err
+    # --force: that stage and every one after it are redone
+    r = run("--force")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "redoing it and the 3 stage(s) after it (--force)" in r.stdout
+    assert set(attempts().values()) == {2}
+
+    # an edited mapping file
+    box["map"].write_text("; edited mapping\n")
+    r = run()
+    assert r.returncode == 2 and "its input 'mapping w.map'" in r.stderr, r.stderr
+    assert run("--force").returncode == 0 and set(attempts().values()) == {3}
+
+    # --redo-from NAME@CYCLE: only that stage and the ones after it
+    r = run("--redo-from", "copy@1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert attempts() == {"cycle_001/digest": 3, "cycle_001/copy": 4, "cycle_002/digest": 4, "cycle_002/copy": 4}
+    r = run("--redo-from", "nosuch@1")
+    assert r.returncode == 2 and "--redo-from nosuch@1: no such stage" in r.stderr and r.stderr.count("\n") == 1
+
+    # a lost state.json: finished stage folders are not silently deleted
+    (root / "state.json").unlink()
+    r = run()
+    assert r.returncode == 2 and "but no state.json" in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert (root / "cycle_002" / "copy" / "copy.txt").is_file()
+    r = run("--force")
+    assert r.returncode == 0 and set(attempts().values()) == {1}
+
+
+def test_kill9_of_the_driver_alone_stops_its_mdrun_and_a_second_cycle_is_refused(wbox, tmp_path):
+    from multiscale.workflow.cycle import _alive, _descendants
+    from multiscale.workflow.status import root_is_locked
+
+    d, box = wbox
+    cfg = write_config(tmp_path, box, "orphan", md_steps=3000000, cycles=1)  # minutes of MD: not over by itself
+    root, md_dir = tmp_path / "orphan", tmp_path / "orphan" / "cycle_001" / "cg-md"
+    p = start(cfg, tmp_path / "orphan.log")
+    try:
+        wait_for(lambda: (md_dir / "cg-md.cpt").is_file(), p, what="a checkpoint of cycle_001/cg-md")
+        # a second `cycle` on the same folder while the first one runs: refused in one line
+        r = subprocess.run(cycle_cmd(cfg), env=env_with_pipeline(), capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert "another `multiscale cycle` is running on" in r.stderr and f"pid {p.pid}" in r.stderr
+        mdrun = _descendants(p.pid)
+        assert mdrun
+        os.kill(p.pid, signal.SIGKILL)  # the driver only, as `kill -9 PID` does
+        p.wait(timeout=30)
+        t0 = time.monotonic()
+        while any(_alive(x) for x in mdrun) and time.monotonic() - t0 < 10:
+            time.sleep(0.1)
+        assert not any(_alive(x) for x in mdrun), "mdrun kept running after its driver was killed"
+        assert not root_is_locked(root)
+    finally:
+        kill_group(p)
+
+
+def test_dry_run_of_the_example_checks_inputs_and_writes_nothing(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "multiscale.cli", "init", str(tmp_path / "ex")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    ex = tmp_path / "ex"
+    before = sorted(p.relative_to(ex) for p in ex.rglob("*"))
+    dry = [sys.executable, "-m", "multiscale.cli", "cycle", "--config", str(ex / "sim.yaml"), "--dry-run"]
+    r = subprocess.run(dry, capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "ok  mappings: heptanol.map match the AA topology" in r.stdout and "ok  AA structure aa.gro: 3060 atoms" in r.stdout
+    assert "cycle_001/backmap" in r.stdout and "would run" in r.stdout and "Nothing was run or written." in r.stdout
+    assert sorted(p.relative_to(ex) for p in ex.rglob("*")) == before
+    # a structure that does not fit the topology is found before anything runs
+    gro = (ex / "aa.gro").read_text().splitlines()
+    (ex / "aa.gro").write_text("\n".join([gro[0], str(int(gro[1]) - 1)] + gro[2:-2] + gro[-1:]) + "\n")
+    r = subprocess.run(dry, capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
+    assert "3059" in r.stderr and not (ex / "runs").exists()
+
+
+def test_interrupted_run_folder_moved_elsewhere_continues(wbox, tmp_path):
+    d, box = wbox
+    a = tmp_path / "A"
+    a.mkdir()
+    cfg = write_config(a, box, "run", md_steps=MD_STEPS, cycles=1)
+    md = a / "run" / "cycle_001" / "cg-md"
+    p = start(cfg, tmp_path / "moved.log")
+    wait_for(lambda: (md / "cg-md.cpt").is_file() and (md / "cg-md.xtc").is_file()
+             and (md / "cg-md.xtc").stat().st_size > 5000, p, what="a checkpoint of cycle_001/cg-md")
+    kill_group(p)
+    b = tmp_path / "B"
+    a.rename(b)
+    r = subprocess.run(cycle_cmd(b / cfg.name), env=env_with_pipeline(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rec = read_state(b / "run")["stages"]["cycle_001/cg-md"]
+    assert [x["result"] for x in rec["attempts"]] == ["killed", "done"] and rec["attempts"][1]["continued"]
+    assert rec["info"]["frames"] == MD_STEPS // 1000 + 1

@@ -7,6 +7,7 @@ from multiscale.errors import MultiscaleError
 from multiscale.evaluate import metrics as M
 from multiscale.evaluate.match import match_atoms
 from multiscale.evaluate.terms import molecule_terms
+from multiscale.geometry import minimum_image
 from multiscale.topology import MoleculeBlock, MoleculeType, SystemTopology
 
 
@@ -139,6 +140,59 @@ def test_ring_penetration_through_periodic_boundary():
     bond = np.array([[1.5, 1.5, 0.05], [1.5, 1.5, 2.95]])  # minimum image crosses z = 0
     hits = M.ring_penetrations(np.concatenate([ring, bond]), box, np.arange(6)[None], np.array([[6, 7]]))
     assert len(hits) == 1
+
+
+def _dodecahedron(d):
+    """Rhombic dodecahedron (xy-square), GROMACS box vectors (rows), image distance d nm."""
+    return np.array([[d, 0, 0], [0, d, 0], [d / 2, d / 2, d * np.sqrt(2) / 2]])
+
+
+def _brute_min_image(v, box):
+    """Shortest of v + n.box over n in {-2..2}^3 (brute force)."""
+    n = np.array(np.meshgrid(*[np.arange(-2, 3)] * 3, indexing="ij")).reshape(3, -1).T @ box
+    c = v[..., None, :] + n
+    return np.take_along_axis(c, np.argmin((c ** 2).sum(-1), -1)[..., None, None], -2)[..., 0, :]
+
+
+def test_triclinic_clashes_rdf_and_bead_deviation_match_brute_force():
+    rng = np.random.default_rng(4)
+    box = _dodecahedron(2.4)
+    n = 900
+    x = rng.uniform(-1, 1, (n, 3)) @ box * 1.3
+    mol = np.arange(n) // 2
+    i, j = np.triu_indices(n, 1)
+    d = np.linalg.norm(minimum_image(x[j] - x[i], box), axis=-1)       # exact (tested against brute force)
+    inter, intra, di, da = M.clash_pairs(x, box, mol, np.zeros((0, 2), int), 0.08, 0.10)
+    want = (mol[i] != mol[j]) & (d < 0.08)
+    assert {tuple(p) for p in inter.tolist()} == set(zip(i[want].tolist(), j[want].tolist())) and want.sum() > 5
+    assert np.allclose(np.sort(di), np.sort(d[want]))
+    # pair-distance histogram: every intermolecular pair closer than 0.8 nm, binned
+    cls = rng.integers(0, 2, n)
+    h = M.rdf_histograms(x, box, mol, cls, 2)
+    lo, hi, nb = M.RDF_RANGE
+    sel = (mol[i] != mol[j]) & (d < hi)
+    a, b = np.minimum(cls[i], cls[j])[sel], np.maximum(cls[i], cls[j])[sel]
+    k = np.clip(((d[sel] - lo) / (hi - lo) * nb).astype(int), 0, nb - 1)
+    ref = np.zeros((2, 2, nb))
+    np.add.at(ref, (a, b, k), 1)
+    assert np.array_equal(h, ref) and M.rdf_fits(box) and not M.rdf_fits(_dodecahedron(2.0))
+    # CG deviation: per-frame stacks of triclinic boxes
+    boxes = np.stack([box, _dodecahedron(2.2)])
+    beads = rng.uniform(0, 2, (2, 50, 3))
+    target = beads + rng.normal(scale=0.05, size=beads.shape) + np.array([1, -1, 2]) @ box
+    dev = M.bead_deviation(beads, target, boxes)
+    want = np.stack([np.linalg.norm(_brute_min_image(beads[f] - target[f], boxes[f]), axis=-1) for f in range(2)])
+    assert np.allclose(dev, want)
+
+
+def test_ring_penetration_triclinic_boundary():
+    box = _dodecahedron(3.0)
+    ring = _hexagon([1.5, 1.5, 0.0])
+    bond = np.array([[1.52, 1.5, 0.05], [1.52, 1.5, -0.05]]) + box[2]   # the same bond, one lattice vector away
+    hits = M.ring_penetrations(np.concatenate([ring, bond]), box, np.arange(6)[None], np.array([[6, 7]]))
+    assert hits.tolist() == [[0, 0]]
+    beside = np.array([[1.9, 1.5, 0.05], [1.9, 1.5, -0.05]]) - box[2] + box[0]
+    assert len(M.ring_penetrations(np.concatenate([ring, beside]), box, np.arange(6)[None], np.array([[6, 7]]))) == 0
 
 
 # -- CG consistency --------------------------------------------------------------------------

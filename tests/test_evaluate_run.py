@@ -133,6 +133,65 @@ def test_shifted_candidate_cg_rmsd_equals_shift(tmp_path):
     assert (tmp_path / "out" / "plots" / "shifted_worst_terms.png").stat().st_size > 1000
 
 
+def test_triclinic_box_shifted_candidate(tmp_path):
+    """Rhombic dodecahedron: a candidate moved by 0.03 nm and one lattice vector scores 0.03 nm CG RMSD."""
+    p, top, mp, x, _ = _toy_system(tmp_path)
+    d = 3.2
+    box = np.array([[[d, 0, 0], [0, d, 0], [d / 2, d / 2, d * np.sqrt(2) / 2]]])
+    cg = _write_cg(tmp_path / "cg.gro", top, mp, x, box)
+    ref = _write(tmp_path / "ref.gro", top, x, box)
+    cand = _write(tmp_path / "cand.gro", top, x + [0.03, 0, 0] + box[0, 2], box)
+    r = evaluate(cg=cg, mapping=p["map"], topology=p["top"], reference=ref, candidates={"shifted": str(cand)},
+                 output=tmp_path / "out", energy=False)
+    c = r["candidates"]["shifted"]
+    assert c["cg_rmsd_nm"] == pytest.approx(0.03, abs=2e-3)
+    assert c["cg_rmsd_water_nm"] == pytest.approx(0.03, abs=2e-3)
+    assert c["clashes_inter"] == 0 and c["clashes_intra"] == 0 and c["jsd_max"] == 0.0
+
+
+def test_water_scored_with_the_tools_grouping_when_known(tmp_path):
+    """Two W beads whose outer waters sit nearer the other bead: the optimal assignment regroups
+    them (non-zero deviation); the tool's own grouping (order) reproduces both beads exactly."""
+    p, top, mp, x, box = _toy_system(tmp_path)
+    wat = np.array([[0, 0, 0], [0.0957, 0, 0], [-0.024, 0.0927, 0]])
+    a = [(-0.2, 0, 0), (-0.2, 0.3, 0), (-0.2, 0, 0.3), (0.35, 0.15, 0.15)]
+    b = [(0.55, 0, 0), (0.55, 0.3, 0), (0.55, 0, 0.3), (0.15, 0.15, 0.15)]
+    x = x.copy()
+    x[15:] = np.round(np.concatenate([wat + np.add(c, [2.0, 1.5, 1.5]) for c in a + b]), 3)
+    cg = _write_cg(tmp_path / "cg.gro", top, mp, x, box)
+    cand = _write(tmp_path / "cand.gro", top, x, box)
+    r = evaluate(cg=cg, mapping=p["map"], topology=p["top"], candidates={"tool": str(cand), "anon": str(cand)},
+                 water_grouping={"tool": "order"}, output=tmp_path / "out", energy=False, plots=False)
+    tool, anon = r["candidates"]["tool"], r["candidates"]["anon"]
+    assert tool["cg_water_grouping"] == "order" and anon["cg_water_grouping"] == "assignment"
+    assert tool["cg_rmsd_water_nm"] < 2e-3 < 0.05 < anon["cg_rmsd_water_nm"]
+    with pytest.raises(MultiscaleError, match="water-grouping"):
+        evaluate(cg=cg, mapping=p["map"], topology=p["top"], candidates={"tool": str(cand)},
+                 water_grouping={"tool": "nearest"}, output=tmp_path / "out2", energy=False)
+
+
+def test_bare_xtc_reference_and_candidate_in_topology_order(tmp_path):
+    """No structure for a .xtc: atoms are taken in topology order (names from the topology)."""
+    p, top, mp, x, box = _toy_system(tmp_path)
+    cg = _write_cg(tmp_path / "cg.gro", top, mp, x, box)
+    traj = np.stack([x, x + 0.001, x - 0.001])
+    ref = _write(tmp_path / "ref.xtc", top, traj, np.stack([box] * 3))
+    cand = _write(tmp_path / "cand.xtc", top, x + [0.03, 0, 0], box)
+    r = evaluate(cg=cg, mapping=p["map"], topology=p["top"], reference=ref, candidates={"c": str(cand)},
+                 output=tmp_path / "out", energy=False, plots=False)
+    assert r["inputs"]["frames"] == 3
+    assert r["candidates"]["c"]["cg_rmsd_nm"] == pytest.approx(0.03, abs=2e-3)
+    assert r["candidates"]["c"]["unmatched_atoms"]["missing"] == 0
+    # a bare .xtc of another system: one line, no traceback
+    wrong = tmp_path / "wrong.xtc"
+    write_frames(wrong, x[:-3], box, top.per_atom("atom_names")[:-3], top.per_atom("resnames")[:-3], top.resids()[:-3])
+    with pytest.raises(MultiscaleError, match="topology order"):
+        evaluate(cg=cg, mapping=p["map"], topology=p["top"], candidates={"c": str(wrong)}, output=tmp_path / "o2", energy=False)
+    rc = main(["evaluate", "--cg", str(cg), "--mapping", str(p["map"]), "--topology", str(p["top"]), "--candidate",
+               f"c={wrong}", "--no-energy", "--output", str(tmp_path / "o3"), "--quiet"])
+    assert rc == 2
+
+
 def _chx(tmp_path, n=6, frames=3, box=3.0, seed=0):
     (tmp_path / "chx.top").write_text(CHX_TOP.format(n=n))
     (tmp_path / "chx.map").write_text(CHX_MAP)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 
 import pytest
 
@@ -85,6 +86,14 @@ def test_bad_or_missing_state(tmp_path):
     (tmp_path / STATE_NAME).write_text(json.dumps({"format": "other"}))
     with pytest.raises(MultiscaleError, match=r"not a multiscale state file"):
         RunState.load(tmp_path)
+    # valid JSON of the wrong shape: one line, no traceback later on
+    fmt = "multiscale-state/1"
+    for bad, what in (({"plan": "x"}, "'plan'"), ({"stages": []}, "'stages'"), ({"stages": {"k": 3}}, "stage k"),
+                      ({"stages": {"k": {"inputs": {"s": 5}}}}, "inputs 's'"), ({"runs": [1]}, "'runs'"),
+                      ({"stages": {"k": {"attempts": [None]}}}, "'attempts'")):
+        (tmp_path / STATE_NAME).write_text(json.dumps({"format": fmt, **bad}))
+        with pytest.raises(MultiscaleError, match=r"state\.json is damaged \(.*" + re.escape(what)):
+            RunState.load(tmp_path)
 
 
 def test_checksums_and_diff(tmp_path):
@@ -103,3 +112,59 @@ def test_checksums_and_diff(tmp_path):
     # the (size, mtime) cache is used for unchanged files: the recorded checksum is trusted
     st.stages["x"] = {"inputs": {"s": new["structure"]}, "outputs": {}}
     assert Checksums(st).record(f)["sha256"] == new["structure"]["sha256"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o007])
+def test_atomic_writes_keep_the_umask_and_mark_partial_files(tmp_path, umask):
+    from multiscale.io import atomic_path, atomic_write_text, remove_partial_files
+
+    old = os.umask(umask)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        st = RunState.load(tmp_path, create=True)
+        st.save()
+        with pytest.raises(RuntimeError):
+            with atomic_path(tmp_path / "b.gro") as tmp:
+                tmp.write_text("half")
+                # what a killed writer leaves: hidden, marked partial, never 'b.gro'
+                assert tmp.name.startswith(".b.partial-") and tmp.suffix == ".gro"
+                leftover = tmp.with_name(tmp.name.replace(".gro", ".f01.gro"))
+                leftover.write_text("half")
+                raise RuntimeError
+    finally:
+        os.umask(old)
+    for name in ("a.txt", STATE_NAME):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+    assert not (tmp_path / "b.gro").exists()
+    assert remove_partial_files(tmp_path) == [leftover] and not leftover.exists()
+
+
+def test_status_shows_averages_and_fits_80_columns(tmp_path):
+    from rich.console import Console
+
+    from multiscale.workflow.status import live_line, status_table
+
+    st = RunState.load(tmp_path, create=True)
+    keys = [stage_key(1, n) for n in ("cg-md", "restrained-em", "restrained-eq", "relax")]
+    st.set_plan(keys, None, None)
+    md = {"potential_kj_mol": -12345.6, "temperature_k": 299.5, "last_temperature_k": 271.0,
+          "density_kg_m3": 1004.2, "last_density_kg_m3": 990.0, "n_frames": 51, "averaged": True}
+    info = {"atoms": 3060, "beads": 255, "frames": 51, "last_time_ps": 1000.0, "ns_per_day": 812.0}
+    for key, en in zip(keys, (md, {"potential_kj_mol": -9.9e3, "fmax": 812.0, "converged": True}, md,
+                              {"potential_kj_mol": -1.0e4, "temperature_k": 271.0})):  # the last: an old record
+        st.begin(key, 1, key.split("/")[1], {}, None, False)
+        st.finish(key, {}, 12.5, energies=en, info=info)
+    con = Console(width=80, record=True, color_system=None)
+    con.print(status_table(st, width=80))
+    text = con.export_text()
+    assert all(len(line) <= 80 for line in text.splitlines()), text
+    assert "restrained-em" in text and "restrained-eq" in text, text
+    flat = " ".join(text.split())
+    assert "T 299.5 K avg (last 271.0)" in flat and "-1.235e+04 avg" in flat, text
+    assert "-9900 final" in flat and "T 271.0 K (last frame)" in flat and "-1e+04 last" in flat, text
+    assert "averages over each run's energy frames" in flat
+
+    line = live_line("cycle_012/restrained-eq", "NVT 2 ps, heavy atoms restrained to the backmapped positions",
+                     "1:02:03", "step 123456/2000000 (6 %)", True, 77)
+    assert len(line) <= 77 and line.startswith("cycle_012/restrained-eq  1:02:03  step 123456/2000000 (6 %)")
+    assert live_line("cycle_001/restrained-em", "EM", "1.0 s", "", False, 77) == "cycle_001/restrained-em  1.0 s  EM"

@@ -45,25 +45,21 @@ def _number(kind, low, inclusive=True, what=""):
 
 nonneg_int = _number(int, 0)
 positive_int = _number(int, 0, inclusive=False)
-nonneg_float = _number(float, 0.0)
+positive_float = _number(float, 0.0, inclusive=False)
 
 # what each command may write, by suffix
 _STRUCTURE_OUT = (".gro", ".pdb", ".xtc", ".trr")
 
 
-def _check_outputs(outputs: dict, inputs: list) -> None:
-    """Refuse before any work: an output that is one of the inputs, an unsupported suffix, or a
-    folder that cannot be written.  ``outputs``: {flag: (path or None, allowed suffixes or None)}."""
-    given = [Path(i) for i in inputs if i]
+def _check_outputs(outputs: dict) -> None:
+    """Refuse before any work an output with an unsupported suffix or in a folder that cannot be
+    written.  ``outputs``: {flag: (path or None, allowed suffixes or None)}."""
     for flag, (path, suffixes) in outputs.items():
         if not path:
             continue
         out = Path(path)
         if suffixes and out.suffix.lower() not in suffixes:
             raise MultiscaleError(f"{flag} {out}: unsupported file type {out.suffix or '(none)'!r}: use one of {', '.join(suffixes)}")
-        for i in given:
-            if out.exists() and i.exists() and os.path.samefile(out, i):
-                raise MultiscaleError(f"{flag} {out} is also an input ({i}): write the output to another file")
         parent = out.parent
         while not parent.exists() and parent != parent.parent:
             parent = parent.parent
@@ -71,6 +67,36 @@ def _check_outputs(outputs: dict, inputs: list) -> None:
                else f"folder {parent} is not writable" if not os.access(parent, os.W_OK | os.X_OK) else None)
         if why:
             raise MultiscaleError(f"{flag} {out}: cannot write there ({why}): choose a writable file path")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name the same file: same resolved path, or same inode (hard links)."""
+    try:
+        if Path(a).resolve() == Path(b).resolve():
+            return True
+        return Path(a).exists() and Path(b).exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def refuse_inputs_as_outputs(outputs: dict, inputs) -> None:
+    """Raise a one-line MultiscaleError when an output path ({option: path}, None skipped) is
+    one of the ``inputs`` (or two outputs are the same file): nothing is written over an input."""
+    ins = [Path(p) for p in inputs if p is not None]
+    outs = [(k, Path(v)) for k, v in outputs.items() if v is not None]
+    for i, (opt, out) in enumerate(outs):
+        for inp in ins:
+            if _same_file(out, inp):
+                raise MultiscaleError(f"{opt} {out} is also an input of this command ({inp}): it would be overwritten; "
+                                      "write the output to another file")
+        for opt2, out2 in outs[i + 1:]:
+            if _same_file(out, out2):
+                raise MultiscaleError(f"{opt} and {opt2} name the same file {out}: give them different paths")
+
+
+def _aa_inputs(args) -> list:
+    return [args.topology, args.structure, args.trajectory, *(args.mapping or []), *(getattr(args, "include", None) or []),
+            getattr(args, "init", None)]
 
 
 def _frames_args(p: argparse.ArgumentParser) -> None:
@@ -104,8 +130,8 @@ def cmd_coarse_grain(args) -> int:
     from .coarse_grain import cg_names, coarse_grain, write_cg_topology
     from .io import write_frames
 
-    _check_outputs({"--output": (args.output, _STRUCTURE_OUT), "--cg-topology": (args.cg_topology, (".top",))},
-                   [args.topology, args.structure, args.trajectory, *args.mapping, *(args.include or [])])
+    refuse_inputs_as_outputs({"--output": args.output, "--cg-topology": args.cg_topology}, _aa_inputs(args))
+    _check_outputs({"--output": (args.output, _STRUCTURE_OUT), "--cg-topology": (args.cg_topology, (".top",))})
     top, mapping, frames = _load_aa(args)
     t0 = time.perf_counter()
     cg = coarse_grain(frames.positions, frames.box, top, mapping, seed=args.seed)
@@ -123,8 +149,8 @@ def cmd_coarse_grain(args) -> int:
 def cmd_train(args) -> int:
     from .backmap.engine import load_model, train
 
-    _check_outputs({"--output": (args.output, None)},
-                   [args.topology, args.structure, args.trajectory, *args.mapping, args.init])
+    refuse_inputs_as_outputs({"--output": args.output}, _aa_inputs(args))
+    _check_outputs({"--output": (args.output, None)})
     top, mapping, frames = _load_aa(args)
     init = load_model(args.init, top) if args.init else None
     prov = {"topology": str(args.topology), "structure": str(args.structure),
@@ -147,10 +173,8 @@ def cmd_backmap(args) -> int:
     from .io import atomic_write_text, read_frames, write_frames
     from .topology import load_topology
 
-    _check_outputs({"--output": (args.output, _STRUCTURE_OUT), "--report": (args.report, None)},
-                   [args.cg, args.cg_trajectory, args.model, args.topology])
-    if args.posre_dir and Path(args.posre_dir).exists() and not Path(args.posre_dir).is_dir():
-        raise MultiscaleError(f"--posre-dir {args.posre_dir} is a file: give a folder for the posre_*.itp files")
+    _check_backmap_args(args)
+    _check_outputs({"--output": (args.output, _STRUCTURE_OUT), "--report": (args.report, None)})
     top = load_topology(args.topology)
     model = load_model(args.model, top)
     layout = cg_layout(top, model.mapping)
@@ -181,6 +205,25 @@ def cmd_backmap(args) -> int:
         if hasattr(r, "summary"):
             print(r.summary())
     return 0
+
+
+def _check_backmap_args(args) -> None:
+    """Everything about backmap's outputs that can be checked before anything is written."""
+    import math
+
+    inputs = [args.cg, args.cg_trajectory, args.model, args.topology]
+    refuse_inputs_as_outputs({"--output": args.output, "--report": args.report}, inputs)
+    if args.posre_dir:
+        d = Path(args.posre_dir)
+        if d.exists() and not d.is_dir():
+            raise MultiscaleError(f"--posre-dir {d} is a file, not a folder: give a folder for the posre_<moltype>.itp files")
+        if any(_same_file(Path(p).parent, d) and Path(p).name.startswith("posre_") for p in inputs if p):
+            raise MultiscaleError(f"--posre-dir {d} holds an input posre_*.itp that would be overwritten: use another folder")
+    if not math.isfinite(args.posre_fc) or args.posre_fc <= 0:
+        raise MultiscaleError(f"--posre-fc must be a positive force constant in kJ/mol/nm^2, got {args.posre_fc}")
+    for opt, p in (("--output", args.output), ("--report", args.report)):
+        if p and Path(p).is_dir():
+            raise MultiscaleError(f"{opt} {p} is a folder: give a file name")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -217,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=nonneg_int, default=0, help="seed of the sampling (same seed, same output)")
     b.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ...")
     b.add_argument("--posre-dir", default=None, help="write posre_<moltype>.itp heavy-atom restraint includes here")
-    b.add_argument("--posre-fc", type=nonneg_float, default=1000.0, help="restraint force constant, kJ/mol/nm^2")
+    b.add_argument("--posre-fc", type=positive_float, default=1000.0, help="restraint force constant, kJ/mol/nm^2")
     b.add_argument("--report", default=None, help="write the certificate report (JSON) here")
     b.add_argument("--wrap", action="store_true", help="wrap atoms into the box (default: molecules kept whole)")
     b.add_argument("--candidates", type=positive_int, default=None,

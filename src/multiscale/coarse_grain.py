@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .classes import CGBlock, classify
+from .classes import get as get_class
 from .errors import MultiscaleError
 from .geometry import bond_tree_order, frame_boxes, make_whole, minimum_image, wrap
 from .io import atomic_write_text
 from .mapping import Mapping
 from .topology import MoleculeBlock, SystemTopology
-from .classes import CGBlock, classify
-from .classes import get as get_class
 
 __all__ = ["CGBlock", "CGResult", "cg_layout", "whole_molecules", "coarse_grain", "cg_names",
            "write_cg_topology", "n_beads"]

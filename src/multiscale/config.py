@@ -67,7 +67,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo,
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo,
                       field_validator, model_validator)
 
 from .errors import MultiscaleError
@@ -91,11 +91,18 @@ class Duration(BaseModel):
     def steps(self, dt: float) -> int:
         """Number of MD steps of time step ``dt`` (ps); a ps length must be a whole number of steps."""
         if self.unit == "steps":
-            return int(self.value)
-        n = self.value / dt
-        if abs(n - round(n)) > 1e-6 * max(1.0, n):
-            raise MultiscaleError(f"length {self} is not a whole number of {dt} ps steps: change the length or dt")
-        return int(round(n))
+            n_steps = int(self.value)
+        else:
+            n = self.value / dt
+            if abs(n - round(n)) > 1e-6 * max(1.0, n):
+                raise MultiscaleError(f"length {self} is not a whole number of {dt} ps steps: change the length or dt")
+            n_steps = int(round(n))
+            if self.value > 0 and n_steps == 0:
+                raise MultiscaleError(f"length {self} is shorter than one {dt} ps step: give at least {dt} ps")
+        if n_steps > MAX_STEPS:
+            raise MultiscaleError(f"length {self} is {n_steps:.3g} steps of {dt} ps, more than {MAX_STEPS:.0e}: "
+                                  "give a shorter length")
+        return n_steps
 
     def ps(self, dt: float) -> float:
         return self.value * dt if self.unit == "steps" else self.value
@@ -105,6 +112,8 @@ class Duration(BaseModel):
         return f"{v} {self.unit}"
 
 
+MAX_PS = 1e9  # 1 ms: longer is a typo (and overflows step counts)
+MAX_STEPS = 10**12
 _UNITS = {"fs": 1e-3, "ps": 1.0, "ns": 1e3, "us": 1e6, "µs": 1e6}
 _DUR_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-zµ]+)?\s*$")
 
@@ -117,21 +126,32 @@ def _parse_duration(v: Any) -> Any:
     if isinstance(v, (int, float)):
         if v < 0 or not math.isfinite(v):
             raise ValueError(f"must be a length >= 0 like '10 ps', got {v!r}")
+        if v > MAX_PS:
+            raise ValueError(f"must be at most {MAX_PS:.0e} ps (1 ms), got {v!r}")
         return Duration(value=float(v), unit="ps")
     if isinstance(v, str):
         m = _DUR_RE.match(v)
         if m:
             num, unit = float(m.group(1)), (m.group(2) or "ps")
             if unit in ("step", "steps"):
-                if not num.is_integer():
-                    raise ValueError(f"must be a whole number of steps, got {v!r}")
+                if not num.is_integer() or num > MAX_STEPS:
+                    raise ValueError(f"must be a whole number of steps up to {MAX_STEPS:.0e}, got {v[:40]!r}")
                 return Duration(value=num, unit="steps")
             if unit in _UNITS:
+                if not math.isfinite(num * _UNITS[unit]) or num * _UNITS[unit] > MAX_PS:
+                    raise ValueError(f"must be at most {MAX_PS:.0e} ps (1 ms), got {v[:40]!r}")
                 return Duration(value=num * _UNITS[unit], unit="ps")
-    raise ValueError(f"must be a length like '10 ps', '2 ns', '500 fs' or '5000 steps', got {v!r}")
+    raise ValueError(f"must be a length like '10 ps', '2 ns', '500 fs' or '5000 steps', got {_show(v)}")
+
+
+def _positive_duration(v: Duration) -> Duration:
+    if v.value <= 0:
+        raise ValueError(f"must be longer than 0, got {v}")
+    return v
 
 
 DurationField = Annotated[Duration, BeforeValidator(_parse_duration)]
+PositiveDuration = Annotated[Duration, AfterValidator(_positive_duration), BeforeValidator(_parse_duration)]
 
 
 # ------------------------------------------------------------------------------------------
@@ -173,6 +193,8 @@ def _mapping(v: Any, info: ValidationInfo) -> Path:
 
 
 _NUMERIC = (int, float, Optional[int], Optional[float])
+MAX_CYCLES = 10000  # more is a typo: every cycle is several stage folders and GROMACS runs
+MAX_EM_STEPS = 10**9
 
 
 class _Strict(BaseModel):
@@ -356,12 +378,12 @@ class AASection(_Strict):
     """Atomistic stages: EM + NVT equilibration (first cycle, start: aa) and production MD."""
 
     dt: float = Field(0.002, gt=0, le=0.005)
-    em_steps: int = Field(1000, ge=0)
-    emtol: float = Field(500.0, gt=0)
+    em_steps: int = Field(1000, ge=0, le=MAX_EM_STEPS)
+    emtol: float = Field(500.0, gt=0, le=1e9)
     eq: DurationField = "10 ps"
-    md: DurationField = "10 ps"
-    output_every: DurationField = "1 ps"
-    energy_every: DurationField = "0.1 ps"
+    md: PositiveDuration = "10 ps"
+    output_every: PositiveDuration = "1 ps"
+    energy_every: PositiveDuration = "0.1 ps"
 
 
 class CGSection(_Strict):
@@ -369,34 +391,34 @@ class CGSection(_Strict):
 
     dt: float = Field(0.02, gt=0, le=0.04)
     eq_dt: float = Field(0.01, gt=0, le=0.04)
-    em_steps: int = Field(1000, ge=0)
-    emtol: float = Field(100.0, gt=0)
+    em_steps: int = Field(1000, ge=0, le=MAX_EM_STEPS)
+    emtol: float = Field(100.0, gt=0, le=1e9)
     eq: DurationField = "50 ps"
-    md: DurationField = "1 ns"
-    output_every: DurationField = "20 ps"
-    energy_every: DurationField = "2 ps"
+    md: PositiveDuration = "1 ns"
+    output_every: PositiveDuration = "20 ps"
+    energy_every: PositiveDuration = "2 ps"
 
 
 class RestrainedSection(_Strict):
     """After backmapping: restrained EM, restrained NVT (heavy atoms held at their backmapped
     positions, ``force_constant`` kJ mol-1 nm-2), then an unrestrained NPT relaxation."""
 
-    em_steps: int = Field(2000, ge=0)
-    emtol: float = Field(1000.0, gt=0)
+    em_steps: int = Field(2000, ge=0, le=MAX_EM_STEPS)
+    emtol: float = Field(1000.0, gt=0, le=1e9)
     eq: DurationField = "2 ps"
     dt: float = Field(0.001, gt=0, le=0.005)
     relax: DurationField = "2 ps"
     relax_dt: float = Field(0.002, gt=0, le=0.005)
-    force_constant: float = Field(1000.0, ge=0)
+    force_constant: float = Field(1000.0, ge=0, le=1e7)
     flexible_water_em: bool = True
 
 
 class BackmapSection(_Strict):
     model: Optional[Path] = None
-    train_from_cycle: int = Field(1, ge=0)
-    epochs: Optional[int] = Field(None, ge=1)
-    samples: Optional[int] = Field(None, ge=1)
-    seed: Optional[int] = None
+    train_from_cycle: int = Field(1, ge=0, le=MAX_CYCLES)
+    epochs: Optional[int] = Field(None, ge=1, le=100000)
+    samples: Optional[int] = Field(None, ge=1, le=10**9)
+    seed: Optional[int] = Field(None, ge=0, le=2**63 - 1)
     device: str = "cpu"
 
     @field_validator("model", mode="before")
@@ -433,9 +455,9 @@ class GromacsSection(_Strict):
     gmx: str = "gmx"
     mdrun_gmx: Optional[str] = None
     launcher: str = ""
-    nt: Optional[int] = Field(None, ge=1)
-    ntomp: Optional[int] = Field(None, ge=1)
-    maxh: Optional[float] = Field(None, gt=0)
+    nt: Optional[int] = Field(None, ge=1, le=100000)
+    ntomp: Optional[int] = Field(None, ge=1, le=100000)
+    maxh: Optional[float] = Field(None, gt=0, le=1e6)
     gpu: Optional[GpuSection] = None
     extra_mdrun_args: list[str] = Field(default_factory=list)
 
@@ -472,11 +494,11 @@ class SimConfig(_Strict):
 
     system: SystemSection
     output: Path = Path("runs")
-    cycles: int = Field(1, ge=1)
+    cycles: int = Field(1, ge=1, le=MAX_CYCLES)
     start: Literal["aa", "cg"] = "aa"
-    seed: int = Field(2024, ge=0)
-    temperature: float = Field(300.0, gt=0)
-    pressure: float = Field(1.0, gt=0)
+    seed: int = Field(2024, ge=0, le=2**63 - 1)
+    temperature: float = Field(300.0, gt=0, le=10000)  # K
+    pressure: float = Field(1.0, gt=0, le=1e5)  # bar
     mdp: MdpSection = Field(default_factory=MdpSection)
     aa: AASection = Field(default_factory=AASection)
     cg: CGSection = Field(default_factory=CGSection)
@@ -675,8 +697,13 @@ def load_config(path: str | os.PathLike) -> SimConfig:
     if not p.is_file():
         raise MultiscaleError(f"config file {path} not found: give the path to sim.yaml, or create one with "
                               f"`multiscale init --example heptanol DIR`")
+    raw = p.read_bytes()
     try:
-        data = yaml.safe_load(p.read_text())
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise MultiscaleError(f"{p.name}: not UTF-8 text (byte {exc.start}): save it as UTF-8") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

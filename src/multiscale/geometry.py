@@ -158,15 +158,20 @@ def minimum_image(d: np.ndarray, box) -> np.ndarray:
     if is_orthorhombic(b):
         lengths = np.diagonal(b, axis1=-2, axis2=-1)
         return d - lengths * np.round(d / lengths)
-    if b.ndim > 2:
-        bb = np.broadcast_to(b, d.shape[:-1] + (3, 3)).reshape(-1, 3, 3)
-        flat = np.asarray(d, np.float64).reshape(-1, 3)
-        out = np.empty_like(flat)
-        uniq, inv = np.unique(bb.reshape(len(bb), 9), axis=0, return_inverse=True)
-        for k, u in enumerate(uniq):
-            sel = inv.ravel() == k
-            out[sel] = minimum_image(flat[sel], u.reshape(3, 3))
-        return out.reshape(d.shape).astype(fdt, copy=False)
+    if b.ndim > 2:  # a stack of boxes broadcast against d's leading axes (e.g. (F, 1, 3, 3))
+        m = b.astype(np.float64)
+        x = np.asarray(d, np.float64)
+        s = np.einsum("...k,...kj->...j", x, np.linalg.inv(m))
+        r = x - np.einsum("...k,...kj->...j", np.round(s), m)
+        flat = m.reshape(-1, 3, 3)
+        half = 0.5 * np.array([shortest_lattice_vector(q) for q in flat]).reshape(m.shape[:-2])
+        far = np.einsum("...k,...k->...", r, r) > np.broadcast_to(half, r.shape[:-1]) ** 2
+        if np.any(far):
+            mb = np.broadcast_to(m, r.shape[:-1] + (3, 3))[far]  # (n_far, 3, 3)
+            cand = r[far][:, None, :] + np.einsum("ik,nkj->nij", _images27(np.eye(3)), mb)
+            best = np.argmin(np.einsum("nik,nik->ni", cand, cand), axis=1)
+            r[far] = cand[np.arange(len(cand)), best]
+        return r.astype(fdt, copy=False)
     m = b.astype(np.float64)
     x = np.asarray(d, np.float64)
     s = x @ np.linalg.inv(m)

@@ -30,15 +30,21 @@ ANGSTROM_PER_NM = 10.0
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
-    """Yield a temporary path next to ``path``; on success fsync it and rename it over ``path``."""
+    """Yield a temporary path next to ``path``; on success fsync it and rename it over ``path``.
+
+    The final file gets the mode a plain ``open(path, "w")`` would give (0666 minus the
+    umask).  The temporary name is hidden and marked ``.partial-`` (``.NAME.partial-XXXX.SUF``,
+    same suffix so format-by-suffix writers work): a killed write never leaves a file that
+    looks complete, and :func:`remove_partial_files` can sweep such leftovers."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}{PARTIAL_MARK}", suffix=path.suffix, dir=path.parent)
     except OSError as e:
         raise MultiscaleError(f"cannot write {path}: {e.strerror or e}: choose a writable folder") from None
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())
         yield Path(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -46,6 +52,34 @@ def atomic_path(path: str | os.PathLike):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+PARTIAL_MARK = ".partial-"
+
+
+def _umask() -> int:
+    """The process umask (read from /proc where possible: os.umask() alone must set it)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    m = os.umask(0o022)
+    os.umask(m)
+    return m
+
+
+def remove_partial_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the hidden temporary files of interrupted :func:`atomic_path` writes under
+    ``folder`` (call only while no writer is active there, e.g. under the run lock)."""
+    out = []
+    for p in Path(folder).rglob(f".*{PARTIAL_MARK}*"):
+        if p.is_file():
+            p.unlink()
+            out.append(p)
+    return out
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -298,7 +332,6 @@ def write_frames(path: str | os.PathLike, positions: np.ndarray, box: np.ndarray
     written frame after frame.
     """
     import MDAnalysis as mda
-
     from MDAnalysis.coordinates.core import get_writer_for
 
     path = Path(path)

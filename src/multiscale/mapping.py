@@ -172,7 +172,7 @@ class Mapping:
         }
 
     @classmethod
-    def from_dict(cls, d: dict, source: str = "<model>") -> "Mapping":
+    def from_dict(cls, d: dict, source: str = "<model>") -> Mapping:
         mols = {
             k: MoleculeMapping(molecule=k, beads=list(v["beads"]), atoms=[a[0] for a in v["atoms"]],
                                assignment=[list(a[1:]) for a in v["atoms"]], cg_name=v.get("cg_name"),

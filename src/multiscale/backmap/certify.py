@@ -1,16 +1,15 @@
 """Certificates of backmapped structures: stereocentres, cis/trans, clashes.
 
-* Stereocentres (:func:`find_stereocentres`): atoms with exactly four bonded neighbours whose
-  four substituents differ as graphs (compared by a depth-limited, hashed unfolding of the
-  bond graph from the centre).  Handedness = sign of the signed volume of the three
-  lowest-index neighbours around the centre (:func:`chirality_signs`).
-* Cis/trans (:func:`find_double_bonds`): bonds between two C/N atoms that each have exactly
-  three neighbours (alkenes, aromatic bonds, amide/peptide C-N); state = ``|torsion| < pi/2``
-  for the lowest-index substituent on each side (:func:`cistrans_cis`).
+* Stereocentres (:func:`find_stereocentres`) and cis/trans bonds (:func:`find_double_bonds`:
+  stereo C=C double bonds and amide/peptide C(=O)-N bonds) come from :mod:`multiscale.graph`, the
+  same definitions ``multiscale evaluate`` scores.  Handedness = sign of the signed volume of the
+  three lowest-index neighbours around the centre (:func:`chirality_signs`); cis = ``|torsion| <
+  pi/2`` for the quadruple's substituents (:func:`cistrans_cis`).
 * Reference states (:class:`StereoReference`) are the majority over training frames, with
   the agreement fraction; only features with agreement >= ``min_agreement`` are enforced.
-* Clashes (:func:`find_clashes`): PBC neighbour search (``scipy.spatial.cKDTree`` on wrapped
-  coordinates plus ghost images of the atoms near the faces, :func:`periodic_pairs`); intermolecular pairs closer than ``inter`` (0.08 nm),
+* Clashes (:func:`find_clashes`): PBC neighbour search (orthorhombic: ``scipy.spatial.cKDTree`` on
+  wrapped coordinates plus ghost images of the atoms near the faces, :func:`periodic_pairs`;
+  triclinic (3, 3) boxes: :class:`multiscale.neighbours.PeriodicTree`, exact minimum image); intermolecular pairs closer than ``inter`` (0.08 nm),
   intramolecular pairs beyond 1-3 closer than ``intra`` (0.10 nm).
 * Repairs of last resort: :func:`swap_substituents` (inverts a centre by exchanging two
   acyclic substituents with a C2 rotation about their bisector) and :func:`flip_double_bond`
@@ -27,76 +26,39 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import graph as _graph
+from ..geometry import box_lengths, is_orthorhombic, minimum_image, wrap
+from ..graph import MolecularGraph
+from ..neighbours import PeriodicTree
+
 __all__ = ["periodic_pairs", "StereoReference", "find_stereocentres", "find_double_bonds", "chirality_signs", "cistrans_cis",
            "find_clashes", "swap_substituents", "flip_double_bond", "CertificateReport", "exclusion_matrix",
            "branch_atoms"]
 
 
-def _adj(n, bonds):
-    adj = [set() for _ in range(n)]
-    for a, b in np.asarray(bonds, int).reshape(-1, 2):
-        if a != b:
-            adj[a].add(int(b))
-            adj[b].add(int(a))
-    return [sorted(s) for s in adj]
-
-
-def _branch_signature(adj, elements, start, came_from, depth, memo):
-    key = (start, came_from, depth)
-    if key in memo:
-        return memo[key]
-    if depth == 0:
-        sig = hash((elements[start], len(adj[start])))
-    else:
-        kids = sorted(_branch_signature(adj, elements, b, start, depth - 1, memo) for b in adj[start] if b != came_from)
-        sig = hash((elements[start], len(adj[start]), tuple(kids)))
-    memo[key] = sig
-    return sig
-
-
 def find_stereocentres(n_atoms: int, bonds: np.ndarray, elements) -> tuple[np.ndarray, np.ndarray]:
-    """Stereocentres of a molecule: (centres (nc,), neighbours (nc, 3) lowest-index three, sorted)."""
-    adj = _adj(n_atoms, bonds)
-    depth = min(int(n_atoms), 32)
-    memo: dict = {}
-    cs, nbs = [], []
-    for c in range(n_atoms):
-        if len(adj[c]) != 4:
-            continue
-        sigs = [_branch_signature(adj, elements, b, c, depth, memo) for b in adj[c]]
-        if len(set(sigs)) == 4:
-            cs.append(c)
-            nbs.append(adj[c][:3])
-    return np.array(cs, int), np.array(nbs, int).reshape(-1, 3)
+    """Stereocentres of a molecule: (centres (nc,), neighbours (nc, 3) lowest-index three, sorted).
+
+    The one definition of :meth:`multiscale.graph.MolecularGraph.stereocentres` (also scored by
+    ``multiscale evaluate``)."""
+    return MolecularGraph(n_atoms, bonds, elements).stereocentres()
 
 
 def find_double_bonds(n_atoms: int, bonds: np.ndarray, elements) -> np.ndarray:
-    """(nd, 4) atom quadruples (x, a, b, y) about bonds a-b between 3-connected C/N atoms."""
-    adj = _adj(n_atoms, bonds)
-    out = []
-    for a, b in sorted({tuple(sorted(map(int, e))) for e in np.asarray(bonds, int).reshape(-1, 2)}):
-        if len(adj[a]) == 3 and len(adj[b]) == 3 and elements[a] in ("C", "N") and elements[b] in ("C", "N"):
-            x = min(j for j in adj[a] if j != b)
-            y = min(j for j in adj[b] if j != a)
-            out.append((x, a, b, y))
-    return np.array(out, int).reshape(-1, 4)
+    """(nd, 4) torsion quadruples (x, a, b, y) of the cis/trans bonds a-b: stereo C=C double bonds
+    and amide/peptide C(=O)-N bonds (omega as CA-C-N-CA), ordered by bond; see
+    :meth:`multiscale.graph.MolecularGraph.cistrans_bonds` (also scored by ``multiscale evaluate``)."""
+    return MolecularGraph(n_atoms, bonds, elements).cistrans_bonds()[0]
 
 
 def chirality_signs(x: np.ndarray, centres: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
-    """Sign (+1/-1, 0 if flat) of each centre's signed volume: x (..., n, 3) -> (..., nc)."""
-    c = x[..., centres, :]
-    a, b, d = (x[..., neighbours[:, k], :] - c for k in range(3))
-    return np.sign(np.sum(a * np.cross(b, d), -1)).astype(np.int8)
+    """Sign (+1/-1, 0 if flat) of each centre's signed volume: x (..., n, 3) -> (..., nc) int8."""
+    return np.nan_to_num(_graph.chirality_signs(x, centres, neighbours), nan=0.0).astype(np.int8)
 
 
 def cistrans_cis(x: np.ndarray, quads: np.ndarray) -> np.ndarray:
     """True where the torsion x-a-b-y is cis (|phi| < pi/2): x (..., n, 3) -> (..., nd) bool."""
-    p0, p1, p2, p3 = (x[..., quads[:, k], :] for k in range(4))
-    b0, b1, b2 = p0 - p1, p2 - p1, p3 - p2
-    b1n = b1 / np.linalg.norm(b1, axis=-1, keepdims=True)
-    v = b0 - np.sum(b0 * b1n, -1, keepdims=True) * b1n
-    w = b2 - np.sum(b2 * b1n, -1, keepdims=True) * b1n
-    return np.sum(v * w, -1) > 0  # cos(phi) > 0
+    return _graph.cis_states(x, quads) > 0
 
 
 @dataclass
@@ -117,7 +79,7 @@ class StereoReference:
     min_agreement: float = 0.9
 
     @classmethod
-    def from_frames(cls, n_atoms, bonds, elements, x: np.ndarray, min_agreement: float = 0.9) -> "StereoReference":
+    def from_frames(cls, n_atoms, bonds, elements, x: np.ndarray, min_agreement: float = 0.9) -> StereoReference:
         """x: (N, n_atoms, 3) training molecules (whole)."""
         centres, nbs = find_stereocentres(n_atoms, bonds, elements)
         quads = find_double_bonds(n_atoms, bonds, elements)
@@ -162,7 +124,7 @@ class StereoReference:
                 "min_agreement": self.min_agreement}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "StereoReference":
+    def from_dict(cls, d: dict) -> StereoReference:
         return cls(np.array(d["centres"], int), np.array(d["neighbours"], int).reshape(-1, 3), np.array(d["sign"], int),
                    np.array(d["agreement"], float), np.array(d["quads"], int).reshape(-1, 4), np.array(d["cis"], bool),
                    np.array(d["cis_agreement"], float), float(d.get("min_agreement", 0.9)))
@@ -172,29 +134,17 @@ class StereoReference:
 def branch_atoms(n_atoms: int, bonds: np.ndarray, centre: int, start: int) -> np.ndarray | None:
     """Atoms reachable from ``start`` without passing ``centre``; None if that reaches back to
     another neighbour of ``centre`` (the branch is part of a ring through the centre)."""
-    adj = _adj(n_atoms, bonds)
-    seen = {centre, start}
-    stack = [start]
-    while stack:
-        a = stack.pop()
-        for b in adj[a]:
-            if b == centre and a != start:
-                return None
-            if b not in seen:
-                seen.add(b)
-                stack.append(b)
-    seen.discard(centre)
-    return np.array(sorted(seen), int)
+    return MolecularGraph(n_atoms, bonds, ["X"] * int(n_atoms)).side(centre, start)
 
 
 def swap_substituents(x: np.ndarray, n_atoms: int, bonds: np.ndarray, centre: int) -> np.ndarray | None:
     """Invert ``centre`` in molecules x (B, n, 3) by exchanging its two smallest acyclic
     substituents (C2 rotation about their bisector through the centre).  Returns the new
     coordinates, or None if fewer than two substituents are acyclic."""
-    adj = _adj(n_atoms, bonds)
+    g = MolecularGraph(n_atoms, bonds, ["X"] * int(n_atoms))
     branches = []
-    for nb in adj[centre]:
-        br = branch_atoms(n_atoms, bonds, centre, nb)
+    for nb in g.adj[centre]:
+        br = g.side(centre, nb)
         if br is not None:
             branches.append((len(br), nb, br))
     if len(branches) < 2:
@@ -218,8 +168,9 @@ def swap_substituents(x: np.ndarray, n_atoms: int, bonds: np.ndarray, centre: in
 
 def flip_double_bond(x: np.ndarray, n_atoms: int, bonds: np.ndarray, a: int, b: int) -> np.ndarray | None:
     """Rotate the smaller side of bond a-b by pi about it (x (B, n, 3)); None if a-b is in a ring."""
-    sa = branch_atoms(n_atoms, bonds, b, a)
-    sb = branch_atoms(n_atoms, bonds, a, b)
+    g = MolecularGraph(n_atoms, bonds, ["X"] * int(n_atoms))
+    sa = g.side(b, a)
+    sb = g.side(a, b)
     if sa is None or sb is None:
         return None
     side, pivot, other = (sb, b, a) if len(sb) <= len(sa) else (sa, a, b)
@@ -236,30 +187,22 @@ def flip_double_bond(x: np.ndarray, n_atoms: int, bonds: np.ndarray, a: int, b: 
 # ---------------------------------------------------------------------- clashes
 def exclusion_matrix(n_atoms: int, bonds: np.ndarray, nrexcl: int = 2) -> np.ndarray:
     """(n, n) bool: pairs within ``nrexcl`` bonds (1-2, 1-3 for 2) or identical."""
-    adj = _adj(n_atoms, bonds)
-    ex = np.eye(n_atoms, dtype=bool)
-    for s in range(n_atoms):
-        frontier, seen = [s], {s}
-        for _ in range(nrexcl):
-            nxt = []
-            for a in frontier:
-                for b in adj[a]:
-                    if b not in seen:
-                        seen.add(b)
-                        nxt.append(b)
-            frontier = nxt
-        ex[s, list(seen)] = True
-    return ex
+    return MolecularGraph(n_atoms, bonds, ["X"] * int(n_atoms)).exclusion_matrix(nrexcl)
 
 
 def periodic_pairs(xw: np.ndarray, box: np.ndarray, r: float) -> np.ndarray:
-    """All pairs (i < j) of wrapped points xw (N, 3) in [0, box) closer than ``r`` (periodic).
+    """All pairs (i < j) of wrapped points xw (N, 3) closer than ``r`` (periodic).
 
-    A plain KD-tree on the points plus ghost copies of the atoms within ``r`` of a face
-    (about 2x faster than scipy's periodic ``boxsize`` tree); requires box > 2 r.
+    box: (3,) edge lengths (points in [0, box)) or (3, 3) box vectors.  Orthorhombic: a plain
+    KD-tree on the points plus ghost copies of the atoms within ``r`` of a face (about 2x faster
+    than scipy's periodic ``boxsize`` tree; requires box > 2 r).  Triclinic:
+    :class:`multiscale.neighbours.PeriodicTree` (ghost images of the parallelepiped).
     """
     from scipy.spatial import cKDTree
 
+    if not is_orthorhombic(box):
+        return PeriodicTree(xw, box, r).query_pairs(r)
+    box = box_lengths(box)
     n = len(xw)
     if n == 0:
         return np.zeros((0, 2), int)
@@ -294,7 +237,8 @@ def find_clashes(x: np.ndarray, box: np.ndarray, molecule: np.ndarray, local: np
                  workers: int = 1, subset: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Clashing atom pairs of one frame.
 
-    x: (N, 3) nm (any image); box: (3,) nm; molecule: (N,) global molecule id; local: (N,)
+    x: (N, 3) nm (any image); box: (3,) nm edge lengths or (3, 3) box vectors (triclinic, exact
+    minimum image); molecule: (N,) global molecule id; local: (N,)
     atom index within its molecule; kind: (N,) index into ``exclusions`` (one (n, n) bool
     matrix per molecule type, True = excluded pair).
     subset: only pairs with at least one atom in these indices (a periodic KD-tree query of
@@ -302,19 +246,27 @@ def find_clashes(x: np.ndarray, box: np.ndarray, molecule: np.ndarray, local: np
     Returns (inter_pairs (P, 2), intra_pairs (Q, 2)) atom indices, i < j.
     """
     box = np.asarray(box, np.float64)
-    xw = np.mod(np.asarray(x, np.float64), box)
-    xw[xw >= box] = 0.0
+    ortho = is_orthorhombic(box)
+    if ortho:
+        box = box_lengths(box)
+        xw = np.mod(np.asarray(x, np.float64), box)
+        xw[xw >= box] = 0.0
+    else:
+        xw = wrap(np.asarray(x, np.float64), box)
     r = max(inter, intra)
     if subset is None:
         pairs = periodic_pairs(xw, box, r)
     else:
-        from scipy.spatial import cKDTree
-
         subset = np.asarray(subset, int)
         if not len(subset):
             return np.zeros((0, 2), int), np.zeros((0, 2), int)
-        tree = cKDTree(xw, boxsize=box, balanced_tree=False, compact_nodes=False)
-        nb = tree.query_ball_point(xw[subset], r, return_sorted=False)
+        if ortho:
+            from scipy.spatial import cKDTree
+
+            tree = cKDTree(xw, boxsize=box, balanced_tree=False, compact_nodes=False)
+            nb = tree.query_ball_point(xw[subset], r, return_sorted=False)
+        else:
+            nb = PeriodicTree(xw, box, r).query_ball_point(xw[subset], r)
         cnt = np.fromiter((len(v) for v in nb), int, len(nb))
         jj = np.fromiter((j for v in nb for j in v), int, int(cnt.sum()))
         ii = np.repeat(subset, cnt)
@@ -326,7 +278,10 @@ def find_clashes(x: np.ndarray, box: np.ndarray, molecule: np.ndarray, local: np
         return np.zeros((0, 2), int), np.zeros((0, 2), int)
     i, j = pairs[:, 0], pairs[:, 1]
     d = xw[j] - xw[i]
-    d -= box * np.round(d / box)
+    if ortho:
+        d -= box * np.round(d / box)
+    else:
+        d = minimum_image(d, box)
     dist = np.sqrt((d * d).sum(-1))
     same = molecule[i] == molecule[j]
     inter_p = pairs[~same & (dist < inter)]

@@ -7,7 +7,7 @@ Default: one Martini 3 ion bead <-> one AA ion (the bead sits on the ion); the t
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +16,7 @@ from ..errors import MultiscaleError
 from .base import CGBlock, MoleculeClass
 
 
-@lru_cache(maxsize=None)
+@cache
 def _table_from(path: str) -> dict:
     import yaml
 

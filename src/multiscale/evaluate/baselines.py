@@ -27,6 +27,7 @@ import numpy as np
 
 from ..errors import MultiscaleError
 from ..geometry import kabsch_rotation, minimum_image
+from .metrics import frame_box
 
 __all__ = ["rigid_baseline", "random_baseline", "random_rotations", "TIP3P_OH", "TIP3P_HOH"]
 
@@ -71,7 +72,7 @@ def _align_axis(u: np.ndarray, v: np.ndarray) -> np.ndarray:
 def _block_targets(cg_pos, cg_box, m):
     """CG beads of one block (F, count, nb, 3), made whole around each molecule's first bead."""
     t = cg_pos[:, m.beads]                                 # (F, count, nb, 3)
-    box = cg_box[:, None, None, :]
+    box = frame_box(cg_box, 2)
     return t[:, :, :1] + minimum_image(t - t[:, :, :1], box)
 
 

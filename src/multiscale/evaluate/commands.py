@@ -60,6 +60,7 @@ def _handler(args) -> int:
         energy=not args.no_energy, run=_named(args.run, names, "--run"),
         time_s=_named(args.time_s, names, "--time-s", float), peak_mem_mb=_named(args.peak_mem_mb, names, "--peak-mem-mb", float),
         reference_max_frames=args.reference_max_frames, plots=not args.no_plots, log=log,
+        water_grouping=_named(args.water_grouping, names, "--water-grouping"),
     )
     from .report import HEADLINE_KEYS, _fmt
 
@@ -91,7 +92,9 @@ def add_commands(subparsers) -> None:
     p.add_argument("--mapping", required=True, action="append", metavar="FILE.map", help="mapping file(s) (.map or .yaml); repeatable")
     p.add_argument("--topology", required=True, metavar="AA.top|AA.tpr", help="atomistic topology")
     p.add_argument("--reference", metavar="REF.xtc", help="AA reference ensemble of the same system (.xtc/.trr, or .gro)")
-    p.add_argument("--reference-structure", metavar="REF.gro", help="structure giving the reference trajectory's atom names; alone: stereo reference and rigid conformer")
+    p.add_argument("--reference-structure", metavar="REF.gro",
+                   help="structure giving the reference trajectory's atom names (a bare .xtc is read in topology order); "
+                        "alone: stereo reference and rigid conformer")
     p.add_argument("--candidate", action="append", metavar="NAME=PATH[,TRAJ]", help="a backmapped structure/trajectory to evaluate; repeatable")
     p.add_argument("--baseline", action="append", choices=["rigid", "random"], help="add a built-in baseline; repeatable")
     p.add_argument("--output", required=True, metavar="DIR", help="report folder")
@@ -102,5 +105,9 @@ def add_commands(subparsers) -> None:
     p.add_argument("--peak-mem-mb", action="append", metavar="[NAME=]MIB", help="backmapping peak memory as supplied")
     p.add_argument("--reference-max-frames", type=positive_int, default=100, metavar="N", help="use at most N evenly spaced reference frames (default 100)")
     p.add_argument("--no-plots", action="store_true", help="skip PNG plots")
+    p.add_argument("--water-grouping", action="append", metavar="[NAME=]order|assignment",
+                   help="how the candidate's water is scored against the W beads: 'order' = its waters are written "
+                        "bead by bead (n per W bead, in CG order: the tool's own grouping, e.g. multiscale backmap); "
+                        "default 'assignment' = optimal matching of waters to beads")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=_handler)

@@ -5,22 +5,26 @@ Distribution comparison
     :func:`wasserstein` (1-D earth mover's distance; circular for torsions), :func:`term_values`.
 CG consistency
     :func:`bead_deviation` minimum-image bead-to-bead deviations, :func:`rmsd`.
+Boxes are (3,) edge lengths or (3, 3) GROMACS box vectors (triclinic) everywhere; per-frame
+stacks (F, 3) / (F, 3, 3) where a function takes frames.
 Stereochemistry
     :func:`chirality_signs`, :func:`cis_states`.
 Sterics
-    :func:`clash_pairs` (PBC cKDTree), :func:`ring_penetrations` (segment vs ring fan triangles).
+    :func:`clash_pairs` (periodic neighbour search), :func:`ring_penetrations` (segment vs ring fan triangles).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..geometry import angle, dihedral, minimum_image, signed_volume
+from .. import graph as _graph
+from ..geometry import angle, box_volume, dihedral, is_orthorhombic, minimum_image, perpendicular_widths
+from ..neighbours import PeriodicTree
 
 __all__ = [
     "BINS", "histogram", "jsd", "wasserstein", "term_values", "bead_deviation", "rmsd",
     "chirality_signs", "cis_states", "clash_pairs", "ring_penetrations", "segment_triangle_hits",
-    "jsd_floor", "RDF_RANGE", "rdf_histograms",
+    "jsd_floor", "RDF_RANGE", "rdf_histograms", "frame_box", "frame_volumes", "rdf_fits",
 ]
 
 #: Fixed binning per term kind: (low, high, n_bins).  Values outside are counted in the edge bins.
@@ -125,9 +129,25 @@ def term_values(x: np.ndarray, atoms: np.ndarray, kind: str) -> np.ndarray:
     raise ValueError(f"unknown term kind {kind!r}")
 
 
+def frame_box(box: np.ndarray, n_extra: int) -> np.ndarray:
+    """Per-frame boxes ready to broadcast over ``n_extra`` axes after the frame axis.
+
+    box: (F, 3) edge lengths or (F, 3, 3) box vectors (triclinic) -> (F, 1.., 3) or (F, 1.., 3, 3)."""
+    b = np.asarray(box, float)
+    tail = (3, 3) if b.ndim == 3 else (3,)
+    return b.reshape((b.shape[0],) + (1,) * n_extra + tail)
+
+
+def frame_volumes(box: np.ndarray) -> np.ndarray:
+    """Cell volumes (F,) nm^3 of per-frame boxes (F, 3) or (F, 3, 3) (:func:`multiscale.geometry.box_volume`)."""
+    b = np.asarray(box, float)
+    return box_volume(b) if b.ndim == 3 else np.prod(b, axis=-1)
+
+
 def bead_deviation(beads: np.ndarray, target: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """Minimum-image deviation |beads - target| (nm): beads, target (F, B, 3), box (F, 3) -> (F, B)."""
-    d = minimum_image(np.asarray(beads, float) - np.asarray(target, float), np.asarray(box, float)[:, None, :])
+    """Minimum-image deviation |beads - target| (nm): beads, target (F, B, 3), box (F, 3) or
+    (F, 3, 3) (triclinic; exact minimum image) -> (F, B)."""
+    d = minimum_image(np.asarray(beads, float) - np.asarray(target, float), frame_box(box, 1))
     return np.linalg.norm(d, axis=-1)
 
 
@@ -140,42 +160,42 @@ def rmsd(deviations: np.ndarray) -> float:
 
 def chirality_signs(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
     """Handedness of stereocentres: x (..., n_atoms, 3) whole; centres (s, 4) = centre + 3
-    neighbours -> (..., s) in {-1, 0, +1} (0 = planar), NaN where atoms are missing."""
-    if len(centres) == 0:
-        return np.zeros(x.shape[:-2] + (0,))
-    v = signed_volume(*(x[..., centres[:, c], :] for c in range(4)))
-    return np.where(np.isfinite(v), np.sign(v), np.nan)
+    neighbours -> (..., s) in {-1, 0, +1} (0 = planar), NaN where atoms are missing
+    (:func:`multiscale.graph.chirality_signs`)."""
+    centres = np.asarray(centres, int).reshape(-1, 4)
+    return _graph.chirality_signs(x, centres[:, 0], centres[:, 1:])
 
 
 def cis_states(x: np.ndarray, torsions: np.ndarray) -> np.ndarray:
-    """For torsions (n, 4) over x (..., n_atoms, 3): +1 cis (|phi| < 90 deg), -1 trans, NaN missing."""
-    if len(torsions) == 0:
-        return np.zeros(x.shape[:-2] + (0,))
-    phi = term_values(x, torsions, "torsion")
-    return np.where(np.isfinite(phi), np.where(np.abs(phi) < np.pi / 2, 1.0, -1.0), np.nan)
+    """For torsions (n, 4) over x (..., n_atoms, 3): +1 cis (|phi| < 90 deg), -1 trans, NaN missing
+    (:func:`multiscale.graph.cis_states`)."""
+    return _graph.cis_states(x, torsions)
 
 
 #: Intermolecular pair-distance histograms: (low, high, n_bins) nm.
 RDF_RANGE = (0.0, 0.8, 80)
 
 
+def rdf_fits(box: np.ndarray) -> bool:
+    """Does the RDF range fit the cell (every perpendicular width >= 2 x RDF_RANGE high)?  box (3,) or (3, 3)."""
+    return bool(np.min(perpendicular_widths(box)) >= 2 * RDF_RANGE[1])
+
+
 def rdf_histograms(x: np.ndarray, box: np.ndarray, molecule: np.ndarray, site_class: np.ndarray, n_classes: int) -> np.ndarray:
     """Counts of intermolecular site-pair distances in one frame, per pair of site classes.
 
-    x: (n, 3) nm of the sites (e.g. heavy atoms); molecule: (n,) molecule-copy id; site_class:
-    (n,) int in [0, n_classes).  Returns (n_classes, n_classes, n_bins) counts (symmetric in
-    the first two axes, each pair counted once at [min, max]) over RDF_RANGE.
+    x: (n, 3) nm of the sites (e.g. heavy atoms); box: (3,) or (3, 3) (triclinic, minimum image
+    exact); molecule: (n,) molecule-copy id; site_class: (n,) int in [0, n_classes).  Returns
+    (n_classes, n_classes, n_bins) counts (symmetric in the first two axes, each pair counted once
+    at [min, max]) over RDF_RANGE.
     """
-    from scipy.spatial import cKDTree
-
     lo, hi, nb = RDF_RANGE
     out = np.zeros((n_classes, n_classes, nb))
     ok = np.all(np.isfinite(x), axis=1)
     x, molecule, site_class = x[ok], molecule[ok], site_class[ok]
     if len(x) < 2:
         return out
-    tree = cKDTree(_wrap(np.asarray(x, float).copy(), box), boxsize=box)
-    pairs = tree.query_pairs(hi, output_type="ndarray")
+    pairs = PeriodicTree(np.asarray(x, float), box, hi).query_pairs(hi)
     if len(pairs) == 0:
         return out
     pairs = pairs[molecule[pairs[:, 0]] != molecule[pairs[:, 1]]]
@@ -188,31 +208,30 @@ def rdf_histograms(x: np.ndarray, box: np.ndarray, molecule: np.ndarray, site_cl
 
 
 def _wrap(x, box):
-    w = np.mod(x, box)
-    w[w >= box] = 0.0
-    return w
+    """Wrap into the primary cell (box (3,) or (3, 3)); see :func:`multiscale.geometry.wrap`."""
+    from ..geometry import wrap
+
+    return wrap(np.asarray(x, float), box)
 
 
 def clash_pairs(x: np.ndarray, box: np.ndarray, molecule: np.ndarray, excluded: np.ndarray,
                 inter_cutoff: float = 0.08, intra_cutoff: float = 0.10):
-    """Close atom pairs in one frame, periodic (cKDTree with ``boxsize``).
+    """Close atom pairs in one frame, periodic (:class:`multiscale.neighbours.PeriodicTree`).
 
-    x: (N, 3) nm (NaN rows ignored); box: (3,) nm; molecule: (N,) molecule-copy id per atom;
+    x: (N, 3) nm (NaN rows ignored); box: (3,) or (3, 3) nm (triclinic: exact minimum image); molecule: (N,) molecule-copy id per atom;
     excluded: (P, 2) int global atom pairs i<j that never count (1-2 and 1-3 pairs).
     Returns (inter (n, 2), intra (m, 2), distances_inter, distances_intra): intermolecular pairs
     closer than ``inter_cutoff``, intramolecular pairs not in ``excluded`` closer than
     ``intra_cutoff`` (nm).
     """
-    from scipy.spatial import cKDTree
-
     x = np.asarray(x, float)
     box = np.asarray(box, float)
     ok = np.flatnonzero(np.all(np.isfinite(x), axis=1))
     empty = np.zeros((0, 2), int)
     if len(ok) < 2:
         return empty, empty, np.zeros(0), np.zeros(0)
-    tree = cKDTree(_wrap(x[ok], box), boxsize=box)
-    pairs = tree.query_pairs(max(inter_cutoff, intra_cutoff), output_type="ndarray")
+    r = max(inter_cutoff, intra_cutoff)
+    pairs = PeriodicTree(x[ok], box, r).query_pairs(r)
     if len(pairs) == 0:
         return empty, empty, np.zeros(0), np.zeros(0)
     pairs = np.sort(ok[pairs], axis=1)
@@ -248,14 +267,12 @@ def segment_triangle_hits(p0, p1, a, b, c, eps: float = 1e-12) -> np.ndarray:
 def ring_penetrations(x: np.ndarray, box: np.ndarray, rings: np.ndarray, bonds: np.ndarray) -> np.ndarray:
     """Bonds passing through rings in one frame.
 
-    x: (N, 3) nm with every molecule whole (not necessarily wrapped); box (3,) nm;
+    x: (N, 3) nm with every molecule whole (not necessarily wrapped); box (3,) or (3, 3) nm;
     rings: (R, k) global atom indices of rings of one size k, in cyclic order; bonds: (B, 2)
     global atom indices.  A ring's surface is the fan of triangles (centroid, v_i, v_i+1); a
     bond counts when its segment (minimum image, taken next to the ring) crosses that surface
     and shares no atom with the ring.  Returns (n_hits, 2) pairs (ring row, bond row).
     """
-    from scipy.spatial import cKDTree
-
     x = np.asarray(x, float)
     box = np.asarray(box, float)
     rings = np.asarray(rings, int)
@@ -273,8 +290,10 @@ def ring_penetrations(x: np.ndarray, box: np.ndarray, rings: np.ndarray, bonds: 
     radius = np.nanmax(np.linalg.norm(v - cen[:, None], axis=-1)) + np.nanmax(np.linalg.norm(half[okb], axis=-1))
     bi = np.flatnonzero(okb)
     ri = np.flatnonzero(okr)
-    tree = cKDTree(_wrap(mid[bi], box), boxsize=box)
-    lists = tree.query_ball_point(_wrap(cen[ri], box), r=float(radius) + 1e-9)
+    r = float(radius) + 1e-9
+    if not is_orthorhombic(box):
+        r = min(r, 0.499 * float(np.min(perpendicular_widths(box))))
+    lists = PeriodicTree(mid[bi], box, r).query_ball_point(cen[ri], r)
     r_idx = np.repeat(ri, [len(l) for l in lists])
     b_idx = bi[np.concatenate([np.asarray(l, int) for l in lists])] if len(r_idx) else np.zeros(0, int)
     if len(r_idx) == 0:

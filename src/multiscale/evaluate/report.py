@@ -29,6 +29,7 @@ HEADLINE_KEYS = [
     ("rdf_jsd_floor", "its JSD for reference frames of this number", "{:.3f}"),
     ("cg_rmsd_nm", "CG RMSD (nm)", "{:.4f}"),
     ("cg_max_deviation_nm", "CG max deviation (nm)", "{:.4f}"),
+    ("cg_water_grouping", "water scored by (order: the tool's grouping; assignment: optimal)", "{}"),
     ("stereo_fraction", "stereocentres correct", "{:.1%}"),
     ("cis_trans_fraction", "cis/trans correct", "{:.1%}"),
     ("peptide_cis", "cis peptide bonds", "{}"),
@@ -127,7 +128,8 @@ def markdown(report: dict, plot_files: dict | None = None) -> str:
         "",
         f"System: {inp['system']} ({inp['n_atoms']} atoms); CG input `{inp['cg']}` ({inp['cg_frames']} frame(s), "
         f"{inp['cg_beads']} beads); topology `{inp['topology']}` (fingerprint {inp['topology_fingerprint']}).",
-        f"Reference ensemble: {('`' + inp['reference'] + '`, ' + str(inp['frames']) + ' frame(s)') if inp.get('reference') else 'none (distribution criteria not computed)'}; "
+        "Reference ensemble: "
+        f"{('`' + inp['reference'] + '`, ' + str(inp['frames']) + ' frame(s)') if inp.get('reference') else 'none (distribution criteria not computed)'}; "
         f"stereo reference: {inp.get('stereo_reference') or 'none'}.",
         "",
         "Criteria, units and binning: see `docs/evaluate.md`. Lower is better except the fractions "
@@ -176,7 +178,8 @@ def markdown(report: dict, plot_files: dict | None = None) -> str:
             lines += ["Intermolecular heavy-atom g(r), 0-0.8 nm:", "",
                       "| site pair | JSD | floor | pairs/frame ref | pairs/frame cand |", "|---|---|---|---|---|"]
             for r in sorted(d["rdf"], key=lambda r: -r["jsd"])[:8]:
-                lines.append(f"| {r['pair']} | {r['jsd']:.3f} | {r['jsd_floor']:.3f} | {r['pairs_per_frame_reference']:.0f} | {r['pairs_per_frame_candidate']:.0f} |")
+                lines.append(f"| {r['pair']} | {r['jsd']:.3f} | {r['jsd_floor']:.3f} | "
+                             f"{r['pairs_per_frame_reference']:.0f} | {r['pairs_per_frame_candidate']:.0f} |")
             lines.append("")
         if n in plot_files:
             lines += [f"![worst terms of {n}]({plot_files[n]})", ""]

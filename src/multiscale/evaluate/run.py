@@ -3,15 +3,13 @@
 :func:`evaluate` reads the inputs, builds the baselines, computes every criterion for every
 candidate and writes ``report.json`` + ``report.md`` (+ plots) into the output folder.  The
 criteria are defined in ``docs/evaluate.md``; the pure maths lives in
-:mod:`multiscale.evaluate.metrics`, the term enumeration in :mod:`multiscale.evaluate.terms`.
+:mod:`multiscale.evaluate.metrics`, the term enumeration in :mod:`multiscale.evaluate.terms`, input
+reading in :mod:`multiscale.evaluate.inputs`, CG consistency in :mod:`multiscale.evaluate.consistency`.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import shlex
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MultiscaleError
-from ..geometry import bond_tree_order, make_whole, minimum_image
+from ..geometry import bond_tree_order, make_whole
 from . import metrics as M
+from .consistency import WATER_GROUPINGS, cg_consistency
+from .inputs import parse_candidate, read_input, read_reference, run_command, tpr_structure
 from .match import match_atoms, match_cg
 from .terms import molecule_terms
 
@@ -92,7 +92,7 @@ class _System:
         for b in self.top.blocks:
             order, parent = self.trees[b.moltype.name]
             v = self.block_view(out, b)
-            w = make_whole(v, np.asarray(box, float)[:, None, :], order, parent)  # (F, 1, 3) against (F, count, 3)
+            w = make_whole(v, M.frame_box(box, 1), order, parent)  # (F, 1, 3[, 3]) against (F, count, 3)
             bad = ~np.isfinite(w) & np.isfinite(v)
             w[bad] = v[bad]
             out[:, b.start:b.stop] = w.reshape(out.shape[0], -1, 3)
@@ -109,17 +109,21 @@ class _Sample:
     cis: dict = field(default_factory=dict)         # moltype -> (F, count, d)
     rdf: np.ndarray | None = None                    # (C, C, n_bins) pair counts summed over frames
     rdf_frames: np.ndarray | None = None             # (F, C, C, n_bins) per frame
+    rdf_weights: np.ndarray | None = None            # (F,) cell volume / first frame's volume
 
 
 def _analyse(system: _System, x: np.ndarray, box: np.ndarray) -> _Sample:
     """Terms, handedness, cis/trans states and intermolecular pair-distance histograms of
-    whole-molecule positions x (F, N, 3) in boxes (F, 3)."""
+    whole-molecule positions x (F, N, 3) in boxes (F, 3) or (F, 3, 3) (triclinic)."""
     s = _Sample(n_frames=x.shape[0])
     nc = len(system.site_names)
-    if nc and np.all(np.min(box, axis=1) >= 2 * M.RDF_RANGE[1]):
+    if nc and all(M.rdf_fits(box[f]) for f in range(len(box))):
         s.rdf_frames = np.stack([M.rdf_histograms(x[f, system.sites], box[f], system.molecule[system.sites],
                                                   system.site_class, nc) for f in range(x.shape[0])])
-        s.rdf = s.rdf_frames.sum(axis=0)
+        # g(r) ~ counts x cell volume: frames of a varying (NPT) cell are weighted by V_f / V_0
+        vol = M.frame_volumes(box)
+        s.rdf_weights = vol / vol[0]
+        s.rdf = (s.rdf_frames * s.rdf_weights[:, None, None, None]).sum(axis=0)
     done = set()
     per_type: dict[str, list[np.ndarray]] = {}
     for b in system.top.blocks:
@@ -138,173 +142,7 @@ def _analyse(system: _System, x: np.ndarray, box: np.ndarray) -> _Sample:
 
 
 # --------------------------------------------------------------------------------------------
-# inputs
-
-
-def parse_candidate(spec: str) -> tuple[str, str, str | None]:
-    """``NAME=STRUCTURE[,TRAJECTORY]`` -> (name, structure, trajectory)."""
-    if "=" not in spec:
-        raise MultiscaleError(f"--candidate {spec!r}: expected NAME=PATH (PATH = structure, or structure,trajectory)")
-    name, path = spec.split("=", 1)
-    name = name.strip()
-    if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
-        raise MultiscaleError(f"--candidate {spec!r}: NAME must be letters, digits, '-', '_' or '.'")
-    parts = [p for p in path.split(",") if p]
-    if not parts or len(parts) > 2:
-        raise MultiscaleError(f"--candidate {spec!r}: expected NAME=STRUCTURE or NAME=STRUCTURE,TRAJECTORY")
-    return name, parts[0], (parts[1] if len(parts) == 2 else None)
-
-
-def _read(structure, trajectory=None, label="structure", **kw):
-    """read_frames with a clear message for empty files."""
-    from ..io import read_frames
-
-    for p in (structure, trajectory):
-        if p is not None and Path(p).is_file() and Path(p).stat().st_size == 0:
-            raise MultiscaleError(f"{label}: {p} is empty (no frames): pass the written structure/trajectory")
-    return read_frames(structure, trajectory, label=label, **kw)
-
-
-def _count_frames(structure, trajectory) -> int | None:
-    import warnings
-
-    import MDAnalysis as mda
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return mda.Universe(str(structure), str(trajectory)).trajectory.n_frames
-    except Exception:
-        return None
-
-
-def _read_reference(topology_path, reference, reference_structure, n_atoms, max_frames):
-    ref = Path(reference)
-    if ref.suffix in (".gro", ".pdb") and reference_structure is None:
-        structure, traj = ref, None
-    else:
-        structure = reference_structure or (topology_path if Path(topology_path).suffix == ".tpr" else None)
-        traj = ref
-        if structure is None:
-            raise MultiscaleError(f"--reference {ref}: a {ref.suffix} trajectory needs --reference-structure (a .gro/.pdb of the same system) for atom names")
-    step = 1
-    if traj is not None:
-        n = _count_frames(structure, traj)
-        if n is not None and n > max_frames:
-            step = math.ceil(n / max_frames)
-    frames = _read(structure, traj, step=step, label=f"reference {ref}")
-    if traj is None and frames.n_frames > max_frames:
-        keep = np.linspace(0, frames.n_frames - 1, max_frames).round().astype(int)
-        frames.positions, frames.box, frames.times = frames.positions[keep], frames.box[keep], frames.times[keep]
-    return frames
-
-
-def _tpr_structure(tpr: Path, workdir: Path) -> Path | None:
-    """Coordinates stored in a .tpr, via ``gmx editconf`` (None if gmx is unavailable)."""
-    import shutil
-
-    gmx = shutil.which("gmx") or shutil.which("gmx_mpi")
-    if gmx is None:
-        return None
-    out = workdir / "topology_coordinates.gro"
-    workdir.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run([gmx, "-quiet", "editconf", "-f", str(tpr), "-o", str(out)], capture_output=True, text=True)
-    return out if r.returncode == 0 and out.is_file() else None
-
-
-def run_command(command: str, cwd=None) -> dict:
-    """Run a backmapping command (shell), measuring wall time and the peak RSS of its process tree.
-
-    Returns {time_s, peak_mem_mb, returncode}.  Peak memory is ``ru_maxrss`` of the waited
-    child (the largest process in the tree that was waited for).
-    """
-    t0 = time.perf_counter()
-    try:
-        p = subprocess.Popen(command, shell=True, cwd=cwd)
-    except OSError as e:
-        raise MultiscaleError(f"--run {command!r}: cannot start: {e}") from e
-    _, status, ru = os.wait4(p.pid, 0)
-    p.returncode = os.waitstatus_to_exitcode(status)
-    dt = time.perf_counter() - t0
-    if p.returncode != 0:
-        raise MultiscaleError(f"--run {command!r} exited with status {p.returncode}: fix the command (it must write the candidate file)")
-    return {"time_s": dt, "peak_mem_mb": ru.ru_maxrss / 1024.0, "returncode": p.returncode}
-
-
-# --------------------------------------------------------------------------------------------
 # criteria
-
-
-def _water_deviation(xw: np.ndarray, masses: np.ndarray, beads: np.ndarray, box: np.ndarray, per_bead: int) -> np.ndarray:
-    """Deviation (F, n_beads) of each W bead from the centre of mass of the ``per_bead`` waters
-    assigned to it; the assignment minimises the summed squared water-bead distances with
-    exactly ``per_bead`` waters per bead (sparse bipartite matching over the nearest beads).
-
-    xw: (F, n_waters, 3, 3) whole waters; beads: (F, n_beads, 3); box (F, 3).
-    """
-    from scipy.sparse import csr_matrix
-    from scipy.sparse.csgraph import min_weight_full_bipartite_matching
-    from scipy.spatial import cKDTree
-
-    com = np.einsum("fwak,a->fwk", xw, masses / masses.sum())
-    nf, nw = com.shape[:2]
-    nb = beads.shape[1]
-    out = np.full((nf, nb), np.nan)
-    for f in range(nf):
-        ok = np.all(np.isfinite(com[f]), axis=1)
-        if not ok.all():
-            continue
-        b = box[f]
-        tree = cKDTree(M._wrap(beads[f].copy(), b), boxsize=b)
-        col = None
-        for k in (8, 32, nb):
-            k = min(k, nb)
-            _, nn = tree.query(M._wrap(com[f].copy(), b), k=k)
-            nn = np.asarray(nn).reshape(nw, k)
-            d2 = np.sum(minimum_image(com[f][:, None] - beads[f][nn], b) ** 2, -1) + 1e-9
-            rows = np.repeat(np.arange(nw), k * per_bead)
-            cols = (nn[:, :, None] * per_bead + np.arange(per_bead)).ravel()
-            w = np.repeat(d2.ravel(), per_bead)
-            try:
-                _, col = min_weight_full_bipartite_matching(csr_matrix((w, (rows, cols)), shape=(nw, nb * per_bead)))
-                break
-            except ValueError:
-                if k == nb:
-                    break
-        if col is None:
-            continue
-        bead_of = col // per_bead
-        dev = minimum_image(com[f] - beads[f][bead_of], b)
-        s = np.zeros((nb, 3))
-        np.add.at(s, bead_of, dev)
-        out[f] = np.linalg.norm(s / per_bead, axis=-1)
-    return out
-
-
-def _cg_consistency(system, cg_blocks, x, cg_pos, cg_box):
-    """Per-bead deviations of the re-mapped candidate from the CG input (see docs)."""
-    mol_dev, wat_dev = [], []
-    per_block = []
-    for m in cg_blocks:
-        b = m.block
-        v = system.block_view(x, b)                          # (F, count, n, 3) whole
-        tgt = cg_pos[:, m.beads]                             # (F, count, nb, 3)
-        if m.is_water:
-            d = _water_deviation(v, np.asarray(b.moltype.masses, float), tgt[:, :, 0], cg_box, m.per_bead)
-            wat_dev.append(d.ravel())
-        else:
-            beads = np.einsum("ba,fcak->fcbk", m.matrix, v)
-            d = np.linalg.norm(minimum_image(beads - tgt, cg_box[:, None, None, :]), axis=-1)
-            mol_dev.append(d.ravel())
-        per_block.append({"moltype": b.moltype.name, "rmsd_nm": M.rmsd(d), "max_nm": float(np.nanmax(d)) if np.isfinite(d).any() else None})
-    allv = np.concatenate(mol_dev + wat_dev) if (mol_dev or wat_dev) else np.zeros(0)
-    return {
-        "cg_rmsd_nm": _num(M.rmsd(allv)),
-        "cg_rmsd_molecules_nm": _num(M.rmsd(np.concatenate(mol_dev))) if mol_dev else None,
-        "cg_rmsd_water_nm": _num(M.rmsd(np.concatenate(wat_dev))) if wat_dev else None,
-        "cg_max_deviation_nm": _num(float(np.nanmax(allv))) if np.isfinite(allv).any() else None,
-        "per_moltype": per_block,
-    }
 
 
 def _sterics(system, x, box, labels):
@@ -316,7 +154,8 @@ def _sterics(system, x, box, labels):
         inter_n.append(len(inter))
         intra_n.append(len(intra))
         for pairs, d, kind in ((inter, di, "inter"), (intra, da, "intra")):
-            for (i, j), dd in zip(pairs[:5], d[:5]):
+            closest = np.argsort(d, kind="stable")[:5]  # the 5 closest pairs of the frame
+            for (i, j), dd in zip(pairs[closest], d[closest]):
                 worst.append({"frame": f, "kind": kind, "distance_nm": round(float(dd), 4),
                               "atoms": f"{labels[i]} - {labels[j]}"})
         nr = 0
@@ -372,7 +211,8 @@ def _compare_terms(system, ref: _Sample, cand: _Sample, seed: int) -> list[dict]
 def _compare_rdf(system, ref: _Sample, cand: _Sample, min_pairs: int = 50, seed: int = 0, repeats: int = 5) -> list[dict]:
     """JSD (base 2) of the intermolecular site-pair g(r) per class pair: pair counts divided by the
     shell volume, each curve normalised to a distribution over r (0-0.8 nm).  ``jsd_floor``: mean
-    JSD of as many randomly drawn reference frames as the candidate has against the full reference."""
+    JSD of as many randomly drawn reference frames as the candidate has against the full reference.
+    Frames are weighted by their cell volume (relative to the first), so NPT ensembles average g(r)."""
     if ref.rdf is None or cand.rdf is None:
         return []
     lo, hi, nb = M.RDF_RANGE
@@ -389,7 +229,7 @@ def _compare_rdf(system, ref: _Sample, cand: _Sample, min_pairs: int = 50, seed:
                 continue
             rows.append({"pair": f"{system.site_names[a]}-{system.site_names[b]}",
                          "jsd": M.jsd(c / shell, r / shell) if c.sum() > 0 else 1.0,
-                         "jsd_floor": float(np.mean([M.jsd(ref.rdf_frames[d, a, b].sum(0) / shell, r / shell)
+                         "jsd_floor": float(np.mean([M.jsd((ref.rdf_frames[d, a, b] * ref.rdf_weights[d, None]).sum(0) / shell, r / shell)
                                                      if ref.rdf_frames[d, a, b].sum() > 0 else 1.0 for d in draws])),
                          "pairs_per_frame_reference": float(r.sum() / ref.n_frames),
                          "pairs_per_frame_candidate": float(c.sum() / cand.n_frames)})
@@ -404,7 +244,7 @@ def _summarise_terms(rows: list[dict]) -> dict:
         ("all_molecule_terms", lambda r: not r["water"]),
         ("all_terms", lambda r: True),
     ]
-    for scope, pred in scopes:
+    for scope, pred in scopes:  # noqa: B007 (scope is used after the loop)
         sel = [r for r in scored if pred(r)]
         if sel:
             break
@@ -505,7 +345,8 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
              reference_structure=None, baselines=(), seed: int = 0, energy: bool = True,
              run: dict | None = None, time_s: dict | None = None, peak_mem_mb: dict | None = None,
              reference_max_frames: int = REFERENCE_MAX_FRAMES, plots: bool = True,
-             gromacs_settings=None, energy_options: dict | None = None, log=None) -> dict:
+             gromacs_settings=None, energy_options: dict | None = None, water_grouping: dict | None = None,
+             log=None) -> dict:
     """Evaluate backmapping candidates; write ``output/report.json`` and ``output/report.md``.
 
     cg / cg_trajectory: the CG input that was backmapped; mapping: .map/.yaml path(s);
@@ -515,7 +356,9 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
     it} (timed, peak memory measured); time_s / peak_mem_mb: {name: value} as supplied;
     energy: run the GROMACS criteria (needs a .top and ``gmx``); gromacs_settings: a
     :class:`multiscale.gromacs.GromacsSettings`; energy_options: ``em_nsteps`` / ``nvt_nsteps``
-    overrides of the standard protocol (reported).  Returns the report dict.
+    overrides of the standard protocol (reported); water_grouping: {candidate name: "order" |
+    "assignment"} how its water is scored against the W beads (:data:`WATER_GROUPINGS`; default
+    "assignment", the baselines use "order").  Returns the report dict.
     """
     from ..io import read_frames
     from ..mapping import load_mapping
@@ -538,7 +381,11 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
     clash = set(candidates) & set(baselines)
     if clash:
         raise MultiscaleError(f"candidate name {sorted(clash)[0]!r} is also a baseline name: rename the candidate")
-    for name in list(run or {}) + list(time_s or {}) + list(peak_mem_mb or {}):
+    water_grouping = dict(water_grouping or {})
+    for name, g in water_grouping.items():
+        if g not in WATER_GROUPINGS:
+            raise MultiscaleError(f"--water-grouping {name}={g}: choose {' or '.join(WATER_GROUPINGS)}")
+    for name in list(run or {}) + list(time_s or {}) + list(peak_mem_mb or {}) + list(water_grouping):
         if name not in candidates:
             raise MultiscaleError(f"--run/--time-s names {name!r}, which is not a --candidate")
 
@@ -546,7 +393,7 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
     mp = load_mapping(mapping)
     mp.check(top)
     system = _System(top)
-    cgf = _read(cg, cg_trajectory, label="CG input")
+    cgf = read_input(cg, cg_trajectory, label="CG input")
     cg_blocks = match_cg(top, mp, cgf.names, cgf.resnames, cgf.resids, label=f"CG input {cg}")
     cg_pos = cgf.positions.astype(np.float64)
     cg_box = cgf.box.astype(np.float64)
@@ -561,7 +408,7 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
     stereo_source = None
     ref_x = None
     if reference is not None:
-        rf = _read_reference(topology, reference, reference_structure, top.n_atoms, reference_max_frames)
+        rf = read_reference(topology, reference, reference_structure, top, reference_max_frames)
         rm = match_atoms(top, rf.names, rf.resnames, rf.resids, label=f"reference {reference}")
         ref_x = system.whole(_quantise(rm.apply(rf.positions)), rf.box)
         ref_sample = _analyse(system, ref_x, rf.box)
@@ -570,13 +417,13 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
         log(f"reference: {rf.n_frames} frame(s)")
     struct_x = None
     if reference is None and reference_structure is not None:
-        sf = _read(reference_structure, label="reference structure")
+        sf = read_input(reference_structure, label="reference structure")
         sm = match_atoms(top, sf.names, sf.resnames, sf.resids, label=f"reference structure {reference_structure}")
         struct_x = system.whole(sm.apply(sf.positions[:1]), sf.box[:1])
         struct_box = sf.box[:1]
         stereo_source = "reference structure"
     if ref_x is None and struct_x is None and Path(topology).suffix == ".tpr":
-        g = _tpr_structure(Path(topology), output / "work")
+        g = tpr_structure(Path(topology), output / "work")
         if g is not None:
             sf = read_frames(g, label="topology coordinates")
             struct_x = system.whole(sf.positions[:1].astype(np.float64), sf.box[:1])
@@ -605,9 +452,10 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
             cost.update(time_s=float(time_s[name]), cost_source="supplied")
         if peak_mem_mb and name in peak_mem_mb:
             cost.update(peak_mem_mb=float(peak_mem_mb[name]), cost_source=cost["cost_source"] or "supplied")
-        f = _read(structure, traj, label=f"candidate {name}")
+        f = read_input(structure, traj, label=f"candidate {name}", topology=top)
         am = match_atoms(top, f.names, f.resnames, f.resids, label=f"candidate {name} ({structure})")
         entries.append({"name": name, "kind": "file", "source": str(structure) + (f",{traj}" if traj else ""),
+                        "water_grouping": water_grouping.get(name, "assignment"),
                         "positions": am.apply(f.positions), "box": f.box.astype(np.float64),
                         "cost": cost, "unmatched": am.to_dict()})
     for b in baselines:
@@ -647,7 +495,8 @@ def _frames_against_cg(e, nf_cg):
     if nf == nf_cg or nf_cg == 1:
         return np.arange(nf), np.zeros(nf, int) if nf_cg == 1 else np.arange(nf)
     if nf == 1:
-        raise MultiscaleError(f"candidate {e['name']} has 1 frame but the CG input {nf_cg}: pass the CG frame that was backmapped (--cg) or a candidate trajectory with one frame per CG frame")
+        raise MultiscaleError(f"candidate {e['name']} has 1 frame but the CG input {nf_cg}: pass the CG frame that was backmapped "
+                              "(--cg) or a candidate trajectory with one frame per CG frame")
     raise MultiscaleError(f"candidate {e['name']} has {nf} frames but the CG input {nf_cg}: they must correspond one to one")
 
 
@@ -671,7 +520,7 @@ def _evaluate_one(e, system, top, topology, cg_blocks, cg_pos, cg_box, ref_sampl
                 "rdf_jsd_mean": float(np.mean([r["jsd"] for r in rdf_sel])) if rdf_sel else None,
                 "rdf_worst_pair": worst_rdf["pair"] if worst_rdf else None,
                 "rdf_jsd_floor": worst_rdf["jsd_floor"] if worst_rdf else None})
-    cgc = _cg_consistency(system, cg_blocks, x[fi], cg_pos[ci], cg_box[ci])
+    cgc = cg_consistency(system, cg_blocks, x[fi], cg_pos[ci], cg_box[ci], e.get("water_grouping", "assignment"))
     out.update({k: v for k, v in cgc.items() if k != "per_moltype"})
     st = _stereo(system, ref_signs, ref_states, sample)
     out.update({k: v for k, v in st.items() if k != "details"})
@@ -732,7 +581,7 @@ def _make_baseline(kind, top, topology, system, cg_blocks, cg_pos, cg_box, confo
     dt = time.perf_counter() - t0
     path = output / "baselines" / f"{kind}.gro"
     write_frames(path, x.astype(np.float32), cg_box, top.per_atom("atom_names"), top.per_atom("resnames"), top.resids())
-    return {"name": kind, "kind": "baseline", "source": str(path), "positions": x, "box": cg_box.copy(),
+    return {"name": kind, "kind": "baseline", "source": str(path), "positions": x, "box": cg_box.copy(), "water_grouping": "order",
             "cost": {"time_s": dt, "peak_mem_mb": peak, "cost_source": "measured in-process (Python heap, tracemalloc)"},
             "unmatched": {"missing": 0, "extra": 0, "missing_examples": [], "extra_examples": []}, "baseline_info": info}
 

@@ -225,6 +225,31 @@ def _run_wrapped(
     return rc, cmd
 
 
+def _die_with_parent():
+    """A ``preexec_fn`` giving the child SIGTERM when this process dies, even by SIGKILL
+    (Linux ``prctl(PR_SET_PDEATHSIG)``; mdrun then writes a checkpoint and stops), so a killed
+    ``multiscale cycle`` never leaves an mdrun writing into its run folder. None elsewhere."""
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent, sig = os.getpid(), int(signal.SIGTERM)
+
+    def preexec():  # runs in the forked child: only the pre-resolved prctl call, no imports
+        prctl(1, sig, 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), sig)
+
+    return preexec
+
+
 def _fail(tool: str, stage: str, rc: int, log: Path) -> MultiscaleError:
     text = log.read_text(errors="replace") if log.exists() else ""
     last_cmd = text.rfind("\n### ")
@@ -384,9 +409,14 @@ def mdrun(
     cpt = deffnm_p.with_name(f"{stage}.cpt")
     continued = checkpoint and cpt.is_file()
 
-    flags: dict[str, Any] = {"s": str(tpr_p), "deffnm": str(deffnm_p)}
+    # names relative to cwd where possible: the checkpoint records the output file names, and
+    # relative ones keep a moved run folder continuable (absolute ones make mdrun refuse to append)
+    def rel(p: Path) -> str:
+        return p.name if p.parent.resolve() == cwd_p else str(p)
+
+    flags: dict[str, Any] = {"s": rel(tpr_p), "deffnm": rel(deffnm_p)}
     if checkpoint:
-        flags["cpi"] = str(cpt)
+        flags["cpi"] = rel(cpt)
     if settings.nt is not None:
         flags["nt"] = int(settings.nt)
     if settings.ntomp is not None:
@@ -396,23 +426,23 @@ def mdrun(
     flags.update(_parse_extra_args(settings.extra_mdrun_args))
 
     t0 = time.monotonic()
-    if settings.launcher:
-        # A launcher prefix ("srun", "mpirun -np 4") is run with subprocess, not with
-        # GromacsWrapper's gromacs.run.MDrunner: MDrunner only builds "mpiexec -n N", sends
-        # mdrun's output to the terminal, installs a process-wide SIGINT handler and chdirs
-        # without a lock. The argument list is still built by a GromacsWrapper command object.
-        tool = _tool(settings.mdrun_driver, "mdrun")
-        cmd = shlex.split(settings.launcher) + tool.commandline(**flags)
-        with open(log_p, "a") as fh:
-            fh.write(f"\n### {time.strftime('%Y-%m-%d %H:%M:%S')} $ {shlex.join(cmd)}\n")
-            fh.flush()
-            try:
-                rc = subprocess.run(cmd, cwd=cwd_p, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL).returncode
-            except OSError as exc:
+    # mdrun runs with subprocess (not GromacsWrapper's run): a launcher prefix ("srun", "mpirun
+    # -np 4") needs it anyway (MDrunner only builds "mpiexec -n N" and chdirs without a lock),
+    # and the child needs a parent-death signal and the caller's inheritable fds (the cycle's
+    # run-folder lock: held until mdrun too is gone). The argument list is still built by a
+    # GromacsWrapper command object.
+    tool = _tool(settings.mdrun_driver, "mdrun")
+    cmd = shlex.split(settings.launcher or "") + tool.commandline(**flags)
+    with open(log_p, "a") as fh:
+        fh.write(f"\n### {time.strftime('%Y-%m-%d %H:%M:%S')} $ {shlex.join(cmd)}\n")
+        fh.flush()
+        try:
+            rc = subprocess.run(cmd, cwd=cwd_p, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                close_fds=False, preexec_fn=_die_with_parent()).returncode
+        except OSError as exc:
+            if settings.launcher:
                 raise MultiscaleError(f"cannot start '{shlex.join(cmd[:3])}' ({exc}): fix gromacs.launcher in sim.yaml") from exc
-    else:
-        key = "mdrun_gmx" if settings.mdrun_gmx else "gmx"
-        rc, cmd = _run_wrapped(settings.mdrun_driver, "mdrun", flags, log_p, cwd_p, "a", key=key)
+            raise _missing_exe_error(settings.mdrun_driver, "mdrun_gmx" if settings.mdrun_gmx else "gmx") from exc
     wall = time.monotonic() - t0
 
     gro = deffnm_p.with_name(f"{stage}.gro")

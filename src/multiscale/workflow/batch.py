@@ -23,9 +23,13 @@ from pathlib import Path
 
 from ..errors import MultiscaleError
 
-__all__ = ["parse_walltime", "render_slurm", "write_batch", "SIGNAL_LEAD_S"]
+__all__ = ["parse_walltime", "render_slurm", "write_batch", "config_inputs", "SIGNAL_LEAD_S", "MARGIN_HELP"]
 
 SIGNAL_LEAD_S = 300
+MARGIN_FRACTION, MARGIN_MAX_S = 0.10, 1800.0
+MARGIN_MIN_S = SIGNAL_LEAD_S + 60.0  # the USR1 warning must come after the --maxh stop
+MARGIN_HELP = (f"minutes kept free before the wall time (default: {MARGIN_FRACTION:.0%} of it, between "
+               f"{MARGIN_MIN_S / 60:.0f} and {MARGIN_MAX_S / 60:.0f} min)")
 
 
 def parse_walltime(text: str) -> int:
@@ -35,6 +39,10 @@ def parse_walltime(text: str) -> int:
     if not m:
         raise MultiscaleError(f"--time {text!r}: use SLURM's format, e.g. 24:00:00, 2-00:00:00 or 90 (minutes)")
     d, a, b, c = m.groups()
+    fields = [x for x in (a, b, c) if x is not None]
+    if (d is not None and int(a) >= 24) or any(int(x) >= 60 for x in fields[1:]):
+        raise MultiscaleError(f"--time {text!r}: hours must be < 24 after a day count, minutes and seconds < 60 "
+                              "after the first field (e.g. 24:00:00, 1-12:30:00)")
     if d is not None:  # D-HH[:MM[:SS]]
         secs = int(d) * 86400 + int(a) * 3600 + int(b or 0) * 60 + int(c or 0)
     elif b is None:  # MM
@@ -53,22 +61,22 @@ def _margin_s(wall_s: int, margin_min: float | None) -> float:
         if margin_min < 0:
             raise MultiscaleError(f"--margin-min must be >= 0, got {margin_min}")
         return margin_min * 60.0
-    return min(max(0.10 * wall_s, SIGNAL_LEAD_S + 60.0), 1800.0)
-
-
-def _multiscale_command() -> str:
-    exe = shutil.which("multiscale")
-    if exe:
-        return exe
-    return f"{sys.executable} -m multiscale.cli"
+    return min(max(MARGIN_FRACTION * wall_s, MARGIN_MIN_S), MARGIN_MAX_S)
 
 
 def render_slurm(cfg, config_path: Path, *, time_limit: str = "24:00:00", nodes: int = 1,
                  ntasks: int | None = None, cpus_per_task: int | None = None, gpus: int | None = None,
                  partition: str | None = None, account: str | None = None, job_name: str | None = None,
                  array: int | None = None, setup: list[str] | None = None, margin_min: float | None = None,
-                 multiscale: str | None = None, script_path: Path | None = None) -> str:
-    """The text of the SLURM batch script (see the module docstring)."""
+                 python: str | None = None, script_path: Path | None = None) -> str:
+    """The text of the SLURM batch script (see the module docstring).
+
+    Every path in it is relative to the script's folder (the job ``cd``s to
+    ``$SLURM_SUBMIT_DIR``, so submit it from its folder), and it runs ``python -m multiscale.cli``
+    with ``python`` (default: the interpreter of this installation; ``MULTISCALE_PYTHON``
+    overrides it where the script runs), checking that it imports ``multiscale`` first."""
+    from .. import __version__
+
     wall = parse_walltime(time_limit)
     margin = _margin_s(wall, margin_min)
     budget = wall - margin
@@ -83,10 +91,12 @@ def render_slurm(cfg, config_path: Path, *, time_limit: str = "24:00:00", nodes:
     for name, v in (("--ntasks", ntasks), ("--cpus-per-task", cpus_per_task), ("--gpus", gpus)):
         if v is not None and v < 1:
             raise MultiscaleError(f"{name} must be >= 1, got {v}")
-    name = job_name or f"ms-{config_path.parent.name or 'run'}"
-    root = cfg.output
-    root.mkdir(parents=True, exist_ok=True)
-    out_pat = root / ("slurm-%x-%A_%a.out" if array else "slurm-%x-%j.out")
+    script_path = Path(script_path or config_path.parent / "run_multiscale.sbatch")
+    here = script_path.resolve().parent
+    config_rel = os.path.relpath(config_path.resolve(), here)
+    root_rel = os.path.relpath(cfg.output.resolve(), here)
+    name = job_name or f"ms-{config_path.resolve().parent.name or 'run'}"
+    out_pat = "slurm-%x-%A_%a.out" if array else "slurm-%x-%j.out"  # in the submit folder (always exists)
     sb = [f"--job-name={name}", f"--time={time_limit}", f"--nodes={nodes}"]
     if ntasks:
         sb.append(f"--ntasks={ntasks}")
@@ -103,36 +113,58 @@ def render_slurm(cfg, config_path: Path, *, time_limit: str = "24:00:00", nodes:
     sb += ["--requeue", f"--signal=B:USR1@{SIGNAL_LEAD_S}", f"--output={out_pat}", "--open-mode=append"]
     g = cfg.gromacs
     launcher = g.launcher or "(none: mdrun runs on this node with thread-MPI/OpenMP)"
+    threads = (f"# gromacs.nt: {g.nt} from {config_path.name} applies here too (mdrun -nt {g.nt}): remove it "
+               "there to let mdrun use the job's cores" if g.nt else "")
     setup_lines = "\n".join(setup or []) or "# module load gromacs      # (add with: multiscale batch --setup 'module load gromacs')"
-    ms = multiscale or _multiscale_command()
+    py = python or sys.executable
     q = shlex.quote
+    script_name = script_path.name
     lines = [
         "#!/bin/bash",
-        f"# multiscale cycles of {config_path}",
-        f"# written by `multiscale batch` on {time.strftime('%Y-%m-%d %H:%M')}.",
+        f"# multiscale cycles of {config_rel}; every path here is relative to this script's folder.",
+        f"# Written by multiscale {__version__} (`multiscale batch`) on {time.strftime('%Y-%m-%d %H:%M')}.",
+        f"# Submit from this folder (the job works in the submit folder): cd FOLDER && sbatch {script_name}",
         "#",
         f"# Runs `multiscale cycle --maxh {maxh}` ({budget / 3600:.2f} h of the {wall / 3600:.2f} h wall time; mdrun",
         "# stops cleanly with a checkpoint before that), then requeues this job until",
         "# `multiscale status --check` says every stage is done. A requeued job continues exactly",
         f"# where the previous one stopped. USR1 ({SIGNAL_LEAD_S} s before the wall time) stops early and requeues.",
         f"# mdrun: {g.mdrun_gmx or g.gmx} mdrun, launcher: {launcher}",
-        "# Submit: sbatch " + q(str(script_path or config_path.parent / "run_multiscale.sbatch"))
-        + "   Watch: multiscale status " + q(str(root)),
+        "# multiscale runs as: $MULTISCALE_PYTHON -m multiscale.cli, MULTISCALE_PYTHON defaulting to the",
+        f"# Python of the installation that wrote this script ({py}); on another machine",
+        "# export MULTISCALE_PYTHON=/path/to/your/venv/bin/python before sbatch (--export=ALL is SLURM's default).",
+        f"# Watch: multiscale status {q(root_rel)}   Log: {out_pat}",
     ]
+    if threads:
+        lines.append(threads)
     lines += [f"#SBATCH {x}" for x in sb]
     lines += [
         "",
         "set -uo pipefail",
         "",
-        f"CONFIG={q(str(config_path))}",
-        f"ROOT={q(str(root))}",
+        "# work in this script's folder: SLURM runs a copy of the script, from the submit folder",
+        'cd "${SLURM_SUBMIT_DIR:-$(dirname "$0")}" || exit 2',
+        f"CONFIG={q(config_rel)}",
+        "if [[ ! -f $CONFIG ]]; then",
+        f'  echo "error: $CONFIG not found in $(pwd): submit from the folder of this script (cd FOLDER && sbatch {script_name})" >&2',
+        "  exit 2",
+        "fi",
         f"MAXH={maxh}",
-        f"MULTISCALE=${{MULTISCALE:-{q(ms)}}}",
+        f"MULTISCALE_PYTHON=${{MULTISCALE_PYTHON:-{q(py)}}}",
+        "if ! \"$MULTISCALE_PYTHON\" -c 'import multiscale' 2>/dev/null; then",
+        '  echo "error: $MULTISCALE_PYTHON cannot import multiscale: export MULTISCALE_PYTHON=/path/to/venv/bin/python (the multiscale install to use)" >&2',
+        "  exit 2",
+        "fi",
+        f"WRITTEN_BY={q(__version__)}",
+        'RUNNING=$("$MULTISCALE_PYTHON" -c "import multiscale; print(multiscale.__version__)")',
+        'if [[ "$RUNNING" != "$WRITTEN_BY" ]]; then',
+        '  echo "note: this script was written by multiscale $WRITTEN_BY; $MULTISCALE_PYTHON has $RUNNING"',
+        "fi",
+        'MULTISCALE=("$MULTISCALE_PYTHON" -m multiscale.cli)',
         "",
         "REPLICA=()",
         'if [[ -n "${SLURM_ARRAY_TASK_ID:-}" ]]; then',
         '  REPLICA=(--replica "$SLURM_ARRAY_TASK_ID")     # own output folder and seeds per replica',
-        '  ROOT="$ROOT/replica_$SLURM_ARRAY_TASK_ID"',
         "fi",
         "",
         "# --- environment ---",
@@ -157,13 +189,14 @@ def render_slurm(cfg, config_path: Path, *, time_limit: str = "24:00:00", nodes:
         "}",
         "trap on_usr1 USR1",
         "",
-        'echo "$(date "+%F %T") job ${SLURM_JOB_ID:-local} on $(hostname): multiscale cycle, output in $ROOT"',
-        '$MULTISCALE cycle --config "$CONFIG" --maxh "$MAXH" --no-progress "${REPLICA[@]}" &',
+        "# ${REPLICA[@]+...}: an empty array is an 'unbound variable' under set -u in bash < 4.4",
+        'echo "$(date "+%F %T") job ${SLURM_JOB_ID:-local} on $(hostname): multiscale cycle --config $CONFIG in $(pwd)"',
+        '"${MULTISCALE[@]}" cycle --config "$CONFIG" --maxh "$MAXH" --no-progress ${REPLICA[@]+"${REPLICA[@]}"} &',
         "PID=$!",
         'wait "$PID"',
         "rc=$?",
         "",
-        'if $MULTISCALE status --check "$ROOT"; then',
+        'if "${MULTISCALE[@]}" status "$CONFIG" --check ${REPLICA[@]+"${REPLICA[@]}"}; then',
         '  echo "$(date "+%F %T") all stages done"',
         "  exit 0",
         "fi",
@@ -179,6 +212,17 @@ def render_slurm(cfg, config_path: Path, *, time_limit: str = "24:00:00", nodes:
     return "\n".join(lines)
 
 
+def config_inputs(cfg) -> list[Path]:
+    """Every input file a sim.yaml names (the file itself, system files, model, mdp templates)."""
+    s = cfg.system
+    files = [cfg.source, s.aa_topology, s.aa_structure, s.cg_topology, s.cg_structure, cfg.backmap.model,
+             *s.cg_includes, *s.mapping_files]
+    for t in list(vars(cfg.mdp.aa).values()) + list(vars(cfg.mdp.cg).values()):
+        if os.sep in str(t) or str(t).endswith(".mdp"):
+            files.append(Path(t))
+    return [Path(f) for f in files if f is not None]
+
+
 def write_batch(args) -> int:
     """Handler of ``multiscale batch`` (argparse namespace)."""
     from ..config import load_config
@@ -189,13 +233,22 @@ def write_batch(args) -> int:
     cfg = load_config(args.config)
     config_path = cfg.source
     out = (Path(args.output) if args.output else config_path.parent / "run_multiscale.sbatch").resolve()
+    from ..cli import refuse_inputs_as_outputs
+
+    refuse_inputs_as_outputs({"--output": out}, config_inputs(cfg))
+    if out.is_dir():
+        raise MultiscaleError(f"--output {out} is a folder: give the script's file name, e.g. {out / 'run_multiscale.sbatch'}")
     text = render_slurm(cfg, config_path, time_limit=args.time, nodes=args.nodes, ntasks=args.ntasks,
                         cpus_per_task=args.cpus_per_task, gpus=args.gpus, partition=args.partition,
                         account=args.account, job_name=args.job_name, array=args.array, setup=args.setup,
                         margin_min=args.margin_min, script_path=out)
     atomic_write_text(out, text)
-    os.chmod(out, 0o755)
+    os.chmod(out, out.stat().st_mode | ((out.stat().st_mode & 0o444) >> 2))  # +x where readable (umask kept)
     print(f"wrote {out}")
+    if cfg.gromacs.nt or cfg.gromacs.ntomp:
+        what = " and ".join(f"gromacs.{k}: {getattr(cfg.gromacs, k)}" for k in ("nt", "ntomp") if getattr(cfg.gromacs, k))
+        print(f"note: {what} from {config_path.name} is used in the job too: remove it there to let mdrun use "
+              "the job's cores (or keep it on purpose)")
     if (args.nodes > 1 or (args.ntasks or 1) > 1) and not cfg.gromacs.launcher:
         print("note: gromacs.launcher is empty, so mdrun runs on one node only: for MPI set gromacs.launcher: srun "
               "and gromacs.mdrun_gmx: gmx_mpi in sim.yaml")

@@ -18,8 +18,12 @@ def cmd_cycle(args) -> int:
     from .cycle import run_cycles
 
     progress = False if args.no_progress else None
+    if args.dry_run:
+        from .dryrun import dry_run
+
+        return dry_run(args.config, replica=args.replica, force=args.force, redo_from=args.redo_from)
     return run_cycles(args.config, force=args.force, stop_after=args.stop_after, maxh=args.maxh,
-                      replica=args.replica, progress=progress, argv=sys.argv)
+                      replica=args.replica, progress=progress, argv=sys.argv, redo_from=args.redo_from)
 
 
 def cmd_status(args) -> int:
@@ -48,7 +52,14 @@ def add_commands(subparsers) -> None:
                     "(finished stages are never redone; a killed mdrun continues from its checkpoint).")
     c.add_argument("--config", "-c", default="sim.yaml", help="the run configuration (default: ./sim.yaml)")
     c.add_argument("--force", action="store_true",
-                   help="redo stages whose inputs changed since they ran (and everything after them)")
+                   help="redo stages whose inputs (files, #includes, parameters) changed since they ran, and "
+                        "every stage after them; also start over in a folder whose state.json was lost")
+    c.add_argument("--redo-from", default=None, metavar="STAGE[@CYCLE]",
+                   help="redo this stage and every stage after it, e.g. cg-md@2 or cycle_002/cg-md "
+                        "(without @CYCLE: the first stage of that name)")
+    c.add_argument("--dry-run", action="store_true",
+                   help="check every input (files, topologies, mappings, templates, GROMACS) and print the plan "
+                        "with what would run; runs nothing, writes nothing (exit code 1 when the run would stop at a changed input)")
     c.add_argument("--stop-after", default=None, metavar="STAGE",
                    help="stop after this stage: a key such as cycle_002/cg-md, or a name such as cg-md "
                         "(the next stage of that name that runs)")
@@ -86,8 +97,9 @@ def add_commands(subparsers) -> None:
                    help="N independent replicas as a job array (OUTPUT/replica_0..N-1, distinct seeds)")
     b.add_argument("--setup", action="append", default=[], metavar="LINE",
                    help="shell line run before multiscale, e.g. 'module load gromacs' (repeatable)")
-    b.add_argument("--margin-min", type=float, default=None,
-                   help="minutes kept free before the wall time (default: 10 %% of it, 5 to 30 min)")
+    from .batch import MARGIN_HELP
+
+    b.add_argument("--margin-min", type=float, default=None, help=MARGIN_HELP.replace("%", "%%"))
     b.add_argument("--output", "-o", default=None, help="script file (default: run_multiscale.sbatch next to sim.yaml)")
     b.add_argument("--submit", action="store_true", help="submit the script with sbatch")
     b.set_defaults(func=cmd_batch)

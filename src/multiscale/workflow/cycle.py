@@ -3,10 +3,11 @@
 ``run_cycles(config_path)`` builds the stage list (:mod:`multiscale.workflow.stages`), takes a
 lock on the output root, and for each stage:
 
-* *done* -> skipped, after checking that its inputs (sha256) and parameters are those it ran
-  with and that its outputs are still there; otherwise the run stops with a message naming
-  the stage and the changed file (``--force`` redoes it, and then everything downstream,
-  whose inputs change in turn);
+* *done* -> skipped, after checking that its inputs (sha256 of every input file, of every file
+  a topology among them ``#include``s, of mapping files, and its parameters) are those it ran
+  with and that its outputs are still there; otherwise the run stops with a one-line message
+  naming the stage and the changed file (``--force`` redoes that stage and every stage after
+  it; ``--redo-from STAGE[@CYCLE]`` redoes from a chosen stage);
 * *interrupted* (killed, -maxh, signal) -> an mdrun continues from its checkpoint (``-cpi``,
   appending); a Python stage or an mdrun without checkpoint is redone from scratch;
 * *failed* -> retried (from scratch if its inputs changed since);
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import sys
 import time
 import traceback
@@ -31,8 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MultiscaleError
+from ..io import remove_partial_files
+from .lock import RootLock, _alive, _lock_holders, _recorded_pid  # noqa: F401  (re-exported)
 from .stages import Stage, StageContext, StageStopped, load_pipeline
-from .state import RunState, now_iso, sha256_file, sha256_json
+from .state import (STATE_NAME, TOPOLOGY_SUFFIXES, RunState, include_closure, include_search_dirs, now_iso,
+                    sha256_file, sha256_json)
 
 __all__ = ["run_cycles", "build_plan", "EXIT_DONE", "EXIT_STOPPED"]
 
@@ -44,46 +47,6 @@ MIN_STAGE_BUDGET_S = 60.0  # do not start a stage with less time than this left 
 
 class StopRequested(BaseException):
     """Raised inside Python stages when SIGTERM/SIGINT arrive."""
-
-
-# ------------------------------------------------------------------------------------------
-# lock
-
-
-class RootLock:
-    """An exclusive lock on ``ROOT/.lock`` (flock; released automatically when the process dies)."""
-
-    def __init__(self, root: Path):
-        self.path = root / ".lock"
-        self.fd: int | None = None
-
-    def __enter__(self):
-        import fcntl
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = ""
-            try:
-                holder = os.read(self.fd, 200).decode(errors="replace").strip()
-            except OSError:
-                pass
-            os.close(self.fd)
-            self.fd = None
-            raise MultiscaleError(f"another `multiscale cycle` is running on {self.path.parent} ({holder or 'unknown pid'}): "
-                                  "wait for it to finish or stop it first") from None
-        except OSError:
-            pass  # file systems without flock (some NFS/Lustre mounts): run unlocked
-        os.ftruncate(self.fd, 0)
-        os.write(self.fd, f"pid {os.getpid()} on {socket.gethostname()} since {now_iso()}\n".encode())
-        return self
-
-    def __exit__(self, *exc):
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
 
 
 # ------------------------------------------------------------------------------------------
@@ -121,8 +84,11 @@ class Checksums:
         return {"path": rel, "sha256": sha, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def _fingerprint(stage: Stage, sums: Checksums) -> dict:
+def _fingerprint(stage: Stage, sums: Checksums, search_dirs: list[Path] | None = None) -> dict:
+    """Checksums of every input of ``stage``: its declared files, every file a topology among
+    them ``#include``s (recursively; role ``"<role> #include <name>"``), and its parameters."""
     out: dict[str, Any] = {}
+    dirs = include_search_dirs() if search_dirs is None else search_dirs
     for role, p in stage.inputs.items():
         if p is None:
             continue
@@ -131,6 +97,12 @@ def _fingerprint(stage: Stage, sums: Checksums) -> dict:
                                   + ("it is an output of an earlier stage; run with --force to redo that stage"
                                      if _inside(p, sums.root) else "restore it or fix sim.yaml"))
         out[role] = sums.record(Path(p))
+        if Path(p).suffix in TOPOLOGY_SUFFIXES:
+            for inc in include_closure(p, dirs):
+                name = f"{role} #include {inc.name}"
+                while name in out:
+                    name += "'"
+                out[name] = sums.record(inc)
     out["params"] = {"sha256": sha256_json(stage.params), "values": stage.params}
     return out
 
@@ -215,8 +187,9 @@ def build_plan(cfg, root: Path, replica: int | None = None) -> list[Stage]:
 
 class _Driver:
     def __init__(self, cfg, root: Path, replica, force: bool, stop_after: str | None, maxh: float | None,
-                 reporter, argv: list[str] | None):
+                 reporter, argv: list[str] | None, redo_from: str | None = None):
         self.cfg, self.root, self.replica, self.force = cfg, root, replica, force
+        self.redo_from = redo_from
         self.stop_after, self.maxh, self.reporter, self.argv = stop_after, maxh, reporter, argv
         self.t0 = time.monotonic()
         self.deadline = self.t0 + maxh * 3600.0 if maxh else None
@@ -289,8 +262,11 @@ class _Driver:
         check_gmx(cfg.gromacs.settings(), mdrun=True)
         plan = build_plan(cfg, root, self.replica)
         stop_key = self._resolve_stop_after(plan)
+        redo = self._resolve_redo_from(plan)
         with RootLock(root):
+            self._check_state_present(root)
             state = RunState.load(root, create=True)
+            remove_partial_files(root)  # temporary files of writes killed mid-way (no writer is alive: we hold the lock)
             killed = state.reap_dead_attempts()
             state.set_plan([s.key for s in plan], cfg.source, cfg.digest())
             state.start_run(self.argv)
@@ -299,7 +275,7 @@ class _Driver:
             self._install_signals()
             result = "failed"
             try:
-                code = self._loop(plan, state, sums, stop_key)
+                code = self._loop(plan, state, sums, stop_key, redo)
                 result = {EXIT_DONE: "done" if state.is_done() else "stopped-after", EXIT_STOPPED: "stopped"}[code]
                 return code
             finally:
@@ -320,12 +296,54 @@ class _Driver:
                                   f"({', '.join(dict.fromkeys(s.name for s in plan))}) or a key like {keys[0]}")
         return "name:" + self.stop_after
 
-    def _loop(self, plan: list[Stage], state: RunState, sums: Checksums, stop_key: str | None) -> int:
-        for st in plan:
+    def _check_state_present(self, root: Path) -> None:
+        """Stage folders without a state file: refuse instead of silently deleting finished work."""
+        if (root / STATE_NAME).is_file() or not root.is_dir():
+            return
+        folders = sorted(p.name for p in root.glob("cycle_*") if p.is_dir())
+        if folders and not self.force:
+            raise MultiscaleError(f"{root} holds stage folders ({', '.join(folders[:3])}{' ...' if len(folders) > 3 else ''}) "
+                                  f"but no {STATE_NAME}: restore {STATE_NAME}, or run with --force to delete them and "
+                                  "redo every stage, or set another output folder")
+
+    def _resolve_redo_from(self, plan: list[Stage]) -> list[str]:
+        """Keys from ``--redo-from STAGE[@CYCLE]`` (or a key cycle_NNN/STAGE) to the end of the plan."""
+        if not self.redo_from:
+            return []
+        keys = [s.key for s in plan]
+        spec = self.redo_from.strip()
+        name, _, cyc = spec.partition("@")
+        if spec in keys:
+            i = keys.index(spec)
+        else:
+            try:
+                want = int(cyc) if cyc else None
+            except ValueError:
+                want = -1
+            idx = [i for i, s in enumerate(plan) if s.name == name and (want is None or s.cycle == want)]
+            if not idx:
+                raise MultiscaleError(f"--redo-from {spec}: no such stage: use NAME or NAME@CYCLE with NAME one of "
+                                      f"{', '.join(dict.fromkeys(s.name for s in plan))} (cycles 1-{plan[-1].cycle}), "
+                                      f"or a key like {keys[0]}")
+            i = idx[0]
+        self.reporter.note(f"--redo-from {spec}: redoing {keys[i]} and the {len(keys) - i - 1} stage(s) after it")
+        return keys[i:]
+
+    def _loop(self, plan: list[Stage], state: RunState, sums: Checksums, stop_key: str | None,
+              redo_from: list[str] | None = None) -> int:
+        keys = [s.key for s in plan]
+        redo = set(redo_from or ())
+        for idx, st in enumerate(plan):
             if self.stop_signal is not None:
                 return EXIT_STOPPED
             rec = state.record(st.key)
             status = rec["status"] if rec else "pending"
+            if st.key in redo:
+                redo.discard(st.key)
+                if status != "pending" or st.workdir.exists():
+                    st.clean()
+                    state.reset(st.key)
+                    status = "pending"
             if status == "done":
                 problem = self._check_done(st, rec, sums)
                 if problem is None:
@@ -333,8 +351,11 @@ class _Driver:
                     continue
                 if not self.force:
                     raise MultiscaleError(f"stage {st.key} is done but {problem} since it ran: run with --force to "
-                                          "redo it and the stages after it, or restore the original")
-                self.reporter.note(f"{st.key}: {problem}: redoing it (--force)")
+                                          f"redo it and the stages after it (or --redo-from {st.name}@{st.cycle}), "
+                                          "or restore the original")
+                later = keys[idx + 1:]
+                self.reporter.note(f"{st.key}: {problem}: redoing it and the {len(later)} stage(s) after it (--force)")
+                redo.update(later)
                 st.clean()
                 state.reset(st.key)
                 status = "pending"
@@ -460,9 +481,18 @@ def _clean(d: dict) -> dict:
     return out
 
 
+def _is_non_folder(root: Path) -> bool:
+    """Whether ``root`` exists but is not a folder; a path the OS refuses is a one-line error."""
+    try:
+        return root.exists() and not root.is_dir()
+    except OSError as exc:
+        raise MultiscaleError(f"cannot write into the output folder {str(root)[:120]}{'...' if len(str(root)) > 120 else ''} ({exc.strerror}): set "
+                              "'output' in sim.yaml to a writable folder with a shorter path") from None
+
+
 def run_cycles(config_path: str | os.PathLike, force: bool = False, stop_after: str | None = None,
                maxh: float | None = None, replica: int | None = None, progress: bool | None = None,
-               console=None, argv: list[str] | None = None) -> int:
+               console=None, argv: list[str] | None = None, redo_from: str | None = None) -> int:
     """Run (or continue) all cycles of ``config_path``.  Returns 0 when finished (or at
     ``stop_after``), 3 when stopped early by the ``maxh`` budget or a signal (run again to
     continue).  Raises :class:`MultiscaleError` on bad input or a failed stage (state kept)."""
@@ -475,5 +505,8 @@ def run_cycles(config_path: str | os.PathLike, force: bool = False, stop_after: 
         raise MultiscaleError(f"--replica must be >= 0, got {replica}")
     cfg = load_config(config_path)
     root = cfg.root(replica)
+    if _is_non_folder(root):
+        raise MultiscaleError(f"output {root} is a file, not a folder: set 'output' in {cfg.source.name if cfg.source else 'sim.yaml'} "
+                              "to a folder for the run")
     reporter = Reporter(console=console, live=progress)
-    return _Driver(cfg, root, replica, force, stop_after, maxh, reporter, argv or sys.argv).run()
+    return _Driver(cfg, root, replica, force, stop_after, maxh, reporter, argv or sys.argv, redo_from).run()

@@ -223,7 +223,7 @@ class MdrunStage(Stage):
                     p.unlink()
 
     def run(self, ctx: StageContext) -> StageResult:
-        from ..gromacs import em_result, final_energies, grompp, mdrun, render_mdp, template_placeholders
+        from ..gromacs import em_result, grompp, mdrun, render_mdp, template_placeholders
 
         self.workdir.mkdir(parents=True, exist_ok=True)
         mdp = self.workdir / f"{self.name}.mdp"
@@ -260,7 +260,7 @@ class MdrunStage(Stage):
         if self.minimisation:
             energies = em_result(res.log)
         else:
-            energies = {k: v for k, v in final_energies(res.edr, settings=ctx.settings).items() if v is not None}
+            energies = run_energies(res.edr, ctx.settings)
             dt = float(self.values.get("dt", 0))
             info["length_ps"] = round(self.nsteps * dt, 6)
         if self.nstxout > 0:
@@ -276,6 +276,19 @@ class MdrunStage(Stage):
                 raise MultiscaleError(f"{self.outputs['xtc']}: frame times {times[0]}..{times[-1]} ps do not match "
                                       f"{want} frames every {self.nstxout * dt:g} ps: rerun this stage with --force")
         return StageResult(energies=energies, info=info)
+
+
+def run_energies(edr: Path, settings) -> dict:
+    """Averages over all energy frames of a run (``potential_kj_mol``, ``temperature_k``, ...,
+    ``n_frames``) plus the last frame's values as ``last_<name>``."""
+    from ..gromacs import final_energies
+
+    avg = final_energies(edr, settings=settings, tail_fraction=1.0)
+    last = final_energies(edr, settings=settings)
+    out = {k: v for k, v in avg.items() if v is not None and k != "time_ps"}
+    out.update({f"last_{k}": v for k, v in last.items() if v is not None and k not in ("n_frames",)})
+    out["averaged"] = True
+    return out
 
 
 # ------------------------------------------------------------------------------------------
@@ -410,7 +423,7 @@ def write_restrained_topology(aa_top: Path, structure: Path, out: Path, posres: 
     """``out``: the AA topology preprocessed by grompp (-pp; every include inlined, POSRES not
     defined, ``define`` e.g. "-DFLEXIBLE" applied) with ``#ifdef POSRES / #include "posre_<mol>.itp" / #endif`` added to the
     moleculetypes in ``posres`` ({moltype: itp file name next to ``out``})."""
-    from ..gromacs import grompp, render_mdp
+    from ..gromacs import render_mdp
     from ..io import atomic_write_text
 
     work = out.parent / f".pp-{out.stem}"
@@ -485,6 +498,17 @@ def _steps(d, dt: float, what: str) -> int:
         raise MultiscaleError(f"{what}: {exc}") from None
 
 
+def _named_inputs(kind: str, paths) -> dict[str, Path]:
+    """{"<kind> <file name>": path} (a prime added to repeated names)."""
+    out: dict[str, Path] = {}
+    for p in paths:
+        name = f"{kind} {Path(p).name}"
+        while name in out:
+            name += "'"
+        out[name] = Path(p)
+    return out
+
+
 def default_pipeline(cfg, root: Path, replica: int | None = None) -> list[Stage]:
     """All stages of all ``cfg.cycles`` cycles, in run order (see the module docstring)."""
     from ..gromacs import resolve_template
@@ -533,6 +557,9 @@ def default_pipeline(cfg, root: Path, replica: int | None = None) -> list[Stage]
 
     model_path: Path | None = cfg.backmap.model
     bm_seed = cfg.backmap.seed
+    # file contents the Python stages depend on beyond their structure/topology inputs
+    mapping_inputs = _named_inputs("mapping", cfg.system.mapping_files)
+    cg_include_inputs = _named_inputs("cg_include", [p for p in cfg.system.cg_include_files() if Path(p).is_file()])
 
     def aa_block(c, start_gro):
         md = aa_mdrun(c, "aa-md", tpl.aa.md, md_values(c, "aa-md", aa.md, aa.dt, aa.output_every, aa.energy_every,
@@ -544,7 +571,8 @@ def default_pipeline(cfg, root: Path, replica: int | None = None) -> list[Stage]
         nonlocal model_path
         if not cfg.trains_in(c):
             return
-        inputs = {"aa_topology": aa_top, "aa_structure": md.outputs["gro"], "trajectory": md.outputs["xtc"]}
+        inputs = {"aa_topology": aa_top, "aa_structure": md.outputs["gro"], "trajectory": md.outputs["xtc"],
+                  **mapping_inputs}
         if model_path is not None:
             inputs["init_model"] = model_path
         st = PythonStage(name="train", cycle=c, workdir=wd(c, "train"), inputs=inputs,
@@ -559,7 +587,8 @@ def default_pipeline(cfg, root: Path, replica: int | None = None) -> list[Stage]
 
     def add_coarse_grain(c, md):
         st = PythonStage(name="coarse-grain", cycle=c, workdir=wd(c, "coarse-grain"),
-                         inputs={"aa_topology": aa_top, "aa_structure": md.outputs["gro"]},
+                         inputs={"aa_topology": aa_top, "aa_structure": md.outputs["gro"], **mapping_inputs,
+                                 **cg_include_inputs},
                          outputs={"gro": wd(c, "coarse-grain") / "cg.gro", "top": wd(c, "coarse-grain") / "cg.top"},
                          params={"seed": seed(c, "coarse-grain"), "mappings": [str(p) for p in cfg.system.mapping_files],
                                  "includes": [str(p) for p in cfg.system.cg_include_files()]},

@@ -8,7 +8,8 @@ torn file.  Layout (``format: multiscale-state/1``)::
      "plan": ["cycle_001/aa-em", ...],              # stage keys in run order
      "stages": {"cycle_001/aa-md": {
          "cycle": 1, "stage": "aa-md", "status": "done",   # pending|running|stopped|failed|done
-         "inputs":  {"structure": {"path": ..., "sha256": ...}, ..., "params": {"sha256": ...}},
+         "inputs":  {"structure": {"path": ..., "sha256": ...}, "topology #include x.itp": {...},
+                     "mapping x.map": {...}, ..., "params": {"sha256": ..., "values": {...}}},
          "outputs": {"gro": {"path": "cycle_001/aa-md/aa-md.gro", "sha256": ..., "bytes": ...}, ...},
          "attempts": [{"started": ..., "ended": ..., "wall_s": ..., "result": "killed"|"stopped"|
                         "failed"|"done", "continued": false, "pid": ..., "host": ...}],
@@ -26,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -34,7 +36,7 @@ from typing import Any, Iterable
 from ..errors import MultiscaleError
 from ..io import atomic_path
 
-__all__ = ["STATE_NAME", "RunState", "sha256_file", "file_record", "now_iso", "stage_key"]
+__all__ = ["STATE_NAME", "RunState", "sha256_file", "file_record", "now_iso", "stage_key", "include_closure"]
 
 STATE_NAME = "state.json"
 FORMAT = "multiscale-state/1"
@@ -61,6 +63,52 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def sha256_json(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+_INCLUDE_RE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+["<]([^">\n]+)[">]', re.M)
+TOPOLOGY_SUFFIXES = (".top", ".itp")
+MAX_INCLUDES = 10000
+
+
+def include_search_dirs() -> list[Path]:
+    """Where ``#include`` files are looked for after the including file's folder: GMXLIB, then
+    GROMACS' own share/top (the order grompp uses)."""
+    dirs = [Path(d) for d in os.environ.get("GMXLIB", "").split(":") if d]
+    try:
+        from ..topology import gromacs_share_top
+
+        share = gromacs_share_top()
+        if share:
+            dirs.append(Path(share))
+    except Exception:  # no GROMACS here: the files found so far are still hashed
+        pass
+    return dirs
+
+
+def include_closure(path: str | os.PathLike, search_dirs: Iterable[Path] = ()) -> list[Path]:
+    """Every file a ``.top``/``.itp`` ``#include``s, recursively, in first-seen order.
+
+    Conservative: includes inside ``#ifdef`` branches count too (a change there may matter).
+    Files that cannot be found are left out (grompp reports them); circular includes end.
+    """
+    dirs = [Path(d) for d in search_dirs]
+    top = Path(path).resolve()
+    seen: dict[Path, None] = {}
+    todo = [top]
+    while todo and len(seen) < MAX_INCLUDES:
+        f = todo.pop(0)
+        try:
+            text = f.read_text(errors="replace")
+        except OSError:
+            continue
+        for name in _INCLUDE_RE.findall(text):
+            inc = Path(name.strip())
+            cands = [inc] if inc.is_absolute() else [f.parent / inc, top.parent / inc] + [d / inc for d in dirs]
+            found = next((c.resolve() for c in cands if c.is_file()), None)
+            if found is not None and found != top and found not in seen:
+                seen[found] = None
+                todo.append(found)
+    return list(seen)
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -101,8 +149,13 @@ class RunState:
             raise MultiscaleError(f"{path} is unreadable ({exc}): it is always written atomically, so it was "
                                   "edited or damaged by hand: restore it or move the output root aside") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise MultiscaleError(f"{path} is not a multiscale state file (format {data.get('format') if isinstance(data, dict) else '?'}): "
+            fmt = data.get("format") if isinstance(data, dict) else "?"
+            raise MultiscaleError(f"{path} is not a multiscale state file (format {str(fmt)[:40]}): "
                                   "point to the output root of a `multiscale cycle` run")
+        problem = _shape_problem(data)
+        if problem:
+            raise MultiscaleError(f"{path} is damaged ({problem}): it is always written atomically, so it was "
+                                  "edited by hand: restore it or move the output root aside")
         return cls(root, data)
 
     def save(self) -> None:
@@ -224,6 +277,30 @@ class RunState:
         if rec:
             rec.update(status="pending", outputs={}, energies={}, info={}, finished=None)
             self.save()
+
+
+def _shape_problem(data: dict) -> str | None:
+    """What is wrong with the layout of a state file's data (None: usable)."""
+    if not isinstance(data.get("plan", []), list) or not all(isinstance(k, str) for k in data.get("plan", [])):
+        return "'plan' must be a list of stage keys"
+    if not isinstance(data.get("runs", []), list) or not all(isinstance(r, dict) for r in data.get("runs", [])):
+        return "'runs' must be a list of records"
+    stages = data.get("stages", {})
+    if not isinstance(stages, dict):
+        return "'stages' must be a mapping"
+    for key, rec in stages.items():
+        if not isinstance(rec, dict) or not isinstance(rec.get("status", "pending"), str):
+            return f"stage {str(key)[:60]} is not a record"
+        for part, typ in (("inputs", dict), ("outputs", dict), ("attempts", list), ("energies", dict), ("info", dict)):
+            if not isinstance(rec.get(part, typ()), typ):
+                return f"stage {str(key)[:60]}: '{part}' must be a {typ.__name__}"
+        if not all(isinstance(a, dict) for a in rec.get("attempts", [])):
+            return f"stage {str(key)[:60]}: 'attempts' must be a list of records"
+        for part in ("inputs", "outputs"):
+            for role, r in rec.get(part, {}).items():
+                if not isinstance(r, dict) or (role != "params" and not isinstance(r.get("path", ""), str)):
+                    return f"stage {str(key)[:60]}: {part} '{str(role)[:40]}' is not a file record"
+    return None
 
 
 def _fsync_dir(path: Path) -> None:

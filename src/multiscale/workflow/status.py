@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import MultiscaleError
 from .state import STATE_NAME, RunState
 
 __all__ = ["Reporter", "status_table", "show_status", "root_is_locked", "resolve_root"]
@@ -51,6 +50,26 @@ def _fmt_e(v: Any) -> str:
         return str(v)
 
 
+def _epot(en: dict) -> str:
+    """Potential energy with what it is: 'avg' over the run's energy frames, 'final' after EM,
+    'last' (last frame only: records of older versions)."""
+    v = en.get("potential_kj_mol")
+    if v is None:
+        return ""
+    kind = "final" if "converged" in en else ("avg" if en.get("averaged") else "last")
+    return f"{_fmt_e(v)} {kind}"
+
+
+def _avg_note(en: dict, key: str, label: str, unit: str, fmt: str) -> str | None:
+    v = en.get(key)
+    if v is None:
+        return None
+    if en.get("averaged"):
+        last = en.get(f"last_{key}")
+        return f"{label} {v:{fmt}}{unit} avg" + (f" (last {last:{fmt}})" if last is not None else "")
+    return f"{label} {v:{fmt}}{unit} (last frame)"
+
+
 def _size(rec: dict) -> str:
     """'3060 atoms', '255 beads', '3060 atoms -> 255 beads' (coarse-grain), '255 beads -> 3060 atoms'."""
     info = rec.get("info") or {}
@@ -71,10 +90,10 @@ def _notes(rec: dict) -> str:
         notes.append(f"Fmax {en.get('fmax', 0):.3g}" + ("" if en["converged"] else " (not converged)"))
     if info.get("frames") is not None:
         notes.append(f"{info['frames']} frames to {info.get('last_time_ps')} ps")
-    if en.get("temperature_k") is not None:
-        notes.append(f"T {en['temperature_k']:.0f} K")
-    if en.get("density_kg_m3") is not None:
-        notes.append(f"rho {en['density_kg_m3']:.0f}")
+    for key, label, unit, fmt in (("temperature_k", "T", " K", ".1f"), ("density_kg_m3", "rho", " kg/m3", ".0f")):
+        note = _avg_note(en, key, label, unit, fmt)
+        if note:
+            notes.append(note)
     if info.get("ns_per_day"):
         notes.append(f"{info['ns_per_day']:.3g} ns/day")
     if "ok" in info:
@@ -122,15 +141,25 @@ def _status_of(rec: dict | None, live: bool) -> str:
     return s
 
 
-def status_table(state: RunState, title: str | None = None, keys: list[str] | None = None):
-    """A rich Table of the stages in ``keys`` (default: the plan)."""
+def status_table(state: RunState, title: str | None = None, keys: list[str] | None = None, width: int | None = None):
+    """A rich Table of the stages in ``keys`` (default: the plan).  For a console narrower than
+    120 columns (``width``) the size goes into the notes, which then get the room."""
     from rich.table import Table
 
     live = root_is_locked(state.root)
-    t = Table(title=title, title_justify="left", header_style="bold")
-    for col, kw in (("cycle", {"justify": "right"}), ("stage", {}), ("status", {}), ("wall", {"justify": "right"}),
-                    ("Epot kJ/mol", {"justify": "right"}), ("size", {"justify": "right"}), ("notes", {})):
-        t.add_column(col, **kw)
+    narrow = width is not None and width < 120
+    from rich import box
+
+    t = Table(title=title, title_justify="left", header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    names = [re.sub(r"^cycle_\d+/", "", k) for k in (keys if keys is not None else state.plan)]
+    # stage names never shrink ('restrained-em' / 'restrained-eq' stay distinguishable at 80 columns)
+    for col, kw in (("cyc", {"justify": "right", "no_wrap": True}),
+                    ("stage", {"no_wrap": True, "min_width": max(map(len, names), default=5)}),
+                    ("status", {"no_wrap": True}), ("wall", {"justify": "right", "no_wrap": True}),
+                    ("Epot kJ/mol", {"justify": "right", "no_wrap": True}), ("size", {"justify": "right"}),
+                    ("notes", {"overflow": "fold", "ratio": 1})):
+        if not (narrow and col == "size"):
+            t.add_column(col, **kw)
     now = time.time()
     for key in keys if keys is not None else state.plan:
         rec = state.record(key)
@@ -146,8 +175,11 @@ def status_table(state: RunState, title: str | None = None, keys: list[str] | No
             except (KeyError, ValueError, TypeError):
                 pass
         en = (rec or {}).get("energies") or {}
-        t.add_row(cyc, name, _ICON.get(st, st), _fmt_s(wall) if wall else "", _fmt_e(en.get("potential_kj_mol")),
-                  _size(rec or {}), _notes(rec or {}))
+        size, notes = _size(rec or {}), _notes(rec or {})
+        cells = [size, notes] if not narrow else ["; ".join(x for x in (size, notes) if x)]
+        t.add_row(cyc, name, _ICON.get(st, st), _fmt_s(wall) if wall else "", _epot(en), *cells)
+    t.caption = "Epot, T, rho: averages over each run's energy frames (avg; last frame in brackets); final: after EM"
+    t.caption_justify = "left"
     return t
 
 
@@ -198,7 +230,7 @@ def show_status(target: str | os.PathLike, replica: int | None = None, check: bo
         return 0 if done else 1
     total = sum((state.record(k) or {}).get("wall_s") or 0 for k in state.plan)
     console.print(f"[bold]{root}[/]: {line}; {_fmt_s(total)} of stage time", highlight=False)
-    console.print(status_table(state))
+    console.print(status_table(state, width=console.width))
     failed = [k for k in state.plan if state.status(k) == "failed"]
     for k in failed:
         rec = state.record(k)
@@ -231,6 +263,17 @@ def _mdrun_progress(st) -> str:
     return f"step {step}/{nsteps} ({100.0 * step / nsteps:.0f} %)"
 
 
+def live_line(key: str, description: str, elapsed: str, progress: str, continued: bool, width: int) -> str:
+    """The running stage's one line, at most ``width`` characters: the stage key, elapsed time
+    and progress always whole; the description shortened (or left out) to fit."""
+    head = f"{key}  {elapsed}" + (f"  {progress}" if progress else "") + ("  (continued)" if continued else "")
+    room = width - len(head) - 2
+    if room >= 8 and description:
+        d = description if len(description) <= room else description[: room - 1] + "\u2026"
+        return f"{head}  {d}"
+    return head[:max(width, len(key))]
+
+
 class Reporter:
     """Stage lines as they finish, a live line for the running stage (on a terminal), and the
     summary table at the end."""
@@ -252,8 +295,7 @@ class Reporter:
             return ""
         el = time.monotonic() - self.t_stage
         extra = _mdrun_progress(st) if st.kind == "gromacs" else ""
-        text = f"{st.key}  {st.description}  {_fmt_s(el)}" + (f"  {extra}" if extra else "") + \
-               ("  (continuing from checkpoint)" if self.continued else "")
+        text = live_line(st.key, st.description, _fmt_s(el), extra, self.continued, self.console.width - 3)
         if getattr(self, "_spinner", None) is None:
             self._spinner = Spinner("dots", text=text)
         else:
@@ -306,7 +348,7 @@ class Reporter:
     def end(self, st, rec):
         self._stop_live()
         en = rec.get("energies") or {}
-        e = f"  Epot {_fmt_e(en.get('potential_kj_mol'))} kJ/mol" if en.get("potential_kj_mol") is not None else ""
+        e = f"  Epot {_epot(en)} kJ/mol" if en.get("potential_kj_mol") is not None else ""
         size = _size(rec)
         notes = _notes(rec)
         self._print(f"{time.strftime('%H:%M:%S')} [green]{st.key}[/] done in {_fmt_s(rec.get('wall_s'))}{e}"
@@ -329,7 +371,8 @@ class Reporter:
             self._print(f"[dim]{self.skipped} finished stage(s) skipped (inputs unchanged)[/]")
             self.skipped = 0
         keys = [s.key for s in plan]
-        self.console.print(status_table(state, title=f"Summary ({result}; this run {_fmt_s(wall)})", keys=keys))
+        self.console.print(status_table(state, title=f"Summary ({result}; this run {_fmt_s(wall)})", keys=keys,
+                                        width=self.console.width))
         if result == "done":
             self._print(f"[bold green]all {len(keys)} stages done[/] -- outputs in {state.root}")
         elif result in ("stopped", "stopped-after"):
