@@ -180,11 +180,10 @@ def _gro_bad_line(text: str) -> tuple[int, str] | None:
     line's decimal points (as GROMACS writes them); the last line holds 3 or 9 box numbers."""
     lines = text.splitlines()
     atoms, box = lines[2:-1], lines[-1]
-    width = 8
-    if atoms:
-        dots = [k for k, c in enumerate(atoms[0][20:]) if c == "."]
-        if len(dots) >= 2:
-            width = dots[1] - dots[0]
+    width = 8  # %8.3f; %(n+5).nf in general: the decimal point is the 5th character of a field
+    rel = atoms[0][20:] if atoms else ""
+    if len(rel) > 5 and rel[4] == ".":
+        width = 5 + len(rel[5:]) - len(rel[5:].lstrip("0123456789"))
     for k, line in enumerate(atoms):
         fields = [line[20 + j * width: 20 + (j + 1) * width] for j in range(3)]
         if len(line) < 20 + 3 * width - 1:
@@ -220,8 +219,9 @@ def _check_finite(pos: np.ndarray, source, gro_starts: list[int] | None, start: 
     if np.isfinite(pos).all():
         return
     f, i = (int(v) for v in np.argwhere(~np.isfinite(pos).all(axis=2))[0])
-    where = f"{source}:{gro_starts[start + f * step] + 2 + i}" if gro_starts else f"{source}: frame {start + f * step}"
-    raise MultiscaleError(f"{where}: atom {i + 1} has a NaN/inf coordinate: write the file with finite coordinates")
+    k = start + f * step
+    where = f"{source}:{gro_starts[k] + 2 + i}" if gro_starts else str(source)
+    raise MultiscaleError(f"{where}: atom {i + 1} of frame {k + 1} has a NaN/inf coordinate: write the file with finite coordinates")
 
 
 def read_frames(structure: str | os.PathLike, trajectory: str | os.PathLike | None = None, *,
