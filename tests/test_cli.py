@@ -119,7 +119,7 @@ _BAD = [
     (("train", "AA", "--output", "m.pt", "--seed", "x"), "argument --seed: 'x' is not a whole number"),
     (("backmap", "BM", "--candidates", "0"), "argument --candidates"),
     (("backmap", "BM", "--max-retries", "-1"), "argument --max-retries"),
-    (("backmap", "BM", "--posre-fc", "nan"), "argument --posre-fc: 'nan': must be a finite number > 0"),
+    (("backmap", "BM", "--posre-fc", "nan"), "--posre-fc must be a positive force constant"),
     (("backmap", "BM", "--seed", "-1"), "argument --seed"),
     (("backmap", "--cg", "cg0.gro", "--model", "m.pt", "--topology", "toy.top", "--output", "bm.mol2"), "unsupported file type"),
     (("evaluate", "--cg", "cg0.gro", "--mapping", "toy.map", "--topology", "toy.top", "--output", "ev",

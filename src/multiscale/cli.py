@@ -45,7 +45,6 @@ def _number(kind, low, inclusive=True, what=""):
 
 nonneg_int = _number(int, 0)
 positive_int = _number(int, 0, inclusive=False)
-positive_float = _number(float, 0.0, inclusive=False)
 
 # what each command may write, by suffix
 _STRUCTURE_OUT = (".gro", ".pdb", ".xtc", ".trr")
@@ -260,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seed", type=nonneg_int, default=0, help="seed of the sampling (same seed, same output)")
     b.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ...")
     b.add_argument("--posre-dir", default=None, help="write posre_<moltype>.itp heavy-atom restraint includes here")
-    b.add_argument("--posre-fc", type=positive_float, default=1000.0, help="restraint force constant, kJ/mol/nm^2")
+    b.add_argument("--posre-fc", type=float, default=1000.0, help="restraint force constant, kJ/mol/nm^2")
     b.add_argument("--report", default=None, help="write the certificate report (JSON) here")
     b.add_argument("--wrap", action="store_true", help="wrap atoms into the box (default: molecules kept whole)")
     b.add_argument("--candidates", type=positive_int, default=None,

@@ -204,13 +204,12 @@ def _gro_bad_line(text: str) -> tuple[int, str] | None:
 @contextlib.contextmanager
 def _quiet_unraisable():
     """Silence 'Exception ignored in ... __del__' from half-built MDAnalysis readers (an empty
-    .xtc makes XTCReader.__del__ fail after its own error) and collect them here."""
+    or broken .xtc makes XTCReader.__del__ fail after its own error)."""
     hook = sys.unraisablehook
     sys.unraisablehook = lambda _: None
     try:
         yield
     finally:
-        gc.collect()
         sys.unraisablehook = hook
 
 
@@ -252,11 +251,13 @@ def read_frames(structure: str | os.PathLike, trajectory: str | os.PathLike | No
         try:
             u0, pos, box, times, gro_starts = _read_mda(structure, trajectory, start, stop, step)
         except MultiscaleError as e:
-            err = e
+            err = MultiscaleError(str(e))
         except Exception as e:
             err = MultiscaleError(_diagnose(structure, trajectory, e))
+        if err is not None:
+            gc.collect()  # the failed reader goes now, while its __del__ noise is silenced
     if err is not None:
-        raise err from None
+        raise err  # raised outside the except block: it holds no reference to the reader
     if pos.shape[0] == 0:
         raise MultiscaleError(f"{trajectory or structure}: no frames selected (empty trajectory or start/stop/step out of range)")
     if expected_atoms is not None and pos.shape[1] != expected_atoms:

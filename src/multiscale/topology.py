@@ -303,7 +303,9 @@ def _read_top(path: Path) -> SystemTopology:
     share = gromacs_share_top()
     if share:
         includes.append(share)
-    lines, origins = _preprocess(path, includes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ParmEd's warnings would print before the error line
+        lines, origins = _preprocess(path, includes)
     blocks_spec: list[tuple[str, int, str]] = []
     atomtype_origin: dict[str, str] = {}
     moltype_origin: dict[str, str] = {}
