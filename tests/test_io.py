@@ -166,3 +166,14 @@ def test_unwritable_output_folder_is_one_line(tmp_path):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(MultiscaleError, match=r"cannot write .*afile/out.gro"):
         _write(tmp_path / "afile", "out.gro", 1)
+
+
+def test_nan_positions_are_never_written(tmp_path):
+    """Before: NaN beads from a bad mapping were written to .xtc with exit 0."""
+    pos = np.zeros((2, 4, 3), np.float32)
+    pos[1, 2, 0] = np.nan
+    names = np.array(["OW", "HW1", "HW2", "NA"])
+    for name in ("x.xtc", "x.gro"):
+        with pytest.raises(MultiscaleError, match=r"not written: 1 atom position\(s\) are NaN/inf \(first: atom 3 of frame 2\)"):
+            write_frames(tmp_path / name, pos, [2.0, 2.0, 2.0], names, names, np.arange(4))
+    assert list(tmp_path.iterdir()) == []

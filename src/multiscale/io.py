@@ -340,6 +340,10 @@ def write_frames(path: str | os.PathLike, positions: np.ndarray, box: np.ndarray
     if pos.ndim == 2:
         pos = pos[None]
     nf, n = pos.shape[:2]
+    if not np.isfinite(pos).all():
+        bad = np.argwhere(~np.isfinite(pos).all(axis=2))
+        raise MultiscaleError(f"{path}: not written: {len(bad)} atom position(s) are NaN/inf (first: atom {bad[0][1] + 1} of "
+                              f"frame {bad[0][0] + 1}); check the inputs that produced them")
     if path.suffix.lower() != ".gro":
         try:
             get_writer_for(str(path), multiframe=nf > 1)
