@@ -10,7 +10,7 @@ import fuzzing
 
 TARGETS = fuzzing.targets()
 # examples per parser: the whole module stays well under a minute on one core
-EXAMPLES = {"map": 300, "yaml": 300, "top": 200, "gro": 60, "pdb": 40}
+EXAMPLES = {"map": 500, "yaml": 500, "top": 300, "gro": 80, "pdb": 60}
 
 OP = st.tuples(
     st.sampled_from(fuzzing.OPS),
