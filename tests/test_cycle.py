@@ -348,8 +348,8 @@ def test_default_pipeline_stage_lists(tmp_path):
     assert by["cycle_002/train"].inputs["init_model"] == by["cycle_001/train"].outputs["model"]
     assert by["cycle_002/backmap"].inputs["model"] == by["cycle_002/train"].outputs["model"]
     # the mapping and the CG .itp files are content inputs (a changed mapping redoes coarse-grain/train)
-    assert by["cycle_001/coarse-grain"].inputs["mapping heptanol.map"] == ex / "heptanol.map"
-    assert by["cycle_001/train"].inputs["mapping heptanol.map"] == ex / "heptanol.map"
+    assert by["cycle_001/coarse-grain"].inputs["mapping heptanol.map"] == ex.parents[1] / "mappings" / "heptanol.map"
+    assert by["cycle_001/train"].inputs["mapping heptanol.map"] == ex.parents[1] / "mappings" / "heptanol.map"
     assert any(k.startswith("cg_include ") for k in by["cycle_001/coarse-grain"].inputs)
     assert by["cycle_001/restrained-eq"].restraint == by["cycle_001/backmap"].outputs["gro"]
     assert by["cycle_001/restrained-eq"].values["define"] == "-DPOSRES"

@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-pytestmark = [pytest.mark.skipif(shutil.which("gmx") is None, reason="needs gmx on PATH"),
-              pytest.mark.skip(reason="enabled once triclinic water placement is merged")]
+pytestmark = [pytest.mark.skipif(shutil.which("gmx") is None, reason="needs gmx on PATH")]
 
 SHORT = {
     "cycles": 1,

@@ -61,10 +61,15 @@ def test_group_waters_deterministic_and_box_forms():
     a = group_waters(ox, box, seed=7)
     assert np.array_equal(a, group_waters(ox, box, seed=7))
     assert np.array_equal(a, group_waters(ox + 3 * box, np.diag(box), seed=7))  # any image
-    with pytest.raises(MultiscaleError, match="triclinic"):
-        m = np.diag(box)
-        m[1, 0] = 0.5
+    m = np.diag(box)
+    m[0, 1] = 0.5  # not GROMACS form (upper triangle): an actionable error
+    with pytest.raises(MultiscaleError, match="lower triangular"):
         group_waters(ox, m)
+    m = np.diag(box)
+    m[1, 0] = 0.5  # triclinic: grouped (tests/test_water_triclinic.py)
+    g = group_waters(ox, m, seed=7)
+    assert np.array_equal(np.sort(g.ravel()), np.arange(len(ox)))
+    assert group_radius(ox, g, m).mean() < 0.3
 
 
 def test_group_waters_pbc_straddling_edge():
@@ -140,11 +145,11 @@ def test_place_seeded(bank):
 
 
 def test_place_threads_and_candidate_options(bank, monkeypatch):
-    import multiscale.backmap.water as wmod
+    import multiscale.backmap.water.params as wparams
 
     beads, box = w_lattice(14, seed=4)
     a, st = bank.place(beads, box, seed=7, return_stats=True)
-    monkeypatch.setattr(wmod, "_MAX_THREADS", 1)  # same draws, same result on one thread
+    monkeypatch.setattr(wparams, "_MAX_THREADS", 1)  # same draws, same result on one thread
     assert np.array_equal(a, bank.place(beads, box, seed=7))
     # no retries: every bead of the first draw's clash cover is left unresolved
     _, s0 = bank.place(beads, box, seed=7, max_retries=0, return_stats=True)
@@ -176,8 +181,10 @@ def test_place_avoids_others(bank):
 def test_place_input_errors(bank):
     with pytest.raises(MultiscaleError, match="shape"):
         bank.place(np.zeros((3, 2)), [3, 3, 3])
-    with pytest.raises(MultiscaleError, match="triclinic"):
-        bank.place(np.zeros((3, 3)), [[3, 0, 0], [1, 3, 0], [0, 0, 3]])
+    with pytest.raises(MultiscaleError, match="lower triangular"):
+        bank.place(np.zeros((3, 3)), [[3, 0, 1], [0, 3, 0], [0, 0, 3]])
+    with pytest.raises(MultiscaleError, match="too small"):
+        bank.place(np.zeros((3, 3)), [[0.9, 0, 0], [0.45, 0.9, 0], [0.45, 0.45, 0.7]])
     assert bank.place(np.zeros((0, 3)), [3, 3, 3]).shape == (0, 4, 3, 3)
 
 

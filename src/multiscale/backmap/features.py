@@ -84,29 +84,33 @@ def cg_features(beads):
 def unwrap_beads(beads: np.ndarray, box: np.ndarray) -> np.ndarray:
     """Make each molecule's beads whole: bead k is put at the minimum image of bead k-1.
 
-    beads: (..., n_beads, 3) nm; box: (3,) nm, or broadcastable against ``beads[..., k, :]`` (e.g. (F, 1, 3) for (F, M, n_beads, 3)).
+    beads: (..., n_beads, 3) nm; box: (3,) nm, or broadcastable against ``beads[..., k, :]`` (e.g.
+    (F, 1, 3) for (F, M, n_beads, 3)), or (3, 3) box vectors (triclinic, one box).
     """
+    from ..geometry import minimum_image
+
     b = np.array(beads, dtype=np.float64, copy=True)
     box = np.asarray(box, np.float64)
+    tric = box.shape[-2:] == (3, 3)
     for k in range(1, b.shape[-2]):
         d = b[..., k, :] - b[..., k - 1, :]
-        b[..., k, :] = b[..., k - 1, :] + d - box * np.round(d / box)
+        if tric:
+            b[..., k, :] = b[..., k - 1, :] + minimum_image(d, box)
+        else:  # (b + d) - shift: this order, so results stay bit-identical to earlier versions
+            b[..., k, :] = b[..., k - 1, :] + d - box * np.round(d / box)
     return b
 
 
 def neighbour_counts(points: np.ndarray, box: np.ndarray, molecule: np.ndarray, cutoff: float = 1.0) -> np.ndarray:
     """Per point, the number of points of *other* molecules within ``cutoff`` nm (PBC).
 
-    points: (n, 3) nm (any image); box: (3,) nm; molecule: (n,) int molecule id per point.
-    Returns (n,) float.
+    points: (n, 3) nm (any image); box: (3,) lengths or (3, 3) box vectors nm; molecule: (n,)
+    int molecule id per point.  Returns (n,) float.
     """
-    from scipy.spatial import cKDTree
+    from ..neighbours import PeriodicTree
 
-    box = np.asarray(box, np.float64)
-    p = np.mod(np.asarray(points, np.float64), box)
-    p = np.where(p >= box, 0.0, p)
-    tree = cKDTree(p, boxsize=box)
-    pairs = tree.query_pairs(cutoff, output_type="ndarray")
+    p = np.asarray(points, np.float64)
+    pairs = PeriodicTree(p, box, cutoff).query_pairs(cutoff)
     mol = np.asarray(molecule)
     other = mol[pairs[:, 0]] != mol[pairs[:, 1]]
     pr = pairs[other]

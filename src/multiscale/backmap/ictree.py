@@ -88,7 +88,7 @@ class ICTree:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_moltype(cls, moltype, matrix: np.ndarray | None = None, root: int | None = None) -> "ICTree":
+    def from_moltype(cls, moltype, matrix: np.ndarray | None = None, root: int | None = None) -> ICTree:
         """Build the tree of ``moltype`` (a :class:`multiscale.topology.MoleculeType`).
 
         matrix: optional (n_beads, n_atoms) mapping matrix; the root is then the heavy atom with
@@ -100,7 +100,7 @@ class ICTree:
 
     @classmethod
     def build(cls, n_atoms: int, bonds: np.ndarray, heavy: np.ndarray | None = None,
-              matrix: np.ndarray | None = None, root: int | None = None, name: str = "molecule") -> "ICTree":
+              matrix: np.ndarray | None = None, root: int | None = None, name: str = "molecule") -> ICTree:
         """Build from a bond list (nb, 2) and a heavy-atom mask (n,) (see :meth:`from_moltype`)."""
         n = int(n_atoms)
         if n < 1:
@@ -108,87 +108,10 @@ class ICTree:
         heavy = np.ones(n, bool) if heavy is None else np.asarray(heavy, bool)
         bonds = np.asarray(bonds, int).reshape(-1, 2)
         adj = _adjacency(n, bonds)
-        nheavy_nb = np.array([sum(heavy[j] for j in adj[i]) for i in range(n)])
         if root is None:
-            cand = np.flatnonzero(heavy) if heavy.any() else np.arange(n)
-            w = np.asarray(matrix)[0][cand] if matrix is not None else np.zeros(len(cand))
-            # largest weight in bead 0, then most heavy neighbours, then lowest index
-            key = sorted(cand, key=lambda i: (-round(float(w[list(cand).index(i)]), 9), -nheavy_nb[i], i))
-            root = int(key[0])
-        # --- order: BFS over heavy atoms from the root, then the rest (H) by parent order
-        order = [root]
-        parent_of = {root: -1}
-        placed = np.zeros(n, bool)
-        placed[root] = True
-        queue = [root]
-        while queue:
-            nxt = []
-            for a in queue:
-                for b in adj[a]:
-                    if not placed[b] and heavy[b]:
-                        placed[b] = True
-                        parent_of[b] = a
-                        order.append(b)
-                        nxt.append(b)
-            queue = nxt
-        # remaining atoms (hydrogens; or heavy atoms reachable only through H): repeated sweeps
-        while len(order) < n:
-            added = False
-            pos = {a: k for k, a in enumerate(order)}
-            frontier = []
-            for b in range(n):
-                if placed[b]:
-                    continue
-                nbs = [a for a in adj[b] if placed[a]]
-                if nbs:
-                    p = min(nbs, key=lambda a: pos[a])
-                    frontier.append((pos[p], not heavy[b], b, p))
-            for _, _, b, p in sorted(frontier):
-                if placed[b]:
-                    continue
-                placed[b] = True
-                parent_of[b] = p
-                order.append(b)
-                added = True
-            if not added:
-                missing = [i for i in range(n) if not placed[i]]
-                raise MultiscaleError(
-                    f"moleculetype {name} is not connected: atoms {missing[:8]} are not bonded to atom {root}; "
-                    "backmapping needs one bonded molecule per moleculetype (split it or add the bonds)")
-        order = np.asarray(order, int)
-        pos = np.empty(n, int)
-        pos[order] = np.arange(n)
-        par = np.array([parent_of[a] for a in order], int)
-        ang = np.full(n, -1, int)
-        tor = np.full(n, -1, int)
-        for k in range(2, n):
-            i, p = order[k], par[k]
-            pp = parent_of[p]
-            if pp >= 0:
-                g = pp
-            else:  # p is the root: earliest placed other neighbour of the root
-                c = [a for a in adj[p] if a != i and pos[a] < k]
-                if not c:
-                    raise MultiscaleError(f"moleculetype {name}: atom {i} has no angle reference (internal error)")
-                g = min(c, key=lambda a: pos[a])
-            ang[k] = g
-            if k < 3:
-                continue
-            d = -1
-            gp = parent_of[g]
-            if gp >= 0 and gp != p and pos[gp] < k and g == pp:
-                d = gp
-            else:
-                # near the root: an already placed neighbour of g (proper) or of p (improper);
-                # heavy atoms first, so that every branch on p shares one reference (and the
-                # later ones become sibling offsets) instead of hanging off a rotating H
-                c = [a for a in set(adj[g]) | set(adj[p]) if a not in (p, g, i) and pos[a] < k]
-                if c:
-                    d = min(c, key=lambda a: (not heavy[a], pos[a]))
-            if d < 0:  # only possible for tiny molecules: any earlier atom not (p, g)
-                c = [a for a in order[:k] if a not in (p, g)]
-                d = int(c[0])
-            tor[k] = d
+            root = _choose_root(n, adj, heavy, matrix)
+        order, parent_of = _placement_order(n, adj, heavy, root, name)
+        par, ang, tor = _references(order, parent_of, adj, heavy, name)
         sib = np.full(n, -1, int)
         first: dict[tuple[int, int, int], int] = {}
         for k in range(3, n):
@@ -269,7 +192,7 @@ class ICTree:
                 "heavy": self.heavy.tolist()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ICTree":
+    def from_dict(cls, d: dict) -> ICTree:
         t = cls(int(d["n_atoms"]), np.array(d["order"], int), np.array(d["parent"], int), np.array(d["angle_ref"], int),
                 np.array(d["torsion_ref"], int), np.array(d["sibling"], int),
                 np.array(d["closures"], int).reshape(-1, 2), np.array(d["bonds"], int).reshape(-1, 2),
@@ -454,3 +377,96 @@ def _nerf(a, b, c, bond, ang, tor):
     d1 = bond * sa * torch.cos(tor)
     d2 = bond * sa * torch.sin(tor)
     return c + d0[..., None] * bc + d1[..., None] * m + d2[..., None] * nrm
+
+
+def _choose_root(n: int, adj: list, heavy: np.ndarray, matrix) -> int:
+    """The tree root: the heavy atom with the largest weight in bead 0, then most heavy
+    neighbours, then lowest index."""
+    nheavy_nb = np.array([sum(heavy[j] for j in adj[i]) for i in range(n)])
+    cand = np.flatnonzero(heavy) if heavy.any() else np.arange(n)
+    w = np.asarray(matrix)[0][cand] if matrix is not None else np.zeros(len(cand))
+    key = sorted(cand, key=lambda i: (-round(float(w[list(cand).index(i)]), 9), -nheavy_nb[i], i))
+    return int(key[0])
+
+
+def _placement_order(n: int, adj: list, heavy: np.ndarray, root: int, name: str) -> tuple[np.ndarray, dict]:
+    """Placement order (n,) and parent per atom: BFS over heavy atoms from the root, then the
+    rest (hydrogens; heavy atoms reachable only through H) by their parent's order."""
+    order = [root]
+    parent_of = {root: -1}
+    placed = np.zeros(n, bool)
+    placed[root] = True
+    queue = [root]
+    while queue:
+        nxt = []
+        for a in queue:
+            for b in adj[a]:
+                if not placed[b] and heavy[b]:
+                    placed[b] = True
+                    parent_of[b] = a
+                    order.append(b)
+                    nxt.append(b)
+        queue = nxt
+    while len(order) < n:  # repeated sweeps
+        added = False
+        pos = {a: k for k, a in enumerate(order)}
+        frontier = []
+        for b in range(n):
+            if placed[b]:
+                continue
+            nbs = [a for a in adj[b] if placed[a]]
+            if nbs:
+                p = min(nbs, key=lambda a: pos[a])
+                frontier.append((pos[p], not heavy[b], b, p))
+        for _, _, b, p in sorted(frontier):
+            if placed[b]:
+                continue
+            placed[b] = True
+            parent_of[b] = p
+            order.append(b)
+            added = True
+        if not added:
+            missing = [i for i in range(n) if not placed[i]]
+            raise MultiscaleError(
+                f"moleculetype {name} is not connected: atoms {missing[:8]} are not bonded to atom {root}; "
+                "backmapping needs one bonded molecule per moleculetype (split it or add the bonds)")
+    return np.asarray(order, int), parent_of
+
+
+def _references(order: np.ndarray, parent_of: dict, adj: list, heavy: np.ndarray, name: str):
+    """Per placement step k: parent, angle and torsion reference atoms (n,) each (-1 = none)."""
+    n = len(order)
+    pos = np.empty(n, int)
+    pos[order] = np.arange(n)
+    par = np.array([parent_of[a] for a in order], int)
+    ang = np.full(n, -1, int)
+    tor = np.full(n, -1, int)
+    for k in range(2, n):
+        i, p = order[k], par[k]
+        pp = parent_of[p]
+        if pp >= 0:
+            g = pp
+        else:  # p is the root: earliest placed other neighbour of the root
+            c = [a for a in adj[p] if a != i and pos[a] < k]
+            if not c:
+                raise MultiscaleError(f"moleculetype {name}: atom {i} has no angle reference (internal error)")
+            g = min(c, key=lambda a: pos[a])
+        ang[k] = g
+        if k < 3:
+            continue
+        d = -1
+        gp = parent_of[g]
+        if gp >= 0 and gp != p and pos[gp] < k and g == pp:
+            d = gp
+        else:
+            # near the root: an already placed neighbour of g (proper) or of p (improper);
+            # heavy atoms first, so that every branch on p shares one reference (and the
+            # later ones become sibling offsets) instead of hanging off a rotating H
+            c = [a for a in set(adj[g]) | set(adj[p]) if a not in (p, g, i) and pos[a] < k]
+            if c:
+                d = min(c, key=lambda a: (not heavy[a], pos[a]))
+        if d < 0:  # only possible for tiny molecules: any earlier atom not (p, g)
+            c = [a for a in order[:k] if a not in (p, g)]
+            d = int(c[0])
+        tor[k] = d
+    return par, ang, tor

@@ -330,7 +330,7 @@ class ICDensity(nn.Module):
         return {"hyper": dict(self.hyper), "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()}}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ICDensity":
+    def from_dict(cls, d: dict) -> ICDensity:
         m = cls(**d["hyper"])
         m.load_state_dict(d["state_dict"])
         return m

@@ -237,22 +237,21 @@ def orient_rotors(x: np.ndarray, box: np.ndarray, rotor_atoms: list[tuple], mole
     ``clash`` nm.  With ``eps = 0`` and no clashes this just redraws the torsion from its
     training distribution; ``eps`` (in kT per hydrogen bond) is calibrated on training frames.
 
-    x: (N, 3) whole-system positions nm (modified copy returned); box (3,) nm;
+    x: (N, 3) whole-system positions nm (modified copy returned); box (3,) or (3, 3) nm;
     rotor_atoms: list of (R (m,), C (m,), A (m,), H (m, nh)) global atom indices, one entry
     per rotor type; priors: matching list of (36,) histograms or None; molecule: (N,) ids;
     acceptor: (N,) bool.  Returns (new x, number of hydrogens moved).
     """
-    from scipy.spatial import cKDTree
+    from ..geometry import minimum_image
+    from ..neighbours import PeriodicTree
 
     x = np.array(x, np.float64, copy=True)
     box = np.asarray(box, np.float64)
     if not rotor_atoms:
         return x, 0
-    wrapped = np.mod(x, box)
-    wrapped[wrapped >= box] = 0.0
     acc_idx = np.flatnonzero(acceptor)
-    acc_tree = cKDTree(wrapped[acc_idx], boxsize=box) if len(acc_idx) else None
-    all_tree = cKDTree(wrapped, boxsize=box, balanced_tree=False, compact_nodes=False)
+    acc_tree = PeriodicTree(x[acc_idx], box, hb_dist) if len(acc_idx) else None
+    all_tree = PeriodicTree(x, box, clash)
     th = np.arange(grid) * (2 * np.pi / grid)
     cos_lim = np.cos(np.radians(hb_angle_deg))
     moved = 0
@@ -268,8 +267,7 @@ def orient_rotors(x: np.ndarray, box: np.ndarray, rotor_atoms: list[tuple], mole
         ct, st = np.cos(th)[None, :, None, None], np.sin(th)[None, :, None, None]
         rot = vv * ct + np.cross(np.broadcast_to(uu, vv.shape), vv) * st + uu * (vv * uu).sum(-1, keepdims=True) * (1 - ct)
         cand = x[A][:, None, None, :] + rot  # (m, G, nh, 3)
-        pts = np.mod(cand.reshape(-1, 3), box)
-        pts[pts >= box] = 0.0
+        pts = cand.reshape(-1, 3)
         own = np.repeat(molecule[A], grid * nh)
         score = np.zeros(m * grid * nh)
         if acc_tree is not None:
@@ -281,8 +279,8 @@ def orient_rotors(x: np.ndarray, box: np.ndarray, rotor_atoms: list[tuple], mole
             donor = np.repeat(x[A], grid * nh, axis=0)
             dv = donor - cand.reshape(-1, 3)
             av = x[gl] - cand.reshape(-1, 3)[:, None]
-            dv -= box * np.round(dv / box)
-            av -= box * np.round(av / box)
+            dv = minimum_image(dv, box)
+            av = minimum_image(av, box)
             cosang = (av * dv[:, None]).sum(-1) / (np.linalg.norm(av, axis=-1) * np.linalg.norm(dv, axis=-1)[:, None] + 1e-12)
             score += eps * (ok & (cosang < cos_lim)).sum(-1)
         dist, nb = all_tree.query(pts, k=8, distance_upper_bound=clash)
@@ -306,24 +304,21 @@ def count_hbonds(x: np.ndarray, box: np.ndarray, hydrogens: np.ndarray, donors: 
                  acceptor: np.ndarray, hb_dist: float = 0.25, hb_angle_deg: float = 120.0) -> int:
     """Number of hydrogen bonds from ``hydrogens`` (k,) (bonded to ``donors`` (k,)) to acceptor
     atoms of other molecules: H...A < ``hb_dist`` nm and D-H...A angle > ``hb_angle_deg``."""
-    from scipy.spatial import cKDTree
+    from ..geometry import minimum_image
+    from ..neighbours import PeriodicTree
 
     box = np.asarray(box, np.float64)
     acc_idx = np.flatnonzero(acceptor)
     if not len(acc_idx) or not len(hydrogens):
         return 0
-    wa = np.mod(x[acc_idx], box)
-    wa[wa >= box] = 0.0
-    tree = cKDTree(wa, boxsize=box)
-    hp = np.mod(x[hydrogens], box)
-    hp[hp >= box] = 0.0
-    _, nb = tree.query(hp, k=6, distance_upper_bound=hb_dist)
+    tree = PeriodicTree(x[acc_idx], box, hb_dist)
+    _, nb = tree.query(x[hydrogens], k=6, distance_upper_bound=hb_dist)
     ok = nb < len(acc_idx)
     gl = acc_idx[np.where(ok, nb, 0)]
     ok &= molecule[gl] != molecule[hydrogens][:, None]
     dv = x[donors] - x[hydrogens]
     av = x[gl] - x[hydrogens][:, None]
-    dv -= box * np.round(dv / box)
-    av -= box * np.round(av / box)
+    dv = minimum_image(dv, box)
+    av = minimum_image(av, box)
     cosang = (av * dv[:, None]).sum(-1) / (np.linalg.norm(av, axis=-1) * np.linalg.norm(dv, axis=-1)[:, None] + 1e-12)
     return int((ok & (cosang < np.cos(np.radians(hb_angle_deg)))).sum())

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..coarse_grain import cg_layout
 from ..errors import MultiscaleError
 
 __all__ = ["AtomMatch", "match_atoms", "residue_spans"]
@@ -169,11 +170,15 @@ class CGBlockMatch:
     """
 
     block: object
-    is_water: bool
+    kind: str
     beads: np.ndarray
     matrix: np.ndarray | None
     per_bead: int = 1
     bead_names: tuple = ()
+
+    @property
+    def is_water(self) -> bool:
+        return self.kind == "water"
 
 
 def match_cg(topology, mapping, names, resnames, resids=None, label: str = "CG input") -> list[CGBlockMatch]:
@@ -193,24 +198,24 @@ def match_cg(topology, mapping, names, resnames, resids=None, label: str = "CG i
     used = {k: 0 for k in groups}
     out, n_used = [], 0
     wm = mapping.water
-    for b in topology.blocks:
-        mt = b.moltype
-        if mt.is_water:
-            if b.count % wm.per_bead:
-                raise MultiscaleError(f"{topology.source}: {b.count} waters ({mt.name}) are not a multiple of {wm.per_bead} per {wm.bead} bead")
+    for blk in cg_layout(topology, mapping):  # one molecule class per block (multiscale.classes)
+        b, mt = blk.aa_block, blk.aa_block.moltype
+        if blk.kind == "water":
             cand = [wm.cg, wm.bead, "W", "SOL"]
-            count, nb, bead_names, matrix = b.count // wm.per_bead, 1, (wm.bead,), None
+        elif blk.kind == "ion":
+            if blk.info.get("waters"):
+                raise MultiscaleError(f"{label}: hydrated ions (ions.waters_per_ion > 0) are not scored by evaluate yet: "
+                                      f"evaluate with a mapping without 'ions:'")
+            cand = [blk.cg_name, *blk.info.get("cg_names", []), mt.name, "ION"]
         else:
             mm = mapping.for_moltype(mt)
-            if mm is None:
-                raise MultiscaleError(f"moleculetype {mt.name} has no mapping in {', '.join(mapping.sources) or 'the mapping'}: add its .map")
-            cand = [mm.cg_name, mt.name, mt.resnames[0], mm.molecule]
-            count, nb, bead_names, matrix = b.count, mm.n_beads, tuple(mm.beads), mm.matrix(mt)
+            cand = [blk.cg_name, mt.name, mt.resnames[0], mm.molecule if mm is not None else mt.name]
+        count, nb, bead_names, matrix = blk.count, blk.n_beads, tuple(blk.bead_names), blk.matrix
         key = next((c for c in cand if c in groups and used[c] + count <= len(groups[c])), None)
         if key is None:
             have = {k: len(v) - used[k] for k, v in groups.items()}
             raise MultiscaleError(
-                f"{label}: needs {count} residues named {cand[0]} for {count if not mt.is_water else b.count} {mt.name} "
+                f"{label}: needs {count} residues named {cand[0]} for {b.count} {mt.name} "
                 f"but has {have.get(cand[0], 0)} (CG residues left: {', '.join(f'{k} x{v}' for k, v in have.items()) or 'none'}): "
                 f"use the CG structure of the same system")
         sel = groups[key][used[key]:used[key] + count]
@@ -221,8 +226,8 @@ def match_cg(topology, mapping, names, resnames, resids=None, label: str = "CG i
                 raise MultiscaleError(f"{label}: residue {key} at bead {s + 1} has {e - s} beads, the mapping has {nb} ({' '.join(bead_names)})")
             idx[c] = np.arange(s, e)
         n_used += idx.size
-        out.append(CGBlockMatch(block=b, is_water=mt.is_water, beads=idx, matrix=matrix,
-                                per_bead=wm.per_bead if mt.is_water else 1, bead_names=bead_names))
+        out.append(CGBlockMatch(block=b, kind=blk.kind, beads=idx, matrix=matrix, per_bead=blk.per_bead,
+                                bead_names=bead_names))
     if n_used != len(names):
         left = {k: len(v) - used[k] for k, v in groups.items() if len(v) - used[k] > 0}
         raise MultiscaleError(

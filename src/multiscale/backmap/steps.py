@@ -1,0 +1,495 @@
+"""The named steps of backmapping one frame: plain callables ``step(state, ctx) -> state``.
+
+In order (:data:`STEPS`):
+
+1. :func:`draw` -- every solute block's molecules drawn at once (``candidates`` conformations
+   each, ranked: right stereo and no intramolecular clash first), CG-exact;
+2. :func:`place_ions` -- every ion atom exactly on its bead (1:1);
+3. :func:`select_environment` -- opt-in (``select_eps``) choice among the candidates by contacts;
+4. :func:`resolve_clashes` -- PBC clash search over solutes (+ ions as fixed obstacles);
+   offending molecules turned about their beads (1-2 beads) or take their next candidate;
+5. :func:`stereo_repair` -- remaining wrong centres inverted, wrong double bonds flipped; solutes
+   written into ``state.positions``;
+6. :func:`solvent` -- water beads become 4 waters from the bank, away from solutes and ions;
+7. :func:`polar_h` -- rotatable polar hydrogens turned towards acceptors, re-projected;
+8. :func:`final_certificate` -- CG deviation, system-wide clash search, undo of clashing
+   hydrogen turns, re-placement of clashing waters, final counts in the report.
+
+Seeds: every stochastic step derives its own from (seed, frame, step constant, block).
+Lengths nm.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .common import derive_seed
+from .frame import BackmapContext, FrameState
+
+__all__ = ["STEPS", "draw", "place_ions", "select_environment", "resolve_clashes", "stereo_repair", "solvent",
+           "polar_h", "final_certificate", "check_solutes", "ION_MIN_DIST", "ion_min_dist",
+           "ion_water_dist"]
+
+#: Rounds of re-placing water beads that still clash after the bank's own placement (each
+#: round costs one system-wide clash search).
+WATER_REPLACE_ROUNDS = 2
+#: Iterations of the re-projection after polar hydrogens were turned (a turned H shifts its
+#: bead by < 0.003 nm; octan-2-ol bond RMS vs reference: 0.0027 nm with the plain exact
+#: projection (0), 0.0022 nm with 3 or 8 iterations).
+REPROJECT_ITERATIONS = 3
+#: First resampling rounds in which 1- and 2-bead molecules that clash only with other
+#: molecules are turned about their beads (the orientation the CG leaves free) instead of
+#: drawing a new conformation.
+SPIN_ROUNDS = 2
+#: Closest approach (nm) of any water atom to an ion, by the ion's element (first shell:
+#: Na-O ~0.24, K-O ~0.28, Ca-O ~0.24, Cl-H ~0.22 nm; these leave ~0.04 nm of slack).
+ION_MIN_DIST = {"NA": 0.20, "K": 0.24, "CA": 0.20, "CL": 0.27, "MG": 0.18}
+ION_MIN_DIST_DEFAULT = 0.22
+
+
+def ion_min_dist(element: str) -> float:
+    """Closest approach (nm) of a water atom to an ion of ``element`` (:data:`ION_MIN_DIST`)."""
+    return ION_MIN_DIST.get(str(element).strip().upper(), ION_MIN_DIST_DEFAULT)
+
+
+def ion_water_dist(ctx: BackmapContext) -> np.ndarray:
+    """Per ion atom (ion blocks in layout order) the closest approach (nm) of water: the ion
+    class's ``min_water_o`` (block info, from data/classes/ions.yaml) else :func:`ion_min_dist`."""
+    out = []
+    for _, blk in ctx.ion_blocks:
+        info = getattr(blk, "info", None) or {}
+        per_mol = [float(info["min_water_o"])] if "min_water_o" in info else [
+            ion_min_dist(e) for e in blk.aa_block.moltype.elements]
+        out.append(np.tile(per_mol, blk.count))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def _moltype_entry(mm) -> dict:
+    return {"molecules": 0, "stereocentres": len(mm.stereo.enforced_centres),
+            "double_bonds": len(mm.stereo.enforced_bonds), "stereo_wrong_initial": 0,
+            "stereo_wrong_final": 0, "stereo_swapped": 0, "cistrans_wrong_initial": 0,
+            "cistrans_wrong_final": 0, "cistrans_flipped": 0, "intra_clash_initial": 0,
+            "clash_molecules_initial": 0, "clash_molecules_final": 0, "resampled": 0, "unresolved": []}
+
+
+# ============================================================================ 1. draw
+def draw(state: FrameState, ctx: BackmapContext) -> FrameState:
+    """Draw every solute block's molecules on their (unwrapped) beads; first-draw counts."""
+    from .features import neighbour_counts, unwrap_beads
+    from .solute import Solute, default_candidates
+
+    o, model, f = ctx.opts, ctx.model, state.frame
+    env_all = {}
+    for c_ in sorted({model.moltypes[b.aa_block.moltype.name].env_cutoff for _, b in ctx.sol_blocks} - {0.0}):
+        env_all[c_] = neighbour_counts(state.cg, state.box, ctx.bead_mol, c_)
+    for bi, blk in ctx.sol_blocks:
+        mm = model.moltypes[blk.aa_block.moltype.name]
+        beads = unwrap_beads(state.cg[blk.start:blk.stop].reshape(blk.count, blk.n_beads, 3), state.box)
+        env = env_all[mm.env_cutoff][blk.start:blk.stop].reshape(blk.count, blk.n_beads) if mm.env_cutoff > 0 else None
+        v = state.report.per_moltype.setdefault(mm.name, _moltype_entry(mm))
+        v["molecules"] += blk.count
+        sol = Solute(bi, mm, beads, None, env)
+        sol.K = default_candidates(mm) if o.candidates is None else int(o.candidates)
+        first = sol.draw(np.arange(blk.count), derive_seed(o.seed, f, 0, bi), ctx.device, o.temperature, sol.K,
+                         o.clash_intra)
+        v["stereo_wrong_initial"] += first[0]
+        v["cistrans_wrong_initial"] += first[1]
+        v["intra_clash_initial"] += first[2]
+        v["resampled"] += first[3]
+        state.solutes.append(sol)
+    return state
+
+
+# ============================================================================ 2. ions
+def ion_positions(state: FrameState, ctx: BackmapContext) -> np.ndarray:
+    """The fixed atoms of the frame (nm): ion atoms (layout order), then the hydration-shell
+    water atoms; (0, 3) without ions.  Before :func:`place_ions`: the ion beads."""
+    if state.fixed_x is not None:
+        return state.fixed_x
+    if not ctx.ion_blocks:
+        return np.zeros((0, 3))
+    return np.concatenate([state.cg[blk.start:blk.stop].reshape(-1, 3) for _, blk in ctx.ion_blocks])
+
+
+def place_ions(state: FrameState, ctx: BackmapContext) -> FrameState:
+    """Put every ion atom on its bead (one bead, one atom: the mapping is the identity); with
+    hydrated ion beads (``ions.waters_per_ion`` = k) the ion and its k shell waters instead,
+    their centre of mass exactly on the bead (:func:`multiscale.classes.ion.place_hydrated`)."""
+    if not ctx.ion_blocks:
+        return state
+    ions, shells = [], []
+    for bi, blk in ctx.ion_blocks:
+        beads = state.cg[blk.start:blk.stop].reshape(-1, 3)
+        k = int((getattr(blk, "info", None) or {}).get("waters", 0))
+        x = beads if not k else _hydrated(state, ctx, bi, blk, beads, k, shells)
+        state.positions[blk.aa_block.start:blk.aa_block.stop] = x
+        ions.append(x)
+    if shells:
+        state.positions[ctx.shell_atoms] = np.concatenate(shells)
+    state.fixed_x = np.concatenate(ions + shells)
+    return state
+
+
+def _hydrated(state: FrameState, ctx: BackmapContext, bi: int, blk, beads: np.ndarray, k: int, shells: list) -> np.ndarray:
+    """Hydrated ions of one block: returns the ion atoms (I, 3); appends the shell waters'
+    atoms (I * k * n_atoms, 3) (water moltype order) to ``shells``."""
+    from ..classes.ion import place_hydrated
+    from .system import water_order
+
+    wt = ctx.water_blocks[0][1].aa_block.moltype
+    order = water_order(wt)
+    mt = blk.aa_block.moltype
+    info = blk.info
+    n = len(beads)
+    rng = np.random.default_rng(derive_seed(ctx.opts.seed, state.frame, 4_000_037, bi))
+    ion, w = place_hydrated(beads, np.full(n, float(mt.masses[0])), np.full(n, float(info.get("charge", mt.charges[0]))),
+                            np.full(n, float(info.get("min_water_o", ion_min_dist(mt.elements[0])))),
+                            np.asarray(wt.masses, float)[order], k, rng)
+    wo = np.empty((n * k, wt.n_atoms, 3))
+    wo[:, order] = w.reshape(-1, 3, 3)
+    shells.append(wo.reshape(-1, 3))
+    return ion
+
+
+# ============================================================================ 3. environment
+def select_environment(state: FrameState, ctx: BackmapContext) -> FrameState:
+    """Opt-in (``select_eps`` > 0): pick among the candidates by contacts with the neighbours."""
+    from .solute import environment_select
+
+    o = ctx.opts
+    if o.select_eps:
+        rng = np.random.default_rng(derive_seed(o.seed, state.frame, 5_000_011))
+        state.report.environment_selected = environment_select(state.solutes, state.box, rng, o.select_eps)
+    return state
+
+
+# ============================================================================ 4. clashes
+def _solute_clash_pairs(state: FrameState, ctx: BackmapContext, changed):
+    """Clash pairs (inter, intra) of the solutes (+ ions); only pairs touching ``changed``
+    molecules are searched again when the previous pairs are cached."""
+    from .certify import find_clashes
+
+    o, cache = ctx.opts, state.clash_cache
+    fixed = [ion_positions(state, ctx)] if ctx.ion_blocks else []
+    allx = np.concatenate([s.x.reshape(-1, 3) for s in state.solutes] + fixed)
+    args = (allx, state.box, ctx.mol_id, ctx.local, ctx.kind, ctx.excl, o.clash_inter, o.clash_intra)
+    if changed is None or "ip" not in cache:
+        ip, jp = find_clashes(*args)
+    else:
+        moved = np.isin(ctx.mol_id, changed)
+        keep_i = ~moved[cache["ip"]].any(1)
+        keep_j = ~moved[cache["jp"]].any(1)
+        ni, nj = find_clashes(*args, subset=np.flatnonzero(moved))
+        ip = np.concatenate([cache["ip"][keep_i], ni])
+        jp = np.concatenate([cache["jp"][keep_j], nj])
+    cache["ip"], cache["jp"] = ip, jp
+    return ip, jp
+
+
+def check_solutes(state: FrameState, ctx: BackmapContext, changed=None) -> tuple[int, int]:
+    """Set ``state.bad`` (wrong stereo or clash) and ``state.clash_bad`` per solute block;
+    return the (inter, intra) clash pair counts.  changed: global solute molecule ids moved
+    since the last check (incremental search), None = search everything."""
+    bad, clash_bad = [], []
+    for s in state.solutes:
+        wc, wb = s.mm.stereo.wrong(s.x)
+        bad.append(wc.any(1) | wb.any(1))
+        clash_bad.append(np.zeros(len(s.x), bool))
+    n_inter = n_intra = 0
+    if state.solutes:
+        ip, jp = _solute_clash_pairs(state, ctx, changed)
+        n_inter, n_intra = len(ip), len(jp)
+        mols = np.unique(ctx.mol_id[np.concatenate([ip.ravel(), jp.ravel()])])
+        if ctx.ion_blocks:
+            mols = mols[mols < ctx.n_solute_mols]
+        for si, mi in ctx.mol_block[mols]:
+            clash_bad[si][mi] = True
+    state.bad = [b | c for b, c in zip(bad, clash_bad)]
+    state.clash_bad = clash_bad
+    return n_inter, n_intra
+
+
+def _resample_round(state: FrameState, ctx: BackmapContext, attempt: int, sol_base: np.ndarray) -> np.ndarray:
+    """One round: bad 1-2 bead molecules with only intermolecular clashes are turned about their
+    beads (first :data:`SPIN_ROUNDS` rounds), the others take their next candidate.  Returns the
+    global ids of the molecules that moved."""
+    o, f = ctx.opts, state.frame
+    changed = []
+    for k, s in enumerate(state.solutes):
+        idx = np.flatnonzero(state.bad[k])
+        if not len(idx):
+            continue
+        state.report.per_moltype[s.mm.name]["resampled"] += len(idx)
+        if attempt <= SPIN_ROUNDS and s.mm.n_beads <= 2:
+            sp = s.spinnable(idx, o.clash_intra)
+            if len(sp):
+                s.spin(sp, derive_seed(o.seed, f, attempt, s.bi, 7))
+                changed.append(sol_base[k] + sp)
+                idx = np.setdiff1d(idx, sp)
+        if len(idx):
+            s.next(idx, derive_seed(o.seed, f, attempt, s.bi), ctx.device, o.temperature, s.K, o.clash_intra)
+            changed.append(sol_base[k] + idx)
+    return np.concatenate(changed) if changed else np.zeros(0, int)
+
+
+def resolve_clashes(state: FrameState, ctx: BackmapContext) -> FrameState:
+    """Resample molecules with clashes or wrong stereo, at most ``max_retries`` rounds."""
+    rep, sols = state.report, state.solutes
+    rep.inter_clash_pairs_initial, rep.intra_clash_pairs_initial = check_solutes(state, ctx)
+    for k, s in enumerate(sols):
+        rep.per_moltype[s.mm.name]["clash_molecules_initial"] += int(state.clash_bad[k].sum())
+    attempt = 0
+    sol_base = np.concatenate([[0], np.cumsum([len(s.x) for s in sols])]) if sols else np.zeros(1, int)
+    while attempt < ctx.opts.max_retries and any(b.any() for b in state.bad):
+        attempt += 1
+        check_solutes(state, ctx, _resample_round(state, ctx, attempt, sol_base))
+    rep.retries = attempt
+    return state
+
+
+# ============================================================================ 5. stereo
+def _repair_stereo(s, per_moltype: dict) -> bool:
+    """Invert wrong centres / flip wrong double bonds of solute block ``s`` (last resort) and
+    re-fit the repaired molecules onto their beads; True when any molecule changed."""
+    from .certify import flip_double_bond, swap_substituents
+
+    st = s.mm.stereo
+    wc, wb = st.wrong(s.x)
+    ec, eb = st.enforced_centres, st.enforced_bonds
+    changed = np.zeros(len(s.x), bool)
+    for j in range(wc.shape[1]):
+        idx = np.flatnonzero(wc[:, j])
+        if len(idx):
+            y = swap_substituents(s.x[idx], s.mm.n_atoms, s.mm.bonds, int(st.centres[ec[j]]))
+            if y is not None:
+                s.x[idx] = y
+                changed[idx] = True
+                per_moltype[s.mm.name]["stereo_swapped"] += len(idx)
+    for j in range(wb.shape[1]):
+        idx = np.flatnonzero(wb[:, j])
+        if len(idx):
+            q = st.quads[eb[j]]
+            y = flip_double_bond(s.x[idx], s.mm.n_atoms, s.mm.bonds, int(q[1]), int(q[2]))
+            if y is not None:
+                s.x[idx] = y
+                changed[idx] = True
+                per_moltype[s.mm.name]["cistrans_flipped"] += len(idx)
+    if changed.any():
+        idx = np.flatnonzero(changed)
+        s.x[idx] = s.mm.refit(s.x[idx], s.beads[idx])
+        return True
+    return False
+
+
+def stereo_repair(state: FrameState, ctx: BackmapContext) -> FrameState:
+    """Repair remaining wrong stereo, count the final solute state, write solutes to positions."""
+    repaired = False
+    for s in state.solutes:
+        repaired = _repair_stereo(s, state.report.per_moltype) or repaired
+    if repaired:
+        check_solutes(state, ctx)
+    for k, s in enumerate(state.solutes):
+        wc, wb = s.mm.stereo.wrong(s.x)
+        v = state.report.per_moltype[s.mm.name]
+        v["stereo_wrong_final"] += int(wc.sum())
+        v["cistrans_wrong_final"] += int(wb.sum())
+        v["clash_molecules_final"] += int(state.clash_bad[k].sum())
+        un = np.flatnonzero(state.bad[k])
+        v["unresolved"] = (v["unresolved"] + un.tolist())[:50]
+        blk = ctx.layout[s.bi]
+        state.positions[blk.aa_block.start:blk.aa_block.stop] = s.x.reshape(-1, 3)
+    return state
+
+
+# ============================================================================ 6. solvent
+def _bank_place(ctx: BackmapContext, beads, box, seed, others, others_min_dist, **kw):
+    """WaterBank.place with ``others_min_dist`` (per others atom, nm) where the bank takes it."""
+    bank = ctx.model.water_bank
+    if others_min_dist is not None and _accepts(bank.place, "others_min_dist"):
+        kw["others_min_dist"] = others_min_dist
+    return bank.place(beads, box, seed=seed, others=others, max_retries=ctx.opts.max_retries, **kw)
+
+
+def _accepts(fn, name: str) -> bool:
+    import inspect
+
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # pragma: no cover
+        return False
+
+
+def _water_atoms(blk, w) -> np.ndarray:
+    """Bank output w (n_beads*4, 3 (O, H, H), 3) -> (n_beads*4*n_atoms, 3) in the moltype's atom order."""
+    from .system import water_order
+
+    mt = blk.aa_block.moltype
+    w3 = np.asarray(w, np.float64).reshape(-1, 3, 3)
+    wo = np.empty((len(w3), mt.n_atoms, 3))
+    wo[:, water_order(mt)] = w3
+    return wo.reshape(-1, 3)
+
+
+def _obstacles(state: FrameState, ctx: BackmapContext):
+    """Non-water atoms the waters keep away from: solutes, then ions (m, 3), and per atom the
+    closest approach (m,) nm when there are ions (else None: the bank's own default)."""
+    from .water import MIN_DIST_OTHERS
+
+    parts = [s.x.reshape(-1, 3) for s in state.solutes]
+    if not ctx.ion_blocks:
+        return (np.concatenate(parts) if parts else np.zeros((0, 3))), None
+    n_sol = sum(len(p) for p in parts)
+    dmin = np.concatenate([np.full(n_sol, float(MIN_DIST_OTHERS)), ion_water_dist(ctx),
+                           np.full(len(ctx.shell_atoms), float(MIN_DIST_OTHERS))])
+    return np.concatenate(parts + [ion_positions(state, ctx)]), dmin
+
+
+def solvent(state: FrameState, ctx: BackmapContext) -> FrameState:
+    """Place 4 waters per water bead (the model's bank), away from the solutes and ions."""
+    if not ctx.water_blocks:
+        return state
+    others, dmin = _obstacles(state, ctx)
+    for bi, blk in ctx.water_blocks:
+        beads = state.cg[blk.start:blk.stop].reshape(-1, 3)
+        state.water_beads[bi] = beads
+        w = _bank_place(ctx, beads, state.box, derive_seed(ctx.opts.seed, state.frame, 1_000_003, bi), others, dmin)
+        st = dict(getattr(ctx.model.water_bank, "last_stats", {}) or {})
+        for key in ("unresolved", "contacts", "contact_dist"):  # per-item arrays: keep the report small
+            st.pop(key, None)
+        state.water_stats.append(st)
+        wo = _water_atoms(blk, w)
+        state.positions[blk.aa_block.start:blk.aa_block.start + len(wo)] = wo  # hydration shells follow
+        others = np.concatenate([others, wo])
+        if dmin is not None:
+            from .water import MIN_DIST_OTHERS
+
+            dmin = np.concatenate([dmin, np.full(len(wo), float(MIN_DIST_OTHERS))])
+    return state
+
+
+# ============================================================================ 7. polar H
+def polar_h(state: FrameState, ctx: BackmapContext) -> FrameState:
+    """Turn rotatable polar hydrogens towards acceptors of the complete environment, then
+    re-project the molecules whose hydrogens turned (keeps ``state.x_pre`` for the undo)."""
+    import torch
+
+    from .moltype_model import RELAX_STIFFNESS
+    from .place import relax_project
+    from .system import orient_frame
+
+    if not any(s.mm.rotors for s in state.solutes):
+        return state
+    state.x_pre = state.positions.copy()
+    rng = np.random.default_rng(derive_seed(ctx.opts.seed, state.frame, 3_000_017))
+    xf, moved = orient_frame(state.positions, state.box, ctx.topology, ctx.model, rng, ctx.opts.hbond_eps)
+    state.report.polar_h_reoriented = moved
+    for s in state.solutes:
+        if s.mm.rotors:
+            blk = ctx.layout[s.bi]
+            xs = xf[blk.aa_block.start:blk.aa_block.stop].reshape(s.x.shape)
+            mv = np.flatnonzero(np.any(xs != s.x, axis=(1, 2)))  # molecules whose H turned
+            if len(mv):
+                s.x[mv] = relax_project(torch.as_tensor(xs[mv]), s.mm.matrix, s.mm.operator,
+                                        torch.as_tensor(s.beads[mv]), s.mm.local_pairs,
+                                        REPROJECT_ITERATIONS, RELAX_STIFFNESS).numpy()
+            xf[blk.aa_block.start:blk.aa_block.stop] = s.x.reshape(-1, 3)
+    state.positions = xf
+    return state
+
+
+# ============================================================================ 8. certificate
+def _cg_deviation(state: FrameState) -> float:
+    dev_max = 0.0
+    for s in state.solutes:
+        y = np.einsum("ba,nak->nbk", s.mm.matrix, s.x)
+        dev_max = max(dev_max, float(np.abs(y - s.beads).max()) if len(y) else 0.0)
+    return dev_max
+
+
+def _undo_clashing_turns(state: FrameState, ctx: BackmapContext, pairs):
+    """Undo the polar-hydrogen turn of solute molecules in a clash; returns the new pairs."""
+    from .system import system_arrays, system_clashes
+
+    ip, jp, is_w, _ = pairs
+    xf, x_pre = state.positions, state.x_pre
+    arr = system_arrays(ctx.topology, ctx.model)
+    atoms = np.unique(np.concatenate([ip.ravel(), jp.ravel()])).astype(int)
+    atoms = atoms[~is_w[atoms]]
+    if not len(atoms):
+        return pairs
+    mols = np.unique(arr["mol"][atoms])
+    undo = np.isin(arr["mol"], mols) & ~np.all(xf == x_pre, axis=1)
+    touched = np.isin(arr["mol"], np.unique(arr["mol"][undo]))
+    if not touched.any():
+        return pairs
+    xf[touched] = x_pre[touched]
+    state.report.polar_h_reoriented_undone = int(len(np.unique(arr["mol"][touched])))
+    for s in state.solutes:
+        blk = ctx.layout[s.bi]
+        s.x = xf[blk.aa_block.start:blk.aa_block.stop].reshape(s.x.shape).copy()
+    return system_clashes(xf, state.box, ctx.topology, ctx.model, ctx.opts.clash_inter, ctx.opts.clash_intra)
+
+
+def _replace_clashing_water(state: FrameState, ctx: BackmapContext, pairs):
+    """Re-place water beads with an atom still in a clash (e.g. H...H, which the bank's O-O
+    test does not see) against everything else; returns (pairs, beads re-placed)."""
+    from .system import system_clashes
+
+    o, xf, replaced = ctx.opts, state.positions, 0
+    for r in range(min(o.max_retries, WATER_REPLACE_ROUNDS) if ctx.water_blocks else 0):
+        ip, is_w = pairs[0], pairs[2]
+        atoms = np.unique(ip.ravel()) if len(ip) else np.zeros(0, int)
+        atoms = atoms[is_w[atoms]]
+        if not len(atoms):
+            break
+        for bi, blk in ctx.water_blocks:
+            nat = blk.aa_block.moltype.n_atoms * 4  # atoms per bead
+            lo = blk.aa_block.start
+            sel = atoms[(atoms >= lo) & (atoms < lo + blk.count * nat)]  # bead waters (not hydration shells)
+            if not len(sel):
+                continue
+            bead_ids = np.unique((sel - lo) // nat)
+            mask = np.ones(ctx.topology.n_atoms, bool)
+            for bid in bead_ids:
+                mask[lo + bid * nat: lo + (bid + 1) * nat] = False
+            dmin = _others_min_dist(ctx, mask)
+            w = _bank_place(ctx, state.water_beads[bi][bead_ids], state.box,
+                            derive_seed(o.seed, state.frame, 2_000_003 + r, bi), xf[mask], dmin, n_candidates=32)
+            idx = (lo + bead_ids[:, None] * nat + np.arange(nat)).ravel()
+            xf[idx] = _water_atoms(blk, w)
+            replaced += len(bead_ids)
+        pairs = system_clashes(xf, state.box, ctx.topology, ctx.model, o.clash_inter, o.clash_intra)
+    return pairs, replaced
+
+
+def _others_min_dist(ctx: BackmapContext, mask: np.ndarray):
+    """Per atom of ``positions[mask]`` the water closest approach (nm), or None without ions."""
+    if not ctx.ion_blocks:
+        return None
+    from .water import MIN_DIST_OTHERS
+
+    d = np.full(ctx.topology.n_atoms, float(MIN_DIST_OTHERS))
+    d[np.concatenate([np.arange(b.aa_block.start, b.aa_block.stop) for _, b in ctx.ion_blocks])] = ion_water_dist(ctx)
+    return d[mask]
+
+
+def final_certificate(state: FrameState, ctx: BackmapContext) -> FrameState:
+    """CG deviation, system-wide clash search (undoing clashing hydrogen turns, re-placing
+    clashing waters) and the final counts of the report."""
+    from .system import system_clashes
+
+    rep, o = state.report, ctx.opts
+    rep.max_cg_deviation_nm = _cg_deviation(state)
+    pairs = system_clashes(state.positions, state.box, ctx.topology, ctx.model, o.clash_inter, o.clash_intra)
+    if state.x_pre is not None:
+        pairs = _undo_clashing_turns(state, ctx, pairs)
+    pairs, replaced = _replace_clashing_water(state, ctx, pairs)
+    if ctx.water_blocks:
+        rep.water = {"blocks": state.water_stats, "beads_replaced_after_clash_check": replaced}
+    ip, jp, is_w, _ = pairs
+    rep.inter_clash_pairs_final, rep.intra_clash_pairs_final = len(ip), len(jp)
+    rep.water_clash_pairs_final = int((is_w[ip[:, 0]] | is_w[ip[:, 1]]).sum()) if len(ip) else 0
+    return state
+
+
+STEPS = (draw, place_ions, select_environment, resolve_clashes, stereo_repair, solvent, polar_h, final_certificate)

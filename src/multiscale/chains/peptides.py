@@ -1,0 +1,97 @@
+"""Linear peptides from a sequence: heavy-atom PDB with PeptideBuilder, then pdb2gmx.
+
+Used by ``scripts/make_peptide_data.py`` (training data) and the tests.  PeptideBuilder (PyPI,
+MIT; with Biopython) is an optional dependency (extra ``proteins``); pdb2gmx is GROMACS's own.
+
+Conformations: ``ppii`` (phi -75, psi 145: the common unfolded-peptide basin, no clashes),
+``helix`` (-57, -47), ``extended`` (-120, 130), or ``mixed`` (each residue drawn from the three
+basins with ``seed``, angles jittered by 10 deg).  Proline always gets phi -65.  ``variants``
+renames residues (1-based position -> amber name, e.g. ``{4: "HID", 7: "ASH"}``) before pdb2gmx,
+which then builds that protonation state (amber: HID/HIE/HIP, ASH, GLH, LYN).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import MultiscaleError
+
+__all__ = ["AMINO_ACIDS", "CONFORMATIONS", "build_peptide_pdb", "pdb2gmx"]
+
+#: The 20 standard amino acids (one-letter codes).
+AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
+
+CONFORMATIONS = {"ppii": (-75.0, 145.0), "helix": (-57.0, -47.0), "extended": (-120.0, 130.0)}
+
+_VARIANTS = {"H": {"HID", "HIE", "HIP", "HIS"}, "D": {"ASH"}, "E": {"GLH"}, "K": {"LYN"}, "C": {"CYX", "CYM"}}
+
+
+def _angles(sequence: str, conformation: str, seed: int) -> tuple[list[float], list[float]]:
+    n = len(sequence)
+    if conformation in CONFORMATIONS:
+        phi, psi = (np.full(n, v) for v in CONFORMATIONS[conformation])
+    elif conformation == "mixed":
+        rng = np.random.default_rng(seed)
+        basins = np.array(list(CONFORMATIONS.values()))
+        pick = basins[rng.integers(0, len(basins), n)]
+        phi, psi = (pick + rng.normal(0.0, 10.0, pick.shape)).T
+    else:
+        raise MultiscaleError(f"unknown peptide conformation {conformation!r}: use one of {', '.join([*CONFORMATIONS, 'mixed'])}")
+    phi = np.where(np.array(list(sequence)) == "P", -65.0, phi)
+    # PeptideBuilder takes phi of residues 2..n and psi of residues 1..n-1.
+    return [float(v) for v in phi[1:]], [float(v) for v in psi[:-1]]
+
+
+def build_peptide_pdb(sequence: str, path: str | os.PathLike, conformation: str = "ppii", seed: int = 0,
+                      variants: dict[int, str] | None = None) -> Path:
+    """Write a heavy-atom PDB (Angstrom, chain A, resid 1..n, C-terminal OXT) of ``sequence``.
+
+    sequence: one-letter codes of the 20 standard amino acids.  Returns ``path``.
+    """
+    try:
+        import PeptideBuilder
+        from Bio.PDB import PDBIO
+    except ImportError as e:
+        raise MultiscaleError("building peptides needs PeptideBuilder: pip install PeptideBuilder (extra 'proteins')") from e
+    sequence = sequence.upper()
+    bad = sorted(set(sequence) - set(AMINO_ACIDS))
+    if bad or len(sequence) < 2:
+        raise MultiscaleError(f"peptide sequence {sequence!r}: use >= 2 one-letter codes of {AMINO_ACIDS} (bad: {''.join(bad)})")
+    variants = dict(variants or {})
+    for pos, name in variants.items():
+        if not 1 <= pos <= len(sequence) or name not in _VARIANTS.get(sequence[pos - 1], set()):
+            raise MultiscaleError(f"peptide {sequence}: variant {name} at position {pos} does not fit residue "
+                                  f"{sequence[pos - 1] if 1 <= pos <= len(sequence) else '?'}: use HID/HIE/HIP on H, ASH on D, GLH on E, LYN on K")
+    phi, psi = _angles(sequence, conformation, seed)
+    structure = PeptideBuilder.make_structure(sequence, phi, psi)
+    PeptideBuilder.add_terminal_OXT(structure)
+    for res in structure.get_residues():
+        rid = res.id[1]
+        if rid in variants:
+            res.resname = variants[rid]
+    from ..io import atomic_path
+
+    with atomic_path(path) as tmp:
+        io = PDBIO()
+        io.set_structure(structure)
+        io.save(str(tmp))
+    return Path(path)
+
+
+def pdb2gmx(pdb: str | os.PathLike, out_dir: str | os.PathLike, forcefield: str = "amber99sb-ildn", water: str = "tip3p",
+            settings=None, structure: str = "protein.gro") -> tuple[Path, Path]:
+    """``gmx pdb2gmx -ignh`` on ``pdb`` in ``out_dir``: returns (topol.top, ``structure``) (.gro or .pdb).
+
+    Charged termini (pdb2gmx's default: NH3+ / COO-), protonation from residue names.
+    """
+    from ..gromacs import run_tool
+
+    out_dir = Path(out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run_tool("pdb2gmx", settings=settings, cwd=out_dir, log=out_dir / "pdb2gmx.log", stage="pdb2gmx",
+             f=str(Path(pdb).resolve()), o=structure, p="topol.top", i="posre.itp", ff=forcefield, water=water,
+             ignh=True)
+    return out_dir / "topol.top", out_dir / structure
