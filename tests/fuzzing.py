@@ -311,8 +311,9 @@ def targets(extra: bool = False) -> dict[str, Target]:
     hpo_gro = DATA / "topologies" / "heptanol" / "HPO.gro"
     triclinic = _triclinic_gro(hpo_gro.read_text()).encode()
     out = {
-        "map": Target("map", {"heptanol.map": (DATA / "mappings" / "heptanol.map").read_bytes(),
-                              "toy.map": mapt.encode()}, _run_mapping(".map")),
+        "map": Target("map", {"heptanol.map": (DATA / "mappings" / "heptanol.map").read_bytes(), "toy.map": mapt.encode(),
+                              **{p.name: p.read_bytes() for p in sorted((DATA / "mappings").glob("lipids/POPC.map"))}},
+                      _run_mapping(".map")),
         "yaml": Target("yaml", {"toy.yaml": TOY_YAML.encode(), "heptanol.yaml": _heptanol_yaml().encode()},
                        _run_mapping(".yaml")),
         "top": Target("top", {"toy.top": top.format(ntoy=3, nsol=8).encode(), "toy.itp": itp.encode(),
