@@ -91,6 +91,10 @@ def test_map_with_utf8_bom_and_utf16_loads(toy, tmp_path):
         assert mp.molecules["TOY"].beads == ["A", "B"]
 
 
+def test_map_text_with_bom_parses(toy):
+    assert parse_map_text("\ufeff" + toy["map"].read_text(), "bom.map")[0].beads == ["A", "B"]
+
+
 def test_map_not_utf8_is_one_line(toy, tmp_path):
     p = tmp_path / "latin1.map"
     p.write_bytes(toy["map"].read_text().replace("C1", "C\xe91").encode("latin-1"))

@@ -185,9 +185,9 @@ class Mapping:
 
 def parse_map_text(text: str, source: str = "<string>") -> list[MoleculeMapping]:
     """Parse backward/vermouth ``.map`` text; one mapping per residue name in ``[ molecule ]``."""
-    sections: dict[str, list[list[str]]] = {}
+    sections: dict[str, list[tuple[int, list[str]]]] = {}
     current = None
-    for lineno, raw in enumerate(text.splitlines(), 1):
+    for lineno, raw in enumerate(text.removeprefix("\ufeff").splitlines(), 1):
         line = raw.split(";")[0].strip()
         if not line:
             continue
