@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MultiscaleError
-from .errors import clip as _clip  # noqa: I001
+from .errors import clip as _clip
 
 __all__ = ["MoleculeType", "MoleculeBlock", "SystemTopology", "load_topology", "gromacs_share_top"]
 
