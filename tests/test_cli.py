@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from conftest import toy_coords, write_toy
 from multiscale.io import read_frames, write_frames
@@ -98,3 +99,77 @@ def test_train_backmap_commands_and_bead_mismatch(tmp_path):
     assert r.returncode == 2 and r.stderr.count("\n") == 1
     assert "cg_bad.gro has 11 beads but the mapping expects 10" in r.stderr
     assert not (tmp_path / "bad.gro").exists()
+
+
+# --- bad invocations (issue 10): exit 2, one line, no traceback, nothing written ---
+
+_BAD = [
+    (("coarse-grain", "AA", "--output", "cg.gro", "--seed", "-1"), "argument --seed: '-1': must be a whole number >= 0"),
+    (("coarse-grain", "AA", "--output", "cg.gro", "--step", "0"), "argument --step"),
+    (("coarse-grain", "AA", "--output", "cg.gro", "--start", "-2"), "argument --start"),
+    (("coarse-grain", "AA", "--output", "cg.foo"), "--output .*cg.foo: unsupported file type '.foo'"),
+    (("coarse-grain", "AA", "--output", "cg.gro", "--cg-topology", "cg.itp"), "--cg-topology .*cg.itp: unsupported file type"),
+    (("coarse-grain", "AA", "--output", "toy.top/cg.gro"), r"cannot write there \(.*toy.top is not a folder\)"),
+    (("coarse-grain", "AA", "--output", "."), r"cannot write there|unsupported file type"),
+    (("coarse-grain", "--topology", "toy.top", "--structure", "md.xtc", "--mapping", "toy.map", "--output", "cg.gro"),
+     r"structure .*md.xtc is a trajectory"),
+    (("coarse-grain", "--topology", "toy.top"), "the following arguments are required"),
+    (("frobnicate",), "invalid choice: 'frobnicate'"),
+    (("train", "AA", "--output", "m.pt", "--epochs", "0"), "argument --epochs: '0': must be a whole number > 0"),
+    (("train", "AA", "--output", "m.pt", "--seed", "x"), "argument --seed: 'x' is not a whole number"),
+    (("backmap", "BM", "--candidates", "0"), "argument --candidates"),
+    (("backmap", "BM", "--max-retries", "-1"), "argument --max-retries"),
+    (("backmap", "BM", "--posre-fc", "nan"), "--posre-fc must be a positive force constant"),
+    (("backmap", "BM", "--seed", "-1"), "argument --seed"),
+    (("backmap", "--cg", "cg0.gro", "--model", "m.pt", "--topology", "toy.top", "--output", "bm.mol2"), "unsupported file type"),
+    (("evaluate", "--cg", "cg0.gro", "--mapping", "toy.map", "--topology", "toy.top", "--output", "ev",
+      "--reference-max-frames", "0"), "argument --reference-max-frames"),
+    (("evaluate", "--cg", "cg0.gro", "--mapping", "toy.map", "--topology", "toy.top", "--output", "ev", "--seed", "-1"),
+     "argument --seed"),
+]
+
+
+@pytest.mark.parametrize("argv, match", _BAD, ids=[" ".join(a[0])[:60] for a in _BAD])
+def test_bad_invocations_exit_2_with_one_line(tmp_path, monkeypatch, capsys, argv, match):
+    """Before: tracebacks (--seed -1, unknown suffix, xtc structure), exit 0 (--epochs 0) or a
+    multi-line argparse usage block."""
+    import re
+
+    from multiscale.cli import main
+
+    p = _toy_system(tmp_path)
+    (tmp_path / "md.xtc").write_bytes((tmp_path / "aa.gro").read_bytes()[:0] + b"\x00" * 64)
+    (tmp_path / "cg0.gro").write_text((tmp_path / "aa.gro").read_text())
+    (tmp_path / "m.pt").write_bytes(b"not a model")
+    monkeypatch.chdir(tmp_path)
+    before = sorted(x.name for x in tmp_path.iterdir())
+    expand = {"AA": ["--topology", str(p["top"]), "--structure", "aa.gro", "--mapping", str(p["map"])],
+              "BM": ["--cg", "cg0.gro", "--model", "m.pt", "--topology", str(p["top"]), "--output", "bm.gro"]}
+    args = [x for a in argv for x in expand.get(a, [a])]
+    try:
+        rc = main(args)
+    except SystemExit as e:
+        rc = e.code
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert re.search(match, err), err
+    assert "Traceback" not in err and ".partial-" not in err
+    assert sorted(x.name for x in tmp_path.iterdir()) == before  # nothing written
+
+
+def test_read_only_output_folder_is_one_line(tmp_path):
+    import os
+
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders (the not-a-folder case is covered above)")
+    p = _toy_system(tmp_path)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        r = run("coarse-grain", "--topology", p["top"], "--structure", tmp_path / "aa.gro", "--mapping", p["map"],
+                "--output", ro / "cg.gro")
+    finally:
+        ro.chmod(0o755)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "not writable" in r.stderr

@@ -19,6 +19,55 @@ from . import __version__
 from .errors import MultiscaleError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (``error: PROG: what (see PROG --help)``, exit 2), like every
+    other user error of the command line; subcommand parsers inherit it."""
+
+    def error(self, message):
+        self.exit(2, f"error: {self.prog}: {' '.join(message.split())} (see '{self.prog} --help')\n")
+
+
+def _number(kind, low, inclusive=True, what=""):
+    """argparse type: a finite ``kind`` (int/float) >= low (> low when not inclusive)."""
+    def conv(text):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not {'a whole number' if kind is int else 'a number'}") from None
+        if v != v or v in (float("inf"), float("-inf")) or (v < low if inclusive else v <= low):
+            raise argparse.ArgumentTypeError(f"{text[:40]!r}: must be a {'finite number' if kind is float else 'whole number'} "
+                                             f"{'>=' if inclusive else '>'} {low}{what}")
+        return v
+
+    conv.__name__ = kind.__name__
+    return conv
+
+
+nonneg_int = _number(int, 0)
+positive_int = _number(int, 0, inclusive=False)
+
+# what each command may write, by suffix
+_STRUCTURE_OUT = (".gro", ".pdb", ".xtc", ".trr")
+
+
+def _check_outputs(outputs: dict) -> None:
+    """Refuse before any work an output with an unsupported suffix or in a folder that cannot be
+    written.  ``outputs``: {flag: (path or None, allowed suffixes or None)}."""
+    for flag, (path, suffixes) in outputs.items():
+        if not path:
+            continue
+        out = Path(path)
+        if suffixes and out.suffix.lower() not in suffixes:
+            raise MultiscaleError(f"{flag} {out}: unsupported file type {out.suffix or '(none)'!r}: use one of {', '.join(suffixes)}")
+        parent = out.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        why = ("it is a folder" if out.is_dir() else f"{parent} is not a folder" if not parent.is_dir()
+               else f"folder {parent} is not writable" if not os.access(parent, os.W_OK | os.X_OK) else None)
+        if why:
+            raise MultiscaleError(f"{flag} {out}: cannot write there ({why}): choose a writable file path")
+
+
 def _same_file(a: Path, b: Path) -> bool:
     """Whether two paths name the same file: same resolved path, or same inode (hard links)."""
     try:
@@ -50,9 +99,9 @@ def _aa_inputs(args) -> list:
 
 
 def _frames_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--start", type=int, default=0, help="first frame (0-based)")
-    p.add_argument("--stop", type=int, default=None, help="stop before this frame")
-    p.add_argument("--step", type=int, default=1, help="use every STEP-th frame")
+    p.add_argument("--start", type=nonneg_int, default=0, help="first frame (0-based)")
+    p.add_argument("--stop", type=nonneg_int, default=None, help="stop before this frame")
+    p.add_argument("--step", type=positive_int, default=1, help="use every STEP-th frame")
 
 
 def _aa_system_args(p: argparse.ArgumentParser, trajectory_required: bool = False) -> None:
@@ -81,6 +130,7 @@ def cmd_coarse_grain(args) -> int:
     from .io import write_frames
 
     refuse_inputs_as_outputs({"--output": args.output, "--cg-topology": args.cg_topology}, _aa_inputs(args))
+    _check_outputs({"--output": (args.output, _STRUCTURE_OUT), "--cg-topology": (args.cg_topology, (".top",))})
     top, mapping, frames = _load_aa(args)
     t0 = time.perf_counter()
     cg = coarse_grain(frames.positions, frames.box, top, mapping, seed=args.seed)
@@ -99,6 +149,7 @@ def cmd_train(args) -> int:
     from .backmap.engine import load_model, train
 
     refuse_inputs_as_outputs({"--output": args.output}, _aa_inputs(args))
+    _check_outputs({"--output": (args.output, None)})
     top, mapping, frames = _load_aa(args)
     init = load_model(args.init, top) if args.init else None
     prov = {"topology": str(args.topology), "structure": str(args.structure),
@@ -121,6 +172,7 @@ def cmd_backmap(args) -> int:
     from .topology import load_topology
 
     _check_backmap_args(args)
+    _check_outputs({"--output": (args.output, _STRUCTURE_OUT), "--report": (args.report, None)})
     top = load_topology(args.topology)
     model = load_model(args.model, top)
     layout = cg_layout(top, model.mapping)
@@ -173,7 +225,7 @@ def _check_backmap_args(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="multiscale", description=(__doc__ or "").splitlines()[0])
+    p = _Parser(prog="multiscale", description=(__doc__ or "").splitlines()[0])
     p.add_argument("--version", action="version", version=f"multiscale {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -185,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--output", required=True, help="CG structure/trajectory to write (.gro/.pdb/.xtc)")
     c.add_argument("--cg-topology", default=None, help="also write a CG .top with these [ molecules ]")
     c.add_argument("--include", action="append", help="itp to #include in the CG .top (repeat)")
-    c.add_argument("--seed", type=int, default=0, help="seed of the water grouping")
+    c.add_argument("--seed", type=nonneg_int, default=0, help="seed of the water grouping")
     _frames_args(c)
     c.set_defaults(func=cmd_coarse_grain)
 
@@ -195,9 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     _aa_system_args(t)
     t.add_argument("--output", required=True, help="model file to write (.pt)")
     t.add_argument("--init", default=None, help="continue training (fine-tune) this model")
-    t.add_argument("--seed", type=int, default=0,
+    t.add_argument("--seed", type=nonneg_int, default=0,
                    help="seed of every random step (weights, batches, noise, water bank); same seed and data, same model (default 0)")
-    t.add_argument("--epochs", type=int, default=None,
+    t.add_argument("--epochs", type=positive_int, default=None,
                    help="passes over the training data per molecule type (default: about 2000 optimiser steps, 3-300 epochs)")
     t.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ...")
     _frames_args(t)
@@ -212,16 +264,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model", required=True, help="model file from `multiscale train`")
     b.add_argument("--topology", required=True, help="AA topology (.top or .tpr): output atom order")
     b.add_argument("--output", required=True, help="AA structure/trajectory to write (.gro/.pdb/.xtc)")
-    b.add_argument("--seed", type=int, default=0, help="seed of the sampling; same seed, same structure (default 0)")
+    b.add_argument("--seed", type=nonneg_int, default=0, help="seed of the sampling; same seed, same structure (default 0)")
     b.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 ... (default cpu)")
     b.add_argument("--posre-dir", default=None, help="write posre_<moltype>.itp heavy-atom restraint includes here")
     b.add_argument("--posre-fc", type=float, default=1000.0, help="restraint force constant, kJ/mol/nm^2")
     b.add_argument("--report", default=None, help="write the certificate report (JSON) here")
     b.add_argument("--wrap", action="store_true", help="wrap atoms into the box (default: molecules kept whole)")
-    b.add_argument("--candidates", type=int, default=None,
+    b.add_argument("--candidates", type=positive_int, default=None,
                    help="samples drawn per molecule up front to pick a clash-free one (default: 1 for 1-2 bead "
                         "molecules, 2 for larger ones)")
-    b.add_argument("--max-retries", type=int, default=5, help="resampling rounds for molecules failing a certificate")
+    b.add_argument("--max-retries", type=nonneg_int, default=5, help="resampling rounds for molecules failing a certificate")
     _frames_args(b)
     b.set_defaults(func=cmd_backmap)
 

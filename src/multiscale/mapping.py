@@ -25,12 +25,13 @@ waters per CG bead.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .errors import MultiscaleError
+from .errors import MultiscaleError, clip, read_user_text
 from .topology import MoleculeType, SystemTopology
 
 __all__ = ["MoleculeMapping", "WaterMapping", "IonMapping", "Mapping", "load_mapping", "parse_map_text"]
@@ -56,16 +57,24 @@ class MoleculeMapping:
     def __post_init__(self):
         if self.cg_name is None:
             self.cg_name = self.molecule
+        mol = clip(self.molecule, 30)
         if self.weighting not in ("cog", "com"):
-            raise MultiscaleError(f"{self.source}: molecule {self.molecule}: weighting must be 'cog' or 'com', got {self.weighting!r}")
-        for atom, beads in zip(self.atoms, self.assignment):
-            for b in beads:
-                if b not in self.beads:
-                    raise MultiscaleError(f"{self.source}: atom {atom} of {self.molecule} maps to bead {b!r}, which is not among the "
-                                          f"beads {self.beads}: add it to [ martini ] or fix the atom line")
+            raise MultiscaleError(f"{self.source}: molecule {mol}: weighting must be 'cog' or 'com', got {clip(self.weighting, 20)}")
+        if not self.beads:
+            raise MultiscaleError(f"{self.source}: molecule {mol} has no beads: list its CG bead names")
+        dup = sorted({b for b in self.beads if self.beads.count(b) > 1})
+        if dup:
+            raise MultiscaleError(f"{self.source}: molecule {mol}: bead name(s) {clip(' '.join(dup), 40)} listed twice "
+                                  "in [ martini ]/beads: bead names must be unique")
+        beads = set(self.beads)
+        for atom, assigned in zip(self.atoms, self.assignment):
+            for b in assigned:
+                if b not in beads:
+                    raise MultiscaleError(f"{self.source}: atom {clip(atom, 20)} of {mol} maps to bead {b[:20]!r}, which is not "
+                                          f"among the beads {clip(' '.join(self.beads), 60)}: add it to [ martini ] or fix the atom line")
         for b in self.beads:
             if not any(b in a for a in self.assignment):
-                raise MultiscaleError(f"{self.source}: bead {b} of {self.molecule} has no atoms: list at least one atom for it in [ atoms ]")
+                raise MultiscaleError(f"{self.source}: bead {clip(b, 20)} of {mol} has no atoms: list at least one atom for it in [ atoms ]")
 
     @property
     def n_beads(self) -> int:
@@ -81,14 +90,19 @@ class MoleculeMapping:
         for atom, beads in zip(self.atoms, self.assignment):
             j = moltype.index(atom)
             if j < 0:
-                raise MultiscaleError(
-                    f"{self.source}: atom {atom} of {self.molecule} is not in topology moleculetype {moltype.name} "
-                    f"(atoms: {' '.join(moltype.atom_names[:12])}{' ...' if moltype.n_atoms > 12 else ''}): fix the name in the mapping"
+                    raise MultiscaleError(
+                    f"{self.source}: atom {clip(atom, 20)} of {clip(self.molecule, 30)} is not in topology moleculetype "
+                    f"{clip(moltype.name, 30)} (atoms: {clip(' '.join(moltype.atom_names), 80)}): fix the name in the mapping"
                 )
             w = moltype.masses[j] if self.weighting == "com" else 1.0
             for b in beads:
                 m[self.beads.index(b), j] += w / len(beads)
-        return m / m.sum(axis=1, keepdims=True)
+        total = m.sum(axis=1, keepdims=True)
+        bad = np.flatnonzero(~(total[:, 0] > 0))
+        if len(bad):
+            raise MultiscaleError(f"{self.source}: bead {clip(self.beads[bad[0]], 20)} of {clip(self.molecule, 30)} has zero total "
+                                  f"{'mass' if self.weighting == 'com' else 'weight'}: give it atoms with mass or use weighting cog")
+        return m / total
 
 
 @dataclass
@@ -99,6 +113,13 @@ class WaterMapping:
     cg: str = "W"
     bead: str = "W"
     per_bead: int = 4
+
+    def __post_init__(self):
+        for key in ("aa", "cg", "bead"):
+            if not isinstance(getattr(self, key), str) or not getattr(self, key).strip():
+                raise MultiscaleError(f"water.{key} must be a moleculetype/bead name, got {clip(getattr(self, key), 30)}")
+        if isinstance(self.per_bead, bool) or not isinstance(self.per_bead, int) or not 1 <= self.per_bead <= 12:
+            raise MultiscaleError(f"water.per_bead must be a whole number from 1 to 12 (Martini 3: 4), got {clip(self.per_bead, 20)}")
 
 
 @dataclass
@@ -111,7 +132,7 @@ class IonMapping:
     def __post_init__(self):
         if isinstance(self.waters_per_ion, bool) or not isinstance(self.waters_per_ion, int) \
                 or not 0 <= self.waters_per_ion <= 12:
-            raise MultiscaleError(f"ions.waters_per_ion must be a whole number from 0 to 12, got {self.waters_per_ion!r}")
+            raise MultiscaleError(f"ions.waters_per_ion must be a whole number from 0 to 12, got {clip(self.waters_per_ion, 20)}")
 
 
 @dataclass
@@ -164,9 +185,9 @@ class Mapping:
 
 def parse_map_text(text: str, source: str = "<string>") -> list[MoleculeMapping]:
     """Parse backward/vermouth ``.map`` text; one mapping per residue name in ``[ molecule ]``."""
-    sections: dict[str, list[list[str]]] = {}
+    sections: dict[str, list[tuple[int, list[str]]]] = {}
     current = None
-    for lineno, raw in enumerate(text.splitlines(), 1):
+    for lineno, raw in enumerate(text.removeprefix("\ufeff").splitlines(), 1):
         line = raw.split(";")[0].strip()
         if not line:
             continue
@@ -174,58 +195,92 @@ def parse_map_text(text: str, source: str = "<string>") -> list[MoleculeMapping]
             continue  # backward macros/defines are not needed here
         if line.startswith("["):
             if not line.endswith("]"):
-                raise MultiscaleError(f"{source}:{lineno}: malformed section header {raw.strip()!r}")
+                raise MultiscaleError(f"{source}:{lineno}: malformed section header {clip(raw)}: write '[ name ]'")
             current = line[1:-1].strip().lower()
             sections.setdefault(current, [])
             continue
         if current is None:
-            raise MultiscaleError(f"{source}:{lineno}: text before the first [ section ]: {raw.strip()!r}")
-        sections[current].append(line.split())
+            raise MultiscaleError(f"{source}:{lineno}: text before the first [ section ]: {clip(raw)}")
+        sections[current].append((lineno, line.split()))
     for required in ("molecule", "martini", "atoms"):
         if not sections.get(required):
             raise MultiscaleError(f"{source}: missing or empty [ {required} ] section (a .map needs [ molecule ], [ martini ] and [ atoms ])")
-    names = [t for row in sections["molecule"] for t in row]
-    beads = [t for row in sections["martini"] for t in row]
+    names = [t for _, row in sections["molecule"] for t in row]
+    beads = [t for _, row in sections["martini"] for t in row]
     atoms, assignment = [], []
-    for row in sections["atoms"]:
-        if len(row) < 2 or not row[0].lstrip("-").isdigit():
-            raise MultiscaleError(f"{source}: bad [ atoms ] line {' '.join(row)!r}: expected 'index atom_name bead [bead ...]'")
+    for lineno, row in sections["atoms"]:
+        if len(row) < 2 or not re.fullmatch(r"-?[0-9]+", row[0]):
+            raise MultiscaleError(f"{source}:{lineno}: bad [ atoms ] line {clip(' '.join(row))}: expected 'index atom_name bead [bead ...]'")
+        if row[1] in atoms:
+            raise MultiscaleError(f"{source}:{lineno}: atom name {clip(row[1], 20)} listed twice in [ atoms ]")
         atoms.append(row[1])
         assignment.append([b for b in row[2:] if not b.startswith("!")])
-    dup = {a for a in atoms if atoms.count(a) > 1}
-    if dup:
-        raise MultiscaleError(f"{source}: atom name(s) {', '.join(sorted(dup))} listed twice in [ atoms ]")
-    hints = {k: v for k, v in sections.items() if k in ("chiral", "trans", "cis", "out")}
+    hints = {k: [row for _, row in v] for k, v in sections.items() if k in ("chiral", "trans", "cis", "out")}
     return [MoleculeMapping(molecule=n, beads=beads, atoms=atoms, assignment=[list(a) for a in assignment],
                             source=source, hints=hints) for n in names]
+
+
+def _names(value, path: Path, key: str) -> list[str]:
+    """A YAML list of names (or one name) as strings; anything else is a one-line error."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(v, str) and v.strip() for v in items):
+        raise MultiscaleError(f"{path}: {key} must be a name or a list of names (strings), got {clip(value, 40)}")
+    return list(items)
+
+
+def _yaml_molecule(path: Path, name, spec) -> MoleculeMapping:
+    """One ``molecules.NAME`` entry of a YAML mapping, type-checked."""
+    if not isinstance(name, (str, int)) or isinstance(name, bool):
+        raise MultiscaleError(f"{path}: molecules: {clip(name, 30)} is not a moleculetype name: use a string key")
+    key = f"molecules.{clip(name, 30)}"
+    if not isinstance(spec, dict):
+        raise MultiscaleError(f"{path}: {key} must be a mapping with 'beads' and 'atoms', got {clip(spec, 40)}")
+    unknown = set(spec) - {"cg_name", "beads", "weighting", "atoms"}
+    if unknown:
+        raise MultiscaleError(f"{path}: {key}: unknown key(s) {clip(sorted(map(str, unknown)), 60)}")
+    if "beads" not in spec or "atoms" not in spec:
+        raise MultiscaleError(f"{path}: {key}: needs 'beads' and 'atoms'")
+    beads = _names(spec["beads"], path, f"{key}.beads")
+    atoms_spec = spec["atoms"]
+    if not isinstance(atoms_spec, dict) or not atoms_spec:
+        raise MultiscaleError(f"{path}: {key}.atoms must map atom names to bead names, e.g. {{C1: B1, C4: [B1, B2]}}")
+    atoms, assignment = [], []
+    for atom, bs in atoms_spec.items():
+        if not isinstance(atom, str):
+            raise MultiscaleError(f"{path}: {key}.atoms: atom name {clip(atom, 20)} must be a string (quote it)")
+        atoms.append(atom)
+        assignment.append([] if bs is None else _names(bs, path, f"{key}.atoms.{clip(atom, 20)}"))
+    cg_name = spec.get("cg_name")
+    if cg_name is not None and not (isinstance(cg_name, str) and cg_name.strip()):
+        raise MultiscaleError(f"{path}: {key}.cg_name must be a moleculetype name, got {clip(cg_name, 30)}")
+    return MoleculeMapping(molecule=str(name), beads=beads, atoms=atoms, assignment=assignment, cg_name=cg_name,
+                           weighting=str(spec.get("weighting", "cog")), source=str(path))
 
 
 def _parse_yaml(path: Path) -> tuple[list[MoleculeMapping], WaterMapping | None, IonMapping | None]:
     import yaml
 
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(read_user_text(path, "YAML mapping"))
     except yaml.YAMLError as e:
-        raise MultiscaleError(f"{path}: invalid YAML: {str(e).splitlines()[0]}") from e
+        raise MultiscaleError(f"{path}: invalid YAML: {clip(str(e).splitlines()[0] if str(e) else e, 120)}") from None
+    except RecursionError:
+        raise MultiscaleError(f"{path}: invalid YAML: nested too deeply") from None
     if not isinstance(data, dict) or not set(data) <= {"molecules", "water", "ions"}:
         raise MultiscaleError(f"{path}: a YAML mapping takes the top-level keys 'molecules', 'water' and 'ions' only")
-    out = []
-    for name, spec in (data.get("molecules") or {}).items():
-        unknown = set(spec) - {"cg_name", "beads", "weighting", "atoms"}
-        if unknown:
-            raise MultiscaleError(f"{path}: molecules.{name}: unknown key(s) {sorted(unknown)}")
-        if "beads" not in spec or "atoms" not in spec:
-            raise MultiscaleError(f"{path}: molecules.{name}: needs 'beads' and 'atoms'")
-        atoms = list(spec["atoms"])
-        assignment = [[b] if isinstance(b, str) else list(b or []) for b in spec["atoms"].values()]
-        out.append(MoleculeMapping(molecule=str(name), beads=list(spec["beads"]), atoms=atoms, assignment=assignment,
-                                   cg_name=spec.get("cg_name"), weighting=spec.get("weighting", "cog"), source=str(path)))
+    molecules = data.get("molecules") or {}
+    if not isinstance(molecules, dict):
+        raise MultiscaleError(f"{path}: molecules must map moleculetype names to their mappings, got {clip(molecules, 40)}")
+    out = [_yaml_molecule(path, name, spec) for name, spec in molecules.items()]
     water = None
     if data.get("water") is not None:
+        w = data["water"]
+        if not isinstance(w, dict) or not set(w) <= {"aa", "cg", "bead", "per_bead"}:
+            raise MultiscaleError(f"{path}: water: takes only 'aa', 'cg', 'bead' and 'per_bead' (e.g. water: {{per_bead: 4}})")
         try:
-            water = WaterMapping(**data["water"])
-        except TypeError as e:
-            raise MultiscaleError(f"{path}: water: {e}") from e
+            water = WaterMapping(**w)
+        except MultiscaleError as e:
+            raise MultiscaleError(f"{path}: {e}") from None
     ions = None
     if data.get("ions") is not None:
         if not isinstance(data["ions"], dict) or not set(data["ions"]) <= {"waters_per_ion"}:
@@ -252,10 +307,10 @@ def load_mapping(paths: str | os.PathLike | list) -> Mapping:
             if ions is not None:
                 result.ions = ions
         else:
-            mols = parse_map_text(p.read_text(), source=str(p))
+            mols = parse_map_text(read_user_text(p, "mapping file"), source=str(p))
         for m in mols:
             if m.molecule in result.molecules:
-                raise MultiscaleError(f"{p}: molecule {m.molecule} is mapped twice (also in {result.molecules[m.molecule].source})")
+                raise MultiscaleError(f"{p}: molecule {clip(m.molecule, 30)} is mapped twice (also in {result.molecules[m.molecule].source})")
             result.molecules[m.molecule] = m
         result.sources.append(str(p))
     return result

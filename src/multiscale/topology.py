@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import MultiscaleError
+from .errors import clip as _clip
 
 __all__ = ["MoleculeType", "MoleculeBlock", "SystemTopology", "load_topology", "gromacs_share_top"]
 
@@ -182,9 +184,118 @@ def _from_parmed_template(name: str, struct) -> MoleculeType:
     )
 
 
-def _read_top(path: Path) -> SystemTopology:
-    from parmed.gromacs import GromacsTopologyFile
+_MAX_ATOMS = 2**31 - 1  # GROMACS' atom index limit: a larger [ molecules ] total is a typo
+
+
+class _LineCounter:
+    """Iterate a file's lines, remembering the 1-based number of the last one read."""
+
+    def __init__(self, fileobj):
+        self._f, self.lineno = fileobj, 0
+
+    def __iter__(self):
+        for line in self._f:
+            self.lineno += 1
+            yield line
+
+    def close(self):
+        self._f.close()
+
+
+def _tracking_preprocessor():
+    """A ParmEd CPreProcessor that knows file and line of what it yields and refuses circular includes."""
     from parmed.gromacs._cpp import CPreProcessor
+
+    class _TrackingPP(CPreProcessor):
+        def __init__(self, fname, chain=(), **kw):
+            try:
+                with open(fname, "rb") as fh:
+                    fh.read().decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise MultiscaleError(f"{fname}: not UTF-8 text (byte {e.start}): save the file as UTF-8/ASCII") from None
+            super().__init__(fname, **kw)
+            self._fileobj = _LineCounter(self._fileobj)
+            self.chain = (*chain, os.path.realpath(fname))
+
+        def where(self) -> str:
+            """``file:line`` of the innermost file being read."""
+            pp = self
+            while isinstance(pp._includefile, _TrackingPP):
+                pp = pp._includefile
+            return f"{pp.filename}:{pp._fileobj.lineno}"
+
+        def _include(self, args):
+            CPreProcessor._ppcmdmap["include"](self, args)
+            inc = self._includefile
+            if inc is None:
+                return
+            inc.close()
+            fname = inc.filename
+            self._includefile = None
+            if os.path.realpath(fname) in self.chain:
+                raise MultiscaleError(f"{self.where()}: circular #include of {fname}: remove the #include that reads a file already being read")
+            if len(self.chain) >= 32:
+                raise MultiscaleError(f"{self.where()}: #include nested more than 32 deep: check for an include loop")
+            self._includefile = _TrackingPP(fname, chain=self.chain, defines=self.defines, includes=self._includes,
+                                            notfound_fatal=self._notfound_fatal)
+
+        _ppcmdmap = {**CPreProcessor._ppcmdmap, "include": _include}
+
+    return _TrackingPP
+
+
+def _preprocess(path: Path, includes: list[str]) -> tuple[list[str], list[str]]:
+    """Preprocessed lines of a .top (includes expanded, FLEXIBLE defined as ParmEd does) and,
+    per line, the ``file:line`` it came from."""
+    from collections import OrderedDict
+
+    pp = _tracking_preprocessor()(str(path), defines=OrderedDict(FLEXIBLE="1"), includes=includes)
+    lines, origins = [], []
+    it = iter(pp)
+    while True:
+        try:
+            line = next(it)
+        except StopIteration:
+            break
+        except MultiscaleError:
+            raise
+        except RecursionError:
+            raise MultiscaleError(f"{pp.where()}: #include nested too deep: check for an include loop") from None
+        except Exception as e:  # PreProcessorError, NotImplementedError (#elif), OSError
+            raise MultiscaleError(f"{pp.where()}: {_exc_line(e)}") from None
+        lines.append(line)
+        origins.append(pp.where())
+    return lines, origins
+
+
+def _exc_line(e: BaseException) -> str:
+    """First line of an exception's message (clipped), or its type name."""
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return msg if len(msg) <= 150 else msg[:147] + "..."
+
+
+class _Lines:
+    """Lines handed to ParmEd, remembering which one it read last."""
+
+    def __init__(self, lines):
+        self._lines, self.index = lines, -1
+
+    def __iter__(self):
+        for i, line in enumerate(self._lines):
+            self.index = i
+            yield line
+
+    def close(self):
+        pass
+
+
+def _read_top(path: Path) -> SystemTopology:
+    """Read a .top: includes expanded with file/line tracking, [ molecules ] read here (counts
+    bounded), moleculetypes parsed by ParmEd once each (never expanded to the whole system)."""
+    import warnings
+    from collections import OrderedDict
+
+    from parmed.gromacs import GromacsTopologyFile
 
     includes = [str(path.parent)]
     if os.environ.get("GMXLIB"):
@@ -192,50 +303,76 @@ def _read_top(path: Path) -> SystemTopology:
     share = gromacs_share_top()
     if share:
         includes.append(share)
-        import parmed.gromacs as pg
-
-        pg.GROMACS_TOPDIR = share
-    # The [ molecules ] order, read from the preprocessed text (ParmEd expands it but does
-    # not keep the block list).
-    blocks_spec: list[tuple[str, int]] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ParmEd's warnings would print before the error line
+        lines, origins = _preprocess(path, includes)
+    blocks_spec: list[tuple[str, int, str]] = []
+    atomtype_origin: dict[str, str] = {}
+    moltype_origin: dict[str, str] = {}
+    keep = []
     section = None
-    cwd = os.getcwd()
+    for line, where in zip(lines, origins):
+        s = line.split(";")[0].strip()
+        if not s:
+            continue
+        if s.startswith("["):
+            if not s.endswith("]"):
+                raise MultiscaleError(f"{where}: malformed section header {_clip(s)}: write '[ name ]'")
+            section = s.strip("[] ").lower()
+        elif section == "molecules":
+            parts = s.split()
+            if len(parts) != 2 or not re.fullmatch(r"[0-9]+", parts[1]):
+                raise MultiscaleError(f"{where}: bad [ molecules ] line {_clip(s)}: expected 'NAME COUNT'")
+            blocks_spec.append((parts[0], int(parts[1]), where))
+            continue  # ParmEd would build every copy: it gets the moleculetypes only
+        elif section == "atomtypes":
+            atomtype_origin.setdefault(s.split()[0], where)
+        elif section == "moleculetype":
+            moltype_origin.setdefault(s.split()[0], where)
+        keep.append((line, where))
+    feed = _Lines([ln for ln, _ in keep])
     try:
-        os.chdir(path.parent)
-        for line in CPreProcessor(path.name, includes=includes):
-            s = line.split(";")[0].strip()
-            if not s:
-                continue
-            if s.startswith("["):
-                section = s.strip("[] ").lower()
-                continue
-            if section == "molecules":
-                parts = s.split()
-                if len(parts) != 2 or not parts[1].isdigit():
-                    raise MultiscaleError(f"{path}: bad [ molecules ] line {s!r}: expected 'NAME COUNT'")
-                blocks_spec.append((parts[0], int(parts[1])))
-        top = GromacsTopologyFile(path.name, parametrize=False)
-    except MultiscaleError:
-        raise
-    except FileNotFoundError as e:
-        raise MultiscaleError(f"{path}: include not found ({e}); includes resolve relative to the .top's folder, GMXLIB, then the GROMACS share dir") from e
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ParmEd's warnings would print before the error line
+            top = GromacsTopologyFile(feed, defines=OrderedDict(), parametrize=False)
     except Exception as e:  # ParmEd raises many types on malformed input
-        raise MultiscaleError(f"{path}: cannot read GROMACS topology: {e}") from e
-    finally:
-        os.chdir(cwd)
-    templates = {name: _from_parmed_template(name, mol) for name, (mol, _nrexcl) in top.molecules.items()}
+        where = keep[feed.index][1] if 0 <= feed.index < len(keep) else str(path)
+        raise MultiscaleError(f"{where}: cannot read GROMACS topology: {_exc_line(e)}") from None
+    templates = {}
+    for name, (mol, _nrexcl) in top.molecules.items():
+        _check_atoms(name, mol, atomtype_origin, path)
+        templates[name] = _from_parmed_template(name, mol)
     blocks, start = [], 0
-    for name, count in blocks_spec:
+    for name, count, where in blocks_spec:
         if name not in templates:
-            raise MultiscaleError(f"{path}: [ molecules ] names '{name}' but no [ moleculetype ] {name} is defined or included")
+            raise MultiscaleError(f"{where}: [ molecules ] names {_clip(name, 40)} but no [ moleculetype ] of that name is defined or included")
         if count == 0:
             continue
+        if templates[name].n_atoms == 0:
+            raise MultiscaleError(f"{moltype_origin.get(name, path)}: [ moleculetype ] {name} has no [ atoms ]: "
+                                  "list its atoms (or remove it from [ molecules ])")
         b = MoleculeBlock(templates[name], count, start)
+        if b.stop > _MAX_ATOMS:
+            raise MultiscaleError(f"{where}: [ molecules ] {name} {count} makes more than {_MAX_ATOMS} atoms: check the count")
         blocks.append(b)
         start = b.stop
     if not blocks:
         raise MultiscaleError(f"{path}: no molecules in [ molecules ]")
     return SystemTopology(blocks=blocks, source=path)
+
+
+def _check_atoms(name: str, mol, atomtype_origin: dict[str, str], path: Path) -> None:
+    """Atomic numbers, masses and charges of one ParmEd moleculetype are usable (one-line error otherwise)."""
+    from parmed.periodic_table import Element
+
+    for a in mol.atoms:
+        where = atomtype_origin.get(a.type, str(path))
+        if not -1 <= a.atomic_number < len(Element):
+            raise MultiscaleError(f"{where}: atom type {_clip(a.type, 20)} (atom {_clip(a.name, 10)} of {name}) has atomic number "
+                                  f"{a.atomic_number}: use 0-{len(Element) - 1} in [ atomtypes ]")
+        if not (np.isfinite(a.mass) and a.mass >= 0 and np.isfinite(a.charge)):
+            raise MultiscaleError(f"{path}: moleculetype {name} atom {_clip(a.name, 10)}: mass {a.mass} / charge {a.charge} "
+                                  f"must be finite and the mass >= 0: fix its [ atoms ] or [ atomtypes ] line")
 
 
 def _read_tpr(path: Path) -> SystemTopology:

@@ -77,6 +77,8 @@ def add_commands(subparsers) -> None:
     """Add the ``evaluate`` subcommand to an argparse subparsers object."""
     import argparse
 
+    from ..cli import nonneg_int, positive_int
+
     p = subparsers.add_parser(
         "evaluate",
         help="compare backmapping outputs (any tool) against an AA reference",
@@ -96,12 +98,12 @@ def add_commands(subparsers) -> None:
     p.add_argument("--candidate", action="append", metavar="NAME=PATH[,TRAJ]", help="a backmapped structure/trajectory to evaluate; repeatable")
     p.add_argument("--baseline", action="append", choices=["rigid", "random"], help="add a built-in baseline; repeatable")
     p.add_argument("--output", required=True, metavar="DIR", help="report folder")
-    p.add_argument("--seed", type=int, default=0, help="seed for baselines, bootstrap and GROMACS (default 0)")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed for baselines, bootstrap and GROMACS (default 0)")
     p.add_argument("--no-energy", action="store_true", help="skip the GROMACS criteria")
     p.add_argument("--run", action="append", metavar="[NAME=]CMD", help="run CMD (shell) to produce the candidate, timing it and measuring peak memory")
     p.add_argument("--time-s", action="append", metavar="[NAME=]SECONDS", help="backmapping wall time as supplied")
     p.add_argument("--peak-mem-mb", action="append", metavar="[NAME=]MIB", help="backmapping peak memory as supplied")
-    p.add_argument("--reference-max-frames", type=int, default=None, metavar="N",
+    p.add_argument("--reference-max-frames", type=positive_int, default=None, metavar="N",
                    help="use at most N evenly spaced reference frames (default: every frame given)")
     p.add_argument("--no-plots", action="store_true", help="skip PNG plots")
     p.add_argument("--water-grouping", action="append", metavar="[NAME=]order|assignment",
