@@ -28,7 +28,7 @@ from .frame import BackmapContext, FrameState
 
 __all__ = ["STEPS", "draw", "place_ions", "select_environment", "resolve_clashes", "stereo_repair", "solvent",
            "polar_h", "final_certificate", "check_solutes", "ION_MIN_DIST", "ion_min_dist",
-           "ion_water_dist"]
+           "ion_water_dist", "ion_water_shell", "ION_WATER_SHELL"]
 
 #: Rounds of re-placing water beads that still clash after the bank's own placement (each
 #: round costs one system-wide clash search).
@@ -62,6 +62,29 @@ def ion_water_dist(ctx: BackmapContext) -> np.ndarray:
             ion_min_dist(e) for e in blk.aa_block.moltype.elements]
         out.append(np.tile(per_mol, blk.count))
     return np.concatenate(out) if out else np.zeros(0)
+
+
+#: First-shell water-O distance (nm) the water placement aims at, by ion element (first g(r)
+#: peaks: Na-O 0.24, K-O 0.28, Ca-O 0.24, Mg-O 0.21, Cl-O 0.315 nm); others: the closest
+#: approach + 0.04 nm (as for hydrated ion beads).
+ION_WATER_SHELL = {"NA": 0.24, "K": 0.28, "CA": 0.24, "MG": 0.21, "CL": 0.315}
+
+
+def ion_water_shell(ctx: BackmapContext) -> tuple[np.ndarray, np.ndarray]:
+    """Per ion atom (as :func:`ion_water_dist`) the first-shell water-O distance (nm; 0 for ions
+    that bring their own shell waters) and the charge (e)."""
+    shell, charge = [], []
+    for (_, blk), dmin in zip(ctx.ion_blocks, np.split(ion_water_dist(ctx), np.cumsum(
+            [b.count * b.aa_block.moltype.n_atoms for _, b in ctx.ion_blocks])[:-1])):
+        info = getattr(blk, "info", None) or {}
+        mt = blk.aa_block.moltype
+        els = [info["element"]] if "element" in info else list(mt.elements)
+        r = np.tile([ION_WATER_SHELL.get(str(e).strip().upper(), np.nan) for e in els], blk.count)
+        r = np.where(np.isnan(r), dmin + 0.04, r)
+        shell.append(np.zeros(len(r)) if int(info.get("waters", 0)) > 0 else r)
+        q = [float(info["charge"])] if "charge" in info else list(mt.charges)
+        charge.append(np.tile(np.asarray(q, np.float64), blk.count))
+    return (np.concatenate(shell) if shell else np.zeros(0)), (np.concatenate(charge) if charge else np.zeros(0))
 
 
 def _moltype_entry(mm) -> dict:
@@ -307,6 +330,9 @@ def _bank_place(ctx: BackmapContext, beads, box, seed, others, others_min_dist, 
     bank = ctx.model.water_bank
     if others_min_dist is not None and _accepts(bank.place, "others_min_dist"):
         kw["others_min_dist"] = others_min_dist
+    for key in ("others_shell", "others_charge"):  # ion first shells (banks that take them)
+        if kw.get(key) is None or not _accepts(bank.place, key):
+            kw.pop(key, None)
     return bank.place(beads, box, seed=seed, others=others, max_retries=ctx.opts.max_retries, **kw)
 
 
@@ -349,10 +375,17 @@ def solvent(state: FrameState, ctx: BackmapContext) -> FrameState:
     if not ctx.water_blocks:
         return state
     others, dmin = _obstacles(state, ctx)
+    shell = charge = None
+    if ctx.ion_blocks:  # ion first shells: per others atom (solutes, ions, hydration waters)
+        r, q = ion_water_shell(ctx)
+        n_sol = len(others) - len(r) - len(ctx.shell_atoms)
+        shell, charge = np.zeros(len(others)), np.zeros(len(others))
+        shell[n_sol:n_sol + len(r)], charge[n_sol:n_sol + len(r)] = r, q
     for bi, blk in ctx.water_blocks:
         beads = state.cg[blk.start:blk.stop].reshape(-1, 3)
         state.water_beads[bi] = beads
-        w = _bank_place(ctx, beads, state.box, derive_seed(ctx.opts.seed, state.frame, 1_000_003, bi), others, dmin)
+        w = _bank_place(ctx, beads, state.box, derive_seed(ctx.opts.seed, state.frame, 1_000_003, bi), others, dmin,
+                        others_shell=shell, others_charge=charge)
         st = dict(getattr(ctx.model.water_bank, "last_stats", {}) or {})
         for key in ("unresolved", "contacts", "contact_dist"):  # per-item arrays: keep the report small
             st.pop(key, None)
@@ -364,6 +397,8 @@ def solvent(state: FrameState, ctx: BackmapContext) -> FrameState:
             from .water import MIN_DIST_OTHERS
 
             dmin = np.concatenate([dmin, np.full(len(wo), float(MIN_DIST_OTHERS))])
+        if shell is not None:
+            shell, charge = (np.concatenate([a, np.zeros(len(wo))]) for a in (shell, charge))
     return state
 
 

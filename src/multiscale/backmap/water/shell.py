@@ -1,0 +1,207 @@
+"""Ion first shells: re-orient the clusters of the W beads next to an ion after the bead stage.
+
+Random cluster orientations leave the first shell of a small cation under-populated (Martini
+puts W beads ~0.40-0.50 nm from Na+; a random 4-water cluster on such a bead rarely has an
+O at the 0.24 nm first-shell distance: Na+ CN(0.32 nm) ~2 instead of ~5.5).  For every bead
+within ``r_shell + SHELL_REACH`` of a shell ion (``others_shell`` > 0), :func:`shell_pass`
+tries candidates aimed at the shell: a bank cluster turned so that one of its oxygens lies
+exactly at the ion's first-shell distance (the angle from the bead -> ion axis follows from
+the O's distance to the cluster's centre), spun at random about that O's direction; the
+current cluster is candidate 0.  A candidate is taken only if its oxygens keep ``min_dist``
+from every other bead's oxygens and all its atoms their clearances from ``others`` (ions:
+``others_min_dist``), and it raises the score
+
+    sum over (O, shell ion) of exp(-((d - r_shell) / SHELL_WIDTH)^2) * f,
+
+f = cos(ion -> O, O -> H-H midpoint) (cations: H away), cos(O -> ion, O -> H) of the better H
+(anions: one O-H at the ion), 1 without a charge (negative cosines count 0).  Beads that can
+reach each other's oxygens are never re-oriented in the same round (rounds of an independent
+set, lower sorted index first), so every test is against the present neighbours.  The bead's
+centre of mass is untouched (the cluster only turns about it).  Lengths nm.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from multiscale.errors import MultiscaleError
+
+from .cells import _CellGrid
+from .rotations import _qmul
+
+__all__ = ["ShellIons", "shell_pass"]
+
+#: beads up to r_shell + this from a shell ion are re-oriented (nm; Martini W beads of an
+#: ion's first shell sit 0.40-0.55 nm from it)
+SHELL_REACH = 0.35
+#: width of the distance term of the score (nm)
+SHELL_WIDTH = 0.025
+#: candidates aimed at the shell per bead
+SHELL_CANDIDATES = 48
+
+
+class ShellIons:
+    """Shell ions among ``others`` (m, 3): ``shell`` (m,) preferred water-O distance (nm;
+    0 or NaN: none) and ``charge`` (m,) (sign sets the orientation term; None: 0)."""
+
+    def __init__(self, others, shell, charge=None):
+        oth = np.asarray(others, dtype=np.float64).reshape(-1, 3)
+        sh = np.asarray(shell, dtype=np.float64).reshape(-1)
+        if sh.shape != (len(oth),) or np.any(sh[np.isfinite(sh)] < 0):
+            raise MultiscaleError(f"others_shell has shape {sh.shape}: pass one distance >= 0 nm "
+                                  f"(0 or NaN: no shell) per 'others' atom ({len(oth)})")
+        ch = np.zeros(len(oth)) if charge is None else np.asarray(charge, np.float64).reshape(-1)
+        if ch.shape != (len(oth),) or not np.all(np.isfinite(ch)):
+            raise MultiscaleError(f"others_charge has shape {ch.shape}: pass one finite charge (e) "
+                                  f"per 'others' atom ({len(oth)})")
+        idx = np.flatnonzero(np.isfinite(sh) & (sh > 0))
+        self.pos, self.r0, self.sign = oth[idx], sh[idx], np.sign(ch[idx])
+
+    def __len__(self) -> int:
+        return len(self.pos)
+
+
+def _pairs(box, ions: ShellIons, centres: np.ndarray, radius):
+    """(bead, ion, distance) of bead centres (n, 3) within ``radius`` (scalar, or (s,) per
+    ion) of the shell ions, sorted by bead."""
+    rad = np.broadcast_to(np.asarray(radius, np.float64), (len(ions),))
+    tree = box.tree(ions.pos, float(rad.max()))
+    nbl = tree.query_ball_point(centres, float(rad.max()))
+    b = np.repeat(np.arange(len(centres)), [len(v) for v in nbl])
+    j = np.fromiter((k for v in nbl for k in v), dtype=np.int64, count=len(b))
+    d = np.linalg.norm(box.min_image(ions.pos[j] - centres[b]), axis=1)
+    k = np.flatnonzero(d < rad[j])
+    return b[k], j[k], d[k]
+
+
+def _rounds(box, centres: np.ndarray, reach: float) -> list:
+    """Independent sets (lists of indices into centres) in order: no two of a set closer than
+    ``reach``; greedy, the lower index first."""
+    n = len(centres)
+    if n == 0:
+        return []
+    pp = box.tree(centres, reach).query_pairs(reach)
+    a, b = np.minimum(pp[:, 0], pp[:, 1]), np.maximum(pp[:, 0], pp[:, 1])
+    left = np.ones(n, dtype=bool)
+    out = []
+    while left.any():
+        k = left[a] & left[b]
+        blocked = np.zeros(n, dtype=bool)
+        blocked[b[k]] = True  # of two that can reach each other the lower index goes first
+        sel = np.flatnonzero(left & ~blocked)
+        out.append(sel)
+        left[sel] = False
+    return out
+
+
+def _aimed(bank, rng, box, ions, cb, xb, ion, m):
+    """``m`` candidates (cluster, float32 quaternion) per bead of ``cb`` (positions xb (t, 3),
+    aimed at shell ion ``ion`` (t,)): one O at the ion's shell distance."""
+    c = len(cb) * m
+    u = np.repeat(box.min_image(ions.pos[ion] - xb), m, axis=0)
+    D = np.linalg.norm(u, axis=1)
+    u /= np.maximum(D, 1e-12)[:, None]
+    r0 = np.repeat(ions.r0[ion], m)
+    k = rng.integers(len(bank), size=c)
+    o = bank._flat[k][:, 0::3]  # (c, 4, 3) oxygens, cluster frame
+    r = np.linalg.norm(o, axis=2)
+    cos = (D[:, None] ** 2 + r * r - r0[:, None] ** 2) / (2 * D[:, None] * r)
+    wi = np.argmax(rng.random((c, 4)) + (np.abs(cos) <= 1), axis=1)  # a random O that can reach
+    rows = np.arange(c)
+    ct = np.clip(cos[rows, wi], -1, 1)
+    a = o[rows, wi] / r[rows, wi, None]
+    v = rng.standard_normal((c, 3))
+    e = v - np.einsum("ij,ij->i", v, u)[:, None] * u
+    e /= np.maximum(np.linalg.norm(e, axis=1), 1e-12)[:, None]
+    t = ct[:, None] * u + np.sqrt(1 - ct * ct)[:, None] * e  # where that O goes
+    q = np.concatenate([1 + np.einsum("ij,ij->i", a, t)[:, None], np.cross(a, t)], axis=1)
+    flip = q[:, 0] < 1e-9  # a opposite to t: a half turn about an axis normal to a
+    if flip.any():
+        ax = np.cross(a[flip], e[flip])
+        q[flip] = np.concatenate([np.zeros((int(flip.sum()), 1)),
+                                  ax / np.linalg.norm(ax, axis=1)[:, None]], axis=1)
+    phi = rng.uniform(0, 2 * np.pi, c)
+    spin = np.concatenate([np.cos(phi / 2)[:, None], np.sin(phi / 2)[:, None] * t], axis=1)
+    q = _qmul(spin, q)
+    q /= np.linalg.norm(q, axis=1)[:, None]
+    return k, q.astype(np.float32)
+
+
+def _score(box, ions, atoms, cand_bead, start, pion):
+    """Shell score (c,) of candidate clusters ``atoms`` (c, 12, 3) on beads ``cand_bead``;
+    bead i's shell ions are ``pion[start[i]:start[i + 1]]``."""
+    cnt = start[cand_bead + 1] - start[cand_bead]
+    ci = np.repeat(np.arange(len(atoms)), cnt)
+    off = np.arange(len(ci)) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+    j = pion[np.repeat(start[cand_bead], cnt) + off]
+    w = atoms[ci].reshape(-1, 4, 3, 3)
+    dv = box.min_image((w[:, :, 0] - ions.pos[j][:, None]).reshape(-1, 3)).reshape(-1, 4, 3)
+    d = np.linalg.norm(dv, axis=2)
+    u = dv / d[..., None]  # ion -> O
+    hm = 0.5 * (w[:, :, 1] + w[:, :, 2]) - w[:, :, 0]
+    cat = np.einsum("ewx,ewx->ew", hm, u) / np.linalg.norm(hm, axis=2)
+    oh = w[:, :, 1:] - w[:, :, :1]
+    an = -(np.einsum("ewhx,ewx->ewh", oh, u) / np.linalg.norm(oh, axis=3)).max(axis=2)
+    s = ions.sign[j][:, None]
+    f = np.where(s > 0, cat, np.where(s < 0, an, 1.0))
+    g = np.exp(-(((d - ions.r0[j][:, None]) / SHELL_WIDTH) ** 2)) * np.clip(f, 0, 1)
+    return np.bincount(ci, weights=g.sum(axis=1), minlength=len(atoms))
+
+
+def shell_pass(st, ions: ShellIons, r_grid: float, n_cand: int = SHELL_CANDIDATES) -> dict:
+    """Re-orient the clusters of the beads next to shell ions (module doc), in place on the
+    bead stage ``st`` (:class:`~.beads.BeadStage`: ``kk``, ``qq``, ``offender``).  Returns
+    counters: ``n_shell_beads``, ``n_shell_turned``, ``shell_rounds``."""
+    bank, rng, box, obst = st.bank, st.rng, st.box, st.obst
+    xs = st.xw32.T.astype(np.float64)  # sorted wrapped centres
+    xc = st.x[st.order]  # the caller's centres (any image), sorted
+    sb, si, _ = _pairs(box, ions, xs, ions.r0 + SHELL_REACH)
+    stats = dict(n_shell_beads=0, n_shell_turned=0, shell_rounds=0)
+    if len(sb) == 0:
+        return stats
+    beads, first = np.unique(sb, return_index=True)
+    start = np.append(first, len(sb))  # shell ions of beads[i]: si[start[i]:start[i + 1]]
+    o_ext = float(np.linalg.norm(bank._flat[:, 0::3], axis=2).max())
+    # the oxygens of every bead the shell beads' oxygens can reach, in a cell list
+    reach = 2 * o_ext + r_grid
+    nbl = box.tree(xs[beads], reach).query_ball_point(xs, reach)
+    local = np.flatnonzero(np.fromiter((len(v) > 0 for v in nbl), dtype=bool, count=len(xs)))
+    ox = bank._oxygens(st.kk[local], st.qq[local], st.xw32[:, local])
+    grid = _CellGrid(tuple(ox.reshape(3, -1)), box, r_grid, ids=np.tile(local, 4))
+    drop = np.zeros(st.n, dtype=bool)
+    turned = 0
+    rounds = _rounds(box, xs[beads], reach)
+    for sel in rounds:
+        b = beads[sel]
+        t = len(b)
+        # aim at one of the bead's shell ions (at random)
+        ni = start[sel + 1] - start[sel]
+        ion = si[start[sel] + (rng.random(t) * ni).astype(np.int64)]
+        ak, aq = _aimed(bank, rng, box, ions, b, xc[b], ion, n_cand)
+        m1 = n_cand + 1  # candidate bead * m1 + slot; slot 0: the bead's present cluster
+        ck = np.concatenate([st.kk[b][:, None], ak.reshape(t, n_cand)], axis=1).ravel()
+        cq = np.concatenate([st.qq[b][:, None], aq.reshape(t, n_cand, 4)], axis=1).reshape(-1, 4)
+        cb, cs = np.repeat(b, m1), np.repeat(sel, m1)  # the bead, its position in beads
+        co = bank._oxygens(ck, cq, st.xw32[:, cb])
+        qi, hb = grid.query(tuple(co.transpose(0, 2, 1).reshape(3, -1)))
+        qi = qi >> 2
+        clash = np.bincount(qi[hb != cb[qi]], minlength=len(ck))
+        atoms = bank._coords(ck, cq, xc[cb])
+        if obst:
+            clash += obst.count(atoms)
+        score = _score(box, ions, atoms, cs, start, si)
+        score[clash > 0] = -np.inf
+        best = np.argmax(score.reshape(t, m1), axis=1)  # ties: the present cluster stays
+        rows = np.flatnonzero(best > 0)
+        if len(rows) == 0:
+            continue
+        c = rows * m1 + best[rows]
+        nb = b[rows]
+        st.kk[nb], st.qq[nb] = ck[c], cq[c]
+        st.offender[nb] = False  # clash-free against every bead and 'others' now
+        drop[:] = False
+        drop[nb] = True
+        grid.update(drop, tuple(co[:, :, c].reshape(3, -1)), np.tile(nb, 4))
+        turned += len(rows)
+    stats.update(n_shell_beads=len(beads), n_shell_turned=turned, shell_rounds=len(rounds))
+    return stats
