@@ -307,7 +307,8 @@ class WaterBank:
               n_candidates: int = 16, first_candidates: int = 8,
               min_dist_atoms: float = MIN_DIST_ATOMS, contact_rounds: int = 16,
               contact_candidates: int = 32, return_stats: bool = False,
-              others_min_dist=None, others_shell=None, others_charge=None):
+              others_min_dist=None, others_shell=None, others_charge=None,
+              others_shell_n=None):
         """Replace each W bead by 4 waters (O, H1, H2), vectorised.
 
         Parameters
@@ -335,6 +336,9 @@ class WaterBank:
         others_charge : optional (m,) e, one per ``others`` atom (only the sign of shell
             atoms is used: > 0 hydrogens away, < 0 one O-H towards the atom, 0 no
             orientation term).  Default None: 0.
+        others_shell_n : optional (m,), one per ``others`` atom: the waters of a full first
+            shell (O within ``others_shell`` + 0.07 nm; Na+ 5.5, Cl- 7); the pass fills the
+            shell up to it and not beyond.  Default None: 6.
         max_retries : rounds of re-drawing clashing beads.  A small set of beads covering
             every clash (greedy vertex cover of the clash graph) is re-drawn; the beads not in
             it form a clash-free accepted set.  Each re-drawn bead tries up to
@@ -394,7 +398,7 @@ class WaterBank:
                      min_dist_atoms=min_dist_atoms, contact_rounds=contact_rounds,
                      contact_candidates=contact_candidates, return_stats=return_stats,
                      others_min_dist=others_min_dist, others_shell=others_shell,
-                     others_charge=others_charge)
+                     others_charge=others_charge, others_shell_n=others_shell_n)
 
 
 @functools.lru_cache(maxsize=1)

@@ -126,7 +126,7 @@ def place(bank, beads, box, seed: int = 0, others=None, min_dist: float = MIN_DI
           n_candidates: int = 16, first_candidates: int = 8,
           min_dist_atoms: float = MIN_DIST_ATOMS, contact_rounds: int = 16,
           contact_candidates: int = 32, return_stats: bool = False, others_min_dist=None,
-          others_shell=None, others_charge=None):
+          others_shell=None, others_charge=None, others_shell_n=None):
     """See :meth:`.bank.WaterBank.place`."""
     r_oo, r_ot, r_at = float(min_dist), float(min_dist_others), float(min_dist_atoms)
     x, b = _check(bank, beads, box, max_retries, n_candidates, first_candidates, r_oo, r_at,
@@ -157,7 +157,7 @@ def place(bank, beads, box, seed: int = 0, others=None, min_dist: float = MIN_DI
     st.run(max_retries, n_candidates, first_candidates)
     shell = dict(_SHELL0)
     if others_shell is not None and obst is not None:
-        ions = ShellIons(others, others_shell, others_charge)
+        ions = ShellIons(others, others_shell, others_charge, others_shell_n)
         if len(ions):
             shell = shell_pass(st, ions, r_grid)
     kk, qq, offender = st.kk, st.qq, st.offender

@@ -38,13 +38,18 @@ SHELL_REACH = 0.35
 SHELL_WIDTH = 0.025
 #: candidates aimed at the shell per bead
 SHELL_CANDIDATES = 48
+#: an O within r_shell + this of a shell ion counts as in its first shell (nm)
+SHELL_COUNT = 0.07
+#: first-shell water count aimed at where none is given
+SHELL_N_DEFAULT = 6.0
 
 
 class ShellIons:
     """Shell ions among ``others`` (m, 3): ``shell`` (m,) preferred water-O distance (nm;
-    0 or NaN: none) and ``charge`` (m,) (sign sets the orientation term; None: 0)."""
+    0 or NaN: none), ``charge`` (m,) (sign sets the orientation term; None: 0) and ``count``
+    (m,) the number of waters of a full first shell (None: :data:`SHELL_N_DEFAULT`)."""
 
-    def __init__(self, others, shell, charge=None):
+    def __init__(self, others, shell, charge=None, count=None):
         oth = np.asarray(others, dtype=np.float64).reshape(-1, 3)
         sh = np.asarray(shell, dtype=np.float64).reshape(-1)
         if sh.shape != (len(oth),) or np.any(sh[np.isfinite(sh)] < 0):
@@ -54,8 +59,26 @@ class ShellIons:
         if ch.shape != (len(oth),) or not np.all(np.isfinite(ch)):
             raise MultiscaleError(f"others_charge has shape {ch.shape}: pass one finite charge (e) "
                                   f"per 'others' atom ({len(oth)})")
+        n = (np.full(len(oth), SHELL_N_DEFAULT) if count is None
+             else np.asarray(count, np.float64).reshape(-1))
+        if n.shape != (len(oth),) or not np.all(np.isfinite(n)) or np.any(n < 0):
+            raise MultiscaleError(f"others_shell_n has shape {n.shape}: pass one water count >= 0 "
+                                  f"per 'others' atom ({len(oth)})")
         idx = np.flatnonzero(np.isfinite(sh) & (sh > 0))
-        self.pos, self.r0, self.sign = oth[idx], sh[idx], np.sign(ch[idx])
+        self.pos, self.r0, self.sign, self.n = oth[idx], sh[idx], np.sign(ch[idx]), n[idx]
+        self.r_cn = self.r0 + SHELL_COUNT
+        self.tree = None
+
+    def counts(self, box, o: np.ndarray) -> np.ndarray:
+        """Waters per shell ion (s,) among oxygens o (p, 3) within ``r_cn``."""
+        if self.tree is None:
+            self.tree = box.tree(self.pos, float(self.r_cn.max()))
+        q = np.asarray(o, np.float64).reshape(-1, 3)
+        nbl = self.tree.query_ball_point(q, float(self.r_cn.max()))
+        i = np.repeat(np.arange(len(q)), [len(v) for v in nbl])
+        j = np.fromiter((k for v in nbl for k in v), dtype=np.int64, count=len(i))
+        d = np.linalg.norm(box.min_image(self.pos[j] - q[i]), axis=1)
+        return np.bincount(j[d < self.r_cn[j]], minlength=len(self)).astype(np.float64)
 
     def __len__(self) -> int:
         return len(self.pos)
@@ -127,12 +150,16 @@ def _aimed(bank, rng, box, ions, cb, xb, ion, m):
     return k, q.astype(np.float32)
 
 
-def _score(box, ions, atoms, cand_bead, start, pion):
-    """Shell score (c,) of candidate clusters ``atoms`` (c, 12, 3) on beads ``cand_bead``;
-    bead i's shell ions are ``pion[start[i]:start[i + 1]]``."""
+def _score(box, ions, atoms, cand_bead, start, pion, m1, n_in):
+    """Shell score (c,) of candidate clusters ``atoms`` (c, 12, 3) on beads ``cand_bead``
+    (``m1`` candidates per bead, the first its present cluster); bead i's shell ions are
+    ``pion[start[i]:start[i + 1]]``; ``n_in`` (s,) waters in each ion's shell now.  Per
+    shell ion the term is capped at the room left (``n`` less the waters of other beads),
+    less the waters over ``n``."""
     cnt = start[cand_bead + 1] - start[cand_bead]
     ci = np.repeat(np.arange(len(atoms)), cnt)
-    off = np.arange(len(ci)) - np.repeat(np.cumsum(cnt) - cnt, cnt)
+    e0 = np.cumsum(cnt) - cnt  # first entry of each candidate
+    off = np.arange(len(ci)) - np.repeat(e0, cnt)
     j = pion[np.repeat(start[cand_bead], cnt) + off]
     w = atoms[ci].reshape(-1, 4, 3, 3)
     dv = box.min_image((w[:, :, 0] - ions.pos[j][:, None]).reshape(-1, 3)).reshape(-1, 4, 3)
@@ -145,7 +172,11 @@ def _score(box, ions, atoms, cand_bead, start, pion):
     s = ions.sign[j][:, None]
     f = np.where(s > 0, cat, np.where(s < 0, an, 1.0))
     g = np.exp(-(((d - ions.r0[j][:, None]) / SHELL_WIDTH) ** 2)) * np.clip(f, 0, 1)
-    return np.bincount(ci, weights=g.sum(axis=1), minlength=len(atoms))
+    h = (d < ions.r_cn[j][:, None]).sum(axis=1)  # this cluster's waters in the shell
+    other = n_in[j] - h[e0[ci - ci % m1] + off]  # ... and those of all other beads
+    term = np.minimum(g.sum(axis=1), np.maximum(ions.n[j] - other, 0))
+    term -= np.maximum(other + h - ions.n[j], 0)
+    return np.bincount(ci, weights=term, minlength=len(atoms))
 
 
 def shell_pass(st, ions: ShellIons, r_grid: float, n_cand: int = SHELL_CANDIDATES) -> dict:
@@ -165,8 +196,11 @@ def shell_pass(st, ions: ShellIons, r_grid: float, n_cand: int = SHELL_CANDIDATE
     # the oxygens of every bead the shell beads' oxygens can reach, in a cell list
     reach = 2 * o_ext + r_grid
     nbl = box.tree(xs[beads], reach).query_ball_point(xs, reach)
-    local = np.flatnonzero(np.fromiter((len(v) > 0 for v in nbl), dtype=bool, count=len(xs)))
+    local = np.fromiter((len(v) > 0 for v in nbl), dtype=bool, count=len(xs))
+    local[_pairs(box, ions, xs, ions.r_cn + o_ext)[0]] = True  # (their waters may count)
+    local = np.flatnonzero(local)
     ox = bank._oxygens(st.kk[local], st.qq[local], st.xw32[:, local])
+    n_in = ions.counts(box, ox.reshape(3, -1).T)
     grid = _CellGrid(tuple(ox.reshape(3, -1)), box, r_grid, ids=np.tile(local, 4))
     drop = np.zeros(st.n, dtype=bool)
     turned = 0
@@ -189,7 +223,7 @@ def shell_pass(st, ions: ShellIons, r_grid: float, n_cand: int = SHELL_CANDIDATE
         atoms = bank._coords(ck, cq, xc[cb])
         if obst:
             clash += obst.count(atoms)
-        score = _score(box, ions, atoms, cs, start, si)
+        score = _score(box, ions, atoms, cs, start, si, m1, n_in)
         score[clash > 0] = -np.inf
         best = np.argmax(score.reshape(t, m1), axis=1)  # ties: the present cluster stays
         rows = np.flatnonzero(best > 0)
@@ -202,6 +236,8 @@ def shell_pass(st, ions: ShellIons, r_grid: float, n_cand: int = SHELL_CANDIDATE
         drop[:] = False
         drop[nb] = True
         grid.update(drop, tuple(co[:, :, c].reshape(3, -1)), np.tile(nb, 4))
+        n_in += (ions.counts(box, co[:, :, c].reshape(3, -1).T)
+                 - ions.counts(box, co[:, :, rows * m1].reshape(3, -1).T))
         turned += len(rows)
     stats.update(n_shell_beads=len(beads), n_shell_turned=turned, shell_rounds=len(rounds))
     return stats
