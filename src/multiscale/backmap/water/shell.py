@@ -168,7 +168,7 @@ def _score(box, ions, atoms, cand_bead, start, pion, m1, n_in):
     hm = 0.5 * (w[:, :, 1] + w[:, :, 2]) - w[:, :, 0]
     cat = np.einsum("ewx,ewx->ew", hm, u) / np.linalg.norm(hm, axis=2)
     oh = w[:, :, 1:] - w[:, :, :1]
-    an = -(np.einsum("ewhx,ewx->ewh", oh, u) / np.linalg.norm(oh, axis=3)).max(axis=2)
+    an = (-np.einsum("ewhx,ewx->ewh", oh, u) / np.linalg.norm(oh, axis=3)).max(axis=2)
     s = ions.sign[j][:, None]
     f = np.where(s > 0, cat, np.where(s < 0, an, 1.0))
     g = np.exp(-(((d - ions.r0[j][:, None]) / SHELL_WIDTH) ** 2)) * np.clip(f, 0, 1)
