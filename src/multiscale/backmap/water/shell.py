@@ -37,11 +37,13 @@ SHELL_REACH = 0.35
 #: width of the distance term of the score (nm)
 SHELL_WIDTH = 0.025
 #: candidates aimed at the shell per bead
-SHELL_CANDIDATES = 48
+SHELL_CANDIDATES = 96
 #: an O within r_shell + this of a shell ion counts as in its first shell (nm)
 SHELL_COUNT = 0.07
 #: first-shell water count aimed at where none is given
 SHELL_N_DEFAULT = 6.0
+#: beads re-oriented at once at most (bounds the candidate arrays: ~2 kB per candidate)
+_SHELL_BATCH = 1024
 
 
 class ShellIons:
@@ -84,13 +86,20 @@ class ShellIons:
         return len(self.pos)
 
 
+def _within(tree, x: np.ndarray, r: float) -> np.ndarray:
+    """(p,) bool: points x (p, 3) within r of a point of ``tree`` (one vectorised query)."""
+    d, _ = tree.query(x, k=1, distance_upper_bound=r)
+    return np.isfinite(np.asarray(d).reshape(len(x)))
+
+
 def _pairs(box, ions: ShellIons, centres: np.ndarray, radius):
     """(bead, ion, distance) of bead centres (n, 3) within ``radius`` (scalar, or (s,) per
     ion) of the shell ions, sorted by bead."""
     rad = np.broadcast_to(np.asarray(radius, np.float64), (len(ions),))
     tree = box.tree(ions.pos, float(rad.max()))
-    nbl = tree.query_ball_point(centres, float(rad.max()))
-    b = np.repeat(np.arange(len(centres)), [len(v) for v in nbl])
+    near = np.flatnonzero(_within(tree, centres, float(rad.max())))
+    nbl = tree.query_ball_point(centres[near], float(rad.max()))
+    b = np.repeat(near, [len(v) for v in nbl])
     j = np.fromiter((k for v in nbl for k in v), dtype=np.int64, count=len(b))
     d = np.linalg.norm(box.min_image(ions.pos[j] - centres[b]), axis=1)
     k = np.flatnonzero(d < rad[j])
@@ -179,13 +188,53 @@ def _score(box, ions, atoms, cand_bead, start, pion, m1, n_in):
     return np.bincount(ci, weights=term, minlength=len(atoms))
 
 
+def _turn(st, ions, grid, cand, sel, b, n_in):
+    """Candidates for the independent beads ``b`` (positions ``sel`` in the shell list): the
+    best-scoring clash-free one of each replaces its cluster (grid, ``n_in`` kept up to date).
+    ``cand`` = (n_cand, start, si): shell ions of shell bead i are si[start[i]:start[i + 1]].
+    Returns the number of beads turned."""
+    bank, rng, box, obst = st.bank, st.rng, st.box, st.obst
+    n_cand, start, si = cand
+    t = len(b)
+    ni = start[sel + 1] - start[sel]  # aim at one of the bead's shell ions, at random
+    ion = si[start[sel] + (rng.random(t) * ni).astype(np.int64)]
+    xc = st.x[st.order[b]]  # the caller's centres (any image)
+    ak, aq = _aimed(bank, rng, box, ions, b, xc, ion, n_cand)
+    m1 = n_cand + 1  # candidate bead * m1 + slot; slot 0: the bead's present cluster
+    ck = np.concatenate([st.kk[b][:, None], ak.reshape(t, n_cand)], axis=1).ravel()
+    cq = np.concatenate([st.qq[b][:, None], aq.reshape(t, n_cand, 4)], axis=1).reshape(-1, 4)
+    cb, cs = np.repeat(b, m1), np.repeat(sel, m1)  # the bead, its position in the shell list
+    co = bank._oxygens(ck, cq, st.xw32[:, cb])
+    qi, hb = grid.query(tuple(co.transpose(0, 2, 1).reshape(3, -1)))
+    qi = qi >> 2
+    clash = np.bincount(qi[hb != cb[qi]], minlength=len(ck))
+    atoms = bank._coords(ck, cq, np.repeat(xc, m1, axis=0))
+    if obst:
+        clash += obst.count(atoms)
+    score = _score(box, ions, atoms, cs, start, si, m1, n_in)
+    score[clash > 0] = -np.inf
+    best = np.argmax(score.reshape(t, m1), axis=1)  # ties: the present cluster stays
+    rows = np.flatnonzero(best > 0)
+    if len(rows) == 0:
+        return 0
+    c = rows * m1 + best[rows]
+    nb = b[rows]
+    st.kk[nb], st.qq[nb] = ck[c], cq[c]
+    st.offender[nb] = False  # clash-free against every bead and 'others' now
+    drop = np.zeros(st.n, dtype=bool)
+    drop[nb] = True
+    grid.update(drop, tuple(co[:, :, c].reshape(3, -1)), np.tile(nb, 4))
+    n_in += (ions.counts(box, co[:, :, c].reshape(3, -1).T)
+             - ions.counts(box, co[:, :, rows * m1].reshape(3, -1).T))
+    return len(rows)
+
+
 def shell_pass(st, ions: ShellIons, r_grid: float, n_cand: int = SHELL_CANDIDATES) -> dict:
     """Re-orient the clusters of the beads next to shell ions (module doc), in place on the
     bead stage ``st`` (:class:`~.beads.BeadStage`: ``kk``, ``qq``, ``offender``).  Returns
     counters: ``n_shell_beads``, ``n_shell_turned``, ``shell_rounds``."""
-    bank, rng, box, obst = st.bank, st.rng, st.box, st.obst
+    bank, box = st.bank, st.box
     xs = st.xw32.T.astype(np.float64)  # sorted wrapped centres
-    xc = st.x[st.order]  # the caller's centres (any image), sorted
     sb, si, _ = _pairs(box, ions, xs, ions.r0 + SHELL_REACH)
     stats = dict(n_shell_beads=0, n_shell_turned=0, shell_rounds=0)
     if len(sb) == 0:
@@ -195,49 +244,18 @@ def shell_pass(st, ions: ShellIons, r_grid: float, n_cand: int = SHELL_CANDIDATE
     o_ext = float(np.linalg.norm(bank._flat[:, 0::3], axis=2).max())
     # the oxygens of every bead the shell beads' oxygens can reach, in a cell list
     reach = 2 * o_ext + r_grid
-    nbl = box.tree(xs[beads], reach).query_ball_point(xs, reach)
-    local = np.fromiter((len(v) > 0 for v in nbl), dtype=bool, count=len(xs))
+    local = _within(box.tree(xs[beads], reach), xs, reach)
     local[_pairs(box, ions, xs, ions.r_cn + o_ext)[0]] = True  # (their waters may count)
     local = np.flatnonzero(local)
     ox = bank._oxygens(st.kk[local], st.qq[local], st.xw32[:, local])
     n_in = ions.counts(box, ox.reshape(3, -1).T)
     grid = _CellGrid(tuple(ox.reshape(3, -1)), box, r_grid, ids=np.tile(local, 4))
-    drop = np.zeros(st.n, dtype=bool)
+    del ox
     turned = 0
     rounds = _rounds(box, xs[beads], reach)
-    for sel in rounds:
-        b = beads[sel]
-        t = len(b)
-        # aim at one of the bead's shell ions (at random)
-        ni = start[sel + 1] - start[sel]
-        ion = si[start[sel] + (rng.random(t) * ni).astype(np.int64)]
-        ak, aq = _aimed(bank, rng, box, ions, b, xc[b], ion, n_cand)
-        m1 = n_cand + 1  # candidate bead * m1 + slot; slot 0: the bead's present cluster
-        ck = np.concatenate([st.kk[b][:, None], ak.reshape(t, n_cand)], axis=1).ravel()
-        cq = np.concatenate([st.qq[b][:, None], aq.reshape(t, n_cand, 4)], axis=1).reshape(-1, 4)
-        cb, cs = np.repeat(b, m1), np.repeat(sel, m1)  # the bead, its position in beads
-        co = bank._oxygens(ck, cq, st.xw32[:, cb])
-        qi, hb = grid.query(tuple(co.transpose(0, 2, 1).reshape(3, -1)))
-        qi = qi >> 2
-        clash = np.bincount(qi[hb != cb[qi]], minlength=len(ck))
-        atoms = bank._coords(ck, cq, xc[cb])
-        if obst:
-            clash += obst.count(atoms)
-        score = _score(box, ions, atoms, cs, start, si, m1, n_in)
-        score[clash > 0] = -np.inf
-        best = np.argmax(score.reshape(t, m1), axis=1)  # ties: the present cluster stays
-        rows = np.flatnonzero(best > 0)
-        if len(rows) == 0:
-            continue
-        c = rows * m1 + best[rows]
-        nb = b[rows]
-        st.kk[nb], st.qq[nb] = ck[c], cq[c]
-        st.offender[nb] = False  # clash-free against every bead and 'others' now
-        drop[:] = False
-        drop[nb] = True
-        grid.update(drop, tuple(co[:, :, c].reshape(3, -1)), np.tile(nb, 4))
-        n_in += (ions.counts(box, co[:, :, c].reshape(3, -1).T)
-                 - ions.counts(box, co[:, :, rows * m1].reshape(3, -1).T))
-        turned += len(rows)
+    for sel in rounds:  # independent beads: in batches (bounded temporaries)
+        for i in range(0, len(sel), _SHELL_BATCH):
+            s_ = sel[i:i + _SHELL_BATCH]
+            turned += _turn(st, ions, grid, (n_cand, start, si), s_, beads[s_], n_in)
     stats.update(n_shell_beads=len(beads), n_shell_turned=turned, shell_rounds=len(rounds))
     return stats
