@@ -40,6 +40,8 @@ SHELL_WIDTH = 0.025
 SHELL_CANDIDATES = 96
 #: an O within r_shell + this of a shell ion counts as in its first shell (nm)
 SHELL_COUNT = 0.07
+#: passes over the shell beads (a later one sees the shell the earlier one left)
+SHELL_PASSES = 2
 #: first-shell water count aimed at where none is given
 SHELL_N_DEFAULT = 6.0
 #: beads re-oriented at once at most (bounds the candidate arrays: ~2 kB per candidate)
@@ -253,7 +255,7 @@ def shell_pass(st, ions: ShellIons, r_grid: float, n_cand: int = SHELL_CANDIDATE
     del ox
     turned = 0
     rounds = _rounds(box, xs[beads], reach)
-    for sel in rounds:  # independent beads: in batches (bounded temporaries)
+    for sel in rounds * SHELL_PASSES:  # independent beads: in batches (bounded temporaries)
         for i in range(0, len(sel), _SHELL_BATCH):
             s_ = sel[i:i + _SHELL_BATCH]
             turned += _turn(st, ions, grid, (n_cand, start, si), s_, beads[s_], n_in)
