@@ -105,11 +105,11 @@ def test_ion_first_shell_triclinic(bank):
 
 
 def shell_args(kind):
-    """others_shell / others_charge / others_shell_n of the ion system (Na+ 0.24 nm, 5.5
+    """others_shell / others_charge / others_shell_n of the ion system (Na+ 0.24 nm, 6
     waters; Cl- 0.315 nm, 7 waters)."""
     na = kind == 0
     return dict(others_shell=np.where(na, 0.24, 0.315), others_charge=np.where(na, 1.0, -1.0),
-                others_shell_n=np.where(na, 5.5, 7.0))
+                others_shell_n=np.where(na, 6.0, 7.0))
 
 
 def shell_numbers(out, ions, kind, box):

@@ -67,7 +67,7 @@ def ion_water_dist(ctx: BackmapContext) -> np.ndarray:
 #: First shell the water placement aims at, by ion element: water-O distance (nm; first g(r)
 #: peaks: Na-O 0.24, K-O 0.28, Ca-O 0.24, Mg-O 0.21, Cl-O 0.315 nm) and waters (coordination
 #: numbers of TIP3P / Joung-Cheatham-like ion models); others: the closest approach + 0.04 nm, 6.
-ION_WATER_SHELL = {"NA": (0.24, 5.5), "K": (0.28, 6.5), "CA": (0.24, 7.0), "MG": (0.21, 6.0),
+ION_WATER_SHELL = {"NA": (0.24, 6.0), "K": (0.28, 7.0), "CA": (0.24, 7.0), "MG": (0.21, 6.0),
                    "CL": (0.315, 7.0)}
 
 

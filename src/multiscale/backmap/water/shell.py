@@ -39,11 +39,13 @@ SHELL_WIDTH = 0.025
 #: candidates aimed at the shell per bead
 SHELL_CANDIDATES = 96
 #: an O within r_shell + this of a shell ion counts as in its first shell (nm)
-SHELL_COUNT = 0.07
+SHELL_COUNT = 0.08
 #: passes over the shell beads (a later one sees the shell the earlier one left)
 SHELL_PASSES = 2
 #: first-shell water count aimed at where none is given
 SHELL_N_DEFAULT = 6.0
+#: candidates per bead given the test against 'others' (the best-scoring ones)
+_SHELL_TOP = 6
 #: beads re-oriented at once at most (bounds the candidate arrays: ~2 kB per candidate)
 _SHELL_BATCH = 1024
 
@@ -108,21 +110,34 @@ def _pairs(box, ions: ShellIons, centres: np.ndarray, radius):
     return b[k], j[k], d[k]
 
 
-def _rounds(box, centres: np.ndarray, reach: float) -> list:
-    """Independent sets (lists of indices into centres) in order: no two of a set closer than
-    ``reach``; greedy, the lower index first."""
+def _rounds(box, centres: np.ndarray, reach: float, start: np.ndarray, si: np.ndarray) -> list:
+    """Independent sets (lists of indices into centres) covering all: no two of a set closer
+    than ``reach``, nor sharing a shell ion (bead i's: ``si[start[i]:start[i + 1]]``).  Each
+    set is grown greedily (lowest index first among those left, then their neighbours are
+    out), vectorised per step."""
+    from scipy import sparse
+
     n = len(centres)
     if n == 0:
         return []
     pp = box.tree(centres, reach).query_pairs(reach)
-    a, b = np.minimum(pp[:, 0], pp[:, 1]), np.maximum(pp[:, 0], pp[:, 1])
+    inc = sparse.csr_matrix((np.ones(len(si)), si, start), shape=(n, int(si.max()) + 1))
+    share = sparse.triu(inc @ inc.T, k=1).tocoo()  # beads with a shell ion in common
+    a = np.concatenate([pp[:, 0], share.row, pp[:, 1], share.col]).astype(np.int64)
+    b = np.concatenate([pp[:, 1], share.col, pp[:, 0], share.row]).astype(np.int64)
     left = np.ones(n, dtype=bool)
     out = []
     while left.any():
-        k = left[a] & left[b]
-        blocked = np.zeros(n, dtype=bool)
-        blocked[b[k]] = True  # of two that can reach each other the lower index goes first
-        sel = np.flatnonzero(left & ~blocked)
+        free = left.copy()  # may still join this set
+        taken = np.zeros(n, dtype=bool)
+        while free.any():
+            k = free[a] & free[b] & (b < a)
+            low = free.copy()
+            low[a[k]] = False  # a free neighbour of lower index: wait
+            taken |= low
+            free &= ~low
+            free[b[low[a]]] = False  # neighbours of the taken ones
+        sel = np.flatnonzero(taken)
         out.append(sel)
         left[sel] = False
     return out
@@ -173,7 +188,7 @@ def _score(box, ions, atoms, cand_bead, start, pion, m1, n_in):
     off = np.arange(len(ci)) - np.repeat(e0, cnt)
     j = pion[np.repeat(start[cand_bead], cnt) + off]
     w = atoms[ci].reshape(-1, 4, 3, 3)
-    dv = box.min_image((w[:, :, 0] - ions.pos[j][:, None]).reshape(-1, 3)).reshape(-1, 4, 3)
+    dv = box.min_image32(w[:, :, 0] - ions.pos[j][:, None])  # float64: short vectors exact
     d = np.linalg.norm(dv, axis=2)
     u = dv / d[..., None]  # ion -> O
     hm = 0.5 * (w[:, :, 1] + w[:, :, 2]) - w[:, :, 0]
@@ -211,15 +226,22 @@ def _turn(st, ions, grid, cand, sel, b, n_in):
     qi = qi >> 2
     clash = np.bincount(qi[hb != cb[qi]], minlength=len(ck))
     atoms = bank._coords(ck, cq, np.repeat(xc, m1, axis=0))
-    if obst:
-        clash += obst.count(atoms)
-    score = _score(box, ions, atoms, cs, start, si, m1, n_in)
-    score[clash > 0] = -np.inf
-    best = np.argmax(score.reshape(t, m1), axis=1)  # ties: the present cluster stays
-    rows = np.flatnonzero(best > 0)
+    score = _score(box, ions, atoms, cs, start, si, m1, n_in).reshape(t, m1)
+    score[(clash > 0).reshape(t, m1)] = -np.inf  # O-O clash (the present one too, if so)
+    score[st.offender[b], 0] = -np.inf  # the bead stage left it clashing: any clean one is better
+    # the 'others' test (the costly one) for the best few of each bead that beat its present
+    # cluster, in score order (stable: ties keep the lower slot)
+    top = np.argsort(-score[:, 1:], axis=1, kind="stable")[:, :_SHELL_TOP] + 1
+    rr = np.repeat(np.arange(t), top.shape[1])
+    ok = score[rr, top.ravel()] > score[rr, 0]
+    if obst is not None and ok.any():
+        e = np.flatnonzero(ok)
+        ok[e] = obst.count(atoms[rr[e] * m1 + top.ravel()[e]]) == 0
+    ok = ok.reshape(t, -1)
+    rows = np.flatnonzero(ok.any(axis=1))
     if len(rows) == 0:
         return 0
-    c = rows * m1 + best[rows]
+    c = rows * m1 + top[rows, np.argmax(ok[rows], axis=1)]
     nb = b[rows]
     st.kk[nb], st.qq[nb] = ck[c], cq[c]
     st.offender[nb] = False  # clash-free against every bead and 'others' now
@@ -254,7 +276,7 @@ def shell_pass(st, ions: ShellIons, r_grid: float, n_cand: int = SHELL_CANDIDATE
     grid = _CellGrid(tuple(ox.reshape(3, -1)), box, r_grid, ids=np.tile(local, 4))
     del ox
     turned = 0
-    rounds = _rounds(box, xs[beads], reach)
+    rounds = _rounds(box, xs[beads], reach, start, si)
     for sel in rounds * SHELL_PASSES:  # independent beads: in batches (bounded temporaries)
         for i in range(0, len(sel), _SHELL_BATCH):
             s_ = sel[i:i + _SHELL_BATCH]
