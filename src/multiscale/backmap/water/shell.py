@@ -37,7 +37,7 @@ SHELL_REACH = 0.35
 #: width of the distance term of the score (nm)
 SHELL_WIDTH = 0.025
 #: candidates aimed at the shell per bead
-SHELL_CANDIDATES = 96
+SHELL_CANDIDATES = 48
 #: an O within r_shell + this of a shell ion counts as in its first shell (nm)
 SHELL_COUNT = 0.08
 #: passes over the shell beads (a later one sees the shell the earlier one left)
@@ -45,7 +45,9 @@ SHELL_PASSES = 2
 #: first-shell water count aimed at where none is given
 SHELL_N_DEFAULT = 6.0
 #: candidates per bead given the test against 'others' (the best-scoring ones)
-_SHELL_TOP = 6
+_SHELL_TOP = 4
+#: shell ions an O may be counted in at most (the nearest ones)
+_K_COUNT = 4
 #: beads re-oriented at once at most (bounds the candidate arrays: ~2 kB per candidate)
 _SHELL_BATCH = 1024
 
@@ -75,19 +77,21 @@ class ShellIons:
         self.r_cn = self.r0 + SHELL_COUNT
         self.tree = None
 
+    def __len__(self) -> int:
+        return len(self.pos)
+
     def counts(self, box, o: np.ndarray) -> np.ndarray:
-        """Waters per shell ion (s,) among oxygens o (p, 3) within ``r_cn``."""
+        """Waters per shell ion (s,) among oxygens o (p, 3) within ``r_cn`` (the nearest
+        :data:`_K_COUNT` ions of each: shells of more overlapping ions do not occur)."""
         if self.tree is None:
             self.tree = box.tree(self.pos, float(self.r_cn.max()))
         q = np.asarray(o, np.float64).reshape(-1, 3)
-        nbl = self.tree.query_ball_point(q, float(self.r_cn.max()))
-        i = np.repeat(np.arange(len(q)), [len(v) for v in nbl])
-        j = np.fromiter((k for v in nbl for k in v), dtype=np.int64, count=len(i))
-        d = np.linalg.norm(box.min_image(self.pos[j] - q[i]), axis=1)
+        k = min(_K_COUNT, len(self))
+        d, j = self.tree.query(q, k=k, distance_upper_bound=float(self.r_cn.max()))
+        d, j = np.asarray(d).reshape(-1), np.asarray(j).reshape(-1)
+        hit = j < len(self)
+        d, j = d[hit], j[hit]
         return np.bincount(j[d < self.r_cn[j]], minlength=len(self)).astype(np.float64)
-
-    def __len__(self) -> int:
-        return len(self.pos)
 
 
 def _within(tree, x: np.ndarray, r: float) -> np.ndarray:
@@ -187,17 +191,22 @@ def _score(box, ions, atoms, cand_bead, start, pion, m1, n_in):
     e0 = np.cumsum(cnt) - cnt  # first entry of each candidate
     off = np.arange(len(ci)) - np.repeat(e0, cnt)
     j = pion[np.repeat(start[cand_bead], cnt) + off]
-    w = atoms[ci].reshape(-1, 4, 3, 3)
-    dv = box.min_image32(w[:, :, 0] - ions.pos[j][:, None])  # float64: short vectors exact
-    d = np.linalg.norm(dv, axis=2)
-    u = dv / d[..., None]  # ion -> O
-    hm = 0.5 * (w[:, :, 1] + w[:, :, 2]) - w[:, :, 0]
-    cat = np.einsum("ewx,ewx->ew", hm, u) / np.linalg.norm(hm, axis=2)
-    oh = w[:, :, 1:] - w[:, :, :1]
-    an = (-np.einsum("ewhx,ewx->ewh", oh, u) / np.linalg.norm(oh, axis=3)).max(axis=2)
-    s = ions.sign[j][:, None]
-    f = np.where(s > 0, cat, np.where(s < 0, an, 1.0))
-    g = np.exp(-(((d - ions.r0[j][:, None]) / SHELL_WIDTH) ** 2)) * np.clip(f, 0, 1)
+    w = atoms.reshape(-1, 4, 3, 3)
+    dv = box.min_image32(w[ci, :, 0] - ions.pos[j][:, None])  # float64: short vectors exact
+    d = np.sqrt(np.einsum("ewx,ewx->ew", dv, dv))
+    x = (d - ions.r0[j][:, None]) / SHELL_WIDTH
+    g = np.zeros_like(d)
+    e, k = np.nonzero(np.abs(x) < 4)  # the orientation of the waters near the shell only
+    if len(e):
+        u = dv[e, k] / d[e, k, None]  # ion -> O
+        wa = w[ci[e], k]  # (p, 3, 3)
+        hm = 0.5 * (wa[:, 1] + wa[:, 2]) - wa[:, 0]
+        cat = np.einsum("px,px->p", hm, u) / np.linalg.norm(hm, axis=1)
+        oh = wa[:, 1:] - wa[:, :1]
+        an = (-np.einsum("phx,px->ph", oh, u) / np.linalg.norm(oh, axis=2)).max(axis=1)
+        sg = ions.sign[j[e]]
+        f = np.where(sg > 0, cat, np.where(sg < 0, an, 1.0))
+        g[e, k] = np.exp(-x[e, k] ** 2) * np.clip(f, 0, 1)
     h = (d < ions.r_cn[j][:, None]).sum(axis=1)  # this cluster's waters in the shell
     other = n_in[j] - h[e0[ci - ci % m1] + off]  # ... and those of all other beads
     term = np.minimum(g.sum(axis=1), np.maximum(ions.n[j] - other, 0))
@@ -277,7 +286,11 @@ def shell_pass(st, ions: ShellIons, r_grid: float, n_cand: int = SHELL_CANDIDATE
     del ox
     turned = 0
     rounds = _rounds(box, xs[beads], reach, start, si)
-    for sel in rounds * SHELL_PASSES:  # independent beads: in batches (bounded temporaries)
+    for r, sel in enumerate(rounds * SHELL_PASSES):  # independent beads, in batches
+        if r >= len(rounds):  # later passes: the beads next to a shell not full yet
+            short = np.bincount(np.repeat(np.arange(len(beads)), np.diff(start)),
+                                weights=n_in[si] < ions.n[si], minlength=len(beads)) > 0
+            sel = sel[short[sel]]
         for i in range(0, len(sel), _SHELL_BATCH):
             s_ = sel[i:i + _SHELL_BATCH]
             turned += _turn(st, ions, grid, (n_cand, start, si), s_, beads[s_], n_in)
