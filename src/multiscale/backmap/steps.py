@@ -28,7 +28,7 @@ from .frame import BackmapContext, FrameState
 
 __all__ = ["STEPS", "draw", "place_ions", "select_environment", "resolve_clashes", "stereo_repair", "solvent",
            "polar_h", "final_certificate", "check_solutes", "ION_MIN_DIST", "ion_min_dist",
-           "ion_water_dist"]
+           "ion_water_dist", "ion_water_shell", "ION_WATER_SHELL"]
 
 #: Rounds of re-placing water beads that still clash after the bank's own placement (each
 #: round costs one system-wide clash search).
@@ -72,6 +72,32 @@ def ion_water_dist(ctx: BackmapContext) -> np.ndarray:
             ion_min_dist(e) for e in blk.aa_block.moltype.elements]
         out.append(np.tile(per_mol, blk.count))
     return np.concatenate(out) if out else np.zeros(0)
+
+
+#: First shell the water placement aims at, by ion element: water-O distance (nm; first g(r)
+#: peaks: Na-O 0.24, K-O 0.28, Ca-O 0.24, Mg-O 0.21, Cl-O 0.315 nm) and waters (coordination
+#: numbers of TIP3P / Joung-Cheatham-like ion models); others: the closest approach + 0.04 nm, 6.
+ION_WATER_SHELL = {"NA": (0.24, 6.0), "K": (0.28, 7.0), "CA": (0.24, 7.0), "MG": (0.21, 6.0),
+                   "CL": (0.315, 7.0)}
+
+
+def ion_water_shell(ctx: BackmapContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per ion atom (as :func:`ion_water_dist`) the first-shell water-O distance (nm; 0 for ions
+    that bring their own shell waters), the charge (e) and the waters of a full shell."""
+    shell, charge, count = [], [], []
+    for (_, blk), dmin in zip(ctx.ion_blocks, np.split(ion_water_dist(ctx), np.cumsum(
+            [b.count * b.aa_block.moltype.n_atoms for _, b in ctx.ion_blocks])[:-1])):
+        info = getattr(blk, "info", None) or {}
+        mt = blk.aa_block.moltype
+        els = [info["element"]] if "element" in info else list(mt.elements)
+        rn = np.tile(np.array([ION_WATER_SHELL.get(str(e).strip().upper(), (np.nan, 6.0)) for e in els]),
+                     (blk.count, 1))
+        r = np.where(np.isnan(rn[:, 0]), dmin + 0.04, rn[:, 0])
+        shell.append(np.zeros(len(r)) if int(info.get("waters", 0)) > 0 else r)
+        q = [float(info["charge"])] if "charge" in info else list(mt.charges)
+        charge.append(np.tile(np.asarray(q, np.float64), blk.count))
+        count.append(rn[:, 1])
+    return tuple(np.concatenate(a) if a else np.zeros(0) for a in (shell, charge, count))
 
 
 def _moltype_entry(mm) -> dict:
@@ -317,6 +343,9 @@ def _bank_place(ctx: BackmapContext, beads, box, seed, others, others_min_dist, 
     bank = ctx.model.water_bank
     if others_min_dist is not None and _accepts(bank.place, "others_min_dist"):
         kw["others_min_dist"] = others_min_dist
+    for key in ("others_shell", "others_charge", "others_shell_n"):  # ion first shells (banks that take them)
+        if kw.get(key) is None or not _accepts(bank.place, key):
+            kw.pop(key, None)
     return bank.place(beads, box, seed=seed, others=others, max_retries=ctx.opts.max_retries, **kw)
 
 
@@ -359,10 +388,18 @@ def solvent(state: FrameState, ctx: BackmapContext) -> FrameState:
     if not ctx.water_blocks:
         return state
     others, dmin = _obstacles(state, ctx)
+    shell = None
+    if ctx.ion_blocks:  # ion first shells: per others atom (solutes, ions, hydration waters)
+        ion = ion_water_shell(ctx)
+        n_sol = len(others) - len(ion[0]) - len(ctx.shell_atoms)
+        shell = np.zeros((3, len(others)))
+        shell[:, n_sol:n_sol + len(ion[0])] = ion
     for bi, blk in ctx.water_blocks:
         beads = state.cg[blk.start:blk.stop].reshape(-1, 3)
         state.water_beads[bi] = beads
-        w = _bank_place(ctx, beads, state.box, derive_seed(ctx.opts.seed, state.frame, 1_000_003, bi), others, dmin)
+        kw = {} if shell is None else dict(zip(("others_shell", "others_charge", "others_shell_n"), shell))
+        w = _bank_place(ctx, beads, state.box, derive_seed(ctx.opts.seed, state.frame, 1_000_003, bi), others, dmin,
+                        **kw)
         st = dict(getattr(ctx.model.water_bank, "last_stats", {}) or {})
         for key in ("unresolved", "contacts", "contact_dist"):  # per-item arrays: keep the report small
             st.pop(key, None)
@@ -374,6 +411,8 @@ def solvent(state: FrameState, ctx: BackmapContext) -> FrameState:
             from .water import MIN_DIST_OTHERS
 
             dmin = np.concatenate([dmin, np.full(len(wo), float(MIN_DIST_OTHERS))])
+        if shell is not None:
+            shell = np.concatenate([shell, np.zeros((3, len(wo)))], axis=1)
     return state
 
 

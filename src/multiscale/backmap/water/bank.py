@@ -307,7 +307,8 @@ class WaterBank:
               n_candidates: int = 16, first_candidates: int = 8,
               min_dist_atoms: float = MIN_DIST_ATOMS, contact_rounds: int = 16,
               contact_candidates: int = 32, return_stats: bool = False,
-              others_min_dist=None):
+              others_min_dist=None, others_shell=None, others_charge=None,
+              others_shell_n=None):
         """Replace each W bead by 4 waters (O, H1, H2), vectorised.
 
         Parameters
@@ -326,6 +327,18 @@ class WaterBank:
             so only values above it matter.  Both stages treat an O too close like any other
             clash (re-drawn, re-oriented, shifted); what is left is reported.  Default None:
             ``min_dist_others`` for every atom.
+        others_shell : optional (m,) nm, one per ``others`` atom: the water-O distance of the
+            atom's first shell (ions: Na+ 0.24, K+ 0.28, Ca2+ 0.24, Mg2+ 0.21, Cl- 0.315 nm;
+            0 or NaN: none).  After the bead stage the clusters of the beads within that
+            distance + 0.35 nm are turned about their centres so that an oxygen sits in the
+            shell, oriented by ``others_charge`` (:mod:`.shell`), where that keeps every
+            clearance.  Default None: no shell pass (output unchanged).
+        others_charge : optional (m,) e, one per ``others`` atom (only the sign of shell
+            atoms is used: > 0 hydrogens away, < 0 one O-H towards the atom, 0 no
+            orientation term).  Default None: 0.
+        others_shell_n : optional (m,), one per ``others`` atom: the waters of a full first
+            shell (O within ``others_shell`` + 0.07 nm; Na+ 5.5, Cl- 7); the pass fills the
+            shell up to it and not beyond.  Default None: 6.
         max_retries : rounds of re-drawing clashing beads.  A small set of beads covering
             every clash (greedy vertex cover of the clash graph) is re-drawn; the beads not in
             it form a clash-free accepted set.  Each re-drawn bead tries up to
@@ -375,14 +388,17 @@ class WaterBank:
         to ``others``, i.e. of unresolved beads the stage could not fix), and, checked on the
         output, ``n_ion_close`` / ``ion_close`` (molecules ``4 * row + water`` whose O is
         closer than ``others_min_dist`` to an atom whose value exceeds ``min_dist_others``)
-        with ``min_ion_dist`` (the smallest such O distance, None without such atoms).
+        with ``min_ion_dist`` (the smallest such O distance, None without such atoms), and
+        for the shell pass ``n_shell_beads`` (beads next to a shell atom), ``n_shell_turned``
+        (those given a new cluster orientation) and ``shell_rounds``.
         """
         return _place(self, beads, box, seed=seed, others=others, min_dist=min_dist,
                      min_dist_others=min_dist_others, max_retries=max_retries,
                      n_candidates=n_candidates, first_candidates=first_candidates,
                      min_dist_atoms=min_dist_atoms, contact_rounds=contact_rounds,
                      contact_candidates=contact_candidates, return_stats=return_stats,
-                     others_min_dist=others_min_dist)
+                     others_min_dist=others_min_dist, others_shell=others_shell,
+                     others_charge=others_charge, others_shell_n=others_shell_n)
 
 
 @functools.lru_cache(maxsize=1)

@@ -20,6 +20,7 @@ from .params import (
 )
 from .pbc import Box
 from .rotations import _rotmat
+from .shell import ShellIons, shell_pass
 
 __all__ = ["place"]
 
@@ -58,7 +59,10 @@ def _empty_stats() -> dict:
                 clashing_after_retry=[], unresolved=np.zeros(0, dtype=np.int64),
                 **_contact_stats(dict(), np.zeros((0, 2), dtype=np.int64), np.zeros(0),
                                  np.zeros(0, dtype=np.int64)),
-                **_ion_stats(np.zeros(0, dtype=np.int64), None))
+                **_ion_stats(np.zeros(0, dtype=np.int64), None), **_SHELL0)
+
+
+_SHELL0 = dict(n_shell_beads=0, n_shell_turned=0, shell_rounds=0)
 
 
 def _sort_beads(x, b: Box, r_oo: float):
@@ -121,7 +125,8 @@ def place(bank, beads, box, seed: int = 0, others=None, min_dist: float = MIN_DI
           min_dist_others: float = MIN_DIST_OTHERS, max_retries: int = 5,
           n_candidates: int = 16, first_candidates: int = 8,
           min_dist_atoms: float = MIN_DIST_ATOMS, contact_rounds: int = 16,
-          contact_candidates: int = 32, return_stats: bool = False, others_min_dist=None):
+          contact_candidates: int = 32, return_stats: bool = False, others_min_dist=None,
+          others_shell=None, others_charge=None, others_shell_n=None):
     """See :meth:`.bank.WaterBank.place`."""
     r_oo, r_ot, r_at = float(min_dist), float(min_dist_others), float(min_dist_atoms)
     x, b = _check(bank, beads, box, max_retries, n_candidates, first_candidates, r_oo, r_at,
@@ -150,6 +155,11 @@ def place(bank, beads, box, seed: int = 0, others=None, min_dist: float = MIN_DI
     del xs
     st = BeadStage(bank, rng, x, order, xw32, b, r_grid, obst, near)
     st.run(max_retries, n_candidates, first_candidates)
+    shell = dict(_SHELL0)
+    if others_shell is not None and obst is not None:
+        ions = ShellIons(others, others_shell, others_charge, others_shell_n)
+        if len(ions):
+            shell = shell_pass(st, ions, r_grid)
     kk, qq, offender = st.kk, st.qq, st.offender
     moves, cst = None, {}
     left = np.zeros((0, 2), dtype=np.int64)
@@ -172,6 +182,6 @@ def place(bank, beads, box, seed: int = 0, others=None, min_dist: float = MIN_DI
                            n_unresolved=len(unresolved), retries=st.retries,
                            clashing_after_retry=st.per_retry, unresolved=unresolved,
                            **_contact_stats(cst, left, dist, left_oth, r_at),
-                           **_ion_check(obst, out, np.sort(order[near_c])))
+                           **_ion_check(obst, out, np.sort(order[near_c])), **shell)
     out = out.reshape(n, 4, 3, 3)
     return (out, bank.last_stats) if return_stats else out
