@@ -200,3 +200,17 @@ def test_lengths_that_round_to_zero_steps_and_non_utf8(folder):
         load_config(p)
     p.write_bytes(b"\xef\xbb\xbf" + yaml.safe_dump(BASE).encode())  # a UTF-8 BOM is fine
     assert load_config(p).cycles == 1
+
+
+def test_long_values_and_paths_are_one_short_line(tmp_path):
+    """Fuzzing found 400+ character messages echoing whole values and an OSError traceback for a
+    path longer than the file system allows: both are one line under 300 characters now."""
+    from multiscale.config import config_from_dict
+    from multiscale.errors import MultiscaleError
+
+    with pytest.raises(MultiscaleError) as e:
+        config_from_dict({"temperature": "300 " + "x" * 400}, base=tmp_path)
+    assert len(str(e.value)) < 300 and "\n" not in str(e.value)
+    with pytest.raises(MultiscaleError) as e:
+        config_from_dict({"system": {"aa_topology": "aa.top" + "x" * 300}}, base=tmp_path)
+    assert len(str(e.value)) < 300 and "\n" not in str(e.value)

@@ -128,3 +128,15 @@ def test_registry_dispatches_on_kind(saved, tmp_path):
     finally:
         MODEL_KINDS.pop("test-kind", None)
     assert set(MODEL_KINDS) == {"system"}
+
+
+def test_non_torch_file_is_a_short_line(tmp_path):
+    """A text file given as the model: one short line, not torch's weights_only essay."""
+    from multiscale.backmap.engine import load_model
+    from multiscale.errors import MultiscaleError
+
+    p = tmp_path / "m.pt"
+    p.write_text("not a model")
+    with pytest.raises(MultiscaleError, match="cannot be read as a backmapping model") as e:
+        load_model(p)
+    assert len(str(e.value)) < 200

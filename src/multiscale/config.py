@@ -610,12 +610,14 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
 
 
 def _show(v: Any) -> str:
+    """A user value echoed in an error message: at most ~60 characters."""
     if isinstance(v, str):
-        return repr(v)
+        return repr(v) if len(v) < 58 else repr(v[:54]) + "..."
     if isinstance(v, (dict, list)):
         s = json.dumps(v, default=str)
         return s if len(s) < 60 else s[:57] + "..."
-    return str(v)
+    s = str(v)
+    return s if len(s) < 60 else s[:57] + "..."
 
 
 def _message(err: dict) -> str:
@@ -683,7 +685,11 @@ def config_from_dict(data: Any, base: str | os.PathLike = ".", source: str = "si
     try:
         return SimConfig.model_validate(data, context={"base": str(Path(base).resolve()), "check_files": check_files})
     except ValidationError as exc:
-        raise MultiscaleError(f"{source}: {_message(_pick(exc.errors(include_url=False)))}") from None
+        msg = _message(_pick(exc.errors(include_url=False)))
+        raise MultiscaleError(f"{source}: {msg if len(msg) <= 280 else msg[:277] + '...'}") from None
+    except OSError as exc:  # e.g. a path longer than the file system allows
+        raise MultiscaleError(f"{source}: a path in the config cannot be used ({exc.strerror or type(exc).__name__}): "
+                              f"shorten or fix the paths") from None
 
 
 def load_config(path: str | os.PathLike) -> SimConfig:

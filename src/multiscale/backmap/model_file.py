@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import MultiscaleError
+from ..errors import MultiscaleError, clip
 from .moltype_model import MoltypeModel, describe_difference
 
 __all__ = ["BackmapModel", "load_model", "FORMAT", "VERSION", "MODEL_KINDS", "register_model_kind", "content_digest",
@@ -237,8 +237,9 @@ def load_model(path, topology=None, layout=None):
     try:
         d = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:
-        why = str(e).splitlines()[0] if str(e) else ""
-        raise MultiscaleError(f"{p} cannot be read as a backmapping model ({type(e).__name__}: {why}): pass a file written by `multiscale train`") from e
+        why = "not a torch file" if type(e).__name__ == "UnpicklingError" else clip(str(e).splitlines()[0] if str(e) else "", 80)
+        raise MultiscaleError(f"{p} cannot be read as a backmapping model ({type(e).__name__}: {why}): "
+                              "pass a file written by `multiscale train`") from e
     kind = check_header(d, str(p))
     m = MODEL_KINDS[kind].from_dict(d, source=str(p))  # an incompatible layout fails here, with its own line
     verify_checksum(d, str(p))
