@@ -158,3 +158,12 @@ def test_long_values_are_clipped_in_messages():
     with pytest.raises(MultiscaleError) as e:
         parse_map_text("[ molecule ]\nX\n[ martini ]\nA\n[ atoms ]\n1 C1 " + "B" * 5000 + "\n", "long.map")
     assert len(str(e.value)) < 300
+
+
+def test_cg_molecule_section_names_the_martini_moleculetype():
+    """CHARMM's CHL1 is Martini 3's CHOL: a .map says so in [ cg_molecule ] (shipped lipid maps use it)."""
+    from multiscale.paths import find_data
+
+    mm = load_mapping(find_data("mappings", "lipids/CHL1.map")).molecules["CHL1"]
+    assert mm.cg_name == "CHOL" and mm.beads[0] == "ROH"
+    assert load_mapping(find_data("mappings", "lipids/POPC.map")).molecules["POPC"].cg_name == "POPC"

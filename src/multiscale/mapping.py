@@ -216,8 +216,11 @@ def parse_map_text(text: str, source: str = "<string>") -> list[MoleculeMapping]
         atoms.append(row[1])
         assignment.append([b for b in row[2:] if not b.startswith("!")])
     hints = {k: [row for _, row in v] for k, v in sections.items() if k in ("chiral", "trans", "cis", "out")}
+    cg = [t for _, row in sections.get("cg_molecule", []) for t in row]  # Martini moleculetype, when it differs
+    if len(cg) > 1:
+        raise MultiscaleError(f"{source}: [ cg_molecule ] names {len(cg)} moleculetypes: give the one Martini moleculetype name")
     return [MoleculeMapping(molecule=n, beads=beads, atoms=atoms, assignment=[list(a) for a in assignment],
-                            source=source, hints=hints) for n in names]
+                            cg_name=cg[0] if cg else None, source=source, hints=hints) for n in names]
 
 
 def _names(value, path: Path, key: str) -> list[str]:
