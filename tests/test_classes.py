@@ -152,7 +152,7 @@ def test_unclaimed_moltype_names_it(tmp_path):
 
 def test_registry_register_and_order():
     names = [c.name for c in classes.REGISTRY]
-    assert names[:4] == ["water", "ion", "chain", "molecule"]
+    assert names[:5] == ["water", "ion", "chain", "molecule", "lipid"]
 
     class Dummy(classes.MoleculeClass):
         name = "dummy"

@@ -176,3 +176,31 @@ def test_map_text_has_no_foreign_header():
     for lipid in LIPIDS:
         head = textwrap.dedent((LIPID_DIR / f"{lipid}.map").read_text().split("[")[0])
         assert "scripts/make_lipid_maps.py" in head
+
+
+def test_lipid_class_lays_out_charmm_lipids_without_a_user_mapping(charmm_topology, tmp_path):
+    """The lipid class claims every shipped CHARMM36 lipid with no user mapping: Martini names
+    (DLPC -> DUPC, CHL1 -> CHOL), bead order of the map, rows of the weight matrix summing to 1;
+    coarse-graining works; the engine stops with one line."""
+    import numpy as np
+
+    from multiscale.coarse_grain import cg_layout, coarse_grain
+    from multiscale.mapping import load_mapping
+
+    (tmp_path / "none.yaml").write_text("molecules: {}\n")
+    mp = load_mapping(tmp_path / "none.yaml")
+    layout = cg_layout(charmm_topology, mp)
+    assert {b.kind for b in layout} == {"lipid"}
+    names = {b.aa_block.moltype.name: b.cg_name for b in layout}
+    assert names["DLPC"] == "DUPC" and names["CHL1"] == "CHOL" and names["POPC"] == "POPC"
+    for b in layout:
+        assert np.allclose(b.matrix.sum(1), 1.0)
+    x = np.random.default_rng(0).normal(2.0, 0.3, (1, charmm_topology.n_atoms, 3))
+    cg = coarse_grain(x, np.array([[6.0, 6.0, 6.0]]), charmm_topology, mp)
+    assert cg.positions.shape[1] == sum(b.n_beads for b in layout)
+    from multiscale.backmap.engine import train
+    from multiscale.io import Frames
+
+    fr = Frames(x.astype(np.float32), np.array([[6.0, 6.0, 6.0]]), np.zeros(1), np.array([]), np.array([]), np.array([]))
+    with pytest.raises(MultiscaleError, match="is a lipid .* cannot train or backmap it yet"):
+        train(charmm_topology, mp, fr, seed=0, epochs=1, log=None)

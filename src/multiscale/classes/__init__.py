@@ -1,6 +1,7 @@
 """The molecule-class registry: every AA molecule type belongs to exactly one class.
 
-Classes are tried in :data:`REGISTRY` order (water, ion, amino-acid chain, small molecule); the first whose
+Classes are tried in :data:`REGISTRY` order (water, ion, amino-acid chain, small molecule with a
+user mapping, lipid with a shipped mapping); the first whose
 :meth:`~multiscale.classes.base.MoleculeClass.claims` accepts a molecule type owns it.
 Coarse-graining (:func:`multiscale.coarse_grain.cg_layout`), the backmapping engine and
 ``evaluate`` dispatch on the class (the CG block's ``kind``).  A molecule type no class claims
@@ -16,14 +17,16 @@ from ..errors import MultiscaleError
 from .base import CGBlock, MoleculeClass
 from .chain import Chain, is_amino_acid_chain
 from .ion import Ion, identify_ion, ion_table
+from .lipid import Lipid, lipid_mapping
 from .smallmol import SmallMolecule, residue_spans
 from .water import Water, is_three_site_water
 
 __all__ = ["CGBlock", "MoleculeClass", "REGISTRY", "register", "get", "classify", "identify_ion", "ion_table",
-           "is_three_site_water", "is_amino_acid_chain", "residue_spans", "Water", "Ion", "Chain", "SmallMolecule"]
+           "is_three_site_water", "is_amino_acid_chain", "residue_spans", "lipid_mapping", "Water", "Ion", "Chain",
+           "SmallMolecule", "Lipid"]
 
 #: Registered classes in the order they are tried.
-REGISTRY: list[MoleculeClass] = [Water(), Ion(), Chain(), SmallMolecule()]
+REGISTRY: list[MoleculeClass] = [Water(), Ion(), Chain(), SmallMolecule(), Lipid()]
 
 
 def register(cls: MoleculeClass, before: str | None = None) -> None:
