@@ -80,7 +80,7 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=10000, help="inputs per parser")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--parsers", default=None, help="comma-separated subset of: " + ", ".join(fuzzing.targets(extra=True))
-                    + " (default: all but simyaml)")
+                    + " (default: all but simyaml and model)")
     ap.add_argument("--timeout", type=float, default=5.0, help="seconds per input before it counts as a hang")
     ap.add_argument("--save-failures", type=Path, default=None, help="write failing inputs here")
     ap.add_argument("--json", type=Path, default=None, help="also write the results as JSON")

@@ -10,6 +10,7 @@ characters -- never another exception, never NaN output.
 
 from __future__ import annotations
 
+import io
 import random
 import shutil
 import textwrap
@@ -304,6 +305,76 @@ def _run_simyaml(d: Path, name: str, data: bytes):
     return cfg
 
 
+def _state_seed() -> bytes:
+    """A real state.json: two stages of a cycle, one done (with energies), one failed."""
+    import tempfile
+
+    from multiscale.workflow.state import RunState, file_record
+
+    with tempfile.TemporaryDirectory() as d:
+        st = RunState(d)
+        for f in ("aa.gro", "cycle_001/aa-em/aa-em.gro"):
+            (Path(d) / f).parent.mkdir(parents=True, exist_ok=True)
+            (Path(d) / f).write_text("x\n")
+        st.set_plan(["cycle_001/aa-em", "cycle_001/aa-md", "cycle_001/coarse-grain"], None, None)
+        st.start_run(["multiscale", "cycle", "--config", "sim.yaml"])
+        st.begin("cycle_001/aa-em", 1, "aa-em", {"structure": file_record(Path(d) / "aa.gro", Path(d))}, "aa-em.log", False,
+                 "AA energy minimisation")
+        st.finish("cycle_001/aa-em", {"gro": file_record(Path(d) / "cycle_001/aa-em/aa-em.gro", Path(d))}, 3.2,
+                  energies={"potential_kj_mol": -3.0e4, "fmax": 480.0}, info={"converged": True, "steps": 281})
+        st.begin("cycle_001/aa-md", 1, "aa-md", {}, "aa-md.log", False, "AA production MD, 10 ps")
+        st.fail("cycle_001/aa-md", 1.5, "gmx mdrun failed")
+        st.end_run("failed")
+        return (Path(d) / "state.json").read_bytes()
+
+
+def _run_state(d: Path, name: str, data: bytes):
+    """state.json through RunState.load and the status table (what `multiscale status` does)."""
+    from rich.console import Console
+
+    from multiscale.workflow.state import RunState
+    from multiscale.workflow.status import status_table
+
+    root = d / "run"
+    root.mkdir(exist_ok=True)
+    (root / "state.json").write_bytes(data)
+    st = RunState.load(root)
+    Console(file=io.StringIO(), width=100).print(status_table(st))
+    return st
+
+
+_MODEL_SEED: bytes | None = None
+
+
+def _model_seed() -> bytes:
+    """A small real model file: heptanol (the shipped example) trained for one epoch (built once per process)."""
+    global _MODEL_SEED
+    if _MODEL_SEED is None:
+        import tempfile
+
+        from multiscale.backmap.engine import train
+        from multiscale.io import read_frames
+        from multiscale.mapping import load_mapping
+        from multiscale.topology import load_topology
+
+        ex = DATA / "examples" / "heptanol"
+        top, mp = load_topology(ex / "aa.top"), load_mapping(DATA / "mappings" / "heptanol.map")
+        fr = read_frames(ex / "aa.gro", expected_atoms=top.n_atoms)
+        with tempfile.TemporaryDirectory() as d:
+            train(top, mp, fr, seed=0, epochs=1, log=None).save(Path(d) / "m.pt")
+            _MODEL_SEED = (Path(d) / "m.pt").read_bytes()
+    return _MODEL_SEED
+
+
+def _run_model(d: Path, name: str, data: bytes):
+    """A model file through engine.load_model (header, kind, checksum, every tensor)."""
+    from multiscale.backmap.engine import load_model
+
+    p = d / "model.pt"
+    p.write_bytes(data)
+    return load_model(p)
+
+
 def targets(extra: bool = False) -> dict[str, Target]:
     """Every parser target of mapping/topology/io with its seeds; ``extra`` adds sim.yaml (the
     workflow's parser, benchmark only)."""
@@ -325,9 +396,11 @@ def targets(extra: bool = False) -> dict[str, Target]:
         "pdb": Target("pdb", {"HPO.pdb": (DATA / "topologies" / "heptanol" / "HPO.pdb").read_bytes()},
                       _run_structure(".pdb")),
     }
+    out["state"] = Target("state", {"state.json": _state_seed()}, _run_state)
     if extra:
         out["simyaml"] = Target("simyaml", {"heptanol/sim.yaml": (DATA / "examples" / "heptanol" / "sim.yaml").read_bytes()},
                                 _run_simyaml, _simyaml_setup)
+        out["model"] = Target("model", {"toy.pt": _model_seed()}, _run_model)
     return out
 
 

@@ -10,7 +10,7 @@ import fuzzing
 
 TARGETS = fuzzing.targets()
 # examples per parser: the whole module stays well under a minute on one core
-EXAMPLES = {"map": 500, "yaml": 500, "top": 300, "gro": 80, "pdb": 60}
+EXAMPLES = {"map": 500, "yaml": 500, "top": 300, "gro": 80, "pdb": 60, "state": 300}
 
 OP = st.tuples(
     st.sampled_from(fuzzing.OPS),
@@ -57,6 +57,7 @@ test_fuzz_yaml = _fuzz("yaml")
 test_fuzz_top = _fuzz("top")
 test_fuzz_gro = _fuzz("gro")
 test_fuzz_pdb = _fuzz("pdb")
+test_fuzz_state = _fuzz("state")
 
 
 def test_mutate_is_deterministic_and_covers_ops():
