@@ -512,156 +512,171 @@ def _named_inputs(kind: str, paths) -> dict[str, Path]:
 
 def default_pipeline(cfg, root: Path, replica: int | None = None) -> list[Stage]:
     """All stages of all ``cfg.cycles`` cycles, in run order (see the module docstring)."""
-    from ..gromacs import resolve_template
+    return _PipelineBuilder(cfg, root, replica).build()
 
-    T, P = cfg.temperature, cfg.pressure
-    aa, cg, rs = cfg.aa, cfg.cg, cfg.restrained
-    ov_aa, ov_cg = dict(cfg.mdp.overrides.aa), dict(cfg.mdp.overrides.cg)
-    aa_defaults = {"tau_t": 0.1, "tau_p": 2.0}
-    cg_defaults = {"tau_t": 1.0, "tau_p": 4.0}
-    tpl = cfg.mdp
-    for t in list(vars(tpl.aa).values()) + list(vars(tpl.cg).values()):
-        resolve_template(t)
-    aa_top = cfg.system.aa_topology
-    stages: list[Stage] = []
 
-    def wd(cycle: int, name: str) -> Path:
-        return root / f"cycle_{cycle:03d}" / name
+class _PipelineBuilder:
+    """Builds :func:`default_pipeline`'s stage list: one method per block of stages (AA MD,
+    coarse-grain, train, CG EM/EQ/MD, backmap + restrained EM/EQ + relax), appended in run order."""
 
-    def seed(cycle: int, name: str, base: int | None = None) -> int:
+    AA_DEFAULTS = {"tau_t": 0.1, "tau_p": 2.0}
+    CG_DEFAULTS = {"tau_t": 1.0, "tau_p": 4.0}
+
+    def __init__(self, cfg, root: Path, replica: int | None):
+        from ..gromacs import resolve_template
+
+        self.cfg, self.root, self.replica = cfg, root, replica
+        self.tpl = cfg.mdp
+        for t in list(vars(self.tpl.aa).values()) + list(vars(self.tpl.cg).values()):
+            resolve_template(t)
+        self.aa_top = cfg.system.aa_topology
+        self.stages: list[Stage] = []
+        self.model_path: Path | None = cfg.backmap.model
+        # file contents the Python stages depend on beyond their structure/topology inputs
+        self.mapping_inputs = _named_inputs("mapping", cfg.system.mapping_files)
+        self.cg_include_inputs = _named_inputs("cg_include", [p for p in cfg.system.cg_include_files() if Path(p).is_file()])
+
+    # -- helpers ------------------------------------------------------------------------------
+    def wd(self, cycle: int, name: str) -> Path:
+        return self.root / f"cycle_{cycle:03d}" / name
+
+    def seed(self, cycle: int, name: str, base: int | None = None) -> int:
         from ..config import derive_seed
 
-        return derive_seed(cfg.seed if base is None else base, replica, cycle, name)
+        return derive_seed(self.cfg.seed if base is None else base, self.replica, cycle, name)
 
-    def md_values(cycle, name, length, dt, every, energy_every, defaults, define="", what=""):
+    def md_values(self, cycle, name, length, dt, every, energy_every, defaults, define="", what=""):
         nsteps = _steps(length, dt, what)
         nstx = _steps(every, dt, what.rsplit(".", 1)[0] + ".output_every") if every is not None else 0
         nste = max(1, _steps(energy_every, dt, what.rsplit(".", 1)[0] + ".energy_every"))
-        return {**defaults, "nsteps": nsteps, "dt": dt, "ref_t": T, "ref_p": P, "gen_seed": seed(cycle, name),
-                "nstxout_compressed": nstx, "nstenergy": min(nste, max(nsteps, 1)), "nstlog": min(nste * 10, max(nsteps, 1)),
-                "define": define}
+        return {**defaults, "nsteps": nsteps, "dt": dt, "ref_t": self.cfg.temperature, "ref_p": self.cfg.pressure,
+                "gen_seed": self.seed(cycle, name), "nstxout_compressed": nstx, "nstenergy": min(nste, max(nsteps, 1)),
+                "nstlog": min(nste * 10, max(nsteps, 1)), "define": define}
 
-    def aa_mdrun(cycle, name, template, values, structure, topology=aa_top, restraint=None, minim=False, desc=""):
-        opts = {k: v for k, v in ov_aa.items()}
-        st = MdrunStage(name=name, cycle=cycle, workdir=wd(cycle, name), template=template, values=values,
-                        mdp_options=opts, structure=structure, topology=topology, restraint=restraint,
+    def aa_mdrun(self, cycle, name, template, values, structure, topology=None, restraint=None, minim=False, desc=""):
+        st = MdrunStage(name=name, cycle=cycle, workdir=self.wd(cycle, name), template=template, values=values,
+                        mdp_options=dict(self.cfg.mdp.overrides.aa), structure=structure,
+                        topology=self.aa_top if topology is None else topology, restraint=restraint,
                         minimisation=minim, description=desc)
-        stages.append(st)
+        self.stages.append(st)
         return st
 
-    def cg_mdrun(cycle, name, template, values, structure, topology, minim=False, desc=""):
-        st = MdrunStage(name=name, cycle=cycle, workdir=wd(cycle, name), template=template, values=values,
-                        mdp_options=dict(ov_cg), structure=structure, topology=topology, minimisation=minim,
-                        description=desc, resolution="cg")
-        stages.append(st)
+    def cg_mdrun(self, cycle, name, template, values, structure, topology, minim=False, desc=""):
+        st = MdrunStage(name=name, cycle=cycle, workdir=self.wd(cycle, name), template=template, values=values,
+                        mdp_options=dict(self.cfg.mdp.overrides.cg), structure=structure, topology=topology,
+                        minimisation=minim, description=desc, resolution="cg")
+        self.stages.append(st)
         return st
 
-    model_path: Path | None = cfg.backmap.model
-    bm_seed = cfg.backmap.seed
-    # file contents the Python stages depend on beyond their structure/topology inputs
-    mapping_inputs = _named_inputs("mapping", cfg.system.mapping_files)
-    cg_include_inputs = _named_inputs("cg_include", [p for p in cfg.system.cg_include_files() if Path(p).is_file()])
+    # -- blocks -------------------------------------------------------------------------------
+    def aa_start(self):
+        aa, tpl = self.cfg.aa, self.tpl
+        em = self.aa_mdrun(1, "aa-em", tpl.aa.em, {"nsteps": aa.em_steps, "emtol": aa.emtol, "define": ""},
+                           self.cfg.system.aa_structure, minim=True, desc="AA energy minimisation")
+        eq = self.aa_mdrun(1, "aa-eq", tpl.aa.eq, self.md_values(1, "aa-eq", aa.eq, aa.dt, None, aa.energy_every,
+                                                                self.AA_DEFAULTS, what="aa.eq"),
+                           em.outputs["gro"], desc=f"AA NVT equilibration, {aa.eq}")
+        return eq
 
-    def aa_block(c, start_gro):
-        md = aa_mdrun(c, "aa-md", tpl.aa.md, md_values(c, "aa-md", aa.md, aa.dt, aa.output_every, aa.energy_every,
-                                                       aa_defaults, what="aa.md"),
-                      start_gro, desc=f"AA production MD, {aa.md}")
-        return md
+    def aa_md(self, c, start_gro):
+        aa = self.cfg.aa
+        return self.aa_mdrun(c, "aa-md", self.tpl.aa.md,
+                             self.md_values(c, "aa-md", aa.md, aa.dt, aa.output_every, aa.energy_every,
+                                            self.AA_DEFAULTS, what="aa.md"),
+                             start_gro, desc=f"AA production MD, {aa.md}")
 
-    def add_train(c, md):
-        nonlocal model_path
+    def train(self, c, md):
+        cfg = self.cfg
         if not cfg.trains_in(c):
             return
-        inputs = {"aa_topology": aa_top, "aa_structure": md.outputs["gro"], "trajectory": md.outputs["xtc"],
-                  **mapping_inputs}
-        if model_path is not None:
-            inputs["init_model"] = model_path
-        st = PythonStage(name="train", cycle=c, workdir=wd(c, "train"), inputs=inputs,
-                         outputs={"model": wd(c, "train") / "model.pt"},
+        inputs = {"aa_topology": self.aa_top, "aa_structure": md.outputs["gro"], "trajectory": md.outputs["xtc"],
+                  **self.mapping_inputs}
+        if self.model_path is not None:
+            inputs["init_model"] = self.model_path
+        st = PythonStage(name="train", cycle=c, workdir=self.wd(c, "train"), inputs=inputs,
+                         outputs={"model": self.wd(c, "train") / "model.pt"},
                          params={"epochs": cfg.backmap.epochs, "samples": cfg.backmap.samples,
-                                 "seed": seed(c, "train", bm_seed), "device": cfg.backmap.device,
+                                 "seed": self.seed(c, "train", cfg.backmap.seed), "device": cfg.backmap.device,
                                  "mappings": [str(p) for p in cfg.system.mapping_files]},
                          func=_run_train,
-                         description=("fine-tune" if model_path else "train") + " the backmapping model on this cycle's AA MD")
-        stages.append(st)
-        model_path = st.outputs["model"]
+                         description=("fine-tune" if self.model_path else "train") + " the backmapping model on this cycle's AA MD")
+        self.stages.append(st)
+        self.model_path = st.outputs["model"]
 
-    def add_coarse_grain(c, md):
+    def coarse_grain(self, c, md):
+        cfg, wd = self.cfg, self.wd
         st = PythonStage(name="coarse-grain", cycle=c, workdir=wd(c, "coarse-grain"),
-                         inputs={"aa_topology": aa_top, "aa_structure": md.outputs["gro"], **mapping_inputs,
-                                 **cg_include_inputs},
+                         inputs={"aa_topology": self.aa_top, "aa_structure": md.outputs["gro"], **self.mapping_inputs,
+                                 **self.cg_include_inputs},
                          outputs={"gro": wd(c, "coarse-grain") / "cg.gro", "top": wd(c, "coarse-grain") / "cg.top"},
-                         params={"seed": seed(c, "coarse-grain"), "mappings": [str(p) for p in cfg.system.mapping_files],
+                         params={"seed": self.seed(c, "coarse-grain"), "mappings": [str(p) for p in cfg.system.mapping_files],
                                  "includes": [str(p) for p in cfg.system.cg_include_files()]},
                          func=_run_coarse_grain, description="map the last AA frame onto Martini beads")
-        stages.append(st)
+        self.stages.append(st)
         return st
 
-    def cg_block(c, cg_gro, cg_top):
-        em = cg_mdrun(c, "cg-em", tpl.cg.em, {"nsteps": cg.em_steps, "emtol": cg.emtol, "define": ""},
-                      cg_gro, cg_top, minim=True, desc="CG energy minimisation")
-        eq = cg_mdrun(c, "cg-eq", tpl.cg.eq, md_values(c, "cg-eq", cg.eq, cg.eq_dt, None, cg.energy_every,
-                                                       cg_defaults, what="cg.eq"),
-                      em.outputs["gro"], cg_top, desc=f"CG NPT equilibration, {cg.eq}")
-        md = cg_mdrun(c, "cg-md", tpl.cg.md, md_values(c, "cg-md", cg.md, cg.dt, cg.output_every, cg.energy_every,
-                                                       cg_defaults, what="cg.md"),
-                      eq.outputs["gro"], cg_top, desc=f"CG production MD, {cg.md}")
-        return md
+    def cg_segment(self, c, cg_gro, cg_top):
+        cg, tpl, d = self.cfg.cg, self.tpl, self.CG_DEFAULTS
+        em = self.cg_mdrun(c, "cg-em", tpl.cg.em, {"nsteps": cg.em_steps, "emtol": cg.emtol, "define": ""},
+                           cg_gro, cg_top, minim=True, desc="CG energy minimisation")
+        eq = self.cg_mdrun(c, "cg-eq", tpl.cg.eq, self.md_values(c, "cg-eq", cg.eq, cg.eq_dt, None, cg.energy_every, d,
+                                                                what="cg.eq"),
+                           em.outputs["gro"], cg_top, desc=f"CG NPT equilibration, {cg.eq}")
+        return self.cg_mdrun(c, "cg-md", tpl.cg.md, self.md_values(c, "cg-md", cg.md, cg.dt, cg.output_every,
+                                                                   cg.energy_every, d, what="cg.md"),
+                             eq.outputs["gro"], cg_top, desc=f"CG production MD, {cg.md}")
 
-    def backmap_block(c, cg_md):
-        if model_path is None:
+    def backmap(self, c, cg_md):
+        cfg, rs, aa, tpl = self.cfg, self.cfg.restrained, self.cfg.aa, self.tpl
+        if self.model_path is None:
             raise MultiscaleError(f"cycle {c}: no backmapping model: set backmap.model or backmap.train_from_cycle")
-        wdir = wd(c, "backmap")
+        wdir = self.wd(c, "backmap")
         bm = PythonStage(name="backmap", cycle=c, workdir=wdir,
-                         inputs={"aa_topology": aa_top, "cg_structure": cg_md.outputs["gro"], "model": model_path},
+                         inputs={"aa_topology": self.aa_top, "cg_structure": cg_md.outputs["gro"], "model": self.model_path},
                          outputs={"gro": wdir / "backmapped.gro", "top": wdir / "restrained.top",
                                   "top_em": wdir / "restrained-em.top", "report": wdir / "backmap-report.json"},
-                         params={"seed": seed(c, "backmap", bm_seed), "force_constant": rs.force_constant,
+                         params={"seed": self.seed(c, "backmap", cfg.backmap.seed), "force_constant": rs.force_constant,
                                  "flexible_water_em": rs.flexible_water_em, "device": cfg.backmap.device},
                          func=_run_backmap, description="backmap the last CG frame (+ heavy-atom restraints)")
-        stages.append(bm)
-        rem = aa_mdrun(c, "restrained-em", tpl.aa.restrained_em,
-                       {"nsteps": rs.em_steps, "emtol": rs.emtol, "define": "-DPOSRES"},
-                       bm.outputs["gro"], topology=bm.outputs["top_em"], restraint=bm.outputs["gro"], minim=True,
-                       desc="EM, heavy atoms restrained to the backmapped positions")
-        req = aa_mdrun(c, "restrained-eq", tpl.aa.restrained_eq,
-                       md_values(c, "restrained-eq", rs.eq, rs.dt, None, aa.energy_every, aa_defaults,
-                                 define="-DPOSRES", what="restrained.eq"),
-                       rem.outputs["gro"], topology=bm.outputs["top"], restraint=bm.outputs["gro"],
-                       desc=f"NVT {rs.eq}, heavy atoms restrained")
-        rel = aa_mdrun(c, "relax", tpl.aa.relax,
-                       md_values(c, "relax", rs.relax, rs.relax_dt, None, aa.energy_every, aa_defaults,
-                                 what="restrained.relax"),
-                       req.outputs["gro"], desc=f"unrestrained NPT {rs.relax}")
-        return rel
+        self.stages.append(bm)
+        rem = self.aa_mdrun(c, "restrained-em", tpl.aa.restrained_em,
+                            {"nsteps": rs.em_steps, "emtol": rs.emtol, "define": "-DPOSRES"},
+                            bm.outputs["gro"], topology=bm.outputs["top_em"], restraint=bm.outputs["gro"], minim=True,
+                            desc="EM, heavy atoms restrained to the backmapped positions")
+        req = self.aa_mdrun(c, "restrained-eq", tpl.aa.restrained_eq,
+                            self.md_values(c, "restrained-eq", rs.eq, rs.dt, None, aa.energy_every, self.AA_DEFAULTS,
+                                           define="-DPOSRES", what="restrained.eq"),
+                            rem.outputs["gro"], topology=bm.outputs["top"], restraint=bm.outputs["gro"],
+                            desc=f"NVT {rs.eq}, heavy atoms restrained")
+        return self.aa_mdrun(c, "relax", tpl.aa.relax,
+                             self.md_values(c, "relax", rs.relax, rs.relax_dt, None, aa.energy_every, self.AA_DEFAULTS,
+                                            what="restrained.relax"),
+                             req.outputs["gro"], desc=f"unrestrained NPT {rs.relax}")
 
-    if cfg.start == "aa":
-        em = aa_mdrun(1, "aa-em", tpl.aa.em, {"nsteps": aa.em_steps, "emtol": aa.emtol, "define": ""},
-                      cfg.system.aa_structure, minim=True, desc="AA energy minimisation")
-        eq = aa_mdrun(1, "aa-eq", tpl.aa.eq, md_values(1, "aa-eq", aa.eq, aa.dt, None, aa.energy_every,
-                                                      aa_defaults, what="aa.eq"),
-                      em.outputs["gro"], desc=f"AA NVT equilibration, {aa.eq}")
-        prev = eq.outputs["gro"]
-        for c in range(1, cfg.cycles + 1):
-            md = aa_block(c, prev)
-            cgs = add_coarse_grain(c, md)
-            add_train(c, md)
-            cg_md = cg_block(c, cgs.outputs["gro"], cgs.outputs["top"])
-            rel = backmap_block(c, cg_md)
-            prev = rel.outputs["gro"]
-    else:
+    # -- the two orders -----------------------------------------------------------------------
+    def build(self) -> list[Stage]:
+        cfg = self.cfg
+        if cfg.start == "aa":
+            prev = self.aa_start().outputs["gro"]
+            for c in range(1, cfg.cycles + 1):
+                md = self.aa_md(c, prev)
+                cgs = self.coarse_grain(c, md)
+                self.train(c, md)
+                cg_md = self.cg_segment(c, cgs.outputs["gro"], cgs.outputs["top"])
+                prev = self.backmap(c, cg_md).outputs["gro"]
+            return self.stages
         cg_gro, cg_top = cfg.system.cg_structure, cfg.system.cg_topology
         if cg_top is None:
             raise MultiscaleError("system.cg_topology: required when start is 'cg' (the topology of system.cg_structure)")
         for c in range(1, cfg.cycles + 1):
-            cg_md = cg_block(c, cg_gro, cg_top)
-            rel = backmap_block(c, cg_md)
-            md = aa_block(c, rel.outputs["gro"])
-            add_train(c, md)
+            cg_md = self.cg_segment(c, cg_gro, cg_top)
+            rel = self.backmap(c, cg_md)
+            md = self.aa_md(c, rel.outputs["gro"])
+            self.train(c, md)
             if c < cfg.cycles:
-                cgs = add_coarse_grain(c, md)
+                cgs = self.coarse_grain(c, md)
                 cg_gro, cg_top = cgs.outputs["gro"], cgs.outputs["top"]
-    return stages
+        return self.stages
 
 
 def load_pipeline() -> Callable:
