@@ -9,7 +9,7 @@ import pytest
 
 from multiscale.backmap.engine import backmap, load_model, train
 from multiscale.backmap.frame import block_kind
-from multiscale.backmap.steps import ion_min_dist
+from multiscale.classes import ion_table
 from multiscale.coarse_grain import cg_layout, coarse_grain
 from multiscale.geometry import minimum_image
 from multiscale.io import Frames, read_frames
@@ -67,8 +67,9 @@ def salted(tmp_path_factory):
 def test_block_kind_helper():
     t, mp, lay, *_ = salted_system(n_pairs=1)
     assert [block_kind(b) for b in lay] == ["molecule", "water", "ion", "ion"]
-    assert ion_min_dist("Na") == 0.20 and ion_min_dist("CL") == 0.27 and ion_min_dist("K") == 0.24
-    assert ion_min_dist("Xe") == 0.22
+    d = {v["element"].upper(): v["min_water_o"] for v in ion_table().values()}
+    assert d["NA"] == 0.20 and d["CL"] == 0.27 and d["K"] == 0.24
+    assert [b.info["min_water_o"] for b in lay[2:]] == [0.20, 0.27]
 
 
 def test_train_skips_ions_and_model_loads(salted, tmp_path):
@@ -107,7 +108,7 @@ def test_ions_on_beads_obstacles_and_no_clash(salted):
     from multiscale.backmap.water import WaterBank
 
     if "others_min_dist" in inspect.signature(WaterBank.place).parameters:  # water oxygens: a sane first shell
-        lim = np.array([ion_min_dist(e) for b in t.blocks[2:] for e in b.moltype.elements * b.count])
+        lim = np.array([blk.info["min_water_o"] for blk in lay[2:] for _ in range(blk.count)])
         oxygen = np.asarray(t.blocks[1].moltype.elements) == "O"
         do = d.reshape(t.blocks[1].count, -1, d.shape[1])[:, oxygen].reshape(-1, d.shape[1])
         assert (do >= lim[None] - 1e-6).all()

@@ -27,8 +27,7 @@ from .common import derive_seed
 from .frame import BackmapContext, FrameState
 
 __all__ = ["STEPS", "draw", "place_ions", "select_environment", "resolve_clashes", "stereo_repair", "solvent",
-           "polar_h", "final_certificate", "check_solutes", "ION_MIN_DIST", "ion_min_dist",
-           "ion_water_dist", "ion_water_shell", "ION_WATER_SHELL"]
+           "polar_h", "final_certificate", "check_solutes", "ion_water_dist", "ion_water_shell"]
 
 #: Rounds of re-placing water beads that still clash after the bank's own placement (each
 #: round costs one system-wide clash search).
@@ -41,10 +40,6 @@ REPROJECT_ITERATIONS = 3
 #: molecules are turned about their beads (the orientation the CG leaves free) instead of
 #: drawing a new conformation.
 SPIN_ROUNDS = 2
-#: Closest approach (nm) of any water atom to an ion, by the ion's element (first shell:
-#: Na-O ~0.24, K-O ~0.28, Ca-O ~0.24, Cl-H ~0.22 nm; these leave ~0.04 nm of slack).
-ION_MIN_DIST = {"NA": 0.20, "K": 0.24, "CA": 0.20, "CL": 0.27, "MG": 0.18}
-ION_MIN_DIST_DEFAULT = 0.22
 #: nm added to the clash bounds (``clash_inter`` / ``clash_intra``) in every search that triggers a
 #: repair and in the final certificate, so that a certified structure still keeps its stated bounds
 #: after the output format rounds it: .gro/.xtc store 0.001 nm, which moves a distance by at most
@@ -57,46 +52,24 @@ def _bounds(o) -> tuple[float, float]:
     return o.clash_inter + CLASH_MARGIN, o.clash_intra + CLASH_MARGIN
 
 
-def ion_min_dist(element: str) -> float:
-    """Closest approach (nm) of a water atom to an ion of ``element`` (:data:`ION_MIN_DIST`)."""
-    return ION_MIN_DIST.get(str(element).strip().upper(), ION_MIN_DIST_DEFAULT)
-
-
 def ion_water_dist(ctx: BackmapContext) -> np.ndarray:
     """Per ion atom (ion blocks in layout order) the closest approach (nm) of water: the ion
-    class's ``min_water_o`` (block info, from data/classes/ions.yaml) else :func:`ion_min_dist`."""
-    out = []
-    for _, blk in ctx.ion_blocks:
-        info = getattr(blk, "info", None) or {}
-        per_mol = [float(info["min_water_o"])] if "min_water_o" in info else [
-            ion_min_dist(e) for e in blk.aa_block.moltype.elements]
-        out.append(np.tile(per_mol, blk.count))
+    class's ``min_water_o`` (block info, from data/classes/ions.yaml)."""
+    out = [np.full(blk.count, float(blk.info["min_water_o"])) for _, blk in ctx.ion_blocks]
     return np.concatenate(out) if out else np.zeros(0)
-
-
-#: First shell the water placement aims at, by ion element: water-O distance (nm; first g(r)
-#: peaks: Na-O 0.24, K-O 0.28, Ca-O 0.24, Mg-O 0.21, Cl-O 0.315 nm) and waters (coordination
-#: numbers of TIP3P / Joung-Cheatham-like ion models); others: the closest approach + 0.04 nm, 6.
-ION_WATER_SHELL = {"NA": (0.24, 6.0), "K": (0.28, 7.0), "CA": (0.24, 7.0), "MG": (0.21, 6.0),
-                   "CL": (0.315, 7.0)}
 
 
 def ion_water_shell(ctx: BackmapContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per ion atom (as :func:`ion_water_dist`) the first-shell water-O distance (nm; 0 for ions
-    that bring their own shell waters), the charge (e) and the waters of a full shell."""
+    that bring their own shell waters), the charge (e) and the waters of a full shell, all from
+    the ion class's block info (data/classes/ions.yaml ``shell_o``, ``charge``, ``shell_n``)."""
     shell, charge, count = [], [], []
-    for (_, blk), dmin in zip(ctx.ion_blocks, np.split(ion_water_dist(ctx), np.cumsum(
-            [b.count * b.aa_block.moltype.n_atoms for _, b in ctx.ion_blocks])[:-1])):
-        info = getattr(blk, "info", None) or {}
-        mt = blk.aa_block.moltype
-        els = [info["element"]] if "element" in info else list(mt.elements)
-        rn = np.tile(np.array([ION_WATER_SHELL.get(str(e).strip().upper(), (np.nan, 6.0)) for e in els]),
-                     (blk.count, 1))
-        r = np.where(np.isnan(rn[:, 0]), dmin + 0.04, rn[:, 0])
-        shell.append(np.zeros(len(r)) if int(info.get("waters", 0)) > 0 else r)
-        q = [float(info["charge"])] if "charge" in info else list(mt.charges)
-        charge.append(np.tile(np.asarray(q, np.float64), blk.count))
-        count.append(rn[:, 1])
+    for _, blk in ctx.ion_blocks:
+        info = blk.info
+        own = int(info.get("waters", 0)) > 0
+        shell.append(np.full(blk.count, 0.0 if own else float(info["shell_o"])))
+        charge.append(np.full(blk.count, float(info["charge"])))
+        count.append(np.full(blk.count, float(info["shell_n"])))
     return tuple(np.concatenate(a) if a else np.zeros(0) for a in (shell, charge, count))
 
 
@@ -178,8 +151,8 @@ def _hydrated(state: FrameState, ctx: BackmapContext, bi: int, blk, beads: np.nd
     info = blk.info
     n = len(beads)
     rng = np.random.default_rng(derive_seed(ctx.opts.seed, state.frame, 4_000_037, bi))
-    ion, w = place_hydrated(beads, np.full(n, float(mt.masses[0])), np.full(n, float(info.get("charge", mt.charges[0]))),
-                            np.full(n, float(info.get("min_water_o", ion_min_dist(mt.elements[0])))),
+    ion, w = place_hydrated(beads, np.full(n, float(mt.masses[0])), np.full(n, float(info["charge"])),
+                            np.full(n, float(info["min_water_o"])),
                             np.asarray(wt.masses, float)[order], k, rng)
     wo = np.empty((n * k, wt.n_atoms, 3))
     wo[:, order] = w.reshape(-1, 3, 3)

@@ -30,13 +30,15 @@ def _table_from(path: str) -> dict:
                              "aa_names": [str(s).upper() for s in v["aa_names"]], "cg": str(v["cg"]),
                              "cg_names": [str(s).upper() for s in v.get("cg_names", [v["cg"]])],
                              "min_water_o": float(v.get("min_water_o", 0.22))}
+            out[str(key)]["shell_o"] = float(v.get("shell_o", out[str(key)]["min_water_o"] + 0.04))
+            out[str(key)]["shell_n"] = float(v.get("shell_n", 6))
         except (KeyError, TypeError, ValueError) as e:
             raise MultiscaleError(f"{path}: ion {key}: needs element, charge, aa_names, cg ({e})") from e
     return out
 
 
 def ion_table() -> dict:
-    """{ion key: {element, charge, aa_names, cg, cg_names, min_water_o}} from the package data
+    """{ion key: {element, charge, aa_names, cg, cg_names, min_water_o, shell_o, shell_n}} from the package data
     (and user data folders, which override entries of the same key)."""
     table = {}
     from ..paths import find_all_data
@@ -70,7 +72,8 @@ class Ion(MoleculeClass):
     def layout(self, block, mapping, start: int, source: str, topology=None) -> CGBlock:
         entry = identify_ion(block.moltype)
         return CGBlock(block, entry["cg"], [entry["cg"]], 1, block.count, start, self.name, 1, np.ones((1, 1)),
-                       info={"min_water_o": entry["min_water_o"], "element": entry["element"],
+                       info={"min_water_o": entry["min_water_o"], "shell_o": entry["shell_o"],
+                             "shell_n": entry["shell_n"], "element": entry["element"],
                              "cg_names": entry["cg_names"], "charge": entry["charge"],
                              "waters": int(getattr(getattr(mapping, "ions", None), "waters_per_ion", 0))})
 
