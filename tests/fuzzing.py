@@ -173,17 +173,22 @@ def _check_mapping(mp) -> None:
             assert np.allclose(m.sum(axis=1), 1.0)
 
 
-def _run_mapping(suffix: str):
+def _run_reader(read: Callable[[Path], object], check: Callable[[object], None], filename: str):
+    """A target's run: write the input as ``filename``, read it with ``read``, ``check`` the result."""
     def run(d: Path, name: str, data: bytes):
-        from multiscale.mapping import load_mapping
-
-        p = d / f"m{suffix}"
+        p = d / filename
         p.write_bytes(data)
-        mp = load_mapping(p)
-        _check_mapping(mp)
-        return mp
+        out = read(p)
+        check(out)
+        return out
 
     return run
+
+
+def _run_mapping(suffix: str):
+    from multiscale.mapping import load_mapping
+
+    return _run_reader(load_mapping, _check_mapping, f"m{suffix}")
 
 
 def _topology_setup(d: Path) -> None:
@@ -245,16 +250,9 @@ def _check_frames(fr) -> None:
 
 
 def _run_structure(suffix: str):
-    def run(d: Path, name: str, data: bytes):
-        from multiscale.io import read_frames
+    from multiscale.io import read_frames
 
-        p = d / f"s{suffix}"
-        p.write_bytes(data)
-        fr = read_frames(p)
-        _check_frames(fr)
-        return fr
-
-    return run
+    return _run_reader(read_frames, _check_frames, f"s{suffix}")
 
 
 def _toy_gro(frames: int = 1) -> bytes:
