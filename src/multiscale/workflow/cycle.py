@@ -171,8 +171,9 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
-def build_plan(cfg, root: Path, replica: int | None = None) -> list[Stage]:
-    plan = load_pipeline()(cfg, root, replica)
+def build_plan(cfg, root: Path, replica: int | None = None, pipeline=None) -> list[Stage]:
+    """The stage list: ``pipeline(cfg, root, replica)``, by default :func:`load_pipeline`'s."""
+    plan = (pipeline or load_pipeline())(cfg, root, replica)
     keys = [s.key for s in plan]
     dup = {k for k in keys if keys.count(k) > 1}
     if dup:
@@ -186,8 +187,9 @@ def build_plan(cfg, root: Path, replica: int | None = None) -> list[Stage]:
 
 class _Driver:
     def __init__(self, cfg, root: Path, replica, force: bool, stop_after: str | None, maxh: float | None,
-                 reporter, argv: list[str] | None, redo_from: str | None = None):
+                 reporter, argv: list[str] | None, redo_from: str | None = None, pipeline=None):
         self.cfg, self.root, self.replica, self.force = cfg, root, replica, force
+        self.pipeline = pipeline
         self.redo_from = redo_from
         self.stop_after, self.maxh, self.reporter, self.argv = stop_after, maxh, reporter, argv
         self.t0 = time.monotonic()
@@ -259,7 +261,7 @@ class _Driver:
         os.environ["GMX_MAXBACKUP"] = "-1"  # stage folders are ours: no #backup# files
         os.environ.setdefault("GROMACSWRAPPER_SUPPRESS_SETUP_CHECK", "1")
         check_gmx(cfg.gromacs.settings(), mdrun=True)
-        plan = build_plan(cfg, root, self.replica)
+        plan = build_plan(cfg, root, self.replica, self.pipeline)
         stop_key = self._resolve_stop_after(plan)
         redo = self._resolve_redo_from(plan)
         with RootLock(root):
@@ -491,10 +493,12 @@ def _is_non_folder(root: Path) -> bool:
 
 def run_cycles(config_path: str | os.PathLike, force: bool = False, stop_after: str | None = None,
                maxh: float | None = None, replica: int | None = None, progress: bool | None = None,
-               console=None, argv: list[str] | None = None, redo_from: str | None = None) -> int:
+               console=None, argv: list[str] | None = None, redo_from: str | None = None, pipeline=None) -> int:
     """Run (or continue) all cycles of ``config_path``.  Returns 0 when finished (or at
     ``stop_after``), 3 when stopped early by the ``maxh`` budget or a signal (run again to
-    continue).  Raises :class:`MultiscaleError` on bad input or a failed stage (state kept)."""
+    continue).  Raises :class:`MultiscaleError` on bad input or a failed stage (state kept).
+    ``pipeline``: a stage-list builder ``f(cfg, root, replica) -> [Stage]`` replacing the cycle's
+    (e.g. :func:`multiscale.molecule.pipeline.molecule_pipeline`)."""
     from ..config import load_config
     from .status import Reporter
 
@@ -508,4 +512,4 @@ def run_cycles(config_path: str | os.PathLike, force: bool = False, stop_after: 
         raise MultiscaleError(f"output {root} is a file, not a folder: set 'output' in {cfg.source.name if cfg.source else 'sim.yaml'} "
                               "to a folder for the run")
     reporter = Reporter(console=console, live=progress)
-    return _Driver(cfg, root, replica, force, stop_after, maxh, reporter, argv or sys.argv, redo_from).run()
+    return _Driver(cfg, root, replica, force, stop_after, maxh, reporter, argv or sys.argv, redo_from, pipeline).run()
