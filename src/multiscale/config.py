@@ -366,7 +366,7 @@ class AASection(_Strict):
     emtol: float = Field(500.0, gt=0, le=1e9, description="aa-em stops when the largest force is below this",
                          json_schema_extra=_unit("kJ mol^-1 nm^-1"))
     eq: DurationField = Field("10 ps", description="NVT equilibration with new velocities (first cycle, start: aa only); "
-                              "0 skips it", json_schema_extra=_unit("ps"))
+                              "0: no equilibration steps", json_schema_extra=_unit("ps"))
     md: PositiveDuration = Field("10 ps", description="AA production MD per cycle; its frames are the backmapping "
                                  "training data", json_schema_extra=_unit("ps"))
     output_every: PositiveDuration = Field("1 ps", description="interval of saved aa-md frames (nstxout-compressed)",
@@ -385,7 +385,7 @@ class CGSection(_Strict):
                           json_schema_extra=_unit("steps"))
     emtol: float = Field(100.0, gt=0, le=1e9, description="cg-em stops when the largest force is below this",
                          json_schema_extra=_unit("kJ mol^-1 nm^-1"))
-    eq: DurationField = Field("50 ps", description="NPT equilibration with new velocities, every cycle; 0 skips it",
+    eq: DurationField = Field("50 ps", description="NPT equilibration with new velocities, every cycle; 0: no equilibration steps",
                               json_schema_extra=_unit("ps"))
     md: PositiveDuration = Field("1 ns", description="CG production MD per cycle; its last frame is backmapped",
                                  json_schema_extra=_unit("ps"))
@@ -397,17 +397,17 @@ class CGSection(_Strict):
 
 class RestrainedSection(_Strict):
     """After backmapping: restrained EM, restrained NVT (heavy atoms held at their backmapped
-    positions, ``force_constant`` kJ mol-1 nm-2), then an unrestrained NPT relaxation."""
+    positions, ``force_constant`` kJ mol^-1 nm^-2), then an unrestrained NPT relaxation."""
 
     em_steps: int = Field(2000, ge=0, le=MAX_EM_STEPS, description="maximum steepest-descent steps of restrained-em",
                           json_schema_extra=_unit("steps"))
     emtol: float = Field(1000.0, gt=0, le=1e9, description="restrained-em stops when the largest force is below this",
                          json_schema_extra=_unit("kJ mol^-1 nm^-1"))
     eq: DurationField = Field("2 ps", description="restrained NVT (heavy atoms held at their backmapped positions); "
-                              "0 skips it", json_schema_extra=_unit("ps"))
+                              "0: no equilibration steps", json_schema_extra=_unit("ps"))
     dt: float = Field(0.001, gt=0, le=0.005, description="MD time step of restrained-eq", json_schema_extra=_unit("ps"))
     relax: DurationField = Field("2 ps", description="unrestrained NPT relaxation before the next AA production; "
-                                 "0 skips it", json_schema_extra=_unit("ps"))
+                                 "0: no relaxation steps", json_schema_extra=_unit("ps"))
     relax_dt: float = Field(0.002, gt=0, le=0.005, description="MD time step of relax", json_schema_extra=_unit("ps"))
     force_constant: float = Field(1000.0, ge=0, le=1e7, description="heavy-atom position-restraint force constant "
                                   "(posre_<moltype>.itp, under -DPOSRES)", json_schema_extra=_unit("kJ mol^-1 nm^-2"))
