@@ -14,7 +14,6 @@ import types
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
-import annotated_types as at
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
@@ -106,15 +105,15 @@ def _num(v: Any) -> str:
     return re.sub(r"e\+?(-?)0*(\d)", r"e\1\2", s)
 
 
-_BOUNDS = ((at.Gt, "gt", ">"), (at.Ge, "ge", "≥"), (at.Lt, "lt", "<"), (at.Le, "le", "≤"))
+_BOUNDS = (("gt", ">"), ("ge", "≥"), ("lt", "<"), ("le", "≤"))  # pydantic's annotated_types Gt, Ge, Lt, Le
 
 
 def constraints_text(f: FieldInfo) -> str:
     """``> 0, ≤ 0.005`` from the field's bounds (and a positive Duration's ``> 0``)."""
     out = []
     for m in f.metadata:
-        for cls, attr, op in _BOUNDS:
-            if isinstance(m, cls):
+        for attr, op in _BOUNDS:
+            if getattr(m, attr, None) is not None:
                 out.append(f"{op} {_num(getattr(m, attr))}")
         if getattr(m, "func", None) is _positive_duration:
             out.append("> 0")
