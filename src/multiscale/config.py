@@ -5,55 +5,10 @@ folder, validates everything with pydantic (unknown keys are errors) and turns t
 problem into ONE line :class:`~multiscale.errors.MultiscaleError` that names the file, the key,
 the bad value and the fix, e.g. ``sim.yaml: cycles: must be >= 1, got 0``.
 
-Example (all keys; only ``system`` is required)::
-
-    output: runs                    # output root; cycle_001/<stage>/ folders go here
-    cycles: 2                       # AA -> CG -> AA round trips
-    start: aa                       # aa: start from system.aa_structure; cg: from system.cg_structure
-    seed: 2024                      # every stage's seed is derived from it (+ replica, cycle, stage)
-    temperature: 300                # K, all stages
-    pressure: 1.0                   # bar, all NPT stages
-
-    system:
-      aa_topology: aa.top           # GROMACS .top of the atomistic system
-      aa_structure: aa.gro          # starting structure (start: aa)
-      cg_topology: cg.top           # template: its #include lines head the generated CG .top
-      cg_includes: []               # or list the CG .itp files explicitly
-      cg_structure: null            # starting CG structure (start: cg)
-      mappings: [heptanol.map]      # .map/.yaml per molecule type (list, or {moltype: file})
-      forcefield_dirs: [topologies] # folders searched for #include (put on GMXLIB)
-
-    mdp:
-      aa: {em: aa_em, eq: aa_nvt, md: aa_md, restrained_em: aa_em, restrained_eq: aa_nvt, relax: aa_npt}
-      cg: {em: martini_em, eq: martini_eq, md: martini_md}
-      overrides:                    # placeholder values or any mdp option, per resolution
-        aa: {tau_t: 0.1, tau_p: 2.0}
-        cg: {tau_t: 1.0, tau_p: 4.0}
-
-    aa:         {dt: 0.002, em_steps: 1000, emtol: 500, eq: 5 ps, md: 10 ps, output_every: 0.5 ps}
-    cg:         {dt: 0.02, eq_dt: 0.01, em_steps: 1000, emtol: 100, eq: 50 ps, md: 1 ns, output_every: 20 ps}
-    restrained: {em_steps: 1000, emtol: 1000, eq: 2 ps, dt: 0.001, relax: 2 ps, force_constant: 1000}
-
-    backmap:
-      model: null                   # a trained model (.pt) to start from (needed for start: cg)
-      train_from_cycle: 1           # train on the AA MD of this cycle and later ones (0: never)
-      epochs: 20                    # training epochs per cycle (later cycles fine-tune)
-      samples: null                 # AA MD frames used for training per cycle (null: all)
-      seed: null                    # default: the top-level seed
-      device: cpu
-
-    gromacs:
-      gmx: gmx                      # driver for grompp & tools
-      mdrun_gmx: null               # e.g. gmx_mpi (default: gmx)
-      launcher: ""                  # e.g. "srun" or "mpirun -np 4"
-      nt: null
-      ntomp: null
-      maxh: null                    # hours per mdrun call (multiscale cycle --maxh sets a total budget)
-      gpu: {nb: gpu, pme: gpu, bonded: null, update: null, gpu_id: null}   # or null for CPU
-      extra_mdrun_args: []          # e.g. ["-pin", "on"]
-
-Durations (``eq``, ``md``, ``output_every`` ...) are ``"10 ps"``, ``"2 ns"``, ``"500 fs"``,
-``"5000 steps"`` or a bare number of ps.  Units inside: nm, ps, K, bar, kJ/mol.
+Every key, its type, default and unit is documented by the ``Field(description=...)`` of the
+models below; ``docs/sim-yaml.md`` is generated from them (:mod:`multiscale.config_doc`,
+``python scripts/make_simyaml_reference.py``). Only ``system`` is required; a worked example is
+``multiscale/data/examples/heptanol/sim.yaml``.
 """
 
 from __future__ import annotations
@@ -81,11 +36,14 @@ CONFIG_DEFAULT_NAME = "sim.yaml"
 
 
 class Duration(BaseModel):
-    """A simulation length: ``value`` in ``unit`` ('ps' or 'steps')."""
+    """A simulation length: ``value`` in ``unit`` ('ps' or 'steps').
+
+    In sim.yaml a length is written ``"10 ps"``, ``"1 ns"``, ``"500 fs"``, ``"5000 steps"`` or a bare
+    number of ps; fs/ns/us are converted to ps, steps are kept (their time depends on the stage's dt)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
-    value: float
-    unit: Literal["ps", "steps"]
+    value: float = Field(description="the length in ``unit``", json_schema_extra={"unit": "ps or steps"})
+    unit: Literal["ps", "steps"] = Field(description="'ps' (fs, ns and us are converted to ps) or 'steps' (MD steps of the stage's dt)")
 
     def steps(self, dt: float) -> int:
         """Number of MD steps of time step ``dt`` (ps); a ps length must be a whole number of steps."""
@@ -153,6 +111,11 @@ DurationField = Annotated[Duration, BeforeValidator(_parse_duration)]
 PositiveDuration = Annotated[Duration, AfterValidator(_positive_duration), BeforeValidator(_parse_duration)]
 
 
+def _unit(unit: str) -> dict[str, str]:
+    """``json_schema_extra`` of a physical quantity: its unit, shown in docs/sim-yaml.md."""
+    return {"unit": unit}
+
+
 # ------------------------------------------------------------------------------------------
 # paths relative to the YAML file
 
@@ -215,13 +178,19 @@ class _Strict(BaseModel):
 class SystemSection(_Strict):
     """The molecular system: AA and CG topologies/structures, mappings, force-field folders."""
 
-    aa_topology: Path
-    aa_structure: Optional[Path] = None
-    cg_topology: Optional[Path] = None
-    cg_includes: list[Path] = Field(default_factory=list)
-    cg_structure: Optional[Path] = None
-    mappings: Union[list[Path], dict[str, Path]]
-    forcefield_dirs: list[Path] = Field(default_factory=list)
+    aa_topology: Path = Field(description="GROMACS .top of the atomistic system")
+    aa_structure: Optional[Path] = Field(None, description="starting AA structure (.gro); required for ``start: aa``")
+    cg_topology: Optional[Path] = Field(None, description="CG template .top: its ``#include`` lines head every generated CG "
+                                        "topology; required unless ``cg_includes`` is given")
+    cg_includes: list[Path] = Field(default_factory=list, description="the Martini .itp files the generated CG topology "
+                                    "includes, listed explicitly (instead of taking them from ``cg_topology``)")
+    cg_structure: Optional[Path] = Field(None, description="starting CG structure (.gro); required for ``start: cg``")
+    mappings: Union[list[Path], dict[str, Path]] = Field(
+        description="AA -> CG mapping files (.map or .yaml), one per molecule type: a list, or ``{moltype: file}``. "
+                    "A name not found next to sim.yaml is taken from the data path's ``mappings/`` (e.g. heptanol.map); "
+                    "water 4:1 -> W is built in")
+    forcefield_dirs: list[Path] = Field(default_factory=list, description="folders searched for ``#include`` files "
+                                        "(put on GMXLIB before GROMACS' own share/top)")
 
     @field_validator("aa_topology", "aa_structure", "cg_topology", "cg_structure", mode="before")
     @classmethod
@@ -305,13 +274,18 @@ def _template(v: Any, info: ValidationInfo) -> str:
     return s
 
 
+_TPL = "mdp template for the {} stage: a shipped template name (multiscale/data/mdp/) or a path to an .mdp file"
+
+
 class AATemplates(_Strict):
-    em: str = "aa_em"
-    eq: str = "aa_nvt"
-    md: str = "aa_md"
-    restrained_em: str = "aa_em"
-    restrained_eq: str = "aa_nvt"
-    relax: str = "aa_npt"
+    """The mdp template of each atomistic stage."""
+
+    em: str = Field("aa_em", description=_TPL.format("AA energy minimisation (aa-em)"))
+    eq: str = Field("aa_nvt", description=_TPL.format("AA NVT equilibration (aa-eq)"))
+    md: str = Field("aa_md", description=_TPL.format("AA production MD (aa-md)"))
+    restrained_em: str = Field("aa_em", description=_TPL.format("restrained EM after backmapping (restrained-em)"))
+    restrained_eq: str = Field("aa_nvt", description=_TPL.format("restrained NVT after backmapping (restrained-eq)"))
+    relax: str = Field("aa_npt", description=_TPL.format("unrestrained NPT relaxation (relax)"))
 
     @field_validator("*", mode="before")
     @classmethod
@@ -320,9 +294,11 @@ class AATemplates(_Strict):
 
 
 class CGTemplates(_Strict):
-    em: str = "martini_em"
-    eq: str = "martini_eq"
-    md: str = "martini_md"
+    """The mdp template of each Martini stage."""
+
+    em: str = Field("martini_em", description=_TPL.format("CG energy minimisation (cg-em)"))
+    eq: str = Field("martini_eq", description=_TPL.format("CG NPT equilibration (cg-eq)"))
+    md: str = Field("martini_md", description=_TPL.format("CG production MD (cg-md)"))
 
     @field_validator("*", mode="before")
     @classmethod
@@ -334,8 +310,14 @@ Scalar = Union[bool, int, float, str]
 
 
 class Overrides(_Strict):
-    aa: dict[str, Scalar] = Field(default_factory=dict)
-    cg: dict[str, Scalar] = Field(default_factory=dict)
+    """Template placeholder values or any mdp option, per resolution, e.g. ``aa: {tau_t: 0.1, tau_p: 2.0}``,
+    ``cg: {pcoupl: "no"}``. Options multiscale computes (nsteps, dt, seeds, ref_t, ref_p, define,
+    nstxout_compressed, emtol) are refused: set the sim.yaml key named in the error instead."""
+
+    aa: dict[str, Scalar] = Field(default_factory=dict, description="mdp options/placeholders for every AA stage "
+                                  "(units as in GROMACS: nm, ps, K, bar)")
+    cg: dict[str, Scalar] = Field(default_factory=dict, description="mdp options/placeholders for every CG stage "
+                                  "(units as in GROMACS: nm, ps, K, bar)")
 
     @field_validator("aa", "cg", mode="before")
     @classmethod
@@ -368,57 +350,85 @@ COMPUTED_MDP_KEYS = {
 
 
 class MdpSection(_Strict):
-    aa: AATemplates = Field(default_factory=AATemplates)
-    cg: CGTemplates = Field(default_factory=CGTemplates)
-    overrides: Overrides = Field(default_factory=Overrides)
+    """GROMACS run-parameter (.mdp) templates per stage, and options that override them."""
+
+    aa: AATemplates = Field(default_factory=AATemplates, description="templates of the atomistic stages")
+    cg: CGTemplates = Field(default_factory=CGTemplates, description="templates of the Martini stages")
+    overrides: Overrides = Field(default_factory=Overrides, description="mdp options set on top of the templates")
 
 
 class AASection(_Strict):
     """Atomistic stages: EM + NVT equilibration (first cycle, start: aa) and production MD."""
 
-    dt: float = Field(0.002, gt=0, le=0.005)
-    em_steps: int = Field(1000, ge=0, le=MAX_EM_STEPS)
-    emtol: float = Field(500.0, gt=0, le=1e9)
-    eq: DurationField = "10 ps"
-    md: PositiveDuration = "10 ps"
-    output_every: PositiveDuration = "1 ps"
-    energy_every: PositiveDuration = "0.1 ps"
+    dt: float = Field(0.002, gt=0, le=0.005, description="MD time step of aa-eq and aa-md", json_schema_extra=_unit("ps"))
+    em_steps: int = Field(1000, ge=0, le=MAX_EM_STEPS, description="maximum steepest-descent steps of aa-em",
+                          json_schema_extra=_unit("steps"))
+    emtol: float = Field(500.0, gt=0, le=1e9, description="aa-em stops when the largest force is below this",
+                         json_schema_extra=_unit("kJ mol^-1 nm^-1"))
+    eq: DurationField = Field("10 ps", description="NVT equilibration with new velocities (first cycle, start: aa only); "
+                              "0: no equilibration steps", json_schema_extra=_unit("ps"))
+    md: PositiveDuration = Field("10 ps", description="AA production MD per cycle; its frames are the backmapping "
+                                 "training data", json_schema_extra=_unit("ps"))
+    output_every: PositiveDuration = Field("1 ps", description="interval of saved aa-md frames (nstxout-compressed)",
+                                           json_schema_extra=_unit("ps"))
+    energy_every: PositiveDuration = Field("0.1 ps", description="interval of energy output (nstenergy; log every 10th) "
+                                           "of the AA and restrained stages", json_schema_extra=_unit("ps"))
 
 
 class CGSection(_Strict):
     """Martini stages: EM, NPT equilibration (smaller dt, new velocities) and production MD."""
 
-    dt: float = Field(0.02, gt=0, le=0.04)
-    eq_dt: float = Field(0.01, gt=0, le=0.04)
-    em_steps: int = Field(1000, ge=0, le=MAX_EM_STEPS)
-    emtol: float = Field(100.0, gt=0, le=1e9)
-    eq: DurationField = "50 ps"
-    md: PositiveDuration = "1 ns"
-    output_every: PositiveDuration = "20 ps"
-    energy_every: PositiveDuration = "2 ps"
+    dt: float = Field(0.02, gt=0, le=0.04, description="MD time step of cg-md", json_schema_extra=_unit("ps"))
+    eq_dt: float = Field(0.01, gt=0, le=0.04, description="MD time step of cg-eq (smaller, for the freshly mapped "
+                         "structure)", json_schema_extra=_unit("ps"))
+    em_steps: int = Field(1000, ge=0, le=MAX_EM_STEPS, description="maximum steepest-descent steps of cg-em",
+                          json_schema_extra=_unit("steps"))
+    emtol: float = Field(100.0, gt=0, le=1e9, description="cg-em stops when the largest force is below this",
+                         json_schema_extra=_unit("kJ mol^-1 nm^-1"))
+    eq: DurationField = Field("50 ps", description="NPT equilibration with new velocities, every cycle; 0: no equilibration steps",
+                              json_schema_extra=_unit("ps"))
+    md: PositiveDuration = Field("1 ns", description="CG production MD per cycle; its last frame is backmapped",
+                                 json_schema_extra=_unit("ps"))
+    output_every: PositiveDuration = Field("20 ps", description="interval of saved cg-md frames (nstxout-compressed)",
+                                           json_schema_extra=_unit("ps"))
+    energy_every: PositiveDuration = Field("2 ps", description="interval of energy output (nstenergy; log every 10th) "
+                                           "of the CG stages", json_schema_extra=_unit("ps"))
 
 
 class RestrainedSection(_Strict):
     """After backmapping: restrained EM, restrained NVT (heavy atoms held at their backmapped
-    positions, ``force_constant`` kJ mol-1 nm-2), then an unrestrained NPT relaxation."""
+    positions, ``force_constant`` kJ mol^-1 nm^-2), then an unrestrained NPT relaxation."""
 
-    em_steps: int = Field(2000, ge=0, le=MAX_EM_STEPS)
-    emtol: float = Field(1000.0, gt=0, le=1e9)
-    eq: DurationField = "2 ps"
-    dt: float = Field(0.001, gt=0, le=0.005)
-    relax: DurationField = "2 ps"
-    relax_dt: float = Field(0.002, gt=0, le=0.005)
-    force_constant: float = Field(1000.0, ge=0, le=1e7)
-    flexible_water_em: bool = True
+    em_steps: int = Field(2000, ge=0, le=MAX_EM_STEPS, description="maximum steepest-descent steps of restrained-em",
+                          json_schema_extra=_unit("steps"))
+    emtol: float = Field(1000.0, gt=0, le=1e9, description="restrained-em stops when the largest force is below this",
+                         json_schema_extra=_unit("kJ mol^-1 nm^-1"))
+    eq: DurationField = Field("2 ps", description="restrained NVT (heavy atoms held at their backmapped positions); "
+                              "0: no equilibration steps", json_schema_extra=_unit("ps"))
+    dt: float = Field(0.001, gt=0, le=0.005, description="MD time step of restrained-eq", json_schema_extra=_unit("ps"))
+    relax: DurationField = Field("2 ps", description="unrestrained NPT relaxation before the next AA production; "
+                                 "0: no relaxation steps", json_schema_extra=_unit("ps"))
+    relax_dt: float = Field(0.002, gt=0, le=0.005, description="MD time step of relax", json_schema_extra=_unit("ps"))
+    force_constant: float = Field(1000.0, ge=0, le=1e7, description="heavy-atom position-restraint force constant "
+                                  "(posre_<moltype>.itp, under -DPOSRES)", json_schema_extra=_unit("kJ mol^-1 nm^-2"))
+    flexible_water_em: bool = Field(True, description="restrained-em with flexible water (-DFLEXIBLE), so backmapped "
+                                    "water geometry can relax; the MD stages keep rigid water")
 
 
 class BackmapSection(_Strict):
-    model: Optional[Path] = None
-    train_from_cycle: int = Field(1, ge=0, le=MAX_CYCLES)
-    epochs: Optional[int] = Field(None, ge=1, le=100000)
-    samples: Optional[int] = Field(None, ge=1, le=10**9)
-    seed: Optional[int] = Field(None, ge=0, le=2**63 - 1)
-    device: str = "cpu"
+    """The backmapping model: where it comes from, how it is trained on the AA MD, where it runs."""
+
+    model: Optional[Path] = Field(None, description="a trained model (.pt) to start from; required for ``start: cg``, "
+                                  "``train_from_cycle: 0`` or a ``train_from_cycle`` above 1")
+    train_from_cycle: int = Field(1, ge=0, le=MAX_CYCLES, description="train on the AA MD of this cycle and fine-tune on "
+                                  "every later one; 0: never train (use ``model``)")
+    epochs: Optional[int] = Field(None, ge=1, le=100000, description="training epochs per cycle (later cycles fine-tune); "
+                                  "null: the engine's default (sized by the amount of data)")
+    samples: Optional[int] = Field(None, ge=1, le=10**9, description="AA MD frames used for training per cycle, evenly "
+                                   "spaced; null: all")
+    seed: Optional[int] = Field(None, ge=0, le=2**63 - 1, description="base seed of training and backmapping; null: "
+                                "the top-level ``seed``")
+    device: str = Field("cpu", description="torch device of training and backmapping, e.g. cpu, cuda, cuda:1")
 
     @field_validator("model", mode="before")
     @classmethod
@@ -429,11 +439,14 @@ class BackmapSection(_Strict):
 
 
 class GpuSection(_Strict):
-    nb: Optional[Literal["gpu", "cpu", "auto"]] = "gpu"
-    pme: Optional[Literal["gpu", "cpu", "auto"]] = None
-    bonded: Optional[Literal["gpu", "cpu", "auto"]] = None
-    update: Optional[Literal["gpu", "cpu", "auto"]] = None
-    gpu_id: Optional[str] = None
+    """mdrun GPU offload flags; the whole section null (the default) runs mdrun without them."""
+
+    nb: Optional[Literal["gpu", "cpu", "auto"]] = Field("gpu", description="mdrun -nb (non-bonded); null: not passed")
+    pme: Optional[Literal["gpu", "cpu", "auto"]] = Field(None, description="mdrun -pme (PME); null: not passed")
+    bonded: Optional[Literal["gpu", "cpu", "auto"]] = Field(None, description="mdrun -bonded; null: not passed")
+    update: Optional[Literal["gpu", "cpu", "auto"]] = Field(None, description="mdrun -update (integration and "
+                                                             "constraints); null: not passed")
+    gpu_id: Optional[str] = Field(None, description="mdrun -gpu_id, e.g. \"0\" or \"01\"; null: not passed")
 
     @field_validator("gpu_id", mode="before")
     @classmethod
@@ -451,14 +464,19 @@ class GpuSection(_Strict):
 
 
 class GromacsSection(_Strict):
-    gmx: str = "gmx"
-    mdrun_gmx: Optional[str] = None
-    launcher: str = ""
-    nt: Optional[int] = Field(None, ge=1, le=100000)
-    ntomp: Optional[int] = Field(None, ge=1, le=100000)
-    maxh: Optional[float] = Field(None, gt=0, le=1e6)
-    gpu: Optional[GpuSection] = None
-    extra_mdrun_args: list[str] = Field(default_factory=list)
+    """How GROMACS is called: executables, MPI launcher, threads, GPU offload, time limit."""
+
+    gmx: str = Field("gmx", description="GROMACS driver for grompp and the tools (name on PATH or a path)")
+    mdrun_gmx: Optional[str] = Field(None, description="driver for mdrun, e.g. gmx_mpi; null: ``gmx``")
+    launcher: str = Field("", description="command put before mdrun, e.g. \"srun\" or \"mpirun -np 4\"; empty: none")
+    nt: Optional[int] = Field(None, ge=1, le=100000, description="mdrun -nt (total threads); null: GROMACS chooses")
+    ntomp: Optional[int] = Field(None, ge=1, le=100000, description="mdrun -ntomp (OpenMP threads per rank); null: "
+                                 "GROMACS chooses")
+    maxh: Optional[float] = Field(None, gt=0, le=1e6, description="mdrun -maxh: wall-time limit of each mdrun call "
+                                  "(``multiscale cycle --maxh`` sets a total budget instead)", json_schema_extra=_unit("h"))
+    gpu: Optional[GpuSection] = Field(None, description="GPU offload flags; null: none (CPU, or GROMACS' own choice)")
+    extra_mdrun_args: list[str] = Field(default_factory=list, description="more mdrun arguments, a list or one string, "
+                                        "e.g. [\"-pin\", \"on\"]")
 
     @field_validator("extra_mdrun_args", mode="before")
     @classmethod
@@ -489,24 +507,28 @@ class GromacsSection(_Strict):
 
 
 class SimConfig(_Strict):
-    """The whole ``sim.yaml``."""
+    """The whole ``sim.yaml``. Relative paths are taken from the folder of the YAML file."""
 
-    system: SystemSection
-    output: Path = Path("runs")
-    cycles: int = Field(1, ge=1, le=MAX_CYCLES)
-    start: Literal["aa", "cg"] = "aa"
-    seed: int = Field(2024, ge=0, le=2**63 - 1)
-    temperature: float = Field(300.0, gt=0, le=10000)  # K
-    pressure: float = Field(1.0, gt=0, le=1e5)  # bar
-    mdp: MdpSection = Field(default_factory=MdpSection)
-    aa: AASection = Field(default_factory=AASection)
-    cg: CGSection = Field(default_factory=CGSection)
-    restrained: RestrainedSection = Field(default_factory=RestrainedSection)
-    backmap: BackmapSection = Field(default_factory=BackmapSection)
-    gromacs: GromacsSection = Field(default_factory=GromacsSection)
+    system: SystemSection = Field(description="the molecular system: topologies, structures, mappings")
+    output: Path = Field(Path("runs"), description="output root; cycle_NNN/<stage>/ folders (and replica_<n>/ for "
+                         "array replicas) go here")
+    cycles: int = Field(1, ge=1, le=MAX_CYCLES, description="number of AA -> CG -> AA round trips")
+    start: Literal["aa", "cg"] = Field("aa", description="aa: start from system.aa_structure; cg: from "
+                                       "system.cg_structure (needs backmap.model)")
+    seed: int = Field(2024, ge=0, le=2**63 - 1, description="every stage's seed is derived from it (and the replica, "
+                      "cycle and stage)")
+    temperature: float = Field(300.0, gt=0, le=10000, description="reference temperature of all stages (ref_t, gen_temp)",
+                               json_schema_extra=_unit("K"))
+    pressure: float = Field(1.0, gt=0, le=1e5, description="reference pressure of all NPT stages (ref_p)",
+                            json_schema_extra=_unit("bar"))
+    mdp: MdpSection = Field(default_factory=MdpSection, description="mdp templates per stage and option overrides")
+    aa: AASection = Field(default_factory=AASection, description="atomistic stages: lengths, time step, EM")
+    cg: CGSection = Field(default_factory=CGSection, description="Martini stages: lengths, time steps, EM")
+    restrained: RestrainedSection = Field(default_factory=RestrainedSection, description="the stages after backmapping")
+    backmap: BackmapSection = Field(default_factory=BackmapSection, description="the backmapping model")
+    gromacs: GromacsSection = Field(default_factory=GromacsSection, description="how GROMACS is run")
 
-    # set by load_config
-    source: Optional[Path] = Field(None, exclude=True)
+    source: Optional[Path] = Field(None, exclude=True, description="the YAML file read (set by load_config, not a key)")
 
     @field_validator("output", mode="before")
     @classmethod
