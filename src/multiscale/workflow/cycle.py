@@ -36,7 +36,7 @@ from .lock import RootLock, _alive, _lock_holders, _recorded_pid  # noqa: F401  
 from .stages import Stage, StageContext, StageStopped, load_pipeline
 from .state import STATE_NAME, TOPOLOGY_SUFFIXES, RunState, include_closure, include_search_dirs, now_iso, sha256_file, sha256_json
 
-__all__ = ["run_cycles", "build_plan", "EXIT_DONE", "EXIT_STOPPED"]
+__all__ = ["run_cycles", "build_plan", "preflight_plan", "EXIT_DONE", "EXIT_STOPPED"]
 
 EXIT_DONE = 0
 EXIT_STOPPED = 3
@@ -180,6 +180,18 @@ def build_plan(cfg, root: Path, replica: int | None = None) -> list[Stage]:
     return plan
 
 
+def preflight_plan(cfg, plan: list[Stage], note=None) -> None:
+    """The pre-flight checks (:mod:`multiscale.preflight`: mapping <-> AA topology <-> CG itps,
+    masses/charges) once, before the first stage, when the plan maps or trains: a mismatch stops
+    the run before any MD instead of at ``cg-em`` after training.  Notes go to ``note``."""
+    if not any(s.name in ("coarse-grain", "train") for s in plan):
+        return
+    from ..preflight import load_checked_mapping
+
+    s = cfg.system
+    load_checked_mapping(s.mapping_files, s.aa_topology, s.cg_include_files(), note=note)
+
+
 # ------------------------------------------------------------------------------------------
 # the driver
 
@@ -260,6 +272,7 @@ class _Driver:
         os.environ.setdefault("GROMACSWRAPPER_SUPPRESS_SETUP_CHECK", "1")
         check_gmx(cfg.gromacs.settings(), mdrun=True)
         plan = build_plan(cfg, root, self.replica)
+        preflight_plan(cfg, plan, note=self.reporter.note)
         stop_key = self._resolve_stop_after(plan)
         redo = self._resolve_redo_from(plan)
         with RootLock(root):
@@ -410,6 +423,19 @@ class _Driver:
                 return f"its output '{role}' ({r['path']}) was modified"
         return None
 
+    def _failure_log(self, st: Stage, state: RunState, text: str, always: bool = False) -> Path:
+        """The failed stage's log that exists (its GROMACS log, or its own log with ``text``
+        appended when ``always`` or when nothing was written), recorded in the state file."""
+        log = st.failure_log()
+        if always or not log.is_file():
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "a") as f:
+                f.write(f"\n{now_iso()} {st.key} failed:\n{text.rstrip()}\n")
+        rec = state.record(st.key)
+        if rec is not None:
+            rec["log"] = os.path.relpath(log, self.root)
+        return log
+
     def _run_stage(self, st: Stage, state: RunState, sums: Checksums, inputs: dict) -> int:
         continued = st.resumable and st.can_continue()
         log_rel = os.path.relpath(st.log, self.root)
@@ -442,19 +468,19 @@ class _Driver:
                 state.stop(st.key, wall, reason)
                 self.reporter.stopped(st, reason)
                 return EXIT_STOPPED
+            log = self._failure_log(st, state, f"{exc}\n")
             state.fail(st.key, wall, str(exc))
-            self.reporter.failed(st, str(exc))
+            self.reporter.failed(st, str(exc), log)
             raise MultiscaleError(f"stage {st.key} failed: {exc} -- state saved; fix the cause and run the same "
                                   "command again") from None
         except Exception as exc:  # a bug or an unexpected library error: keep the traceback
             self.current = None
             wall = time.monotonic() - t0
-            with open(st.log, "a") as f:
-                f.write(f"\n{now_iso()} {st.key} failed:\n{traceback.format_exc()}\n")
+            log = self._failure_log(st, state, traceback.format_exc(), always=True)
             msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
             state.fail(st.key, wall, msg)
-            self.reporter.failed(st, msg)
-            raise MultiscaleError(f"stage {st.key} failed with {msg} (traceback in {st.log}) -- state saved; "
+            self.reporter.failed(st, msg, log)
+            raise MultiscaleError(f"stage {st.key} failed with {msg} (traceback in {log}) -- state saved; "
                                   "run the same command again after fixing the cause") from None
         wall = time.monotonic() - t0
         outputs = {}
