@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MultiscaleError, clip
+from .errors import MultiscaleError
 from .mapping import Mapping, MoleculeMapping, load_mapping
 from .topology import MoleculeType, SystemTopology, load_topology
 
@@ -109,7 +109,7 @@ def check_mapping_atoms(topology: SystemTopology, mapping: Mapping) -> list[Find
         if missing:
             out.append(Finding("error", mt.name, (
                 f"{mm.source}: atom(s) {_names(missing, 8)} of {mm.molecule} are not in topology moleculetype {mt.name} "
-                f"(atoms: {clip(' '.join(mt.atom_names), 100)}): fix the names in the mapping")))
+                f"(atoms: {_names(mt.atom_names, 20)}): fix the names in the mapping")))
             continue
         in_bead = {a for a, beads in zip(mm.atoms, mm.assignment) if beads}
         listed = set(mm.atoms)
@@ -125,6 +125,12 @@ def check_mapping_atoms(topology: SystemTopology, mapping: Mapping) -> list[Find
                 f"{mt.name}: hydrogens {_names(hyd)} are in no bead of {Path(mm.source).name} (weight 0): add them to "
                 "the mapping if the Martini model counts them (or list them with no bead to silence this)")))
     return out
+
+
+def _files(files: list[Path], n: int = 6) -> str:
+    """File paths for a message, the missing ones marked."""
+    shown = [f"{f}{'' if f.is_file() else ' (not found)'}" for f in files[:n]]
+    return ", ".join(shown) + (f" and {len(files) - n} more" if len(files) > n else "")
 
 
 _MOLTYPE_RE = re.compile(r"^\s*\[\s*moleculetype\s*\]", re.I | re.M)
@@ -177,7 +183,7 @@ def check_cg_beads(mapping: Mapping, cg_files: Iterable[str | os.PathLike],
         if mm.cg_name not in cg:
             out.append(Finding("error", mm.molecule, (
                 f"CG moleculetype {mm.cg_name} (mapping {mm.source}) is not defined in the CG include files "
-                f"({clip(', '.join(str(f) for f in files), 200)}): include the .itp that defines it "
+                f"({_files(files)}): include the .itp that defines it "
                 "(system.cg_topology / cg_includes, --include) or set [ cg_molecule ] in the mapping")))
             continue
         beads, itp = cg[mm.cg_name]
@@ -190,8 +196,8 @@ def check_cg_beads(mapping: Mapping, cg_files: Iterable[str | os.PathLike],
                 f"{itp.name} has {' '.join(beads)}: using the itp's order")))
             continue
         out.append(Finding("error", mm.molecule, (
-            f"{mm.cg_name}: mapping {mm.source} lists beads {clip(' '.join(mm.beads), 80)} ({mm.n_beads}) but CG moleculetype "
-            f"{mm.cg_name} in {itp} has {clip(' '.join(beads), 80)} ({len(beads)}): give the mapping's [ martini ] the "
+            f"{mm.cg_name}: mapping {mm.source} lists beads {_names(mm.beads, 16)} ({mm.n_beads}) but CG moleculetype "
+            f"{mm.cg_name} in {itp} has {_names(beads, 16)} ({len(beads)}): give the mapping's [ martini ] the "
             "itp's bead names")))
     return dataclasses.replace(mapping, molecules=molecules), out
 
