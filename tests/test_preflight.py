@@ -156,7 +156,7 @@ def test_mapping_atoms_the_topology_lacks(tolu, tmp_path):
     with pytest.raises(MultiscaleError) as e:
         load_checked_mapping([tolu / "tolu.map"], tmp_path / "tolu.top", [tolu / "TOLU.itp"])
     msg = str(e.value)
-    assert "atom(s) CT of TOLU are not in topology moleculetype TOLU" in msg and "C7 H11" in msg and "\n" not in msg
+    assert "atom CT of TOLU is not in topology moleculetype TOLU" in msg and "C7 H11" in msg and "\n" not in msg
 
 
 def test_unmapped_heavy_atom_is_an_error(tolu, tmp_path):

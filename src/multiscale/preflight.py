@@ -108,8 +108,9 @@ def check_mapping_atoms(topology: SystemTopology, mapping: Mapping) -> list[Find
         missing = [a for a in mm.atoms if mt.index(a) < 0]
         if missing:
             out.append(Finding("error", mt.name, (
-                f"{mm.source}: atom(s) {_names(missing, 8)} of {mm.molecule} are not in topology moleculetype {mt.name} "
-                f"(atoms: {_names(mt.atom_names, 20)}): fix the names in the mapping")))
+                f"{mm.source}: atom{'s' if len(missing) > 1 else ''} {_names(missing, 8)} of {mm.molecule} "
+                f"{'are' if len(missing) > 1 else 'is'} not in topology moleculetype {mt.name} "
+                f"(atoms: {_names(mt.atom_names, 20)}): fix the name{'s' if len(missing) > 1 else ''} in the mapping")))
             continue
         in_bead = {a for a, beads in zip(mm.atoms, mm.assignment) if beads}
         listed = set(mm.atoms)
