@@ -1,7 +1,8 @@
 """The cycle driver: run the stages of all cycles in order, exactly once each, resumably.
 
-``run_cycles(config_path)`` builds the stage list (:mod:`multiscale.workflow.stages`), takes a
-lock on the output root, and for each stage:
+``run_cycles(config_path)`` builds the stage list (:mod:`multiscale.workflow.stages`), runs the
+pre-flight checks once when the plan maps or trains (:func:`preflight_plan`, before any MD), takes
+a lock on the output root, and for each stage:
 
 * *done* -> skipped, after checking that its inputs (sha256 of every input file, of every file
   a topology among them ``#include``s, of mapping files, and its parameters) are those it ran
@@ -10,7 +11,9 @@ lock on the output root, and for each stage:
   it; ``--redo-from STAGE[@CYCLE]`` redoes from a chosen stage);
 * *interrupted* (killed, -maxh, signal) -> an mdrun continues from its checkpoint (``-cpi``,
   appending); a Python stage or an mdrun without checkpoint is redone from scratch;
-* *failed* -> retried (from scratch if its inputs changed since);
+* *failed* -> retried (from scratch if its inputs changed since); the failure names the stage's log
+  that exists (``<stage>.grompp.log`` when grompp failed) in the message, the state file and
+  the progress output;
 * otherwise run, then its outputs are checksummed and the stage is recorded *done*.
 
 Every change goes to ``ROOT/state.json`` atomically.  ``--maxh`` is a wall-time budget for the
