@@ -25,8 +25,10 @@ def _toy_system(tmp_path, ntoy=3, nsol=8):
 
 def test_coarse_grain_command(tmp_path):
     p = _toy_system(tmp_path)
+    cg_itp = tmp_path / "toy_cg.itp"  # the CG moleculetype: --include is checked against the mapping's beads
+    cg_itp.write_text("[ moleculetype ]\nTOY 1\n[ atoms ]\n1 SC3 1 TOY A 1 0\n2 SP1 1 TOY B 2 0\n")
     r = run("coarse-grain", "--topology", p["top"], "--structure", tmp_path / "aa.gro", "--mapping", p["map"],
-            "--output", tmp_path / "cg.gro", "--cg-topology", tmp_path / "cg.top", "--include", p["itp"])
+            "--output", tmp_path / "cg.gro", "--cg-topology", tmp_path / "cg.top", "--include", cg_itp)
     assert r.returncode == 0, r.stderr
     assert "39 atoms -> 8 beads" in r.stdout
     f = read_frames(tmp_path / "cg.gro")

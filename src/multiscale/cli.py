@@ -114,12 +114,12 @@ def _aa_system_args(p: argparse.ArgumentParser, trajectory_required: bool = Fals
 def _load_aa(args):
     """Topology, checked mapping and frames named by the common AA arguments."""
     from .io import read_frames
-    from .mapping import load_mapping
+    from .preflight import load_checked_mapping
     from .topology import load_topology
 
     top = load_topology(args.topology)
-    mapping = load_mapping(args.mapping)
-    mapping.check(top)
+    # pre-flight: mapping <-> topology <-> CG itps (--include; bead order taken from them), masses/charges
+    mapping = load_checked_mapping(args.mapping, top, getattr(args, "include", None) or [])
     frames = read_frames(args.structure, args.trajectory, start=args.start, stop=args.stop, step=args.step,
                          expected_atoms=top.n_atoms)
     return top, mapping, frames
@@ -236,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     _aa_system_args(c)
     c.add_argument("--output", required=True, help="CG structure/trajectory to write (.gro/.pdb/.xtc)")
     c.add_argument("--cg-topology", default=None, help="also write a CG .top with these [ molecules ]")
-    c.add_argument("--include", action="append", help="itp to #include in the CG .top (repeat)")
+    c.add_argument("--include", action="append",
+                   help="itp to #include in the CG .top (repeat); the mapping's bead order is checked against (and taken from) it")
     c.add_argument("--seed", type=nonneg_int, default=0, help="seed of the water grouping")
     _frames_args(c)
     c.set_defaults(func=cmd_coarse_grain)
@@ -247,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     _aa_system_args(t)
     t.add_argument("--output", required=True, help="model file to write (.pt)")
     t.add_argument("--init", default=None, help="continue training (fine-tune) this model")
+    t.add_argument("--include", action="append",
+                   help="CG .itp defining the Martini moleculetype(s) (repeat): the mapping's bead order is checked against it")
     t.add_argument("--seed", type=nonneg_int, default=0,
                    help="seed of every random step (weights, batches, noise, water bank); same seed and data, same model (default 0)")
     t.add_argument("--epochs", type=positive_int, default=None,

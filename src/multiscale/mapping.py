@@ -24,6 +24,7 @@ waters per CG bead.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from dataclasses import dataclass, field
@@ -79,6 +80,14 @@ class MoleculeMapping:
     @property
     def n_beads(self) -> int:
         return len(self.beads)
+
+    def reordered(self, beads: list[str]) -> MoleculeMapping:
+        """The same mapping with its beads in the order ``beads`` (the same names, e.g. the CG
+        itp's ``[ atoms ]`` order); every atom keeps its beads and weights."""
+        if sorted(beads) != sorted(self.beads):
+            raise MultiscaleError(f"{self.source}: molecule {clip(self.molecule, 30)}: cannot reorder beads "
+                                  f"{clip(' '.join(self.beads), 60)} to {clip(' '.join(beads), 60)}: the names differ")
+        return dataclasses.replace(self, beads=list(beads), assignment=[list(a) for a in self.assignment])
 
     def matrix(self, moltype: MoleculeType) -> np.ndarray:
         """Weight matrix M (n_beads, moltype.n_atoms), rows sum to 1, columns in topology order.

@@ -1,7 +1,8 @@
 """The cycle driver: run the stages of all cycles in order, exactly once each, resumably.
 
-``run_cycles(config_path)`` builds the stage list (:mod:`multiscale.workflow.stages`), takes a
-lock on the output root, and for each stage:
+``run_cycles(config_path)`` builds the stage list (:mod:`multiscale.workflow.stages`), runs the
+pre-flight checks once when the plan maps or trains (:func:`preflight_plan`, before any MD), takes
+a lock on the output root, and for each stage:
 
 * *done* -> skipped, after checking that its inputs (sha256 of every input file, of every file
   a topology among them ``#include``s, of mapping files, and its parameters) are those it ran
@@ -10,7 +11,9 @@ lock on the output root, and for each stage:
   it; ``--redo-from STAGE[@CYCLE]`` redoes from a chosen stage);
 * *interrupted* (killed, -maxh, signal) -> an mdrun continues from its checkpoint (``-cpi``,
   appending); a Python stage or an mdrun without checkpoint is redone from scratch;
-* *failed* -> retried (from scratch if its inputs changed since);
+* *failed* -> retried (from scratch if its inputs changed since); the failure names the stage's log
+  that exists (``<stage>.grompp.log`` when grompp failed) in the message, the state file and
+  the progress output;
 * otherwise run, then its outputs are checksummed and the stage is recorded *done*.
 
 Every change goes to ``ROOT/state.json`` atomically.  ``--maxh`` is a wall-time budget for the
@@ -36,7 +39,7 @@ from .lock import RootLock, _alive, _lock_holders, _recorded_pid  # noqa: F401  
 from .stages import Stage, StageContext, StageStopped, load_pipeline
 from .state import STATE_NAME, TOPOLOGY_SUFFIXES, RunState, include_closure, include_search_dirs, now_iso, sha256_file, sha256_json
 
-__all__ = ["run_cycles", "build_plan", "EXIT_DONE", "EXIT_STOPPED"]
+__all__ = ["run_cycles", "build_plan", "preflight_plan", "EXIT_DONE", "EXIT_STOPPED"]
 
 EXIT_DONE = 0
 EXIT_STOPPED = 3
@@ -181,6 +184,18 @@ def build_plan(cfg, root: Path, replica: int | None = None, pipeline=None) -> li
     return plan
 
 
+def preflight_plan(cfg, plan: list[Stage], note=None) -> None:
+    """The pre-flight checks (:mod:`multiscale.preflight`: mapping <-> AA topology <-> CG itps,
+    masses/charges) once, before the first stage, when the plan maps or trains: a mismatch stops
+    the run before any MD instead of at ``cg-em`` after training.  Notes go to ``note``."""
+    if not any(s.name in ("coarse-grain", "train") for s in plan):
+        return
+    from ..preflight import load_checked_mapping
+
+    s = cfg.system
+    load_checked_mapping(s.mapping_files, s.aa_topology, s.cg_include_files(), note=note)
+
+
 # ------------------------------------------------------------------------------------------
 # the driver
 
@@ -262,6 +277,7 @@ class _Driver:
         os.environ.setdefault("GROMACSWRAPPER_SUPPRESS_SETUP_CHECK", "1")
         check_gmx(cfg.gromacs.settings(), mdrun=True)
         plan = build_plan(cfg, root, self.replica, self.pipeline)
+        preflight_plan(cfg, plan, note=self.reporter.note)
         stop_key = self._resolve_stop_after(plan)
         redo = self._resolve_redo_from(plan)
         with RootLock(root):
@@ -412,6 +428,19 @@ class _Driver:
                 return f"its output '{role}' ({r['path']}) was modified"
         return None
 
+    def _failure_log(self, st: Stage, state: RunState, text: str, always: bool = False) -> Path:
+        """The failed stage's log that exists (its GROMACS log, or its own log with ``text``
+        appended when ``always`` or when nothing was written), recorded in the state file."""
+        log = st.failure_log()
+        if always or not log.is_file():
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "a") as f:
+                f.write(f"\n{now_iso()} {st.key} failed:\n{text.rstrip()}\n")
+        rec = state.record(st.key)
+        if rec is not None:
+            rec["log"] = os.path.relpath(log, self.root)
+        return log
+
     def _run_stage(self, st: Stage, state: RunState, sums: Checksums, inputs: dict) -> int:
         continued = st.resumable and st.can_continue()
         log_rel = os.path.relpath(st.log, self.root)
@@ -444,19 +473,19 @@ class _Driver:
                 state.stop(st.key, wall, reason)
                 self.reporter.stopped(st, reason)
                 return EXIT_STOPPED
+            log = self._failure_log(st, state, f"{exc}\n")
             state.fail(st.key, wall, str(exc))
-            self.reporter.failed(st, str(exc))
+            self.reporter.failed(st, str(exc), log)
             raise MultiscaleError(f"stage {st.key} failed: {exc} -- state saved; fix the cause and run the same "
                                   "command again") from None
         except Exception as exc:  # a bug or an unexpected library error: keep the traceback
             self.current = None
             wall = time.monotonic() - t0
-            with open(st.log, "a") as f:
-                f.write(f"\n{now_iso()} {st.key} failed:\n{traceback.format_exc()}\n")
+            log = self._failure_log(st, state, traceback.format_exc(), always=True)
             msg = f"{type(exc).__name__}: {exc}".splitlines()[0]
             state.fail(st.key, wall, msg)
-            self.reporter.failed(st, msg)
-            raise MultiscaleError(f"stage {st.key} failed with {msg} (traceback in {st.log}) -- state saved; "
+            self.reporter.failed(st, msg, log)
+            raise MultiscaleError(f"stage {st.key} failed with {msg} (traceback in {log}) -- state saved; "
                                   "run the same command again after fixing the cause") from None
         wall = time.monotonic() - t0
         outputs = {}

@@ -21,7 +21,7 @@ __all__ = ["dry_run"]
 
 def _check_inputs(cfg, plan) -> list[str]:
     """Parse the system's inputs as the stages will; returns lines for the report."""
-    from ..mapping import load_mapping
+    from ..preflight import load_checked_mapping
     from ..topology import load_topology
     from .state import include_closure, include_search_dirs
 
@@ -34,9 +34,10 @@ def _check_inputs(cfg, plan) -> list[str]:
     top = load_topology(s.aa_topology)
     incs = include_closure(s.aa_topology, include_search_dirs())
     lines.append(f"AA topology {s.aa_topology.name}: {top.n_atoms} atoms, {len(incs)} included file(s)")
-    mapping = load_mapping(s.mapping_files)
-    mapping.check(top)
-    lines.append(f"mappings: {', '.join(p.name for p in s.mapping_files)} match the AA topology")
+    notes: list[str] = []
+    load_checked_mapping(s.mapping_files, top, s.cg_include_files(), note=notes.append)
+    lines.append(f"mappings: {', '.join(p.name for p in s.mapping_files)} match the AA topology and the CG itps")
+    lines += notes
     if s.aa_structure is not None and cfg.start == "aa":
         from ..io import read_frames
 

@@ -99,6 +99,11 @@ class Stage:
         """Whether a half-done attempt left something to continue from."""
         return False
 
+    def failure_log(self) -> Path:
+        """The log to name when this stage fails (:attr:`log`; the driver writes the error there
+        when the stage wrote nothing)."""
+        return self.log
+
     def clean(self) -> None:
         """Remove everything a previous (partial or finished) attempt left in the workdir."""
         if self.workdir.is_dir():
@@ -212,6 +217,16 @@ class MdrunStage(Stage):
     def can_continue(self) -> bool:
         return self.tpr.is_file() and self.cpt.is_file() and not self.minimisation
 
+    @property
+    def grompp_log(self) -> Path:
+        return self.workdir / f"{self.name}.grompp.log"
+
+    def failure_log(self) -> Path:
+        """The newer of the grompp and mdrun logs that exist (grompp's when grompp failed:
+        mdrun never ran), else the mdrun log."""
+        logs = [p for p in (self.log, self.grompp_log) if p.is_file()]
+        return max(logs, key=lambda p: p.stat().st_mtime_ns) if logs else self.log
+
     def _discard_partial_run(self) -> None:
         """Remove the outputs of an mdrun that has no checkpoint to continue from."""
         if not self.workdir.is_dir():
@@ -246,7 +261,7 @@ class MdrunStage(Stage):
                 shutil.rmtree(scratch, ignore_errors=True)
                 scratch.mkdir()
                 grompp(mdp, self.structure, self.topology, scratch / self.tpr.name, settings=ctx.settings,
-                       restraint=self.restraint, maxwarn=self.maxwarn, log=self.workdir / f"{self.name}.grompp.log",
+                       restraint=self.restraint, maxwarn=self.maxwarn, log=self.grompp_log,
                        cwd=self.workdir)
                 for p in scratch.iterdir():
                     os.replace(p, self.workdir / p.name)  # mdout.mdp first is harmless; tpr is atomic
@@ -316,16 +331,23 @@ def _stage_log(stage: Stage, ctx: StageContext, text: str) -> None:
         f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {stage.key}: {text}\n")
 
 
+def _checked_mapping(stage: Stage, ctx: StageContext, top):
+    """The config's mapping after the pre-flight checks (:mod:`multiscale.preflight`), in the CG
+    itps' bead order; notes go to the stage log."""
+    from ..preflight import load_checked_mapping
+
+    s = ctx.config.system
+    return load_checked_mapping(s.mapping_files, top, s.cg_include_files(), note=lambda t: _stage_log(stage, ctx, t))
+
+
 def _run_coarse_grain(stage: PythonStage, ctx: StageContext) -> StageResult:
     from ..coarse_grain import cg_names, coarse_grain, write_cg_topology
     from ..io import read_frames, write_frames
-    from ..mapping import load_mapping
     from ..topology import load_topology
 
     cfg = ctx.config
     top = load_topology(stage.inputs["aa_topology"])
-    mapping = load_mapping(cfg.system.mapping_files)
-    mapping.check(top)
+    mapping = _checked_mapping(stage, ctx, top)
     fr = read_frames(stage.inputs["aa_structure"], expected_atoms=top.n_atoms, label="AA structure")
     cg = coarse_grain(fr.positions[-1:], fr.box[-1:], top, mapping, seed=ctx.seed)
     names, resnames, resids = cg_names(cg.layout)
@@ -343,13 +365,11 @@ def _run_train(stage: PythonStage, ctx: StageContext) -> StageResult:
 
     from ..backmap.engine import load_model, train
     from ..io import Frames, read_frames
-    from ..mapping import load_mapping
     from ..topology import load_topology
 
     cfg = ctx.config
     top = load_topology(stage.inputs["aa_topology"])
-    mapping = load_mapping(cfg.system.mapping_files)
-    mapping.check(top)
+    mapping = _checked_mapping(stage, ctx, top)
     fr = read_frames(stage.inputs["aa_structure"], stage.inputs["trajectory"], expected_atoms=top.n_atoms)
     if cfg.backmap.samples and fr.n_frames > cfg.backmap.samples:
         idx = np.unique(np.linspace(0, fr.n_frames - 1, cfg.backmap.samples).round().astype(int))
@@ -590,7 +610,7 @@ class _PipelineBuilder:
         if not cfg.trains_in(c):
             return
         inputs = {"aa_topology": self.aa_top, "aa_structure": md.outputs["gro"], "trajectory": md.outputs["xtc"],
-                  **self.mapping_inputs}
+                  **self.mapping_inputs, **self.cg_include_inputs}  # the CG itps fix the model's bead order
         if self.model_path is not None:
             inputs["init_model"] = self.model_path
         st = PythonStage(name="train", cycle=c, workdir=self.wd(c, "train"), inputs=inputs,

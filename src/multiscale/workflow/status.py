@@ -358,9 +358,9 @@ class Reporter:
         self._stop_live()
         self._print(f"{time.strftime('%H:%M:%S')} [yellow]{st.key} stopped[/]: {reason}")
 
-    def failed(self, st, msg):
+    def failed(self, st, msg, log=None):
         self._stop_live()
-        self._print(f"{time.strftime('%H:%M:%S')} [red]{st.key} FAILED[/]: {msg}\n  full log: {st.log}")
+        self._print(f"{time.strftime('%H:%M:%S')} [red]{st.key} FAILED[/]: {msg}\n  full log: {log or st.log}")
 
     def note(self, text):
         self._print(f"[dim]{time.strftime('%H:%M:%S')}[/] {text}")
