@@ -105,8 +105,9 @@ def cmd_molecule(args) -> int:
     t0 = time.perf_counter()
     rec = prepared(req)
     if rec is None:
-        if out.is_dir() and any(p.name in OWNED for p in out.iterdir()):
-            raise MultiscaleError(f"{out} holds an unfinished preparation (no molecule.json): add --force to start it over")
+        if out.is_dir() and not (out / "prep").is_dir() and any(p.name in OWNED for p in out.iterdir()):
+            raise MultiscaleError(f"{out} holds files this command would overwrite ({', '.join(p.name for p in out.iterdir() if p.name in OWNED)}): "
+                                  "use a new --output folder, or add --force")
         rec = prepare(req, settings=None, log=lambda m: print(m, file=sys.stderr))
         print(f"prepared {args.name} ({rec['smiles_formula']}, {rec['atoms']} atoms -> {len(rec['beads'])} beads): "
               f"{rec['molecules']} molecules + {rec['waters']} waters in {time.perf_counter() - t0:.1f} s -> {out}")
