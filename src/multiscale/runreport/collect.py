@@ -59,14 +59,21 @@ def _done(state: RunState, names) -> list[tuple[str, dict]]:
     return out
 
 
+_SERIES_CACHE: dict[tuple[str, int], dict | None] = {}
+
+
 def _series(edr: Path | None, settings, notes: list[str]) -> dict | None:
+    """The .edr time series, or None (no file; gmx failed: a note says why)."""
     if edr is None or not edr.is_file():
         return None
-    try:
-        return edr_series(edr, settings)
-    except MultiscaleError as exc:
-        notes.append(f"{edr}: energies not read ({str(exc)[:160]})")
-        return None
+    key = (str(edr.resolve()), edr.stat().st_mtime_ns)
+    if key not in _SERIES_CACHE:
+        try:
+            _SERIES_CACHE[key] = edr_series(edr, settings)
+        except MultiscaleError as exc:
+            notes.append(f"{edr}: energies not read ({str(exc)[:160]})")
+            _SERIES_CACHE[key] = None
+    return _SERIES_CACHE[key]
 
 
 def _cut(fr: Frames, idx: np.ndarray) -> Frames:
@@ -175,7 +182,7 @@ def collect(root, reference=None, reference_structure=None, tail: float = 0.5, m
             rdf_max: float = 1.5, log=None) -> dict:
     """All numbers of the report of run folder ``root`` (see docs/report.md)."""
     log = log or (lambda *a: None)
-    root = Path(root)
+    root = Path(root).resolve()
     if not root.is_dir():
         raise MultiscaleError(f"{root} is not a folder: give the output root of a run (the 'output' of sim.yaml)")
     state = RunState.load(root)

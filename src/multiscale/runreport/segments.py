@@ -30,6 +30,7 @@ def edr_series(edr: Path, settings) -> dict[str, np.ndarray]:
     from ..gromacs.results import read_xvg
     from ..gromacs.runner import run_tool
 
+    edr = Path(edr).resolve()
     with tempfile.TemporaryDirectory(prefix="ms_report_") as tmp:
         xvg = Path(tmp) / "energy.xvg"
         run_tool("energy", settings, log=Path(tmp) / "energy.log", cwd=tmp, input=list(EDR_TERMS) + [""],
