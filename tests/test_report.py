@@ -103,18 +103,22 @@ def test_numbers_are_physical(report):
             # Martini 3 W + HPO beads at 300 K, 1 bar: within 10 % of water
             assert 900 < v["density_kg_m3"]["mean"] < 1100 and v["cg_epot_per_molecule_kj_mol"]["mean"] < 0
             continue
-        # heptanol/water at 300 K: between pure heptanol (819) and water (997); the box route
-        # (topology mass / box volume) agrees with GROMACS' own density
+        # heptanol/water at 300 K: between pure heptanol (819) and water (997); after a CG segment
+        # the AA box keeps the Martini box (~2 % longer edges: ~5 % less dense) for these short
+        # relaxations.  The box route (topology mass / box volume) agrees with GROMACS' own density.
         assert 850 < v["density_kg_m3"]["mean"] < 1000, s["key"]
         assert v["density_box_kg_m3"]["mean"] == pytest.approx(v["density_kg_m3"]["mean"], rel=0.02)
         # TIP3P water -41 kJ/mol per molecule; the mixture is a little less bound (a kcal, per-atom
-        # or total energy would be off by 4x, 4x or 740x)
-        assert -45 < v["epot_per_molecule_kj_mol"]["mean"] < -28, s["key"]
+        # or total energy would be off by 4x, 4x or 740x); restrained-eq runs right after
+        # backmapping, restraint energy removed, and is not relaxed yet
+        low, high = (-45, -30) if s["stage"] != "restrained-eq" else (-45, -20)
+        assert low < v["epot_per_molecule_kj_mol"]["mean"] < high, s["key"]
         # geometric criterion, each bond counted once: ~1.7 per water in liquid water
         assert 1.4 < v["hbonds_water_water"]["mean"] < 1.9, s["key"]
         # heptanol OH donates ~1 and accepts ~1-2 H-bonds, mostly to water in this dilute mixture
         assert 1.0 < v["hbonds_solute_water"]["mean"] + v["hbonds_solute_solute"]["mean"] < 3.5, s["key"]
     md = _seg(report, "cycle_001/aa-md")["values"]
+    assert 900 < md["density_kg_m3"]["mean"] < 1000  # the equilibrated example
     assert md["volume_nm3"]["mean"] == pytest.approx(md["box_a_nm"]["mean"] ** 3, rel=0.01)
     assert md["density_kg_m3"]["n"] > md["hbonds_water_water"]["n"] >= 2  # edr frames vs analysed frames
 

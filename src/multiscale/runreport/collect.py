@@ -59,21 +59,28 @@ def _done(state: RunState, names) -> list[tuple[str, dict]]:
     return out
 
 
-_SERIES_CACHE: dict[tuple[str, int], dict | None] = {}
-
-
 def _series(edr: Path | None, settings, notes: list[str]) -> dict | None:
-    """The .edr time series, or None (no file; gmx failed: a note says why)."""
+    """The .edr time series, or None (no file; gmx failed: a note says why).  ``notes`` carries
+    the cache of this report (read each file once)."""
     if edr is None or not edr.is_file():
         return None
-    key = (str(edr.resolve()), edr.stat().st_mtime_ns)
-    if key not in _SERIES_CACHE:
+    cache = notes.cache if hasattr(notes, "cache") else {}
+    key = str(edr.resolve())
+    if key not in cache:
         try:
-            _SERIES_CACHE[key] = edr_series(edr, settings)
+            cache[key] = edr_series(edr, settings)
         except MultiscaleError as exc:
             notes.append(f"{edr}: energies not read ({str(exc)[:160]})")
-            _SERIES_CACHE[key] = None
-    return _SERIES_CACHE[key]
+            cache[key] = None
+    return cache[key]
+
+
+class _Notes(list):
+    """Notes of one report, with its cache of .edr series."""
+
+    def __init__(self):
+        super().__init__()
+        self.cache: dict[str, dict | None] = {}
 
 
 def _cut(fr: Frames, idx: np.ndarray) -> Frames:
@@ -191,7 +198,7 @@ def collect(root, reference=None, reference_structure=None, tail: float = 0.5, m
     if not aa:
         raise MultiscaleError(f"{root}: no finished AA segment ({', '.join(AA_STAGES)}) yet: run `multiscale cycle` "
                               "until the first AA production segment is done")
-    notes: list[str] = []
+    notes = _Notes()
     settings = _settings(state)
     top_path = _topology_path(root, aa)
     from ..topology import load_topology
@@ -241,7 +248,7 @@ def _assemble(root, state, system, top_path, ref_label, ref, segments, rmax, tai
                          "hbond": {"h_acceptor_max_nm": HB_DISTANCE_NM, "dha_angle_min_deg": HB_ANGLE_DEG},
                          "rdf": {"r_max_nm": rmax, "bin_nm": RDF_BIN_NM}},
             "reference": {"label": ref_label, **ref}, "segments": segments, "rdf": rdf,
-            "backmap": cert, "wall_times": _wall_times(state), "notes": notes}
+            "backmap": cert, "wall_times": _wall_times(state), "notes": list(notes)}
 
 
 def _rms(g, g_ref) -> float | None:

@@ -1,4 +1,4 @@
-"""Subcommands ``cycle``, ``status``, ``batch`` and ``init`` for the ``multiscale`` CLI.
+"""Subcommands ``cycle``, ``status``, ``report``, ``batch`` and ``init`` for the ``multiscale`` CLI.
 
 ``multiscale.cli`` calls :func:`add_commands` with its subparsers; each parser sets
 ``func(args) -> int``.  Heavy imports happen inside the handlers.  Exit codes of ``cycle``:
