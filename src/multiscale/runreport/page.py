@@ -50,7 +50,7 @@ def _plain(v) -> str:
 
 def _aa_table(report: dict) -> list[str]:
     rdfs = list(report["rdf"]["r_nm"])
-    head = ["cycle", "segment", "frames"] + [h for _, h, _ in _AA_COLUMNS] + ["Δρ vs ref (kg/m³)"] + \
+    head = ["cycle", "segment", "frames (structure)"] + [h for _, h, _ in _AA_COLUMNS] + ["Δρ vs ref (kg/m³)"] + \
         [f"RDF rms diff, {n}" for n in rdfs]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     ref = report["reference"]
@@ -102,6 +102,12 @@ def _wall_table(report: dict) -> list[str]:
     return lines + ["", f"Total stage time: {total:.1f} s.", ""]
 
 
+def _name(report: dict) -> str:
+    """'folder/run' (the run folder and the one holding it: 'runs' alone says little)."""
+    p = Path(report["run"])
+    return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
+
+
 def _fig(figs: dict, key: str, alt: str) -> list[str]:
     return [f"![{alt}]({figs[key]})", ""] if key in figs else []
 
@@ -110,7 +116,7 @@ def markdown(report: dict, figs: dict) -> str:
     """The report page in Markdown (images by relative path)."""
     sy, st, ref = report["system"], report["settings"], report["reference"]
     hb = st["hbond"]
-    lines = [f"# Run report: {Path(report['run']).name}", "",
+    lines = [f"# Run report: {_name(report)}", "",
              f"Run `{report['run']}` (config `{report['config']}`), written {report['created']}.",
              f"System: {sy['composition']}: {sy['atoms']:,} atoms, {sy['molecules']:,} molecules "
              f"({sy['water_molecules']:,} water, {sy['solute_molecules']:,} solute), {sy['mass_g_mol']:.1f} g/mol.",
@@ -184,7 +190,7 @@ def write_folder(out: Path, report: dict) -> dict:
         md = markdown(clean, figs)
         atomic_write_text(tmp / "report.json", json.dumps(clean, indent=1) + "\n")
         atomic_write_text(tmp / "report.md", md)
-        atomic_write_text(tmp / "report.html", html(md, f"Run report {Path(report['run']).name}"))
+        atomic_write_text(tmp / "report.html", html(md, f"Run report {_name(report)}"))
         os.chmod(tmp, 0o777 & ~_umask())
         old = None
         if out.exists():
