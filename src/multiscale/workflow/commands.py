@@ -1,4 +1,4 @@
-"""Subcommands ``cycle``, ``status``, ``batch`` and ``init`` for the ``multiscale`` CLI.
+"""Subcommands ``cycle``, ``status``, ``report``, ``batch`` and ``init`` for the ``multiscale`` CLI.
 
 ``multiscale.cli`` calls :func:`add_commands` with its subparsers; each parser sets
 ``func(args) -> int``.  Heavy imports happen inside the handlers.  Exit codes of ``cycle``:
@@ -30,6 +30,16 @@ def cmd_status(args) -> int:
     from .status import show_status
 
     return show_status(args.dir, replica=args.replica, check=args.check)
+
+
+def cmd_report(args) -> int:
+    from ..runreport.page import build_report
+
+    out = build_report(args.run, reference=args.reference, reference_structure=args.reference_structure,
+                       output=args.output, tail=args.tail, max_frames=args.max_frames, rdf_max=args.rdf_max,
+                       log=None if args.quiet else (lambda text: print(f"  {text}", file=sys.stderr)))
+    print(f"report: {out['html']} ({len(out['figures'])} figures; also report.md, report.json)")
+    return 0
 
 
 def cmd_batch(args) -> int:
@@ -79,6 +89,8 @@ def add_commands(subparsers) -> None:
                    help="print one line; exit code 0 when all stages are done, 1 when not (for batch scripts)")
     s.set_defaults(func=cmd_status)
 
+    _add_report(subparsers)
+
     b = subparsers.add_parser(
         "batch", help="write a SLURM batch script that runs the cycles and requeues itself until done",
         description="Write a plain, readable SLURM script: it runs `multiscale cycle --maxh` below the wall "
@@ -111,6 +123,53 @@ def add_commands(subparsers) -> None:
     i.add_argument("--example", default="heptanol", help="example system (default: heptanol)")
     i.add_argument("--force", action="store_true", help="write into DIR even if it is not empty")
     i.set_defaults(func=cmd_init)
+
+
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number") from None
+    if not 0.0 < v <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text[:40]!r}: must be within (0, 1]")
+    return v
+
+
+def _positive(kind):
+    def conv(text: str):
+        try:
+            v = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text[:40]!r} is not a number") from None
+        if not v > 0 or v != v or v == float("inf"):
+            raise argparse.ArgumentTypeError(f"{text[:40]!r}: must be a finite number > 0")
+        return v
+
+    conv.__name__ = kind.__name__
+    return conv
+
+
+def _add_report(subparsers) -> None:
+    r = subparsers.add_parser(
+        "report", help="per-cycle tables and figures of a run (density, energy, RDFs, H-bonds, box, backmap, wall times)",
+        description="Analyse every finished AA (and CG) segment of a run against the first AA segment or a given AA "
+                    "reference; write RUN/report/report.md, report.html, report.json and PNG figures "
+                    "(definitions: docs/report.md).")
+    r.add_argument("run", nargs="?", default="sim.yaml", help="output root of a run (or its sim.yaml; default ./sim.yaml)")
+    r.add_argument("--reference", default=None, metavar="AA.xtc",
+                   help="AA reference trajectory of the same system (default: the run's first AA production segment); "
+                        "an AA.edr next to it gives the reference energies")
+    r.add_argument("--reference-structure", default=None, metavar="AA.gro",
+                   help="structure file of --reference (default: the run's first AA segment's .gro)")
+    r.add_argument("--output", "-o", default=None, metavar="DIR", help="report folder (default: RUN/report; replaced as a whole)")
+    r.add_argument("--tail", type=_fraction, default=0.5,
+                   help="fraction of each segment's trajectory analysed, from its end (default 0.5)")
+    r.add_argument("--max-frames", type=_positive(int), default=20,
+                   help="at most this many frames per segment, evenly spaced (default 20)")
+    r.add_argument("--rdf-max", type=_positive(float), default=1.5, help="largest RDF distance in nm (default 1.5; "
+                                                                          "capped below half the smallest box width)")
+    r.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+    r.set_defaults(func=cmd_report)
 
 
 def main(argv: list[str] | None = None) -> int:

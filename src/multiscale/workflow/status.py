@@ -235,6 +235,9 @@ def show_status(target: str | os.PathLike, replica: int | None = None, check: bo
     for k in failed:
         rec = state.record(k)
         console.print(f"[red]{k} failed:[/] {rec.get('error')}  [dim](log: {root / (rec.get('log') or '')})[/]", highlight=False)
+    report = root / "report" / "report.html"
+    if report.is_file():
+        console.print(f"report: {report}  (`multiscale report {root}` updates it)", highlight=False, soft_wrap=True)
     return 0
 
 
