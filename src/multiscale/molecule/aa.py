@@ -44,6 +44,9 @@ def parse_smiles(smiles: str) -> SmilesMolecule:
     text = str(smiles).strip()
     if not text or any(c.isspace() for c in text):
         raise MultiscaleError(f"--smiles {clip(smiles, 60)!r} is not a SMILES string: give one word such as 'Cc1ccccc1'")
+    problem = _syntax_problem(text)
+    if problem:
+        raise MultiscaleError(f"--smiles {clip(text, 60)!r} is not valid SMILES ({problem}): fix it")
     try:
         mol = pybel.readstring("smi", text)
     except OSError:
@@ -58,6 +61,38 @@ def parse_smiles(smiles: str) -> SmilesMolecule:
     bonds = [(b.GetBeginAtomIdx() - 1, b.GetEndAtomIdx() - 1) for b in ob.OBMolBondIter(mol.OBMol)]
     charge = sum(a.GetFormalCharge() for a in ob.OBMolAtomIter(mol.OBMol))
     return SmilesMolecule(text, elements, bonds, int(charge))
+
+
+def _syntax_problem(text: str) -> str | None:
+    """What Open Babel forgives but a SMILES must have: balanced branches and brackets, paired
+    ring-closure digits."""
+    depth, inside, rings = 0, False, set()
+    i = 0
+    while i < len(text):
+        c = text[i]
+        if inside:
+            inside = c != "]"
+        elif c == "[":
+            inside = True
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth < 0:
+                return "a ')' closes no branch"
+        elif c == "%" and text[i + 1:i + 3].isdigit():
+            rings ^= {text[i + 1:i + 3]}
+            i += 2
+        elif c.isdigit():
+            rings ^= {c}
+        i += 1
+    if inside:
+        return "an atom bracket '[' is not closed"
+    if depth:
+        return f"{depth} branch(es) '(' not closed"
+    if rings:
+        return f"ring bond(s) {' '.join(sorted(rings))} opened but not closed"
+    return None
 
 
 def _tool_path() -> str:

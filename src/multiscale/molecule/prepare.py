@@ -123,7 +123,7 @@ def _order_beads(mm: MoleculeMapping, model_beads: list[str], source: str, map_p
         return list(model_beads)
     if sorted(mm.beads) == sorted(model_beads):
         notes.append(f"bead order: the mapping lists {' '.join(mm.beads)}, the Martini model ({source}) "
-                     f"{' '.join(model_beads)}; the written NAME.map follows the model")
+                     f"{' '.join(model_beads)}; the written .map follows the model")
         return list(model_beads)
     raise MultiscaleError(f"{map_path}: beads {' '.join(mm.beads)} do not match the Martini model's {' '.join(model_beads)} "
                           f"({source}): give the mapping written for this Martini model")
@@ -162,11 +162,15 @@ def _aa_molecule(req: MoleculeRequest, smi: SmilesMolecule, mm: MoleculeMapping,
     wanted = set(mm.atoms)
     if not wanted <= set(names):
         ref = library.charmm_graph(mm.molecule)
-        if ref is None or not wanted <= set(ref[0]):
+        if ref is None:
             missing = sorted(wanted - set(names))
             raise MultiscaleError(f"{req.mapping_path()}: atoms {clip(' '.join(missing), 60)} are not in {source} and vermouth has "
                                   f"no CHARMM graph of {mm.molecule} to match names by: write the map with the topology's "
                                   "names or pass --itp with the map's names")
+        if not wanted <= set(ref[0]):
+            missing = sorted(wanted - set(ref[0]))
+            raise MultiscaleError(f"{req.mapping_path()}: atom(s) {clip(' '.join(missing), 60)} are not in molecule {mm.molecule} "
+                                  f"(its atoms: {clip(' '.join(ref[0]), 90)}): fix the names in the map")
         names = match_names(ref[0], ref[1], ref[2], elements, mol.bonds, what=source, ref_what=f"{mm.molecule} (vermouth CHARMM)")
         notes.append(f"atom names: {source} renamed to the mapping's CHARMM names by bond-graph isomorphism")
         missing = sorted(wanted - set(names))
