@@ -106,16 +106,25 @@ def _cg_model(req: MoleculeRequest, mm: MoleculeMapping) -> tuple[str, list[str]
         if not pick:
             raise MultiscaleError(f"--cg-itp {req.cg_itp}: no moleculetype {mm.cg_name} (has {', '.join(m.name for m in mols)}): "
                                   "give the Martini model of this molecule")
-        text = Path(req.cg_itp).read_text()
         beads = pick[0].names
-        text = rename_itp(text, beads, req.name) if len(mols) == 1 else text
-        return text, beads, str(req.cg_itp)
+        text = _moleculetype_text(Path(req.cg_itp).read_text(), mols.index(pick[0]))
+        return rename_itp(text, beads, req.name), beads, f"{req.cg_itp} ({pick[0].name})"
     for key in dict.fromkeys([mm.cg_name, mm.molecule, req.name]):
         text = library.martini3_itp(key, req.name)
         if text is not None:
             return text, read_itp_molecules("<vermouth>", text)[0].names, f"vermouth martini3001 {key}"
     raise MultiscaleError(f"no Martini 3 model of {mm.cg_name} in vermouth's library ({len(library.martini3_names())} small "
                           "molecules): give one with --cg-itp (parameterising new Martini models is out of scope)")
+
+
+def _moleculetype_text(text: str, k: int) -> str:
+    """The k-th ``[ moleculetype ]`` block of an .itp (to the next one or the end), with the
+    preprocessor lines before it (e.g. ``#define`` of bond parameters) when k == 0."""
+    lines = text.splitlines()
+    starts = [i for i, ln in enumerate(lines) if re.match(r"^\s*\[\s*moleculetype\s*\]", ln.split(";", 1)[0])]
+    begin = 0 if k == 0 else starts[k]
+    end = starts[k + 1] if k + 1 < len(starts) else len(lines)
+    return "\n".join(lines[begin:end]) + "\n"
 
 
 def _order_beads(mm: MoleculeMapping, model_beads: list[str], source: str, map_path: Path, notes: list[str]) -> list[str]:
