@@ -151,3 +151,28 @@ def test_prepare_toluene_names_beads_and_box(tmp_path):
     mdp = render_mdp("aa_em", {"nsteps": 10, "emtol": 1000, "define": ""}, out / "em.mdp")
     grompp(mdp, out / "box.gro", out / "aa.top", tmp_path / "em.tpr")
     assert (tmp_path / "em.tpr").is_file()
+
+
+@needs_tools
+def test_prepare_with_users_itp_keeps_its_names(tmp_path):
+    """--itp: the user's topology (here: the renamed GAFF2 one of a first preparation, atom types
+    included) is used as it is; coordinates come from the SMILES, ordered by isomorphism."""
+    from multiscale.molecule.prepare import MoleculeRequest, prepare
+    from multiscale.topology import load_topology
+
+    first = tmp_path / "a"
+    prepare(MoleculeRequest(name="TOLU", smiles="Cc1ccccc1", mapping="vermouth:TOLU", output=first, count=2, n_water=100,
+                            box=2.0), log=lambda m: None)
+    own = tmp_path / "mine.itp"
+    own.write_text((first / "TOLU_atomtypes.itp").read_text() + "\n" + (first / "TOLU.itp").read_text())
+    rec = prepare(MoleculeRequest(name="TOLU", smiles="Cc1ccccc1", mapping="vermouth:TOLU", output=tmp_path / "b", itp=own,
+                                  count=2, n_water=100, box=2.0), log=lambda m: None)
+    assert rec["aa_source"].startswith("--itp")
+    a, b = load_topology(first / "aa.top").blocks[0].moltype, load_topology(tmp_path / "b" / "aa.top").blocks[0].moltype
+    assert a.atom_names == b.atom_names and np.allclose(a.charges, b.charges)
+    gro = (tmp_path / "b" / "TOLU.gro").read_text().splitlines()
+    xyz = np.array([[float(ln[20 + 8 * k:28 + 8 * k]) for k in range(3)] for ln in gro[2:-1]])
+    names = [ln[10:15].strip() for ln in gro[2:-1]]
+    assert names == list(b.atom_names)
+    d = np.linalg.norm(xyz[names.index("CT")] - xyz[names.index("CZ")])  # generated 3D geometry, bonded pair, nm
+    assert 0.13 < d < 0.17

@@ -309,6 +309,10 @@ def prepare(req: MoleculeRequest, settings=None, log=print) -> dict:
     for top, text in (("aa.top", aa_top_text(out, n, count, n_water)), ("cg.top", cg_top_text(out, n, count, n_water))):
         atomic_write_text(out / top, text)
     _localise_includes([out / "aa.top", out / "cg.top"], out, out)  # force-field files copied: the folder is portable
+    from ..preflight import load_checked_mapping
+
+    # the checks every command runs (mapping <-> AA topology, beads <-> CG itp, masses, charges) on the written system
+    load_checked_mapping([out / f"{n}.map"], out / "aa.top", [out / f"{n}_cg.itp"], note=lambda m: notes.append(m.removeprefix("note: ")))
     for note in notes:
         log(f"note: {note}")
     rec = {"request": req.key(), "smiles_formula": smi.formula, "aa_source": aa.source, "cg_source": cg_source,
