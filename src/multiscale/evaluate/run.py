@@ -327,7 +327,6 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
     "assignment"} how its water is scored against the W beads (:data:`WATER_GROUPINGS`; default
     "assignment", the baselines use "order").  Returns the report dict.
     """
-    from ..io import read_frames
     from ..mapping import load_mapping
     from ..topology import load_topology
     from .report import write_report
@@ -335,28 +334,10 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
     log = log or (lambda msg: None)
     output = Path(output)
     energy_options = dict(energy_options or {})
-    unknown = set(energy_options) - {"em_nsteps", "nvt_nsteps"}
-    if unknown:
-        raise MultiscaleError(f"energy_options: unknown key(s) {sorted(unknown)}: use em_nsteps, nvt_nsteps")
     candidates = dict(candidates or {})
     baselines = list(dict.fromkeys(baselines or ()))
-    for b in baselines:
-        if b not in ("rigid", "random"):
-            raise MultiscaleError(f"--baseline {b!r}: choose rigid or random")
-    if not candidates and not baselines:
-        raise MultiscaleError("nothing to evaluate: give --candidate NAME=PATH and/or --baseline rigid|random")
-    clash = set(candidates) & set(baselines)
-    if clash:
-        raise MultiscaleError(f"candidate name {sorted(clash)[0]!r} is also a baseline name: rename the candidate")
-    if reference_max_frames is not None and (isinstance(reference_max_frames, bool) or int(reference_max_frames) < 1):
-        raise MultiscaleError(f"--reference-max-frames {reference_max_frames}: give a number of frames >= 1 (default: all)")
     water_grouping = dict(water_grouping or {})
-    for name, g in water_grouping.items():
-        if g not in WATER_GROUPINGS:
-            raise MultiscaleError(f"--water-grouping {name}={g}: choose {' or '.join(WATER_GROUPINGS)}")
-    for name in list(run or {}) + list(time_s or {}) + list(peak_mem_mb or {}) + list(water_grouping):
-        if name not in candidates:
-            raise MultiscaleError(f"--run/--time-s names {name!r}, which is not a --candidate")
+    _check_options(candidates, baselines, energy_options, reference_max_frames, water_grouping, run, time_s, peak_mem_mb)
 
     top = load_topology(topology)
     mp = load_mapping(mapping)
@@ -371,44 +352,100 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
     tresid = top.resids()
     log(f"topology {top.summary()}; CG input {cgf.n_frames} frame(s), {cgf.n_atoms} beads")
 
-    # reference ensemble
-    ref_sample = None
-    ref_info = {"reference": str(reference) if reference else None, "frames": 0}
-    stereo_source = None
-    ref_x = None
+    ref = _reference(system, top, topology, reference, reference_structure, reference_max_frames, output, log)
+    entries = _file_candidates(candidates, run, time_s, peak_mem_mb, water_grouping, top, log)
+    for b in baselines:
+        entries.append(_make_baseline(b, top, topology, system, cg_blocks, cg_pos, cg_box, ref.conformers, seed,
+                                      energy, output, gromacs_settings, log, energy_options.get("em_nsteps")))
+    results = {}
+    for e in entries:
+        log(f"evaluating {e['name']}")
+        results[e["name"]] = _evaluate_one(e, system, top, topology, cg_blocks, cg_pos, cg_box, ref.sample,
+                                           ref.signs, ref.states, tnames, tres, tresid, seed, energy, output,
+                                           gromacs_settings, log, energy_options)
+    inputs = {"cg": str(cg), "cg_trajectory": str(cg_trajectory) if cg_trajectory else None,
+              "mapping": [str(p) for p in (mapping if isinstance(mapping, (list, tuple)) else [mapping])],
+              "topology": str(topology), "topology_fingerprint": top.fingerprint(),
+              "system": top.summary(), "n_atoms": top.n_atoms, "cg_frames": int(cgf.n_frames),
+              "cg_beads": int(cgf.n_atoms), **ref.info}
+    report = _report_dict(inputs, results, seed, baselines, energy, energy_options, gromacs_settings, reference_max_frames)
+    write_report(output, report, plots=plots, plot_data=plot_data(ref.sample, entries, results, seed))
+    return report
+
+
+def _check_options(candidates, baselines, energy_options, reference_max_frames, water_grouping, run, time_s, peak_mem_mb) -> None:
+    """One-line errors for every inconsistent option of :func:`evaluate`, before any work."""
+    unknown = set(energy_options) - {"em_nsteps", "nvt_nsteps"}
+    if unknown:
+        raise MultiscaleError(f"energy_options: unknown key(s) {sorted(unknown)}: use em_nsteps, nvt_nsteps")
+    for b in baselines:
+        if b not in ("rigid", "random"):
+            raise MultiscaleError(f"--baseline {b!r}: choose rigid or random")
+    if not candidates and not baselines:
+        raise MultiscaleError("nothing to evaluate: give --candidate NAME=PATH and/or --baseline rigid|random")
+    clash = set(candidates) & set(baselines)
+    if clash:
+        raise MultiscaleError(f"candidate name {sorted(clash)[0]!r} is also a baseline name: rename the candidate")
+    if reference_max_frames is not None and (isinstance(reference_max_frames, bool) or int(reference_max_frames) < 1):
+        raise MultiscaleError(f"--reference-max-frames {reference_max_frames}: give a number of frames >= 1 (default: all)")
+    for name, g in water_grouping.items():
+        if g not in WATER_GROUPINGS:
+            raise MultiscaleError(f"--water-grouping {name}={g}: choose {' or '.join(WATER_GROUPINGS)}")
+    for name in list(run or {}) + list(time_s or {}) + list(peak_mem_mb or {}) + list(water_grouping):
+        if name not in candidates:
+            raise MultiscaleError(f"--run/--time-s names {name!r}, which is not a --candidate")
+
+
+@dataclass
+class _Reference:
+    """What the reference gives: its sample (None without a trajectory), the majority
+    chirality/cis states, one conformer per moltype (rigid baseline) and report info."""
+
+    sample: object = None
+    signs: dict = field(default_factory=dict)
+    states: dict = field(default_factory=dict)
+    conformers: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)
+
+
+def _reference(system, top, topology, reference, reference_structure, reference_max_frames, output, log) -> _Reference:
+    """The reference ensemble (trajectory), else a reference structure, else a .tpr's coordinates."""
+    from ..io import read_frames
+
+    ref = _Reference(info={"reference": str(reference) if reference else None, "frames": 0})
+    stereo_source, ref_x, struct_x, struct_box = None, None, None, None
     if reference is not None:
         rf = read_reference(topology, reference, reference_structure, top, reference_max_frames)
         rm = match_atoms(top, rf.names, rf.resnames, rf.resids, label=f"reference {reference}")
         ref_x = system.whole(_quantise(rm.apply(rf.positions)), rf.box)
-        ref_sample = _analyse(system, ref_x, rf.box)
-        ref_info.update(frames=int(rf.n_frames), unmatched_atoms=rm.to_dict())
+        ref.sample = _analyse(system, ref_x, rf.box)
+        ref.info.update(frames=int(rf.n_frames), unmatched_atoms=rm.to_dict())
         stereo_source = "reference trajectory (majority)"
         log(f"reference: {rf.n_frames} frame(s)")
-    struct_x = None
     if reference is None and reference_structure is not None:
         sf = read_input(reference_structure, label="reference structure")
         sm = match_atoms(top, sf.names, sf.resnames, sf.resids, label=f"reference structure {reference_structure}")
-        struct_x = system.whole(sm.apply(sf.positions[:1]), sf.box[:1])
-        struct_box = sf.box[:1]
+        struct_x, struct_box = system.whole(sm.apply(sf.positions[:1]), sf.box[:1]), sf.box[:1]
         stereo_source = "reference structure"
     if ref_x is None and struct_x is None and Path(topology).suffix == ".tpr":
         g = tpr_structure(Path(topology), output / "work")
         if g is not None:
             sf = read_frames(g, label="topology coordinates")
-            struct_x = system.whole(sf.positions[:1].astype(np.float64), sf.box[:1])
-            struct_box = sf.box[:1]
+            struct_x, struct_box = system.whole(sf.positions[:1].astype(np.float64), sf.box[:1]), sf.box[:1]
             stereo_source = "topology (.tpr) coordinates"
     src = ref_x if ref_x is not None else struct_x
-    ref_signs, ref_states, conformers = {}, {}, {}
     if src is not None:
-        s = ref_sample if ref_sample is not None else _analyse(system, src, struct_box)
-        ref_signs = {k: _majority(v) for k, v in s.chirality.items()}
-        ref_states = {k: _majority(v) for k, v in s.cis.items()}
+        s = ref.sample if ref.sample is not None else _analyse(system, src, struct_box)
+        ref.signs = {k: _majority(v) for k, v in s.chirality.items()}
+        ref.states = {k: _majority(v) for k, v in s.cis.items()}
         for b in top.blocks:
-            conformers.setdefault(b.moltype.name, system.block_view(src[:1], b)[0, 0])
-    ref_info["stereo_reference"] = stereo_source
+            ref.conformers.setdefault(b.moltype.name, system.block_view(src[:1], b)[0, 0])
+    ref.info["stereo_reference"] = stereo_source
+    return ref
 
-    # candidates: (name, kind, positions (F, N, 3) topology order, box, cost, unmatched)
+
+def _file_candidates(candidates, run, time_s, peak_mem_mb, water_grouping, top, log) -> list[dict]:
+    """Candidates read from files: (name, kind, positions (F, N, 3) in topology order, box, cost, unmatched)."""
     entries = []
     for name, spec in candidates.items():
         structure, traj = (spec if isinstance(spec, (tuple, list)) else (parse_candidate(f"{name}={spec}")[1:]))
@@ -427,26 +464,15 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
                         "water_grouping": water_grouping.get(name, "assignment"),
                         "positions": am.apply(f.positions), "box": f.box.astype(np.float64),
                         "cost": cost, "unmatched": am.to_dict()})
-    for b in baselines:
-        entries.append(_make_baseline(b, top, topology, system, cg_blocks, cg_pos, cg_box, conformers, seed,
-                                      energy, output, gromacs_settings, log, energy_options.get("em_nsteps")))
+    return entries
 
-    results = {}
-    for e in entries:
-        log(f"evaluating {e['name']}")
-        results[e["name"]] = _evaluate_one(e, system, top, topology, cg_blocks, cg_pos, cg_box, ref_sample,
-                                           ref_signs, ref_states, tnames, tres, tresid, seed, energy, output,
-                                           gromacs_settings, log, energy_options)
 
-    report = {
+def _report_dict(inputs, results, seed, baselines, energy, energy_options, gromacs_settings, reference_max_frames) -> dict:
+    return {
         "schema_version": SCHEMA_VERSION,
         "tool": "multiscale evaluate",
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "inputs": {"cg": str(cg), "cg_trajectory": str(cg_trajectory) if cg_trajectory else None,
-                   "mapping": [str(p) for p in (mapping if isinstance(mapping, (list, tuple)) else [mapping])],
-                   "topology": str(topology), "topology_fingerprint": top.fingerprint(),
-                   "system": top.summary(), "n_atoms": top.n_atoms, "cg_frames": int(cgf.n_frames),
-                   "cg_beads": int(cgf.n_atoms), **ref_info},
+        "inputs": inputs,
         "settings": {"seed": seed, "seeds": seeds_used(seed, baselines, energy),
                      "versions": versions(gromacs_settings, use_gromacs=bool(energy)),
                      "bins": {k: {"low": v[0], "high": v[1], "n_bins": v[2]} for k, v in M.BINS.items()},
@@ -457,8 +483,6 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
                      "energy_options": energy_options},
         "candidates": results,
     }
-    write_report(output, report, plots=plots, plot_data=plot_data(ref_sample, entries, results, seed))
-    return report
 
 
 def _frames_against_cg(e, nf_cg):
