@@ -75,15 +75,7 @@ def render_slurm(cfg, config_path: Path, *, time_limit: str = "24:00:00", nodes:
     ``$SLURM_SUBMIT_DIR``, so submit it from its folder), and it runs ``python -m multiscale.cli``
     with ``python`` (default: the interpreter of this installation; ``MULTISCALE_PYTHON``
     overrides it where the script runs), checking that it imports ``multiscale`` first."""
-    from .. import __version__
-
-    wall = parse_walltime(time_limit)
-    margin = _margin_s(wall, margin_min)
-    budget = wall - margin
-    if budget < 60:
-        raise MultiscaleError(f"--time {time_limit}: too short for a {margin / 60:.0f} min safety margin: "
-                              "give a longer wall time or a smaller --margin-min")
-    maxh = max(0.0001, int(budget / 3600.0 * 10000) / 10000)
+    wall, budget, maxh = _budget(time_limit, margin_min)
     if nodes < 1:
         raise MultiscaleError(f"--nodes must be >= 1, got {nodes}")
     if array is not None and array < 1:
@@ -98,27 +90,41 @@ def render_slurm(cfg, config_path: Path, *, time_limit: str = "24:00:00", nodes:
     name = job_name or f"ms-{config_path.resolve().parent.name or 'run'}"
     out_pat = "slurm-%x-%A_%a.out" if array else "slurm-%x-%j.out"  # in the submit folder (always exists)
     sb = [f"--job-name={name}", f"--time={time_limit}", f"--nodes={nodes}"]
-    if ntasks:
-        sb.append(f"--ntasks={ntasks}")
-    if cpus_per_task:
-        sb.append(f"--cpus-per-task={cpus_per_task}")
-    if gpus:
-        sb.append(f"--gres=gpu:{gpus}")
-    if partition:
-        sb.append(f"--partition={partition}")
-    if account:
-        sb.append(f"--account={account}")
+    for flag, v in (("--ntasks", ntasks), ("--cpus-per-task", cpus_per_task), ("--gres=gpu:", gpus),
+                    ("--partition", partition), ("--account", account)):
+        if v:
+            sb.append(f"{flag}{v}" if flag.endswith(":") else f"{flag}={v}")
     if array:
         sb.append(f"--array=0-{array - 1}")
     sb += ["--requeue", f"--signal=B:USR1@{SIGNAL_LEAD_S}", f"--output={out_pat}", "--open-mode=append"]
+    py = python or sys.executable
+    lines = _header_lines(cfg, config_path, config_rel, root_rel, script_path.name, maxh, budget, wall, py, out_pat)
+    lines += [f"#SBATCH {x}" for x in sb]
+    lines += _setup_lines(config_rel, script_path.name, maxh, py, setup)
+    lines += _JOB_LOOP
+    return "\n".join(lines)
+
+
+def _budget(time_limit: str, margin_min: float | None) -> tuple[float, float, float]:
+    """(wall s, budget s, --maxh h) of a wall time less its safety margin."""
+    wall = parse_walltime(time_limit)
+    margin = _margin_s(wall, margin_min)
+    budget = wall - margin
+    if budget < 60:
+        raise MultiscaleError(f"--time {time_limit}: too short for a {margin / 60:.0f} min safety margin: "
+                              "give a longer wall time or a smaller --margin-min")
+    return wall, budget, max(0.0001, int(budget / 3600.0 * 10000) / 10000)
+
+
+def _header_lines(cfg, config_path, config_rel, root_rel, script_name, maxh, budget, wall, py, out_pat) -> list[str]:
+    """The script's comment header: what it runs, how it continues, where to watch."""
+    from .. import __version__
+
     g = cfg.gromacs
     launcher = g.launcher or "(none: mdrun runs on this node with thread-MPI/OpenMP)"
+    q = shlex.quote
     threads = (f"# gromacs.nt: {g.nt} from {config_path.name} applies here too (mdrun -nt {g.nt}): remove it "
                "there to let mdrun use the job's cores" if g.nt else "")
-    setup_lines = "\n".join(setup or []) or "# module load gromacs      # (add with: multiscale batch --setup 'module load gromacs')"
-    py = python or sys.executable
-    q = shlex.quote
-    script_name = script_path.name
     lines = [
         "#!/bin/bash",
         f"# multiscale cycles of {config_rel}; every path here is relative to this script's folder.",
@@ -135,10 +141,16 @@ def render_slurm(cfg, config_path: Path, *, time_limit: str = "24:00:00", nodes:
         "# export MULTISCALE_PYTHON=/path/to/your/venv/bin/python before sbatch (--export=ALL is SLURM's default).",
         f"# Watch: multiscale status {q(root_rel)}   Log: {out_pat}",
     ]
-    if threads:
-        lines.append(threads)
-    lines += [f"#SBATCH {x}" for x in sb]
-    lines += [
+    return lines + ([threads] if threads else [])
+
+
+def _setup_lines(config_rel, script_name, maxh, py, setup) -> list[str]:
+    """Checks and environment of the job: the config is there, the Python imports multiscale."""
+    from .. import __version__
+
+    q = shlex.quote
+    setup_lines = "\n".join(setup or []) or "# module load gromacs      # (add with: multiscale batch --setup 'module load gromacs')"
+    return [
         "",
         "set -uo pipefail",
         "",
@@ -171,45 +183,49 @@ def render_slurm(cfg, config_path: Path, *, time_limit: str = "24:00:00", nodes:
         setup_lines,
         'export OMP_NUM_THREADS="${SLURM_CPUS_PER_TASK:-${OMP_NUM_THREADS:-1}}"',
         "",
-        "requeue() {",
-        '  if [[ -n "${SLURM_JOB_ID:-}" ]]; then',
-        '    echo "$(date "+%F %T") requeueing job $SLURM_JOB_ID to continue the run"',
-        '    scontrol requeue "$SLURM_JOB_ID"',
-        "  else",
-        '    echo "$(date "+%F %T") not finished: run this script again to continue"',
-        "  fi",
-        "}",
-        "",
-        "on_usr1() {",
-        '  echo "$(date "+%F %T") wall time nearly over: stopping multiscale cleanly"',
-        '  kill -TERM "$PID" 2>/dev/null',
-        '  wait "$PID"',
-        "  requeue",
-        "  exit 0",
-        "}",
-        "trap on_usr1 USR1",
-        "",
-        "# ${REPLICA[@]+...}: an empty array is an 'unbound variable' under set -u in bash < 4.4",
-        'echo "$(date "+%F %T") job ${SLURM_JOB_ID:-local} on $(hostname): multiscale cycle --config $CONFIG in $(pwd)"',
-        '"${MULTISCALE[@]}" cycle --config "$CONFIG" --maxh "$MAXH" --no-progress ${REPLICA[@]+"${REPLICA[@]}"} &',
-        "PID=$!",
-        'wait "$PID"',
-        "rc=$?",
-        "",
-        'if "${MULTISCALE[@]}" status "$CONFIG" --check ${REPLICA[@]+"${REPLICA[@]}"}; then',
-        '  echo "$(date "+%F %T") all stages done"',
-        "  exit 0",
-        "fi",
-        "if [[ $rc -eq 3 ]]; then     # stopped at the time budget: continue in the requeued job",
-        "  requeue",
-        "  exit 0",
-        "fi",
-        'echo "$(date "+%F %T") multiscale cycle failed (exit code $rc): not requeued; fix the cause (see above),"',
-        'echo "then resubmit this script: finished stages are not redone."',
-        "exit $rc",
-        "",
     ]
-    return "\n".join(lines)
+
+
+# the job's loop: run the cycle, requeue until `multiscale status --check` says done
+_JOB_LOOP = [
+    "requeue() {",
+    '  if [[ -n "${SLURM_JOB_ID:-}" ]]; then',
+    '    echo "$(date "+%F %T") requeueing job $SLURM_JOB_ID to continue the run"',
+    '    scontrol requeue "$SLURM_JOB_ID"',
+    "  else",
+    '    echo "$(date "+%F %T") not finished: run this script again to continue"',
+    "  fi",
+    "}",
+    "",
+    "on_usr1() {",
+    '  echo "$(date "+%F %T") wall time nearly over: stopping multiscale cleanly"',
+    '  kill -TERM "$PID" 2>/dev/null',
+    '  wait "$PID"',
+    "  requeue",
+    "  exit 0",
+    "}",
+    "trap on_usr1 USR1",
+    "",
+    "# ${REPLICA[@]+...}: an empty array is an 'unbound variable' under set -u in bash < 4.4",
+    'echo "$(date "+%F %T") job ${SLURM_JOB_ID:-local} on $(hostname): multiscale cycle --config $CONFIG in $(pwd)"',
+    '"${MULTISCALE[@]}" cycle --config "$CONFIG" --maxh "$MAXH" --no-progress ${REPLICA[@]+"${REPLICA[@]}"} &',
+    "PID=$!",
+    'wait "$PID"',
+    "rc=$?",
+    "",
+    'if "${MULTISCALE[@]}" status "$CONFIG" --check ${REPLICA[@]+"${REPLICA[@]}"}; then',
+    '  echo "$(date "+%F %T") all stages done"',
+    "  exit 0",
+    "fi",
+    "if [[ $rc -eq 3 ]]; then     # stopped at the time budget: continue in the requeued job",
+    "  requeue",
+    "  exit 0",
+    "fi",
+    'echo "$(date "+%F %T") multiscale cycle failed (exit code $rc): not requeued; fix the cause (see above),"',
+    'echo "then resubmit this script: finished stages are not redone."',
+    "exit $rc",
+    "",
+]
 
 
 def config_inputs(cfg) -> list[Path]:
