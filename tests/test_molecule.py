@@ -176,3 +176,16 @@ def test_prepare_with_users_itp_keeps_its_names(tmp_path):
     assert names == list(b.atom_names)
     d = np.linalg.norm(xyz[names.index("CT")] - xyz[names.index("CZ")])  # generated 3D geometry, bonded pair, nm
     assert 0.13 < d < 0.17
+
+
+@needs_tools
+def test_prepare_neat_liquid_has_no_water(tmp_path):
+    from multiscale.molecule.prepare import MoleculeRequest, prepare
+    from multiscale.topology import load_topology
+
+    rec = prepare(MoleculeRequest(name="TOLU", smiles="Cc1ccccc1", mapping="vermouth:TOLU", output=tmp_path / "n", count=10,
+                                  n_water=0, box=2.0), log=lambda m: None)
+    top = load_topology(tmp_path / "n" / "aa.top")
+    assert rec["waters"] == 0 and [b.count for b in top.blocks] == [10]
+    assert "W " not in (tmp_path / "n" / "cg.top").read_text().split("[ molecules ]")[1]
+    assert int((tmp_path / "n" / "box.gro").read_text().splitlines()[1]) == 10 * 15
