@@ -108,7 +108,9 @@ def _aa_system_args(p: argparse.ArgumentParser, trajectory_required: bool = Fals
     p.add_argument("--topology", required=True, help="AA topology (.top, includes resolved as grompp does; or .tpr)")
     p.add_argument("--structure", required=True, help="AA structure (.gro/.pdb); a multi-frame .gro is a trajectory")
     p.add_argument("--trajectory", required=trajectory_required, default=None, help="AA trajectory (.xtc/.trr)")
-    p.add_argument("--mapping", required=True, action="append", help="mapping file (.map or .yaml); repeat for several")
+    p.add_argument("--mapping", action="append", default=[],
+                   help="mapping file (.map or .yaml); repeat for several. Optional where built-in mappings cover every "
+                        "molecule (water, ions, amino-acid chains via martinize2, shipped lipids)")
 
 
 def _load_aa(args):

@@ -54,7 +54,7 @@ def _handler(args) -> int:
     names = list(cands)
     log = (lambda m: print(f"[evaluate] {m}", file=sys.stderr)) if not args.quiet else None
     report = evaluate(
-        cg=args.cg, cg_trajectory=args.cg_trajectory, mapping=args.mapping if len(args.mapping) > 1 else args.mapping[0],
+        cg=args.cg, cg_trajectory=args.cg_trajectory, mapping=args.mapping if len(args.mapping) != 1 else args.mapping[0],
         topology=args.topology, reference=args.reference, reference_structure=args.reference_structure,
         candidates=cands, baselines=args.baseline or [], output=args.output, seed=args.seed,
         energy=not args.no_energy, run=_named(args.run, names, "--run"),
@@ -89,7 +89,8 @@ def add_commands(subparsers) -> None:
     )
     p.add_argument("--cg", required=True, metavar="CG.gro", help="CG structure that was backmapped (multi-frame .gro = trajectory)")
     p.add_argument("--cg-trajectory", metavar="CG.xtc", help="CG trajectory (frames backmapped one to one)")
-    p.add_argument("--mapping", required=True, action="append", metavar="FILE.map", help="mapping file(s) (.map or .yaml); repeatable")
+    p.add_argument("--mapping", action="append", default=[], metavar="FILE.map",
+                   help="mapping file(s) (.map or .yaml); repeatable; optional where built-in mappings cover every molecule")
     p.add_argument("--topology", required=True, metavar="AA.top|AA.tpr", help="atomistic topology")
     p.add_argument("--reference", metavar="REF.xtc", help="AA reference ensemble of the same system (.xtc/.trr, or .gro)")
     p.add_argument("--reference-structure", metavar="REF.gro",

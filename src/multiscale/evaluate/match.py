@@ -184,53 +184,87 @@ class CGBlockMatch:
 def match_cg(topology, mapping, names, resnames, resids=None, label: str = "CG input") -> list[CGBlockMatch]:
     """Locate each AA block's beads in a CG structure, by CG residue name, in order.
 
-    For each AA block (in topology order) the next ``count`` CG residues whose name is the
+    For each AA block (in topology order) the next ``count`` unused CG residues whose name is the
     mapping's CG name (or the AA moleculetype/residue name; water: the water mapping's CG
-    moleculetype or bead name) are taken; each must hold the mapping's beads.  Every CG bead
-    must be used.  Raises MultiscaleError naming the first inconsistency.
+    moleculetype or bead name) are taken; each must hold the mapping's beads.  An amino-acid
+    chain (martinize2 writes one CG residue per amino acid) takes the next unused residues in file
+    order until it has its beads.  Every CG bead must be used.  Raises MultiscaleError naming the
+    first inconsistency.
     """
     names = [str(n).strip() for n in names]
     resnames = [str(r).strip() for r in resnames]
     spans = residue_spans(names, resnames, resids)
-    groups: dict[str, list[tuple[int, int, str]]] = {}
-    for sp in spans:
-        groups.setdefault(sp[2], []).append(sp)
-    used = {k: 0 for k in groups}
-    out, n_used = [], 0
-    wm = mapping.water
+    groups: dict[str, list[int]] = {}
+    for i, sp in enumerate(spans):
+        groups.setdefault(sp[2], []).append(i)
+    taken: set[int] = set()
+    out = []
     for blk in cg_layout(topology, mapping):  # one molecule class per block (multiscale.classes)
-        b, mt = blk.aa_block, blk.aa_block.moltype
-        if blk.kind == "water":
-            cand = [wm.cg, wm.bead, "W", "SOL"]
-        elif blk.kind == "ion":
-            if blk.info.get("waters"):
-                raise MultiscaleError(f"{label}: hydrated ions (ions.waters_per_ion > 0) are not scored by evaluate yet: "
-                                      f"evaluate with a mapping without 'ions:'")
-            cand = [blk.cg_name, *blk.info.get("cg_names", []), mt.name, "ION"]
+        if blk.kind == "chain":
+            idx = _chain_beads(blk, spans, taken, label)
         else:
-            mm = mapping.for_moltype(mt)
-            cand = [blk.cg_name, mt.name, mt.resnames[0], mm.molecule if mm is not None else mt.name]
-        count, nb, bead_names, matrix = blk.count, blk.n_beads, tuple(blk.bead_names), blk.matrix
-        key = next((c for c in cand if c in groups and used[c] + count <= len(groups[c])), None)
-        if key is None:
-            have = {k: len(v) - used[k] for k, v in groups.items()}
-            raise MultiscaleError(
-                f"{label}: needs {count} residues named {cand[0]} for {b.count} {mt.name} "
-                f"but has {have.get(cand[0], 0)} (CG residues left: {', '.join(f'{k} x{v}' for k, v in have.items()) or 'none'}): "
-                f"use the CG structure of the same system")
-        sel = groups[key][used[key]:used[key] + count]
-        used[key] += count
-        idx = np.full((count, nb), -1, dtype=int)
-        for c, (s, e, _) in enumerate(sel):
-            if e - s != nb:
-                raise MultiscaleError(f"{label}: residue {key} at bead {s + 1} has {e - s} beads, the mapping has {nb} ({' '.join(bead_names)})")
-            idx[c] = np.arange(s, e)
-        n_used += idx.size
-        out.append(CGBlockMatch(block=b, kind=blk.kind, beads=idx, matrix=matrix, per_bead=blk.per_bead,
-                                bead_names=bead_names))
+            idx = _named_beads(blk, mapping, spans, groups, taken, label)
+        out.append(CGBlockMatch(block=blk.aa_block, kind=blk.kind, beads=idx, matrix=blk.matrix, per_bead=blk.per_bead,
+                                bead_names=tuple(blk.bead_names)))
+    n_used = sum(spans[i][1] - spans[i][0] for i in taken)
     if n_used != len(names):
-        left = {k: len(v) - used[k] for k, v in groups.items() if len(v) - used[k] > 0}
+        left: dict[str, int] = {}
+        for i, sp in enumerate(spans):
+            if i not in taken:
+                left[sp[2]] = left.get(sp[2], 0) + 1
         raise MultiscaleError(
             f"{label} has {len(names)} beads but the topology and mapping account for {n_used} "
             f"(unused CG residues: {', '.join(f'{k} x{v}' for k, v in left.items())}): use the CG structure of the same system")
     return out
+
+
+def _chain_beads(blk, spans, taken: set, label: str) -> np.ndarray:
+    """(count, n_beads) bead indices of an amino-acid chain block: consecutive unused residues."""
+    idx = np.full((blk.count, blk.n_beads), -1, dtype=int)
+    i = 0
+    for c in range(blk.count):
+        while i < len(spans) and i in taken:
+            i += 1
+        acc: list[int] = []
+        while len(acc) < blk.n_beads and i < len(spans) and i not in taken:
+            acc.extend(range(spans[i][0], spans[i][1]))
+            taken.add(i)
+            i += 1
+        if len(acc) != blk.n_beads:
+            raise MultiscaleError(f"{label}: chain {blk.aa_block.moltype.name} copy {c + 1} needs {blk.n_beads} beads "
+                                  f"(martinize2's), the CG residues from there hold {len(acc)}: use the CG structure of the same system")
+        idx[c] = acc
+    return idx
+
+
+def _named_beads(blk, mapping, spans, groups: dict, taken: set, label: str) -> np.ndarray:
+    """(count, n_beads) bead indices of a block whose molecules are one CG residue each."""
+    b, mt = blk.aa_block, blk.aa_block.moltype
+    wm = mapping.water
+    if blk.kind == "water":
+        cand = [wm.cg, wm.bead, "W", "SOL"]
+    elif blk.kind == "ion":
+        if blk.info.get("waters"):
+            raise MultiscaleError(f"{label}: hydrated ions (ions.waters_per_ion > 0) are not scored by evaluate yet: "
+                                  f"evaluate with a mapping without 'ions:'")
+        cand = [blk.cg_name, *blk.info.get("cg_names", []), mt.name, "ION"]
+    else:
+        mm = mapping.for_moltype(mt)
+        cand = [blk.cg_name, mt.name, mt.resnames[0], mm.molecule if mm is not None else mt.name]
+    free = {k: [i for i in v if i not in taken] for k, v in groups.items()}
+    key = next((c for c in cand if len(free.get(c, ())) >= blk.count), None)
+    if key is None:
+        have = {k: len(v) for k, v in free.items() if v}
+        raise MultiscaleError(
+            f"{label}: needs {blk.count} residues named {cand[0]} for {b.count} {mt.name} "
+            f"but has {have.get(cand[0], 0)} (CG residues left: {', '.join(f'{k} x{v}' for k, v in have.items()) or 'none'}): "
+            f"use the CG structure of the same system")
+    idx = np.full((blk.count, blk.n_beads), -1, dtype=int)
+    for c, i in enumerate(free[key][:blk.count]):
+        s, e, _ = spans[i]
+        if e - s != blk.n_beads:
+            raise MultiscaleError(f"{label}: residue {key} at bead {s + 1} has {e - s} beads, the mapping has {blk.n_beads} "
+                                  f"({' '.join(blk.bead_names)})")
+        idx[c] = np.arange(s, e)
+        taken.add(i)
+    return idx

@@ -287,6 +287,7 @@ def markdown(report: dict, plot_files: dict | None = None) -> str:
     lines.append("| unmatched atoms (missing / extra) | " + " | ".join(
         f"{cands[n]['unmatched_atoms']['missing']} / {cands[n]['unmatched_atoms']['extra']}" for n in names) + " |")
     lines.append("")
+    lines += _protein_rows(cands, names)
     for n in names:
         c = cands[n]
         d = c["details"]
@@ -339,6 +340,32 @@ def markdown(report: dict, plot_files: dict | None = None) -> str:
             lines.append("")
     lines += _provenance(report)
     return "\n".join(lines) + "\n"
+
+PROTEIN_KEYS = (("rama_jsd_mean", "Ramachandran JSD, mean over residue types", "{:.3f}"),
+                ("rama_jsd_floor_mean", "  its noise floor (reference halves)", "{:.3f}"),
+                ("chi_jsd_mean", "side-chain chi JSD, mean", "{:.3f}"),
+                ("cis_peptides_non_pro", "cis peptide bonds, not before Pro (per frame)", "{:g}"),
+                ("cis_peptides_pro", "cis peptide bonds before Pro (per frame)", "{:g}"),
+                ("d_residues", "D residues (CA, Thr/Ile CB; per frame)", "{:g}"),
+                ("clash_score_pct", "clash score: % residues with a heavy-atom contact < 0.12 nm", "{:.1f}"),
+                ("bond_score", "bond score: fraction of bonds within 10 % of the reference", "{:.3f}"),
+                ("rmsd_heavy_nm", "heavy-atom RMSD to the same-index reference frame, nm", "{:.3f}"),
+                ("rmsd_backbone_nm", "backbone RMSD, nm", "{:.3f}"))
+
+
+def _protein_rows(cands: dict, names: list) -> list[str]:
+    """The protein criteria table (multiscale.evaluate.protein), when the system has residues."""
+    have = [n for n in names if cands[n].get("protein")]
+    if not have:
+        return []
+    lines = [f"Protein criteria ({cands[have[0]]['protein']['residues']} residues; `docs/evaluate.md`):", "",
+             "| criterion | " + " | ".join(have) + " |", "|---|" + "---|" * len(have)]
+    for key, label, f in PROTEIN_KEYS:
+        vals = [cands[n]["protein"].get(key) for n in have]
+        if any(v is not None for v in vals):
+            lines.append(f"| {label} | " + " | ".join("–" if v is None else f.format(v) for v in vals) + " |")
+    return lines + [""]
+
 
 def write_report(output, report: dict, plots: bool = True, plot_data: dict | None = None) -> dict:
     """Write report.json, report.md and plots/*.png into ``output``; returns {file kind: path}."""

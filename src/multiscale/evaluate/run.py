@@ -22,6 +22,7 @@ from . import metrics as M
 from .consistency import WATER_GROUPINGS, cg_consistency
 from .inputs import parse_candidate, read_input, read_reference, run_command, tpr_structure
 from .match import match_atoms, match_cg
+from .protein import protein_criteria
 from .provenance import seeds_used, versions
 from .report import plot_data
 from .summary import NO_TERMS as _NO_TERMS
@@ -363,6 +364,10 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
         results[e["name"]] = _evaluate_one(e, system, top, topology, cg_blocks, cg_pos, cg_box, ref.sample,
                                            ref.signs, ref.states, tnames, tres, tresid, seed, energy, output,
                                            gromacs_settings, log, energy_options)
+        prot = (protein_criteria(top, system.whole(_quantise(e["positions"]), e["box"]), e["box"], ref.x)
+                if not e["unmatched"]["missing"] else None)
+        if prot is not None:
+            results[e["name"]]["protein"] = prot
     inputs = {"cg": str(cg), "cg_trajectory": str(cg_trajectory) if cg_trajectory else None,
               "mapping": [str(p) for p in (mapping if isinstance(mapping, (list, tuple)) else [mapping])],
               "topology": str(topology), "topology_fingerprint": top.fingerprint(),
@@ -402,6 +407,7 @@ class _Reference:
     chirality/cis states, one conformer per moltype (rigid baseline) and report info."""
 
     sample: object = None
+    x: np.ndarray | None = None  # (F, N, 3) nm, topology order, whole (a trajectory reference only)
     signs: dict = field(default_factory=dict)
     states: dict = field(default_factory=dict)
     conformers: dict = field(default_factory=dict)
@@ -419,6 +425,7 @@ def _reference(system, top, topology, reference, reference_structure, reference_
         rm = match_atoms(top, rf.names, rf.resnames, rf.resids, label=f"reference {reference}")
         ref_x = system.whole(_quantise(rm.apply(rf.positions)), rf.box)
         ref.sample = _analyse(system, ref_x, rf.box)
+        ref.x = ref_x
         ref.info.update(frames=int(rf.n_frames), unmatched_atoms=rm.to_dict())
         stereo_source = "reference trajectory (majority)"
         log(f"reference: {rf.n_frames} frame(s)")
