@@ -258,6 +258,60 @@ def _energy_line(c: dict) -> str:
     return f"Energy (first frame, coordinates as measured): {note}."
 
 
+def _candidate_section(n: str, c: dict, plot_files: dict) -> list[str]:
+    """The per-candidate part of report.md: cost, energy, terms, RDF, plots, stereo, sterics."""
+    lines: list[str] = []
+    d = c["details"]
+    kind = "built-in baseline" if c["kind"] == "baseline" else "given file"
+    lines += [f"## {n} ({kind})", "", f"Source: `{c['source']}`; {_frames(c['n_frames'])}."]
+    if c.get("cost_source"):
+        lines.append(f"Cost: {c['cost_source']}.")
+    lines.append(_energy_line(c))
+    if "baseline" in d:
+        bl = d["baseline"]
+        lines.append(f"Baseline: {bl.get('method', n)}; energy minimisation before scoring: {bl.get('em', 'none')}.")
+    u = c["unmatched_atoms"]
+    if u["missing"] or u["extra"]:
+        lines.append(f"Unmatched atoms: {u['missing']} topology atoms missing (e.g. {', '.join(u['missing_examples'][:5]) or '-'}), "
+                     f"{u['extra']} candidate atoms extra (e.g. {', '.join(u['extra_examples'][:5]) or '-'}).")
+    lines.append("")
+    if d["per_moltype"]:
+        lines += ["| molecule | scored over | JSD mean | excess max | worst (largest excess) | all terms: excess max | all terms: worst |",
+                  "|---|---|---|---|---|---|---|"]
+        for mt, s in d["per_moltype"].items():
+            lines.append(f"| {mt} | {SCOPE_LABELS.get(s['scope'], s['scope'])} | {s['jsd_mean']:.3f} | "
+                         f"{_fmt(s['jsd_excess_max'], '{:+.3f}')} | {s['worst_term']} | {_fmt(s['all_terms_jsd_excess_max'], '{:+.3f}')} | "
+                         f"{s['all_terms_worst']} |")
+        lines.append("")
+        lines += _term_rows(d)
+    if d.get("rdf"):
+        lines += ["Intermolecular heavy-atom g(r), 0–0.8 nm (site pair = molecule type:element):", "",
+                  "| site pair | JSD | floor | pairs/frame ref | pairs/frame cand |", "|---|---|---|---|---|"]
+        for r in sorted(d["rdf"], key=lambda r: -(r["jsd"] - r["jsd_floor"]))[:8]:
+            lines.append(f"| {r['pair']} | {r['jsd']:.3f} | {r['jsd_floor']:.3f} | "
+                         f"{r['pairs_per_frame_reference']:,.0f} | {r['pairs_per_frame_candidate']:,.0f} |")
+        lines.append("")
+    if n in plot_files:
+        lines += [f"![{n}: reference and candidate distributions of the terms furthest above their noise floor]"
+                  f"({plot_files[n]})", "",
+                  "Grey band: where 90 % of the histograms of a perfect method with the candidate's sample size fall.", ""]
+    bad = [s for s in d["stereo"] if s["fraction"] is not None and s["fraction"] < 1.0]
+    if bad:
+        lines += ["Stereo/cis-trans not matching the reference:", ""]
+        for s in bad[:15]:
+            what = f"centre {s['centre']}" if s["type"] == "stereocentre" else f"bond {s['bond']} (reference: {s['reference']})"
+            lines.append(f"- {s['moltype']} {what}: {s['fraction']:.1%} correct of {s['n']}")
+        lines.append("")
+    if d["steric_examples"]:
+        lines += ["Closest steric problems:", ""]
+        kinds = {"inter": "intermolecular", "intra": "intramolecular", "ring": "ring penetration"}
+        for s in d["steric_examples"][:8]:
+            extra = f", {s['distance_nm']:.3f} nm" if "distance_nm" in s else f" through ring {s['ring']}"
+            lines.append(f"- frame {s['frame']}, {kinds.get(s['kind'], s['kind'])}: {s['atoms']}{extra}")
+        lines.append("")
+    return lines
+
+
 def markdown(report: dict, plot_files: dict | None = None) -> str:
     """The human-readable report (Markdown)."""
     plot_files = plot_files or {}
@@ -289,55 +343,7 @@ def markdown(report: dict, plot_files: dict | None = None) -> str:
     lines.append("")
     lines += _protein_rows(cands, names)
     for n in names:
-        c = cands[n]
-        d = c["details"]
-        kind = "built-in baseline" if c["kind"] == "baseline" else "given file"
-        lines += [f"## {n} ({kind})", "", f"Source: `{c['source']}`; {_frames(c['n_frames'])}."]
-        if c.get("cost_source"):
-            lines.append(f"Cost: {c['cost_source']}.")
-        lines.append(_energy_line(c))
-        if "baseline" in d:
-            bl = d["baseline"]
-            lines.append(f"Baseline: {bl.get('method', n)}; energy minimisation before scoring: {bl.get('em', 'none')}.")
-        u = c["unmatched_atoms"]
-        if u["missing"] or u["extra"]:
-            lines.append(f"Unmatched atoms: {u['missing']} topology atoms missing (e.g. {', '.join(u['missing_examples'][:5]) or '-'}), "
-                         f"{u['extra']} candidate atoms extra (e.g. {', '.join(u['extra_examples'][:5]) or '-'}).")
-        lines.append("")
-        if d["per_moltype"]:
-            lines += ["| molecule | scored over | JSD mean | excess max | worst (largest excess) | all terms: excess max | all terms: worst |",
-                      "|---|---|---|---|---|---|---|"]
-            for mt, s in d["per_moltype"].items():
-                lines.append(f"| {mt} | {SCOPE_LABELS.get(s['scope'], s['scope'])} | {s['jsd_mean']:.3f} | "
-                             f"{_fmt(s['jsd_excess_max'], '{:+.3f}')} | {s['worst_term']} | {_fmt(s['all_terms_jsd_excess_max'], '{:+.3f}')} | "
-                             f"{s['all_terms_worst']} |")
-            lines.append("")
-            lines += _term_rows(d)
-        if d.get("rdf"):
-            lines += ["Intermolecular heavy-atom g(r), 0–0.8 nm (site pair = molecule type:element):", "",
-                      "| site pair | JSD | floor | pairs/frame ref | pairs/frame cand |", "|---|---|---|---|---|"]
-            for r in sorted(d["rdf"], key=lambda r: -(r["jsd"] - r["jsd_floor"]))[:8]:
-                lines.append(f"| {r['pair']} | {r['jsd']:.3f} | {r['jsd_floor']:.3f} | "
-                             f"{r['pairs_per_frame_reference']:,.0f} | {r['pairs_per_frame_candidate']:,.0f} |")
-            lines.append("")
-        if n in plot_files:
-            lines += [f"![{n}: reference and candidate distributions of the terms furthest above their noise floor]"
-                      f"({plot_files[n]})", "",
-                      "Grey band: where 90 % of the histograms of a perfect method with the candidate's sample size fall.", ""]
-        bad = [s for s in d["stereo"] if s["fraction"] is not None and s["fraction"] < 1.0]
-        if bad:
-            lines += ["Stereo/cis-trans not matching the reference:", ""]
-            for s in bad[:15]:
-                what = f"centre {s['centre']}" if s["type"] == "stereocentre" else f"bond {s['bond']} (reference: {s['reference']})"
-                lines.append(f"- {s['moltype']} {what}: {s['fraction']:.1%} correct of {s['n']}")
-            lines.append("")
-        if d["steric_examples"]:
-            lines += ["Closest steric problems:", ""]
-            kinds = {"inter": "intermolecular", "intra": "intramolecular", "ring": "ring penetration"}
-            for s in d["steric_examples"][:8]:
-                extra = f", {s['distance_nm']:.3f} nm" if "distance_nm" in s else f" through ring {s['ring']}"
-                lines.append(f"- frame {s['frame']}, {kinds.get(s['kind'], s['kind'])}: {s['atoms']}{extra}")
-            lines.append("")
+        lines += _candidate_section(n, cands[n], plot_files)
     lines += _provenance(report)
     return "\n".join(lines) + "\n"
 
