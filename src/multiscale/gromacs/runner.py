@@ -415,17 +415,8 @@ def mdrun(
     def rel(p: Path) -> str:
         return p.name if p.parent.resolve() == cwd_p else str(p)
 
-    flags: dict[str, Any] = {"s": rel(tpr_p), "deffnm": rel(deffnm_p)}
-    if checkpoint:
-        flags["cpi"] = rel(cpt)
-    if settings.nt is not None:
-        flags["nt"] = int(settings.nt)
-    if settings.ntomp is not None:
-        flags["ntomp"] = int(settings.ntomp)
-    if settings.maxh is not None:
-        flags["maxh"] = float(settings.maxh)
-    flags.update(_parse_extra_args(settings.extra_mdrun_args))
-
+    flags: dict[str, Any] = {"s": rel(tpr_p), "deffnm": rel(deffnm_p), **({"cpi": rel(cpt)} if checkpoint else {}),
+                             **_thread_flags(settings)}
     t0 = time.monotonic()
     # mdrun runs with subprocess (not GromacsWrapper's run): a launcher prefix ("srun", "mpirun
     # -np 4") needs it anyway (MDrunner only builds "mpiexec -n N" and chdirs without a lock),
@@ -446,28 +437,35 @@ def mdrun(
             raise _missing_exe_error(settings.mdrun_driver, "mdrun_gmx" if settings.mdrun_gmx else "gmx") from exc
     wall = time.monotonic() - t0
 
-    gro = deffnm_p.with_name(f"{stage}.gro")
     if rc != 0:
         raise _fail(f"{settings.mdrun_driver} mdrun", stage, rc, log_p)
+    return _mdrun_result(tpr_p, deffnm_p, log_p, continued, wall, cmd)
+
+
+def _thread_flags(settings: GromacsSettings) -> dict[str, Any]:
+    """-nt/-ntomp/-maxh and the extra mdrun arguments of ``settings``."""
+    flags: dict[str, Any] = {}
+    if settings.nt is not None:
+        flags["nt"] = int(settings.nt)
+    if settings.ntomp is not None:
+        flags["ntomp"] = int(settings.ntomp)
+    if settings.maxh is not None:
+        flags["maxh"] = float(settings.maxh)
+    flags.update(_parse_extra_args(settings.extra_mdrun_args))
+    return flags
+
+
+def _mdrun_result(tpr_p: Path, deffnm_p: Path, log_p: Path, continued: bool, wall: float, cmd: list) -> MdrunResult:
+    """What a finished mdrun left: files, whether it reached its last step (not -maxh/signal), ns/day."""
+    stage = deffnm_p.name
+    gro = deffnm_p.with_name(f"{stage}.gro")
     md_log = deffnm_p.with_name(f"{stage}.log")
     log_text = md_log.read_text(errors="replace") if md_log.is_file() else ""
     perf = _PERF_RE.findall(log_text)
     tail = log_text[log_text.rfind("Started mdrun") :] if "Started mdrun" in log_text else log_text
-    completed = gro.is_file() and not _STOPPED_RE.search(tail)
-    xtc = deffnm_p.with_name(f"{stage}.xtc")
-    return MdrunResult(
-        stage=stage,
-        tpr=tpr_p,
-        deffnm=deffnm_p,
-        log=md_log,
-        stdout_log=log_p,
-        edr=deffnm_p.with_name(f"{stage}.edr"),
-        gro=gro,
-        xtc=xtc if xtc.is_file() else None,
-        cpt=cpt if cpt.is_file() else None,
-        continued=continued,
-        completed=completed,
-        wall_s=wall,
-        ns_per_day=float(perf[-1]) if perf else None,
-        command=list(cmd),
-    )
+    xtc, cpt = deffnm_p.with_name(f"{stage}.xtc"), deffnm_p.with_name(f"{stage}.cpt")
+    return MdrunResult(stage=stage, tpr=tpr_p, deffnm=deffnm_p, log=md_log, stdout_log=log_p,
+                       edr=deffnm_p.with_name(f"{stage}.edr"), gro=gro, xtc=xtc if xtc.is_file() else None,
+                       cpt=cpt if cpt.is_file() else None, continued=continued,
+                       completed=gro.is_file() and not _STOPPED_RE.search(tail), wall_s=wall,
+                       ns_per_day=float(perf[-1]) if perf else None, command=list(cmd))
