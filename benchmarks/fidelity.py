@@ -222,6 +222,9 @@ def main(argv=None):
     ap.add_argument("--env-cutoff", type=float, default=None, help="neighbour-count conditioning (nm)")
     ap.add_argument("--select-eps", type=float, default=0.0, help="environment-aware candidate selection weight")
     ap.add_argument("--candidates", type=int, default=None, help="default: the engine's (1 for 1-2 beads, 2 otherwise)")
+    ap.add_argument("--no-hbond-network", action="store_true", help="backmap without the hydrogen-bond network step")
+    ap.add_argument("--hbond-eps", type=float, default=None, help="override the model's hydrogen-bond weight (kT)")
+    ap.add_argument("--hbond-cutoff", type=float, default=None, help="override hbond.PAIR_CUTOFF (nm)")
     ap.add_argument("--weight-decay", type=float, default=0.0)
     ap.add_argument("--feature-noise", type=float, default=0.02)
     ap.add_argument("--hidden", type=int, default=128)
@@ -273,11 +276,25 @@ def main(argv=None):
     pos_te, box_te = fr.positions[te], fr.box[te]
     cg = coarse_grain(pos_te, box_te, top, mp, seed=a.seed)
     layout = cg_layout(top, mp)
+    if a.hbond_cutoff is not None:
+        from multiscale.backmap import hbond
+
+        hbond.PAIR_CUTOFF = a.hbond_cutoff
+    import os
+
+    if os.environ.get("HB_KEEP14"):
+        from multiscale.backmap import hbond
+
+        hbond.KEEP_14 = os.environ["HB_KEEP14"] == "1"
+    if os.environ.get("HB_RESTORE"):
+        from multiscale.backmap import hbond
+
+        hbond.RESTORE_STEPS = int(os.environ["HB_RESTORE"])
     gens, t_bm, reps_all = [], [], []
     for k in range(a.draws):
         t0 = time.perf_counter()
         aa, reps = backmap(model, top, cg.positions, cg.box, seed=a.seed + 1000 + k, candidates=a.candidates,
-                           select_eps=a.select_eps)
+                           select_eps=a.select_eps, hbond_network=not a.no_hbond_network, hbond_eps=a.hbond_eps)
         t_bm.append(time.perf_counter() - t0)
         gens.append(aa)
         reps_all += reps

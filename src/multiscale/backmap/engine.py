@@ -61,7 +61,7 @@ __all__ = ["BackmapModel", "MoltypeModel", "train", "backmap", "check_device", "
 def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, device: str = "cpu",
             max_retries: int = 5, wrap: bool = False, temperature: float = 1.0, clash_inter: float = 0.08,
             clash_intra: float = 0.10, candidates: int | None = None, hbond_eps: float | None = None, select_eps: float = 0.0,
-            threads: int | None = None, log=None, layout=None):
+            hbond_network: bool = True, threads: int | None = None, log=None, layout=None):
     """Backmap CG frames to atoms.
 
     cg_positions: (B, 3) or (F, B, 3) nm, beads in :func:`multiscale.coarse_grain.cg_layout`
@@ -80,6 +80,9 @@ def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, 
     n_contacts = O/N of neighbours within 0.32 nm of the hydroxyl-type O/N; e.g. 3 with
     candidates=6-12): more hydrogen bonds at once (octanol: 0.23 -> 0.33-0.40 per molecule,
     reference 0.83) for ~2-4x the time; 0 (default) = off.
+    hbond_network: pull neighbouring donor/acceptor pairs towards hydrogen-bond geometry inside
+    the CG constraint (:func:`.steps.hbond_network`, :mod:`.hbond`); False: the placement of
+    earlier versions.
     layout: the CG layout (default :func:`multiscale.coarse_grain.cg_layout` of the model's mapping).
     Each frame runs :data:`STEPS` (:mod:`.steps`) over one :class:`~.frame.FrameState`.
     """
@@ -88,7 +91,7 @@ def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, 
     cg, boxes = _frames_and_boxes(cg_positions, box)
     layout = _checked_layout(model, topology, cg.shape[1], layout)
     opts = BackmapOptions(seed, max_retries, wrap, temperature, clash_inter, clash_intra, candidates, hbond_eps,
-                          select_eps)
+                          select_eps, hbond_network)
     dev = check_device(device)
     for m in model.moltypes.values():
         m.density.to(dev)

@@ -10,9 +10,11 @@ In order (:data:`STEPS`):
    offending molecules turned about their beads (1-2 beads) or take their next candidate;
 5. :func:`stereo_repair` -- remaining wrong centres inverted, wrong double bonds flipped; solutes
    written into ``state.positions``;
-6. :func:`solvent` -- water beads become 4 waters from the bank, away from solutes and ions;
-7. :func:`polar_h` -- rotatable polar hydrogens turned towards acceptors, re-projected;
-8. :func:`final_certificate` -- CG deviation, system-wide clash search, undo of clashing
+6. :func:`hbond_network` -- donor/acceptor pairs of neighbouring solute molecules pulled
+   towards hydrogen-bond geometry inside the CG constraint (:mod:`.hbond`), re-projected;
+7. :func:`solvent` -- water beads become 4 waters from the bank, away from solutes and ions;
+8. :func:`polar_h` -- rotatable polar hydrogens turned towards acceptors, re-projected;
+9. :func:`final_certificate` -- CG deviation, system-wide clash search, undo of clashing
    hydrogen turns, re-placement of clashing waters, final counts in the report.
 
 Seeds: every stochastic step derives its own from (seed, frame, step constant, block).
@@ -26,8 +28,8 @@ import numpy as np
 from .common import derive_seed
 from .frame import BackmapContext, FrameState
 
-__all__ = ["STEPS", "draw", "place_ions", "select_environment", "resolve_clashes", "stereo_repair", "solvent",
-           "polar_h", "final_certificate", "check_solutes", "ion_water_dist", "ion_water_shell"]
+__all__ = ["STEPS", "draw", "place_ions", "select_environment", "resolve_clashes", "stereo_repair", "hbond_network",
+           "solvent", "polar_h", "final_certificate", "check_solutes", "ion_water_dist", "ion_water_shell"]
 
 #: Rounds of re-placing water beads that still clash after the bank's own placement (each
 #: round costs one system-wide clash search).
@@ -310,7 +312,66 @@ def stereo_repair(state: FrameState, ctx: BackmapContext) -> FrameState:
     return state
 
 
-# ============================================================================ 6. solvent
+# ============================================================================ 6. H-bond network
+def hbond_network(state: FrameState, ctx: BackmapContext) -> FrameState:
+    """Pull assigned donor/acceptor pairs of neighbouring solute molecules towards hydrogen-bond
+    geometry, every bead exact (:func:`.hbond.network_relax`); molecules that then have wrong
+    stereo, an intramolecular clash or a clash the frame did not have before keep their previous
+    conformation.  Off with ``hbond_network=False``; no-op without rotatable polar hydrogens."""
+    from .hbond import network_relax
+
+    sols = state.solutes
+    if not ctx.opts.hbond_network or not any(s.mm.rotors for s in sols):
+        return state
+    before = [s.x.copy() for s in sols]
+    bad_before = [b.copy() for b in state.bad]
+    new, h_pairs = network_relax(sols, state.box)
+    for s, x in zip(sols, new):
+        s.x = x
+    if len(h_pairs):
+        check_solutes(state, ctx)
+    back = 0
+    for k, s in enumerate(sols):
+        wc, wb = s.mm.stereo.wrong(s.x)
+        worse = (state.bad[k] & ~bad_before[k]) | wc.any(1) | wb.any(1) | s.mm.intra_clash(s.x, _bounds(ctx.opts)[1])
+        idx = np.flatnonzero(worse & np.any(s.x != before[k], axis=(1, 2)))
+        s.x[idx] = before[k][idx]
+        back += len(idx)
+    if back:
+        check_solutes(state, ctx)
+    state.report.hbond_pairs = len(h_pairs)
+    state.report.hbond_pairs_undone = back
+    for s in sols:
+        blk = ctx.layout[s.bi]
+        state.positions[blk.aa_block.start:blk.aa_block.stop] = s.x.reshape(-1, 3)
+    state.hbond_keep = _made_hbonds(state, ctx) if len(h_pairs) else None
+    return state
+
+
+def _made_hbonds(state: FrameState, ctx: BackmapContext):
+    """(N,) bool over the AA atoms: the rotatable polar hydrogens of the solutes that make a
+    hydrogen bond to another solute molecule (:func:`polar_h` keeps their orientation)."""
+    from .place import hbond_counts
+    from .system import system_arrays
+
+    arr = system_arrays(ctx.topology, ctx.model)
+    nb = ctx.topology.n_atoms
+    hs, ds = [], []
+    for s in state.solutes:  # every rotor hydrogen and its donor atom
+        base = ctx.layout[s.bi].aa_block.start + np.arange(len(s.x)) * s.mm.n_atoms
+        for r in s.mm.rotors:
+            for hh in r["hs"]:
+                hs.append(base + hh)
+                ds.append(base + r["a"])
+    h, d = np.concatenate(hs), np.concatenate(ds)
+    acc = arr["acc"] & ~arr["is_w"]
+    made = hbond_counts(state.positions, state.box, h, d, arr["mol"], acc) > 0
+    keep = np.zeros(nb, bool)
+    keep[h[made]] = True
+    return keep
+
+
+# ============================================================================ 7. solvent
 def _bank_place(ctx: BackmapContext, beads, box, seed, others, others_min_dist, **kw):
     """WaterBank.place with ``others_min_dist`` (per others atom, nm) where the bank takes it."""
     bank = ctx.model.water_bank
@@ -389,7 +450,7 @@ def solvent(state: FrameState, ctx: BackmapContext) -> FrameState:
     return state
 
 
-# ============================================================================ 7. polar H
+# ============================================================================ 8. polar H
 def polar_h(state: FrameState, ctx: BackmapContext) -> FrameState:
     """Turn rotatable polar hydrogens towards acceptors of the complete environment, then
     re-project the molecules whose hydrogens turned (keeps ``state.x_pre`` for the undo)."""
@@ -403,7 +464,8 @@ def polar_h(state: FrameState, ctx: BackmapContext) -> FrameState:
         return state
     state.x_pre = state.positions.copy()
     rng = np.random.default_rng(derive_seed(ctx.opts.seed, state.frame, 3_000_017))
-    xf, moved = orient_frame(state.positions, state.box, ctx.topology, ctx.model, rng, ctx.opts.hbond_eps)
+    xf, moved = orient_frame(state.positions, state.box, ctx.topology, ctx.model, rng, ctx.opts.hbond_eps,
+                             keep=state.hbond_keep)
     state.report.polar_h_reoriented = moved
     for s in state.solutes:
         if s.mm.rotors:
@@ -419,7 +481,7 @@ def polar_h(state: FrameState, ctx: BackmapContext) -> FrameState:
     return state
 
 
-# ============================================================================ 8. certificate
+# ============================================================================ 9. certificate
 def _cg_deviation(state: FrameState) -> float:
     dev_max = 0.0
     for s in state.solutes:
@@ -515,4 +577,5 @@ def final_certificate(state: FrameState, ctx: BackmapContext) -> FrameState:
     return state
 
 
-STEPS = (draw, place_ions, select_environment, resolve_clashes, stereo_repair, solvent, polar_h, final_certificate)
+STEPS = (draw, place_ions, select_environment, resolve_clashes, stereo_repair, hbond_network, solvent, polar_h,
+         final_certificate)

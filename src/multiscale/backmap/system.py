@@ -73,8 +73,10 @@ def system_arrays(topology, model):
     return arrays
 
 
-def orient_frame(x: np.ndarray, box: np.ndarray, topology, model, rng, eps: float | None = None):
-    """Orient the rotatable polar hydrogens of every solute block (see :func:`.place.orient_rotors`)."""
+def orient_frame(x: np.ndarray, box: np.ndarray, topology, model, rng, eps: float | None = None,
+                 keep: np.ndarray | None = None):
+    """Orient the rotatable polar hydrogens of every solute block (see :func:`.place.orient_rotors`;
+    keep: (N,) bool, hydrogens that keep their orientation)."""
     from .place import orient_rotors
 
     arr = system_arrays(topology, model)
@@ -86,7 +88,7 @@ def orient_frame(x: np.ndarray, box: np.ndarray, topology, model, rng, eps: floa
         base = blk.start + np.arange(blk.count) * blk.moltype.n_atoms
         ra = [(base + r["r"], base + r["c"], base + r["a"], base[:, None] + np.asarray(r["hs"])) for r in entry.rotors]
         x, mv = orient_rotors(x, box, ra, arr["mol"], arr["acc"], entry.hbond_eps if eps is None else float(eps), rng,
-                              priors=entry.rotor_priors)
+                              priors=entry.rotor_priors, keep=keep)
         moved += mv
     return x, moved
 

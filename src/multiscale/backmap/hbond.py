@@ -1,0 +1,221 @@
+"""Hydrogen-bond network of the backmapped solutes, recovered inside the CG constraint.
+
+Why: the conformation model places a hydroxyl O inside its bead from the molecule's own CG
+geometry, blind to the neighbours.  On neat (R)-octan-2-ol the nearest intermolecular O...O
+distance after the draw has a median of 0.343 nm (AA liquid 0.284 nm; 31 % vs 80 % of the O
+have a partner within 0.30 nm), so even a perfect hydrogen turn (:func:`.place.orient_rotors`,
+already at its largest calibrated weight) finds only 0.23-0.25 H-bonds per molecule (AA 0.83).
+
+What (:func:`network_relax`, engine step :func:`.steps.hbond_network`):
+
+1. :func:`assign_pairs` -- donor H -> acceptor (O/N of another solute molecule) pairs whose
+   donor-acceptor distance is below ``cutoff`` and whose C-D...A angle lets the H point at the
+   acceptor; greedy by distance in vectorised rounds: every donor H once, every acceptor at
+   most ``max_accept`` times, no two molecules donating to each other (a cyclic dimer is not
+   the liquid's chain motif);
+2. position-based iterations: each assigned pair is pulled towards D...A = :data:`R_DA` and
+   H...A = :data:`R_HA` (both atoms of D...A half-way, the H alone), each molecule's bonds and
+   1-3 distances are restored to their drawn values (Jacobi steps, as in
+   :func:`.place.relax_project`) and the molecule is projected back onto its beads
+   (``x <- x + A (c - M x)``); the last operation is the exact projection, so every bead centre
+   stays where the CG put it (to round-off).
+
+The moves are small (O by ~0.03-0.06 nm) and spread over the molecule by the smoothing
+projection; molecules that end up with wrong stereo, an intramolecular clash or a new
+intermolecular clash are put back (:func:`.steps.hbond_network`).  Deterministic (no random
+choice).  Lengths nm, angles degrees.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["R_DA", "R_HA", "PAIR_CUTOFF", "ITERATIONS", "MAX_ACCEPT", "donor_sites", "assign_pairs", "network_relax"]
+
+#: Target donor...acceptor distance (nm): the first peak of the AA O-O RDF of alcohols (0.27-0.28).
+R_DA = 0.275
+#: Target H...acceptor distance (nm) (AA alcohols: 0.17-0.20).
+R_HA = 0.185
+#: Pairs farther apart than this (D...A, nm) after the draw are not pulled together.
+PAIR_CUTOFF = 0.45
+#: Position-based iterations (pull, restore bonds and 1-3 distances, project).
+ITERATIONS = 24
+#: Hydrogen bonds one acceptor atom may take.
+MAX_ACCEPT = 2
+#: C-D...A angle window (degrees) in which the H (C-D-H ~108 deg) can point at the acceptor.
+ANGLE_WINDOW = (70.0, 165.0)
+#: Fraction of each pair's distance error corrected per iteration.
+PULL = 0.5
+#: Also restore the heavy-atom 1-4 distances (keeps the heavy torsions where the model drew them).
+KEEP_14 = True
+#: Distance-restoring Jacobi steps per iteration.
+RESTORE_STEPS = 1
+
+
+def heavy_14_pairs(n_atoms: int, bonds, elements) -> np.ndarray:
+    """(P, 2) heavy-atom pairs three bonds apart (the ends of every heavy torsion a-b-c-d)."""
+    heavy = np.asarray(elements) != "H"
+    adj = [set() for _ in range(n_atoms)]
+    for i, j in np.asarray(bonds, int).reshape(-1, 2):
+        adj[i].add(int(j))
+        adj[j].add(int(i))
+    out = set()
+    for b in range(n_atoms):
+        for c in adj[b]:
+            for a in adj[b] - {c}:
+                for d in adj[c] - {b, a}:
+                    if heavy[a] and heavy[d] and a not in adj[d]:
+                        out.add((min(a, d), max(a, d)))
+    return np.array(sorted(out), np.int64).reshape(-1, 2)
+
+
+def donor_sites(sols) -> dict:
+    """Indices into the concatenated solute atoms (``np.concatenate([s.x.reshape(-1, 3)])``):
+    ``h``, ``d``, ``c`` (k,) -- each rotatable polar H, its donor atom and the donor's heavy
+    neighbour; ``acc`` (a,) every O/N atom; ``mol`` (N,) molecule id per atom."""
+    h, d, c, acc, mol = [], [], [], [], []
+    atom0 = mol0 = 0
+    for s in sols:
+        m, n = s.x.shape[0], s.x.shape[1]
+        base = atom0 + np.arange(m) * n
+        for r in s.mm.rotors:
+            for hh in r["hs"]:
+                h.append(base + hh)
+                d.append(base + r["a"])
+                c.append(base + r["c"])
+        el = np.asarray(s.mm.elements)
+        pol = np.flatnonzero(np.isin(el, ["O", "N"]))
+        acc.append((base[:, None] + pol).ravel())
+        mol.append(np.repeat(mol0 + np.arange(m), n))
+        atom0 += m * n
+        mol0 += m
+    cat = lambda v: np.concatenate(v).astype(np.int64) if v else np.zeros(0, np.int64)  # noqa: E731
+    return {"h": cat(h), "d": cat(d), "c": cat(c), "acc": cat(acc), "mol": cat(mol)}
+
+
+def _candidates(x, box, sites, cutoff):
+    """All (donor H k, acceptor a, D...A distance) with D...A < cutoff, other molecule, angle ok."""
+    from ..geometry import minimum_image
+    from ..neighbours import PeriodicTree
+
+    h, d, c, acc, mol = (sites[k] for k in ("h", "d", "c", "acc", "mol"))
+    if not len(h) or not len(acc):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    hits = PeriodicTree(x[acc], box, cutoff).query_ball_point(x[d], cutoff)
+    k = np.repeat(np.arange(len(h)), [len(v) for v in hits])
+    a = np.concatenate([np.asarray(v, np.int64) for v in hits]) if len(k) else np.zeros(0, np.int64)
+    keep = mol[acc[a]] != mol[d[k]]
+    k, a = k[keep], a[keep]
+    v = minimum_image(x[acc[a]] - x[d[k]], box)
+    u = minimum_image(x[c[k]] - x[d[k]], box)
+    r = np.linalg.norm(v, axis=-1)
+    cos = (u * v).sum(-1) / (np.linalg.norm(u, axis=-1) * r + 1e-12)
+    ang = np.degrees(np.arccos(np.clip(cos, -1, 1)))
+    ok = (ang > ANGLE_WINDOW[0]) & (ang < ANGLE_WINDOW[1])
+    return k[ok], a[ok], r[ok]
+
+
+def assign_pairs(x: np.ndarray, box: np.ndarray, sites: dict, cutoff: float = PAIR_CUTOFF,
+                 max_accept: int = MAX_ACCEPT, rounds: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """Donor-acceptor pairs to pull together: (k (p,) index into ``sites['h']``, a (p,) index into
+    ``sites['acc']``).  Rounds: every free donor H proposes its nearest allowed acceptor, every
+    acceptor takes its closest proposals up to its remaining capacity; a pair is not allowed
+    when its donor atom already donates to that acceptor's molecule or that molecule already
+    donates to the donor's molecule.  x (N, 3) nm, box (3,) or (3, 3) nm."""
+    k, a, r = _candidates(np.asarray(x, np.float64), box, sites, cutoff)
+    mol, d, acc = sites["mol"], sites["d"], sites["acc"]
+    M = int(mol.max()) + 1 if len(mol) else 1
+    o = np.lexsort((r, k))
+    k, a, r = k[o], a[o], r[o]
+    md, ma = mol[d[k]], mol[acc[a]]
+    cap = np.full(len(acc), int(max_accept))
+    free = np.ones(len(sites["h"]), bool)
+    taken_k, taken_a = [], []
+    links = np.zeros(0, np.int64)  # accepted (donor molecule, acceptor molecule) as md * M + ma
+    for _ in range(rounds):
+        ok = free[k] & (cap[a] > 0) & ~np.isin(ma * M + md, links) & ~np.isin(md * M + ma, links)
+        if not ok.any():
+            break
+        ki, ai, ri = k[ok], a[ok], r[ok]
+        first = np.unique(ki, return_index=True)[1]  # nearest allowed acceptor per free donor H
+        ki, ai, ri = ki[first], ai[first], ri[first]
+        o = np.lexsort((ri, ai))
+        ki, ai = ki[o], ai[o]
+        start = np.searchsorted(ai, ai, side="left")
+        rank = np.arange(len(ai)) - start
+        acc_ok = rank < cap[ai]
+        ki, ai = ki[acc_ok], ai[acc_ok]
+        key_f, key_r = mol[d[ki]] * M + mol[acc[ai]], mol[acc[ai]] * M + mol[d[ki]]
+        u, first = np.unique(np.minimum(key_f, key_r), return_index=True)  # one direction per molecule pair
+        ki, ai, key_f = ki[first], ai[first], key_f[first]
+        free[ki] = False
+        np.subtract.at(cap, ai, 1)
+        links = np.concatenate([links, key_f])
+        taken_k.append(ki)
+        taken_a.append(ai)
+    if not taken_k:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(taken_k), np.concatenate(taken_a)
+
+
+def _restore(x: np.ndarray, pairs: np.ndarray, r0: np.ndarray, inv_cnt: np.ndarray, stiffness: float) -> np.ndarray:
+    """One Jacobi step restoring the distances of ``pairs`` (P, 2) to r0 (m, P); x (m, n, 3)."""
+    dv = x[:, pairs[:, 1]] - x[:, pairs[:, 0]]
+    r = np.linalg.norm(dv, axis=-1, keepdims=True).clip(1e-9)
+    corr = 0.5 * stiffness * (1.0 - r0[..., None] / r) * dv
+    dx = np.zeros_like(x)
+    np.add.at(dx, (slice(None), pairs[:, 0]), corr * inv_cnt[pairs[:, 0], None])
+    np.add.at(dx, (slice(None), pairs[:, 1]), -corr * inv_cnt[pairs[:, 1], None])
+    return x + dx
+
+
+def _pull(X: np.ndarray, box, i: np.ndarray, j: np.ndarray, target: float, both: bool) -> None:
+    """Move atoms i towards j (and j towards i when ``both``) so |x_j - x_i| -> target (in place)."""
+    from ..geometry import minimum_image
+
+    v = minimum_image(X[j] - X[i], box)
+    r = np.linalg.norm(v, axis=-1, keepdims=True).clip(1e-9)
+    step = PULL * (r - target) * v / r
+    if both:
+        np.add.at(X, i, 0.5 * step)
+        np.subtract.at(X, j, 0.5 * step)
+    else:
+        np.add.at(X, i, step)
+
+
+def network_relax(sols, box: np.ndarray, cutoff: float | None = None, iterations: int | None = None,
+                  stiffness: float = 1.8) -> tuple[list[np.ndarray], np.ndarray]:
+    """New conformations (one (m, n, 3) array per solute block of ``sols``, each CG-exact) with
+    the assigned hydrogen-bond pairs pulled together, and the pairs' donor hydrogens (p,)
+    (indices into the concatenated solute atoms).  ``sols``: objects
+    with ``x`` (m, n, 3) nm (whole molecules, unwrapped), ``beads`` (m, nb, 3) and ``mm`` (the
+    moltype model: rotors, elements, matrix, operator, local_pairs).  box (3,) or (3, 3) nm."""
+    cutoff = PAIR_CUTOFF if cutoff is None else cutoff
+    iterations = ITERATIONS if iterations is None else iterations
+    sites = donor_sites(sols)
+    X = np.concatenate([s.x.reshape(-1, 3) for s in sols]).astype(np.float64) if sols else np.zeros((0, 3))
+    k, a = assign_pairs(X, box, sites, cutoff)
+    xs = [np.array(s.x, np.float64, copy=True) for s in sols]
+    if not len(k):
+        return xs, np.zeros(0, np.int64)
+    hd, dd, aa = sites["h"][k], sites["d"][k], sites["acc"][a]
+    sl = np.cumsum([0] + [x.size // 3 for x in xs])
+    ops = []
+    for s, x in zip(sols, xs):
+        p = np.asarray(s.mm.local_pairs, np.int64).reshape(-1, 2)
+        if KEEP_14:
+            p = np.concatenate([p, heavy_14_pairs(x.shape[1], s.mm.bonds, s.mm.elements)])
+        cnt = np.bincount(p.ravel(), minlength=x.shape[1]).clip(1)
+        r0 = np.linalg.norm(x[:, p[:, 1]] - x[:, p[:, 0]], axis=-1)
+        ops.append((p, r0, 1.0 / cnt, np.asarray(s.mm.matrix, np.float64), np.asarray(s.mm.operator, np.float64),
+                    np.asarray(s.beads, np.float64)))
+    for _ in range(iterations):
+        X = np.concatenate([x.reshape(-1, 3) for x in xs])
+        _pull(X, box, dd, aa, R_DA, both=True)
+        _pull(X, box, hd, aa, R_HA, both=False)
+        for b, (p, r0, inv, M, A, c) in enumerate(ops):
+            x = X[sl[b]:sl[b + 1]].reshape(xs[b].shape)
+            for _ in range(RESTORE_STEPS if len(p) else 0):
+                x = _restore(x, p, r0, inv, stiffness)
+            xs[b] = x + np.einsum("ab,mbk->mak", A, c - np.einsum("ba,mak->mbk", M, x))
+    return xs, hd
