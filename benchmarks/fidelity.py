@@ -220,7 +220,8 @@ def main(argv=None):
     ap.add_argument("--model", default=None, help="save the trained model here")
     ap.add_argument("--load", default=None, help="use this trained model instead of training")
     ap.add_argument("--env-cutoff", type=float, default=None, help="neighbour-count conditioning (nm)")
-    ap.add_argument("--select-eps", type=float, default=0.0, help="environment-aware candidate selection weight")
+    ap.add_argument("--select-eps", type=float, default=None, help="environment-aware candidate selection weight "
+                    "(default: the engine's)")
     ap.add_argument("--candidates", type=int, default=None, help="default: the engine's (1 for 1-2 beads, 2 otherwise)")
     ap.add_argument("--no-hbond-network", action="store_true", help="backmap without the hydrogen-bond network step")
     ap.add_argument("--hbond-eps", type=float, default=None, help="override the model's hydrogen-bond weight (kT)")

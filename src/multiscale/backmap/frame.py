@@ -49,7 +49,7 @@ class BackmapOptions:
     clash_intra: float = 0.10
     candidates: int | None = None
     hbond_eps: float | None = None
-    select_eps: float = 0.0
+    select_eps: float | None = None
     hbond_network: bool = True
 
 

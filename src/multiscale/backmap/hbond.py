@@ -30,14 +30,19 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["R_DA", "R_HA", "PAIR_CUTOFF", "ITERATIONS", "MAX_ACCEPT", "donor_sites", "assign_pairs", "network_relax"]
+__all__ = ["R_DA", "R_HA", "PAIR_CUTOFF", "ITERATIONS", "MAX_ACCEPT", "SELECT_EPS", "CANDIDATES", "donor_sites",
+           "assign_pairs", "network_relax", "heavy_14_pairs"]
 
 #: Target donor...acceptor distance (nm): the first peak of the AA O-O RDF of alcohols (0.27-0.28).
 R_DA = 0.275
 #: Target H...acceptor distance (nm) (AA alcohols: 0.17-0.20).
 R_HA = 0.185
+#: Environment-aware candidate choice (:func:`.solute.environment_select`) used by default before the
+#: pull for molecules with rotatable polar hydrogens: weight per O/N contact (kT) and candidates per molecule.
+SELECT_EPS = 3.0
+CANDIDATES = 8
 #: Pairs farther apart than this (D...A, nm) after the draw are not pulled together.
-PAIR_CUTOFF = 0.45
+PAIR_CUTOFF = 0.36
 #: Position-based iterations (pull, restore bonds and 1-3 distances, project).
 ITERATIONS = 24
 #: Hydrogen bonds one acceptor atom may take.
@@ -46,10 +51,10 @@ MAX_ACCEPT = 2
 ANGLE_WINDOW = (70.0, 165.0)
 #: Fraction of each pair's distance error corrected per iteration.
 PULL = 0.5
-#: Also restore the heavy-atom 1-4 distances (keeps the heavy torsions where the model drew them).
+#: Also restore the heavy-atom 1-4 distances (keeps the heavy torsions near where the model drew them).
 KEEP_14 = True
 #: Distance-restoring Jacobi steps per iteration.
-RESTORE_STEPS = 1
+RESTORE_STEPS = 8
 
 
 def heavy_14_pairs(n_atoms: int, bonds, elements) -> np.ndarray:

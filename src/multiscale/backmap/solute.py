@@ -102,11 +102,16 @@ class Solute:
 
 
 
-def default_candidates(mm: MoltypeModel) -> int:
+def default_candidates(mm: MoltypeModel, hbond_network: bool = False) -> int:
     """Conformations drawn up front per molecule: 1 for 1-2 beads (a molecule clashing with a
     neighbour is first turned about its beads, see :data:`SPIN_ROUNDS`), 2 for 3+ beads (the
     second candidate is the cheap alternative; octan-2-ol heavy-torsion JSD max 0.013 with 2
-    vs 0.014 with 1)."""
+    vs 0.014 with 1); with ``hbond_network`` molecules with rotatable polar hydrogens get
+    :data:`.hbond.CANDIDATES` for the environment selection."""
+    if hbond_network and mm.rotors:
+        from .hbond import CANDIDATES
+
+        return CANDIDATES
     return 1 if mm.n_beads <= 2 else 2
 
 

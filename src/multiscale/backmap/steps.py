@@ -5,7 +5,8 @@ In order (:data:`STEPS`):
 1. :func:`draw` -- every solute block's molecules drawn at once (``candidates`` conformations
    each, ranked: right stereo and no intramolecular clash first), CG-exact;
 2. :func:`place_ions` -- every ion atom exactly on its bead (1:1);
-3. :func:`select_environment` -- opt-in (``select_eps``) choice among the candidates by contacts;
+3. :func:`select_environment` -- choice among the candidates by contacts (``select_eps``; on by
+   default for molecules with polar rotors when ``hbond_network`` is on);
 4. :func:`resolve_clashes` -- PBC clash search over solutes (+ ions as fixed obstacles);
    offending molecules turned about their beads (1-2 beads) or take their next candidate;
 5. :func:`stereo_repair` -- remaining wrong centres inverted, wrong double bonds flipped; solutes
@@ -100,7 +101,7 @@ def draw(state: FrameState, ctx: BackmapContext) -> FrameState:
         v = state.report.per_moltype.setdefault(mm.name, _moltype_entry(mm))
         v["molecules"] += blk.count
         sol = Solute(bi, mm, beads, None, env)
-        sol.K = default_candidates(mm) if o.candidates is None else int(o.candidates)
+        sol.K = default_candidates(mm, o.hbond_network) if o.candidates is None else int(o.candidates)
         first = sol.draw(np.arange(blk.count), derive_seed(o.seed, f, 0, bi), ctx.device, o.temperature, sol.K,
                          _bounds(o)[1])
         v["stereo_wrong_initial"] += first[0]
@@ -164,13 +165,16 @@ def _hydrated(state: FrameState, ctx: BackmapContext, bi: int, blk, beads: np.nd
 
 # ============================================================================ 3. environment
 def select_environment(state: FrameState, ctx: BackmapContext) -> FrameState:
-    """Opt-in (``select_eps`` > 0): pick among the candidates by contacts with the neighbours."""
+    """Pick among the candidates by contacts with the neighbours (``select_eps`` > 0; None: the
+    :mod:`.hbond` default when ``hbond_network`` is on, else off)."""
+    from .hbond import SELECT_EPS
     from .solute import environment_select
 
     o = ctx.opts
-    if o.select_eps:
+    eps = (SELECT_EPS if o.hbond_network else 0.0) if o.select_eps is None else float(o.select_eps)
+    if eps:
         rng = np.random.default_rng(derive_seed(o.seed, state.frame, 5_000_011))
-        state.report.environment_selected = environment_select(state.solutes, state.box, rng, o.select_eps)
+        state.report.environment_selected = environment_select(state.solutes, state.box, rng, eps)
     return state
 
 

@@ -231,7 +231,7 @@ def _provenance(provenance, cal, pos, seed, epochs, report, t_all, init) -> list
 
 
 def _calibrate_hbonds(model: BackmapModel, topology, mapping, pos: np.ndarray, box: np.ndarray, seed: int,
-                      names: list[str], n_frames: int = 3, grid=(0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0),
+                      names: list[str], n_frames: int = 3, grid=(0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0),
                       layout=None) -> dict:
     """Choose the hydrogen-bond weight (kT per bond) of the polar-hydrogen orientation step so
     that backmapped training frames donate as many hydrogen bonds as the AA frames did."""
