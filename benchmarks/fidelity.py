@@ -283,14 +283,13 @@ def main(argv=None):
         hbond.PAIR_CUTOFF = a.hbond_cutoff
     import os
 
-    if os.environ.get("HB_KEEP14"):
-        from multiscale.backmap import hbond
+    from multiscale.backmap import hbond
 
-        hbond.KEEP_14 = os.environ["HB_KEEP14"] == "1"
-    if os.environ.get("HB_RESTORE"):
-        from multiscale.backmap import hbond
-
-        hbond.RESTORE_STEPS = int(os.environ["HB_RESTORE"])
+    for key in ("KEEP_14", "RESTORE_STEPS", "ITERATIONS", "MAX_ACCEPT", "PULL_H"):  # experiments: HB_MAX_ACCEPT=2
+        v = os.environ.get(f"HB_{key}")
+        if v:
+            cur = getattr(hbond, key)
+            setattr(hbond, key, v == "1" if isinstance(cur, bool) else type(cur)(v))
     gens, t_bm, reps_all = [], [], []
     for k in range(a.draws):
         t0 = time.perf_counter()

@@ -55,32 +55,45 @@ def sh(cmd, cwd, stdin=None):
 
 
 class Observables:
-    """Hydroxyl H-bonds, O...O contacts per molecule of the solute molecules of a topology."""
+    """Per solute molecule: hydroxyl H-bonds to other solute molecules and O...O contacts; per
+    frame: solute-water H-bonds (either direction) when the system has water."""
 
     def __init__(self, top):
-        el = top.per_atom("elements") if hasattr(top, "per_atom") else None
-        el = np.asarray(el if el is not None else np.concatenate([b.moltype.elements * b.count for b in top.blocks]))
+        el = np.asarray(top.per_atom("elements"))
         self.mol = np.concatenate([np.repeat(np.arange(b.count) + sum(c.count for c in top.blocks[:i]), b.moltype.n_atoms)
                                    for i, b in enumerate(top.blocks)])
+        water = np.concatenate([np.full(b.count * b.moltype.n_atoms, b.moltype.is_water) for b in top.blocks])
         bonds = np.concatenate([b.start + (np.arange(b.count) * b.moltype.n_atoms)[:, None, None] + np.asarray(b.moltype.bonds)
-                                for b in top.blocks]).reshape(-1, 2)
-        self.o = np.flatnonzero(el == "O")
+                                for b in top.blocks if len(b.moltype.bonds)]).reshape(-1, 2)
         pol = np.isin(el[bonds], ["O", "N"]) & (el[bonds[:, ::-1]] == "H")
-        self.h = np.concatenate([bonds[pol[:, 0], 1], bonds[pol[:, 1], 0]])  # pol[:, 0]: bond = (O/N, H)
-        self.d = np.concatenate([bonds[pol[:, 0], 0], bonds[pol[:, 1], 1]])
-        self.acc = np.isin(el, ["O", "N"])
-        self.n_mol = int(self.mol.max()) + 1
+        h = np.concatenate([bonds[pol[:, 0], 1], bonds[pol[:, 1], 0]])  # pol[:, 0]: bond = (O/N, H)
+        d = np.concatenate([bonds[pol[:, 0], 0], bonds[pol[:, 1], 1]])
+        if water.any():  # rigid water models may list no O-H bonds: every water H, donor = its O
+            wh = np.flatnonzero(water & (el == "H"))
+            wo = np.flatnonzero(water & (el == "O"))
+            h, d = np.concatenate([h[~water[h]], wh]), np.concatenate([d[~water[h]], wo[np.searchsorted(self.mol[wo], self.mol[wh])]])
+        self.sol_h, self.sol_d = h[~water[h]], d[~water[h]]
+        self.w_h, self.w_d = h[water[h]], d[water[h]]
+        polar = np.isin(el, ["O", "N"])
+        self.acc_sol, self.acc_w = polar & ~water, polar & water
+        self.o = np.flatnonzero(self.acc_sol)
+        self.n_mol = int(len(np.unique(self.mol[~water])))
+        self.has_water = bool(water.any())
 
-    def __call__(self, x, box) -> tuple[float, float]:
+    def __call__(self, x, box) -> tuple[float, float, float]:
         from scipy.spatial import cKDTree
 
         x = np.asarray(x, np.float64)
         box = np.asarray(box, np.float64)
-        hb = count_hbonds(x, box, self.h, self.d, self.mol, self.acc) / self.n_mol
+        hb = count_hbonds(x, box, self.sol_h, self.sol_d, self.mol, self.acc_sol) / self.n_mol
+        sw = 0.0
+        if self.has_water:
+            sw = float(count_hbonds(x, box, self.sol_h, self.sol_d, self.mol, self.acc_w)
+                       + count_hbonds(x, box, self.w_h, self.w_d, self.mol, self.acc_sol))
         o = np.mod(x[self.o], box)
         pairs = cKDTree(o, boxsize=box).query_pairs(0.32, output_type="ndarray")
         inter = self.mol[self.o[pairs[:, 0]]] != self.mol[self.o[pairs[:, 1]]] if len(pairs) else np.zeros(0, bool)
-        return float(hb), float(2 * inter.sum() / self.n_mol)
+        return float(hb), float(2 * inter.sum() / self.n_mol), sw
 
 
 def potential(edr: Path, work: Path) -> np.ndarray:
@@ -120,7 +133,7 @@ def relax_chain(gro: Path, top_path: Path, top, work: Path, obs: Observables, a)
     render("aa_em", work / "em.mdp", define="-DPOSRES", emtol=1000.0, nsteps=2000)
     run("em", "em.mdp", "bm.gro")
     em = read_frames(work / "em.gro")
-    out = {"em": dict(zip(("hbonds", "contacts"), obs(em.positions[0], em.box[0])))}
+    out = {"em": dict(zip(("hbonds", "contacts", "solute_water"), obs(em.positions[0], em.box[0])))}
     out["em"]["potential"] = float(potential(work / "em.edr", work)[-1, 1] / n)
     kw = dict(ref_t=300, tau_t=0.1, gen_seed=2025, nstlog=5000)
     render("aa_nvt", work / "nvt.mdp", define="-DPOSRES", dt=0.001, nsteps=int(round(a.eq_ps / 0.001)),
@@ -141,8 +154,9 @@ def relax_chain(gro: Path, top_path: Path, top, work: Path, obs: Observables, a)
         for f in range(fr.n_frames):
             t = float(fr.times[f])
             e = float(np.interp(t, pot[:, 0], pot[:, 1]) / n)
-            hb, cc = obs(fr.positions[f], fr.box[f])
-            curves.append({"stage": stage, "t_ps": round(t0 + t, 3), "hbonds": hb, "contacts": cc, "potential": e})
+            hb, cc, sw = obs(fr.positions[f], fr.box[f])
+            curves.append({"stage": stage, "t_ps": round(t0 + t, 3), "hbonds": hb, "contacts": cc, "solute_water": sw,
+                           "potential": e})
     return {**out, "curves": curves}
 
 
@@ -160,7 +174,7 @@ def reach(curves: list, key: str, target: float, tol: float) -> float | None:
 
 def aa_reference(d: Path, fr, te, obs: Observables, work: Path) -> dict:
     vals = np.array([obs(fr.positions[f], fr.box[f]) for f in te])
-    ref = {"hbonds": float(vals[:, 0].mean()), "contacts": float(vals[:, 1].mean())}
+    ref = {"hbonds": float(vals[:, 0].mean()), "contacts": float(vals[:, 1].mean()), "solute_water": float(vals[:, 2].mean())}
     if (d / "md.edr").exists():
         pot = potential(d / "md.edr", work)
         t_lo = float(fr.times[te[0]])
@@ -180,6 +194,7 @@ def backmapped(model, top, mp, fr, te, seeds, obs, **kw):
         vals += [obs(aa[k], cg.box[k]) for k in range(len(te))]
     v = np.array(vals)
     return {"hbonds": float(v[:, 0].mean()), "hbonds_sd": float(v[:, 0].std()), "contacts": float(v[:, 1].mean()),
+            "solute_water": float(v[:, 2].mean()),
             "ms_per_molecule": 1e3 * t / (seeds * len(te) * obs.n_mol),
             "max_cg_deviation_nm": max(r.max_cg_deviation_nm for r in reps),
             "clash_pairs_final": sum(r.inter_clash_pairs_final + r.intra_clash_pairs_final for r in reps)}, first, cg.box[0]
@@ -201,6 +216,15 @@ def main(argv=None):
     ap.add_argument("--no-md", action="store_true", help="only the numbers right after the backmap")
     ap.add_argument("--json", default=None)
     a = ap.parse_args(argv)
+    import os
+
+    from multiscale.backmap import hbond
+
+    for key in ("PULL_H", "KEEP_MADE", "MAX_ACCEPT", "PAIR_CUTOFF", "ITERATIONS", "RESTORE_STEPS"):  # experiments: HB_PULL_H=0
+        v = os.environ.get(f"HB_{key}")
+        if v:
+            cur = getattr(hbond, key)
+            setattr(hbond, key, v == "1" if isinstance(cur, bool) else type(cur)(v))
     d = Path(a.data)
     top, mp = load_topology(d / "aa.top"), load_mapping(a.map)
     fr = read_frames(d / "start.gro", d / "md.xtc", expected_atoms=top.n_atoms)
@@ -226,12 +250,14 @@ def main(argv=None):
     ref = res["aa"]
     print(f"{d}: {obs.n_mol} molecules; hydroxyl H-bonds per molecule (H...O < 0.25 nm, O-H...O > 120 deg)")
     print(f"  AA liquid (held-out frames)      {ref['hbonds']:.3f}   O...O contacts < 0.32 nm/mol {ref['contacts']:.2f}"
-          + (f"   potential {ref['potential']:.1f} kJ/mol/mol" if "potential" in ref else ""))
+          + (f"   potential {ref['potential']:.1f} kJ/mol/mol" if "potential" in ref else "")
+          + (f"   solute-water H-bonds/frame {ref['solute_water']:.1f}" if obs.has_water else ""))
     for k in ("before", "after"):
         r = res[k]
         print(f"  backmap {k:<6s} (eps {res['hbond_eps'][k] if k == 'after' else eps0})  {r['hbonds']:.3f} +- {r['hbonds_sd']:.3f}"
               f"   contacts {r['contacts']:.2f}   {r['ms_per_molecule']:.2f} ms/molecule, max CG dev "
-              f"{r['max_cg_deviation_nm']:.1e} nm, clash pairs {r['clash_pairs_final']}")
+              f"{r['max_cg_deviation_nm']:.1e} nm, clash pairs {r['clash_pairs_final']}"
+              + (f", solute-water H-bonds/frame {r['solute_water']:.1f}" if obs.has_water else ""))
     if not a.no_md:
         names, resnames, resids = top.per_atom("atom_names"), top.per_atom("resnames"), top.resids()
         for k, x in (("before", x_before), ("after", x_after)):
@@ -240,13 +266,15 @@ def main(argv=None):
             r = relax_chain(work / f"{k}.gro", d / "aa.top", top, work / k, obs, a)
             r["md_seconds"] = round(time.perf_counter() - t0, 1)
             r["reached_ps"] = {key: reach(r["curves"], key, ref[key], a.tol_energy if key == "potential" else a.tol * ref[key])
-                               for key in ("hbonds", "contacts", "potential") if key in ref}
+                               for key in ("hbonds", "contacts", "potential", "solute_water") if key in ref
+                               and (key != "solute_water" or obs.has_water)}
             res[f"md_{k}"] = r
             print(f"\n  {k}: after restrained EM: H-bonds {r['em']['hbonds']:.3f}, contacts {r['em']['contacts']:.2f}, "
                   f"potential {r['em']['potential']:.1f} kJ/mol/mol; MD {r['md_seconds']} s")
-            print(f"    {'t/ps':>6s} {'stage':>5s} {'H-bonds':>8s} {'contacts':>8s} {'E_pot/mol':>10s}")
+            print(f"    {'t/ps':>6s} {'stage':>5s} {'H-bonds':>8s} {'contacts':>8s} {'E_pot/mol':>10s} {'sol-wat':>7s}")
             for c in r["curves"][:: max(1, len(r["curves"]) // 24)]:
-                print(f"    {c['t_ps']:6.1f} {c['stage']:>5s} {c['hbonds']:8.3f} {c['contacts']:8.2f} {c['potential']:10.1f}")
+                print(f"    {c['t_ps']:6.1f} {c['stage']:>5s} {c['hbonds']:8.3f} {c['contacts']:8.2f} {c['potential']:10.1f} "
+                      f"{c['solute_water']:7.1f}")
             print(f"    within tolerance of AA from (ps; NVT first {a.eq_ps} ps, then NPT): {r['reached_ps']}")
     if a.json:
         Path(a.json).write_text(json.dumps(res, indent=1))

@@ -46,11 +46,15 @@ PAIR_CUTOFF = 0.36
 #: Position-based iterations (pull, restore bonds and 1-3 distances, project).
 ITERATIONS = 24
 #: Hydrogen bonds one acceptor atom may take.
-MAX_ACCEPT = 2
+MAX_ACCEPT = 1
 #: C-D...A angle window (degrees) in which the H (C-D-H ~108 deg) can point at the acceptor.
 ANGLE_WINDOW = (70.0, 165.0)
 #: Fraction of each pair's distance error corrected per iteration.
 PULL = 0.5
+#: Pull the donor H towards its acceptor too (else only D...A; :func:`.steps.polar_h` turns the H).
+PULL_H = True
+#: :func:`.steps.polar_h` keeps the orientation of hydrogens that make an H-bond after this step.
+KEEP_MADE = True
 #: Also restore the heavy-atom 1-4 distances (keeps the heavy torsions near where the model drew them).
 KEEP_14 = True
 #: Distance-restoring Jacobi steps per iteration.
@@ -163,15 +167,26 @@ def assign_pairs(x: np.ndarray, box: np.ndarray, sites: dict, cutoff: float = PA
     return np.concatenate(taken_k), np.concatenate(taken_a)
 
 
-def _restore(x: np.ndarray, pairs: np.ndarray, r0: np.ndarray, inv_cnt: np.ndarray, stiffness: float) -> np.ndarray:
-    """One Jacobi step restoring the distances of ``pairs`` (P, 2) to r0 (m, P); x (m, n, 3)."""
-    dv = x[:, pairs[:, 1]] - x[:, pairs[:, 0]]
+def _restore(x: np.ndarray, D: np.ndarray, r0: np.ndarray, W: np.ndarray, stiffness: float) -> np.ndarray:
+    """One Jacobi step restoring pair distances to r0 (m, P); x (m, n, 3); D (P, n): pair
+    difference operator (x_j - x_i); W (n, P): each atom's share of a pair's correction."""
+    dv = D @ x
     r = np.linalg.norm(dv, axis=-1, keepdims=True).clip(1e-9)
     corr = 0.5 * stiffness * (1.0 - r0[..., None] / r) * dv
-    dx = np.zeros_like(x)
-    np.add.at(dx, (slice(None), pairs[:, 0]), corr * inv_cnt[pairs[:, 0], None])
-    np.add.at(dx, (slice(None), pairs[:, 1]), -corr * inv_cnt[pairs[:, 1], None])
-    return x + dx
+    return x + W @ corr
+
+
+def _operators(pairs: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """D (P, n) and W (n, P) of :func:`_restore` (W: +1/count at i, -1/count at j)."""
+    cnt = np.bincount(pairs.ravel(), minlength=n).clip(1)
+    rows = np.arange(len(pairs))
+    D = np.zeros((len(pairs), n))
+    D[rows, pairs[:, 1]] = 1.0
+    D[rows, pairs[:, 0]] = -1.0
+    W = np.zeros((n, len(pairs)))
+    W[pairs[:, 0], rows] = 1.0 / cnt[pairs[:, 0]]
+    W[pairs[:, 1], rows] = -1.0 / cnt[pairs[:, 1]]
+    return D, W
 
 
 def _pull(X: np.ndarray, box, i: np.ndarray, j: np.ndarray, target: float, both: bool) -> None:
@@ -199,28 +214,34 @@ def network_relax(sols, box: np.ndarray, cutoff: float | None = None, iterations
     iterations = ITERATIONS if iterations is None else iterations
     sites = donor_sites(sols)
     X = np.concatenate([s.x.reshape(-1, 3) for s in sols]).astype(np.float64) if sols else np.zeros((0, 3))
-    k, a = assign_pairs(X, box, sites, cutoff)
+    k, a = assign_pairs(X, box, sites, cutoff, MAX_ACCEPT)
     xs = [np.array(s.x, np.float64, copy=True) for s in sols]
     if not len(k):
         return xs, np.zeros(0, np.int64)
     hd, dd, aa = sites["h"][k], sites["d"][k], sites["acc"][a]
+    involved = np.zeros(len(sites["mol"]), bool)
+    involved[np.isin(sites["mol"], sites["mol"][np.concatenate([hd, aa])])] = True
     sl = np.cumsum([0] + [x.size // 3 for x in xs])
     ops = []
-    for s, x in zip(sols, xs):
+    for b, (s, x) in enumerate(zip(sols, xs)):
+        idx = np.flatnonzero(involved[sl[b]:sl[b + 1]].reshape(x.shape[:2]).any(1))  # molecules that move
         p = np.asarray(s.mm.local_pairs, np.int64).reshape(-1, 2)
         if KEEP_14:
             p = np.concatenate([p, heavy_14_pairs(x.shape[1], s.mm.bonds, s.mm.elements)])
-        cnt = np.bincount(p.ravel(), minlength=x.shape[1]).clip(1)
-        r0 = np.linalg.norm(x[:, p[:, 1]] - x[:, p[:, 0]], axis=-1)
-        ops.append((p, r0, 1.0 / cnt, np.asarray(s.mm.matrix, np.float64), np.asarray(s.mm.operator, np.float64),
-                    np.asarray(s.beads, np.float64)))
+        r0 = np.linalg.norm(x[idx][:, p[:, 1]] - x[idx][:, p[:, 0]], axis=-1)
+        ops.append((idx, *_operators(p, x.shape[1]), r0, np.asarray(s.mm.matrix, np.float64),
+                    np.asarray(s.mm.operator, np.float64), np.asarray(s.beads, np.float64)[idx]))
+    X = np.concatenate([x.reshape(-1, 3) for x in xs])
     for _ in range(iterations):
-        X = np.concatenate([x.reshape(-1, 3) for x in xs])
         _pull(X, box, dd, aa, R_DA, both=True)
-        _pull(X, box, hd, aa, R_HA, both=False)
-        for b, (p, r0, inv, M, A, c) in enumerate(ops):
-            x = X[sl[b]:sl[b + 1]].reshape(xs[b].shape)
-            for _ in range(RESTORE_STEPS if len(p) else 0):
-                x = _restore(x, p, r0, inv, stiffness)
-            xs[b] = x + np.einsum("ab,mbk->mak", A, c - np.einsum("ba,mak->mbk", M, x))
-    return xs, hd
+        if PULL_H:
+            _pull(X, box, hd, aa, R_HA, both=False)
+        for b, (idx, D, W, r0, M, A, c) in enumerate(ops):
+            if not len(idx):
+                continue
+            xb = X[sl[b]:sl[b + 1]].reshape(xs[b].shape)
+            x = xb[idx]
+            for _ in range(RESTORE_STEPS if len(D) else 0):
+                x = _restore(x, D, r0, W, stiffness)
+            xb[idx] = x + A @ (c - M @ x)
+    return [X[sl[b]:sl[b + 1]].reshape(x.shape) for b, x in enumerate(xs)], hd

@@ -348,7 +348,9 @@ def hbond_network(state: FrameState, ctx: BackmapContext) -> FrameState:
     for s in sols:
         blk = ctx.layout[s.bi]
         state.positions[blk.aa_block.start:blk.aa_block.stop] = s.x.reshape(-1, 3)
-    state.hbond_keep = _made_hbonds(state, ctx) if len(h_pairs) else None
+    from . import hbond
+
+    state.hbond_keep = _made_hbonds(state, ctx) if len(h_pairs) and hbond.KEEP_MADE else None
     return state
 
 
