@@ -80,7 +80,7 @@ def test_pairs_beyond_the_cutoff_or_behind_the_carbon_are_left_alone():
 
 def test_acceptor_capacity_and_no_mutual_donation():
     """Three alcohols around one acceptor: each H donates once, no A->B and B->A, the centre takes
-    at most two."""
+    at most ``max_accept``."""
     c = np.array([1.5, 1.5, 1.5])
     xs = [_ethanol(c, c + [0, 0, 0.3], np.array([0, 0, 1.0]))]
     for ang in (0.0, 2.1, 4.2):
@@ -88,12 +88,13 @@ def test_acceptor_capacity_and_no_mutual_donation():
         xs.append(_ethanol(o, c, c - o))
     sols = _sols(xs)
     sites = donor_sites(sols)
-    k, a = assign_pairs(sols[0].x.reshape(-1, 3), BOX, sites, cutoff=0.36)
-    dmol, amol = sites["mol"][sites["d"][k]], sites["mol"][sites["acc"][a]]
-    assert len(np.unique(k)) == len(k)
-    assert 1 <= (amol == 0).sum() <= 2
-    pairs = set(zip(dmol.tolist(), amol.tolist()))
-    assert not any((q, p) in pairs for p, q in pairs)
+    for cap in (1, 2):
+        k, a = assign_pairs(sols[0].x.reshape(-1, 3), BOX, sites, cutoff=0.36, max_accept=cap)
+        dmol, amol = sites["mol"][sites["d"][k]], sites["mol"][sites["acc"][a]]
+        assert len(np.unique(k)) == len(k)
+        assert (amol == 0).sum() == cap  # three donors point at the centre: it takes exactly its capacity
+        pairs = set(zip(dmol.tolist(), amol.tolist()))
+        assert not any((q, p) in pairs for p, q in pairs)
 
 
 def test_heavy_14_pairs_of_butanol():

@@ -168,12 +168,13 @@ def assign_pairs(x: np.ndarray, box: np.ndarray, sites: dict, cutoff: float = PA
 
 
 def _restore(x: np.ndarray, D: np.ndarray, r0: np.ndarray, W: np.ndarray, stiffness: float) -> np.ndarray:
-    """One Jacobi step restoring pair distances to r0 (m, P); x (m, n, 3); D (P, n): pair
-    difference operator (x_j - x_i); W (n, P): each atom's share of a pair's correction."""
-    dv = D @ x
-    r = np.linalg.norm(dv, axis=-1, keepdims=True).clip(1e-9)
-    corr = 0.5 * stiffness * (1.0 - r0[..., None] / r) * dv
-    return x + W @ corr
+    """One Jacobi step restoring pair distances to r0 (P, m, 1); x (n, m * 3) (atoms by
+    molecule-coordinates: every operator is one matrix product); D (P, n): pair difference
+    operator (x_j - x_i); W (n, P): each atom's share of a pair's correction."""
+    P = len(D)
+    dv = (D @ x).reshape(P, -1, 3)
+    r = np.sqrt((dv * dv).sum(-1, keepdims=True)).clip(1e-9)
+    return x + W @ (0.5 * stiffness * (1.0 - r0 / r) * dv).reshape(P, -1)
 
 
 def _operators(pairs: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -228,20 +229,23 @@ def network_relax(sols, box: np.ndarray, cutoff: float | None = None, iterations
         p = np.asarray(s.mm.local_pairs, np.int64).reshape(-1, 2)
         if KEEP_14:
             p = np.concatenate([p, heavy_14_pairs(x.shape[1], s.mm.bonds, s.mm.elements)])
-        r0 = np.linalg.norm(x[idx][:, p[:, 1]] - x[idx][:, p[:, 0]], axis=-1)
-        ops.append((idx, *_operators(p, x.shape[1]), r0, np.asarray(s.mm.matrix, np.float64),
-                    np.asarray(s.mm.operator, np.float64), np.asarray(s.beads, np.float64)[idx]))
+        r0 = np.linalg.norm(x[idx][:, p[:, 1]] - x[idx][:, p[:, 0]], axis=-1).T[..., None]  # (P, m, 1)
+        c = np.asarray(s.beads, np.float64)[idx].transpose(1, 0, 2).reshape(len(s.mm.matrix), -1)
+        A = np.asarray(s.mm.operator, np.float64)
+        ops.append((idx, *_operators(p, x.shape[1]), r0, np.asarray(s.mm.matrix, np.float64), A, A @ c))
     X = np.concatenate([x.reshape(-1, 3) for x in xs])
     for _ in range(iterations):
         _pull(X, box, dd, aa, R_DA, both=True)
         if PULL_H:
             _pull(X, box, hd, aa, R_HA, both=False)
-        for b, (idx, D, W, r0, M, A, c) in enumerate(ops):
+        for b, (idx, D, W, r0, M, A, Ac) in enumerate(ops):
             if not len(idx):
                 continue
             xb = X[sl[b]:sl[b + 1]].reshape(xs[b].shape)
-            x = xb[idx]
+            m, n = len(idx), xb.shape[1]
+            x = xb[idx].transpose(1, 0, 2).reshape(n, m * 3)
             for _ in range(RESTORE_STEPS if len(D) else 0):
                 x = _restore(x, D, r0, W, stiffness)
-            xb[idx] = x + A @ (c - M @ x)
+            x = x - A @ (M @ x) + Ac  # exact projection onto the beads
+            xb[idx] = x.reshape(n, m, 3).transpose(1, 0, 2)
     return [X[sl[b]:sl[b + 1]].reshape(x.shape) for b, x in enumerate(xs)], hd
