@@ -225,7 +225,7 @@ def main(argv=None):
     ap.add_argument("--candidates", type=int, default=None, help="default: the engine's (1 for 1-2 beads, 2 otherwise)")
     ap.add_argument("--no-hbond-network", action="store_true", help="backmap without the hydrogen-bond network step")
     ap.add_argument("--hbond-eps", type=float, default=None, help="override the model's hydrogen-bond weight (kT)")
-    ap.add_argument("--hbond-cutoff", type=float, default=None, help="override hbond.PAIR_CUTOFF (nm)")
+    ap.add_argument("--hbond-cutoff", type=float, default=None, help="set every moltype's network_cutoff (nm; 0: no network step)")
     ap.add_argument("--weight-decay", type=float, default=0.0)
     ap.add_argument("--feature-noise", type=float, default=0.02)
     ap.add_argument("--hidden", type=int, default=128)
@@ -277,10 +277,9 @@ def main(argv=None):
     pos_te, box_te = fr.positions[te], fr.box[te]
     cg = coarse_grain(pos_te, box_te, top, mp, seed=a.seed)
     layout = cg_layout(top, mp)
-    if a.hbond_cutoff is not None:
-        from multiscale.backmap import hbond
-
-        hbond.PAIR_CUTOFF = a.hbond_cutoff
+    if a.hbond_cutoff is not None:  # the network step's pair cutoff of every moltype (0: off)
+        for m in model.moltypes.values():
+            m.network_cutoff = a.hbond_cutoff
     import os
 
     from multiscale.backmap import hbond

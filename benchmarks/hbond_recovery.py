@@ -253,11 +253,15 @@ def main(argv=None):
     res = {"data": str(d), "molecules": obs.n_mol, "test_frames": te.tolist(), "aa": aa_reference(d, fr, te, obs, work)}
     eps0 = {k: m.hbond_eps for k, m in model.moltypes.items()}
     res["before"], x_before, box0 = backmapped(model, top, mp, fr, te, a.seeds, obs, hbond_network=False, select_eps=0.0)
-    from multiscale.backmap.train import _calibrate_hbonds
+    from multiscale.backmap.train import _calibrate_hbonds, _calibrate_network
 
-    tr = np.arange(0, ntr, max(1, ntr // 3))[:3]
-    cal = _calibrate_hbonds(model, top, mp, fr.positions[tr], fr.box[tr], 0, [k for k, m in model.moltypes.items() if m.rotors])
+    tr = np.arange(0, ntr, max(1, ntr // 3))[:3]  # as train() does: network cutoff, then the H-turn weight
+    names = [k for k, m in model.moltypes.items() if m.rotors]
+    net = _calibrate_network(model, top, mp, fr.positions[tr], fr.box[tr], 0, names)
+    cal = _calibrate_hbonds(model, top, mp, fr.positions[tr], fr.box[tr], 0, names)
     res["hbond_eps"] = {"before": eps0, "after": cal["eps"]}
+    res["network"] = net
+    print(f"network cutoff calibration: {net}")
     res["after"], x_after, _ = backmapped(model, top, mp, fr, te, a.seeds, obs)
     ref = res["aa"]
     print(f"{d}: {obs.n_mol} molecules; hydroxyl H-bonds per molecule (H...O < 0.25 nm, O-H...O > 120 deg)")

@@ -18,7 +18,7 @@ def _mm():
     M = (MASS / MASS.sum())[None]
     return SimpleNamespace(rotors=find_rotors(4, BONDS, EL), elements=EL, bonds=BONDS, matrix=M,
                            operator=projection_operator(M, BONDS, 10.0),
-                           local_pairs=np.array([[0, 1], [1, 2], [2, 3], [0, 2], [1, 3]]))
+                           local_pairs=np.array([[0, 1], [1, 2], [2, 3], [0, 2], [1, 3]]), network_cutoff=0.36)
 
 
 def _ethanol(o, towards, h_away, angle=110.0):
@@ -101,3 +101,13 @@ def test_heavy_14_pairs_of_butanol():
     el = ["C", "C", "C", "C", "O", "H"]
     bonds = np.array([[0, 1], [1, 2], [2, 3], [3, 4], [4, 5]])
     assert heavy_14_pairs(6, bonds, el).tolist() == [[0, 3], [1, 4]]
+
+
+def test_no_pairs_without_a_calibrated_cutoff():
+    """A model without a network cutoff (trained before the step existed, or calibrated off for
+    a dilute alcohol in water) is left exactly as drawn."""
+    oa, ob = np.array([1.0, 1.0, 1.0]), np.array([1.30, 1.0, 1.0])
+    sols = _sols([_ethanol(oa, ob, np.array([0.0, 0.0, 1.0])), _ethanol(ob, oa, np.array([0.0, 0.0, -1.0]))])
+    sols[0].mm.network_cutoff = 0.0
+    xs, hd = network_relax(sols, BOX)
+    assert len(hd) == 0 and np.array_equal(xs[0], sols[0].x)

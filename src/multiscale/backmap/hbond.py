@@ -41,7 +41,8 @@ R_HA = 0.185
 #: pull for molecules with rotatable polar hydrogens: weight per O/N contact (kT) and candidates per molecule.
 SELECT_EPS = 3.0
 CANDIDATES = 8
-#: Pairs farther apart than this (D...A, nm) after the draw are not pulled together.
+#: The pair cutoff (D...A, nm) of neat octan-2-ol (the largest of the calibration grid,
+#: :func:`.train._calibrate_network`): pairs farther apart after the draw are not pulled together.
 PAIR_CUTOFF = 0.36
 #: Position-based iterations (pull, restore bonds and 1-3 distances, project).
 ITERATIONS = 24
@@ -81,8 +82,9 @@ def heavy_14_pairs(n_atoms: int, bonds, elements) -> np.ndarray:
 def donor_sites(sols) -> dict:
     """Indices into the concatenated solute atoms (``np.concatenate([s.x.reshape(-1, 3)])``):
     ``h``, ``d``, ``c`` (k,) -- each rotatable polar H, its donor atom and the donor's heavy
-    neighbour; ``acc`` (a,) every O/N atom; ``mol`` (N,) molecule id per atom."""
-    h, d, c, acc, mol = [], [], [], [], []
+    neighbour; ``acc`` (a,) every O/N atom; ``mol`` (N,) molecule id per atom; ``cut`` (k,)
+    the donor moltype's calibrated pair cutoff (nm, ``mm.network_cutoff``; 0 = no pairs)."""
+    h, d, c, acc, mol, cut = [], [], [], [], [], []
     atom0 = mol0 = 0
     for s in sols:
         m, n = s.x.shape[0], s.x.shape[1]
@@ -92,6 +94,7 @@ def donor_sites(sols) -> dict:
                 h.append(base + hh)
                 d.append(base + r["a"])
                 c.append(base + r["c"])
+                cut.append(np.full(m, float(getattr(s.mm, "network_cutoff", 0.0))))
         el = np.asarray(s.mm.elements)
         pol = np.flatnonzero(np.isin(el, ["O", "N"]))
         acc.append((base[:, None] + pol).ravel())
@@ -99,18 +102,21 @@ def donor_sites(sols) -> dict:
         atom0 += m * n
         mol0 += m
     cat = lambda v: np.concatenate(v).astype(np.int64) if v else np.zeros(0, np.int64)  # noqa: E731
-    return {"h": cat(h), "d": cat(d), "c": cat(c), "acc": cat(acc), "mol": cat(mol)}
+    return {"h": cat(h), "d": cat(d), "c": cat(c), "acc": cat(acc), "mol": cat(mol),
+            "cut": np.concatenate(cut) if cut else np.zeros(0)}
 
 
 def _candidates(x, box, sites, cutoff):
-    """All (donor H k, acceptor a, D...A distance) with D...A < cutoff, other molecule, angle ok."""
+    """All (donor H k, acceptor a, D...A distance) with D...A < cutoff (scalar, or None: each
+    donor's ``sites['cut']``), other molecule, angle ok."""
     from ..geometry import minimum_image
     from ..neighbours import PeriodicTree
 
     h, d, c, acc, mol = (sites[k] for k in ("h", "d", "c", "acc", "mol"))
-    if not len(h) or not len(acc):
+    cut = np.full(len(h), float(cutoff)) if cutoff is not None else np.asarray(sites["cut"], float)
+    if not len(h) or not len(acc) or cut.max(initial=0.0) <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
-    hits = PeriodicTree(x[acc], box, cutoff).query_ball_point(x[d], cutoff)
+    hits = PeriodicTree(x[acc], box, cut.max()).query_ball_point(x[d], cut.max())
     k = np.repeat(np.arange(len(h)), [len(v) for v in hits])
     a = np.concatenate([np.asarray(v, np.int64) for v in hits]) if len(k) else np.zeros(0, np.int64)
     keep = mol[acc[a]] != mol[d[k]]
@@ -120,14 +126,14 @@ def _candidates(x, box, sites, cutoff):
     r = np.linalg.norm(v, axis=-1)
     cos = (u * v).sum(-1) / (np.linalg.norm(u, axis=-1) * r + 1e-12)
     ang = np.degrees(np.arccos(np.clip(cos, -1, 1)))
-    ok = (ang > ANGLE_WINDOW[0]) & (ang < ANGLE_WINDOW[1])
+    ok = (ang > ANGLE_WINDOW[0]) & (ang < ANGLE_WINDOW[1]) & (r < cut[k])
     return k[ok], a[ok], r[ok]
 
 
-def assign_pairs(x: np.ndarray, box: np.ndarray, sites: dict, cutoff: float = PAIR_CUTOFF,
+def assign_pairs(x: np.ndarray, box: np.ndarray, sites: dict, cutoff: float | None = None,
                  max_accept: int = MAX_ACCEPT, rounds: int = 6) -> tuple[np.ndarray, np.ndarray]:
     """Donor-acceptor pairs to pull together: (k (p,) index into ``sites['h']``, a (p,) index into
-    ``sites['acc']``).  Rounds: every free donor H proposes its nearest allowed acceptor, every
+    ``sites['acc']``); cutoff (nm): None = each donor's calibrated ``sites['cut']``.  Rounds: every free donor H proposes its nearest allowed acceptor, every
     acceptor takes its closest proposals up to its remaining capacity; a pair is not allowed
     when its donor atom already donates to that acceptor's molecule or that molecule already
     donates to the donor's molecule.  x (N, 3) nm, box (3,) or (3, 3) nm."""
@@ -211,7 +217,6 @@ def network_relax(sols, box: np.ndarray, cutoff: float | None = None, iterations
     (indices into the concatenated solute atoms).  ``sols``: objects
     with ``x`` (m, n, 3) nm (whole molecules, unwrapped), ``beads`` (m, nb, 3) and ``mm`` (the
     moltype model: rotors, elements, matrix, operator, local_pairs).  box (3,) or (3, 3) nm."""
-    cutoff = PAIR_CUTOFF if cutoff is None else cutoff
     iterations = ITERATIONS if iterations is None else iterations
     sites = donor_sites(sols)
     X = np.concatenate([s.x.reshape(-1, 3) for s in sols]).astype(np.float64) if sols else np.zeros((0, 3))

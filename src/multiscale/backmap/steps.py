@@ -166,15 +166,18 @@ def _hydrated(state: FrameState, ctx: BackmapContext, bi: int, blk, beads: np.nd
 # ============================================================================ 3. environment
 def select_environment(state: FrameState, ctx: BackmapContext) -> FrameState:
     """Pick among the candidates by contacts with the neighbours (``select_eps`` > 0; None: the
-    :mod:`.hbond` default when ``hbond_network`` is on, else off)."""
+    :mod:`.hbond` default for moltypes with a calibrated network cutoff when ``hbond_network``
+    is on, else off)."""
     from .hbond import SELECT_EPS
     from .solute import environment_select
 
     o = ctx.opts
-    eps = (SELECT_EPS if o.hbond_network else 0.0) if o.select_eps is None else float(o.select_eps)
+    auto = o.select_eps is None  # default: the moltypes with a calibrated network cutoff
+    eps = (SELECT_EPS if o.hbond_network else 0.0) if auto else float(o.select_eps)
     if eps:
         rng = np.random.default_rng(derive_seed(o.seed, state.frame, 5_000_011))
-        state.report.environment_selected = environment_select(state.solutes, state.box, rng, eps)
+        only = (lambda mm: getattr(mm, "network_cutoff", 0.0) > 0) if auto else None
+        state.report.environment_selected = environment_select(state.solutes, state.box, rng, eps, only=only)
     return state
 
 
@@ -321,11 +324,12 @@ def hbond_network(state: FrameState, ctx: BackmapContext) -> FrameState:
     """Pull assigned donor/acceptor pairs of neighbouring solute molecules towards hydrogen-bond
     geometry, every bead exact (:func:`.hbond.network_relax`); molecules that then have wrong
     stereo, an intramolecular clash or a clash the frame did not have before keep their previous
-    conformation.  Off with ``hbond_network=False``; no-op without rotatable polar hydrogens."""
+    conformation.  Off with ``hbond_network=False``; no-op for moltypes without rotatable polar
+    hydrogens or without a calibrated ``network_cutoff`` (models trained before it existed)."""
     from .hbond import network_relax
 
     sols = state.solutes
-    if not ctx.opts.hbond_network or not any(s.mm.rotors for s in sols):
+    if not ctx.opts.hbond_network or not any(s.mm.rotors and s.mm.network_cutoff > 0 for s in sols):
         return state
     before = [s.x.copy() for s in sols]
     bad_before = [b.copy() for b in state.bad]

@@ -93,8 +93,9 @@ def orient_frame(x: np.ndarray, box: np.ndarray, topology, model, rng, eps: floa
     return x, moved
 
 
-def count_frame_hbonds(x: np.ndarray, box: np.ndarray, topology, model) -> int:
-    """Hydrogen bonds donated by the rotatable polar hydrogens of the solutes (one frame)."""
+def count_frame_hbonds(x: np.ndarray, box: np.ndarray, topology, model, solutes_only: bool = False) -> int:
+    """Hydrogen bonds donated by the rotatable polar hydrogens of the solutes (one frame); to
+    solute acceptors only with ``solutes_only``."""
     from .place import count_hbonds
 
     arr = system_arrays(topology, model)
@@ -110,7 +111,8 @@ def count_frame_hbonds(x: np.ndarray, box: np.ndarray, topology, model) -> int:
                 ds.append(base + r["a"])
     if not hs:
         return 0
-    return count_hbonds(x, box, np.concatenate(hs), np.concatenate(ds), arr["mol"], arr["acc"])
+    acc = arr["acc"] & ~arr["is_w"] if solutes_only else arr["acc"]
+    return count_hbonds(x, box, np.concatenate(hs), np.concatenate(ds), arr["mol"], acc)
 
 
 def system_clashes(x: np.ndarray, box: np.ndarray, topology, model, inter: float, intra: float):
