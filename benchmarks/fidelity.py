@@ -220,8 +220,12 @@ def main(argv=None):
     ap.add_argument("--model", default=None, help="save the trained model here")
     ap.add_argument("--load", default=None, help="use this trained model instead of training")
     ap.add_argument("--env-cutoff", type=float, default=None, help="neighbour-count conditioning (nm)")
-    ap.add_argument("--select-eps", type=float, default=0.0, help="environment-aware candidate selection weight")
+    ap.add_argument("--select-eps", type=float, default=None, help="environment-aware candidate selection weight "
+                    "(default: the engine's)")
     ap.add_argument("--candidates", type=int, default=None, help="default: the engine's (1 for 1-2 beads, 2 otherwise)")
+    ap.add_argument("--no-hbond-network", action="store_true", help="backmap without the hydrogen-bond network step")
+    ap.add_argument("--hbond-eps", type=float, default=None, help="override the model's hydrogen-bond weight (kT)")
+    ap.add_argument("--hbond-cutoff", type=float, default=None, help="set every moltype's network_cutoff (nm; 0: no network step)")
     ap.add_argument("--weight-decay", type=float, default=0.0)
     ap.add_argument("--feature-noise", type=float, default=0.02)
     ap.add_argument("--hidden", type=int, default=128)
@@ -273,11 +277,23 @@ def main(argv=None):
     pos_te, box_te = fr.positions[te], fr.box[te]
     cg = coarse_grain(pos_te, box_te, top, mp, seed=a.seed)
     layout = cg_layout(top, mp)
+    if a.hbond_cutoff is not None:  # the network step's pair cutoff of every moltype (0: off)
+        for m in model.moltypes.values():
+            m.network_cutoff = a.hbond_cutoff
+    import os
+
+    from multiscale.backmap import hbond
+
+    for key in ("KEEP_14", "RESTORE_STEPS", "ITERATIONS", "MAX_ACCEPT", "PULL_H"):  # experiments: HB_MAX_ACCEPT=2
+        v = os.environ.get(f"HB_{key}")
+        if v:
+            cur = getattr(hbond, key)
+            setattr(hbond, key, v == "1" if isinstance(cur, bool) else type(cur)(v))
     gens, t_bm, reps_all = [], [], []
     for k in range(a.draws):
         t0 = time.perf_counter()
         aa, reps = backmap(model, top, cg.positions, cg.box, seed=a.seed + 1000 + k, candidates=a.candidates,
-                           select_eps=a.select_eps)
+                           select_eps=a.select_eps, hbond_network=not a.no_hbond_network, hbond_eps=a.hbond_eps)
         t_bm.append(time.perf_counter() - t0)
         gens.append(aa)
         reps_all += reps

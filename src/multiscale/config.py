@@ -406,8 +406,9 @@ class RestrainedSection(_Strict):
     eq: DurationField = Field("2 ps", description="restrained NVT (heavy atoms held at their backmapped positions); "
                               "0: no equilibration steps", json_schema_extra=_unit("ps"))
     dt: float = Field(0.001, gt=0, le=0.005, description="MD time step of restrained-eq", json_schema_extra=_unit("ps"))
-    relax: DurationField = Field("2 ps", description="unrestrained NPT relaxation before the next AA production; "
-                                 "0: no relaxation steps", json_schema_extra=_unit("ps"))
+    relax: DurationField = Field("20 ps", description="unrestrained NPT relaxation before the next AA production "
+                                 "(neat octan-2-ol: hydroxyl H-bonds within ~10 % of the AA liquid after ~20 ps, "
+                                 "docs/hbonds.md); 0: no relaxation steps", json_schema_extra=_unit("ps"))
     relax_dt: float = Field(0.002, gt=0, le=0.005, description="MD time step of relax", json_schema_extra=_unit("ps"))
     force_constant: float = Field(1000.0, ge=0, le=1e7, description="heavy-atom position-restraint force constant "
                                   "(posre_<moltype>.itp, under -DPOSRES)", json_schema_extra=_unit("kJ mol^-1 nm^-2"))

@@ -309,7 +309,8 @@ class CertificateReport:
     clash_molecules_initial, clash_molecules_final, resampled, unresolved}}; global counts
     of clashing pairs (initial = first placement, final = returned structure), retries used,
     max deviation of mapped centres from the CG beads (nm), water placement stats, number of
-    polar hydrogens turned towards acceptors, timings.
+    polar hydrogens turned towards acceptors, hydrogen-bond pairs pulled together by the
+    network step (and those put back), timings.
     """
 
     frame: int = 0
@@ -322,6 +323,8 @@ class CertificateReport:
     polar_h_reoriented: int = 0
     polar_h_reoriented_undone: int = 0
     environment_selected: int = 0
+    hbond_pairs: int = 0
+    hbond_pairs_undone: int = 0
     retries: int = 0
     max_cg_deviation_nm: float = 0.0
     water: dict = field(default_factory=dict)

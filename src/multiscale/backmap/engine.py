@@ -60,8 +60,8 @@ __all__ = ["BackmapModel", "MoltypeModel", "train", "backmap", "check_device", "
 
 def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, device: str = "cpu",
             max_retries: int = 5, wrap: bool = False, temperature: float = 1.0, clash_inter: float = 0.08,
-            clash_intra: float = 0.10, candidates: int | None = None, hbond_eps: float | None = None, select_eps: float = 0.0,
-            threads: int | None = None, log=None, layout=None):
+            clash_intra: float = 0.10, candidates: int | None = None, hbond_eps: float | None = None, select_eps: float | None = None,
+            hbond_network: bool = True, threads: int | None = None, log=None, layout=None):
     """Backmap CG frames to atoms.
 
     cg_positions: (B, 3) or (F, B, 3) nm, beads in :func:`multiscale.coarse_grain.cg_layout`
@@ -75,11 +75,15 @@ def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, 
     override the model's calibrated hydrogen-bond weight (kT per bond) used when orienting
     rotatable polar hydrogens (0: their torsions are redrawn from the training distribution
     with clash avoidance only); wrap: wrap atoms into the box (default: molecules whole, next
-    to their first bead).  select_eps: opt-in environment-aware choice among the ``candidates``
+    to their first bead).  select_eps: environment-aware choice among the ``candidates``
     conformations of molecules with polar groups (weight ``exp(select_eps * n_contacts)``,
-    n_contacts = O/N of neighbours within 0.32 nm of the hydroxyl-type O/N; e.g. 3 with
-    candidates=6-12): more hydrogen bonds at once (octanol: 0.23 -> 0.33-0.40 per molecule,
-    reference 0.83) for ~2-4x the time; 0 (default) = off.
+    n_contacts = O/N of neighbours within 0.32 nm of the hydroxyl-type O/N); None (default):
+    :data:`.hbond.SELECT_EPS` (3) with :data:`.hbond.CANDIDATES` (8) candidates for molecules
+    with rotatable polar hydrogens when ``hbond_network`` is on, else off; 0 = off.
+    hbond_network: pull neighbouring donor/acceptor pairs towards hydrogen-bond geometry inside
+    the CG constraint (:func:`.steps.hbond_network`, :mod:`.hbond`; neat (R)-octan-2-ol:
+    0.22 -> 0.64 hydroxyl H-bonds per molecule right after the backmap, AA 0.83, docs/hbonds.md);
+    False: the placement of earlier versions (and no environment selection unless ``select_eps``).
     layout: the CG layout (default :func:`multiscale.coarse_grain.cg_layout` of the model's mapping).
     Each frame runs :data:`STEPS` (:mod:`.steps`) over one :class:`~.frame.FrameState`.
     """
@@ -88,7 +92,7 @@ def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, 
     cg, boxes = _frames_and_boxes(cg_positions, box)
     layout = _checked_layout(model, topology, cg.shape[1], layout)
     opts = BackmapOptions(seed, max_retries, wrap, temperature, clash_inter, clash_intra, candidates, hbond_eps,
-                          select_eps)
+                          select_eps, hbond_network)
     dev = check_device(device)
     for m in model.moltypes.values():
         m.density.to(dev)

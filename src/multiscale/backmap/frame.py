@@ -49,7 +49,8 @@ class BackmapOptions:
     clash_intra: float = 0.10
     candidates: int | None = None
     hbond_eps: float | None = None
-    select_eps: float = 0.0
+    select_eps: float | None = None
+    hbond_network: bool = True
 
 
 @dataclass
@@ -108,6 +109,7 @@ class FrameState:
     water_beads: dict = field(default_factory=dict)
     water_stats: list = field(default_factory=list)
     x_pre: np.ndarray | None = None
+    hbond_keep: np.ndarray | None = None
     fixed_x: np.ndarray | None = None
 
 

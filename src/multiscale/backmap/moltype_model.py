@@ -47,6 +47,10 @@ class MoltypeModel:
     rotor_priors: list = field(default_factory=list)
     hbond_eps: float = 0.0
     env_cutoff: float = 0.0
+    #: donor...acceptor distance (nm) below which the hydrogen-bond network step pulls pairs of
+    #: this moltype's donors together (calibrated in training, :func:`.train._calibrate_network`);
+    #: 0: no network step and no environment selection (models trained before it existed).
+    network_cutoff: float = 0.0
 
     def __post_init__(self):
         from .certify import exclusion_matrix
@@ -155,6 +159,7 @@ class MoltypeModel:
                 "tree": self.tree.to_dict(), "density": self.density.to_dict(), "stereo": self.stereo.to_dict(),
                 "closure_targets": np.asarray(self.closure_targets, float).tolist(), "training": dict(self.training),
                 "smoothing": self.smoothing, "hbond_eps": float(self.hbond_eps), "env_cutoff": float(self.env_cutoff),
+                "network_cutoff": float(self.network_cutoff),
                 "rotor_priors": [None if h is None else np.asarray(h, float).tolist() for h in self.rotor_priors]}
 
     @classmethod
@@ -168,7 +173,8 @@ class MoltypeModel:
                    np.asarray(d["matrix"].numpy() if hasattr(d["matrix"], "numpy") else d["matrix"], np.float64),
                    ICTree.from_dict(d["tree"]), ICDensity.from_dict(d["density"]), StereoReference.from_dict(d["stereo"]),
                    np.array(d["closure_targets"], float), dict(d.get("training", {})), float(d.get("smoothing", 0.0)),
-                   list(d.get("rotor_priors", [])), float(d.get("hbond_eps", 0.0)), float(d.get("env_cutoff", 0.0)))
+                   list(d.get("rotor_priors", [])), float(d.get("hbond_eps", 0.0)), float(d.get("env_cutoff", 0.0)),
+                   float(d.get("network_cutoff", 0.0)))
 
 
 def describe_difference(mt, entry: MoltypeModel) -> str:

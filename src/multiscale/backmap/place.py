@@ -26,7 +26,7 @@ from ..geometry import dihedral
 
 __all__ = ["projection_operator", "project_exact", "relax_project", "fit_to_beads", "spin_about_beads",
            "random_rotations_t", "kabsch_t",
-           "find_rotors", "orient_rotors", "count_hbonds"]
+           "find_rotors", "orient_rotors", "count_hbonds", "hbond_counts"]
 
 
 def projection_operator(matrix: np.ndarray, bonds: np.ndarray | None = None, smoothing: float = 0.0) -> np.ndarray:
@@ -226,7 +226,7 @@ def find_rotors(n_atoms: int, bonds: np.ndarray, elements) -> list[dict]:
 def orient_rotors(x: np.ndarray, box: np.ndarray, rotor_atoms: list[tuple], molecule: np.ndarray,
                   acceptor: np.ndarray, eps: float, rng: np.random.Generator, grid: int = 9,
                   hb_dist: float = 0.25, hb_angle_deg: float = 120.0, clash: float = 0.16,
-                  priors: list | None = None) -> tuple[np.ndarray, int]:
+                  priors: list | None = None, keep: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """Environment-aware orientation of rotatable polar hydrogens (importance resampling).
 
     For every rotor instance the hydrogens are tried at ``grid`` rotations about the c-a axis
@@ -240,7 +240,9 @@ def orient_rotors(x: np.ndarray, box: np.ndarray, rotor_atoms: list[tuple], mole
     x: (N, 3) whole-system positions nm (modified copy returned); box (3,) or (3, 3) nm;
     rotor_atoms: list of (R (m,), C (m,), A (m,), H (m, nh)) global atom indices, one entry
     per rotor type; priors: matching list of (36,) histograms or None; molecule: (N,) ids;
-    acceptor: (N,) bool.  Returns (new x, number of hydrogens moved).
+    acceptor: (N,) bool; keep: (N,) bool or None -- rotor instances whose first hydrogen is
+    marked keep their orientation (hydrogen bonds already made by :mod:`.hbond`).  Returns
+    (new x, number of hydrogens moved).
     """
     from ..geometry import minimum_image
     from ..neighbours import PeriodicTree
@@ -293,6 +295,8 @@ def orient_rotors(x: np.ndarray, box: np.ndarray, rotor_atoms: list[tuple], mole
             hist = np.asarray(priors[ri], np.float64)
             bins = np.clip(((phi + np.pi) / (2 * np.pi) * len(hist)).astype(int), 0, len(hist) - 1)
             logw = logw + np.log(hist[bins] / hist.sum())
+        if keep is not None:
+            logw[keep[H[:, 0]], 1:] = -np.inf  # grid point 0 is the current orientation
         g = np.argmax(logw + rng.gumbel(size=logw.shape), axis=1)  # a draw proportional to exp(logw)
         new = cand[np.arange(m), g]
         moved += int((g != 0).sum()) * nh
@@ -304,13 +308,19 @@ def count_hbonds(x: np.ndarray, box: np.ndarray, hydrogens: np.ndarray, donors: 
                  acceptor: np.ndarray, hb_dist: float = 0.25, hb_angle_deg: float = 120.0) -> int:
     """Number of hydrogen bonds from ``hydrogens`` (k,) (bonded to ``donors`` (k,)) to acceptor
     atoms of other molecules: H...A < ``hb_dist`` nm and D-H...A angle > ``hb_angle_deg``."""
+    return int(hbond_counts(x, box, hydrogens, donors, molecule, acceptor, hb_dist, hb_angle_deg).sum())
+
+
+def hbond_counts(x: np.ndarray, box: np.ndarray, hydrogens: np.ndarray, donors: np.ndarray, molecule: np.ndarray,
+                 acceptor: np.ndarray, hb_dist: float = 0.25, hb_angle_deg: float = 120.0) -> np.ndarray:
+    """Per hydrogen of ``hydrogens`` (k,) the number of hydrogen bonds (as :func:`count_hbonds`)."""
     from ..geometry import minimum_image
     from ..neighbours import PeriodicTree
 
     box = np.asarray(box, np.float64)
     acc_idx = np.flatnonzero(acceptor)
     if not len(acc_idx) or not len(hydrogens):
-        return 0
+        return np.zeros(len(hydrogens), np.int64)
     tree = PeriodicTree(x[acc_idx], box, hb_dist)
     _, nb = tree.query(x[hydrogens], k=6, distance_upper_bound=hb_dist)
     ok = nb < len(acc_idx)
@@ -321,4 +331,4 @@ def count_hbonds(x: np.ndarray, box: np.ndarray, hydrogens: np.ndarray, donors: 
     dv = minimum_image(dv, box)
     av = minimum_image(av, box)
     cosang = (av * dv[:, None]).sum(-1) / (np.linalg.norm(av, axis=-1) * np.linalg.norm(dv, axis=-1)[:, None] + 1e-12)
-    return int((ok & (cosang < np.cos(np.radians(hb_angle_deg)))).sum())
+    return (ok & (cosang < np.cos(np.radians(hb_angle_deg)))).sum(-1)

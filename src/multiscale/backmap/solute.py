@@ -102,27 +102,34 @@ class Solute:
 
 
 
-def default_candidates(mm: MoltypeModel) -> int:
+def default_candidates(mm: MoltypeModel, hbond_network: bool = False) -> int:
     """Conformations drawn up front per molecule: 1 for 1-2 beads (a molecule clashing with a
     neighbour is first turned about its beads, see :data:`SPIN_ROUNDS`), 2 for 3+ beads (the
     second candidate is the cheap alternative; octan-2-ol heavy-torsion JSD max 0.013 with 2
-    vs 0.014 with 1)."""
+    vs 0.014 with 1); with ``hbond_network`` molecules with rotatable polar hydrogens get
+    :data:`.hbond.CANDIDATES` for the environment selection when their model has a network cutoff."""
+    if hbond_network and mm.rotors and getattr(mm, "network_cutoff", 0.0) > 0:
+        from .hbond import CANDIDATES
+
+        return CANDIDATES
     return 1 if mm.n_beads <= 2 else 2
 
 
 
 def environment_select(sols: list, box: np.ndarray, rng: np.random.Generator, eps: float, sweeps: int = 2,
-                        r_contact: float = 0.32, r_clash: float = 0.15) -> int:
+                        r_contact: float = 0.32, r_clash: float = 0.15, only=None) -> int:
     """Choose, for molecules with polar groups, among their pool candidates the one that fits
     the neighbours: weight ``exp(eps * n_contacts - 20 * n_clash)`` with n_contacts = O/N atoms
     of other molecules within ``r_contact`` nm of the candidate's hydroxyl-type O/N (potential
     hydrogen-bond partners) and n_clash = atoms of other molecules within ``r_clash`` nm.  Half
     of the molecules (at random) are updated per half-sweep against the others held fixed.
     box: (3,) lengths or (3, 3) box vectors nm.  Returns the number of molecules that changed
-    conformation."""
+    conformation.  only: a predicate on the moltype model choosing the blocks that are updated
+    (None: every block with polar rotors)."""
     from ..neighbours import PeriodicTree
 
-    targets = [k for k, s in enumerate(sols) if s.mm.rotors and s.pool is not None and s.pool.shape[0] > 1]
+    targets = [k for k, s in enumerate(sols) if s.mm.rotors and s.pool is not None and s.pool.shape[0] > 1
+               and (only is None or only(s.mm))]
     if not targets or eps <= 0:
         return 0
     counts = [len(s.x) for s in sols]

@@ -5,14 +5,17 @@ In order (:data:`STEPS`):
 1. :func:`draw` -- every solute block's molecules drawn at once (``candidates`` conformations
    each, ranked: right stereo and no intramolecular clash first), CG-exact;
 2. :func:`place_ions` -- every ion atom exactly on its bead (1:1);
-3. :func:`select_environment` -- opt-in (``select_eps``) choice among the candidates by contacts;
+3. :func:`select_environment` -- choice among the candidates by contacts (``select_eps``; on by
+   default for molecules with polar rotors when ``hbond_network`` is on);
 4. :func:`resolve_clashes` -- PBC clash search over solutes (+ ions as fixed obstacles);
    offending molecules turned about their beads (1-2 beads) or take their next candidate;
 5. :func:`stereo_repair` -- remaining wrong centres inverted, wrong double bonds flipped; solutes
    written into ``state.positions``;
-6. :func:`solvent` -- water beads become 4 waters from the bank, away from solutes and ions;
-7. :func:`polar_h` -- rotatable polar hydrogens turned towards acceptors, re-projected;
-8. :func:`final_certificate` -- CG deviation, system-wide clash search, undo of clashing
+6. :func:`hbond_network` -- donor/acceptor pairs of neighbouring solute molecules pulled
+   towards hydrogen-bond geometry inside the CG constraint (:mod:`.hbond`), re-projected;
+7. :func:`solvent` -- water beads become 4 waters from the bank, away from solutes and ions;
+8. :func:`polar_h` -- rotatable polar hydrogens turned towards acceptors, re-projected;
+9. :func:`final_certificate` -- CG deviation, system-wide clash search, undo of clashing
    hydrogen turns, re-placement of clashing waters, final counts in the report.
 
 Seeds: every stochastic step derives its own from (seed, frame, step constant, block).
@@ -26,8 +29,8 @@ import numpy as np
 from .common import derive_seed
 from .frame import BackmapContext, FrameState
 
-__all__ = ["STEPS", "draw", "place_ions", "select_environment", "resolve_clashes", "stereo_repair", "solvent",
-           "polar_h", "final_certificate", "check_solutes", "ion_water_dist", "ion_water_shell"]
+__all__ = ["STEPS", "draw", "place_ions", "select_environment", "resolve_clashes", "stereo_repair", "hbond_network",
+           "solvent", "polar_h", "final_certificate", "check_solutes", "ion_water_dist", "ion_water_shell"]
 
 #: Rounds of re-placing water beads that still clash after the bank's own placement (each
 #: round costs one system-wide clash search).
@@ -98,7 +101,7 @@ def draw(state: FrameState, ctx: BackmapContext) -> FrameState:
         v = state.report.per_moltype.setdefault(mm.name, _moltype_entry(mm))
         v["molecules"] += blk.count
         sol = Solute(bi, mm, beads, None, env)
-        sol.K = default_candidates(mm) if o.candidates is None else int(o.candidates)
+        sol.K = default_candidates(mm, o.hbond_network) if o.candidates is None else int(o.candidates)
         first = sol.draw(np.arange(blk.count), derive_seed(o.seed, f, 0, bi), ctx.device, o.temperature, sol.K,
                          _bounds(o)[1])
         v["stereo_wrong_initial"] += first[0]
@@ -162,13 +165,19 @@ def _hydrated(state: FrameState, ctx: BackmapContext, bi: int, blk, beads: np.nd
 
 # ============================================================================ 3. environment
 def select_environment(state: FrameState, ctx: BackmapContext) -> FrameState:
-    """Opt-in (``select_eps`` > 0): pick among the candidates by contacts with the neighbours."""
+    """Pick among the candidates by contacts with the neighbours (``select_eps`` > 0; None: the
+    :mod:`.hbond` default for moltypes with a calibrated network cutoff when ``hbond_network``
+    is on, else off)."""
+    from .hbond import SELECT_EPS
     from .solute import environment_select
 
     o = ctx.opts
-    if o.select_eps:
+    auto = o.select_eps is None  # default: the moltypes with a calibrated network cutoff
+    eps = (SELECT_EPS if o.hbond_network else 0.0) if auto else float(o.select_eps)
+    if eps:
         rng = np.random.default_rng(derive_seed(o.seed, state.frame, 5_000_011))
-        state.report.environment_selected = environment_select(state.solutes, state.box, rng, o.select_eps)
+        only = (lambda mm: getattr(mm, "network_cutoff", 0.0) > 0) if auto else None
+        state.report.environment_selected = environment_select(state.solutes, state.box, rng, eps, only=only)
     return state
 
 
@@ -310,7 +319,69 @@ def stereo_repair(state: FrameState, ctx: BackmapContext) -> FrameState:
     return state
 
 
-# ============================================================================ 6. solvent
+# ============================================================================ 6. H-bond network
+def hbond_network(state: FrameState, ctx: BackmapContext) -> FrameState:
+    """Pull assigned donor/acceptor pairs of neighbouring solute molecules towards hydrogen-bond
+    geometry, every bead exact (:func:`.hbond.network_relax`); molecules that then have wrong
+    stereo, an intramolecular clash or a clash the frame did not have before keep their previous
+    conformation.  Off with ``hbond_network=False``; no-op for moltypes without rotatable polar
+    hydrogens or without a calibrated ``network_cutoff`` (models trained before it existed)."""
+    from .hbond import network_relax
+
+    sols = state.solutes
+    if not ctx.opts.hbond_network or not any(s.mm.rotors and s.mm.network_cutoff > 0 for s in sols):
+        return state
+    before = [s.x.copy() for s in sols]
+    bad_before = [b.copy() for b in state.bad]
+    new, h_pairs = network_relax(sols, state.box)
+    for s, x in zip(sols, new):
+        s.x = x
+    if len(h_pairs):
+        check_solutes(state, ctx)
+    back = 0
+    for k, s in enumerate(sols):
+        wc, wb = s.mm.stereo.wrong(s.x)
+        worse = (state.bad[k] & ~bad_before[k]) | wc.any(1) | wb.any(1) | s.mm.intra_clash(s.x, _bounds(ctx.opts)[1])
+        idx = np.flatnonzero(worse & np.any(s.x != before[k], axis=(1, 2)))
+        s.x[idx] = before[k][idx]
+        back += len(idx)
+    if back:
+        check_solutes(state, ctx)
+    state.report.hbond_pairs = len(h_pairs)
+    state.report.hbond_pairs_undone = back
+    for s in sols:
+        blk = ctx.layout[s.bi]
+        state.positions[blk.aa_block.start:blk.aa_block.stop] = s.x.reshape(-1, 3)
+    from . import hbond
+
+    state.hbond_keep = _made_hbonds(state, ctx) if len(h_pairs) and hbond.KEEP_MADE else None
+    return state
+
+
+def _made_hbonds(state: FrameState, ctx: BackmapContext):
+    """(N,) bool over the AA atoms: the rotatable polar hydrogens of the solutes that make a
+    hydrogen bond to another solute molecule (:func:`polar_h` keeps their orientation)."""
+    from .place import hbond_counts
+    from .system import system_arrays
+
+    arr = system_arrays(ctx.topology, ctx.model)
+    nb = ctx.topology.n_atoms
+    hs, ds = [], []
+    for s in state.solutes:  # every rotor hydrogen and its donor atom
+        base = ctx.layout[s.bi].aa_block.start + np.arange(len(s.x)) * s.mm.n_atoms
+        for r in s.mm.rotors:
+            for hh in r["hs"]:
+                hs.append(base + hh)
+                ds.append(base + r["a"])
+    h, d = np.concatenate(hs), np.concatenate(ds)
+    acc = arr["acc"] & ~arr["is_w"]
+    made = hbond_counts(state.positions, state.box, h, d, arr["mol"], acc) > 0
+    keep = np.zeros(nb, bool)
+    keep[h[made]] = True
+    return keep
+
+
+# ============================================================================ 7. solvent
 def _bank_place(ctx: BackmapContext, beads, box, seed, others, others_min_dist, **kw):
     """WaterBank.place with ``others_min_dist`` (per others atom, nm) where the bank takes it."""
     bank = ctx.model.water_bank
@@ -389,7 +460,7 @@ def solvent(state: FrameState, ctx: BackmapContext) -> FrameState:
     return state
 
 
-# ============================================================================ 7. polar H
+# ============================================================================ 8. polar H
 def polar_h(state: FrameState, ctx: BackmapContext) -> FrameState:
     """Turn rotatable polar hydrogens towards acceptors of the complete environment, then
     re-project the molecules whose hydrogens turned (keeps ``state.x_pre`` for the undo)."""
@@ -403,7 +474,8 @@ def polar_h(state: FrameState, ctx: BackmapContext) -> FrameState:
         return state
     state.x_pre = state.positions.copy()
     rng = np.random.default_rng(derive_seed(ctx.opts.seed, state.frame, 3_000_017))
-    xf, moved = orient_frame(state.positions, state.box, ctx.topology, ctx.model, rng, ctx.opts.hbond_eps)
+    xf, moved = orient_frame(state.positions, state.box, ctx.topology, ctx.model, rng, ctx.opts.hbond_eps,
+                             keep=state.hbond_keep)
     state.report.polar_h_reoriented = moved
     for s in state.solutes:
         if s.mm.rotors:
@@ -419,7 +491,7 @@ def polar_h(state: FrameState, ctx: BackmapContext) -> FrameState:
     return state
 
 
-# ============================================================================ 8. certificate
+# ============================================================================ 9. certificate
 def _cg_deviation(state: FrameState) -> float:
     dev_max = 0.0
     for s in state.solutes:
@@ -515,4 +587,5 @@ def final_certificate(state: FrameState, ctx: BackmapContext) -> FrameState:
     return state
 
 
-STEPS = (draw, place_ions, select_environment, resolve_clashes, stereo_repair, solvent, polar_h, final_certificate)
+STEPS = (draw, place_ions, select_environment, resolve_clashes, stereo_repair, hbond_network, solvent, polar_h,
+         final_certificate)

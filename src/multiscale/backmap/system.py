@@ -73,8 +73,10 @@ def system_arrays(topology, model):
     return arrays
 
 
-def orient_frame(x: np.ndarray, box: np.ndarray, topology, model, rng, eps: float | None = None):
-    """Orient the rotatable polar hydrogens of every solute block (see :func:`.place.orient_rotors`)."""
+def orient_frame(x: np.ndarray, box: np.ndarray, topology, model, rng, eps: float | None = None,
+                 keep: np.ndarray | None = None):
+    """Orient the rotatable polar hydrogens of every solute block (see :func:`.place.orient_rotors`;
+    keep: (N,) bool, hydrogens that keep their orientation)."""
     from .place import orient_rotors
 
     arr = system_arrays(topology, model)
@@ -86,13 +88,14 @@ def orient_frame(x: np.ndarray, box: np.ndarray, topology, model, rng, eps: floa
         base = blk.start + np.arange(blk.count) * blk.moltype.n_atoms
         ra = [(base + r["r"], base + r["c"], base + r["a"], base[:, None] + np.asarray(r["hs"])) for r in entry.rotors]
         x, mv = orient_rotors(x, box, ra, arr["mol"], arr["acc"], entry.hbond_eps if eps is None else float(eps), rng,
-                              priors=entry.rotor_priors)
+                              priors=entry.rotor_priors, keep=keep)
         moved += mv
     return x, moved
 
 
-def count_frame_hbonds(x: np.ndarray, box: np.ndarray, topology, model) -> int:
-    """Hydrogen bonds donated by the rotatable polar hydrogens of the solutes (one frame)."""
+def count_frame_hbonds(x: np.ndarray, box: np.ndarray, topology, model, solutes_only: bool = False) -> int:
+    """Hydrogen bonds donated by the rotatable polar hydrogens of the solutes (one frame); to
+    solute acceptors only with ``solutes_only``."""
     from .place import count_hbonds
 
     arr = system_arrays(topology, model)
@@ -108,7 +111,8 @@ def count_frame_hbonds(x: np.ndarray, box: np.ndarray, topology, model) -> int:
                 ds.append(base + r["a"])
     if not hs:
         return 0
-    return count_hbonds(x, box, np.concatenate(hs), np.concatenate(ds), arr["mol"], arr["acc"])
+    acc = arr["acc"] & ~arr["is_w"] if solutes_only else arr["acc"]
+    return count_hbonds(x, box, np.concatenate(hs), np.concatenate(ds), arr["mol"], acc)
 
 
 def system_clashes(x: np.ndarray, box: np.ndarray, topology, model, inter: float, intra: float):

@@ -72,11 +72,17 @@ def train(topology, mapping, frames, *, seed: int = 0, epochs: int | None = None
     model = BackmapModel(mapping, moltypes, _water_bank(water_xyz, box, seed, init, log), [])
     cal = None
     if calibrate_hbonds and any(moltypes[n].rotors for n in report):
+        net = _calibrate_network(model, topology, mapping, pos, box, seed, [n for n in report if moltypes[n].rotors],
+                                 layout=layout)
+        log(f"hydrogen-bond network: pair cutoff {net['cutoff']} nm (solute-solute H-bonds per calibration frame: "
+            f"reference {net['reference']:.1f}, backmapped {net['counts'][str(net['cutoff'])]:.1f}; off "
+            f"{net['counts']['0.0']:.1f})")
         cal = _calibrate_hbonds(model, topology, mapping, pos, box, seed, [n for n in report if moltypes[n].rotors],
                                 layout=layout)
         log(f"hydrogen-bond weight: {cal['eps']} kT per bond (H-bonds per calibration frame: reference "
             f"{cal['reference']:.1f}, backmapped {cal['counts'][str(cal['eps'])]:.1f}; without the weight "
             f"{cal['counts']['0.0']:.1f})")
+        cal["network"] = net
     model.provenance = _provenance(provenance, cal, pos, seed, epochs, report, t_all, init)
     return model
 
@@ -198,6 +204,7 @@ def _fit_moltype(blks, x, env, prev, init, env_cut: float, seed: int, log, hp: d
     entry.rotor_priors = [np.histogram(dihedral(x[:, r["r"]], x[:, r["c"]], x[:, r["a"]], x[:, r["hs"][0]]),
                                        36, (-np.pi, np.pi))[0].astype(float) + 1.0 for r in entry.rotors]
     entry.hbond_eps = prev.hbond_eps if prev is not None else 0.0
+    entry.network_cutoff = prev.network_cutoff if prev is not None else 0.0
     entry.env_cutoff = env_cut
     log(f"  {name}: train NLL {info['train_nll']:.3f}, validation NLL {info['val_nll']:.3f} ({info['seconds']:.1f} s)")
     return entry, info
@@ -231,7 +238,7 @@ def _provenance(provenance, cal, pos, seed, epochs, report, t_all, init) -> list
 
 
 def _calibrate_hbonds(model: BackmapModel, topology, mapping, pos: np.ndarray, box: np.ndarray, seed: int,
-                      names: list[str], n_frames: int = 3, grid=(0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0),
+                      names: list[str], n_frames: int = 3, grid=(0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0),
                       layout=None) -> dict:
     """Choose the hydrogen-bond weight (kT per bond) of the polar-hydrogen orientation step so
     that backmapped training frames donate as many hydrogen bonds as the AA frames did."""
@@ -256,3 +263,30 @@ def _calibrate_hbonds(model: BackmapModel, topology, mapping, pos: np.ndarray, b
         model.moltypes[n].hbond_eps = float(best)
     return {"eps": float(best), "reference": ref, "counts": counts, "frames": fr.tolist()}
 
+
+
+def _calibrate_network(model: BackmapModel, topology, mapping, pos: np.ndarray, box: np.ndarray, seed: int,
+                       names: list[str], n_frames: int = 3, grid=(0.0, 0.30, 0.33, 0.36), layout=None) -> dict:
+    """Choose the pair cutoff (nm) of the hydrogen-bond network step (:mod:`.hbond`) so that the
+    backmapped training frames have as many solute-solute hydrogen bonds as the AA frames (0 =
+    off; ties: the smaller cutoff).  Neat octan-2-ol: 0.36 (AA 0.81 per molecule); a dilute
+    alcohol in water, whose AA hydroxyls bond mostly to water, keeps it small or off."""
+    from ..coarse_grain import coarse_grain
+    from .engine import backmap
+    from .system import count_frame_hbonds
+
+    fr = np.unique(np.linspace(0, len(pos) - 1, min(n_frames, len(pos))).round().astype(int))
+    cg = coarse_grain(pos[fr], box[fr], topology, mapping, seed=seed, layout=layout)
+    count = lambda x, b: count_frame_hbonds(np.asarray(x, np.float64), b, topology, model, solutes_only=True)  # noqa: E731
+    ref = float(np.mean([count(pos[f], box[f]) for f in fr]))
+    eps = {n: model.moltypes[n].hbond_eps for n in names}
+    counts = {}
+    for c in grid:
+        for n in names:
+            model.moltypes[n].network_cutoff, model.moltypes[n].hbond_eps = float(c), 32.0
+        aa, _ = backmap(model, topology, cg.positions, cg.box, seed=derive_seed(seed, 37), max_retries=2, layout=layout)
+        counts[str(float(c))] = float(np.mean([count(aa[k], cg.box[k]) for k in range(len(fr))]))
+    best = min(grid, key=lambda c: (abs(counts[str(float(c))] - ref), c))
+    for n in names:
+        model.moltypes[n].network_cutoff, model.moltypes[n].hbond_eps = float(best), eps[n]
+    return {"cutoff": float(best), "reference": ref, "counts": counts, "frames": fr.tolist()}
