@@ -376,7 +376,8 @@ class AASection(_Strict):
 
 
 class CGSection(_Strict):
-    """Martini stages: EM, NPT equilibration (smaller dt, new velocities) and production MD."""
+    """Martini stages: EM, equilibration (smaller dt, new velocities) and production MD; by default at the
+    constant volume of the box the AA segment left (``volume: aa``, see docs/cycle-physics.md)."""
 
     dt: float = Field(0.02, gt=0, le=0.04, description="MD time step of cg-md", json_schema_extra=_unit("ps"))
     eq_dt: float = Field(0.01, gt=0, le=0.04, description="MD time step of cg-eq (smaller, for the freshly mapped "
@@ -385,8 +386,12 @@ class CGSection(_Strict):
                           json_schema_extra=_unit("steps"))
     emtol: float = Field(100.0, gt=0, le=1e9, description="cg-em stops when the largest force is below this",
                          json_schema_extra=_unit("kJ mol^-1 nm^-1"))
-    eq: DurationField = Field("50 ps", description="NPT equilibration with new velocities, every cycle; 0: no equilibration steps",
+    eq: DurationField = Field("50 ps", description="equilibration with new velocities, every cycle; 0: no equilibration steps",
                               json_schema_extra=_unit("ps"))
+    volume: Literal["aa", "own"] = Field("aa", description="box of cg-eq and cg-md: 'aa' keeps the volume of the box "
+                                         "the AA segment left (constant volume, pcoupl = no), so only AA NPT sets the AA "
+                                         "density; 'own' lets the Martini barostat (C-rescale, ref_p) move it to Martini's "
+                                         "own density, which backmapping then hands to the AA side (docs/cycle-physics.md)")
     md: PositiveDuration = Field("1 ns", description="CG production MD per cycle; its last frame is backmapped",
                                  json_schema_extra=_unit("ps"))
     output_every: PositiveDuration = Field("20 ps", description="interval of saved cg-md frames (nstxout-compressed)",

@@ -18,6 +18,7 @@ Two kinds:
     start: aa   cycle 1: aa-em, aa-eq, then every cycle:
                 aa-md, coarse-grain, train, cg-em, cg-eq, cg-md, backmap,
                 restrained-em, restrained-eq, relax        (relax feeds the next aa-md)
+                cg-eq and cg-md at the AA box's volume unless cg.volume is 'own' (docs/cycle-physics.md)
     start: cg   every cycle: cg-em, cg-eq, cg-md, backmap, restrained-em, restrained-eq, relax,
                 aa-md, train, coarse-grain (not in the last cycle; feeds the next cg-em)
 
@@ -582,8 +583,11 @@ class _PipelineBuilder:
         return st
 
     def cg_mdrun(self, cycle, name, template, values, structure, topology, minim=False, desc=""):
+        options = dict(self.cfg.mdp.overrides.cg)
+        if not minim and self.cfg.cg.volume == "aa" and not any(k.lower() == "pcoupl" for k in options):
+            options = {"pcoupl": "no", **options}  # the AA box's volume (docs/cycle-physics.md)
         st = MdrunStage(name=name, cycle=cycle, workdir=self.wd(cycle, name), template=template, values=values,
-                        mdp_options=dict(self.cfg.mdp.overrides.cg), structure=structure, topology=topology,
+                        mdp_options=options, structure=structure, topology=topology,
                         minimisation=minim, description=desc, resolution="cg")
         self.stages.append(st)
         return st
@@ -637,14 +641,15 @@ class _PipelineBuilder:
 
     def cg_segment(self, c, cg_gro, cg_top):
         cg, tpl, d = self.cfg.cg, self.tpl, self.CG_DEFAULTS
+        ens = "NVT (AA box)" if cg.volume == "aa" else "NPT"
         em = self.cg_mdrun(c, "cg-em", tpl.cg.em, {"nsteps": cg.em_steps, "emtol": cg.emtol, "define": ""},
                            cg_gro, cg_top, minim=True, desc="CG energy minimisation")
         eq = self.cg_mdrun(c, "cg-eq", tpl.cg.eq, self.md_values(c, "cg-eq", cg.eq, cg.eq_dt, None, cg.energy_every, d,
                                                                 what="cg.eq"),
-                           em.outputs["gro"], cg_top, desc=f"CG NPT equilibration, {cg.eq}")
+                           em.outputs["gro"], cg_top, desc=f"CG {ens} equilibration, {cg.eq}")
         return self.cg_mdrun(c, "cg-md", tpl.cg.md, self.md_values(c, "cg-md", cg.md, cg.dt, cg.output_every,
                                                                    cg.energy_every, d, what="cg.md"),
-                             eq.outputs["gro"], cg_top, desc=f"CG production MD, {cg.md}")
+                             eq.outputs["gro"], cg_top, desc=f"CG {ens} production MD, {cg.md}")
 
     def backmap(self, c, cg_md):
         cfg, rs, aa, tpl = self.cfg, self.cfg.restrained, self.cfg.aa, self.tpl
