@@ -54,3 +54,23 @@ def test_cg_segment_keeps_the_aa_box_unless_volume_own(tmp_path, volume):
     else:
         assert "C-rescale" in md_mdp and "= no   ; set by" not in md_mdp
         assert change < -0.05, f"the Martini barostat should compress a 30 % too dilute box, volume change {change:+.3f}"
+
+
+@pytest.mark.parametrize("example", ["heptanol", "heptanol_nacl"])
+def test_shipped_example_starts_at_its_npt_density(example):
+    """The example's aa.gro is a frame of a settled NPT run (>= 100 ps): its density lies within
+    3 % of that run's mean (a 30 ps build caught mid-relaxation made the first AA segment drift)."""
+    import json
+
+    from multiscale.geometry import box_volume
+    from multiscale.io import read_frames
+    from multiscale.runreport.observables import AMU_KG_M3
+    from multiscale.topology import load_topology
+
+    ex = HERE.parents[1] / "src" / "multiscale" / "data" / "examples" / example
+    info = json.loads((ex / "build_info.json").read_text())["stages"]["npt"]
+    top = load_topology(ex / "aa.top")
+    fr = read_frames(ex / "aa.gro", expected_atoms=top.n_atoms)
+    rho = AMU_KG_M3 * float(top.per_atom("masses").sum()) / float(box_volume(fr.box[-1]))
+    assert info["time_ps"] >= 100, f"{example}: NPT of the build only {info['time_ps']} ps"
+    assert abs(rho / info["density_kg_m3"] - 1) < 0.03, (rho, info["density_kg_m3"])
