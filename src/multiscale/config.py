@@ -402,7 +402,7 @@ class CGSection(_Strict):
 
 class RestrainedSection(_Strict):
     """After backmapping: restrained EM, restrained NVT (heavy atoms held at their backmapped
-    positions, ``force_constant`` kJ mol^-1 nm^-2), then an unrestrained NPT relaxation."""
+    positions, ``force_constant`` kJ mol^-1 nm^-2), then an unrestrained relaxation (NVT by default)."""
 
     em_steps: int = Field(2000, ge=0, le=MAX_EM_STEPS, description="maximum steepest-descent steps of restrained-em",
                           json_schema_extra=_unit("steps"))
@@ -411,8 +411,12 @@ class RestrainedSection(_Strict):
     eq: DurationField = Field("2 ps", description="restrained NVT (heavy atoms held at their backmapped positions); "
                               "0: no equilibration steps", json_schema_extra=_unit("ps"))
     dt: float = Field(0.001, gt=0, le=0.005, description="MD time step of restrained-eq", json_schema_extra=_unit("ps"))
-    relax: DurationField = Field("2 ps", description="unrestrained NPT relaxation before the next AA production; "
+    relax: DurationField = Field("10 ps", description="unrestrained relaxation before the next AA production; "
                                  "0: no relaxation steps", json_schema_extra=_unit("ps"))
+    relax_ensemble: Literal["nvt", "npt"] = Field("nvt", description="'nvt': relax at the volume of the box the last AA "
+                                                  "segment left, so the pressure of the freshly backmapped structure "
+                                                  "cannot expand the box (docs/cycle-physics.md); 'npt': C-rescale "
+                                                  "barostat at ``pressure``")
     relax_dt: float = Field(0.002, gt=0, le=0.005, description="MD time step of relax", json_schema_extra=_unit("ps"))
     force_constant: float = Field(1000.0, ge=0, le=1e7, description="heavy-atom position-restraint force constant "
                                   "(posre_<moltype>.itp, under -DPOSRES)", json_schema_extra=_unit("kJ mol^-1 nm^-2"))
