@@ -169,22 +169,25 @@ def table(res: dict) -> str:
     cyc, pb = res["cycles"], res["plain_blocks"]
     n = len(cyc)
     head = ("| observable | " + " | ".join(f"c{c}" for c in range(1, n + 1))
-            + " | plain AA mean ± spread | cycle mean | slope/cycle ± SE | plain slope ± SE | verdict |")
-    lines = [head, "|" + "---|" * (n + 7)]
+            + " | plain AA mean ± spread | cycle mean | (cycle − plain)/spread | cycles outside ±2 spread | slope/cycle ± SE "
+            "| plain slope ± SE | verdict |")
+    lines = [head, "|" + "---|" * (n + 9)]
     for key, (label, unit) in OBS.items():
         ys = [c.get(key) for c in cyc]
         if any(y is None for y in ys):
             continue
-        fmt = "{:.1f}" if "density" in key else ("{:.2f}" if "epot" in key else "{:.3f}")
-        pv = [b.get(key) for b in pb if b.get(key) is not None]
+        fmt = "{:.1f}" if "density" in key else ("{:.2f}" if "epot" in key else ("{:.2g}" if "jsd" in key else "{:.3f}"))
+        pv = [b.get(key if key != "relax_density_kg_m3" else "density_kg_m3") for b in pb]
+        pv = [v for v in pv if v is not None]
         b, se = slope(ys)
-        pbk, pse = slope(pv) if pv else (float("nan"), float("nan"))
-        verdict = "drift" if abs(b) > 2 * se else "no drift"
-        pm = f"{fmt.format(np.mean(pv))} ± {fmt.format(np.std(pv, ddof=1))}" if len(pv) > 1 else "–"
-        if key == "relax_density_kg_m3":
-            pm = "(as density)"
+        pbk, pse = slope(pv) if key != "relax_density_kg_m3" else (float("nan"), float("nan"))
+        mean, spread = float(np.mean(pv)), float(np.std(pv, ddof=1))
+        z = (np.mean(ys) - mean) / spread
+        out = int(np.sum(np.abs(np.asarray(ys) - mean) > 2 * spread))
+        verdict = "drift" if abs(b) > 2 * se else ("offset" if abs(z) > 2 else "ok")
         lines.append(f"| {label}{f' ({unit})' if unit else ''} | " + " | ".join(fmt.format(y) for y in ys)
-                     + f" | {pm} | {fmt.format(np.mean(ys))} | {b:+.2g} ± {se:.2g} | {pbk:+.2g} ± {pse:.2g} | {verdict} |")
+                     + f" | {fmt.format(mean)} ± {fmt.format(spread)} | {fmt.format(np.mean(ys))} | {z:+.1f} | {out}/{n} "
+                     f"| {b:+.2g} ± {se:.2g} | {pbk:+.2g} ± {pse:.2g} | {verdict} |")
     return "\n".join(lines)
 
 
@@ -205,7 +208,8 @@ def main(argv=None) -> int:
             f"Per cycle c: the cycle's aa-md ({runs['lengths']['md']:g} ps). Plain AA: {runs['total_ps']:g} ps in "
             f"{args.cycles} blocks of {runs['total_ps'] / args.cycles:g} ps, each analysed over its last "
             f"{runs['lengths']['md']:g} ps; spread = standard deviation over blocks; JSDs of the plain blocks are "
-            "against the other blocks pooled. 'drift': |slope| > 2 SE.\n\n" + table(res) + "\n")
+            "against the other blocks pooled. 'drift': |slope| > 2 SE; 'offset': no drift but the cycle mean is more than 2 "
+            "spreads from the plain mean; 'ok': neither.\n\n" + table(res) + "\n")
     print(text)
     (args.folder / "drift.md").write_text(text)
     (args.folder / "drift.json").write_text(json.dumps(res, indent=1))

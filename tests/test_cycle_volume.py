@@ -74,3 +74,25 @@ def test_shipped_example_starts_at_its_npt_density(example):
     rho = AMU_KG_M3 * float(top.per_atom("masses").sum()) / float(box_volume(fr.box[-1]))
     assert info["time_ps"] >= 100, f"{example}: NPT of the build only {info['time_ps']} ps"
     assert abs(rho / info["density_kg_m3"] - 1) < 0.03, (rho, info["density_kg_m3"])
+
+
+def test_plan_sets_constant_volume_on_cg_and_relax_unless_switched_off(tmp_path):
+    """Default: cg-eq, cg-md and relax at constant volume; cg.volume own / relax_ensemble npt give the
+    barostat back; an explicit mdp.overrides pcoupl wins over both defaults."""
+    from multiscale.config import config_from_dict
+    from multiscale.workflow.cycle import build_plan
+
+    ex = HERE.parents[1] / "src" / "multiscale" / "data" / "examples" / "heptanol"
+    base = {"system": {"aa_topology": str(ex / "aa.top"), "aa_structure": str(ex / "aa.gro"),
+                       "cg_topology": str(ex / "cg.top"), "mappings": [str(ex.parents[1] / "mappings" / "heptanol.map")]}}
+
+    def opts(**kw):
+        plan = build_plan(config_from_dict({**base, **kw}, base=tmp_path), tmp_path / "runs")
+        return {s.name: s.mdp_options.get("pcoupl") for s in plan if s.cycle == 1 and hasattr(s, "mdp_options")}
+
+    d = opts()
+    assert d["cg-eq"] == d["cg-md"] == d["relax"] == "no" and d["aa-md"] is None and d["cg-em"] is None
+    d = opts(cg={"volume": "own"}, restrained={"relax_ensemble": "npt"})
+    assert d["cg-eq"] is d["cg-md"] is d["relax"] is None
+    d = opts(mdp={"overrides": {"aa": {"pcoupl": "Parrinello-Rahman"}, "cg": {"pcoupl": "C-rescale"}}})
+    assert d["relax"] == d["aa-md"] == "Parrinello-Rahman" and d["cg-md"] == "C-rescale"
