@@ -38,7 +38,7 @@ from multiscale.geometry import minimum_image  # noqa: E402
 from multiscale.gromacs.runner import GromacsSettings  # noqa: E402
 from multiscale.io import Frames, read_frames  # noqa: E402
 from multiscale.runreport.collect import RDF_BIN_NM  # noqa: E402
-from multiscale.runreport.observables import max_rdf_radius  # noqa: E402
+from multiscale.runreport.observables import density_kg_m3, max_rdf_radius  # noqa: E402
 from multiscale.runreport.segments import System, analyse_aa, edr_series  # noqa: E402
 from multiscale.topology import load_topology  # noqa: E402
 
@@ -121,6 +121,16 @@ def _frames(d: Path, name: str, n_atoms: int, structure: Path) -> Frames:
         return read_frames(structure, d / f"{name}.xtc", expected_atoms=n_atoms)
 
 
+def relax_density(d: Path, system: System, settings) -> float:
+    """Mean density of the relax segment: its .edr (NPT), else its box (NVT: constant)."""
+    rs = edr_series(d / "relax.edr", settings)
+    if "density" in rs:
+        return float(np.mean(rs["density"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(density_kg_m3(system.mass, read_frames(d / "relax.gro").box)[-1])
+
+
 def analyse(runs: dict) -> dict:
     cyc, plain, n, L = runs["cycle"], runs["plain"], runs["cycles"], runs["lengths"]
     top = load_topology(cyc / "aa.top")
@@ -143,8 +153,7 @@ def analyse(runs: dict) -> dict:
     for c, fr in enumerate(cfr, start=1):
         seg = segment_numbers(system, fr, edr_series(cycle_runs.stage_dir(cyc, c, "aa-md") / "aa-md.edr", settings), types)
         v = finish(system, seg, ref)
-        rs = edr_series(cycle_runs.stage_dir(cyc, c, "relax") / "relax.edr", settings)
-        v["relax_density_kg_m3"] = float(np.mean(rs["density"]))
+        v["relax_density_kg_m3"] = relax_density(cycle_runs.stage_dir(cyc, c, "relax"), system, settings)
         cycles.append(v)
     plain_blocks = []
     for k, b in enumerate(blocks):  # each block against the pool of the OTHER blocks (no self-overlap)
