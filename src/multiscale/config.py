@@ -431,6 +431,9 @@ class BackmapSection(_Strict):
                                   "``train_from_cycle: 0`` or a ``train_from_cycle`` above 1")
     train_from_cycle: int = Field(1, ge=0, le=MAX_CYCLES, description="train on the AA MD of this cycle and fine-tune on "
                                   "every later one; 0: never train (use ``model``)")
+    fine_tune: bool = Field(True, description="fine-tune the model on every cycle after ``train_from_cycle``; false: train "
+                            "once, on that cycle's AA MD only (later AA segments start from backmapped structures, so "
+                            "training on them feeds the model's own bias back into it: docs/cycle-physics.md)")
     epochs: Optional[int] = Field(None, ge=1, le=100000, description="training epochs per cycle (later cycles fine-tune); "
                                   "null: the engine's default (sized by the amount of data)")
     samples: Optional[int] = Field(None, ge=1, le=10**9, description="AA MD frames used for training per cycle, evenly "
@@ -577,7 +580,8 @@ class SimConfig(_Strict):
 
     def trains_in(self, cycle: int) -> bool:
         """Whether a model is trained (or fine-tuned) on this cycle's AA MD segment."""
-        return self.backmap.train_from_cycle >= 1 and cycle >= self.backmap.train_from_cycle
+        first = self.backmap.train_from_cycle
+        return first >= 1 and (cycle == first or (self.backmap.fine_tune and cycle > first))
 
     def gmxlib(self) -> str:
         """GMXLIB value for grompp: forcefield_dirs, the existing GMXLIB, then GROMACS' own share/top."""
