@@ -7,13 +7,13 @@
 1. Runs (resumable; rerun to continue) DIR/cycle (the example with ``cycles: N``) and DIR/plain
    (plain AA of N x (aa.md + restrained.eq + restrained.relax), same aa_md template and output
    frequencies), side by side, see benchmarks/cycle_runs.py.
-2. Per cycle, over the frames of that cycle's aa-md (the AA production segment, i.e. the end of
-   each AA segment): density and Epot/molecule (.edr), H-bonds per molecule, the solute-COM and
+2. Per cycle, over the last ``--tail`` (default half, as ``multiscale report``) of that cycle's aa-md
+   (the AA production segment, i.e. the end of each AA segment): density and Epot/molecule (.edr), H-bonds per molecule, the solute-COM and
    water O-O g(r) (first-peak height, JSD vs the plain run), the heavy-atom torsion distributions
    (mean JSD over torsion types vs the plain run) -- with the functions of multiscale.runreport.
    The density right after the switch (the relax segment's .edr mean) is listed as well.
 3. The plain run is cut into N blocks of one cycle's AA length; each block is analysed over its
-   last aa.md ps (the same number of frames as an aa-md segment): the plain mean +- spread
+   last tail x aa.md ps (the same number of frames as the cycle's window): the plain mean +- spread
    (standard deviation over blocks) and its own slope are the reference.
 4. For each observable: least-squares slope vs cycle with its standard error; "drift" when
    |slope| > 2 SE.  Markdown table on stdout and in DIR/drift.md, numbers in DIR/drift.json.
@@ -131,7 +131,8 @@ def relax_density(d: Path, system: System, settings) -> float:
         return float(density_kg_m3(system.mass, read_frames(d / "relax.gro").box)[-1])
 
 
-def analyse(runs: dict) -> dict:
+def analyse(runs: dict, tail: float = 0.5) -> dict:
+    """Per-cycle and per-block observables over the last ``tail`` fraction of each aa-md / block window."""
     cyc, plain, n, L = runs["cycle"], runs["plain"], runs["cycles"], runs["lengths"]
     top = load_topology(cyc / "aa.top")
     system, types, settings = System(top), torsion_types(top), GromacsSettings()
@@ -141,17 +142,20 @@ def analyse(runs: dict) -> dict:
     rmax = max_rdf_radius(np.concatenate([pfr.box] + [f.box for f in cfr]), 1.5)
     for name, b in RDF_BIN_NM.items():
         system.rdf_edges[name] = np.arange(0.0, rmax + 1e-9, b)
-    block = L["md"] + L["eq"] + L["relax"]
+    block, win = L["md"] + L["eq"] + L["relax"], tail * L["md"]
     blocks = []
     for k in range(n):
         t1 = (k + 1) * block
-        idx = np.flatnonzero((pfr.times >= t1 - L["md"] - 1e-6) & (pfr.times <= t1 + 1e-6))
-        blocks.append(segment_numbers(system, _cut(pfr, idx), _cut_series(pser, t1 - L["md"], t1), types))
+        idx = np.flatnonzero((pfr.times >= t1 - win - 1e-6) & (pfr.times <= t1 + 1e-6))
+        blocks.append(segment_numbers(system, _cut(pfr, idx), _cut_series(pser, t1 - win, t1), types))
     ref = {"rdf": {k: sum(b["rdf"][k] for b in blocks) for k in blocks[0]["rdf"]},
            "torsions": [np.concatenate(x) for x in zip(*[b["torsions"] for b in blocks])]}
     cycles = []
     for c, fr in enumerate(cfr, start=1):
-        seg = segment_numbers(system, fr, edr_series(cycle_runs.stage_dir(cyc, c, "aa-md") / "aa-md.edr", settings), types)
+        t1 = float(fr.times[-1])
+        fr = _cut(fr, np.flatnonzero(fr.times >= t1 - win - 1e-6))
+        ser = _cut_series(edr_series(cycle_runs.stage_dir(cyc, c, "aa-md") / "aa-md.edr", settings), t1 - win, t1)
+        seg = segment_numbers(system, fr, ser, types)
         v = finish(system, seg, ref)
         v["relax_density_kg_m3"] = relax_density(cycle_runs.stage_dir(cyc, c, "relax"), system, settings)
         cycles.append(v)
@@ -206,17 +210,19 @@ def main(argv=None) -> int:
     ap.add_argument("--example", default="heptanol")
     ap.add_argument("--cycles", type=int, default=10)
     ap.add_argument("--volume", choices=["aa", "own"], default="aa", help="cg.volume of the cycle run (default aa)")
+    ap.add_argument("--tail", type=float, default=0.5, help="fraction of each aa-md analysed, its end (default 0.5, "
+                    "as multiscale report); the plain blocks use the same window")
     ap.add_argument("--analyse-only", action="store_true", help="do not run; analyse what is there")
     args = ap.parse_args(argv)
     runs = cycle_runs.setup(args.folder, args.example, args.cycles, args.volume)
     if not args.analyse_only:
         cycle_runs.run_both(runs, args.folder)
-    res = analyse(runs)
+    res = analyse(runs, args.tail)
     res["wall_s"] = {"cycle": cycle_runs.wall_s(runs["cycle"]), "plain": cycle_runs.wall_s(runs["plain"])}
     text = (f"# Drift over {args.cycles} cycles of {args.example} (cg.volume: {args.volume})\n\n"
-            f"Per cycle c: the cycle's aa-md ({runs['lengths']['md']:g} ps). Plain AA: {runs['total_ps']:g} ps in "
+            f"Per cycle c: the last {args.tail * runs['lengths']['md']:g} ps of the cycle's aa-md ({runs['lengths']['md']:g} ps). Plain AA: {runs['total_ps']:g} ps in "
             f"{args.cycles} blocks of {runs['total_ps'] / args.cycles:g} ps, each analysed over its last "
-            f"{runs['lengths']['md']:g} ps; spread = standard deviation over blocks; JSDs of the plain blocks are "
+            f"{args.tail * runs['lengths']['md']:g} ps; spread = standard deviation over blocks; JSDs of the plain blocks are "
             "against the other blocks pooled. 'drift': |slope| > 2 SE; 'offset': no drift but the cycle mean is more than 2 "
             "spreads from the plain mean; 'ok': neither.\n\n" + table(res) + "\n")
     print(text)
