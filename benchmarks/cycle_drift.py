@@ -219,8 +219,9 @@ def main(argv=None) -> int:
         cycle_runs.run_both(runs, args.folder)
     res = analyse(runs, args.tail)
     res["wall_s"] = {"cycle": cycle_runs.wall_s(runs["cycle"]), "plain": cycle_runs.wall_s(runs["plain"])}
-    text = (f"# Drift over {args.cycles} cycles of {args.example} (cg.volume: {args.volume})\n\n"
-            f"Per cycle c: the last {args.tail * runs['lengths']['md']:g} ps of the cycle's aa-md ({runs['lengths']['md']:g} ps). Plain AA: {runs['total_ps']:g} ps in "
+    text = (f"# Drift over {args.cycles} cycles of {args.example} ({runs['cycle'] / 'sim.yaml'})\n\n"
+            f"Per cycle c: the last {args.tail * runs['lengths']['md']:g} ps of the cycle's aa-md ({runs['lengths']['md']:g} ps). "
+            f"Plain AA: {runs['total_ps']:g} ps in "
             f"{args.cycles} blocks of {runs['total_ps'] / args.cycles:g} ps, each analysed over its last "
             f"{args.tail * runs['lengths']['md']:g} ps; spread = standard deviation over blocks; JSDs of the plain blocks are "
             "against the other blocks pooled. 'drift': |slope| > 2 SE; 'offset': no drift but the cycle mean is more than 2 "
