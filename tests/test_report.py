@@ -100,8 +100,10 @@ def test_numbers_are_physical(report):
     for s in report["segments"]:
         v = s["values"]
         if s["resolution"] == "cg":
-            # Martini 3 W + HPO beads at 300 K, 1 bar: within 10 % of water
-            assert 900 < v["density_kg_m3"]["mean"] < 1100 and v["cg_epot_per_molecule_kj_mol"]["mean"] < 0
+            # Martini 3 W + HPO beads at 300 K, 1 bar: within 10 % of water (NPT, cg.volume: own); at the
+            # AA box's volume (cg.volume: aa, the default) the .edr has no density: the volume is the AA one
+            assert v["cg_epot_per_molecule_kj_mol"]["mean"] < 0
+            assert 900 < v["density_kg_m3"]["mean"] < 1100 if "density_kg_m3" in v else 25 < v["volume_nm3"]["mean"] < 40
             continue
         # heptanol/water at 300 K: between pure heptanol (819) and water (997); CG and relax run at
         # the AA box's volume, but a freshly backmapped structure is not relaxed yet in these short
