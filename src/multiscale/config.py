@@ -429,11 +429,11 @@ class BackmapSection(_Strict):
 
     model: Optional[Path] = Field(None, description="a trained model (.pt) to start from; required for ``start: cg``, "
                                   "``train_from_cycle: 0`` or a ``train_from_cycle`` above 1")
-    train_from_cycle: int = Field(1, ge=0, le=MAX_CYCLES, description="train on the AA MD of this cycle and fine-tune on "
-                                  "every later one; 0: never train (use ``model``)")
-    fine_tune: bool = Field(True, description="fine-tune the model on every cycle after ``train_from_cycle``; false: train "
-                            "once, on that cycle's AA MD only (later AA segments start from backmapped structures, so "
-                            "training on them feeds the model's own bias back into it: docs/cycle-physics.md)")
+    train_from_cycle: int = Field(1, ge=0, le=MAX_CYCLES, description="train on the AA MD of this cycle (and, with "
+                                  "``fine_tune``, every later one); 0: never train (use ``model``)")
+    fine_tune: bool = Field(False, description="false: train once, on the AA MD of ``train_from_cycle`` only; true: "
+                            "fine-tune on every later cycle too (later AA segments start from backmapped structures, so "
+                            "this feeds the model's own bias back into it: heavy torsions drift, docs/cycle-physics.md)")
     epochs: Optional[int] = Field(None, ge=1, le=100000, description="training epochs per cycle (later cycles fine-tune); "
                                   "null: the engine's default (sized by the amount of data)")
     samples: Optional[int] = Field(None, ge=1, le=10**9, description="AA MD frames used for training per cycle, evenly "
