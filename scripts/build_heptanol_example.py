@@ -11,7 +11,7 @@ Steps (real GROMACS, via multiscale.gromacs): gmx insert-molecules (HPO.gro) -> 
 multiple of 4, so that every Martini W bead stands for 4 waters; with --salt, --n-water is the
 count after the ions replaced waters and defaults to the largest multiple of 4 that fits) ->
 [waters far from HPO replaced by NA/CL at their oxygens] -> EM (flexible water) -> NVT -> NPT
-(c-rescale, isotropic).
+(c-rescale, isotropic; 200 ps by default, long enough for the density to settle).
 
 Writes into --out (default src/multiscale/data/examples/heptanol): aa.gro (equilibrated, molecules whole, nm),
 aa.top (includes with paths relative to its folder), cg.top (Martini 3 topology with the same
@@ -168,7 +168,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=2024, help="random seed (insertion, water removal, velocities)")
     ap.add_argument("--temperature", type=float, default=300.0, help="K (default 300)")
     ap.add_argument("--nvt-ps", type=float, default=10.0, help="NVT length, ps (default 10)")
-    ap.add_argument("--npt-ps", type=float, default=30.0, help="NPT length, ps (default 30)")
+    ap.add_argument("--npt-ps", type=float, default=200.0, help="NPT length, ps (default 200: the density settles in ~50 ps)")
     ap.add_argument("--nt", type=int, default=None, help="mdrun -nt threads")
     ap.add_argument("--gmx", default="gmx", help="GROMACS driver (default gmx)")
     ap.add_argument("--out", type=Path, default=DATA / "examples" / "heptanol")

@@ -334,7 +334,8 @@ def test_default_pipeline_stage_lists(tmp_path):
     ex = REPO / "src" / "multiscale" / "data" / "examples" / "heptanol"
     base = {"system": {"aa_topology": str(ex / "aa.top"), "aa_structure": str(ex / "aa.gro"),
                        "cg_topology": str(ex / "cg.top"), "cg_structure": str(ex / "aa.gro"),
-                       "mappings": [str(ex.parents[1] / "mappings" / "heptanol.map")]}, "cycles": 2}
+                       "mappings": [str(ex.parents[1] / "mappings" / "heptanol.map")]}, "cycles": 2,
+            "backmap": {"fine_tune": True}}
     model = tmp_path / "m.pt"
     model.write_bytes(b"")
     cfg = config_from_dict(base, base=tmp_path)
@@ -367,13 +368,13 @@ def test_default_pipeline_stage_lists(tmp_path):
     s1 = [s.values.get("gen_seed") for s in r1 if isinstance(s, MdrunStage) and "gen_seed" in s.values]
     assert not set(s0) & set(s1) and not set(s0) & seeds
 
-    cfg = config_from_dict({**base, "start": "cg", "backmap": {"model": str(model)}}, base=tmp_path)
+    cfg = config_from_dict({**base, "start": "cg", "backmap": {"model": str(model), "fine_tune": True}}, base=tmp_path)
     names = [s.key for s in build_plan(cfg, tmp_path / "runs")]
     assert names == ([f"cycle_001/{n}" for n in ["cg-em", "cg-eq", "cg-md", "backmap", "restrained-em",
                                                  "restrained-eq", "relax", "aa-md", "train", "coarse-grain"]]
                      + [f"cycle_002/{n}" for n in ["cg-em", "cg-eq", "cg-md", "backmap", "restrained-em",
                                                    "restrained-eq", "relax", "aa-md", "train"]])
-    cfg = config_from_dict({**base, "backmap": {"model": str(model), "train_from_cycle": 2}}, base=tmp_path)
+    cfg = config_from_dict({**base, "backmap": {"model": str(model), "train_from_cycle": 2, "fine_tune": True}}, base=tmp_path)
     plan = build_plan(cfg, tmp_path / "runs")
     assert "cycle_001/train" not in [s.key for s in plan] and "cycle_002/train" in [s.key for s in plan]
     assert {s.key: s for s in plan}["cycle_001/backmap"].inputs["model"] == model

@@ -31,7 +31,7 @@ SHORT = {  # sim.yaml lines of the example -> lines of the tiny run
     r"^  output_every: 0.2 ps": "  output_every: 0.1 ps",
     r"^  eq: 20 ps": "  eq: 10 ps",
     r"^  md: 1 ns": "  md: 40 ps",
-    r"^  relax: 2 ps": "  relax: 1 ps",
+    r"^  relax: 10 ps": "  relax: 1 ps",
     r"^  epochs: null": "  epochs: 3",
 }
 
@@ -100,12 +100,14 @@ def test_numbers_are_physical(report):
     for s in report["segments"]:
         v = s["values"]
         if s["resolution"] == "cg":
-            # Martini 3 W + HPO beads at 300 K, 1 bar: within 10 % of water
-            assert 900 < v["density_kg_m3"]["mean"] < 1100 and v["cg_epot_per_molecule_kj_mol"]["mean"] < 0
+            # Martini 3 W + HPO beads at 300 K, 1 bar: within 10 % of water (NPT, cg.volume: own); at the
+            # AA box's volume (cg.volume: aa, the default) the .edr has no density: the volume is the AA one
+            assert v["cg_epot_per_molecule_kj_mol"]["mean"] < 0
+            assert 900 < v["density_kg_m3"]["mean"] < 1100 if "density_kg_m3" in v else 25 < v["volume_nm3"]["mean"] < 40
             continue
-        # heptanol/water at 300 K: between pure heptanol (819) and water (997); after a CG segment
-        # the AA box keeps the Martini box (~2 % longer edges: ~5 % less dense) for these short
-        # relaxations.  The box route (topology mass / box volume) agrees with GROMACS' own density.
+        # heptanol/water at 300 K: between pure heptanol (819) and water (997); CG and relax run at
+        # the AA box's volume, but a freshly backmapped structure is not relaxed yet in these short
+        # runs (docs/cycle-physics.md).  The box route (topology mass / box volume) agrees with GROMACS' own density.
         assert 850 < v["density_kg_m3"]["mean"] < 1000, s["key"]
         assert v["density_box_kg_m3"]["mean"] == pytest.approx(v["density_kg_m3"]["mean"], rel=0.02)
         # TIP3P water -41 kJ/mol per molecule; the mixture is a little less bound (a kcal, per-atom

@@ -376,7 +376,8 @@ class AASection(_Strict):
 
 
 class CGSection(_Strict):
-    """Martini stages: EM, NPT equilibration (smaller dt, new velocities) and production MD."""
+    """Martini stages: EM, equilibration (smaller dt, new velocities) and production MD; by default at the
+    constant volume of the box the AA segment left (``volume: aa``, see docs/cycle-physics.md)."""
 
     dt: float = Field(0.02, gt=0, le=0.04, description="MD time step of cg-md", json_schema_extra=_unit("ps"))
     eq_dt: float = Field(0.01, gt=0, le=0.04, description="MD time step of cg-eq (smaller, for the freshly mapped "
@@ -385,8 +386,12 @@ class CGSection(_Strict):
                           json_schema_extra=_unit("steps"))
     emtol: float = Field(100.0, gt=0, le=1e9, description="cg-em stops when the largest force is below this",
                          json_schema_extra=_unit("kJ mol^-1 nm^-1"))
-    eq: DurationField = Field("50 ps", description="NPT equilibration with new velocities, every cycle; 0: no equilibration steps",
+    eq: DurationField = Field("50 ps", description="equilibration with new velocities, every cycle; 0: no equilibration steps",
                               json_schema_extra=_unit("ps"))
+    volume: Literal["aa", "own"] = Field("aa", description="box of cg-eq and cg-md: 'aa' keeps the volume of the box "
+                                         "the AA segment left (constant volume, pcoupl = no), so only AA NPT sets the AA "
+                                         "density; 'own' lets the Martini barostat (C-rescale, ref_p) move it to Martini's "
+                                         "own density, which backmapping then hands to the AA side (docs/cycle-physics.md)")
     md: PositiveDuration = Field("1 ns", description="CG production MD per cycle; its last frame is backmapped",
                                  json_schema_extra=_unit("ps"))
     output_every: PositiveDuration = Field("20 ps", description="interval of saved cg-md frames (nstxout-compressed)",
@@ -397,7 +402,7 @@ class CGSection(_Strict):
 
 class RestrainedSection(_Strict):
     """After backmapping: restrained EM, restrained NVT (heavy atoms held at their backmapped
-    positions, ``force_constant`` kJ mol^-1 nm^-2), then an unrestrained NPT relaxation."""
+    positions, ``force_constant`` kJ mol^-1 nm^-2), then an unrestrained relaxation (NVT by default)."""
 
     em_steps: int = Field(2000, ge=0, le=MAX_EM_STEPS, description="maximum steepest-descent steps of restrained-em",
                           json_schema_extra=_unit("steps"))
@@ -406,9 +411,13 @@ class RestrainedSection(_Strict):
     eq: DurationField = Field("2 ps", description="restrained NVT (heavy atoms held at their backmapped positions); "
                               "0: no equilibration steps", json_schema_extra=_unit("ps"))
     dt: float = Field(0.001, gt=0, le=0.005, description="MD time step of restrained-eq", json_schema_extra=_unit("ps"))
-    relax: DurationField = Field("20 ps", description="unrestrained NPT relaxation before the next AA production "
-                                 "(neat octan-2-ol: hydroxyl H-bonds within ~10 % of the AA liquid after ~20 ps, "
-                                 "docs/hbonds.md); 0: no relaxation steps", json_schema_extra=_unit("ps"))
+    relax: DurationField = Field("20 ps", description="unrestrained relaxation before the next AA production (neat "
+                                 "octan-2-ol: hydroxyl H-bonds within ~10 % of the AA liquid after ~20 ps, docs/hbonds.md); "
+                                 "0: no relaxation steps", json_schema_extra=_unit("ps"))
+    relax_ensemble: Literal["nvt", "npt"] = Field("nvt", description="'nvt': relax at the volume of the box the last AA "
+                                                  "segment left, so the pressure of the freshly backmapped structure "
+                                                  "cannot expand the box (docs/cycle-physics.md); 'npt': C-rescale "
+                                                  "barostat at ``pressure``")
     relax_dt: float = Field(0.002, gt=0, le=0.005, description="MD time step of relax", json_schema_extra=_unit("ps"))
     force_constant: float = Field(1000.0, ge=0, le=1e7, description="heavy-atom position-restraint force constant "
                                   "(posre_<moltype>.itp, under -DPOSRES)", json_schema_extra=_unit("kJ mol^-1 nm^-2"))
@@ -421,8 +430,11 @@ class BackmapSection(_Strict):
 
     model: Optional[Path] = Field(None, description="a trained model (.pt) to start from; required for ``start: cg``, "
                                   "``train_from_cycle: 0`` or a ``train_from_cycle`` above 1")
-    train_from_cycle: int = Field(1, ge=0, le=MAX_CYCLES, description="train on the AA MD of this cycle and fine-tune on "
-                                  "every later one; 0: never train (use ``model``)")
+    train_from_cycle: int = Field(1, ge=0, le=MAX_CYCLES, description="train on the AA MD of this cycle (and, with "
+                                  "``fine_tune``, every later one); 0: never train (use ``model``)")
+    fine_tune: bool = Field(False, description="false: train once, on the AA MD of ``train_from_cycle`` only; true: "
+                            "fine-tune on every later cycle too (later AA segments start from backmapped structures, so "
+                            "this feeds the model's own bias back into it: heavy torsions drift, docs/cycle-physics.md)")
     epochs: Optional[int] = Field(None, ge=1, le=100000, description="training epochs per cycle (later cycles fine-tune); "
                                   "null: the engine's default (sized by the amount of data)")
     samples: Optional[int] = Field(None, ge=1, le=10**9, description="AA MD frames used for training per cycle, evenly "
@@ -569,7 +581,8 @@ class SimConfig(_Strict):
 
     def trains_in(self, cycle: int) -> bool:
         """Whether a model is trained (or fine-tuned) on this cycle's AA MD segment."""
-        return self.backmap.train_from_cycle >= 1 and cycle >= self.backmap.train_from_cycle
+        first = self.backmap.train_from_cycle
+        return first >= 1 and (cycle == first or (self.backmap.fine_tune and cycle > first))
 
     def gmxlib(self) -> str:
         """GMXLIB value for grompp: forcefield_dirs, the existing GMXLIB, then GROMACS' own share/top."""

@@ -15,7 +15,7 @@ __all__ = ["write_figures", "OBSERVABLE_FIGURES", "RDF_LABELS"]
 #: stage -> (x offset within its cycle, marker, label)
 _STYLE = {"aa-md": (0.0, "o", "AA production (aa-md)"), "cg-md": (0.15, "D", "CG production (cg-md; Martini masses)"),
           "restrained-eq": (0.3, "^", "restrained NVT (restrained-eq)"),
-          "relax": (0.42, "s", "unrestrained NPT relax")}
+          "relax": (0.42, "s", "unrestrained relax")}
 _COLOR = {"aa-md": "tab:blue", "cg-md": "tab:green", "restrained-eq": "tab:orange", "relax": "tab:purple"}
 
 #: file stem -> (title, [(value key, axis label, CG value key or None)])

@@ -18,6 +18,8 @@ Two kinds:
     start: aa   cycle 1: aa-em, aa-eq, then every cycle:
                 aa-md, coarse-grain, train, cg-em, cg-eq, cg-md, backmap,
                 restrained-em, restrained-eq, relax        (relax feeds the next aa-md)
+                cg-eq, cg-md and relax at the AA box's volume unless cg.volume is 'own' /
+                restrained.relax_ensemble is 'npt' (docs/cycle-physics.md)
     start: cg   every cycle: cg-em, cg-eq, cg-md, backmap, restrained-em, restrained-eq, relax,
                 aa-md, train, coarse-grain (not in the last cycle; feeds the next cg-em)
 
@@ -573,17 +575,25 @@ class _PipelineBuilder:
                 "gen_seed": self.seed(cycle, name), "nstxout_compressed": nstx, "nstenergy": min(nste, max(nsteps, 1)),
                 "nstlog": min(nste * 10, max(nsteps, 1)), "define": define}
 
-    def aa_mdrun(self, cycle, name, template, values, structure, topology=None, restraint=None, minim=False, desc=""):
+    def aa_mdrun(self, cycle, name, template, values, structure, topology=None, restraint=None, minim=False, desc="",
+                 defaults=None):
+        """An AA MdrunStage; ``defaults``: mdp options the user's mdp.overrides.aa replace."""
+        over = dict(self.cfg.mdp.overrides.aa)
+        lower = {k.lower().replace("_", "-") for k in over}
+        options = {k: v for k, v in (defaults or {}).items() if k.lower().replace("_", "-") not in lower} | over
         st = MdrunStage(name=name, cycle=cycle, workdir=self.wd(cycle, name), template=template, values=values,
-                        mdp_options=dict(self.cfg.mdp.overrides.aa), structure=structure,
+                        mdp_options=options, structure=structure,
                         topology=self.aa_top if topology is None else topology, restraint=restraint,
                         minimisation=minim, description=desc)
         self.stages.append(st)
         return st
 
     def cg_mdrun(self, cycle, name, template, values, structure, topology, minim=False, desc=""):
+        options = dict(self.cfg.mdp.overrides.cg)
+        if not minim and self.cfg.cg.volume == "aa" and not any(k.lower() == "pcoupl" for k in options):
+            options = {"pcoupl": "no"} | options  # the AA box's volume (docs/cycle-physics.md)
         st = MdrunStage(name=name, cycle=cycle, workdir=self.wd(cycle, name), template=template, values=values,
-                        mdp_options=dict(self.cfg.mdp.overrides.cg), structure=structure, topology=topology,
+                        mdp_options=options, structure=structure, topology=topology,
                         minimisation=minim, description=desc, resolution="cg")
         self.stages.append(st)
         return st
@@ -637,14 +647,15 @@ class _PipelineBuilder:
 
     def cg_segment(self, c, cg_gro, cg_top):
         cg, tpl, d = self.cfg.cg, self.tpl, self.CG_DEFAULTS
+        ens = "NVT (AA box)" if cg.volume == "aa" else "NPT"
         em = self.cg_mdrun(c, "cg-em", tpl.cg.em, {"nsteps": cg.em_steps, "emtol": cg.emtol, "define": ""},
                            cg_gro, cg_top, minim=True, desc="CG energy minimisation")
         eq = self.cg_mdrun(c, "cg-eq", tpl.cg.eq, self.md_values(c, "cg-eq", cg.eq, cg.eq_dt, None, cg.energy_every, d,
                                                                 what="cg.eq"),
-                           em.outputs["gro"], cg_top, desc=f"CG NPT equilibration, {cg.eq}")
+                           em.outputs["gro"], cg_top, desc=f"CG {ens} equilibration, {cg.eq}")
         return self.cg_mdrun(c, "cg-md", tpl.cg.md, self.md_values(c, "cg-md", cg.md, cg.dt, cg.output_every,
                                                                    cg.energy_every, d, what="cg.md"),
-                             eq.outputs["gro"], cg_top, desc=f"CG production MD, {cg.md}")
+                             eq.outputs["gro"], cg_top, desc=f"CG {ens} production MD, {cg.md}")
 
     def backmap(self, c, cg_md):
         cfg, rs, aa, tpl = self.cfg, self.cfg.restrained, self.cfg.aa, self.tpl
@@ -671,7 +682,8 @@ class _PipelineBuilder:
         return self.aa_mdrun(c, "relax", tpl.aa.relax,
                              self.md_values(c, "relax", rs.relax, rs.relax_dt, None, aa.energy_every, self.AA_DEFAULTS,
                                             what="restrained.relax"),
-                             req.outputs["gro"], desc=f"unrestrained NPT {rs.relax}")
+                             req.outputs["gro"], desc=f"unrestrained {rs.relax_ensemble.upper()} {rs.relax}",
+                             defaults={"pcoupl": "no"} if rs.relax_ensemble == "nvt" else None)  # docs/cycle-physics.md
 
     # -- the two orders -----------------------------------------------------------------------
     def build(self) -> list[Stage]:
