@@ -69,11 +69,9 @@ def test_pbc_molecule_straddling_the_box_edge(hep):
     pos = cg.positions[0].copy()
     # shift so that molecule 0's first bead sits 0.02 nm inside the x = 0 face
     b0, b1 = pos[0], pos[0] + _mi(pos[1] - pos[0], box)
-    lo = min(b0[0], b1[0])
-    shift = np.array([0.02 - lo, 0.0, 0.0])
-    if b1[0] > b0[0]:
-        shift[0] = -(b1[0] - 0.02)  # the other bead goes just inside x = 0, the first wraps to x ~ L
-    pos = np.mod(pos + shift, box)
+    assert abs(b1[0] - b0[0]) > 0.05  # the two beads are apart along x
+    shift = np.array([0.02 - max(b0[0], b1[0]), 0.0, 0.0])  # the bead at larger x goes just inside x = 0,
+    pos = np.mod(pos + shift, box)                           # the other wraps to x ~ L
     assert abs(pos[0, 0] - pos[1, 0]) > box[0] / 2  # split by the wrap
     aa, reps = backmap(model, top, pos, box, seed=1, wrap=False)
     x = aa[0, :24].astype(float)

@@ -127,14 +127,17 @@ def test_hbond_network_step_adds_hydrogen_bonds_and_keeps_beads(hep):
     from multiscale.backmap.system import count_frame_hbonds
 
     top, mp, model, cg = hep
-    counts = {}
+    counts = {False: 0, True: 0}
     mm = model.moltypes["HPO"]
     saved = mm.network_cutoff
     mm.network_cutoff = 0.36  # the neat-alcohol value; this fixture's calibration may choose less in water
-    for net in (False, True):
-        aa, reps = backmap(model, top, cg.positions[0], cg.box[0], seed=5, hbond_network=net, hbond_eps=32.0)
-        counts[net] = count_frame_hbonds(aa[0].astype(np.float64), cg.box[0], top, model)
-        assert reps[0].max_cg_deviation_nm < 1e-10 and reps[0].ok
+    pairs = 0
+    for seed in (5, 6, 7, 8):  # one frame of 40 alcohols in water is noisy: compare totals over 4 draws
+        for net in (False, True):
+            aa, reps = backmap(model, top, cg.positions[0], cg.box[0], seed=seed, hbond_network=net, hbond_eps=32.0)
+            counts[net] += count_frame_hbonds(aa[0].astype(np.float64), cg.box[0], top, model)
+            assert reps[0].max_cg_deviation_nm < 1e-10 and reps[0].ok
+        pairs += reps[0].hbond_pairs
     mm.network_cutoff = saved
-    assert reps[0].hbond_pairs > 0
+    assert pairs > 0
     assert counts[True] > counts[False]
