@@ -124,16 +124,13 @@ def residue_table(topology) -> ResidueTable:
 
 def _dihedral(x: np.ndarray, quads: np.ndarray) -> np.ndarray:
     """Torsions (F, Q) rad of quads (Q, 4) global indices; NaN where an index is -1."""
+    from ..geometry import dihedral
+
     ok = (quads >= 0).all(axis=1)
     out = np.full((x.shape[0], len(quads)), np.nan)
     if ok.any():
         q = quads[ok]
-        p0, p1, p2, p3 = (x[:, q[:, k]] for k in range(4))
-        b0, b1, b2 = p0 - p1, p2 - p1, p3 - p2
-        b1n = b1 / np.linalg.norm(b1, axis=-1, keepdims=True)
-        v = b0 - np.sum(b0 * b1n, axis=-1, keepdims=True) * b1n
-        w = b2 - np.sum(b2 * b1n, axis=-1, keepdims=True) * b1n
-        out[:, ok] = np.arctan2(np.sum(np.cross(b1n, v) * w, axis=-1), np.sum(v * w, axis=-1))
+        out[:, ok] = dihedral(*(x[:, q[:, k]] for k in range(4)))
     return out
 
 
@@ -175,44 +172,24 @@ def chirality_wrong(x: np.ndarray, t: ResidueTable) -> np.ndarray:
     return wrong
 
 
-def _excluded_pairs(topology, atoms: np.ndarray) -> set:
-    """Global (i, j), i < j, pairs 1-2 and 1-3 apart among ``atoms``."""
-    out = set()
-    for b in topology.blocks:
-        mt = b.moltype
-        adj: dict[int, set] = {}
-        for i, j in mt.bonds:
-            adj.setdefault(int(i), set()).add(int(j))
-            adj.setdefault(int(j), set()).add(int(i))
-        local = set()
-        for i, nb in adj.items():
-            for j in nb:
-                local.add((min(i, j), max(i, j)))
-                for k in adj.get(j, ()):
-                    if k != i:
-                        local.add((min(i, k), max(i, k)))
-        for c in range(b.count):
-            off = b.start + c * mt.n_atoms
-            out.update((i + off, j + off) for i, j in local)
-    keep = set(atoms.tolist())
-    return {p for p in out if p[0] in keep and p[1] in keep}
+def clash_score(x: np.ndarray, box: np.ndarray, topology, t: ResidueTable, system=None) -> np.ndarray:
+    """(F,) % residues with a heavy-atom contact < :data:`D_CUTOFF_CLASH` to a non-1-2/1-3 heavy
+    atom: :func:`metrics.clash_pairs` (the evaluate clash search) over the residues' heavy atoms
+    only, with ``system``'s exclusions (:class:`multiscale.evaluate.run._System`, built if None)."""
+    if system is None:
+        from .run import _System
 
-
-def clash_score(x: np.ndarray, box: np.ndarray, topology, t: ResidueTable) -> np.ndarray:
-    """(F,) % residues with a heavy-atom contact < :data:`D_CUTOFF_CLASH` to a non-1-2/1-3 heavy atom."""
-    from ..neighbours import PeriodicTree
-
-    heavy = np.array(sorted({i for hs in t.heavy_sets for i in hs}), dtype=np.int64)
+        system = _System(topology)
+    heavy = np.zeros(x.shape[1], dtype=bool)
     owner = np.full(x.shape[1], -1)
     for r, hs in enumerate(t.heavy_sets):
+        heavy[hs] = True
         owner[hs] = r
-    excl = _excluded_pairs(topology, heavy)
     out = np.zeros(x.shape[0])
     for f in range(x.shape[0]):
-        pairs = PeriodicTree(x[f, heavy], box[f], D_CUTOFF_CLASH).query_pairs(D_CUTOFF_CLASH).reshape(-1, 2)
-        gi, gj = heavy[pairs[:, 0]], heavy[pairs[:, 1]]
-        bad = [(a, b) for a, b in zip(np.minimum(gi, gj).tolist(), np.maximum(gi, gj).tolist()) if (a, b) not in excl]
-        res = {owner[a] for p in bad for a in p}
+        xf = np.where(heavy[:, None], x[f], np.nan)  # clash_pairs ignores NaN rows
+        inter, intra, _, _ = M.clash_pairs(xf, box[f], system.molecule, system.excluded, D_CUTOFF_CLASH, D_CUTOFF_CLASH)
+        res = {int(owner[i]) for i in np.concatenate([inter, intra]).ravel()}
         out[f] = 100.0 * len(res) / max(1, t.n_residues)
     return out
 
@@ -278,9 +255,10 @@ def _mean(d: dict) -> float | None:
     return float(np.mean([v["jsd"] for v in d.values()])) if d else None
 
 
-def protein_criteria(topology, x: np.ndarray, box: np.ndarray, ref_x: np.ndarray | None = None) -> dict | None:
+def protein_criteria(topology, x: np.ndarray, box: np.ndarray, ref_x: np.ndarray | None = None, system=None) -> dict | None:
     """All protein criteria of candidate frames ``x`` (F, N, 3) nm (``ref_x``: reference frames,
-    same atom order); None when the system has no amino-acid residue."""
+    same atom order; ``system``: evaluate's topology index arrays, built when None); None when the
+    system has no amino-acid residue."""
     t = residue_table(topology)
     if t.n_residues == 0:
         return None
@@ -292,7 +270,7 @@ def protein_criteria(topology, x: np.ndarray, box: np.ndarray, ref_x: np.ndarray
            "cis_peptides_non_pro": float(cis[:, ~before_pro].sum(axis=1).mean()),
            "cis_peptides_pro": float(cis[:, before_pro].sum(axis=1).mean()),
            "d_residues": float(chirality_wrong(x, t).sum(axis=1).mean()),
-           "clash_score_pct": float(clash_score(x, box, topology, t).mean())}
+           "clash_score_pct": float(clash_score(x, box, topology, t, system).mean())}
     if ref_x is not None:
         rb = backbone_torsions(ref_x, t)
         rama = _rama_jsd(bb, rb, t)

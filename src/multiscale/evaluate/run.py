@@ -364,7 +364,7 @@ def evaluate(*, cg, mapping, topology, output, candidates=None, cg_trajectory=No
         results[e["name"]] = _evaluate_one(e, system, top, topology, cg_blocks, cg_pos, cg_box, ref.sample,
                                            ref.signs, ref.states, tnames, tres, tresid, seed, energy, output,
                                            gromacs_settings, log, energy_options)
-        prot = (protein_criteria(top, system.whole(_quantise(e["positions"]), e["box"]), e["box"], ref.x)
+        prot = (protein_criteria(top, system.whole(_quantise(e["positions"]), e["box"]), e["box"], ref.x, system)
                 if not e["unmatched"]["missing"] else None)
         if prot is not None:
             results[e["name"]]["protein"] = prot
