@@ -9,7 +9,6 @@ again continues where it stopped; other arguments on a prepared folder are refus
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import time
@@ -28,19 +27,10 @@ OWNED = ("molecule.json", GENERATE, "sim.yaml", "model.pt", "aa.gro", "report.md
          "box.gro", "prep", "data", "topologies")
 
 
-def _positive(kind):
-    def conv(text):
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not v > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
-        return v
-    return conv
-
-
 def add_commands(sub) -> None:
+    from ..cli import _number, positive_int
+
+    positive = _number(float, 0, inclusive=False)
     m = sub.add_parser("molecule", help="SMILES + Martini 3 mapping -> topologies, training data, model, ready cycle",
                        description="Build everything a CG <-> AA cycle of a new molecule needs: GAFF2/AM1-BCC topology "
                                    "(acpype) with the mapping's atom names (graph isomorphism), the Martini 3 model "
@@ -54,13 +44,13 @@ def add_commands(sub) -> None:
     m.add_argument("--itp", default=None, help="your AA topology of the molecule (.itp with [ atomtypes ], AMBER-style defaults) "
                                                 "instead of acpype's GAFF2")
     m.add_argument("--cg-itp", default=None, help="your Martini 3 model (.itp) instead of vermouth's library")
-    m.add_argument("--ps", type=_positive(float), default=100.0, help="AA production length, ps (default 100; the last 20%% is held out)")
+    m.add_argument("--ps", type=positive, default=100.0, help="AA production length, ps (default 100; the last 20%% is held out)")
     m.add_argument("--seed", type=int, default=2024, help="seed of every random step (default 2024)")
-    m.add_argument("--count", type=_positive(int), default=24, help="molecules in the box (default 24)")
+    m.add_argument("--count", type=positive_int, default=24, help="molecules in the box (default 24)")
     m.add_argument("--water", type=int, default=700, help="TIP3P waters, a multiple of 4; 0 for the neat liquid (default 700)")
-    m.add_argument("--box", type=_positive(float), default=3.2, help="cubic box edge before NPT, nm (default 3.2)")
+    m.add_argument("--box", type=positive, default=3.2, help="cubic box edge before NPT, nm (default 3.2)")
     m.add_argument("--nt", type=int, default=None, help="mdrun threads (default: GROMACS decides)")
-    m.add_argument("--maxh", type=_positive(float), default=None, help="wall-time budget in hours (stops cleanly; run again)")
+    m.add_argument("--maxh", type=positive, default=None, help="wall-time budget in hours (stops cleanly; run again)")
     m.add_argument("--force", action="store_true", help="start the folder over (removes only what this command wrote)")
     m.set_defaults(func=cmd_molecule)
 
