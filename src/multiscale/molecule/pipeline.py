@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..config import Duration
 from ..io import atomic_path, atomic_write_text
-from ..workflow.stages import PythonStage, StageContext, StageResult, _PipelineBuilder, _stage_log
+from ..workflow.stages import PythonStage, StageContext, StageResult, _checked_mapping, _PipelineBuilder, _run_train, _stage_log, split_frames
 
 __all__ = ["molecule_pipeline", "NPT_PS", "HELD_OUT"]
 
@@ -68,46 +68,14 @@ def molecule_pipeline(cfg, root: Path, replica: int | None = None) -> list:
     return b.stages + [train, report, publish]
 
 
-def _split(fr, held_out: float):
-    from ..io import Frames
-
-    n = fr.n_frames
-    n_train = max(1, min(n - 1, int(round(n * (1.0 - held_out)))))
-
-    def sub(sl):
-        return Frames(fr.positions[sl], fr.box[sl], fr.times[sl], fr.names, fr.resnames, fr.resids)
-    return sub(slice(0, n_train)), sub(slice(n_train, n))
-
-
 def _load(stage: PythonStage, ctx: StageContext):
     from ..io import read_frames
-    from ..mapping import load_mapping
     from ..topology import load_topology
 
     top = load_topology(stage.inputs["aa_topology"])
-    mapping = load_mapping(ctx.config.system.mapping_files)
-    mapping.check(top)
+    mapping = _checked_mapping(stage, ctx, top)
     fr = read_frames(stage.inputs["aa_structure"], stage.inputs["trajectory"], expected_atoms=top.n_atoms)
     return top, mapping, fr
-
-
-def _run_train(stage: PythonStage, ctx: StageContext) -> StageResult:
-    from ..backmap.engine import train
-
-    top, mapping, fr = _load(stage, ctx)
-    fit, _test = _split(fr, stage.params["held_out"])
-    kw = {"seed": ctx.seed, "device": ctx.config.backmap.device,
-          "provenance": {"stage": stage.key, "trajectory": str(stage.inputs["trajectory"]), "frames": [0, fit.n_frames],
-                         "held_out_frames": _test.n_frames}}
-    if ctx.config.backmap.epochs is not None:
-        kw["epochs"] = ctx.config.backmap.epochs
-    t0 = time.perf_counter()
-    model = train(top, mapping, fit, **kw)
-    with atomic_path(stage.outputs["model"]) as tmp:
-        model.save(tmp)
-    wall = time.perf_counter() - t0
-    _stage_log(stage, ctx, f"trained on {fit.n_frames} frames in {wall:.1f} s ({_test.n_frames} held out)")
-    return StageResult(info={"frames": fit.n_frames, "held_out_frames": _test.n_frames, "train_s": round(wall, 2)})
 
 
 def _write_pair(work: Path, stem: str, positions, box, names, resnames, resids, times) -> tuple[Path, Path]:
@@ -125,7 +93,7 @@ def _run_report(stage: PythonStage, ctx: StageContext) -> StageResult:
     from ..evaluate.run import evaluate
 
     top, mapping, fr = _load(stage, ctx)
-    _fit, test = _split(fr, stage.params["held_out"])
+    fit, test = split_frames(fr, stage.params["held_out"])
     model = load_model(stage.inputs["model"], top)
     work = stage.workdir
     cg = coarse_grain(test.positions, test.box, top, mapping, seed=ctx.seed)
@@ -144,7 +112,7 @@ def _run_report(stage: PythonStage, ctx: StageContext) -> StageResult:
     n_mol = sum(b.count for b in top.blocks if not b.moltype.is_water)
     summary = {
         "held_out_frames": test.n_frames, "held_out_ps": [float(test.times[0]), float(test.times[-1])],
-        "training_frames": _fit.n_frames, "molecules_per_frame": n_mol,
+        "training_frames": fit.n_frames, "molecules_per_frame": n_mol,
         "backmap_s": round(wall, 3), "backmap_ms_per_molecule": round(1000 * wall / max(1, n_mol * test.n_frames), 3),
         "certificates_ok": int(sum(bool(getattr(c, "ok", True)) for c in certs)), "certificates": len(certs),
         **{k: cand.get(k) for k in ("jsd_scope", "jsd_max", "jsd_mean", "jsd_floor_mean", "jsd_excess_max", "worst_term",

@@ -373,6 +373,10 @@ def _run_train(stage: PythonStage, ctx: StageContext) -> StageResult:
     top = load_topology(stage.inputs["aa_topology"])
     mapping = _checked_mapping(stage, ctx, top)
     fr = read_frames(stage.inputs["aa_structure"], stage.inputs["trajectory"], expected_atoms=top.n_atoms)
+    held = 0
+    if stage.params.get("held_out"):  # the end of the run is kept for a report (multiscale.molecule)
+        fr, test = split_frames(fr, stage.params["held_out"])
+        held = test.n_frames
     if cfg.backmap.samples and fr.n_frames > cfg.backmap.samples:
         idx = np.unique(np.linspace(0, fr.n_frames - 1, cfg.backmap.samples).round().astype(int))
         fr = Frames(fr.positions[idx], fr.box[idx], fr.times[idx], fr.names, fr.resnames, fr.resids)
@@ -384,7 +388,8 @@ def _run_train(stage: PythonStage, ctx: StageContext) -> StageResult:
         kwargs["log"] = lambda *a, **k: _stage_log(stage, ctx, " ".join(str(x) for x in a))
     if "provenance" in inspect.signature(train).parameters:
         kwargs["provenance"] = {"stage": stage.key, "trajectory": str(stage.inputs["trajectory"]),
-                                "n_frames": fr.n_frames, "init": str(stage.inputs.get("init_model"))}
+                                "n_frames": fr.n_frames, "init": str(stage.inputs.get("init_model")),
+                                **({"held_out_frames": held} if held else {})}
     t0 = time.perf_counter()
     model = train(top, mapping, fr, **kwargs)
     from ..io import atomic_path
@@ -392,8 +397,23 @@ def _run_train(stage: PythonStage, ctx: StageContext) -> StageResult:
     with atomic_path(stage.outputs["model"]) as tmp:
         model.save(tmp)
     _stage_log(stage, ctx, f"trained on {fr.n_frames} frames in {time.perf_counter() - t0:.1f} s"
-                           + (f", fine-tuned from {stage.inputs['init_model']}" if init is not None else ""))
-    return StageResult(info={"atoms": top.n_atoms, "frames": fr.n_frames, "fine_tuned": init is not None})
+                           + (f", fine-tuned from {stage.inputs['init_model']}" if init is not None else "")
+                           + (f" ({held} held out)" if held else ""))
+    return StageResult(info={"atoms": top.n_atoms, "frames": fr.n_frames, "fine_tuned": init is not None,
+                             **({"held_out_frames": held} if held else {})})
+
+
+def split_frames(fr, held_out: float):
+    """(first, last) parts of a trajectory: the last ``held_out`` fraction (at least one frame
+    each side) is the held-out window."""
+    from ..io import Frames
+
+    n = fr.n_frames
+    n_train = max(1, min(n - 1, int(round(n * (1.0 - held_out)))))
+
+    def sub(sl):
+        return Frames(fr.positions[sl], fr.box[sl], fr.times[sl], fr.names, fr.resnames, fr.resids)
+    return sub(slice(0, n_train)), sub(slice(n_train, n))
 
 
 def _run_backmap(stage: PythonStage, ctx: StageContext) -> StageResult:
