@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,22 +35,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from make_aa_data import GMX, sh  # noqa: E402  (the sibling script's gmx runner; benchmarks/ is on sys.path)
+
 from multiscale.backmap.engine import backmap, load_model, train  # noqa: E402
 from multiscale.backmap.place import count_hbonds  # noqa: E402
 from multiscale.coarse_grain import coarse_grain  # noqa: E402
 from multiscale.io import Frames, read_frames, write_frames  # noqa: E402
 from multiscale.mapping import load_mapping  # noqa: E402
 from multiscale.topology import load_topology  # noqa: E402
-
-GMX = shutil.which("gmx") or "gmx"
-
-
-def sh(cmd, cwd, stdin=None):
-    r = subprocess.run(cmd, cwd=cwd, input=stdin, text=True, capture_output=True)
-    if r.returncode:
-        sys.stderr.write(r.stdout[-2000:] + r.stderr[-2000:])
-        raise SystemExit(f"failed: {' '.join(map(str, cmd))}")
-    return r.stdout + r.stderr
 
 
 class Observables:
