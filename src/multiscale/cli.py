@@ -176,7 +176,7 @@ def cmd_backmap(args) -> int:
     _check_backmap_args(args)
     _check_outputs({"--output": (args.output, _STRUCTURE_OUT), "--report": (args.report, None)})
     top = load_topology(args.topology)
-    model = load_model(args.model, top)
+    model = load_model(args.model, top) if args.model else shipped_models(top)
     layout = cg_layout(top, model.mapping)
     frames = read_frames(args.cg, args.cg_trajectory, start=args.start, stop=args.stop, step=args.step, label="CG structure")
     check_cg_beads(frames.n_atoms, layout, args.cg_trajectory or args.cg)
@@ -205,6 +205,17 @@ def cmd_backmap(args) -> int:
         if hasattr(r, "summary"):
             print(r.summary())
     return 0
+
+
+def shipped_models(top):
+    """A model of the shipped parts only (built-in mappings, shipped chain models, the bundled
+    water bank), for ``backmap`` without ``--model``."""
+    from .backmap.engine import BackmapModel
+    from .preflight import load_checked_mapping
+
+    m = BackmapModel(load_checked_mapping([], top), {}, source="the shipped models (no --model)")
+    m.check(top)
+    return m
 
 
 def _check_backmap_args(args) -> None:
@@ -266,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "by resampling until it passes.")
     b.add_argument("--cg", required=True, help="CG structure (.gro/.pdb; a multi-frame .gro is a trajectory)")
     b.add_argument("--cg-trajectory", default=None, help="CG trajectory: every frame is backmapped")
-    b.add_argument("--model", required=True, help="model file from `multiscale train`")
+    b.add_argument("--model", default=None,
+                   help="model file from `multiscale train` (default: the shipped models: amino-acid chains, water, ions)")
     b.add_argument("--topology", required=True, help="AA topology (.top or .tpr): output atom order")
     b.add_argument("--output", required=True, help="AA structure/trajectory to write (.gro/.pdb/.xtc)")
     b.add_argument("--seed", type=nonneg_int, default=0, help="seed of the sampling; same seed, same structure (default 0)")

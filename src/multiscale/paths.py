@@ -33,7 +33,7 @@ __all__ = [
 ]
 
 ENV_VAR = "MULTISCALE_DATA_PATH"
-KINDS = ("mdp", "topologies", "mappings", "examples", "classes")
+KINDS = ("mdp", "topologies", "mappings", "examples", "classes", "models")
 
 PathLike = str | os.PathLike
 

@@ -15,7 +15,7 @@ __all__ = ["BackmapOptions", "BackmapContext", "FrameState", "block_kind", "buil
 
 
 #: The molecule classes (CG block kinds) this engine can place.
-ENGINE_KINDS = ("molecule", "water", "ion")
+ENGINE_KINDS = ("molecule", "water", "ion", "chain")
 
 
 def require_engine_kind(blk) -> None:
@@ -81,6 +81,8 @@ class BackmapContext:
     n_solute_mols: int
     bead_mol: np.ndarray
     shell_atoms: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    #: ``(layout index, CGBlock, ChainDrawer)`` per amino-acid chain block (:mod:`multiscale.chains.draw`)
+    chain_blocks: list = field(default_factory=list)
 
 
 @dataclass
@@ -103,6 +105,7 @@ class FrameState:
     positions: np.ndarray
     report: object
     solutes: list = field(default_factory=list)
+    chains: list = field(default_factory=list)
     bad: list = field(default_factory=list)
     clash_bad: list = field(default_factory=list)
     clash_cache: dict = field(default_factory=dict)
@@ -168,7 +171,7 @@ def build_context(model, topology, layout, device, opts: BackmapOptions) -> Back
     """The static per-system arrays of a backmap call (see :class:`BackmapContext`)."""
     from .system import bead_molecules
 
-    by_kind = {"molecule": [], "water": [], "ion": []}
+    by_kind = {"molecule": [], "water": [], "ion": [], "chain": []}
     for bi, blk in enumerate(layout):
         require_engine_kind(blk)
         by_kind[block_kind(blk)].append((bi, blk))
@@ -176,8 +179,23 @@ def build_context(model, topology, layout, device, opts: BackmapOptions) -> Back
     k, shell_atoms = hydration(layout, wat, ion)
     n_shell = len(shell_atoms) // wat[0][1].aa_block.moltype.n_atoms if len(shell_atoms) else 0
     mol_id, local, kind, excl, mol_block, n_sol = _solute_arrays(model, sol, ion, wat, n_shell)
+    chains = [(bi, blk, chain_drawer(model, blk, opts)) for bi, blk in by_kind["chain"]]
     return BackmapContext(model, topology, layout, device, opts, sol, wat, ion, mol_id, local, kind, excl,
-                          mol_block, n_sol, bead_molecules(layout), shell_atoms)
+                          mol_block, n_sol, bead_molecules(layout), shell_atoms, chains)
+
+
+def chain_drawer(model, blk, opts: BackmapOptions):
+    """The :class:`multiscale.chains.draw.ChainDrawer` of a chain block: the model's chain model,
+    else the shipped one for the block's force-field naming."""
+    from ..chains.draw import ChainDrawer
+    from ..chains.residues import chain_residues
+    from ..chains.shipped import shipped_chain_model
+    from ..classes.chain import _chain_mapping, amino_acid_names
+
+    mt = blk.aa_block.moltype
+    cm = _chain_mapping(mt)
+    chains = model.chains if model.chains is not None else shipped_chain_model(cm.from_ff, mt.name)
+    return ChainDrawer(chains, mt, cm, chain_residues(mt, cm, amino_acid_names()), opts.clash_intra)
 
 
 def new_frame(ctx: BackmapContext, f: int, cg: np.ndarray, box: np.ndarray) -> FrameState:

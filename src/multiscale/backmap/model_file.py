@@ -88,9 +88,11 @@ class BackmapModel:
     KIND = "system"
 
     def __init__(self, mapping, moltypes: dict, water: dict | None = None, provenance: list | None = None,
-                 source: str = "<memory>"):
+                 source: str = "<memory>", chains=None):
         self.mapping = mapping
         self.moltypes: dict[str, MoltypeModel] = dict(moltypes)
+        #: :class:`multiscale.chains.model.ChainModel` for amino-acid chains (None: the shipped one)
+        self.chains = chains
         self.water = water
         self.provenance = list(provenance or [])
         self.source = source
@@ -112,7 +114,8 @@ class BackmapModel:
         return {"format": FORMAT, "version": VERSION, "kind": self.KIND, "mapping": self.mapping.to_dict(),
                 "moltypes": {k: v.to_dict() for k, v in self.moltypes.items()},
                 "fingerprints": {k: v.fingerprint for k, v in self.moltypes.items()},
-                "water": self.water, "provenance": self.provenance}
+                "water": self.water, "provenance": self.provenance,
+                **({"chains": self.chains.to_dict()} if self.chains is not None else {})}
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "<memory>") -> BackmapModel:
@@ -124,11 +127,16 @@ class BackmapModel:
         try:
             mols = {k: MoltypeModel.from_dict(v) for k, v in d["moltypes"].items()}
             mapping = Mapping.from_dict(d["mapping"], source=source)
+            chains = None
+            if d.get("chains") is not None:
+                from ..chains.model import ChainModel
+
+                chains = ChainModel.from_dict(d["chains"])
         except (KeyError, RuntimeError, TypeError, ValueError, AttributeError, IndexError) as e:  # e.g. missing/renamed network weights
             why = " ".join(v.strip() for v in str(e).strip().splitlines()[:2]) or type(e).__name__
             raise MultiscaleError(f"{source} was written by an incompatible development version of multiscale "
                                   f"({why.strip()}): retrain it with `multiscale train`") from e
-        return cls(mapping, mols, d.get("water"), d.get("provenance", []), source)
+        return cls(mapping, mols, d.get("water"), d.get("provenance", []), source, chains)
 
     def save(self, path) -> Path:
         """Write the model atomically (``torch.save`` of :meth:`to_dict`)."""
@@ -173,6 +181,10 @@ class BackmapModel:
             lines.append(f"  {k}: {v.n_atoms} atoms, {v.n_beads} beads, {v.tree.n_torsions} torsions, "
                          f"{len(v.stereo.enforced_centres)} stereocentres, {len(v.stereo.enforced_bonds)} cis/trans; "
                          f"trained on {t.get('n_samples', '?')} molecules, val NLL {t.get('val_nll', float('nan')):.2f}")
+        if self.chains is not None:
+            c = self.chains
+            lines.append(f"  amino-acid chains ({c.naming} names): {len(c.kinds)} residue kinds, "
+                         f"trained on {c.training.get('backbone_steps', '?')} backbone steps")
         lines.append(f"  water bank: {len(self.water_bank)} clusters" + ("" if self.water else " (bundled default)"))
         return "\n".join(lines)
 

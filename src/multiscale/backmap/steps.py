@@ -29,7 +29,7 @@ import numpy as np
 from .common import derive_seed
 from .frame import BackmapContext, FrameState
 
-__all__ = ["STEPS", "draw", "place_ions", "select_environment", "resolve_clashes", "stereo_repair", "hbond_network",
+__all__ = ["STEPS", "draw_chains", "draw", "place_ions", "select_environment", "resolve_clashes", "stereo_repair", "hbond_network",
            "solvent", "polar_h", "final_certificate", "check_solutes", "ion_water_dist", "ion_water_shell"]
 
 #: Rounds of re-placing water beads that still clash after the bank's own placement (each
@@ -109,6 +109,29 @@ def draw(state: FrameState, ctx: BackmapContext) -> FrameState:
         v["intra_clash_initial"] += first[2]
         v["resampled"] += first[3]
         state.solutes.append(sol)
+    return state
+
+
+def draw_chains(state: FrameState, ctx: BackmapContext) -> FrameState:
+    """Every amino-acid chain block drawn residue by residue on its (unwrapped) beads
+    (:class:`multiscale.chains.draw.ChainDrawer`: trans peptides, L centres, CG-exact, residues
+    with clashes redrawn); written into ``state.positions`` and kept as obstacles for the solvent."""
+    from dataclasses import asdict
+
+    from .features import unwrap_beads
+
+    for bi, blk, drawer in ctx.chain_blocks:
+        beads = unwrap_beads(state.cg[blk.start:blk.stop].reshape(blk.count, blk.n_beads, 3), state.box)
+        x, rep = drawer.draw(beads, derive_seed(ctx.opts.seed, state.frame, 7, bi), ctx.opts.temperature, ctx.device)
+        a0 = blk.aa_block.start
+        state.positions[a0:a0 + x.size // 3] = x.reshape(-1, 3)
+        state.chains.append(x.reshape(-1, 3))
+        entry = state.report.per_moltype.setdefault(blk.aa_block.moltype.name, {"kind": "chain"})
+        entry.update(asdict(rep))
+        entry.update(molecules=rep.copies, stereo_wrong_initial=rep.wrong_centres_after_draw,
+                     stereo_wrong_final=rep.wrong_centres_final, cistrans_wrong_final=rep.cis_nonpro_final,
+                     resampled=rep.redrawn_residues)
+        state.report.max_cg_deviation_nm = max(state.report.max_cg_deviation_nm or 0.0, rep.max_cg_deviation_nm)
     return state
 
 
@@ -418,7 +441,7 @@ def _obstacles(state: FrameState, ctx: BackmapContext):
     closest approach (m,) nm when there are ions (else None: the bank's own default)."""
     from .water import MIN_DIST_OTHERS
 
-    parts = [s.x.reshape(-1, 3) for s in state.solutes]
+    parts = [s.x.reshape(-1, 3) for s in state.solutes] + list(state.chains)
     if not ctx.ion_blocks:
         return (np.concatenate(parts) if parts else np.zeros((0, 3))), None
     n_sol = sum(len(p) for p in parts)
@@ -493,7 +516,8 @@ def polar_h(state: FrameState, ctx: BackmapContext) -> FrameState:
 
 # ============================================================================ 9. certificate
 def _cg_deviation(state: FrameState) -> float:
-    dev_max = 0.0
+    dev_max = float(max([v.get("max_cg_deviation_nm", 0.0) for v in state.report.per_moltype.values()
+                         if v.get("kind") == "chain"] + [0.0]))
     for s in state.solutes:
         y = np.einsum("ba,nak->nbk", s.mm.matrix, s.x)
         dev_max = max(dev_max, float(np.abs(y - s.beads).max()) if len(y) else 0.0)
@@ -587,5 +611,5 @@ def final_certificate(state: FrameState, ctx: BackmapContext) -> FrameState:
     return state
 
 
-STEPS = (draw, place_ions, select_environment, resolve_clashes, stereo_repair, hbond_network, solvent, polar_h,
+STEPS = (draw_chains, draw, place_ions, select_environment, resolve_clashes, stereo_repair, hbond_network, solvent, polar_h,
          final_certificate)

@@ -51,7 +51,7 @@ def train(topology, mapping, frames, *, seed: int = 0, epochs: int | None = None
               grouped_offsets=grouped_offsets, weight_decay=weight_decay, device=device)
     rng = np.random.default_rng(seed)
     moltypes = dict(init.moltypes) if init is not None else {}
-    report, water_xyz = {}, []
+    report, water_xyz, chain_blocks = {}, [], []
     env_cut = float(env_cutoff or 0.0)
     if init is not None and not env_cut:
         env_cut = max([m.env_cutoff for m in init.moltypes.values()] + [0.0])
@@ -62,6 +62,9 @@ def train(topology, mapping, frames, *, seed: int = 0, epochs: int | None = None
             kind = block_kind(blks[0])
             if kind == "ion":
                 continue
+            if kind == "chain":
+                chain_blocks += blks
+                continue
             if kind == "water":
                 order = water_order(blks[0].aa_block.moltype)
                 water_xyz += [whole_molecules(pos, box, blk.aa_block)[:, :, order, :] for blk in blks]
@@ -69,7 +72,8 @@ def train(topology, mapping, frames, *, seed: int = 0, epochs: int | None = None
             x, env = _training_molecules(pos, box, blks, env_counts, rng, max_samples)
             prev = moltypes.get(name) if init is not None else None
             moltypes[name], report[name] = _fit_moltype(blks, x, env, prev, init, env_cut, seed, log, hp)
-    model = BackmapModel(mapping, moltypes, _water_bank(water_xyz, box, seed, init, log), [])
+    model = BackmapModel(mapping, moltypes, _water_bank(water_xyz, box, seed, init, log), [],
+                         chains=_chains(topology, pos, box, chain_blocks, init, seed, epochs, device, log, provenance))
     cal = None
     if calibrate_hbonds and any(moltypes[n].rotors for n in report):
         net = _calibrate_network(model, topology, mapping, pos, box, seed, [n for n in report if moltypes[n].rotors],
@@ -85,6 +89,24 @@ def train(topology, mapping, frames, *, seed: int = 0, epochs: int | None = None
         cal["network"] = net
     model.provenance = _provenance(provenance, cal, pos, seed, epochs, report, t_all, init)
     return model
+
+
+def _chains(topology, pos, box, chain_blocks, init, seed, epochs, device, log, provenance):
+    """The chain model: trained on the chain blocks (fine-tuned from ``init``'s, or from the shipped
+    one when ``init`` has none), else ``init``'s (None without chains and init)."""
+    if not chain_blocks:
+        return init.chains if init is not None else None
+    from ..chains.shipped import shipped_chain_model
+    from ..classes.chain import _chain_mapping
+
+    start = None
+    if init is not None:
+        start = init.chains or shipped_chain_model(_chain_mapping(chain_blocks[0].aa_block.moltype).from_ff,
+                                                   chain_blocks[0].aa_block.moltype.name)
+    from ..chains.train import train_chains
+
+    return train_chains(topology, pos, box, chain_blocks, seed=seed, epochs=epochs, init=start, device=device, log=log,
+                        provenance=provenance)
 
 
 def _training_frames(frames, topology):

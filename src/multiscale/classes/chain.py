@@ -55,7 +55,7 @@ class Chain(MoleculeClass):
     """An amino-acid chain <-> its martinize2 Martini 3 beads (BB, SC1, ...)."""
 
     name = "chain"
-    trains = False  # chain models are the next step (residue-wise, chain-aware); see docs/classes.md
+    trains = False  # no per-moltype model: one residue-wise chain model (multiscale.chains.model) covers every sequence
 
     def claims(self, moltype, mapping) -> bool:
         if moltype.name in getattr(mapping, "molecules", {}):

@@ -1,0 +1,296 @@
+"""Drawing amino-acid chains on their Martini beads with a :class:`~.model.ChainModel`.
+
+:func:`draw_chains` places all copies of one chain moleculetype at once: the backbone trace
+along the chain (one density call per residue position, batched over copies; cis omega before
+a non-Pro residue rejected), the residues' decoration per kind (batched over every residue of that
+kind in every copy; wrong chirality rejected), the terminal extras, the exact projection onto
+the beads, then rounds that redraw the decoration of residues with a wrong centre or an
+intramolecular clash.  Lengths nm, angles rad; deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .model import ChainGeometry, ChainModel, backbone_build, backbone_features, decoration_features
+from .residues import Residue, place_extras
+
+#: candidate draws per backbone step / per residue decoration
+BACKBONE_CANDIDATES = 16
+#: backbone candidates are weighted by exp(-((d - BB_OFFSET)+ / BB_SIGMA)^2 / 2), d: distance of the
+#: centre of N, CA, C from the BB bead (nm); the AA data put that centre ~0.05 nm from the bead
+BB_OFFSET, BB_SIGMA = 0.06, 0.02
+DECORATION_CANDIDATES = 6
+#: rounds of redrawing the decoration of residues that still clash or have a wrong centre
+REDRAW_ROUNDS = 4
+#: iterations / stiffness of the geometry-preserving exact projection (multiscale.backmap.place.relax_project)
+RELAX_ITERATIONS, RELAX_STIFFNESS = 12, 1.8
+#: smoothing of the exact projection (spreads the correction along bonds, see place.projection_operator);
+#: dense solve, so only for chains up to this many atoms (larger: the plain minimum-norm projection)
+SMOOTHING, SMOOTH_MAX_ATOMS = 10.0, 2500
+
+
+@dataclass
+class ChainDrawReport:
+    """What drawing one chain moleculetype did: counts summed over copies."""
+
+    copies: int = 0
+    residues: int = 0
+    cis_redrawn: int = 0
+    cis_forced_trans: int = 0
+    wrong_centres_after_draw: int = 0
+    redrawn_residues: int = 0
+    wrong_centres_final: int = 0
+    clashing_residues_final: int = 0
+    cis_nonpro_final: int = 0
+    max_cg_deviation_nm: float = 0.0
+    rounds: list = field(default_factory=list)
+
+
+class ChainDrawer:
+    """Static arrays of one chain moleculetype for repeated draws (one per frame)."""
+
+    def __init__(self, model: ChainModel, moltype, chain_mapping, residues: list[Residue], clash_intra: float = 0.10):
+        from ..backmap.certify import exclusion_matrix
+        from ..backmap.place import projection_operator
+
+        missing = model.missing_kinds(residues)
+        if missing:
+            from ..errors import MultiscaleError
+
+            raise MultiscaleError(f"moleculetype {moltype.name}: the chain model ({model.naming} names) has no residue "
+                                  f"kind(s) {', '.join(missing)} with these atoms: train a chain model on data that "
+                                  "contains them (multiscale train on an AA trajectory of this protein)")
+        self.model, self.moltype, self.residues = model, moltype, residues
+        self.geo = ChainGeometry.from_residues(residues)
+        self.M = chain_mapping.dense()
+        n = moltype.n_atoms
+        self.A = projection_operator(self.M, moltype.bonds, SMOOTHING if n <= SMOOTH_MAX_ATOMS else 0.0)
+        self.by_kind: dict = {}
+        for i, r in enumerate(residues):
+            self.by_kind.setdefault(r.kind, []).append(i)
+        self.keep_pairs = _kept_pairs(moltype, residues)
+        self.clash_intra = float(clash_intra)
+        self.excl = exclusion_matrix(n, moltype.bonds, 3)
+        self.res_of_atom = np.empty(n, int)
+        for i, r in enumerate(residues):
+            self.res_of_atom[r.core] = i
+            for a, _ in r.extras:
+                self.res_of_atom[a] = i
+
+    # ------------------------------------------------------------------ backbone
+    def _backbone(self, x, b, gen, temperature: float, rep: ChainDrawReport) -> None:
+        import torch
+
+        geo, C = self.geo, b.shape[0]
+        R = BACKBONE_CANDIDATES
+        for i in range(len(self.residues)):
+            if i == 0:
+                prefix = b[:, [geo.bb[2], geo.bb[1], geo.bb[0]]]
+                dens = self.model.start
+            else:
+                prefix = x[:, [geo.n[i - 1], geo.ca[i - 1], geo.c[i - 1]]]
+                dens = self.model.extend
+            f = backbone_features(prefix, b, geo, i)
+            bo, an, to = (v.reshape(R, C, 3) for v in dens.sample(f, gen, temperature=temperature, repeats=R))
+            ok = torch.ones(R, C, dtype=torch.bool, device=x.device)
+            if i > 0 and self.residues[i].kind != "PRO":
+                ok = to[:, :, 1].abs() > np.pi / 2  # (R, C) trans omega
+                rep.cis_redrawn += int((~ok).sum())
+                none = ~ok.any(0)
+                if none.any():
+                    to[0, none, 1] = np.pi
+                    ok[0, none] = True
+                    rep.cis_forced_trans += int(none.sum())
+            cand = backbone_build(prefix.repeat(R, 1, 1), bo.reshape(R * C, 3), an.reshape(R * C, 3),
+                                  to.reshape(R * C, 3)).reshape(R, C, 3, 3)
+            # keep the trace on the beads: candidates weighted by how close the centre of N, CA, C
+            # lies to the residue's BB bead, exp(-d^2 / 2 sigma^2) (d: excess over the training mean)
+            d = torch.linalg.norm(cand.mean(2) - b[:, geo.bb[i]], dim=-1)  # (R, C)
+            logw = -0.5 * ((d - BB_OFFSET).clamp(min=0) / BB_SIGMA) ** 2
+            logw = torch.where(ok, logw, torch.full_like(logw, -torch.inf))
+            u = torch.rand(C, generator=gen, dtype=torch.float64, device=x.device)
+            cdf = torch.cumsum(torch.softmax(logw, 0), 0)
+            pick = (u[None] > cdf).sum(0).clamp(max=R - 1)
+            x[:, [geo.n[i], geo.ca[i], geo.c[i]]] = cand[pick, torch.arange(C, device=x.device)]
+
+    # ------------------------------------------------------------------ decoration
+    def _decorate(self, x, b, gen, temperature: float, residues_idx: dict, copies=None) -> np.ndarray:
+        """Draw the core atoms of the given residues (per kind: list of residue positions);
+        copies: (C',) copy indices to redraw (default all).  Returns the (k,) residue positions
+        whose every candidate had a wrong centre."""
+        import torch
+
+        from ..backmap.certify import chirality_signs
+        from ..backmap.place import kabsch_t
+
+        wrong = []
+        cp = torch.arange(x.shape[0], device=x.device) if copies is None else torch.as_tensor(copies, device=x.device)
+        xs, bs = x[cp], b[cp]
+        C = len(cp)
+        for kind, idx in residues_idx.items():
+            if not idx:
+                continue
+            km = self.model.kinds[kind]
+            R = DECORATION_CANDIDATES
+            f = decoration_features(xs, bs, self.residues, self.geo, idx)
+            bo, an, to = km.density.sample(f, gen, temperature=temperature, repeats=R)
+            y = km.tree.to_cartesian(bo, an, to)  # (R * k * C, n_core, 3)
+            if len(km.tree.closures):
+                y = km.tree.close_rings(y, km.closure_targets)
+            # (k, n_core): each residue's core atoms in the template's order
+            core = np.stack([self.residues[i].core[self._template_perm(km, i)] for i in idx])
+            trace = xs[:, core[:, km.bb_pos]]  # (C, k, 3, 3)
+            trace = trace.transpose(0, 1).reshape(len(idx) * C, 3, 3).repeat(R, 1, 1)
+            src = y[:, km.bb_pos]
+            sc, tc = src.mean(1, keepdim=True), trace.mean(1, keepdim=True)
+            rot = kabsch_t(src - sc, trace - tc)
+            y = (y - sc) @ rot + tc
+            y[:, km.bb_pos] = trace
+            y = y.reshape(R, len(idx) * C, -1, 3)
+            if len(km.centres):
+                s = chirality_signs(y.cpu().numpy(), km.centres, km.neighbours)  # (R, kC, nc)
+                ok = torch.as_tensor((s == km.signs).all(-1), device=x.device)
+            else:
+                ok = torch.ones(y.shape[:2], dtype=torch.bool, device=x.device)
+            pick = torch.where(ok.any(0), ok.float().argmax(0), torch.zeros(ok.shape[1], dtype=torch.long, device=x.device))
+            yy = y[pick, torch.arange(y.shape[1], device=x.device)].reshape(len(idx), C, -1, 3)
+            bad = ~ok.any(0).reshape(len(idx), C)
+            for k, i in enumerate(idx):
+                xs[:, core[k]] = yy[k]
+                if bad[k].any():
+                    wrong.append(i)
+        x[cp] = xs
+        return np.array(wrong, int)
+
+    def _template_perm(self, km, i: int) -> np.ndarray:
+        """Positions in residue i's core of the template's atoms (template order)."""
+        names = self.residues[i].core_names
+        if tuple(names) == tuple(km.names):
+            return np.arange(len(names))
+        pos = {nm: k for k, nm in enumerate(names)}
+        return np.array([pos[nm] for nm in km.names])
+
+    # ------------------------------------------------------------------ checks
+    def _project(self, x, b):
+        from ..backmap.place import relax_project
+
+        return relax_project(x, self.M, self.A, b, self.keep_pairs, RELAX_ITERATIONS, RELAX_STIFFNESS)
+
+    def residue_problems(self, x: np.ndarray) -> np.ndarray:
+        """(C, R) bool: residue with a wrong stereocentre or an intramolecular clash (< clash_intra
+        between atoms more than 3 bonds apart), x (C, n, 3)."""
+        from scipy.spatial import cKDTree
+
+        from ..backmap.certify import chirality_signs
+
+        C, R = x.shape[0], len(self.residues)
+        bad = np.zeros((C, R), bool)
+        for kind, idx in self.by_kind.items():
+            km = self.model.kinds[kind]
+            if not len(km.centres):
+                continue
+            for i in idx:
+                core = self.residues[i].core[self._template_perm(km, i)]
+                s = chirality_signs(x[:, core], km.centres, km.neighbours)
+                bad[:, i] |= ~(s == km.signs).all(-1)
+        cis = self.cis_nonpro(x)  # (C, R-1): peptide bond i -> i+1
+        bad[:, :-1] |= cis
+        bad[:, 1:] |= cis
+        for c in range(C):
+            pairs = cKDTree(x[c]).query_pairs(self.clash_intra, output_type="ndarray")
+            if len(pairs):
+                keep = ~self.excl[pairs[:, 0], pairs[:, 1]]
+                for a, bb in pairs[keep]:
+                    bad[c, self.res_of_atom[a]] = True
+                    bad[c, self.res_of_atom[bb]] = True
+        return bad
+
+    def cis_nonpro(self, x: np.ndarray) -> np.ndarray:
+        """(C, R-1) bool: cis (|omega| < 90 deg) peptide bond before a residue other than Pro."""
+        from ..geometry import dihedral
+
+        g = self.geo
+        om = dihedral(x[:, g.ca[:-1]], x[:, g.c[:-1]], x[:, g.n[1:]], x[:, g.ca[1:]])
+        notpro = np.array([r.kind != "PRO" for r in self.residues[1:]])
+        return (np.abs(om) < np.pi / 2) & notpro
+
+    # ------------------------------------------------------------------ one frame
+    def draw(self, beads: np.ndarray, seed: int = 0, temperature: float = 1.0, device: str = "cpu"):
+        """All copies on beads (C, n_beads, 3) nm -> (x (C, n_atoms, 3) float64 nm, :class:`ChainDrawReport`)."""
+        import torch
+
+        from ..backmap.common import derive_seed
+
+        b = torch.as_tensor(np.asarray(beads, np.float64), device=device)
+        C = b.shape[0]
+        rep = ChainDrawReport(copies=C, residues=C * len(self.residues))
+        gen = torch.Generator(device=device).manual_seed(derive_seed(seed, 51))
+        x = torch.zeros(C, self.moltype.n_atoms, 3, dtype=torch.float64, device=device)
+        self._backbone(x, b, gen, temperature, rep)
+        wrong = self._decorate(x, b, gen, temperature, self.by_kind)
+        rep.wrong_centres_after_draw = int(len(wrong))
+        xn = x.cpu().numpy()
+        place_extras(xn, self.residues, self.moltype)
+        x = self._project(torch.as_tensor(xn, device=device), b)
+        for rnd in range(REDRAW_ROUNDS):
+            bad = self.residue_problems(x.cpu().numpy())
+            rep.rounds.append(int(bad.sum()))
+            if not bad.any():
+                break
+            g2 = torch.Generator(device=device).manual_seed(derive_seed(seed, 53, rnd))
+            for c in np.flatnonzero(bad.any(1)):
+                sel = {k: [i for i in idx if bad[c, i]] for k, idx in self.by_kind.items()}
+                xs = x.clone()
+                self._decorate(xs, b, g2, temperature, sel, copies=[int(c)])
+                xn = xs.cpu().numpy()
+                place_extras(xn, self.residues, self.moltype)
+                x[c] = self._project(torch.as_tensor(xn[c:c + 1], device=device), b[c:c + 1])[0]
+            rep.redrawn_residues += int(bad.sum())
+        final = self.residue_problems(x.cpu().numpy())
+        xn = x.cpu().numpy()
+        rep.clashing_residues_final = int(final.sum())
+        rep.wrong_centres_final = int(sum(self._wrong_centres(xn)))
+        rep.cis_nonpro_final = int(self.cis_nonpro(xn).sum())
+        rep.max_cg_deviation_nm = float(np.abs(np.einsum("ba,cak->cbk", self.M, xn) - np.asarray(beads)).max())
+        return xn, rep
+
+    def _wrong_centres(self, x: np.ndarray) -> list:
+        from ..backmap.certify import chirality_signs
+
+        out = []
+        for kind, idx in self.by_kind.items():
+            km = self.model.kinds[kind]
+            for i in idx:
+                if len(km.centres):
+                    core = self.residues[i].core[self._template_perm(km, i)]
+                    out.append(int((~(chirality_signs(x[:, core], km.centres, km.neighbours) == km.signs).all(-1)).sum()))
+        return out
+
+
+def draw_chains(model: ChainModel, moltype, chain_mapping, residues: list[Residue], beads: np.ndarray, *,
+                seed: int = 0, temperature: float = 1.0, device: str = "cpu", clash_intra: float = 0.10):
+    """Convenience: one :class:`ChainDrawer` and one draw (see :meth:`ChainDrawer.draw`)."""
+    return ChainDrawer(model, moltype, chain_mapping, residues, clash_intra).draw(beads, seed, temperature, device)
+
+
+def _kept_pairs(moltype, residues: list[Residue]) -> np.ndarray:
+    """Atom pairs whose distances the projection keeps (P, 2): bonds, 1-3 pairs, and across every
+    peptide bond CA(i-1)-CA(i) and O(i-1)-CA(i) (they hold omega trans and the amide planar)."""
+    from ..graph import adjacency
+
+    b = np.asarray(moltype.bonds, int).reshape(-1, 2)
+    adj = adjacency(moltype.n_atoms, b)
+    pairs = {tuple(sorted(p)) for p in b.tolist()}
+    for _c, nb in enumerate(adj):
+        for i in range(len(nb)):
+            for j in range(i + 1, len(nb)):
+                pairs.add(tuple(sorted((nb[i], nb[j]))))
+    for prev, r in zip(residues[:-1], residues[1:]):
+        pairs.add(tuple(sorted((prev.ca, r.ca))))
+        o = [a for a, nm in zip(prev.core, prev.core_names) if nm == "O"]
+        if o:
+            pairs.add(tuple(sorted((o[0], r.ca))))
+    return np.array(sorted(pairs), int).reshape(-1, 2)

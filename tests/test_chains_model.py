@@ -1,0 +1,177 @@
+"""The residue-wise chain model on real peptide MD (datasets/peptides: amber99sb-ildn, GROMACS)."""
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "datasets" / "peptides"
+pytest.importorskip("vermouth")
+if shutil.which("gmx") is None and not Path("/usr/share/gromacs/top").is_dir():
+    pytest.skip("the peptide topologies include amber99sb-ildn.ff from GROMACS's data folder", allow_module_level=True)
+
+
+def _peptide(name):
+    from multiscale.chains.martinize import chain_mapping_from_moltype
+    from multiscale.chains.residues import chain_residues
+    from multiscale.classes.chain import amino_acid_names
+    from multiscale.io import read_frames
+    from multiscale.topology import load_topology
+
+    top = load_topology(DATA / name / "topol.top")
+    mt = top.blocks[0].moltype
+    fr = read_frames(DATA / name / "start.gro", DATA / name / "md.xtc", expected_atoms=top.n_atoms)
+    cm = chain_mapping_from_moltype(mt)
+    return top, mt, np.asarray(fr.positions, np.float64), fr, cm, chain_residues(mt, cm, amino_acid_names())
+
+
+def test_residues_fold_termini_onto_the_core():
+    _, mt, _, _, _, res = _peptide("pep01")
+    assert [r.kind for r in res] == ["GLN", "GLN", "ILE", "ASP", "LEU", "GLY", "GLY", "SER", "ILE", "HIS"] or \
+        res[-1].kind in ("HIS", "HIE", "HID")
+    first, mid, last = res[0], res[4], res[-1]
+    assert sorted(mt.atom_names[a] for a, role in first.extras) == ["H2", "H3"]
+    assert "H" in first.core_names and "H1" not in first.core_names
+    assert [mt.atom_names[a] for a, role in last.extras] == ["OC2"] and "O" in last.core_names
+    assert mid.extras == []
+    # same kind at the terminus and inside the chain: same core atom names
+    assert set(res[0].core_names) == set(res[1].core_names)
+
+
+def test_terminal_extras_have_the_force_field_geometry():
+    from multiscale.chains.residues import place_extras
+
+    _, mt, x, _, _, res = _peptide("pep01")
+    y = x[:5].copy()
+    extra = [a for r in res for a, _ in r.extras]
+    y[:, extra] = 0.0
+    place_extras(y, res, mt)
+    n = res[0].n
+    for a, _role in res[0].extras:
+        assert np.allclose(np.linalg.norm(y[:, a] - y[:, n], axis=-1), 0.101, atol=2e-3)
+    h = [a for a, _ in res[0].extras] + [res[0].core[list(res[0].core_names).index("H")]]
+    v = y[:, h] - y[:, [n]]
+    cos = np.einsum("fi,fi->f", v[:, 0], v[:, 1]) / np.linalg.norm(v[:, 0], axis=-1) / np.linalg.norm(v[:, 1], axis=-1)
+    assert np.all(np.abs(np.degrees(np.arccos(cos)) - 109.5) < 8)
+    oc2 = res[-1].extras[0][0]
+    assert np.all(np.linalg.norm(y[:, oc2] - x[:5, oc2], axis=-1) < 0.03)  # planar carboxylate, as in the MD
+
+
+def test_backbone_internal_coordinates_rebuild_the_trace():
+    import torch
+
+    from multiscale.chains.model import ChainGeometry, backbone_build, backbone_ics
+
+    _, _, x, _, _, res = _peptide("pep01")
+    g = ChainGeometry.from_residues(res)
+    xt = torch.as_tensor(x[:3])
+    for i in range(1, len(res)):
+        prefix = xt[:, [g.n[i - 1], g.ca[i - 1], g.c[i - 1]]]
+        new = xt[:, [g.n[i], g.ca[i], g.c[i]]]
+        b, a, t = backbone_ics(torch.cat([prefix, new], 1))
+        assert torch.allclose(backbone_build(prefix, b, a, t), new, atol=1e-9)
+        assert torch.all(t[:, 1].abs() > np.pi / 2)  # omega of the MD: trans
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    from multiscale.chains.model import chain_training_arrays, fit_chain_model
+
+    _, mt, x, _, cm, res = _peptide("pep01")
+    s, e, k = chain_training_arrays(mt, cm, res, x[:40])
+    return fit_chain_model(s, e, k, naming="amber", seed=0, epochs=2, log=None)
+
+
+def test_draw_is_exact_on_the_beads_and_deterministic(small_model):
+    from multiscale.chains.draw import ChainDrawer
+
+    _, mt, x, _, cm, res = _peptide("pep01")
+    beads = cm.coarse_grain(x[40:43])
+    d = ChainDrawer(small_model, mt, cm, res)
+    y1, rep = d.draw(beads, seed=3)
+    y2, _ = d.draw(beads, seed=3)
+    y3, _ = d.draw(beads, seed=4)
+    assert y1.shape == (3, mt.n_atoms, 3) and np.isfinite(y1).all()
+    assert np.abs(cm.coarse_grain(y1) - beads).max() < 1e-9
+    assert rep.max_cg_deviation_nm < 1e-9
+    assert np.array_equal(y1, y2) and not np.array_equal(y1, y3)
+
+
+def test_model_round_trips_through_the_model_file(tmp_path, small_model):
+    import torch
+
+    from multiscale.backmap.engine import BackmapModel, load_model
+    from multiscale.mapping import Mapping
+
+    small_model.storage = "float16"
+    BackmapModel(Mapping(), {}, chains=small_model).save(tmp_path / "c.pt")
+    m = load_model(tmp_path / "c.pt")
+    assert set(m.chains.kinds) == set(small_model.kinds) and m.chains.naming == "amber"
+    w0 = small_model.extend.state_dict()["w2"]
+    w1 = m.chains.extend.state_dict()["w2"]
+    assert w1.dtype == torch.float32 and torch.allclose(w0, w1, atol=1e-2)
+    small_model.storage = "float32"
+
+
+def test_missing_residue_kind_is_one_line(small_model):
+    from multiscale.chains.draw import ChainDrawer
+    from multiscale.errors import MultiscaleError
+
+    _, mt, _, _, cm, res = _peptide("trpcage")
+    with pytest.raises(MultiscaleError, match="has no residue kind.*train a chain model"):
+        ChainDrawer(small_model, mt, cm, res)
+
+
+def test_shipped_model_on_held_out_trpcage_is_certified():
+    """Trp-cage was never trained on: trans non-Pro peptides, L centres, CG-exact, no clash, no ring penetration."""
+    from multiscale.chains.draw import ChainDrawer
+    from multiscale.chains.shipped import shipped_chain_model
+    from multiscale.evaluate.metrics import ring_penetrations
+    from multiscale.graph import MolecularGraph
+
+    top, mt, x, fr, cm, res = _peptide("trpcage")
+    beads = cm.coarse_grain(x[-2:])
+    y, rep = ChainDrawer(shipped_chain_model("amber"), mt, cm, res).draw(beads, seed=0)
+    assert rep.cis_nonpro_final == 0 and rep.wrong_centres_final == 0 and rep.clashing_residues_final == 0
+    assert np.abs(cm.coarse_grain(y) - beads).max() < 1e-9
+    g = MolecularGraph(mt.n_atoms, mt.bonds, mt.elements)
+    for ring in g.rings():
+        for f in range(len(y)):
+            assert len(ring_penetrations(y[f], np.asarray(fr.box[0]), np.asarray(ring)[None], np.asarray(mt.bonds))) == 0
+
+
+def _cli(*args, cwd):
+    exe = Path(sys.executable).parent / "multiscale"
+    return subprocess.run([str(exe), *map(str, args)], cwd=cwd, capture_output=True, text=True)
+
+
+def test_cli_backmap_without_model_uses_the_shipped_one(tmp_path):
+    src = DATA / "trpcage"
+    r = _cli("coarse-grain", "--topology", src / "topol.top", "--structure", src / "start.gro", "--output", "cg.gro",
+             cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = _cli("backmap", "--cg", "cg.gro", "--topology", src / "topol.top", "--output", "aa.gro", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "OK" in r.stdout
+    from multiscale.io import read_frames
+
+    assert read_frames(tmp_path / "aa.gro").n_atoms == 304
+
+
+def test_cli_train_on_a_peptide_then_fine_tune(tmp_path):
+    src = DATA / "pep01"
+    common = ["--topology", src / "topol.top", "--structure", src / "start.gro", "--trajectory", src / "md.xtc",
+              "--stop", 10, "--epochs", 1]
+    r = _cli("train", *common, "--output", "m.pt", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "training amino-acid chains (amber names)" in r.stdout + r.stderr
+    r = _cli("train", *common, "--init", "m.pt", "--output", "ft.pt", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    from multiscale.backmap.engine import load_model
+
+    m = load_model(tmp_path / "ft.pt")
+    assert m.chains is not None and m.chains.training["fine_tuned"]
