@@ -129,8 +129,8 @@ def test_protein_chain_class_gives_martinize2_beads(tmp_path):
     assert list(resnames) == ["ALA", "ALA", "LYS", "LYS", "LYS", "GLY"] and list(resids) == [1, 1, 2, 2, 2, 3]
     from multiscale.backmap.engine import train
 
-    with pytest.raises(MultiscaleError, match="cannot train or backmap it yet"):
-        train(top, mp, fr, seed=0, epochs=1, log=None)
+    model = train(top, mp, fr, seed=0, epochs=1, log=None)  # the residue-wise chain model (multiscale.chains)
+    assert model.chains is not None and {"ALA", "LYS", "GLY"} <= set(model.chains.kinds) and not model.moltypes
 
 
 def test_unmapped_heavy_atom_stops(tmp_path):

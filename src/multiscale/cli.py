@@ -207,6 +207,20 @@ def cmd_backmap(args) -> int:
     return 0
 
 
+def cmd_topology(args) -> int:
+    from .chains.from_cg import topology_from_cg
+
+    if args.cg_topology:
+        raise MultiscaleError("multiscale topology --cg-topology (lipid membranes) is not in this version: it writes "
+                              "proteins in water with ions from --cg alone")
+    refuse_inputs_as_outputs({"--output": args.output}, [args.cg])
+    if Path(args.output).suffix != ".top":
+        raise MultiscaleError(f"--output {args.output}: give a .top file name")
+    out = topology_from_cg(args.cg, args.output, forcefield=args.forcefield, water=args.water)
+    print(f"AA topology of {args.cg} ({args.forcefield}, {args.water}) -> {out}")
+    return 0
+
+
 def shipped_models(top):
     """A model of the shipped parts only (built-in mappings, shipped chain models, the bundled
     water bank), for ``backmap`` without ``--model``."""
@@ -293,6 +307,17 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--max-retries", type=nonneg_int, default=5, help="resampling rounds for molecules failing a certificate")
     _frames_args(b)
     b.set_defaults(func=cmd_backmap)
+
+    tp = sub.add_parser("topology", help="write the AA topology of a CG system (protein from its sequence, water, ions)",
+                        description="From a Martini CG structure alone: the protein's sequence is read from the beads, "
+                                    "its AA topology written by gmx pdb2gmx; each W bead becomes 4 waters, each ion one "
+                                    "ion, in the CG file's order. Then: multiscale backmap --cg CG --topology AA.top.")
+    tp.add_argument("--cg", required=True, help="CG structure (.gro/.pdb; martinize2 residue names)")
+    tp.add_argument("--output", required=True, help="AA topology to write (.top; NAME_protein.itp and posre_NAME.itp next to it)")
+    tp.add_argument("--forcefield", default="amber99sb-ildn", help="pdb2gmx force field (default amber99sb-ildn)")
+    tp.add_argument("--water", default="tip3p", help="pdb2gmx water model (default tip3p)")
+    tp.add_argument("--cg-topology", default=None, help="CG topology of a membrane system (lipids: not in this version)")
+    tp.set_defaults(func=cmd_topology)
 
     for mod in ("multiscale.workflow.commands", "multiscale.evaluate.commands", "multiscale.molecule.command"):
         try:

@@ -72,6 +72,10 @@ class ChainDrawer:
         for i, r in enumerate(residues):
             self.by_kind.setdefault(r.kind, []).append(i)
         self.keep_pairs = _kept_pairs(moltype, residues)
+        from ..graph import MolecularGraph
+
+        self.rings = [np.asarray(r, int) for r in MolecularGraph(n, moltype.bonds, moltype.elements).rings()]
+        self.bonds = np.asarray(moltype.bonds, int).reshape(-1, 2)
         self.clash_intra = float(clash_intra)
         self.excl = exclusion_matrix(n, moltype.bonds, 3)
         self.res_of_atom = np.empty(n, int)
@@ -180,11 +184,13 @@ class ChainDrawer:
         return relax_project(x, self.M, self.A, b, self.keep_pairs, RELAX_ITERATIONS, RELAX_STIFFNESS)
 
     def residue_problems(self, x: np.ndarray) -> np.ndarray:
-        """(C, R) bool: residue with a wrong stereocentre or an intramolecular clash (< clash_intra
-        between atoms more than 3 bonds apart), x (C, n, 3)."""
+        """(C, R) bool: residue with a wrong stereocentre, a cis peptide bond before a non-Pro
+        residue, a bond through one of its rings or an intramolecular clash (< clash_intra between
+        atoms more than 3 bonds apart), x (C, n, 3) whole chains."""
         from scipy.spatial import cKDTree
 
         from ..backmap.certify import chirality_signs
+        from ..neighbours import ring_penetrations
 
         C, R = x.shape[0], len(self.residues)
         bad = np.zeros((C, R), bool)
@@ -200,6 +206,11 @@ class ChainDrawer:
         bad[:, :-1] |= cis
         bad[:, 1:] |= cis
         for c in range(C):
+            for ring in self.rings:  # bonds through aromatic / Pro rings (the chain is whole: no box needed)
+                hits = ring_penetrations(x[c], np.full(3, 1e3), ring[None], self.bonds)
+                for _, bi in hits:
+                    bad[c, self.res_of_atom[ring[0]]] = True
+                    bad[c, self.res_of_atom[self.bonds[bi, 0]]] = True
             pairs = cKDTree(x[c]).query_pairs(self.clash_intra, output_type="ndarray")
             if len(pairs):
                 keep = ~self.excl[pairs[:, 0], pairs[:, 1]]

@@ -18,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 from .. import graph as _graph
-from ..geometry import angle, box_volume, dihedral, is_orthorhombic, minimum_image, perpendicular_widths
-from ..neighbours import PeriodicTree
+from ..geometry import angle, box_volume, dihedral, minimum_image, perpendicular_widths
+from ..neighbours import PeriodicTree, ring_penetrations, segment_triangle_hits  # noqa: F401 (re-exported)
 
 __all__ = [
     "BINS", "histogram", "jsd", "wasserstein", "term_values", "bead_deviation", "rmsd",
@@ -279,65 +279,3 @@ def clash_pairs(x: np.ndarray, box: np.ndarray, molecule: np.ndarray, excluded: 
     return pairs[inter], pairs[intra], d[inter], d[intra]
 
 
-def segment_triangle_hits(p0, p1, a, b, c, eps: float = 1e-12) -> np.ndarray:
-    """Does segment p0-p1 cross triangle a-b-c (Moller-Trumbore)?  All (..., 3) -> (...,) bool."""
-    e1 = b - a
-    e2 = c - a
-    d = p1 - p0
-    h = np.cross(d, e2)
-    det = np.sum(e1 * h, -1)
-    ok = np.abs(det) > eps
-    inv = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
-    s = p0 - a
-    u = inv * np.sum(s * h, -1)
-    q = np.cross(s, e1)
-    v = inv * np.sum(d * q, -1)
-    t = inv * np.sum(e2 * q, -1)
-    return ok & (u >= 0) & (v >= 0) & (u + v <= 1) & (t >= 0) & (t <= 1)
-
-
-def ring_penetrations(x: np.ndarray, box: np.ndarray, rings: np.ndarray, bonds: np.ndarray) -> np.ndarray:
-    """Bonds passing through rings in one frame.
-
-    x: (N, 3) nm with every molecule whole (not necessarily wrapped); box (3,) or (3, 3) nm;
-    rings: (R, k) global atom indices of rings of one size k, in cyclic order; bonds: (B, 2)
-    global atom indices.  A ring's surface is the fan of triangles (centroid, v_i, v_i+1); a
-    bond counts when its segment (minimum image, taken next to the ring) crosses that surface
-    and shares no atom with the ring.  Returns (n_hits, 2) pairs (ring row, bond row).
-    """
-    x = np.asarray(x, float)
-    box = np.asarray(box, float)
-    rings = np.asarray(rings, int)
-    bonds = np.asarray(bonds, int).reshape(-1, 2)
-    if len(rings) == 0 or len(bonds) == 0:
-        return np.zeros((0, 2), int)
-    v = x[rings]                                   # (R, k, 3)
-    cen = v.mean(axis=1)                           # (R, 3)
-    half = 0.5 * minimum_image(x[bonds[:, 1]] - x[bonds[:, 0]], box)   # (B, 3)
-    mid = x[bonds[:, 0]] + half
-    okb = np.all(np.isfinite(mid), axis=1)
-    okr = np.all(np.isfinite(cen), axis=1)
-    if not okb.any() or not okr.any():
-        return np.zeros((0, 2), int)
-    radius = np.nanmax(np.linalg.norm(v - cen[:, None], axis=-1)) + np.nanmax(np.linalg.norm(half[okb], axis=-1))
-    bi = np.flatnonzero(okb)
-    ri = np.flatnonzero(okr)
-    r = float(radius) + 1e-9
-    if not is_orthorhombic(box):
-        r = min(r, 0.499 * float(np.min(perpendicular_widths(box))))
-    lists = PeriodicTree(mid[bi], box, r).query_ball_point(cen[ri], r)
-    r_idx = np.repeat(ri, [len(l) for l in lists])
-    b_idx = bi[np.concatenate([np.asarray(l, int) for l in lists])] if len(r_idx) else np.zeros(0, int)
-    if len(r_idx) == 0:
-        return np.zeros((0, 2), int)
-    share = np.any(rings[r_idx][:, :, None] == bonds[b_idx][:, None, :], axis=(1, 2))
-    r_idx, b_idx = r_idx[~share], b_idx[~share]
-    if len(r_idx) == 0:
-        return np.zeros((0, 2), int)
-    c = cen[r_idx]
-    m = c + minimum_image(mid[b_idx] - c, box)
-    p0 = (m - half[b_idx])[:, None, :]
-    p1 = (m + half[b_idx])[:, None, :]
-    vr = v[r_idx]
-    hits = segment_triangle_hits(p0, p1, c[:, None, :], vr, np.roll(vr, -1, axis=1)).any(axis=1)
-    return np.stack([r_idx[hits], b_idx[hits]], axis=1)
