@@ -175,3 +175,23 @@ def test_cli_train_on_a_peptide_then_fine_tune(tmp_path):
 
     m = load_model(tmp_path / "ft.pt")
     assert m.chains is not None and m.chains.training["fine_tuned"]
+
+
+def test_cli_topology_from_cg_alone_then_backmap(tmp_path):
+    """A user with only the martinize2-style CG protein: AA topology from the beads, then the backmap."""
+    src = DATA / "trpcage"
+    assert _cli("coarse-grain", "--topology", src / "topol.top", "--structure", src / "start.gro", "--output", "cg.gro",
+                cwd=tmp_path).returncode == 0
+    r = _cli("topology", "--cg", "cg.gro", "--output", "aa/aa.top", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    from multiscale.topology import load_topology
+
+    top = load_topology(tmp_path / "aa" / "aa.top")
+    ref = load_topology(src / "topol.top")
+    assert top.blocks[0].moltype.atom_names == ref.blocks[0].moltype.atom_names  # same protonation, same atoms
+    r = _cli("backmap", "--cg", "cg.gro", "--topology", "aa/aa.top", "--output", "aa.gro", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    (tmp_path / "bad.gro").write_text("x\n1\n    1LIG     C1    1   0.000   0.000   0.000\n   1.0 1.0 1.0\n")
+    r = _cli("topology", "--cg", "bad.gro", "--output", "b.top", cwd=tmp_path)
+    assert r.returncode == 2 and "not an amino acid, water (W) or ion" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "b.top").exists()

@@ -19,9 +19,20 @@ from .residues import Residue, place_extras
 
 #: candidate draws per backbone step / per residue decoration
 BACKBONE_CANDIDATES = 16
+#: partial backbone traces kept per chain (beam search, :meth:`ChainDrawer._backbone`)
+BEAM = 8
 #: backbone candidates are weighted by exp(-((d - BB_OFFSET)+ / BB_SIGMA)^2 / 2), d: distance of the
-#: centre of N, CA, C from the BB bead (nm); the AA data put that centre ~0.05 nm from the bead
-BB_OFFSET, BB_SIGMA = 0.06, 0.02
+#: centre of N, CA, C from the BB bead (nm; peptide MD: 0.058-0.065 +- 0.008, max 0.086), times the
+#: same factor for CA's distance from the BB bead outside CA_BB_RANGE (MD: 0.106 +- 0.01 nm), for the
+#: current residue and (look-ahead over psi) the next one (:meth:`ChainDrawer._score`)
+BB_OFFSET, BB_SIGMA = 0.07, 0.015
+CA_BB_RANGE = (0.065, 0.13)
+#: a backbone step whose best candidate has a log weight below WIDEN_BELOW (2 sigma off) draws
+#: another BACKBONE_CANDIDATES at each of these temperature factors until one fits
+WIDEN_BELOW, WIDEN_TEMPERATURES = -2.0, (1.5, 2.0, 3.0)
+#: the grid fallback's geometry (amber99sb-ildn equilibrium values): bonds C-N, N-CA, CA-C (nm);
+#: angles CA-C-N, C-N-CA, N-CA-C (deg)
+IDEAL_BONDS, IDEAL_ANGLES = (0.1335, 0.1449, 0.1522), (116.6, 121.9, 110.1)
 DECORATION_CANDIDATES = 6
 #: rounds of redrawing the decoration of residues that still clash or have a wrong centre
 REDRAW_ROUNDS = 4
@@ -39,6 +50,8 @@ class ChainDrawReport:
     copies: int = 0
     residues: int = 0
     cis_redrawn: int = 0
+    widened_steps: int = 0
+    grid_steps: int = 0
     cis_forced_trans: int = 0
     wrong_centres_after_draw: int = 0
     redrawn_residues: int = 0
@@ -85,40 +98,116 @@ class ChainDrawer:
                 self.res_of_atom[a] = i
 
     # ------------------------------------------------------------------ backbone
-    def _backbone(self, x, b, gen, temperature: float, rep: ChainDrawReport) -> None:
+    def _step_candidates(self, i, prefix, b, gen, temperature: float, rep: ChainDrawReport):
+        """R candidate (N, CA, C) of residue i (R, C, 3, 3) and their log weights (R, C)."""
         import torch
 
-        geo, C = self.geo, b.shape[0]
-        R = BACKBONE_CANDIDATES
-        for i in range(len(self.residues)):
+        geo, C, R = self.geo, b.shape[0], BACKBONE_CANDIDATES
+        dens = self.model.start if i == 0 else self.model.extend
+        f = backbone_features(prefix, b, geo, i)
+        bo, an, to = (v.reshape(R, C, 3) for v in dens.sample(f, gen, temperature=temperature, repeats=R))
+        ok = torch.ones(R, C, dtype=torch.bool, device=b.device)
+        if i > 0 and self.residues[i].kind != "PRO":
+            ok = to[:, :, 1].abs() > np.pi / 2  # (R, C) trans omega
+            rep.cis_redrawn += int((~ok).sum())
+            none = ~ok.any(0)
+            if none.any():
+                to[0, none, 1] = np.pi
+                ok[0, none] = True
+                rep.cis_forced_trans += int(none.sum())
+        cand = backbone_build(prefix.repeat(R, 1, 1), bo.reshape(R * C, 3), an.reshape(R * C, 3),
+                              to.reshape(R * C, 3)).reshape(R, C, 3, 3)
+        logw = self._score(cand, i, b)
+        return cand, torch.where(ok, logw, torch.full_like(logw, -torch.inf))
+
+    def _score(self, cand, i: int, b):
+        """Log weight (K, C) of candidate (N, CA, C) of residue i (K, C, 3, 3): keeps the trace on the
+        beads.  Terms (each -0.5 (excess / BB_SIGMA)^2): centre of N, CA, C within BB_OFFSET of the
+        BB bead; CA within CA_BB_RANGE of it; look-ahead: some psi(i) puts CA(i+1) (ideal geometry,
+        trans) within CA_BB_RANGE of the next BB bead."""
+        import torch
+
+        from ..backmap.ictree import _nerf
+
+        geo = self.geo
+        bb = b[:, geo.bb[i]]
+        d = torch.linalg.norm(cand.mean(2) - bb, dim=-1)
+        dca = torch.linalg.norm(cand[:, :, 1] - bb, dim=-1)
+        ex = (d - BB_OFFSET).clamp(min=0) ** 2 + _outside(dca, CA_BB_RANGE) ** 2
+        if i + 1 < len(self.residues):
+            K, C = cand.shape[:2]
+            psi = torch.deg2rad(torch.arange(-180.0, 180.0, 30.0, dtype=cand.dtype, device=cand.device))
+            P = len(psi)
+            n0, ca0, c0 = (cand[:, :, k].unsqueeze(0).expand(P, K, C, 3) for k in range(3))
+            tor = psi[:, None, None].expand(P, K, C)
+            one = torch.ones_like(tor)
+            n1 = _nerf(n0, ca0, c0, one * IDEAL_BONDS[0], one * np.deg2rad(IDEAL_ANGLES[0]), tor)
+            ca1 = _nerf(ca0, c0, n1, one * IDEAL_BONDS[1], one * np.deg2rad(IDEAL_ANGLES[1]), one * np.pi)
+            d1 = torch.linalg.norm(ca1 - b[:, geo.bb[i + 1]], dim=-1)  # (P, K, C)
+            ex = ex + (_outside(d1, CA_BB_RANGE).min(0).values) ** 2
+        return -0.5 * ex / BB_SIGMA ** 2
+
+    def _grid_candidates(self, i, prefix, b):
+        """(psi(i-1), phi(i)) on a 20-degree grid, ideal bonds/angles, omega 180: (G, C, 3, 3), log weights (G, C)."""
+        import torch
+
+        C = b.shape[0]
+        g = torch.deg2rad(torch.arange(-180.0, 180.0, 20.0, dtype=torch.float64, device=b.device))
+        psi, phi = torch.meshgrid(g, g, indexing="ij")
+        G = psi.numel()
+        tors = torch.stack([psi.reshape(-1), torch.full((G,), np.pi, dtype=torch.float64, device=b.device),
+                            phi.reshape(-1)], -1)
+        bonds = torch.tensor(IDEAL_BONDS, dtype=torch.float64, device=b.device).expand(G * C, 3)
+        angles = torch.deg2rad(torch.tensor(IDEAL_ANGLES, dtype=torch.float64, device=b.device)).expand(G * C, 3)
+        cand = backbone_build(prefix.repeat(G, 1, 1), bonds, angles, tors.repeat_interleave(C, 0)).reshape(G, C, 3, 3)
+        return cand, self._score(cand, i, b)
+
+    def _backbone(self, x, b, gen, temperature: float, rep: ChainDrawReport) -> None:
+        """N, CA, C of every residue, along the chain, by a stochastic beam search: BEAM partial traces
+        per chain, each extended by BACKBONE_CANDIDATES draws of the density (plus draws at higher
+        temperatures, then a psi/phi grid, where none fits the beads), the next beams drawn without
+        replacement by Gumbel-top-k on the summed log weights (:meth:`_score`)."""
+        import torch
+
+        geo, C, K, dev = self.geo, b.shape[0], BEAM, b.device
+        R = len(self.residues)
+        bk = b.repeat(K, 1, 1)  # (K*C, nb, 3), beam-major
+        trace = torch.zeros(K, C, R, 3, 3, dtype=torch.float64, device=dev)
+        cum = torch.zeros(K, C, dtype=torch.float64, device=dev)
+        cum[1:] = -torch.inf  # one live beam at the start
+        for i in range(R):
             if i == 0:
-                prefix = b[:, [geo.bb[2], geo.bb[1], geo.bb[0]]]
-                dens = self.model.start
+                prefix = bk[:, [geo.bb[2], geo.bb[1], geo.bb[0]]]
             else:
-                prefix = x[:, [geo.n[i - 1], geo.ca[i - 1], geo.c[i - 1]]]
-                dens = self.model.extend
-            f = backbone_features(prefix, b, geo, i)
-            bo, an, to = (v.reshape(R, C, 3) for v in dens.sample(f, gen, temperature=temperature, repeats=R))
-            ok = torch.ones(R, C, dtype=torch.bool, device=x.device)
-            if i > 0 and self.residues[i].kind != "PRO":
-                ok = to[:, :, 1].abs() > np.pi / 2  # (R, C) trans omega
-                rep.cis_redrawn += int((~ok).sum())
-                none = ~ok.any(0)
-                if none.any():
-                    to[0, none, 1] = np.pi
-                    ok[0, none] = True
-                    rep.cis_forced_trans += int(none.sum())
-            cand = backbone_build(prefix.repeat(R, 1, 1), bo.reshape(R * C, 3), an.reshape(R * C, 3),
-                                  to.reshape(R * C, 3)).reshape(R, C, 3, 3)
-            # keep the trace on the beads: candidates weighted by how close the centre of N, CA, C
-            # lies to the residue's BB bead, exp(-d^2 / 2 sigma^2) (d: excess over the training mean)
-            d = torch.linalg.norm(cand.mean(2) - b[:, geo.bb[i]], dim=-1)  # (R, C)
-            logw = -0.5 * ((d - BB_OFFSET).clamp(min=0) / BB_SIGMA) ** 2
-            logw = torch.where(ok, logw, torch.full_like(logw, -torch.inf))
-            u = torch.rand(C, generator=gen, dtype=torch.float64, device=x.device)
-            cdf = torch.cumsum(torch.softmax(logw, 0), 0)
-            pick = (u[None] > cdf).sum(0).clamp(max=R - 1)
-            x[:, [geo.n[i], geo.ca[i], geo.c[i]]] = cand[pick, torch.arange(C, device=x.device)]
+                prefix = trace[:, :, i - 1].reshape(K * C, 3, 3)
+            cand, logw = self._step_candidates(i, prefix, bk, gen, temperature, rep)
+            for t_extra in WIDEN_TEMPERATURES:
+                poor = (logw.max(0).values < WIDEN_BELOW).reshape(K, C).all(0)
+                if not poor.any():
+                    break
+                rep.widened_steps += int(poor.sum())
+                c2, l2 = self._step_candidates(i, prefix, bk, gen, temperature * t_extra, rep)
+                cand, logw = torch.cat([cand, c2], 0), torch.cat([logw, l2], 0)
+            poor = (logw.max(0).values < WIDEN_BELOW).reshape(K, C).all(0)
+            if i > 0 and poor.any():  # last resort: a psi/phi grid with ideal geometry and trans omega
+                rep.grid_steps += int(poor.sum())
+                c2, l2 = self._grid_candidates(i, prefix, bk)
+                l2.view(-1, K, C)[:, :, ~poor] = -torch.inf
+                cand, logw = torch.cat([cand, c2], 0), torch.cat([logw, l2], 0)
+            M = cand.shape[0]
+            total = (cum[None] + logw.reshape(M, K, C)).reshape(M * K, C)  # candidate m of beam k: row m*K + k
+            u = torch.rand(M * K, C, generator=gen, dtype=torch.float64, device=dev).clamp(1e-12, 1 - 1e-12)
+            keys = torch.where(torch.isfinite(total), total - torch.log(-torch.log(u)), total)
+            top = keys.topk(K, dim=0).indices  # (K, C)
+            m, k = top // K, top % K
+            ar = torch.arange(C, device=dev)
+            new_trace = trace[k, ar[None].expand(K, C)].clone()  # (K, C, R, 3, 3)
+            new_trace[:, :, i] = cand.reshape(M, K, C, 3, 3)[m, k, ar[None].expand(K, C)]
+            trace, cum = new_trace, total[top, ar[None].expand(K, C)]
+        u = torch.rand(K, C, generator=gen, dtype=torch.float64, device=dev).clamp(1e-12, 1 - 1e-12)
+        best = (cum - torch.log(-torch.log(u))).argmax(0)
+        chosen = trace[best, torch.arange(C, device=dev)]  # (C, R, 3, 3)
+        x[:, np.stack([geo.n, geo.ca, geo.c], 1)] = chosen
 
     # ------------------------------------------------------------------ decoration
     def _decorate(self, x, b, gen, temperature: float, residues_idx: dict, copies=None) -> np.ndarray:
@@ -285,6 +374,11 @@ def draw_chains(model: ChainModel, moltype, chain_mapping, residues: list[Residu
                 seed: int = 0, temperature: float = 1.0, device: str = "cpu", clash_intra: float = 0.10):
     """Convenience: one :class:`ChainDrawer` and one draw (see :meth:`ChainDrawer.draw`)."""
     return ChainDrawer(model, moltype, chain_mapping, residues, clash_intra).draw(beads, seed, temperature, device)
+
+
+def _outside(d, rng):
+    """How far d lies outside [lo, hi] (0 inside)."""
+    return (rng[0] - d).clamp(min=0) + (d - rng[1]).clamp(min=0)
 
 
 def _kept_pairs(moltype, residues: list[Residue]) -> np.ndarray:

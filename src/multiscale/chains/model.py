@@ -253,13 +253,13 @@ def chain_training_arrays(moltype, chain_mapping, residues: list[Residue], frame
     geo = ChainGeometry.from_residues(residues)
     start, extend = [], []
     for i in range(len(residues)):
-        if i == 0:
-            prefix = beads[:, [geo.bb[2], geo.bb[1], geo.bb[0]]]
-        else:
+        here = x[:, [geo.n[i], geo.ca[i], geo.c[i]]]
+        if i + 2 < len(residues):  # the start density learns from every position (bead prefix)
+            prefix = beads[:, [geo.bb[i + 2], geo.bb[i + 1], geo.bb[i]]]
+            start.append((backbone_features(prefix, beads, geo, i), *backbone_ics(torch.cat([prefix, here], 1))))
+        if i > 0:
             prefix = x[:, [geo.n[i - 1], geo.ca[i - 1], geo.c[i - 1]]]
-        pts = torch.cat([prefix, x[:, [geo.n[i], geo.ca[i], geo.c[i]]]], 1)
-        f = backbone_features(prefix, beads, geo, i)
-        (start if i == 0 else extend).append((f, *backbone_ics(pts)))
+            extend.append((backbone_features(prefix, beads, geo, i), *backbone_ics(torch.cat([prefix, here], 1))))
     cat = [tuple(torch.cat(col, 0).numpy() for col in zip(*part)) for part in (start, extend)]
     kinds: dict = {}
     for i, r in enumerate(residues):
@@ -306,7 +306,7 @@ def _density_for(prev, nf: int, nb: int, na: int, nt: int, hp: dict, steps=None)
 def _n_epochs(epochs, n: int, target: int, fine: bool) -> int:
     if epochs:
         return int(epochs)
-    e = int(np.clip(round(target / max(1, np.ceil(n / 512))), 20, 300))
+    e = int(np.clip(round(target / max(1, np.ceil(n / 512))), 20, 200))
     return max(10, e // 3) if fine else e
 
 
@@ -357,7 +357,7 @@ def fit_chain_model(start, extend, kinds: dict, *, naming: str, seed: int = 0, e
         torch.manual_seed(derive_seed(seed, 41, j))
         dn, stats, lr = _density_for(prev.density if prev is not None else None, feats.shape[1], tree.n_bonds, tree.n_angles,
                                      tree.n_torsions, hp, steps=tree.torsion_steps())
-        n_ep = _n_epochs(epochs, len(xs), 2500, prev is not None)
+        n_ep = _n_epochs(epochs, len(xs), 1500, prev is not None)
         info = fit(dn, feats, b, a, t, epochs=n_ep, lr=lr, set_stats=stats, seed=derive_seed(seed, 43, j), device=device,
                    log=None, label=kind)
         centres, nbrs = find_stereocentres(n, d["bonds"], d["elements"])

@@ -15,6 +15,7 @@ Lengths nm.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -26,9 +27,18 @@ C_TERM_O = (("OC1", "OC2"), ("OT1", "OT2"))
 #: Canonical amino acids (one-hot position in the backbone features; anything else is "other").
 CANONICAL = ("ALA", "ARG", "ASN", "ASP", "CYS", "GLN", "GLU", "GLY", "HIS", "ILE", "LEU", "LYS", "MET", "PHE",
              "PRO", "SER", "THR", "TRP", "TYR", "VAL")
-_FAMILY = {"HID": "HIS", "HIE": "HIS", "HIP": "HIS", "HSD": "HIS", "HSE": "HIS", "HSP": "HIS", "HISD": "HIS",
-           "HISE": "HIS", "HISH": "HIS", "ASH": "ASP", "ASPP": "ASP", "GLH": "GLU", "GLUP": "GLU", "LYN": "LYS",
-           "LSN": "LYS", "CYX": "CYS", "CYM": "CYS", "CYSD": "CYS"}
+
+
+@lru_cache(maxsize=1)
+def _aliases() -> dict:
+    """Protonation variants -> canonical amino acid (``aliases`` of data/classes/protein_torsions.yaml,
+    the table ``multiscale evaluate`` folds variants with)."""
+    import yaml
+
+    from ..paths import find_data
+
+    return dict(yaml.safe_load(find_data("classes", "protein_torsions.yaml").read_text()).get("aliases", {}))
+
 N_H_BOND, N_H_ANGLE = 0.101, np.deg2rad(109.5)  # NH3+ geometry (amber/CHARMM equilibrium values)
 C_O_BOND = 0.125
 
@@ -43,7 +53,7 @@ def kind_name(resname: str, known) -> str:
 
 def family(kind: str) -> str:
     """The canonical amino acid of a kind (``HID`` -> ``HIS``), or the kind itself."""
-    return _FAMILY.get(kind, kind)
+    return _aliases().get(kind, kind)
 
 
 def one_hot(kind: str) -> np.ndarray:
