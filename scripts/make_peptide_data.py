@@ -89,6 +89,15 @@ PEPTIDES = [
 ]
 
 
+#: The same training sequences started as an alpha helix (``NAMEh``) and from mixed basins
+#: (``NAMEm``, each residue's phi/psi drawn from PPII/helix/extended): short MD does not cross
+#: between basins, so the starts are what gives the model helical and extended bead geometries.
+PEPTIDES += [Peptide(f"{p.name}h", p.sequence, variants=p.variants, seed=p.seed + 1000, conformation="helix")
+             for p in list(PEPTIDES) if p.split == "train"]
+PEPTIDES += [Peptide(f"{p.name}m", p.sequence, variants=p.variants, seed=p.seed + 2000, conformation="mixed")
+             for p in PEPTIDES if p.split == "train" and p.conformation == "ppii"]
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
