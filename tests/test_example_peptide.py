@@ -36,13 +36,17 @@ def _cli(*args, cwd=None, timeout=300):
                           timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def peptide_run(tmp_path_factory):
+def _needs_shipped_model():
     pytest.importorskip("vermouth")
     from multiscale.chains.shipped import shipped_model_path
 
     if shipped_model_path("amber") is None:
         pytest.skip("no shipped chain model (multiscale/data/models/chains_amber.pt)")
+
+
+@pytest.fixture(scope="module")
+def peptide_run(tmp_path_factory):
+    _needs_shipped_model()
     d = tmp_path_factory.mktemp("peptide") / "ex"
     r = _cli("init", "--example", "peptide", str(d))
     assert r.returncode == 0, r.stderr
@@ -89,6 +93,7 @@ def test_peptide_cycle(peptide_run):
 
 
 def test_peptide_dry_run_plans_martinize_first(tmp_path):
+    _needs_shipped_model()  # the train stage starts from it
     d = tmp_path / "ex"
     assert _cli("init", "--example", "peptide", str(d)).returncode == 0
     r = _cli("cycle", "--config", str(d / "sim.yaml"), "--dry-run", cwd=d)
