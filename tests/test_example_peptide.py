@@ -114,3 +114,20 @@ def test_martinize_ss_is_checked_in_one_line(tmp_path):
     r = _cli("cycle", "--config", str(d / "sim.yaml"), "--dry-run", cwd=d)
     assert r.returncode == 2 and "system.martinize.ss" in r.stderr and "DSSP letters" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_chain_defined_by_a_configured_itp_is_not_martinized(tmp_path):
+    """A chain moleculetype that a configured CG itp already defines keeps that itp: no martinize stage."""
+    from multiscale.config import load_config
+    from multiscale.workflow.martinize import chain_moltypes
+
+    d = tmp_path / "ex"
+    assert _cli("init", "--example", "peptide", str(d)).returncode == 0
+    assert list(chain_moltypes(load_config(d / "sim.yaml"))) == ["Protein_chain_A"]
+    (d / "own.itp").write_text("[ moleculetype ]\n; name nrexcl\nProtein_chain_A 1\n\n[ atoms ]\n1 P2 1 ALA BB 1 0\n")
+    cfg = yaml.safe_load((d / "sim.yaml").read_text())
+    cfg["system"]["cg_includes"] = [str(p) for p in sorted((d / "topologies" / "martini3").glob("martini_v3.0.0*.itp"))
+                                    if p.name in ("martini_v3.0.0.itp", "martini_v3.0.0_solvents_v1.itp",
+                                                  "martini_v3.0.0_ions_v1.itp")] + ["own.itp"]
+    (d / "sim.yaml").write_text(yaml.safe_dump(cfg))
+    assert chain_moltypes(load_config(d / "sim.yaml")) == {}
