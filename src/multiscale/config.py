@@ -175,6 +175,31 @@ class _Strict(BaseModel):
 # sections
 
 
+class MartinizeSection(_Strict):
+    """How the Martini 3 topology of each amino-acid chain moleculetype is made: martinize2 runs once per run
+    (``start: aa``) on the chain's first copy in ``system.aa_structure``, into ``OUTPUT/martinize/``; every cycle's
+    CG topology includes the itp it wrote (moleculetype named as in the AA topology).  A chain whose moleculetype a
+    ``cg_topology``/``cg_includes`` itp already defines keeps that one."""
+
+    ss: Union[str, dict[str, str]] = Field("C", description="secondary structure passed to martinize2 ``-ss``: one "
+                                           "DSSP letter per residue, or one letter for all (default 'C', coil: short or "
+                                           "disordered peptides; give the DSSP string of a folded protein); a "
+                                           "``{moltype: string}`` mapping for several chain moleculetypes")
+    elastic: Union[bool, dict[str, Union[float, str]]] = Field(False, description="martinize2 elastic network: false, true, or "
+                                                   "its options without the dash, e.g. ``{ef: 700, eu: 0.9}``",
+                                                   json_schema_extra=_unit("ef: kJ mol^-1 nm^-2; el, eu: nm"))
+
+    @field_validator("ss", mode="before")
+    @classmethod
+    def _ss(cls, v):
+        ok = re.compile(r"^[HGIEBTSC~PF]+$")
+        for x in (v.values() if isinstance(v, dict) else [v]):
+            if not isinstance(x, str) or not ok.match(x):
+                raise ValueError(f"must be DSSP letters (H, G, I, E, B, T, S, C, ...), one per residue or one for all, "
+                                 f"got {_show(x)}")
+        return v
+
+
 class SystemSection(_Strict):
     """The molecular system: AA and CG topologies/structures, mappings, force-field folders."""
 
@@ -186,9 +211,13 @@ class SystemSection(_Strict):
                                     "includes, listed explicitly (instead of taking them from ``cg_topology``)")
     cg_structure: Optional[Path] = Field(None, description="starting CG structure (.gro); required for ``start: cg``")
     mappings: Union[list[Path], dict[str, Path]] = Field(
+        default_factory=list,
         description="AA -> CG mapping files (.map or .yaml), one per molecule type: a list, or ``{moltype: file}``. "
                     "A name not found next to sim.yaml is taken from the data path's ``mappings/`` (e.g. heptanol.map); "
-                    "water 4:1 -> W is built in")
+                    "water 4:1 -> W, ions and amino-acid chains (martinize2's beads) are built in, so a peptide in "
+                    "salt water needs none")
+    martinize: MartinizeSection = Field(default_factory=MartinizeSection, description="martinize2 options for the "
+                                        "Martini topology of amino-acid chains")
     forcefield_dirs: list[Path] = Field(default_factory=list, description="folders searched for ``#include`` files "
                                         "(put on GMXLIB before GROMACS' own share/top)")
 
@@ -213,15 +242,13 @@ class SystemSection(_Strict):
     @field_validator("mappings", mode="before")
     @classmethod
     def _maps(cls, v, info: ValidationInfo):
+        if v is None:
+            return []
         if isinstance(v, (str, os.PathLike)):
             v = [v]
         if isinstance(v, dict):
-            if not v:
-                raise ValueError("must name at least one mapping file")
             return {str(k): _mapping(x, info) for k, x in v.items()}
         if isinstance(v, list):
-            if not v:
-                raise ValueError("must name at least one mapping file")
             return [_mapping(x, info) for x in v]
         raise ValueError(f"must be a list of .map/.yaml files or a {{moltype: file}} mapping, got {v!r}")
 

@@ -36,13 +36,23 @@ def _check_inputs(cfg, plan) -> list[str]:
     lines.append(f"AA topology {s.aa_topology.name}: {top.n_atoms} atoms, {len(incs)} included file(s)")
     notes: list[str] = []
     load_checked_mapping(s.mapping_files, top, s.cg_include_files(), note=notes.append)
-    lines.append(f"mappings: {', '.join(p.name for p in s.mapping_files)} match the AA topology and the CG itps")
+    lines.append(f"mappings: {', '.join(p.name for p in s.mapping_files)} match the AA topology and the CG itps" if s.mapping_files
+                 else "mappings: none (built in: water, ions, amino-acid chains)")
+    chains = [st for st in plan if st.name == "martinize"]
+    if chains:
+        lines.append(f"amino-acid chain(s) {', '.join(chains[0].params['moltypes'])}: Martini itp by martinize2 "
+                     f"(ss {chains[0].params['ss']}) in {chains[0].workdir}")
     lines += notes
     if s.aa_structure is not None and cfg.start == "aa":
         from ..io import read_frames
 
         fr = read_frames(s.aa_structure, expected_atoms=top.n_atoms, label="AA structure")
-        lines.append(f"AA structure {s.aa_structure.name}: {fr.n_atoms} atoms, box {' x '.join(f'{x:.3f}' for x in fr.box[-1])} nm")
+        import numpy as np
+
+        b = np.asarray(fr.box[-1], float)
+        edges = np.linalg.norm(b, axis=1) if b.shape == (3, 3) else b  # box vectors (triclinic) or edge lengths
+        shape = "" if b.shape != (3, 3) or not np.any(b[np.triu_indices(3, 1)] + b[np.tril_indices(3, -1)]) else " (triclinic)"
+        lines.append(f"AA structure {s.aa_structure.name}: {fr.n_atoms} atoms, box {' x '.join(f'{x:.3f}' for x in edges)} nm{shape}")
     if s.cg_topology is not None:
         missing = [str(p) for p in s.cg_include_files() if not Path(p).is_file()]
         if missing:

@@ -23,8 +23,12 @@ Two kinds:
     start: cg   every cycle: cg-em, cg-eq, cg-md, backmap, restrained-em, restrained-eq, relax,
                 aa-md, train, coarse-grain (not in the last cycle; feeds the next cg-em)
 
+Amino-acid chains (start: aa): a ``martinize`` stage comes first, writing the Martini itp of each
+chain moleculetype once (:mod:`multiscale.workflow.martinize`); every coarse-grain stage includes it.
+
 ``train`` only appears in cycles >= ``backmap.train_from_cycle``; it fine-tunes the previous
-model (``init=``).  The environment variable ``MULTISCALE_PIPELINE=module:function`` (or
+model (``init=``), or for a system with amino-acid chains and no ``backmap.model`` the shipped
+chain model (``multiscale/data/models/chains_<naming>.pt``).  The environment variable ``MULTISCALE_PIPELINE=module:function`` (or
 ``/path/file.py:function``) replaces :func:`default_pipeline` (same signature) -- a hook for
 custom stage lists and for testing the driver on its own.
 """
@@ -355,7 +359,8 @@ def _run_coarse_grain(stage: PythonStage, ctx: StageContext) -> StageResult:
     names, resnames, resids = cg_names(cg.layout)
     write_frames(stage.outputs["gro"], cg.positions[0], cg.box[0], names, resnames, resids,
                  title=f"CG image of {stage.inputs['aa_structure'].name}")
-    write_cg_topology(stage.outputs["top"], cg.layout, cfg.system.cg_include_files(),
+    chain_itps = [p for k, p in stage.inputs.items() if k.startswith("chain_itp ")]  # martinize2's (workflow.martinize)
+    write_cg_topology(stage.outputs["top"], cg.layout, cfg.system.cg_include_files() + chain_itps,
                       title=f"CG system (cycle {stage.cycle}) written by multiscale")
     _stage_log(stage, ctx, f"{top.n_atoms} atoms -> {cg.positions.shape[1]} beads "
                            f"({', '.join(f'{b.cg_name} x{b.count}' for b in cg.layout)})")
@@ -435,7 +440,7 @@ def _run_backmap(stage: PythonStage, ctx: StageContext) -> StageResult:
         kwargs["log"] = lambda *a, **k: _stage_log(stage, ctx, " ".join(str(x) for x in a))
     aa, reports = backmap(model, top, fr.positions[-1:], fr.box[-1:], **kwargs)
     wall = time.perf_counter() - t0
-    names, resnames, resids = top.per_atom("atom_names"), top.per_atom("resnames"), top.resids()
+    names, resnames, resids = top.per_atom("atom_names"), top.per_atom("resnames"), atom_resids(top)
     write_frames(stage.outputs["gro"], aa[0], fr.box[-1], names, resnames, resids,
                  title=f"backmapped from {stage.inputs['cg_structure'].name}")
     report = [r.to_dict() if hasattr(r, "to_dict") else r for r in reports]
@@ -458,7 +463,27 @@ def _run_backmap(stage: PythonStage, ctx: StageContext) -> StageResult:
     for k, v in first.items():  # the certificate's headline numbers
         if (k.endswith("_final") or k in ("ok", "retries", "max_cg_deviation_nm")) and isinstance(v, (bool, int, float)):
             info[k] = v
+    chains = [m for m in (first.get("per_moltype") or {}).values() if isinstance(m, dict) and m.get("kind") == "chain"]
+    for k in ("cis_nonpro_final", "clashing_residues_final", "wrong_centres_final"):  # amino-acid chains (chains.draw)
+        if chains:
+            info[f"chain_{k}"] = int(sum(m.get(k, 0) for m in chains))
     return StageResult(info=info)
+
+
+def atom_resids(top):
+    """Residue number per atom, counting from 1: one per residue of a moleculetype's ``residues``
+    (amino-acid chains keep their residues), else one per molecule copy."""
+    import numpy as np
+
+    out, rid = [], 0
+    for b in top.blocks:
+        mt = b.moltype
+        r = np.asarray(mt.residues, int) if mt.residues is not None else np.zeros(mt.n_atoms, int)
+        r = r - r.min() if len(r) else r
+        per = int(r.max()) + 1 if len(r) else 1
+        out.append((np.arange(b.count)[:, None] * per + r[None, :]).ravel() + rid + 1)
+        rid += per * b.count
+    return np.concatenate(out) if out else np.zeros(0, int)
 
 
 def write_restrained_topology(aa_top: Path, structure: Path, out: Path, posres: dict[str, str], settings,
@@ -577,6 +602,11 @@ class _PipelineBuilder:
         # file contents the Python stages depend on beyond their structure/topology inputs
         self.mapping_inputs = _named_inputs("mapping", cfg.system.mapping_files)
         self.cg_include_inputs = _named_inputs("cg_include", [p for p in cfg.system.cg_include_files() if Path(p).is_file()])
+        # amino-acid chains: martinize2 makes their Martini itps (workflow.martinize); training starts from the shipped chain model
+        from .martinize import chain_moltypes
+
+        self.chains = chain_moltypes(cfg)
+        self.chain_itps: dict[str, Path] = {}
 
     # -- helpers ------------------------------------------------------------------------------
     def wd(self, cycle: int, name: str) -> Path:
@@ -643,21 +673,45 @@ class _PipelineBuilder:
                   **self.mapping_inputs, **self.cg_include_inputs}  # the CG itps fix the model's bead order
         if self.model_path is not None:
             inputs["init_model"] = self.model_path
+        elif self.chains:  # fine-tune the shipped chain model rather than train chains from 51 frames of one peptide
+            inputs["init_model"] = self._shipped_chain_model()
         st = PythonStage(name="train", cycle=c, workdir=self.wd(c, "train"), inputs=inputs,
                          outputs={"model": self.wd(c, "train") / "model.pt"},
                          params={"epochs": cfg.backmap.epochs, "samples": cfg.backmap.samples,
                                  "seed": self.seed(c, "train", cfg.backmap.seed), "device": cfg.backmap.device,
                                  "mappings": [str(p) for p in cfg.system.mapping_files]},
                          func=_run_train,
-                         description=("fine-tune" if self.model_path else "train") + " the backmapping model on this cycle's AA MD")
+                         description=("fine-tune" if "init_model" in inputs else "train") + " the backmapping model on this cycle's AA MD")
         self.stages.append(st)
         self.model_path = st.outputs["model"]
+
+    def _shipped_chain_model(self) -> Path:
+        from ..chains.shipped import SHIPPED, shipped_model_path
+        from .martinize import chain_naming
+
+        naming = chain_naming(self.chains)
+        path = shipped_model_path(naming)
+        if path is None:
+            raise MultiscaleError(f"the amino-acid chain(s) {', '.join(self.chains)} use {naming} atom names, for which multiscale "
+                                  f"ships no chain model (shipped: {', '.join(SHIPPED)}): set backmap.model to a model "
+                                  "trained on this protein (multiscale train)")
+        return Path(path)
+
+    def martinize(self, structure: Path):
+        """The martinize stage (once per run) for the chains no configured CG itp defines."""
+        from .martinize import martinize_stage
+
+        if not self.chains:
+            return
+        st = martinize_stage(self.cfg, self.root, structure, list(self.chains))
+        self.stages.append(st)
+        self.chain_itps = {n: st.outputs[f"itp {n}"] for n in self.chains}
 
     def coarse_grain(self, c, md):
         cfg, wd = self.cfg, self.wd
         st = PythonStage(name="coarse-grain", cycle=c, workdir=wd(c, "coarse-grain"),
                          inputs={"aa_topology": self.aa_top, "aa_structure": md.outputs["gro"], **self.mapping_inputs,
-                                 **self.cg_include_inputs},
+                                 **self.cg_include_inputs, **{f"chain_itp {n}": p for n, p in self.chain_itps.items()}},
                          outputs={"gro": wd(c, "coarse-grain") / "cg.gro", "top": wd(c, "coarse-grain") / "cg.top"},
                          params={"seed": self.seed(c, "coarse-grain"), "mappings": [str(p) for p in cfg.system.mapping_files],
                                  "includes": [str(p) for p in cfg.system.cg_include_files()]},
@@ -709,6 +763,7 @@ class _PipelineBuilder:
     def build(self) -> list[Stage]:
         cfg = self.cfg
         if cfg.start == "aa":
+            self.martinize(cfg.system.aa_structure)
             prev = self.aa_start().outputs["gro"]
             for c in range(1, cfg.cycles + 1):
                 md = self.aa_md(c, prev)
@@ -720,6 +775,9 @@ class _PipelineBuilder:
         cg_gro, cg_top = cfg.system.cg_structure, cfg.system.cg_topology
         if cg_top is None:
             raise MultiscaleError("system.cg_topology: required when start is 'cg' (the topology of system.cg_structure)")
+        if self.chains:
+            raise MultiscaleError(f"system.cg_topology: with start 'cg' its includes must define the Martini moleculetype(s) "
+                                  f"{', '.join(self.chains)} (e.g. martinize2's itp, renamed to the AA moleculetype name)")
         for c in range(1, cfg.cycles + 1):
             cg_md = self.cg_segment(c, cg_gro, cg_top)
             rel = self.backmap(c, cg_md)

@@ -98,7 +98,11 @@ def _notes(rec: dict) -> str:
         notes.append(f"{info['ns_per_day']:.3g} ns/day")
     if "ok" in info:
         clashes = sum(v for k, v in info.items() if k.endswith("clash_pairs_final") and k.startswith(("inter", "intra")))
-        notes.append(f"certificate {'ok' if info['ok'] else 'issues'}: {clashes} clash pairs left for EM")
+        chain = [f"{info[f'chain_{k}_final']} {label}" for k, label in (("cis_nonpro", "cis non-Pro peptide bond(s)"),
+                 ("clashing_residues", "clashing residue(s)"), ("wrong_centres", "wrong chiral centre(s)"))
+                 if info.get(f"chain_{k}_final")]
+        notes.append(f"certificate {'ok' if info['ok'] else 'issues'}: {clashes} clash pairs left for EM"
+                     + (f"; chains: {', '.join(chain)}" if chain else ""))
     if rec.get("stage") == "train" and info.get("frames") is not None:
         notes = [f"{info['frames']} frames" + (", fine-tuned" if info.get("fine_tuned") else "")]
     att = rec.get("attempts") or []

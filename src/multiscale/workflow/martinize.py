@@ -1,0 +1,157 @@
+"""The Martini 3 topology of amino-acid chains in a cycle: martinize2, once per run.
+
+Coarse-graining a chain gives martinize2's beads (:mod:`multiscale.classes.chain`), but the CG
+topology of a cycle (:func:`multiscale.coarse_grain.write_cg_topology`) only ``#include``\\ s the
+configured Martini itps.  For every amino-acid chain moleculetype that none of them defines, the
+``martinize`` stage (``start: aa``: the first stage of the run) runs martinize2 once
+(:func:`multiscale.chains.topology.martini_topology`) on the chain's first copy in
+``system.aa_structure``, with ``system.martinize`` (``-ss``, elastic network), and keeps the itp,
+named after the AA moleculetype, in ``OUTPUT/martinize/<moltype>/<moltype>.itp``; every
+coarse-grain stage then includes it after the configured itps.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+from ..errors import MultiscaleError
+from .stages import PythonStage, StageContext, StageResult, _stage_log, atom_resids
+
+__all__ = ["chain_moltypes", "martinize_stage", "itp_moleculetypes", "chain_naming"]
+
+_SECTION = re.compile(r"^\s*\[\s*([\w-]+)\s*\]")
+
+
+def itp_moleculetypes(paths) -> dict[str, list[str]]:
+    """{moleculetype name: atom names} of the ``[ moleculetype ]`` blocks of topology files (not following includes)."""
+    out: dict[str, list[str]] = {}
+    for p in paths:
+        if not Path(p).is_file():
+            continue
+        section, current = None, None
+        for line in Path(p).read_text(errors="replace").splitlines():
+            s = line.split(";", 1)[0].strip()
+            if not s or s.startswith("#"):
+                continue
+            m = _SECTION.match(s)
+            if m:
+                section = m.group(1).lower()
+                continue
+            if section == "moleculetype":
+                current = s.split()[0]
+                out[current] = []
+                section = None
+            elif section == "atoms" and current is not None:
+                parts = s.split()
+                if len(parts) >= 5:
+                    out[current].append(parts[4])
+    return out
+
+
+def chain_moltypes(cfg) -> dict[str, object]:
+    """{name: MoleculeType} of the AA topology's amino-acid chain moleculetypes that no mapping
+    names and no configured CG itp defines (the ones martinize2 has to make); {} when the
+    topology cannot be read here (the stages then report why)."""
+    from ..classes.chain import is_amino_acid_chain
+    from ..mapping import load_mapping
+    from ..topology import load_topology
+
+    try:
+        top = load_topology(cfg.system.aa_topology)
+        mapped = set(load_mapping(cfg.system.mapping_files).molecules) if cfg.system.mapping_files else set()
+    except (MultiscaleError, OSError):
+        return {}
+    defined = itp_moleculetypes(cfg.system.cg_include_files())
+    return {b.moltype.name: b.moltype for b in top.blocks
+            if b.moltype.name not in mapped and b.moltype.name not in defined and is_amino_acid_chain(b.moltype)}
+
+
+def chain_naming(moltypes: dict) -> str:
+    """The AA naming (``amber``/``charmm``) of the chain moleculetypes (the shipped chain model to start from)."""
+    from ..chains.martinize import guess_source_ff
+
+    atoms = {a for mt in moltypes.values() for a in mt.atom_names}
+    res = {r for mt in moltypes.values() for r in mt.resnames}
+    return guess_source_ff(atoms, res)
+
+
+def _ss(cfg, name: str) -> str:
+    ss = cfg.system.martinize.ss
+    if isinstance(ss, dict):
+        if name not in ss:
+            raise MultiscaleError(f"system.martinize.ss names no secondary structure for the chain moleculetype {name}: "
+                                  f"add {name}: 'C...' (one DSSP letter per residue, or one for all)")
+        return ss[name]
+    return ss
+
+
+def martinize_stage(cfg, root: Path, structure: Path, names: list[str]) -> PythonStage:
+    """The ``martinize`` stage (cycle 1) writing ``root/martinize/<name>/<name>.itp`` per chain moleculetype."""
+    wdir = root / "martinize"
+    m = cfg.system.martinize
+    return PythonStage(name="martinize", cycle=1, workdir=wdir,
+                       inputs={"aa_topology": cfg.system.aa_topology, "aa_structure": structure},
+                       outputs={f"itp {n}": wdir / n / f"{n}.itp" for n in names},
+                       params={"moltypes": list(names), "ss": {n: _ss(cfg, n) for n in names},
+                               "elastic": m.elastic if isinstance(m.elastic, bool) else dict(m.elastic)},
+                       func=_run_martinize,
+                       description="Martini 3 topology of the amino-acid chain(s), martinize2 on the AA start structure")
+
+
+def _run_martinize(stage: PythonStage, ctx: StageContext) -> StageResult:
+    from ..chains.topology import martini_topology
+    from ..coarse_grain import whole_molecules
+    from ..io import atomic_path, read_frames, write_frames
+    from ..topology import load_topology
+
+    top = load_topology(stage.inputs["aa_topology"])
+    fr = read_frames(stage.inputs["aa_structure"], expected_atoms=top.n_atoms, label="AA structure")
+    names_all, res_all, ids_all = top.per_atom("atom_names"), top.per_atom("resnames"), atom_resids(top)
+    info = {}
+    for name in stage.params["moltypes"]:
+        blk = next(b for b in top.blocks if b.moltype.name == name)
+        x = whole_molecules(fr.positions[-1:], fr.box[-1:], blk)[0, 0]
+        sl = slice(blk.start, blk.start + blk.moltype.n_atoms)
+        work = stage.workdir / name
+        work.mkdir(parents=True, exist_ok=True)
+        aa = write_frames(work / f"{name}_aa.gro", x, fr.box[-1], names_all[sl], res_all[sl], ids_all[sl],
+                          title=f"first {name} of {stage.inputs['aa_structure'].name}, whole")
+        mt = martini_topology(aa, work / "martinize2", ss=stage.params["ss"][name], elastic=stage.params["elastic"],
+                              name=name)
+        text, n_beads = _chain_itp(mt.itps, name, blk, top)
+        cmd = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(mt.command))
+        with atomic_path(stage.outputs[f"itp {name}"]) as tmp:
+            Path(tmp).write_text(f"; {name}: Martini 3 topology by martinize2 ({cmd}), moleculetype renamed to the AA name\n" + text)
+        _stage_log(stage, ctx, f"martinize2: {name} -> {stage.outputs[f'itp {name}']} (ss {stage.params['ss'][name]!r}, "
+                               f"elastic {stage.params['elastic']})")
+        info[name] = n_beads
+    return StageResult(info={"chains": len(info), "beads": sum(info.values())})
+
+
+def _chain_itp(itps, name: str, blk, top) -> tuple[str, int]:
+    """The text of martinize2's itp for the chain ``blk`` with its moleculetype renamed to ``name``
+    (martinize2 writes ``<name>_0``), checked against the beads coarse-graining writes; and its bead count."""
+    from ..classes.chain import Chain
+    from ..mapping import Mapping
+
+    found = {n: (p, atoms) for p in itps for n, atoms in itp_moleculetypes([p]).items()}
+    if len(found) != 1:
+        raise MultiscaleError(f"martinize2 wrote {len(found)} moleculetypes ({', '.join(found) or 'none'}) for {name}, not one: "
+                              "check that the chain is one connected molecule in the AA start structure")
+    (old, (path, atoms)), = found.items()
+    beads = Chain().layout(blk, Mapping(), blk.start, str(top.source)).bead_names
+    if list(atoms) != list(beads):
+        raise MultiscaleError(f"martinize2's {name} has beads {' '.join(atoms[:8])}... but coarse-graining writes "
+                              f"{' '.join(list(beads)[:8])}...: report this (vermouth version?)")
+    lines, section = Path(path).read_text().splitlines(), None
+    for i, line in enumerate(lines):
+        s = line.split(";", 1)[0].strip()
+        m = _SECTION.match(s)
+        if m:
+            section = m.group(1).lower()
+        elif section == "moleculetype" and s:
+            lines[i] = line.replace(old, name, 1)
+            break
+    return "\n".join(lines) + "\n", len(atoms)

@@ -1,0 +1,133 @@
+"""A peptide in salt water end to end: `multiscale init --example peptide` then one short AA -> CG -> AA
+cycle with the real GROMACS, the real martinize2 and the shipped chain model (lengths shortened for the
+test; the full 2-cycle example is run by hand)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.skipif(shutil.which("gmx") is None, reason="needs gmx on PATH")]
+
+SHORT = {
+    "cycles": 1,
+    "aa": {"em_steps": 300, "eq": "0.2 ps", "md": "1 ps", "output_every": "0.1 ps", "energy_every": "0.1 ps"},
+    "cg": {"em_steps": 200, "eq": "2 ps", "md": "20 ps", "output_every": "10 ps", "energy_every": "2 ps"},
+    "restrained": {"em_steps": 500, "eq": "0.2 ps", "relax": "0.2 ps"},
+    "backmap": {"epochs": 3},
+}
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
+    return out
+
+
+def _cli(*args, cwd=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "multiscale.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout)
+
+
+def _needs_shipped_model():
+    pytest.importorskip("vermouth")
+    from multiscale.chains.shipped import shipped_model_path
+
+    if shipped_model_path("amber") is None:
+        pytest.skip("no shipped chain model (multiscale/data/models/chains_amber.pt)")
+
+
+@pytest.fixture(scope="module")
+def peptide_run(tmp_path_factory):
+    _needs_shipped_model()
+    d = tmp_path_factory.mktemp("peptide") / "ex"
+    r = _cli("init", "--example", "peptide", str(d))
+    assert r.returncode == 0, r.stderr
+    cfg = yaml.safe_load((d / "sim.yaml").read_text())
+    (d / "sim.yaml").write_text(yaml.safe_dump(_merge(cfg, SHORT)))
+    r = _cli("cycle", "--config", str(d / "sim.yaml"), cwd=d, timeout=600)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return d
+
+
+def test_peptide_cycle(peptide_run):
+    from multiscale.io import read_frames
+    from multiscale.topology import load_topology
+
+    d = peptide_run
+    run = d / "runs"
+    top = load_topology(d / "aa.top")
+    [chain] = [b for b in top.blocks if b.moltype.name == "Protein_chain_A"]
+    # martinize2 ran once; its itp is named after the AA moleculetype and every cycle's cg.top includes it
+    itp = run / "martinize" / "Protein_chain_A" / "Protein_chain_A.itp"
+    text = itp.read_text()
+    assert re.search(r"\[ *moleculetype *\]\s*(?:;.*\n\s*)*Protein_chain_A\s", text)
+    cg_top = (run / "cycle_001" / "coarse-grain" / "cg.top").read_text()
+    assert '#include "../../martinize/Protein_chain_A/Protein_chain_A.itp"' in cg_top
+    assert re.search(r"^Protein_chain_A\s+1$", cg_top, re.MULTILINE)
+    # the chain's beads in cg.gro are martinize2's, in the itp's order (grompp accepted them in cg-em)
+    cg = read_frames(run / "cycle_001" / "coarse-grain" / "cg.gro")
+    from multiscale.workflow.martinize import itp_moleculetypes
+
+    beads = itp_moleculetypes([itp])["Protein_chain_A"]
+    assert len(beads) == 15 and list(cg.names[:15]) == beads  # A Y P G K E: 2 + 5 + 2 + 1 + 3 + 2
+    assert list(cg.resnames[:15:14]) == ["ALA", "GLU"] and cg.n_atoms == 15 + 904 // 4 + 6
+    # training fine-tuned the shipped chain model; the backmapped system has every atom, chain residues numbered
+    state = json.loads((run / "state.json").read_text())["stages"]
+    assert state["cycle_001/train"]["info"]["fine_tuned"] is True
+    bm = read_frames(run / "cycle_001" / "backmap" / "backmapped.gro", expected_atoms=top.n_atoms)
+    start = read_frames(d / "aa.gro")
+    assert list(bm.names) == list(start.names)
+    assert len(set(bm.resids[chain.start:chain.stop].tolist())) == 6
+    frame = json.loads((run / "cycle_001" / "backmap" / "backmap-report.json").read_text())[0]
+    assert frame["max_cg_deviation_nm"] < 1e-6 and frame["inter_clash_pairs_final"] == 0
+    for stage in ("restrained-em", "restrained-eq", "relax"):
+        assert state[f"cycle_001/{stage}"]["status"] == "done"
+
+
+def test_peptide_dry_run_plans_martinize_first(tmp_path):
+    _needs_shipped_model()  # the train stage starts from it
+    d = tmp_path / "ex"
+    assert _cli("init", "--example", "peptide", str(d)).returncode == 0
+    r = _cli("cycle", "--config", str(d / "sim.yaml"), "--dry-run", cwd=d)
+    assert r.returncode == 0, r.stderr
+    assert "mappings: none" in r.stdout and "Protein_chain_A: Martini itp by martinize2" in r.stdout
+    plan = [ln.split()[0] for ln in r.stdout.splitlines() if ln.strip().startswith("cycle_0")]
+    assert plan[:3] == ["cycle_001/martinize", "cycle_001/aa-em", "cycle_001/aa-eq"] and len(plan) == 1 + 2 + 10 + 9
+    assert "cycle_002/train" not in plan  # fine_tune: false: the shipped chain model is fine-tuned on cycle 1 only
+    assert not (d / "runs").exists()
+
+
+def test_martinize_ss_is_checked_in_one_line(tmp_path):
+    d = tmp_path / "ex"
+    assert _cli("init", "--example", "peptide", str(d)).returncode == 0
+    cfg = yaml.safe_load((d / "sim.yaml").read_text())
+    cfg["system"]["martinize"]["ss"] = "coil"
+    (d / "sim.yaml").write_text(yaml.safe_dump(cfg))
+    r = _cli("cycle", "--config", str(d / "sim.yaml"), "--dry-run", cwd=d)
+    assert r.returncode == 2 and "system.martinize.ss" in r.stderr and "DSSP letters" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_chain_defined_by_a_configured_itp_is_not_martinized(tmp_path):
+    """A chain moleculetype that a configured CG itp already defines keeps that itp: no martinize stage."""
+    from multiscale.config import load_config
+    from multiscale.workflow.martinize import chain_moltypes
+
+    d = tmp_path / "ex"
+    assert _cli("init", "--example", "peptide", str(d)).returncode == 0
+    assert list(chain_moltypes(load_config(d / "sim.yaml"))) == ["Protein_chain_A"]
+    (d / "own.itp").write_text("[ moleculetype ]\n; name nrexcl\nProtein_chain_A 1\n\n[ atoms ]\n1 P2 1 ALA BB 1 0\n")
+    cfg = yaml.safe_load((d / "sim.yaml").read_text())
+    cfg["system"]["cg_includes"] = [str(p) for p in sorted((d / "topologies" / "martini3").glob("martini_v3.0.0*.itp"))
+                                    if p.name in ("martini_v3.0.0.itp", "martini_v3.0.0_solvents_v1.itp",
+                                                  "martini_v3.0.0_ions_v1.itp")] + ["own.itp"]
+    (d / "sim.yaml").write_text(yaml.safe_dump(cfg))
+    assert chain_moltypes(load_config(d / "sim.yaml")) == {}
