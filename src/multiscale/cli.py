@@ -184,7 +184,7 @@ def cmd_backmap(args) -> int:
     aa, reports = backmap(model, top, frames.positions, frames.box, seed=args.seed, device=args.device,
                           wrap=args.wrap, candidates=args.candidates, max_retries=args.max_retries)
     dt = time.perf_counter() - t0
-    names, resnames, resids = top.per_atom("atom_names"), top.per_atom("resnames"), top.resids()
+    names, resnames, resids = top.per_atom("atom_names"), top.per_atom("resnames"), top.atom_resids()
     out = Path(args.output)
     pos = aa[0] if (aa.shape[0] == 1 and out.suffix in (".gro", ".pdb")) else aa
     write_frames(out, pos, frames.box, names, resnames, resids, times=frames.times)

@@ -127,6 +127,19 @@ class SystemTopology:
             rid += b.count
         return np.concatenate(out) if out else np.zeros(0, int)
 
+    def atom_resids(self) -> np.ndarray:
+        """Residue number per atom, counting from 1: one per residue of a moleculetype's ``residues``
+        (amino-acid chains keep their residues), else one per molecule copy (= :meth:`resids`)."""
+        out, rid = [], 0
+        for b in self.blocks:
+            mt = b.moltype
+            r = np.asarray(mt.residues, int) if mt.residues is not None else np.zeros(mt.n_atoms, int)
+            r = np.unique(r, return_inverse=True)[1] if len(r) else r
+            per = int(r.max()) + 1 if len(r) else 1
+            out.append((np.arange(b.count)[:, None] * per + r[None, :]).ravel() + rid + 1)
+            rid += per * b.count
+        return np.concatenate(out) if out else np.zeros(0, int)
+
     def summary(self) -> str:
         return ", ".join(f"{b.moltype.name} x{b.count}" for b in self.blocks)
 

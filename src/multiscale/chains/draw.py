@@ -34,8 +34,9 @@ WIDEN_BELOW, WIDEN_TEMPERATURES = -2.0, (1.5, 2.0, 3.0)
 #: angles CA-C-N, C-N-CA, N-CA-C (deg)
 IDEAL_BONDS, IDEAL_ANGLES = (0.1335, 0.1449, 0.1522), (116.6, 121.9, 110.1)
 DECORATION_CANDIDATES = 6
-#: rounds of redrawing the decoration of residues that still clash or have a wrong centre
-REDRAW_ROUNDS = 4
+#: rounds of redrawing the decoration of residues that still clash or have a wrong centre, then
+#: whole-chain redraws of copies that still have a problem
+REDRAW_ROUNDS, CHAIN_RETRIES = 3, 2
 #: iterations / stiffness of the geometry-preserving exact projection (multiscale.backmap.place.relax_project)
 RELAX_ITERATIONS, RELAX_STIFFNESS = 12, 1.8
 #: smoothing of the exact projection (spreads the correction along bonds, see place.projection_operator);
@@ -55,6 +56,7 @@ class ChainDrawReport:
     cis_forced_trans: int = 0
     wrong_centres_after_draw: int = 0
     redrawn_residues: int = 0
+    chains_redrawn: int = 0
     wrong_centres_final: int = 0
     clashing_residues_final: int = 0
     cis_nonpro_final: int = 0
@@ -319,7 +321,11 @@ class ChainDrawer:
 
     # ------------------------------------------------------------------ one frame
     def draw(self, beads: np.ndarray, seed: int = 0, temperature: float = 1.0, device: str = "cpu"):
-        """All copies on beads (C, n_beads, 3) nm -> (x (C, n_atoms, 3) float64 nm, :class:`ChainDrawReport`)."""
+        """All copies on beads (C, n_beads, 3) nm -> (x (C, n_atoms, 3) float64 nm, :class:`ChainDrawReport`).
+
+        Copies still with a problem after the residue redraws (a cis non-Pro peptide bond is a
+        backbone problem no side-chain redraw fixes) are drawn again from scratch with new seeds
+        (CHAIN_RETRIES times); the attempt with the fewest problem residues is kept."""
         import torch
 
         from ..backmap.common import derive_seed
@@ -327,35 +333,62 @@ class ChainDrawer:
         b = torch.as_tensor(np.asarray(beads, np.float64), device=device)
         C = b.shape[0]
         rep = ChainDrawReport(copies=C, residues=C * len(self.residues))
-        gen = torch.Generator(device=device).manual_seed(derive_seed(seed, 51))
-        x = torch.zeros(C, self.moltype.n_atoms, 3, dtype=torch.float64, device=device)
+        x = self._attempt(b, derive_seed(seed, 51), temperature, rep, first=True)
+        score = self._problem_count(x)
+        for k in range(CHAIN_RETRIES):
+            redo = np.flatnonzero(score > 0)
+            if not len(redo):
+                break
+            rep.chains_redrawn += len(redo)
+            y = self._attempt(b[redo], derive_seed(seed, 59, k), temperature, rep)
+            sy = self._problem_count(y)
+            better = sy < score[redo]
+            x[redo[better]] = y[better]
+            score[redo[better]] = sy[better]
+        final = self.residue_problems(x)
+        rep.clashing_residues_final = int(final.sum())
+        rep.wrong_centres_final = int(sum(self._wrong_centres(x)))
+        rep.cis_nonpro_final = int(self.cis_nonpro(x).sum())
+        rep.max_cg_deviation_nm = float(np.abs(np.einsum("ba,cak->cbk", self.M, x) - np.asarray(beads)).max())
+        return x, rep
+
+    def _problem_count(self, x: np.ndarray) -> np.ndarray:
+        """(C,) problem residues per copy; a cis non-Pro bond counts 100 (it is the worst)."""
+        return self.residue_problems(x).sum(1) + 100 * self.cis_nonpro(x).sum(1)
+
+    def _attempt(self, b, seed: int, temperature: float, rep: ChainDrawReport, first: bool = False) -> np.ndarray:
+        """One full draw of copies on beads b (C, n_beads, 3): backbone, decoration, extras,
+        projection, REDRAW_ROUNDS of redrawing problem residues.  Returns x (C, n_atoms, 3) numpy."""
+        import torch
+
+        from ..backmap.common import derive_seed
+
+        dev = b.device
+        gen = torch.Generator(device=dev).manual_seed(seed)
+        x = torch.zeros(b.shape[0], self.moltype.n_atoms, 3, dtype=torch.float64, device=dev)
         self._backbone(x, b, gen, temperature, rep)
         wrong = self._decorate(x, b, gen, temperature, self.by_kind)
-        rep.wrong_centres_after_draw = int(len(wrong))
+        if first:
+            rep.wrong_centres_after_draw = int(len(wrong))
         xn = x.cpu().numpy()
         place_extras(xn, self.residues, self.moltype)
-        x = self._project(torch.as_tensor(xn, device=device), b)
+        x = self._project(torch.as_tensor(xn, device=dev), b)
         for rnd in range(REDRAW_ROUNDS):
             bad = self.residue_problems(x.cpu().numpy())
-            rep.rounds.append(int(bad.sum()))
+            if first:
+                rep.rounds.append(int(bad.sum()))
             if not bad.any():
                 break
-            g2 = torch.Generator(device=device).manual_seed(derive_seed(seed, 53, rnd))
+            g2 = torch.Generator(device=dev).manual_seed(derive_seed(seed, 53, rnd))
             for c in np.flatnonzero(bad.any(1)):
                 sel = {k: [i for i in idx if bad[c, i]] for k, idx in self.by_kind.items()}
                 xs = x.clone()
                 self._decorate(xs, b, g2, temperature, sel, copies=[int(c)])
                 xn = xs.cpu().numpy()
                 place_extras(xn, self.residues, self.moltype)
-                x[c] = self._project(torch.as_tensor(xn[c:c + 1], device=device), b[c:c + 1])[0]
+                x[c] = self._project(torch.as_tensor(xn[c:c + 1], device=dev), b[c:c + 1])[0]
             rep.redrawn_residues += int(bad.sum())
-        final = self.residue_problems(x.cpu().numpy())
-        xn = x.cpu().numpy()
-        rep.clashing_residues_final = int(final.sum())
-        rep.wrong_centres_final = int(sum(self._wrong_centres(xn)))
-        rep.cis_nonpro_final = int(self.cis_nonpro(xn).sum())
-        rep.max_cg_deviation_nm = float(np.abs(np.einsum("ba,cak->cbk", self.M, xn) - np.asarray(beads)).max())
-        return xn, rep
+        return x.cpu().numpy()
 
     def _wrong_centres(self, x: np.ndarray) -> list:
         from ..backmap.certify import chirality_signs

@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 from ..errors import MultiscaleError
-from .stages import PythonStage, StageContext, StageResult, _stage_log, atom_resids
+from .stages import PythonStage, StageContext, StageResult, _stage_log
 
 __all__ = ["chain_moltypes", "martinize_stage", "itp_moleculetypes", "chain_naming"]
 
@@ -108,7 +108,7 @@ def _run_martinize(stage: PythonStage, ctx: StageContext) -> StageResult:
 
     top = load_topology(stage.inputs["aa_topology"])
     fr = read_frames(stage.inputs["aa_structure"], expected_atoms=top.n_atoms, label="AA structure")
-    names_all, res_all, ids_all = top.per_atom("atom_names"), top.per_atom("resnames"), atom_resids(top)
+    names_all, res_all, ids_all = top.per_atom("atom_names"), top.per_atom("resnames"), top.atom_resids()
     info = {}
     for name in stage.params["moltypes"]:
         blk = next(b for b in top.blocks if b.moltype.name == name)

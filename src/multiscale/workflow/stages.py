@@ -440,7 +440,7 @@ def _run_backmap(stage: PythonStage, ctx: StageContext) -> StageResult:
         kwargs["log"] = lambda *a, **k: _stage_log(stage, ctx, " ".join(str(x) for x in a))
     aa, reports = backmap(model, top, fr.positions[-1:], fr.box[-1:], **kwargs)
     wall = time.perf_counter() - t0
-    names, resnames, resids = top.per_atom("atom_names"), top.per_atom("resnames"), atom_resids(top)
+    names, resnames, resids = top.per_atom("atom_names"), top.per_atom("resnames"), top.atom_resids()
     write_frames(stage.outputs["gro"], aa[0], fr.box[-1], names, resnames, resids,
                  title=f"backmapped from {stage.inputs['cg_structure'].name}")
     report = [r.to_dict() if hasattr(r, "to_dict") else r for r in reports]
@@ -468,22 +468,6 @@ def _run_backmap(stage: PythonStage, ctx: StageContext) -> StageResult:
         if chains:
             info[f"chain_{k}"] = int(sum(m.get(k, 0) for m in chains))
     return StageResult(info=info)
-
-
-def atom_resids(top):
-    """Residue number per atom, counting from 1: one per residue of a moleculetype's ``residues``
-    (amino-acid chains keep their residues), else one per molecule copy."""
-    import numpy as np
-
-    out, rid = [], 0
-    for b in top.blocks:
-        mt = b.moltype
-        r = np.asarray(mt.residues, int) if mt.residues is not None else np.zeros(mt.n_atoms, int)
-        r = r - r.min() if len(r) else r
-        per = int(r.max()) + 1 if len(r) else 1
-        out.append((np.arange(b.count)[:, None] * per + r[None, :]).ravel() + rid + 1)
-        rid += per * b.count
-    return np.concatenate(out) if out else np.zeros(0, int)
 
 
 def write_restrained_topology(aa_top: Path, structure: Path, out: Path, posres: dict[str, str], settings,
