@@ -47,10 +47,10 @@ def sh(*cmd, cwd=None) -> float:
     return time.perf_counter() - t0
 
 
-def martinize_beads(aa_pdb: Path, work: Path) -> np.ndarray:
+def martinize_beads(aa_pdb: Path, work: Path, n_res: int) -> np.ndarray:
     """Bead positions (nm) martinize2 itself writes for an AA PDB (amber names, no DSSP)."""
     sh(BIN / "martinize2", "-f", aa_pdb, "-x", work / "mz.pdb", "-o", work / "mz.top", "-ff", "martini3001",
-       "-from", "amber", "-ss", "C" * 200, "-maxwarn", "100", cwd=work)
+       "-from", "amber", "-ss", "C" * n_res, "-maxwarn", "100", cwd=work)
     xyz = [[float(line[30:38]), float(line[38:46]), float(line[46:54])]
            for line in (work / "mz.pdb").read_text().splitlines() if line.startswith(("ATOM", "HETATM"))]
     return np.array(xyz) / 10.0
@@ -121,8 +121,8 @@ def main(argv=None) -> int:
         from multiscale.io import write_frames
 
         write_frames(work / f"{label}0.pdb", x[0], fr.box[:1], top.per_atom("atom_names"), top.per_atom("resnames"),
-                     top.resids())
-        mz = martinize_beads(work / f"{label}0.pdb", work)
+                     top.atom_resids())
+        mz = martinize_beads(work / f"{label}0.pdb", work, len(meta["sequence"]))
         dev = float(np.sqrt(((mz - cg.positions[0]) ** 2).sum(-1).mean())) if mz.shape == cg.positions[0].shape else float("nan")
         rows.append(score(label, top, x, np.asarray(fr.box), np.asarray(allf.positions, np.float64), ref_true,
                           {"backmap_s": round(t, 2), "martinize2_bead_rmsd_nm": dev}))
