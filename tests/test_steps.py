@@ -56,7 +56,7 @@ def test_steps_compose_to_backmap(hep):
     a, b = state.report.to_dict(), reps[0].to_dict()
     a.pop("seconds"), b.pop("seconds")
     assert a == b
-    assert [s.__name__ for s in steps.STEPS] == ["draw", "place_ions", "select_environment", "resolve_clashes",
+    assert [s.__name__ for s in steps.STEPS] == ["draw_chains", "draw", "place_ions", "select_environment", "resolve_clashes",
                                                  "stereo_repair", "hbond_network", "solvent", "polar_h",
                                                  "final_certificate"]
 
