@@ -29,6 +29,13 @@ def test_fingerprint_changes_with_counts(tmp_path):
     assert load_topology(a["top"]).moltypes["TOY"].fingerprint() == load_topology(b["top"]).moltypes["TOY"].fingerprint()
 
 
+def test_molecule_names_match_case_insensitively_as_grompp_does(toy):
+    """CG2AT2 writes [ molecules ] PROTEIN_0 for [ moleculetype ] protein_0; grompp accepts it."""
+    toy["top"].write_text(toy["top"].read_text().replace("SOL 8", "sol 8"))
+    top = load_topology(toy["top"])
+    assert [(b.moltype.name, b.count) for b in top.blocks] == [("TOY", 3), ("SOL", 8)]
+
+
 def test_missing_topology_one_line(tmp_path):
     with pytest.raises(MultiscaleError, match=r"topology file .*nope.top not found"):
         load_topology(tmp_path / "nope.top")

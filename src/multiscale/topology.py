@@ -356,7 +356,10 @@ def _read_top(path: Path) -> SystemTopology:
         _check_atoms(name, mol, atomtype_origin, path)
         templates[name] = _from_parmed_template(name, mol)
     blocks, start = [], 0
+    folded = {k.lower(): k for k in templates}
     for name, count, where in blocks_spec:
+        if name not in templates and name.lower() in folded:  # grompp matches moleculetype names case-insensitively
+            name = folded[name.lower()]
         if name not in templates:
             raise MultiscaleError(f"{where}: [ molecules ] names {_clip(name, 40)} but no [ moleculetype ] of that name is defined or included")
         if count == 0:
