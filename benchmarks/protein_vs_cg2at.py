@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,15 +32,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from protein_backmap import sh  # noqa: E402  (one command runner for both protein benchmarks)
+
 ALIAS = {("ILE", "CD"): "CD1", "OT1": "OC1", "OT2": "OC2"}
-
-
-def run(cmd, cwd) -> float:
-    t0 = time.perf_counter()
-    r = subprocess.run([str(c) for c in cmd], cwd=cwd, capture_output=True, text=True)
-    if r.returncode:
-        raise SystemExit(f"{' '.join(map(str, cmd))} failed:\n{(r.stdout + r.stderr)[-1500:]}")
-    return time.perf_counter() - t0
 
 
 def heavy_keys(top) -> list:
@@ -91,8 +84,8 @@ def main(argv=None) -> int:
 
     cg2at = a.venv / "bin" / "cg2at"
     if not cg2at.exists():
-        run([sys.executable, "-m", "venv", a.venv], cwd=".")
-        run([a.venv / "bin" / "pip", "install", "-q", "cg2at2==1.0.2"], cwd=".")
+        sh(sys.executable, "-m", "venv", a.venv, cwd=".")
+        sh(a.venv / "bin" / "pip", "install", "-q", "cg2at2==1.0.2", cwd=".")
     src = a.data / a.peptide
     top = load_topology(src / "topol.top")
     fr = read_frames(src / "start.gro", src / "md.xtc", expected_atoms=top.n_atoms)
@@ -101,17 +94,17 @@ def main(argv=None) -> int:
     for f in range(fr.n_frames - a.frames, fr.n_frames):
         d = work / f"f{f}"
         d.mkdir()
-        run([BIN / "multiscale", "coarse-grain", "--topology", src / "topol.top", "--structure", src / "start.gro",
-             "--trajectory", src / "md.xtc", "--start", f, "--stop", f + 1, "--output", "cg.pdb"], cwd=d)
+        sh(BIN / "multiscale", "coarse-grain", "--topology", src / "topol.top", "--structure", src / "start.gro",
+             "--trajectory", src / "md.xtc", "--start", f, "--stop", f + 1, "--output", "cg.pdb", cwd=d)
         cg = np.asarray(read_frames(d / "cg.pdb").positions[0], np.float64)
         truth = np.asarray(fr.positions[f], np.float64)
-        t = run([cg2at, "-c", "cg.pdb", "-ff", "charmm36-cg2at", "-fg", "martini_3-0_charmm36", "-w", "tip3p", "-o", "none",
-                 "-loc", "out"], cwd=d)
+        t = sh(cg2at, "-c", "cg.pdb", "-ff", "charmm36-cg2at", "-fg", "martini_3-0_charmm36", "-w", "tip3p", "-o", "none",
+                 "-loc", "out", cwd=d)
         ctop = load_topology(d / "out" / "FINAL" / "topol_final.top")
         cx = read_frames(d / "out" / "FINAL" / "final_cg2at_de_novo.pdb")
         rows["CG2AT2 1.0.2 (de novo, after its EM)"].append(
             {**scores(ctop, np.asarray(cx.positions[0], np.float64), np.asarray(cx.box[0]), top, truth, cg), "seconds": t})
-        t = run([BIN / "multiscale", "backmap", "--cg", "cg.pdb", "--topology", src / "topol.top", "--output", "ms.gro"], cwd=d)
+        t = sh(BIN / "multiscale", "backmap", "--cg", "cg.pdb", "--topology", src / "topol.top", "--output", "ms.gro", cwd=d)
         mx = read_frames(d / "ms.gro")
         rows["multiscale shipped model (before EM)"].append(
             {**scores(top, np.asarray(mx.positions[0], np.float64), np.asarray(mx.box[0]), top, truth, cg), "seconds": t})

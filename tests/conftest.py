@@ -84,6 +84,14 @@ def write_toy(tmp_path: Path, ntoy: int = 3, nsol: int = 8) -> dict:
     return {"top": tmp_path / "toy.top", "itp": tmp_path / "toy.itp", "map": tmp_path / "toy.map"}
 
 
+def merge_config(a: dict, b: dict) -> dict:
+    """``a`` with ``b``'s values laid over it, nested dicts merged (sim.yaml overrides in tests)."""
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = merge_config(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
+    return out
+
+
 def toy_coords(ntoy: int, nsol: int, box: float = 2.0, seed: int = 0) -> np.ndarray:
     """Plausible toy coordinates (nm): zig-zag chains and waters at random places, wrapped."""
     rng = np.random.default_rng(seed)

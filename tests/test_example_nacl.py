@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import merge_config
+
 pytestmark = [pytest.mark.skipif(shutil.which("gmx") is None, reason="needs gmx on PATH")]
 
 SHORT = {
@@ -24,20 +26,13 @@ SHORT = {
 }
 
 
-def _merge(a: dict, b: dict) -> dict:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = _merge(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
-    return out
-
-
 def test_nacl_dodecahedron_cycle(tmp_path):
     d = tmp_path / "nacl"
     r = subprocess.run([sys.executable, "-m", "multiscale.cli", "init", "--example", "heptanol_nacl", str(d)],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     cfg = yaml.safe_load((d / "sim.yaml").read_text())
-    (d / "sim.yaml").write_text(yaml.safe_dump(_merge(cfg, SHORT)))
+    (d / "sim.yaml").write_text(yaml.safe_dump(merge_config(cfg, SHORT)))
     r = subprocess.run([sys.executable, "-m", "multiscale.cli", "cycle", "--config", str(d / "sim.yaml")],
                        capture_output=True, text=True, timeout=900, cwd=d)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]

@@ -13,6 +13,8 @@ import sys
 import pytest
 import yaml
 
+from conftest import merge_config
+
 pytestmark = [pytest.mark.skipif(shutil.which("gmx") is None, reason="needs gmx on PATH")]
 
 SHORT = {
@@ -24,13 +26,6 @@ SHORT = {
 }
 
 
-def _merge(a: dict, b: dict) -> dict:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = _merge(a[k], v) if isinstance(v, dict) and isinstance(a.get(k), dict) else v
-    return out
-
-
 def _cli(*args, cwd=None, timeout=300):
     return subprocess.run([sys.executable, "-m", "multiscale.cli", *args], capture_output=True, text=True, cwd=cwd,
                           timeout=timeout)
@@ -40,8 +35,7 @@ def _needs_shipped_model():
     pytest.importorskip("vermouth")
     from multiscale.chains.shipped import shipped_model_path
 
-    if shipped_model_path("amber") is None:
-        pytest.skip("no shipped chain model (multiscale/data/models/chains_amber.pt)")
+    assert shipped_model_path("amber") is not None, "the package ships multiscale/data/models/chains_amber.pt"
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +45,7 @@ def peptide_run(tmp_path_factory):
     r = _cli("init", "--example", "peptide", str(d))
     assert r.returncode == 0, r.stderr
     cfg = yaml.safe_load((d / "sim.yaml").read_text())
-    (d / "sim.yaml").write_text(yaml.safe_dump(_merge(cfg, SHORT)))
+    (d / "sim.yaml").write_text(yaml.safe_dump(merge_config(cfg, SHORT)))
     r = _cli("cycle", "--config", str(d / "sim.yaml"), cwd=d, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return d

@@ -280,19 +280,11 @@ class ChainDrawer:
         atoms more than 3 bonds apart), x (C, n, 3) whole chains."""
         from scipy.spatial import cKDTree
 
-        from ..backmap.certify import chirality_signs
         from ..neighbours import ring_penetrations
 
         C, R = x.shape[0], len(self.residues)
         bad = np.zeros((C, R), bool)
-        for kind, idx in self.by_kind.items():
-            km = self.model.kinds[kind]
-            if not len(km.centres):
-                continue
-            for i in idx:
-                core = self.residues[i].core[self._template_perm(km, i)]
-                s = chirality_signs(x[:, core], km.centres, km.neighbours)
-                bad[:, i] |= ~(s == km.signs).all(-1)
+        bad |= self.wrong_centres(x)
         cis = self.cis_nonpro(x)  # (C, R-1): peptide bond i -> i+1
         bad[:, :-1] |= cis
         bad[:, 1:] |= cis
@@ -347,7 +339,7 @@ class ChainDrawer:
             score[redo[better]] = sy[better]
         final = self.residue_problems(x)
         rep.clashing_residues_final = int(final.sum())
-        rep.wrong_centres_final = int(sum(self._wrong_centres(x)))
+        rep.wrong_centres_final = int(self.wrong_centres(x).sum())
         rep.cis_nonpro_final = int(self.cis_nonpro(x).sum())
         rep.max_cg_deviation_nm = float(np.abs(np.einsum("ba,cak->cbk", self.M, x) - np.asarray(beads)).max())
         return x, rep
@@ -390,17 +382,19 @@ class ChainDrawer:
             rep.redrawn_residues += int(bad.sum())
         return x.cpu().numpy()
 
-    def _wrong_centres(self, x: np.ndarray) -> list:
+    def wrong_centres(self, x: np.ndarray) -> np.ndarray:
+        """(C, R) bool: residue with a stereocentre whose sign differs from the training data's, x (C, n, 3)."""
         from ..backmap.certify import chirality_signs
 
-        out = []
+        bad = np.zeros((x.shape[0], len(self.residues)), bool)
         for kind, idx in self.by_kind.items():
             km = self.model.kinds[kind]
+            if not len(km.centres):
+                continue
             for i in idx:
-                if len(km.centres):
-                    core = self.residues[i].core[self._template_perm(km, i)]
-                    out.append(int((~(chirality_signs(x[:, core], km.centres, km.neighbours) == km.signs).all(-1)).sum()))
-        return out
+                core = self.residues[i].core[self._template_perm(km, i)]
+                bad[:, i] = ~(chirality_signs(x[:, core], km.centres, km.neighbours) == km.signs).all(-1)
+        return bad
 
 
 def draw_chains(model: ChainModel, moltype, chain_mapping, residues: list[Residue], beads: np.ndarray, *,

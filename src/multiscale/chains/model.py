@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -105,20 +106,19 @@ def backbone_features(prefix, beads, geo: ChainGeometry, i: int):
     return torch.cat([loc, const], -1)
 
 
+@lru_cache(maxsize=1)
+def _six_point_tree():
+    """The IC tree of a linear six-point chain 0-1-...-5 (atom k built from k-1, k-2, k-3)."""
+    from ..backmap.ictree import ICTree
+
+    return ICTree.build(6, np.array([[k, k + 1] for k in range(5)]), root=0, name="backbone step")
+
+
 def backbone_ics(points):
-    """Internal coordinates of atoms 3..5 of a six-point chain (B, 6, 3) -> bonds, angles, torsions (B, 3) each."""
-    import torch
-
-    from ..backmap.ictree import _dihedral_t
-
-    b, a, t = [], [], []
-    for k in range(3):
-        p0, p1, p2, q = points[:, k], points[:, k + 1], points[:, k + 2], points[:, k + 3]
-        b.append(torch.linalg.norm(q - p2, dim=-1))
-        u, v = p1 - p2, q - p2
-        a.append(torch.arccos(((u * v).sum(-1) / (torch.linalg.norm(u, dim=-1) * torch.linalg.norm(v, dim=-1))).clamp(-1, 1)))
-        t.append(_dihedral_t(p0, p1, p2, q))
-    return torch.stack(b, -1), torch.stack(a, -1), torch.stack(t, -1)
+    """Internal coordinates of atoms 3..5 of a six-point chain (B, 6, 3) -> bonds, angles, torsions (B, 3) each
+    (:meth:`multiscale.backmap.ictree.ICTree.to_internal` of the chain: its last three of each)."""
+    b, a, t = _six_point_tree().to_internal(points)
+    return b[..., 2:], a[..., 1:], t
 
 
 def backbone_build(prefix, bonds, angles, tors):
