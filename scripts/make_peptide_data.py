@@ -12,7 +12,7 @@ skipped when its outputs exist, so an interrupted run resumes (mdrun continues f
 checkpoint, ``-cpi``):
 
     build    PeptideBuilder heavy atoms (PPII start; Trp-cage helical), variants renamed (HID/HIP/ASH/GLH/LYN)
-    pdb2gmx  amber99sb-ildn + TIP3P, charged termini, -ignh
+    pdb2gmx  amber99sb-ildn (or --forcefield charmm36m) + TIP3P, charged termini, -ignh
     box      editconf -bt dodecahedron -d PAD -c
     solvate  gmx solvate -cs spc216.gro
     ions     genion -neutral -conc 0.15 (NA/CL), seeded
@@ -50,9 +50,45 @@ from multiscale.errors import MultiscaleError  # noqa: E402
 from multiscale.gromacs import GromacsSettings, grompp, mdrun, render_mdp, run_tool  # noqa: E402
 from multiscale.io import atomic_write_text  # noqa: E402
 
-FORCEFIELD, WATER = "amber99sb-ildn", "tip3p"
+WATER = "tip3p"
 DT = 0.002  # ps
 TEMPERATURE = 300.0  # K
+
+
+@dataclass(frozen=True)
+class ForceField:
+    """What differs between the two protein force fields the chain models are trained for."""
+    label: str            # --forcefield value and the naming of the shipped model
+    pdb2gmx_ff: str       # pdb2gmx -ff
+    ions: tuple           # genion -pname, -nname
+    renames: dict         # amber variant name -> this force field's residue name
+    mdp_edits: tuple = () # (regex, replacement) applied to every rendered mdp
+    note: str = ""
+
+    def env(self) -> None:
+        """Puts the force field's folder on GMXLIB (GROMACS' own share/top stays after it)."""
+        if self.label == "amber99sb-ildn":
+            return
+        from multiscale.forcefields import charmm36_gmxlib
+        from multiscale.topology import gromacs_share_top
+
+        os.environ["GMXLIB"] = ":".join(p for p in (str(charmm36_gmxlib()), gromacs_share_top()) if p)
+
+
+#: amber99sb-ildn ships with GROMACS.  CHARMM36m is the CHARMM36 port fetched into the cache
+#: (GPL-3.0; ``python scripts/fetch_forcefields.py charmm36``), run with CHARMM's own non-bonded
+#: settings (PME 1.2 nm, LJ force-switch 1.0-1.2 nm, no dispersion correction) and CHARMM TIP3P.
+FORCEFIELDS = {
+    "amber99sb-ildn": ForceField("amber99sb-ildn", "amber99sb-ildn", ("NA", "CL"), {}),
+    "charmm36m": ForceField(
+        "charmm36m", "charmm36-feb2026_cgenff-5.0", ("SOD", "CLA"),
+        {"HID": "HSD", "HIE": "HSE", "HIP": "HSP", "ASH": "ASPP", "GLH": "GLUP", "LYN": "LSN"},
+        ((r"^rcoulomb\s*=.*$", "rcoulomb                 = 1.2"),
+         (r"^vdw-modifier\s*=.*$", "vdw-modifier             = force-switch\nrvdw-switch              = 1.0"),
+         (r"^rvdw\s*=.*$", "rvdw                     = 1.2"),
+         (r"^DispCorr\s*=.*$", "DispCorr                 = no")),
+        "C36m protein (Feb 2026 charmm2gmx port, memback wheel), CHARMM TIP3P"),
+}
 
 
 @dataclass(frozen=True)
@@ -114,12 +150,14 @@ def gromacs_version(settings: GromacsSettings) -> str:
 
 def stage_setup(pep: Peptide, work: Path, args, settings: GromacsSettings) -> None:
     """build -> pdb2gmx -> box -> solvate -> ions; each skipped when its outputs exist."""
+    ff = FORCEFIELDS[args.forcefield]
     if not done(work / "heavy.pdb"):
         log(f"{pep.name}: build {pep.sequence}")
-        build_peptide_pdb(pep.sequence, work / "heavy.pdb", conformation=pep.conformation, seed=pep.seed, variants=pep.variants)
+        variants = {k: ff.renames.get(v, v) for k, v in pep.variants.items()}
+        build_peptide_pdb(pep.sequence, work / "heavy.pdb", conformation=pep.conformation, seed=pep.seed, variants=variants)
     if not done(work / "topol.top", work / "protein.gro", work / "posre.itp"):
-        log(f"{pep.name}: pdb2gmx {FORCEFIELD}/{WATER}")
-        pdb2gmx(work / "heavy.pdb", work, forcefield=FORCEFIELD, water=WATER, settings=settings)
+        log(f"{pep.name}: pdb2gmx {ff.pdb2gmx_ff}/{WATER}")
+        pdb2gmx(work / "heavy.pdb", work, forcefield=ff.pdb2gmx_ff, water=WATER, settings=settings)
     if not done(work / "boxed.gro"):
         log(f"{pep.name}: dodecahedron box, {args.pad} nm padding")
         run_tool("editconf", settings, cwd=work, f="protein.gro", o=".boxed.gro", bt="dodecahedron", d=args.pad, c=True)
@@ -136,13 +174,13 @@ def stage_setup(pep: Peptide, work: Path, args, settings: GromacsSettings) -> No
         grompp(work / "ions.mdp", work / "solvated.gro", work / "solvated.top", work / "ions.tpr", settings, maxwarn=1)
         shutil.copy(work / "solvated.top", work / ".system.top")
         run_tool("genion", settings, cwd=work, input="SOL", s="ions.tpr", o=".system.gro", p=".system.top",
-                 pname="NA", nname="CL", neutral=True, conc=args.salt, seed=pep.seed)
+                 pname=ff.ions[0], nname=ff.ions[1], neutral=True, conc=args.salt, seed=pep.seed)
         os.replace(work / ".system.top", work / "system.top")
         os.replace(work / ".system.gro", work / "system.gro")
 
 
 def md_stage(name: str, template: str, values: dict, start: str, work: Path, settings: GromacsSettings,
-             protein_xtc: bool = False, extendable: bool = False) -> bool:
+             protein_xtc: bool = False, extendable: bool = False, edits: tuple = ()) -> bool:
     """grompp (once) + mdrun (continues from its checkpoint) until ``NAME.done`` exists.
 
     An ``extendable`` (production) stage asked for more steps (a larger ``--ns``) is extended in place
@@ -165,9 +203,11 @@ def md_stage(name: str, template: str, values: dict, start: str, work: Path, set
         return False
     if not tpr.is_file():
         mdp = render_mdp(template, values, work / f"{name}.mdp")
-        if protein_xtc:
-            text = re.sub(r"^compressed-x-grps\s*=.*$", "compressed-x-grps        = Protein", mdp.read_text(), flags=re.MULTILINE)
-            atomic_write_text(mdp, text)
+        edits = (*edits, (r"^compressed-x-grps\s*=.*$", "compressed-x-grps        = Protein")) if protein_xtc else edits
+        text = mdp.read_text()
+        for pattern, replacement in edits:
+            text = re.sub(pattern, replacement, text, flags=re.MULTILINE)
+        atomic_write_text(mdp, text)
         grompp(mdp, work / start, work / "system.top", tpr, settings, maxwarn=1 if name == "em" else 0)
         atomic_write_text(spec, json.dumps(values, sort_keys=True))
     log(f"{work.parent.name}: mdrun {name}" + (" (continuing)" if (work / f"{name}.cpt").is_file() else ""))
@@ -182,14 +222,15 @@ def md_stage(name: str, template: str, values: dict, start: str, work: Path, set
 def stage_md(pep: Peptide, work: Path, args, settings: GromacsSettings) -> bool:
     """em -> nvt -> npt -> prod; True when production ran (new frames to export)."""
     common = {"dt": DT, "ref_t": TEMPERATURE, "tau_t": 0.1, "gen_seed": pep.seed, "nstenergy": 500, "nstlog": 5000}
-    md_stage("em", "aa_em", {"define": "", "nsteps": 5000, "emtol": 1000.0}, "system.gro", work, settings)
+    edits = FORCEFIELDS[args.forcefield].mdp_edits
+    md_stage("em", "aa_em", {"define": "", "nsteps": 5000, "emtol": 1000.0}, "system.gro", work, settings, edits=edits)
     md_stage("nvt", "aa_nvt", {**common, "define": "-DPOSRES", "nsteps": round(args.nvt_ps / DT), "nstxout_compressed": 0},
-             "em.gro", work, settings)
+             "em.gro", work, settings, edits=edits)
     md_stage("npt", "aa_npt", {**common, "define": "-DPOSRES", "nsteps": round(args.npt_ps / DT), "nstxout_compressed": 0,
-                               "tau_p": 2.0, "ref_p": 1.0}, "nvt.gro", work, settings)
+                               "tau_p": 2.0, "ref_p": 1.0}, "nvt.gro", work, settings, edits=edits)
     return md_stage("prod", "aa_md", {**common, "define": "", "nsteps": round(args.ns * 1000 / DT),
                                "nstxout_compressed": round(1.0 / DT), "tau_p": 2.0, "ref_p": 1.0},
-             "npt.gro", work, settings, protein_xtc=True, extendable=True)
+             "npt.gro", work, settings, protein_xtc=True, extendable=True, edits=edits)
 
 
 def stage_export(pep: Peptide, out: Path, work: Path, args, settings: GromacsSettings, fresh: bool = False) -> None:
@@ -219,7 +260,10 @@ def provenance(pep: Peptide, work: Path, args, settings: GromacsSettings) -> dic
     return {
         "name": pep.name, "sequence": pep.sequence, "length": len(pep.sequence), "split": pep.split,
         "variants": {str(k): v for k, v in pep.variants.items()}, "seed": pep.seed,
-        "force_field": FORCEFIELD, "water": WATER, "termini": "charged (NH3+/COO-, pdb2gmx default)",
+        "force_field": args.forcefield, "pdb2gmx_ff": FORCEFIELDS[args.forcefield].pdb2gmx_ff,
+        "force_field_note": FORCEFIELDS[args.forcefield].note, "water": WATER,
+        "variants_as_named": {str(k): FORCEFIELDS[args.forcefield].renames.get(v, v) for k, v in pep.variants.items()},
+        "termini": "charged (NH3+/COO-, pdb2gmx default)",
         "start_conformation": f"{pep.conformation} (multiscale.chains.peptides.CONFORMATIONS; Pro phi -65), PeptideBuilder",
         "box": f"rhombic dodecahedron, {args.pad} nm padding", "salt_M": args.salt, "molecules": counts,
         "temperature_K": TEMPERATURE, "dt_ps": DT, "nvt_ps": args.nvt_ps, "npt_ps": args.npt_ps, "production_ns": args.ns,
@@ -242,8 +286,10 @@ def _version(dist: str) -> str:
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path.home() / ".cache" / "multiscale" / "peptides",
-                   help="output folder (one subfolder per peptide; default ~/.cache/multiscale/peptides)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output folder (one subfolder per peptide; default ~/.cache/multiscale/peptides[_charmm36m])")
+    p.add_argument("--forcefield", choices=sorted(FORCEFIELDS), default="amber99sb-ildn",
+                   help="protein force field (default amber99sb-ildn; charmm36m needs the fetched CHARMM36 port)")
     p.add_argument("--only", nargs="+", metavar="NAME", help="peptides to run (default: all)")
     p.add_argument("--ns", type=float, default=20.0, help="production length per peptide, ns (default 20)")
     p.add_argument("--nvt-ps", type=float, default=100.0, help="restrained NVT, ps (default 100)")
@@ -269,7 +315,11 @@ def main(argv=None) -> int:
         print(f"error: unknown peptide(s) {', '.join(unknown)}: use names from --list", file=sys.stderr)
         return 2
     settings = GromacsSettings(gmx=args.gmx, nt=args.nt, maxh=args.maxh)
+    if args.out is None:
+        suffix = "" if args.forcefield == "amber99sb-ildn" else f"_{args.forcefield}"
+        args.out = Path.home() / ".cache" / "multiscale" / f"peptides{suffix}"
     try:
+        FORCEFIELDS[args.forcefield].env()
         for pep in [known[n] for n in args.only] if args.only else PEPTIDES:
             out = args.out.expanduser().resolve() / pep.name
             work = out / "work"

@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
-"""Train the shipped chain model (amber names) on the project's own peptide MD.
+"""Train a shipped chain model (amber or CHARMM names) on the project's own peptide MD.
 
-    python scripts/train_chain_model.py [--data datasets/peptides] [--out src/multiscale/data/models/chains_amber.pt]
+    python scripts/train_chain_model.py [--data datasets/peptides] [--out src/multiscale/data/models/chains_<naming>.pt]
         [--seed 0] [--epochs N] [--device cpu|cuda] [--exclude trpcage]
+    python scripts/train_chain_model.py --data datasets/peptides_charmm36m      # -> chains_charmm.pt
+
+The naming (``amber`` or ``charmm``) is read from the data's atom names; CHARMM data needs the
+CHARMM36 port fetched (``python scripts/fetch_forcefields.py charmm36``) so its topologies resolve.
 
 Every peptide folder of ``--data`` written by ``scripts/make_peptide_data.py`` (``topol.top``,
 ``start.gro``, ``md.xtc``, ``provenance.json``) whose provenance says ``split: train`` is used;
@@ -46,22 +50,25 @@ def peptide_arrays(folder: Path):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=ROOT / "datasets" / "peptides")
-    p.add_argument("--out", type=Path, default=ROOT / "src" / "multiscale" / "data" / "models" / "chains_amber.pt")
+    p.add_argument("--out", type=Path, default=None, help="default src/multiscale/data/models/chains_<naming>.pt")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--device", default="cpu")
     p.add_argument("--exclude", nargs="*", default=[], help="peptides to leave out besides the split: test ones")
     a = p.parse_args(argv)
+    _charmm_on_gmxlib()
     t0 = time.perf_counter()
-    S, E, K, prov = [], [], [], []
+    S, E, K, prov, namings, ffs = [], [], [], [], set(), set()
     for folder in sorted(d for d in a.data.iterdir() if (d / "provenance.json").is_file()):
         meta = json.loads((folder / "provenance.json").read_text())
         if meta.get("split") != "train" or folder.name in a.exclude:
             print(f"skip {folder.name} (split {meta.get('split')})")
             continue
         (s, e, k, naming), nf = peptide_arrays(folder)
-        if naming != "amber":
-            raise SystemExit(f"{folder}: {naming} names; this script trains the amber model")
+        namings.add(naming)
+        ffs.add(meta.get("force_field"))
+        if len(namings) > 1:
+            raise SystemExit(f"{folder}: {naming} names among {', '.join(sorted(namings))}: one model covers one naming")
         S.append(s)
         E.append(e)
         K.append(k)
@@ -73,17 +80,33 @@ def main(argv=None) -> int:
     def cat(parts):
         return tuple(np.concatenate(c, 0) for c in zip(*parts))
 
-    model = fit_chain_model(cat(S), cat(E), merge_kind_data(K), naming="amber", seed=a.seed, epochs=a.epochs, device=a.device)
-    model.provenance = [{"data": "scripts/make_peptide_data.py (amber99sb-ildn + TIP3P, 0.15 M NaCl, rhombic dodecahedron)",
+    naming = namings.pop()
+    out = a.out or ROOT / "src" / "multiscale" / "data" / "models" / f"chains_{naming}.pt"
+    model = fit_chain_model(cat(S), cat(E), merge_kind_data(K), naming=naming, seed=a.seed, epochs=a.epochs, device=a.device)
+    model.provenance = [{"data": f"scripts/make_peptide_data.py ({', '.join(sorted(ffs))} + TIP3P, 0.15 M NaCl, "
+                                 "rhombic dodecahedron)",
                          "trained_by": "scripts/train_chain_model.py", "training_seed": a.seed, "peptides": prov}]
     model.storage = "float16"  # halves the shipped file; weights are float32 again once loaded
     bm = BackmapModel(_empty_mapping(), {}, provenance=model.provenance,
                       chains=model)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    bm.save(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    bm.save(out)
     print(f"{len(model.kinds)} residue kinds, {model.training['backbone_steps']} backbone steps, "
-          f"{time.perf_counter() - t0:.0f} s -> {a.out} ({a.out.stat().st_size / 1e6:.1f} MB)")
+          f"{time.perf_counter() - t0:.0f} s -> {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return 0
+
+
+def _charmm_on_gmxlib() -> None:
+    """CHARMM peptide topologies include the fetched CHARMM36 port: put its cache folder on GMXLIB."""
+    import os
+
+    from multiscale.forcefields import charmm36_gmxlib, is_fetched
+    from multiscale.topology import gromacs_share_top
+
+    if is_fetched("charmm36"):
+        parts = [str(charmm36_gmxlib(download=False)), *filter(None, os.environ.get("GMXLIB", "").split(":")),
+                 gromacs_share_top()]
+        os.environ["GMXLIB"] = ":".join(p for p in parts if p)
 
 
 def _empty_mapping():

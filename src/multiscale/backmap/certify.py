@@ -333,8 +333,9 @@ class CertificateReport:
 
     @property
     def ok(self) -> bool:
-        """True when no stereo/cis-trans error and no clash remains."""
-        bad = sum(v.get("stereo_wrong_final", 0) + v.get("cistrans_wrong_final", 0) for v in self.per_moltype.values())
+        """True when no stereo/cis-trans error, no bad disulfide and no clash remains."""
+        bad = sum(v.get("stereo_wrong_final", 0) + v.get("cistrans_wrong_final", 0) + v.get("bad_disulfides_final", 0)
+                  for v in self.per_moltype.values())
         return bad == 0 and self.inter_clash_pairs_final == 0 and self.intra_clash_pairs_final == 0
 
     def to_dict(self) -> dict:

@@ -10,7 +10,7 @@ intramolecular clash.  Lengths nm, angles rad; deterministic for a seed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -34,6 +34,8 @@ WIDEN_BELOW, WIDEN_TEMPERATURES = -2.0, (1.5, 2.0, 3.0)
 #: angles CA-C-N, C-N-CA, N-CA-C (deg)
 IDEAL_BONDS, IDEAL_ANGLES = (0.1335, 0.1449, 0.1522), (116.6, 121.9, 110.1)
 DECORATION_CANDIDATES = 6
+#: candidates per residue for a group with a disulfide Cys (the one closest to the bonded geometry with its partner wins)
+DISULFIDE_CANDIDATES = 48
 #: rounds of redrawing the decoration of residues that still clash or have a wrong centre, then
 #: whole-chain redraws of copies that still have a problem
 REDRAW_ROUNDS, CHAIN_RETRIES = 3, 2
@@ -42,6 +44,11 @@ RELAX_ITERATIONS, RELAX_STIFFNESS = 12, 1.8
 #: smoothing of the exact projection (spreads the correction along bonds, see place.projection_operator);
 #: dense solve, so only for chains up to this many atoms (larger: the plain minimum-norm projection)
 SMOOTHING, SMOOTH_MAX_ATOMS = 10.0, 2500
+#: disulfide geometry the certificate accepts: SG-SG (nm), CB-SG-SG angle (deg), CB-SG-SG-CB |dihedral| (deg)
+#: (CHARMM/amber equilibrium 0.204 nm, ~104 deg; protein structures: chi3 near +-90 deg)
+DISULFIDE_BOND_NM, DISULFIDE_ANGLE_DEG, DISULFIDE_CHI3_DEG = (0.19, 0.22), (90.0, 120.0), (50.0, 130.0)
+#: what :func:`close_disulfides` moves the SG atoms to: SG-SG length and CB-SG-SG angle (amber/CHARMM)
+SS_BOND, SS_ANGLE = 0.204, np.deg2rad(104.0)
 
 
 @dataclass
@@ -60,6 +67,8 @@ class ChainDrawReport:
     wrong_centres_final: int = 0
     clashing_residues_final: int = 0
     cis_nonpro_final: int = 0
+    disulfides: int = 0
+    bad_disulfides_final: int = 0
     max_cg_deviation_nm: float = 0.0
     rounds: list = field(default_factory=list)
 
@@ -71,6 +80,7 @@ class ChainDrawer:
         from ..backmap.certify import exclusion_matrix
         from ..backmap.place import projection_operator
 
+        residues = [replace(r, kind=model.resolve_kind(r)) for r in residues]
         missing = model.missing_kinds(residues)
         if missing:
             from ..errors import MultiscaleError
@@ -84,8 +94,10 @@ class ChainDrawer:
         n = moltype.n_atoms
         self.A = projection_operator(self.M, moltype.bonds, SMOOTHING if n <= SMOOTH_MAX_ATOMS else 0.0)
         self.by_kind: dict = {}
-        for i, r in enumerate(residues):
-            self.by_kind.setdefault(r.kind, []).append(i)
+        for i, r in enumerate(residues):  # grouped by kind and by the kind's atoms the residue lacks
+            km = model.kinds[r.kind]
+            lacks = tuple(nm for nm in km.names if nm not in set(r.core_names))
+            self.by_kind.setdefault((r.kind, lacks), []).append(i)
         self.keep_pairs = _kept_pairs(moltype, residues)
         from ..graph import MolecularGraph
 
@@ -93,6 +105,16 @@ class ChainDrawer:
         self.bonds = np.asarray(moltype.bonds, int).reshape(-1, 2)
         self.clash_intra = float(clash_intra)
         self.excl = exclusion_matrix(n, moltype.bonds, 3)
+        self.disulfides = _disulfides(moltype)
+        from ..graph import adjacency
+
+        self.adj = adjacency(n, np.asarray(moltype.bonds, int).reshape(-1, 2))
+        # residue -> (its SG, its CB, partner SG, partner CB) atom indices; the second of each pair
+        self.ss_partner = {}
+        for sg1, sg2, cb1, cb2 in self.disulfides.tolist():
+            self.ss_partner[int(self._residue_of(sg1))] = (sg1, cb1, sg2, cb2)
+            self.ss_partner[int(self._residue_of(sg2))] = (sg2, cb2, sg1, cb1)
+        self.ss_second = {int(self._residue_of(sg2)) for _, sg2, _, _ in self.disulfides.tolist()}
         self.res_of_atom = np.empty(n, int)
         for i, r in enumerate(residues):
             self.res_of_atom[r.core] = i
@@ -225,18 +247,20 @@ class ChainDrawer:
         cp = torch.arange(x.shape[0], device=x.device) if copies is None else torch.as_tensor(copies, device=x.device)
         xs, bs = x[cp], b[cp]
         C = len(cp)
-        for kind, idx in residues_idx.items():
+        for (kind, _lacks), idx in residues_idx.items():
             if not idx:
                 continue
             km = self.model.kinds[kind]
-            R = DECORATION_CANDIDATES
+            paired = [k for k, i in enumerate(idx) if i in self.ss_partner]
+            R = DISULFIDE_CANDIDATES if paired else DECORATION_CANDIDATES
             f = decoration_features(xs, bs, self.residues, self.geo, idx)
             bo, an, to = km.density.sample(f, gen, temperature=temperature, repeats=R)
             y = km.tree.to_cartesian(bo, an, to)  # (R * k * C, n_core, 3)
             if len(km.tree.closures):
                 y = km.tree.close_rings(y, km.closure_targets)
             # (k, n_core): each residue's core atoms in the template's order
-            core = np.stack([self.residues[i].core[self._template_perm(km, i)] for i in idx])
+            core = np.stack([self._template_atoms(km, i) for i in idx])
+            keep = core[0] >= 0  # template atoms the residues have (a CYX lacks CYS's HG)
             trace = xs[:, core[:, km.bb_pos]]  # (C, k, 3, 3)
             trace = trace.transpose(0, 1).reshape(len(idx) * C, 3, 3).repeat(R, 1, 1)
             src = y[:, km.bb_pos]
@@ -250,23 +274,53 @@ class ChainDrawer:
                 ok = torch.as_tensor((s == km.signs).all(-1), device=x.device)
             else:
                 ok = torch.ones(y.shape[:2], dtype=torch.bool, device=x.device)
-            pick = torch.where(ok.any(0), ok.float().argmax(0), torch.zeros(ok.shape[1], dtype=torch.long, device=x.device))
+            cost = (~ok).double() * 1e6
+            for k in paired:  # a disulfide Cys: the candidate closest to the bonded geometry with its partner as placed now
+                cols = slice(k * C, (k + 1) * C)
+                cost[:, cols] += self._ss_cost(y[:, cols], xs, km, self.ss_partner[idx[k]])
+            pick = cost.argmin(0)
             yy = y[pick, torch.arange(y.shape[1], device=x.device)].reshape(len(idx), C, -1, 3)
             bad = ~ok.any(0).reshape(len(idx), C)
             for k, i in enumerate(idx):
-                xs[:, core[k]] = yy[k]
+                xs[:, core[k][keep]] = yy[k][:, keep]
                 if bad[k].any():
                     wrong.append(i)
         x[cp] = xs
         return np.array(wrong, int)
 
-    def _template_perm(self, km, i: int) -> np.ndarray:
-        """Positions in residue i's core of the template's atoms (template order)."""
-        names = self.residues[i].core_names
-        if tuple(names) == tuple(km.names):
-            return np.arange(len(names))
-        pos = {nm: k for k, nm in enumerate(names)}
-        return np.array([pos[nm] for nm in km.names])
+    def _residue_of(self, atom: int) -> int:
+        return next(k for k, r in enumerate(self.residues) if atom in set(r.core.tolist()))
+
+    @staticmethod
+    def _ss_cost(y, xs, km, partner):
+        """(R, C) squared deviation of candidates y (R, C, n_core, 3) from the disulfide geometry with
+        the partner's SG/CB in xs (C, n, 3): SG-SG, both CB-SG-SG angles, |chi3| about 90 deg."""
+        import torch
+
+        from ..geometry import dihedral
+
+        _, _, psg, pcb = partner
+        yn = y.detach().cpu().numpy()
+        sg, cb = yn[:, :, km.names.index("SG")], yn[:, :, km.names.index("CB")]
+        p_sg = np.broadcast_to(xs[:, psg].cpu().numpy(), sg.shape)
+        p_cb = np.broadcast_to(xs[:, pcb].cpu().numpy(), sg.shape)
+
+        def angle(a, b, c):
+            u, v = a - b, c - b
+            cos = (u * v).sum(-1) / (np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1)).clip(1e-12)
+            return np.degrees(np.arccos(cos.clip(-1, 1)))
+
+        chi3 = np.degrees(np.abs(dihedral(cb, sg, p_sg, p_cb)))
+        cost = ((np.linalg.norm(sg - p_sg, axis=-1) - SS_BOND) / 0.01) ** 2 + ((angle(cb, sg, p_sg) - 104.0) / 10) ** 2 \
+            + ((angle(p_cb, p_sg, sg) - 104.0) / 10) ** 2 + ((chi3 - 90.0) / 30) ** 2
+        return torch.as_tensor(cost, device=y.device)
+
+    def _template_atoms(self, km, i: int) -> np.ndarray:
+        """Atom indices of the template's atoms in residue i (template order; -1 where the residue
+        lacks the atom, a hydrogen no stereocentre uses: see :func:`~.model.fits`)."""
+        r = self.residues[i]
+        pos = {nm: a for nm, a in zip(r.core_names, r.core)}
+        return np.array([pos.get(nm, -1) for nm in km.names])
 
     # ------------------------------------------------------------------ checks
     def _project(self, x, b):
@@ -285,6 +339,10 @@ class ChainDrawer:
         C, R = x.shape[0], len(self.residues)
         bad = np.zeros((C, R), bool)
         bad |= self.wrong_centres(x)
+        ss = self.bad_disulfides(x)  # (C, D)
+        for k, (sg1, sg2, _, _) in enumerate(self.disulfides):
+            bad[:, self.res_of_atom[sg1]] |= ss[:, k]
+            bad[:, self.res_of_atom[sg2]] |= ss[:, k]
         cis = self.cis_nonpro(x)  # (C, R-1): peptide bond i -> i+1
         bad[:, :-1] |= cis
         bad[:, 1:] |= cis
@@ -310,6 +368,27 @@ class ChainDrawer:
         om = dihedral(x[:, g.ca[:-1]], x[:, g.c[:-1]], x[:, g.n[1:]], x[:, g.ca[1:]])
         notpro = np.array([r.kind != "PRO" for r in self.residues[1:]])
         return (np.abs(om) < np.pi / 2) & notpro
+
+    def bad_disulfides(self, x: np.ndarray) -> np.ndarray:
+        """(C, D) bool: disulfide (SG-SG bond of the topology) outside the accepted SG-SG length,
+        CB-SG-SG angles or CB-SG-SG-CB dihedral (:data:`DISULFIDE_BOND_NM` ...), x (C, n, 3) whole."""
+        from ..geometry import dihedral
+
+        if not len(self.disulfides):
+            return np.zeros((x.shape[0], 0), bool)
+        sg1, sg2, cb1, cb2 = self.disulfides.T
+        d = np.linalg.norm(x[:, sg1] - x[:, sg2], axis=-1)
+
+        def angle(a, b, c):
+            u, v = x[:, a] - x[:, b], x[:, c] - x[:, b]
+            cos = (u * v).sum(-1) / (np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1)).clip(1e-12)
+            return np.degrees(np.arccos(cos.clip(-1, 1)))
+
+        chi3 = np.degrees(np.abs(dihedral(x[:, cb1], x[:, sg1], x[:, sg2], x[:, cb2])))
+        out = (d < DISULFIDE_BOND_NM[0]) | (d > DISULFIDE_BOND_NM[1]) | (chi3 < DISULFIDE_CHI3_DEG[0]) | (chi3 > DISULFIDE_CHI3_DEG[1])
+        for a in (angle(cb1, sg1, sg2), angle(cb2, sg2, sg1)):
+            out |= (a < DISULFIDE_ANGLE_DEG[0]) | (a > DISULFIDE_ANGLE_DEG[1])
+        return out
 
     # ------------------------------------------------------------------ one frame
     def draw(self, beads: np.ndarray, seed: int = 0, temperature: float = 1.0, device: str = "cpu"):
@@ -341,6 +420,8 @@ class ChainDrawer:
         rep.clashing_residues_final = int(final.sum())
         rep.wrong_centres_final = int(self.wrong_centres(x).sum())
         rep.cis_nonpro_final = int(self.cis_nonpro(x).sum())
+        rep.disulfides = int(C * len(self.disulfides))
+        rep.bad_disulfides_final = int(self.bad_disulfides(x).sum())
         rep.max_cg_deviation_nm = float(np.abs(np.einsum("ba,cak->cbk", self.M, x) - np.asarray(beads)).max())
         return x, rep
 
@@ -360,10 +441,13 @@ class ChainDrawer:
         x = torch.zeros(b.shape[0], self.moltype.n_atoms, 3, dtype=torch.float64, device=dev)
         self._backbone(x, b, gen, temperature, rep)
         wrong = self._decorate(x, b, gen, temperature, self.by_kind)
+        if self.ss_second:  # the second Cys of each disulfide again, now that its partner is placed
+            self._decorate(x, b, gen, temperature, {k: [i for i in idx if i in self.ss_second] for k, idx in self.by_kind.items()})
         if first:
             rep.wrong_centres_after_draw = int(len(wrong))
         xn = x.cpu().numpy()
         place_extras(xn, self.residues, self.moltype)
+        close_disulfides(xn, self.disulfides, self.adj, self.M)
         x = self._project(torch.as_tensor(xn, device=dev), b)
         for rnd in range(REDRAW_ROUNDS):
             bad = self.residue_problems(x.cpu().numpy())
@@ -373,11 +457,15 @@ class ChainDrawer:
                 break
             g2 = torch.Generator(device=dev).manual_seed(derive_seed(seed, 53, rnd))
             for c in np.flatnonzero(bad.any(1)):
-                sel = {k: [i for i in idx if bad[c, i]] for k, idx in self.by_kind.items()}
+                # of a disulfide with both Cys flagged only the second is redrawn (against its placed partner)
+                skip = {self.res_of_atom[sg1] for sg1, sg2, _, _ in self.disulfides.tolist()
+                        if bad[c, self.res_of_atom[sg1]] and bad[c, self.res_of_atom[sg2]]}
+                sel = {k: [i for i in idx if bad[c, i] and i not in skip] for k, idx in self.by_kind.items()}
                 xs = x.clone()
                 self._decorate(xs, b, g2, temperature, sel, copies=[int(c)])
                 xn = xs.cpu().numpy()
                 place_extras(xn, self.residues, self.moltype)
+                close_disulfides(xn, self.disulfides, self.adj, self.M)
                 x[c] = self._project(torch.as_tensor(xn[c:c + 1], device=dev), b[c:c + 1])[0]
             rep.redrawn_residues += int(bad.sum())
         return x.cpu().numpy()
@@ -387,12 +475,13 @@ class ChainDrawer:
         from ..backmap.certify import chirality_signs
 
         bad = np.zeros((x.shape[0], len(self.residues)), bool)
-        for kind, idx in self.by_kind.items():
+        for (kind, _lacks), idx in self.by_kind.items():
             km = self.model.kinds[kind]
             if not len(km.centres):
                 continue
             for i in idx:
-                core = self.residues[i].core[self._template_perm(km, i)]
+                core = self._template_atoms(km, i)
+                core = np.where(core >= 0, core, self.residues[i].ca)  # lacked atoms are in no centre
                 bad[:, i] = ~(chirality_signs(x[:, core], km.centres, km.neighbours) == km.signs).all(-1)
         return bad
 
@@ -401,6 +490,95 @@ def draw_chains(model: ChainModel, moltype, chain_mapping, residues: list[Residu
                 seed: int = 0, temperature: float = 1.0, device: str = "cpu", clash_intra: float = 0.10):
     """Convenience: one :class:`ChainDrawer` and one draw (see :meth:`ChainDrawer.draw`)."""
     return ChainDrawer(model, moltype, chain_mapping, residues, clash_intra).draw(beads, seed, temperature, device)
+
+
+def _ss_cb_distance(b1: float, b2: float, chi3: float) -> float:
+    """CB-CB' distance (nm) of CB-SG-SG'-CB' with CB-SG b1/b2, SG-SG :data:`SS_BOND`, angles :data:`SS_ANGLE`."""
+    cb = np.array([0.0, 0.0, 0.0])
+    sg = np.array([b1, 0.0, 0.0])
+    sg2 = sg + SS_BOND * np.array([-np.cos(SS_ANGLE), np.sin(SS_ANGLE), 0.0])
+    bc = (sg2 - sg) / np.linalg.norm(sg2 - sg)  # NeRF: CB' from CB, SG, SG'
+    nrm = np.cross(sg - cb, bc)
+    nrm /= np.linalg.norm(nrm)
+    cb2 = sg2 + b2 * (-np.cos(SS_ANGLE) * bc + np.sin(SS_ANGLE) * np.cos(chi3) * np.cross(nrm, bc)
+                      + np.sin(SS_ANGLE) * np.sin(chi3) * nrm)
+    return float(np.linalg.norm(cb2 - cb))
+
+
+def close_disulfides(x: np.ndarray, ss: np.ndarray, moltype_adj: list, M: np.ndarray, iterations: int = 60) -> None:
+    """Moves SG and CB (its hydrogens with it) of every disulfide in place, x (C, n, 3) nm,
+    ``ss`` (D, 4): SG, SG', CB, CB', towards the bonded geometry: SG-SG :data:`SS_BOND`,
+    CB-SG-SG :data:`SS_ANGLE`, chi3 90 deg (as a CB-CB' distance), bonds and 1-3 distances to the
+    backbone as drawn, and the side-chain bead's centre (``M`` (n_beads, n_atoms) weights) where it
+    was.  Sweeps of pairwise distance corrections (SHAKE-like); the exact projection that follows
+    keeps these distances."""
+    if not len(ss):
+        return
+    for sg1, sg2, cb1, cb2 in ss.tolist():
+        ca1, ca2 = (next(k for k in moltype_adj[cb] if k != sg and len(moltype_adj[k]) > 1 and k not in (sg1, sg2))
+                    for cb, sg in ((cb1, sg1), (cb2, sg2)))
+        # fixed anchors of each CB: its backbone neighbours (CA and CA's heavy neighbours N, C)
+        anchors = {cb1: [ca1, *[k for k in moltype_adj[ca1] if k != cb1 and len(moltype_adj[k]) > 1]],
+                   cb2: [ca2, *[k for k in moltype_adj[ca2] if k != cb2 and len(moltype_adj[k]) > 1]]}
+        hyd = {cb: [k for k in moltype_adj[cb] if len(moltype_adj[k]) == 1] for cb in (cb1, cb2)}
+        d = {p: np.linalg.norm(x[:, p[0]] - x[:, p[1]], axis=-1) for cb in (cb1, cb2) for p in
+             [(a, cb) for a in anchors[cb]]}
+        b1 = np.linalg.norm(x[:, sg1] - x[:, cb1], axis=-1)
+        b2 = np.linalg.norm(x[:, sg2] - x[:, cb2], axis=-1)
+        s13 = {ca: np.linalg.norm(x[:, ca] - x[:, sg], axis=-1) for ca, sg in ((ca1, sg1), (ca2, sg2))}
+        d13 = [np.sqrt(b ** 2 + SS_BOND ** 2 - 2 * b * SS_BOND * np.cos(SS_ANGLE)) for b in (b1, b2)]
+        dcb = np.array([_ss_cb_distance(u, v, np.pi / 2) for u, v in zip(b1.tolist(), b2.tolist())])
+        cb_start = {cb: x[:, cb].copy() for cb in (cb1, cb2)}
+        moving = {cb: [cb, sg] for cb, sg in ((cb1, sg1), (cb2, sg2))}
+        beads = {cb: int(np.argmax(M[:, sg])) for cb, sg in ((cb1, sg1), (cb2, sg2))}
+        centre = {cb: np.einsum("a,cak->ck", M[beads[cb]], x) for cb in (cb1, cb2)}
+
+        def fix(i, j, target, w_i):
+            v = x[:, j] - x[:, i]
+            dd = np.linalg.norm(v, axis=-1, keepdims=True).clip(1e-9)
+            corr = (dd - target[:, None]) * v / dd
+            x[:, i] += w_i * corr
+            x[:, j] -= (1 - w_i) * corr
+
+        for _ in range(iterations):
+            fix(sg1, sg2, np.full(len(b1), SS_BOND), 0.5)
+            fix(cb1, cb2, dcb, 0.5)
+            fix(cb1, sg1, b1, 0.5)
+            fix(cb2, sg2, b2, 0.5)
+            fix(cb1, sg2, d13[0], 0.5)
+            fix(cb2, sg1, d13[1], 0.5)
+            fix(ca1, sg1, s13[ca1], 0.0)
+            fix(ca2, sg2, s13[ca2], 0.0)
+            for (a, cb), t in d.items():
+                fix(a, cb, t, 0.0)
+            for cb in (cb1, cb2):  # keep the side-chain bead where it is (its hydrogens move with CB below)
+                w = M[beads[cb]]
+                wm = w[moving[cb]].sum() + w[hyd[cb]].sum()
+                if wm > 0:
+                    shift = (centre[cb] - np.einsum("a,cak->ck", w, x)) / wm
+                    x[:, moving[cb]] += shift[:, None]
+                    x[:, hyd[cb]] += shift[:, None]
+                    cb_start[cb] = cb_start[cb] + shift
+        for cb in (cb1, cb2):  # the CB hydrogens follow their carbon
+            for h in hyd[cb]:
+                x[:, h] += x[:, cb] - cb_start[cb]
+
+
+def _disulfides(moltype) -> np.ndarray:
+    """(D, 4) atom indices SG, SG', CB, CB' of every SG-SG bond of the moleculetype."""
+    from ..graph import adjacency
+
+    names = list(moltype.atom_names)
+    b = np.asarray(moltype.bonds, int).reshape(-1, 2)
+    adj = adjacency(moltype.n_atoms, b)
+    out = []
+    for i, j in b.tolist():
+        if names[i] == "SG" and names[j] == "SG":
+            cb_i = [k for k in adj[i] if names[k] == "CB"]
+            cb_j = [k for k in adj[j] if names[k] == "CB"]
+            if cb_i and cb_j:
+                out.append((i, j, cb_i[0], cb_j[0]))
+    return np.array(out, int).reshape(-1, 4)
 
 
 def _outside(d, rng):

@@ -185,7 +185,8 @@ def _system_from_moltype(moltype):
     g = nx.Graph()
     for i in range(moltype.n_atoms):
         g.add_node(i, atomname=moltype.atom_names[i], resname=moltype.resnames[i], resid=int(residues[i]) + 1,
-                   chain="A", element=moltype.elements[i], ms_index=i, insertion_code="", charge_group=i)
+                   chain="A", element=moltype.elements[i], ms_index=i, insertion_code="", charge_group=i,
+                   atomid=i + 1)  # atomid: sort key of vermouth (atoms RepairGraph adds, e.g. a disulfide Cys's HG, get one)
     g.add_edges_from((int(a), int(b)) for a, b in np.asarray(moltype.bonds).reshape(-1, 2))
     system = vermouth.System()
     for comp in sorted(nx.connected_components(g), key=min):

@@ -28,7 +28,7 @@ from functools import lru_cache
 import numpy as np
 
 from ..errors import MultiscaleError
-from .residues import CANONICAL, Residue, one_hot, template_bonds
+from .residues import CANONICAL, Residue, family, one_hot, template_bonds
 
 #: features of one backbone step (see :func:`backbone_features`)
 N_BB_FEATURES = 5 * 3 + 4 + len(CANONICAL) + 1 + 1
@@ -230,14 +230,36 @@ class ChainModel:
                    {k: KindModel.from_dict(v) for k, v in d["kinds"].items()}, d["naming"], list(d.get("provenance", [])),
                    dict(d.get("training", {})), str(d.get("storage", "float32")))
 
+    def resolve_kind(self, res: Residue) -> str:
+        """The model kind that places ``res``: its own kind, else a kind of the same amino acid whose
+        atoms it has (a CHARMM ``HSE`` is the ``HIS`` pdb2gmx builds as HSE; a disulfide ``CYX`` is
+        ``CYS`` without HG), else its own (then :meth:`missing_kinds` names it)."""
+        own = self.kinds.get(res.kind)
+        if own is not None and fits(own, res.core_names):
+            return res.kind
+        same = [k for k, km in self.kinds.items() if family(k) == family(res.kind) and fits(km, res.core_names)]
+        # prefer the exact atom set, then the fewest atoms left out
+        same.sort(key=lambda k: len(self.kinds[k].names))
+        return same[0] if same else res.kind
+
     def missing_kinds(self, residues: list[Residue]) -> list[str]:
-        """Residue kinds of a chain this model cannot place (absent, or other atom names)."""
+        """Residue kinds of a chain this model cannot place (absent, or atoms it does not have)."""
         out = []
         for r in residues:
             km = self.kinds.get(r.kind)
-            if (km is None or set(km.names) != set(r.core_names)) and r.kind not in out:
+            if (km is None or not fits(km, r.core_names)) and r.kind not in out:
                 out.append(r.kind)
         return out
+
+
+def fits(km: KindModel, names) -> bool:
+    """Whether a residue with core atoms ``names`` is placed by ``km``: the same atoms, or a subset
+    whose left-out atoms are hydrogens no stereocentre uses (CYX = CYS without HG)."""
+    names = set(names)
+    if not names <= set(km.names):
+        return False
+    used = set(np.asarray(km.centres).ravel().tolist()) | set(np.asarray(km.neighbours).ravel().tolist())
+    return all(km.elements[k] == "H" and k not in used for k, nm in enumerate(km.names) if nm not in names)
 
 
 # ============================================================================ training data

@@ -26,7 +26,9 @@ AMINO_ACIDS = "ACDEFGHIKLMNPQRSTVWY"
 
 CONFORMATIONS = {"ppii": (-75.0, 145.0), "helix": (-57.0, -47.0), "extended": (-120.0, 130.0)}
 
-_VARIANTS = {"H": {"HID", "HIE", "HIP", "HIS"}, "D": {"ASH"}, "E": {"GLH"}, "K": {"LYN"}, "C": {"CYX", "CYM"}}
+#: Protonation-variant residue names pdb2gmx accepts, per one-letter code (amber99sb-ildn; CHARMM36 port).
+_VARIANTS = {"H": {"HID", "HIE", "HIP", "HIS", "HSD", "HSE", "HSP"}, "D": {"ASH", "ASPP"}, "E": {"GLH", "GLUP"},
+             "K": {"LYN", "LSN"}, "C": {"CYX", "CYM", "CYS2"}}
 
 
 def _angles(sequence: str, conformation: str, seed: int) -> tuple[list[float], list[float]]:
@@ -64,20 +66,24 @@ def build_peptide_pdb(sequence: str, path: str | os.PathLike, conformation: str 
     for pos, name in variants.items():
         if not 1 <= pos <= len(sequence) or name not in _VARIANTS.get(sequence[pos - 1], set()):
             raise MultiscaleError(f"peptide {sequence}: variant {name} at position {pos} does not fit residue "
-                                  f"{sequence[pos - 1] if 1 <= pos <= len(sequence) else '?'}: use HID/HIE/HIP on H, ASH on D, GLH on E, LYN on K")
+                                  f"{sequence[pos - 1] if 1 <= pos <= len(sequence) else '?'}: use HID/HIE/HIP (CHARMM HSD/HSE/HSP) on H, "
+                                  "ASH (ASPP) on D, GLH (GLUP) on E, LYN (LSN) on K")
     phi, psi = _angles(sequence, conformation, seed)
     structure = PeptideBuilder.make_structure(sequence, phi, psi)
     PeptideBuilder.add_terminal_OXT(structure)
-    for res in structure.get_residues():
-        rid = res.id[1]
-        if rid in variants:
-            res.resname = variants[rid]
     from ..io import atomic_path
 
     with atomic_path(path) as tmp:
         io = PDBIO()
         io.set_structure(structure)
         io.save(str(tmp))
+        # Variant names go into columns 18-21 as pdb2gmx reads them (CHARMM's ASPP/GLUP are 4 long,
+        # which Biopython's 3-column field would shift).
+        lines = Path(tmp).read_text().splitlines(keepends=True)
+        for i, line in enumerate(lines):
+            if line.startswith(("ATOM", "HETATM")) and int(line[22:26]) in variants:
+                lines[i] = line[:17] + f"{variants[int(line[22:26])]:<4s}" + line[21:]
+        Path(tmp).write_text("".join(lines))
     return Path(path)
 
 

@@ -4,8 +4,9 @@ A chain moleculetype is cut into residues (its ``residues`` numbers, else residu
 Each residue has a *kind*: its residue name without a terminal prefix (``NALA`` -> ``ALA``;
 protonation variants such as ``HID``/``HSP``/``LYN`` stay distinct, they are other chemistry)
 and the atom names of its **core**: the residue as it sits inside a chain.  Terminal atoms are
-folded onto the core (the first of ``H1 H2 H3``/``HT1 HT2 HT3`` plays the amide ``H``/``HN``,
-``OC1``/``OT1`` plays ``O``) and the remaining terminal atoms (``H2 H3``, ``OC2``...) are
+folded onto the core (the first of ``H1 H2 H3``/``HT1 HT2 HT3`` plays the amide hydrogen, named
+as the chain names it: ``H`` in amber, ``HN`` in CHARMM; ``OC1``/``OT1`` plays ``O``) and the
+remaining terminal atoms (``H2 H3``, ``OC2``, Pro's ``HN1 HN2``...) are
 *extras*, placed by fixed geometry (:func:`place_extras`).  So one density per kind covers the
 residue at the N terminus, inside the chain and at the C terminus.
 
@@ -22,7 +23,7 @@ import numpy as np
 from ..errors import MultiscaleError
 
 #: N-terminal hydrogens (amber, CHARMM) and C-terminal oxygens, in order; the first is the core's
-N_TERM_H = (("H1", "H2", "H3"), ("HT1", "HT2", "HT3"))
+N_TERM_H = (("H1", "H2", "H3"), ("HT1", "HT2", "HT3"), ("HN1", "HN2"))
 C_TERM_O = (("OC1", "OC2"), ("OT1", "OT2"))
 #: Canonical amino acids (one-hot position in the backbone features; anything else is "other").
 CANONICAL = ("ALA", "ARG", "ASN", "ASP", "CYS", "GLN", "GLU", "GLY", "HIS", "ILE", "LEU", "LYS", "MET", "PHE",
@@ -94,14 +95,14 @@ def _spans(mt) -> list[tuple[int, int]]:
     return spans
 
 
-def _core_and_extras(names: list[str]) -> tuple[dict, list]:
-    """{core name: position in the residue} and [(position, role)] for one residue's atom names."""
+def _core_and_extras(names: list[str], amide: str = "H") -> tuple[dict, list]:
+    """{core name: position in the residue} and [(position, role)] for one residue's atom names;
+    ``amide``: the chain's name of the amide hydrogen (``H`` amber, ``HN`` CHARMM)."""
     core = {nm: k for k, nm in enumerate(names)}
     extras = []
     for trio in N_TERM_H:
         have = [t for t in trio if t in core]
         if have:
-            amide = "H" if trio[0] == "H1" else "HN"
             first = core.pop(have[0])
             if len(have) == 3:  # NH3+: the first one plays the amide H; Pro's NH2+ has no amide H
                 core[amide] = first
@@ -123,10 +124,11 @@ def chain_residues(moltype, chain_mapping, known) -> list[Residue]:
     spans = _spans(moltype)
     bead_res = np.asarray(chain_mapping.bead_residues)
     names = list(moltype.atom_names)
+    amide = "HN" if {"HN", "OT1", "HT1"} & set(names) else "H"
     out = []
     for r, (s, e) in enumerate(spans):
         kind = kind_name(moltype.resnames[s], known)
-        core, extras = _core_and_extras(names[s:e])
+        core, extras = _core_and_extras(names[s:e], amide)
         missing = [a for a in ("N", "CA", "C") if a not in core]
         if missing:
             raise MultiscaleError(f"moleculetype {moltype.name}: residue {r + 1} ({moltype.resnames[s]}) has no backbone "
