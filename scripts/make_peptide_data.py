@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
+from multiscale.chains.aa_forcefields import PROTEIN_FORCEFIELDS  # noqa: E402
 from multiscale.chains.peptides import AMINO_ACIDS, build_peptide_pdb, pdb2gmx  # noqa: E402
 from multiscale.errors import MultiscaleError  # noqa: E402
 from multiscale.gromacs import GromacsSettings, grompp, mdrun, render_mdp, run_tool  # noqa: E402
@@ -53,42 +54,6 @@ from multiscale.io import atomic_write_text  # noqa: E402
 WATER = "tip3p"
 DT = 0.002  # ps
 TEMPERATURE = 300.0  # K
-
-
-@dataclass(frozen=True)
-class ForceField:
-    """What differs between the two protein force fields the chain models are trained for."""
-    label: str            # --forcefield value and the naming of the shipped model
-    pdb2gmx_ff: str       # pdb2gmx -ff
-    ions: tuple           # genion -pname, -nname
-    renames: dict         # amber variant name -> this force field's residue name
-    mdp_edits: tuple = () # (regex, replacement) applied to every rendered mdp
-    note: str = ""
-
-    def env(self) -> None:
-        """Puts the force field's folder on GMXLIB (GROMACS' own share/top stays after it)."""
-        if self.label == "amber99sb-ildn":
-            return
-        from multiscale.forcefields import charmm36_gmxlib
-        from multiscale.topology import gromacs_share_top
-
-        os.environ["GMXLIB"] = ":".join(p for p in (str(charmm36_gmxlib()), gromacs_share_top()) if p)
-
-
-#: amber99sb-ildn ships with GROMACS.  CHARMM36m is the CHARMM36 port fetched into the cache
-#: (GPL-3.0; ``python scripts/fetch_forcefields.py charmm36``), run with CHARMM's own non-bonded
-#: settings (PME 1.2 nm, LJ force-switch 1.0-1.2 nm, no dispersion correction) and CHARMM TIP3P.
-FORCEFIELDS = {
-    "amber99sb-ildn": ForceField("amber99sb-ildn", "amber99sb-ildn", ("NA", "CL"), {}),
-    "charmm36m": ForceField(
-        "charmm36m", "charmm36-feb2026_cgenff-5.0", ("SOD", "CLA"),
-        {"HID": "HSD", "HIE": "HSE", "HIP": "HSP", "ASH": "ASPP", "GLH": "GLUP", "LYN": "LSN"},
-        ((r"^rcoulomb\s*=.*$", "rcoulomb                 = 1.2"),
-         (r"^vdw-modifier\s*=.*$", "vdw-modifier             = force-switch\nrvdw-switch              = 1.0"),
-         (r"^rvdw\s*=.*$", "rvdw                     = 1.2"),
-         (r"^DispCorr\s*=.*$", "DispCorr                 = no")),
-        "C36m protein (Feb 2026 charmm2gmx port, memback wheel), CHARMM TIP3P"),
-}
 
 
 @dataclass(frozen=True)
@@ -150,14 +115,14 @@ def gromacs_version(settings: GromacsSettings) -> str:
 
 def stage_setup(pep: Peptide, work: Path, args, settings: GromacsSettings) -> None:
     """build -> pdb2gmx -> box -> solvate -> ions; each skipped when its outputs exist."""
-    ff = FORCEFIELDS[args.forcefield]
+    ff = PROTEIN_FORCEFIELDS[args.forcefield]
     if not done(work / "heavy.pdb"):
         log(f"{pep.name}: build {pep.sequence}")
-        variants = {k: ff.renames.get(v, v) for k, v in pep.variants.items()}
+        variants = {k: ff.residue_name(v) for k, v in pep.variants.items()}
         build_peptide_pdb(pep.sequence, work / "heavy.pdb", conformation=pep.conformation, seed=pep.seed, variants=variants)
     if not done(work / "topol.top", work / "protein.gro", work / "posre.itp"):
         log(f"{pep.name}: pdb2gmx {ff.pdb2gmx_ff}/{WATER}")
-        pdb2gmx(work / "heavy.pdb", work, forcefield=ff.pdb2gmx_ff, water=WATER, settings=settings)
+        pdb2gmx(work / "heavy.pdb", work, forcefield=ff.label, water=WATER, settings=settings)
     if not done(work / "boxed.gro"):
         log(f"{pep.name}: dodecahedron box, {args.pad} nm padding")
         run_tool("editconf", settings, cwd=work, f="protein.gro", o=".boxed.gro", bt="dodecahedron", d=args.pad, c=True)
@@ -174,7 +139,7 @@ def stage_setup(pep: Peptide, work: Path, args, settings: GromacsSettings) -> No
         grompp(work / "ions.mdp", work / "solvated.gro", work / "solvated.top", work / "ions.tpr", settings, maxwarn=1)
         shutil.copy(work / "solvated.top", work / ".system.top")
         run_tool("genion", settings, cwd=work, input="SOL", s="ions.tpr", o=".system.gro", p=".system.top",
-                 pname=ff.ions[0], nname=ff.ions[1], neutral=True, conc=args.salt, seed=pep.seed)
+                 pname=ff.ions["NA"], nname=ff.ions["CL"], neutral=True, conc=args.salt, seed=pep.seed)
         os.replace(work / ".system.top", work / "system.top")
         os.replace(work / ".system.gro", work / "system.gro")
 
@@ -222,7 +187,7 @@ def md_stage(name: str, template: str, values: dict, start: str, work: Path, set
 def stage_md(pep: Peptide, work: Path, args, settings: GromacsSettings) -> bool:
     """em -> nvt -> npt -> prod; True when production ran (new frames to export)."""
     common = {"dt": DT, "ref_t": TEMPERATURE, "tau_t": 0.1, "gen_seed": pep.seed, "nstenergy": 500, "nstlog": 5000}
-    edits = FORCEFIELDS[args.forcefield].mdp_edits
+    edits = PROTEIN_FORCEFIELDS[args.forcefield].mdp_edits
     md_stage("em", "aa_em", {"define": "", "nsteps": 5000, "emtol": 1000.0}, "system.gro", work, settings, edits=edits)
     md_stage("nvt", "aa_nvt", {**common, "define": "-DPOSRES", "nsteps": round(args.nvt_ps / DT), "nstxout_compressed": 0},
              "em.gro", work, settings, edits=edits)
@@ -260,9 +225,9 @@ def provenance(pep: Peptide, work: Path, args, settings: GromacsSettings) -> dic
     return {
         "name": pep.name, "sequence": pep.sequence, "length": len(pep.sequence), "split": pep.split,
         "variants": {str(k): v for k, v in pep.variants.items()}, "seed": pep.seed,
-        "force_field": args.forcefield, "pdb2gmx_ff": FORCEFIELDS[args.forcefield].pdb2gmx_ff,
-        "force_field_note": FORCEFIELDS[args.forcefield].note, "water": WATER,
-        "variants_as_named": {str(k): FORCEFIELDS[args.forcefield].renames.get(v, v) for k, v in pep.variants.items()},
+        "force_field": args.forcefield, "pdb2gmx_ff": PROTEIN_FORCEFIELDS[args.forcefield].pdb2gmx_ff,
+        "water": WATER if args.forcefield == "amber99sb-ildn" else "CHARMM TIP3P (the port's tip3p.itp)",
+        "variants_as_named": {str(k): PROTEIN_FORCEFIELDS[args.forcefield].residue_name(v) for k, v in pep.variants.items()},
         "termini": "charged (NH3+/COO-, pdb2gmx default)",
         "start_conformation": f"{pep.conformation} (multiscale.chains.peptides.CONFORMATIONS; Pro phi -65), PeptideBuilder",
         "box": f"rhombic dodecahedron, {args.pad} nm padding", "salt_M": args.salt, "molecules": counts,
@@ -288,7 +253,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=None,
                    help="output folder (one subfolder per peptide; default ~/.cache/multiscale/peptides[_charmm36m])")
-    p.add_argument("--forcefield", choices=sorted(FORCEFIELDS), default="amber99sb-ildn",
+    p.add_argument("--forcefield", choices=sorted(PROTEIN_FORCEFIELDS), default="amber99sb-ildn",
                    help="protein force field (default amber99sb-ildn; charmm36m needs the fetched CHARMM36 port)")
     p.add_argument("--only", nargs="+", metavar="NAME", help="peptides to run (default: all)")
     p.add_argument("--ns", type=float, default=20.0, help="production length per peptide, ns (default 20)")
@@ -319,7 +284,7 @@ def main(argv=None) -> int:
         suffix = "" if args.forcefield == "amber99sb-ildn" else f"_{args.forcefield}"
         args.out = Path.home() / ".cache" / "multiscale" / f"peptides{suffix}"
     try:
-        FORCEFIELDS[args.forcefield].env()
+        PROTEIN_FORCEFIELDS[args.forcefield].set_env()
         for pep in [known[n] for n in args.only] if args.only else PEPTIDES:
             out = args.out.expanduser().resolve() / pep.name
             work = out / "work"

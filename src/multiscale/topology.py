@@ -302,6 +302,14 @@ class _Lines:
         pass
 
 
+def _fetched_forcefield_dirs() -> list[str]:
+    """The force-field cache folders multiscale fetched (the CHARMM36 port), searched last: a topology
+    that ``multiscale topology --forcefield charmm36m`` wrote reads without setting GMXLIB."""
+    from .forcefields import charmm36_gmxlib, is_fetched
+
+    return [str(charmm36_gmxlib(download=False))] if is_fetched("charmm36") else []
+
+
 def _read_top(path: Path) -> SystemTopology:
     """Read a .top: includes expanded with file/line tracking, [ molecules ] read here (counts
     bounded), moleculetypes parsed by ParmEd once each (never expanded to the whole system)."""
@@ -316,6 +324,7 @@ def _read_top(path: Path) -> SystemTopology:
     share = gromacs_share_top()
     if share:
         includes.append(share)
+    includes += _fetched_forcefield_dirs()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ParmEd's warnings would print before the error line
         lines, origins = _preprocess(path, includes)

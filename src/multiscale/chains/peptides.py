@@ -91,13 +91,37 @@ def pdb2gmx(pdb: str | os.PathLike, out_dir: str | os.PathLike, forcefield: str 
             settings=None, structure: str = "protein.gro") -> tuple[Path, Path]:
     """``gmx pdb2gmx -ignh`` on ``pdb`` in ``out_dir``: returns (topol.top, ``structure``) (.gro or .pdb).
 
-    Charged termini (pdb2gmx's default: NH3+ / COO-), protonation from residue names.
+    forcefield: a label of :data:`~.aa_forcefields.PROTEIN_FORCEFIELDS` (``amber99sb-ildn``,
+    ``charmm36m``: its folder goes on GMXLIB) or any pdb2gmx ``-ff`` name.  Charged termini
+    (NH3+ / COO-; with CHARMM chosen from pdb2gmx's ``-ter`` menu), protonation from residue names.
     """
     from ..gromacs import run_tool
+    from .aa_forcefields import PROTEIN_FORCEFIELDS, terminus_answers
 
+    ff = PROTEIN_FORCEFIELDS.get(forcefield)
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
-    run_tool("pdb2gmx", settings=settings, cwd=out_dir, log=out_dir / "pdb2gmx.log", stage="pdb2gmx",
-             f=str(Path(pdb).resolve()), o=structure, p="topol.top", i="posre.itp", ff=forcefield, water=water,
-             ignh=True)
+    old = os.environ.get("GMXLIB")
+    lib = ff.gmxlib() if ff else None
+    flags = dict(f=str(Path(pdb).resolve()), o=structure, p="topol.top", i="posre.itp", ff=ff.pdb2gmx_ff if ff else forcefield,
+                 water=water, ignh=True)
+    try:
+        if lib:
+            os.environ["GMXLIB"] = lib
+        answers = None
+        if ff is not None and ff.terminus_menu:  # a first pass only to read the menus (it may fail on a default pick)
+            try:
+                run_tool("pdb2gmx", settings=settings, cwd=out_dir, log=out_dir / "pdb2gmx.menu.log", stage="pdb2gmx",
+                         input=["0"] * 64, ter=True, **flags)
+            except MultiscaleError:
+                pass
+            answers = terminus_answers((out_dir / "pdb2gmx.menu.log").read_text(errors="replace"))
+        run_tool("pdb2gmx", settings=settings, cwd=out_dir, log=out_dir / "pdb2gmx.log", stage="pdb2gmx",
+                 **({"input": answers, "ter": True} if answers else {}), **flags)
+    finally:
+        if lib:
+            if old is None:
+                os.environ.pop("GMXLIB", None)
+            else:
+                os.environ["GMXLIB"] = old
     return out_dir / "topol.top", out_dir / structure
