@@ -47,10 +47,10 @@ def sh(*cmd, cwd=None) -> float:
     return time.perf_counter() - t0
 
 
-def martinize_beads(aa_pdb: Path, work: Path, n_res: int) -> np.ndarray:
-    """Bead positions (nm) martinize2 itself writes for an AA PDB (amber names, no DSSP)."""
+def martinize_beads(aa_pdb: Path, work: Path, n_res: int, naming: str = "amber") -> np.ndarray:
+    """Bead positions (nm) martinize2 itself writes for an AA PDB (``naming``: amber or charmm; no DSSP)."""
     sh(BIN / "martinize2", "-f", aa_pdb, "-x", work / "mz.pdb", "-o", work / "mz.top", "-ff", "martini3001",
-       "-from", "amber", "-ss", "C" * n_res, "-maxwarn", "100", cwd=work)
+       "-from", naming, "-ss", "C" * n_res, "-maxwarn", "100", cwd=work)
     xyz = [[float(line[30:38]), float(line[38:46]), float(line[46:54])]
            for line in (work / "mz.pdb").read_text().splitlines() if line.startswith(("ATOM", "HETATM"))]
     return np.array(xyz) / 10.0
@@ -92,8 +92,11 @@ def main(argv=None) -> int:
 
     src = a.data / a.peptide
     meta = json.loads((src / "provenance.json").read_text())
-    shipped = a.model or shipped_model_path("amber")
+    from multiscale.chains.martinize import guess_source_ff
+
     top = load_topology(src / "topol.top")
+    naming = guess_source_ff(top.blocks[0].moltype.atom_names, top.blocks[0].moltype.resnames)
+    shipped = a.model or shipped_model_path(naming)
     allf = read_frames(src / "start.gro", src / "md.xtc", expected_atoms=top.n_atoms)
     F = allf.n_frames
     first_test = F - a.frames
@@ -122,7 +125,7 @@ def main(argv=None) -> int:
 
         write_frames(work / f"{label}0.pdb", x[0], fr.box[:1], top.per_atom("atom_names"), top.per_atom("resnames"),
                      top.atom_resids())
-        mz = martinize_beads(work / f"{label}0.pdb", work, len(meta["sequence"]))
+        mz = martinize_beads(work / f"{label}0.pdb", work, len(meta["sequence"]), naming)
         dev = float(np.sqrt(((mz - cg.positions[0]) ** 2).sum(-1).mean())) if mz.shape == cg.positions[0].shape else float("nan")
         cert = json.loads((work / out.replace(".gro", ".json")).read_text())  # the --report of that backmap
         engine_s = sum(c["seconds"] for c in cert)
@@ -130,7 +133,8 @@ def main(argv=None) -> int:
                           {"backmap_s": round(t, 2), "engine_ms_per_frame": round(1000 * engine_s / len(cert), 1),
                            "certificates_ok": f"{sum(bool(c['ok']) for c in cert)}/{len(cert)}",
                            "martinize2_bead_rmsd_nm": dev}))
-    res = {"peptide": a.peptide, "sequence": meta["sequence"], "residues": len(meta["sequence"]), "test_frames": a.frames,
+    res = {"peptide": a.peptide, "force_field": meta.get("force_field"), "naming": naming, "sequence": meta["sequence"],
+           "residues": len(meta["sequence"]), "test_frames": a.frames,
            "finetune_frames": a.finetune_frames, "reference_frames": F, "coarse_grain_s": round(t_cg, 2),
            "finetune_s": round(t_ft, 1), "model": str(shipped), "rows": rows}
     print(json.dumps(res, indent=1))
@@ -138,7 +142,8 @@ def main(argv=None) -> int:
     keys = ["cis_non_pro", "cis_pro", "d_residues", "clash_score_pct", "ring_penetrations", "rama_jsd", "rama_floor", "chi_jsd",
             "bond_score", "rmsd_heavy_nm", "rmsd_backbone_nm", "martinize2_bead_rmsd_nm", "certificates_ok",
             "engine_ms_per_frame", "backmap_s"]
-    lines = [f"# Held-out protein backmap: {a.peptide} ({meta['sequence']}, {len(meta['sequence'])} residues)", "",
+    lines = [f"# Held-out protein backmap: {a.peptide} ({meta['sequence']}, {len(meta['sequence'])} residues; "
+             f"{meta.get('force_field')}, {naming} names)", "",
              f"{a.frames} test frames (the last of {F}); fine-tuning on the first {a.finetune_frames} ({t_ft:.0f} s); "
              "reference for JSD: all frames of the peptide's AA run (floor: two halves of it). Per-frame means, "
              "before any energy minimisation. backmap_s: the whole command (start-up, vermouth's mapping, I/O); "

@@ -612,7 +612,8 @@ class SimConfig(_Strict):
         return first >= 1 and (cycle == first or (self.backmap.fine_tune and cycle > first))
 
     def gmxlib(self) -> str:
-        """GMXLIB value for grompp: forcefield_dirs, the existing GMXLIB, then GROMACS' own share/top."""
+        """GMXLIB value for grompp: forcefield_dirs, the existing GMXLIB, GROMACS' own share/top, then the
+        fetched force-field cache (CHARMM36 port)."""
         from .topology import gromacs_share_top
 
         parts = [str(d) for d in self.system.forcefield_dirs]
@@ -621,6 +622,9 @@ class SimConfig(_Strict):
         share = gromacs_share_top()
         if share:
             parts.append(share)
+        from .topology import fetched_forcefield_dirs
+
+        parts += fetched_forcefield_dirs()  # the CHARMM36 port, when fetched (multiscale topology --forcefield charmm36m)
         seen, out = set(), []
         for p in parts:
             if p not in seen:

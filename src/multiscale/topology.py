@@ -302,7 +302,7 @@ class _Lines:
         pass
 
 
-def _fetched_forcefield_dirs() -> list[str]:
+def fetched_forcefield_dirs() -> list[str]:
     """The force-field cache folders multiscale fetched (the CHARMM36 port), searched last: a topology
     that ``multiscale topology --forcefield charmm36m`` wrote reads without setting GMXLIB."""
     from .forcefields import charmm36_gmxlib, is_fetched
@@ -324,7 +324,7 @@ def _read_top(path: Path) -> SystemTopology:
     share = gromacs_share_top()
     if share:
         includes.append(share)
-    includes += _fetched_forcefield_dirs()
+    includes += fetched_forcefield_dirs()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # ParmEd's warnings would print before the error line
         lines, origins = _preprocess(path, includes)

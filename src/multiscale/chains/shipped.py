@@ -13,7 +13,7 @@ from functools import lru_cache
 from ..errors import MultiscaleError
 
 #: namings with a shipped model
-SHIPPED = ("amber",)
+SHIPPED = ("amber", "charmm")
 
 
 def shipped_model_path(naming: str):
