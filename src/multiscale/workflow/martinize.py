@@ -90,7 +90,7 @@ def _ss(cfg, name: str) -> str:
     return ss
 
 
-def _check_dssp(cfg, ss: dict[str, str]) -> None:
+def _check_dssp(ss: dict[str, str]) -> None:
     """One line when ``ss: dssp`` is asked for and martinize2 cannot run DSSP here."""
     from ..chains.topology import dssp_option
 
@@ -118,7 +118,7 @@ def martinize_stage(cfg, root: Path, structure: Path, names: list[str]) -> Pytho
     m = cfg.system.martinize
     _check_go(cfg, names)
     ss = {n: _ss(cfg, n) for n in names}
-    _check_dssp(cfg, ss)
+    _check_dssp(ss)
     return PythonStage(name="martinize", cycle=1, workdir=wdir,
                        inputs={"aa_topology": cfg.system.aa_topology, "aa_structure": structure},
                        outputs={f"itp {n}": wdir / n / f"{n}.itp" for n in names},
