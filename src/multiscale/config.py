@@ -183,21 +183,56 @@ class MartinizeSection(_Strict):
 
     ss: Union[str, dict[str, str]] = Field("C", description="secondary structure passed to martinize2 ``-ss``: one "
                                            "DSSP letter per residue, or one letter for all (default 'C', coil: short or "
-                                           "disordered peptides; give the DSSP string of a folded protein); a "
+                                           "disordered peptides; give the DSSP string of a folded protein), or ``dssp``: "
+                                           "martinize2 computes it (``-dssp``, with mdtraj: ``pip install mdtraj``) from the "
+                                           "AA start structure and the stage log shows the string it used; a "
                                            "``{moltype: string}`` mapping for several chain moleculetypes")
     elastic: Union[bool, dict[str, Union[float, str]]] = Field(False, description="martinize2 elastic network: false, true, or "
                                                    "its options without the dash, e.g. ``{ef: 700, eu: 0.9}``",
                                                    json_schema_extra=_unit("ef: kJ mol^-1 nm^-2; el, eu: nm"))
+    go: Union[bool, dict[str, Union[float, str]]] = Field(False, description="martinize2 Go model (``-go``, virtual-site "
+                                                  "GoMartini, contact map computed by martinize2): false, true, or its "
+                                                  "options without the dash, e.g. ``{go-eps: 9.414, go-up: 1.1}``; excludes "
+                                                  "``elastic``.  Not yet usable in a cycle (its CA virtual sites are not "
+                                                  "carried by coarse-graining and backmapping): planning stops with one line",
+                                                  json_schema_extra=_unit("go-eps: kJ mol^-1; go-low, go-up: nm"))
 
     @field_validator("ss", mode="before")
     @classmethod
     def _ss(cls, v):
         ok = re.compile(r"^[HGIEBTSC~PF]+$")
-        for x in (v.values() if isinstance(v, dict) else [v]):
+
+        def one(x):
+            if isinstance(x, str) and x.strip().lower() == "dssp":
+                return "dssp"
             if not isinstance(x, str) or not ok.match(x):
                 raise ValueError(f"must be DSSP letters (H, G, I, E, B, T, S, C, ...), one per residue or one for all, "
-                                 f"got {_show(x)}")
+                                 f"or 'dssp' (martinize2 computes them), got {_show(x)}")
+            return x
+
+        return {k: one(x) for k, x in v.items()} if isinstance(v, dict) else one(v)
+
+    @field_validator("elastic", "go", mode="before")
+    @classmethod
+    def _options(cls, v, info: ValidationInfo):
+        from .chains.topology import _ELASTIC_KEYS, _GO_KEYS
+
+        allowed = _ELASTIC_KEYS if info.field_name == "elastic" else _GO_KEYS
+        if isinstance(v, dict):
+            bad = [k for k in v if k not in allowed]
+            if bad:
+                raise ValueError(f"unknown martinize2 {info.field_name} option {_show(bad[0])}: use "
+                                 f"{', '.join(sorted(allowed))} (without the dash), or true/false")
+        elif not isinstance(v, bool):
+            raise ValueError(f"must be true, false or a mapping of martinize2 {info.field_name} options, got {_show(v)}")
         return v
+
+    @model_validator(mode="after")
+    def _one_network(self):
+        if self.elastic and self.go:
+            raise ValueError("elastic and go exclude each other (martinize2 builds either an elastic network or a Go "
+                             "model): set one of them to false")
+        return self
 
 
 class SystemSection(_Strict):

@@ -26,7 +26,7 @@ from pathlib import Path
 from ..errors import MultiscaleError
 from .martinize import SOURCE_FORCE_FIELDS, guess_source_ff
 
-__all__ = ["MartiniTopology", "dssp_option", "martini_topology", "martinize2_executable"]
+__all__ = ["MartiniTopology", "dssp_option", "martini_topology", "martinize2_executable", "used_ss"]
 
 # martinize2 options accepted as elastic=dict(...) / go=dict(...) keys (without the dash).
 _ELASTIC_KEYS = {"ef", "el", "eu", "ermd", "ea", "ep", "em", "eb", "eunit"}
@@ -39,7 +39,11 @@ class MartiniTopology:
 
     top: the system ``.top`` (includes ``martini.itp`` and the itps); itps: molecule ``.itp``
     files in the order the ``.top`` includes them; cg_pdb: the CG structure (nm in the file as
-    Angstrom, bead names BB, SC1, ...); log: martinize2's stderr; command: the argv run.
+    Angstrom, bead names BB, SC1, ...); log: martinize2's stderr; command: the argv run; ss: the
+    secondary structure martinize2 used (given or from DSSP, one letter per residue, as its itp
+    header states; None when the header does not say); go_itps: the Go model's
+    ``go_atomtypes.itp`` and ``go_nbparams.itp`` (``go``; empty otherwise), which belong inside the
+    Martini force field's ``[ atomtypes ]`` / ``[ nonbond_params ]`` with ``GO_VIRT`` defined.
     """
 
     top: Path
@@ -47,6 +51,8 @@ class MartiniTopology:
     cg_pdb: Path
     log: Path
     command: tuple[str, ...]
+    ss: str | None = None
+    go_itps: tuple[Path, ...] = ()
 
 
 def martinize2_executable() -> Path:
@@ -156,6 +162,17 @@ def _included_itps(top: Path) -> list[str]:
     return out
 
 
+def used_ss(itp: str | os.PathLike) -> str | None:
+    """The secondary structure string martinize2 wrote in an itp header (``; The following sequence of
+    secondary structure / ; was used for the full system: / ; CHHH...``), or None."""
+    lines = Path(itp).read_text(errors="replace").splitlines()[:40]
+    for i, line in enumerate(lines):
+        if "was used for the full system" in line and i + 1 < len(lines):
+            m = re.match(r"^;\s*([A-Z~]+)\s*$", lines[i + 1])
+            return m.group(1) if m else None
+    return None
+
+
 def martini_topology(aa_pdb: str | os.PathLike, out_dir: str | os.PathLike, ss: str | None = None, elastic=False,
                      go=False, from_ff: str | None = None, name: str = "protein", dssp: str | None = None,
                      posres: str = "none", maxwarn=None, extra_args=(), timeout: float = 600.0) -> MartiniTopology:
@@ -204,5 +221,7 @@ def martini_topology(aa_pdb: str | os.PathLike, out_dir: str | os.PathLike, ss: 
         for p in sorted(tmp.iterdir()):
             if p.is_file():
                 os.replace(p, out_dir / p.name)
-    return MartiniTopology(top=out_dir / "topol.top", itps=tuple(out_dir / i for i in itps), cg_pdb=out_dir / "cg.pdb",
-                           log=out_dir / "martinize2.log", command=tuple(cmd))
+    itps = tuple(out_dir / i for i in itps)
+    go_itps = tuple(out_dir / n for n in ("go_atomtypes.itp", "go_nbparams.itp") if go and (out_dir / n).is_file())
+    return MartiniTopology(top=out_dir / "topol.top", itps=itps, cg_pdb=out_dir / "cg.pdb", log=out_dir / "martinize2.log",
+                           command=tuple(cmd), ss=used_ss(itps[0]) if itps else None, go_itps=go_itps)

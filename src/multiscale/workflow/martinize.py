@@ -5,9 +5,12 @@ topology of a cycle (:func:`multiscale.coarse_grain.write_cg_topology`) only ``#
 configured Martini itps.  For every amino-acid chain moleculetype that none of them defines, the
 ``martinize`` stage (``start: aa``: the first stage of the run) runs martinize2 once
 (:func:`multiscale.chains.topology.martini_topology`) on the chain's first copy in
-``system.aa_structure``, with ``system.martinize`` (``-ss``, elastic network), and keeps the itp,
-named after the AA moleculetype, in ``OUTPUT/martinize/<moltype>/<moltype>.itp``; every
-coarse-grain stage then includes it after the configured itps.
+``system.aa_structure``, with ``system.martinize`` (``-ss`` letters, or ``ss: dssp``: martinize2's
+``-dssp`` through mdtraj, the string it used written to the stage log and the itp header; elastic
+network), and keeps the itp, named after the AA moleculetype, in
+``OUTPUT/martinize/<moltype>/<moltype>.itp``; every coarse-grain stage then includes it after the
+configured itps.  ``go`` (martinize2's virtual-site Go model) stops the planning with one line: its
+CA virtual sites are not yet carried by coarse-graining and backmapping.
 """
 
 from __future__ import annotations
@@ -87,14 +90,39 @@ def _ss(cfg, name: str) -> str:
     return ss
 
 
+def _check_dssp(ss: dict[str, str]) -> None:
+    """One line when ``ss: dssp`` is asked for and martinize2 cannot run DSSP here."""
+    from ..chains.topology import dssp_option
+
+    asked = [n for n, s in ss.items() if s == "dssp"]
+    if not asked:
+        return
+    try:
+        dssp_option()
+    except MultiscaleError as e:
+        raise MultiscaleError(f"system.martinize.ss: dssp for {', '.join(asked)}, but martinize2 has no DSSP here: "
+                              "pip install mdtraj (or multiscale[proteins]), or give the DSSP letters "
+                              "(ss: 'CHHH...', one per residue, or one for all)") from e
+
+
+def _check_go(cfg, names: list[str]) -> None:
+    if cfg.system.martinize.go:
+        raise MultiscaleError(f"system.martinize.go: the Go model is not supported in a cycle yet (martinize2 adds a CA virtual "
+                              f"site per residue of {', '.join(names)}, which coarse-graining and backmapping do not carry): "
+                              "set go: false (elastic: true for a folded protein), or run martinize2 -go yourself for CG-only work")
+
+
 def martinize_stage(cfg, root: Path, structure: Path, names: list[str]) -> PythonStage:
     """The ``martinize`` stage (cycle 1) writing ``root/martinize/<name>/<name>.itp`` per chain moleculetype."""
     wdir = root / "martinize"
     m = cfg.system.martinize
+    _check_go(cfg, names)
+    ss = {n: _ss(cfg, n) for n in names}
+    _check_dssp(ss)
     return PythonStage(name="martinize", cycle=1, workdir=wdir,
                        inputs={"aa_topology": cfg.system.aa_topology, "aa_structure": structure},
                        outputs={f"itp {n}": wdir / n / f"{n}.itp" for n in names},
-                       params={"moltypes": list(names), "ss": {n: _ss(cfg, n) for n in names},
+                       params={"moltypes": list(names), "ss": ss,
                                "elastic": m.elastic if isinstance(m.elastic, bool) else dict(m.elastic)},
                        func=_run_martinize,
                        description="Martini 3 topology of the amino-acid chain(s), martinize2 on the AA start structure")
@@ -118,16 +146,19 @@ def _run_martinize(stage: PythonStage, ctx: StageContext) -> StageResult:
         work.mkdir(parents=True, exist_ok=True)
         aa = write_frames(work / f"{name}_aa.gro", x, fr.box[-1], names_all[sl], res_all[sl], ids_all[sl],
                           title=f"first {name} of {stage.inputs['aa_structure'].name}, whole")
-        mt = martini_topology(aa, work / "martinize2", ss=stage.params["ss"][name], elastic=stage.params["elastic"],
+        asked = stage.params["ss"][name]
+        mt = martini_topology(aa, work / "martinize2", ss=None if asked == "dssp" else asked, elastic=stage.params["elastic"],
                               name=name)
         text, n_beads = _chain_itp(mt.itps, name, blk, top)
         cmd = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(mt.command))
         with atomic_path(stage.outputs[f"itp {name}"]) as tmp:
-            Path(tmp).write_text(f"; {name}: Martini 3 topology by martinize2 ({cmd}), moleculetype renamed to the AA name\n" + text)
-        _stage_log(stage, ctx, f"martinize2: {name} -> {stage.outputs[f'itp {name}']} (ss {stage.params['ss'][name]!r}, "
-                               f"elastic {stage.params['elastic']})")
-        info[name] = n_beads
-    return StageResult(info={"chains": len(info), "beads": sum(info.values())})
+            Path(tmp).write_text(f"; {name}: Martini 3 topology by martinize2 ({cmd}), moleculetype renamed to the AA name\n"
+                                 f"; secondary structure {'from DSSP' if asked == 'dssp' else 'given'}: {mt.ss or asked}\n" + text)
+        how = f"ss {mt.ss or asked!r}" + (" from DSSP" if asked == "dssp" else "")
+        _stage_log(stage, ctx, f"martinize2: {name} -> {stage.outputs[f'itp {name}']} ({how}, elastic {stage.params['elastic']})")
+        info[name] = {"beads": n_beads, "ss": mt.ss or asked}
+    return StageResult(info={"chains": len(info), "beads": sum(v["beads"] for v in info.values()),
+                             "ss": {n: v["ss"] for n, v in info.items()}})
 
 
 def _chain_itp(itps, name: str, blk, top) -> tuple[str, int]:

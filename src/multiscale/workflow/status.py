@@ -94,6 +94,8 @@ def _notes(rec: dict) -> str:
         note = _avg_note(en, key, label, unit, fmt)
         if note:
             notes.append(note)
+    if rec.get("stage") == "martinize" and isinstance(info.get("ss"), dict):
+        notes.append("ss " + ", ".join(f"{n} {s}" for n, s in info["ss"].items()))
     if info.get("ns_per_day"):
         notes.append(f"{info['ns_per_day']:.3g} ns/day")
     if "ok" in info:

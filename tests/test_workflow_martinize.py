@@ -1,0 +1,121 @@
+"""The cycle's martinize stage with the real martinize2 on Trp-cage (an alpha helix at residues 2-8):
+``ss: dssp`` (martinize2 -dssp through mdtraj) and the Go-model pass-through; bad values fail in one line."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, merge_config
+from multiscale.errors import MultiscaleError
+
+pytestmark = [
+    pytest.mark.skipif(importlib.util.find_spec("vermouth") is None, reason="needs vermouth (martinize2): pip install vermouth"),
+    pytest.mark.skipif(shutil.which("gmx") is None, reason="needs gmx (the AA topology includes amber99sb-ildn.ff)"),
+]
+
+TRPCAGE = REPO / "datasets" / "peptides" / "trpcage"
+
+
+@pytest.fixture(scope="module")
+def example(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("example") / "ex"
+    r = subprocess.run([sys.executable, "-m", "multiscale.cli", "init", "--example", "peptide", str(d)], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return d
+
+
+@pytest.fixture
+def make_config(example, tmp_path):
+    return lambda martinize: _config(example, tmp_path, martinize)
+
+
+def _config(example: Path, tmp_path: Path, martinize: dict) -> Path:
+    """The shipped peptide example with Trp-cage as the AA system and ``martinize`` as system.martinize."""
+    d = tmp_path / "ex"
+    shutil.copytree(example, d)
+    cfg = yaml.safe_load((d / "sim.yaml").read_text())
+    cfg = merge_config(cfg, {"system": {"aa_topology": str(TRPCAGE / "topol.top"), "aa_structure": str(TRPCAGE / "start.gro")}})
+    cfg["system"]["martinize"] = martinize
+    (d / "sim.yaml").write_text(yaml.safe_dump(cfg))
+    return d / "sim.yaml"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mdtraj") is None, reason="needs mdtraj (martinize2's DSSP): pip install mdtraj")
+def test_ss_dssp_gives_the_trpcage_helix(tmp_path, make_config):
+    from multiscale.config import load_config
+    from multiscale.workflow.martinize import chain_moltypes, martinize_stage
+    from multiscale.workflow.stages import StageContext
+
+    cfg = load_config(make_config({"ss": "DSSP"}))  # case-insensitive
+    assert cfg.system.martinize.ss == "dssp"
+    names = list(chain_moltypes(cfg))
+    assert names == ["Protein_chain_A"]
+    st = martinize_stage(cfg, tmp_path / "run", cfg.system.aa_structure, names)
+    log = tmp_path / "martinize.log"
+    res = st.run(StageContext(config=cfg, root=tmp_path / "run", settings=None, seed=1, log=log))
+    ss = res.info["ss"]["Protein_chain_A"]
+    assert len(ss) == 20 and ss[1:8] == "HHHHHHH" and ss[-1] == "C", ss  # Trp-cage: helix 2-8, coil C terminus
+    assert f"ss '{ss}' from DSSP" in log.read_text()
+    itp = st.outputs["itp Protein_chain_A"].read_text().splitlines()
+    assert "-dssp" in itp[0] and "-ss" not in itp[0].split() and itp[1].endswith(f"from DSSP: {ss}")
+
+
+def test_go_model_is_written_by_martinize2(tmp_path):
+    from multiscale.chains.topology import martini_topology
+    from multiscale.workflow.martinize import itp_moleculetypes
+
+    ss = "CHHHHHHHHHTHHHHSTTTC"
+    mt = martini_topology(TRPCAGE / "start.gro", tmp_path / "go", ss=ss, go={"go-eps": 12.5}, name="trp")
+    assert mt.ss == ss and [p.name for p in mt.go_itps] == ["go_atomtypes.itp", "go_nbparams.itp"]
+    (name, atoms), = itp_moleculetypes(mt.itps).items()
+    assert atoms.count("CA") == 20 and atoms.count("BB") == 20  # one Go virtual site per residue, on the backbone bead
+    text = mt.itps[0].read_text()
+    assert "[ virtual_sitesn ]" in text and "-go-eps 12.5" in text
+    assert "#define GO_VIRT" in mt.top.read_text()
+    contacts = [ln.split() for ln in mt.go_itps[1].read_text().splitlines() if "go bond" in ln]
+    assert contacts and all(float(c[4]) == 12.5 for c in contacts)
+    assert len(mt.go_itps[0].read_text().split("\n[ atomtypes ]")[0].splitlines()) > 20
+
+
+@pytest.mark.parametrize("martinize, match", [
+    ({"ss": "dsp"}, "system.martinize.ss: must be DSSP letters"),
+    ({"ss": {"Protein_chain_A": 3}}, "system.martinize.ss: must be DSSP letters"),
+    ({"elastic": True, "go": True}, "elastic and go exclude each other"),
+    ({"go": {"eps": 9}}, "unknown martinize2 go option 'eps'"),
+    ({"elastic": {"force": 700}}, "unknown martinize2 elastic option 'force'"),
+    ({"go": "yes please"}, "system.martinize.go: must be true, false or a mapping"),
+])
+def test_bad_martinize_values_are_one_line(make_config, martinize, match):
+    from multiscale.config import load_config
+
+    with pytest.raises(MultiscaleError, match=match) as e:
+        load_config(make_config(martinize))
+    assert "\n" not in str(e.value)
+
+
+def _dry_run(sim: Path, prelude: str = "") -> subprocess.CompletedProcess:
+    code = f"import sys; {prelude}from multiscale.cli import main; sys.exit(main(['cycle', '--config', {str(sim)!r}, '--dry-run']))"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=sim.parent, timeout=300)
+
+
+def test_go_in_a_cycle_stops_the_plan_in_one_line(make_config):
+    r = _dry_run(make_config({"ss": "C", "go": True}))
+    assert r.returncode == 2 and "system.martinize.go" in r.stderr and "not supported in a cycle yet" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_dssp_without_mdtraj_is_one_line(make_config):
+    """No mdtraj importable (and no DSSP 2/3 on PATH): the plan names what to install or to give the letters."""
+    if shutil.which("mkdssp") or shutil.which("dssp"):
+        pytest.skip("a DSSP executable on PATH may serve martinize2")
+    r = _dry_run(make_config({"ss": "dssp"}), prelude="sys.modules['mdtraj'] = None; ")  # import mdtraj -> ImportError
+    assert r.returncode == 2 and "pip install mdtraj" in r.stderr and "give the DSSP letters" in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
