@@ -195,7 +195,10 @@ def chain_drawer(model, blk, opts: BackmapOptions):
     mt = blk.aa_block.moltype
     cm = _chain_mapping(mt)
     chains = model.chains if model.chains is not None else shipped_chain_model(cm.from_ff, mt.name)
-    return ChainDrawer(chains, mt, cm, chain_residues(mt, cm, amino_acid_names()), opts.clash_intra)
+    from .steps import CLASH_MARGIN
+
+    # the drawer's redraw test uses the certificate's bound (with its margin for the output's rounding)
+    return ChainDrawer(chains, mt, cm, chain_residues(mt, cm, amino_acid_names()), opts.clash_intra + CLASH_MARGIN)
 
 
 def new_frame(ctx: BackmapContext, f: int, cg: np.ndarray, box: np.ndarray) -> FrameState:

@@ -37,8 +37,10 @@ DECORATION_CANDIDATES = 6
 #: candidates per residue for a group with a disulfide Cys (the one closest to the bonded geometry with its partner wins)
 DISULFIDE_CANDIDATES = 48
 #: rounds of redrawing the decoration of residues that still clash or have a wrong centre, then
-#: whole-chain redraws of copies that still have a problem
-REDRAW_ROUNDS, CHAIN_RETRIES = 3, 2
+#: whole-chain redraws of copies that still have a problem (for chains longer than WHOLE_RETRY_RESIDUES
+#: only copies with a cis non-Pro peptide bond, which no local redraw fixes: redrawing hundreds of
+#: residues for a few clashing side chains costs more than it gains)
+REDRAW_ROUNDS, CHAIN_RETRIES, WHOLE_RETRY_RESIDUES = 8, 2, 100
 #: iterations / stiffness of the geometry-preserving exact projection (multiscale.backmap.place.relax_project)
 RELAX_ITERATIONS, RELAX_STIFFNESS = 12, 1.8
 #: smoothing of the exact projection (spreads the correction along bonds, see place.projection_operator);
@@ -104,7 +106,7 @@ class ChainDrawer:
         self.rings = [np.asarray(r, int) for r in MolecularGraph(n, moltype.bonds, moltype.elements).rings()]
         self.bonds = np.asarray(moltype.bonds, int).reshape(-1, 2)
         self.clash_intra = float(clash_intra)
-        self.excl = exclusion_matrix(n, moltype.bonds, 3)
+        self.excl = exclusion_matrix(n, moltype.bonds, 2)  # as the certificate: 1-4 pairs count
         self.disulfides = _disulfides(moltype)
         from ..graph import adjacency
 
@@ -331,7 +333,7 @@ class ChainDrawer:
     def residue_problems(self, x: np.ndarray) -> np.ndarray:
         """(C, R) bool: residue with a wrong stereocentre, a cis peptide bond before a non-Pro
         residue, a bond through one of its rings or an intramolecular clash (< clash_intra between
-        atoms more than 3 bonds apart), x (C, n, 3) whole chains."""
+        atoms more than 2 bonds apart, as the certificate counts them), x (C, n, 3) whole chains."""
         from scipy.spatial import cKDTree
 
         from ..neighbours import ring_penetrations
@@ -396,7 +398,8 @@ class ChainDrawer:
 
         Copies still with a problem after the residue redraws (a cis non-Pro peptide bond is a
         backbone problem no side-chain redraw fixes) are drawn again from scratch with new seeds
-        (CHAIN_RETRIES times); the attempt with the fewest problem residues is kept."""
+        (CHAIN_RETRIES times; chains longer than WHOLE_RETRY_RESIDUES only for a cis bond); the attempt with
+        the fewest problem residues is kept."""
         import torch
 
         from ..backmap.common import derive_seed
@@ -406,8 +409,9 @@ class ChainDrawer:
         rep = ChainDrawReport(copies=C, residues=C * len(self.residues))
         x = self._attempt(b, derive_seed(seed, 51), temperature, rep, first=True)
         score = self._problem_count(x)
+        worth = 1 if len(self.residues) <= WHOLE_RETRY_RESIDUES else 100  # see WHOLE_RETRY_RESIDUES
         for k in range(CHAIN_RETRIES):
-            redo = np.flatnonzero(score > 0)
+            redo = np.flatnonzero(score >= worth)
             if not len(redo):
                 break
             rep.chains_redrawn += len(redo)
