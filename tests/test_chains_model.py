@@ -195,3 +195,35 @@ def test_cli_topology_from_cg_alone_then_backmap(tmp_path):
     r = _cli("topology", "--cg", "bad.gro", "--output", "b.top", cwd=tmp_path)
     assert r.returncode == 2 and "not an amino acid, water (W) or ion" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "b.top").exists()
+
+
+def test_shipped_charmm_model_on_held_out_charmm_trpcage():
+    """The CHARMM36m-named model (trained on datasets/peptides_charmm36m, Trp-cage held out) on Trp-cage's
+    CHARMM36m frames: HN/HT1-3/OT1-2 names, trans non-Pro peptides, L centres, CG-exact."""
+    from multiscale import forcefields as ff
+    from multiscale.chains.draw import ChainDrawer
+    from multiscale.chains.martinize import chain_mapping_from_moltype
+    from multiscale.chains.residues import chain_residues
+    from multiscale.chains.shipped import shipped_chain_model
+    from multiscale.classes.chain import amino_acid_names
+    from multiscale.errors import MultiscaleError
+    from multiscale.io import read_frames
+    from multiscale.topology import load_topology
+
+    try:
+        ff.fetch(["charmm36"])  # the CHARMM peptide topologies include the fetched port
+    except MultiscaleError as e:
+        pytest.skip(f"force-field cache unavailable: {e}")
+    src = REPO / "datasets" / "peptides_charmm36m" / "trpcage"
+    top = load_topology(src / "topol.top")
+    mt = top.blocks[0].moltype
+    x = np.asarray(read_frames(src / "start.gro", src / "md.xtc", expected_atoms=top.n_atoms).positions, np.float64)
+    cm = chain_mapping_from_moltype(mt)
+    assert cm.from_ff == "charmm" and "HN" in mt.atom_names and "OT2" in mt.atom_names
+    res = chain_residues(mt, cm, amino_acid_names())
+    beads = cm.coarse_grain(x[-2:])
+    y, rep = ChainDrawer(shipped_chain_model("charmm"), mt, cm, res).draw(beads, seed=0)
+    assert rep.cis_nonpro_final == 0 and rep.wrong_centres_final == 0
+    assert np.abs(cm.coarse_grain(y) - beads).max() < 1e-9
+    heavy = np.array([e != "H" for e in mt.elements])
+    assert np.sqrt(((y - x[-2:])[:, heavy] ** 2).sum(-1).mean()) < 0.12  # nm, heavy-atom RMSD to the true frames

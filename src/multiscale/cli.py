@@ -210,12 +210,18 @@ def cmd_backmap(args) -> int:
 def cmd_topology(args) -> int:
     from .chains.from_cg import topology_from_cg
 
-    if args.cg_topology:
-        raise MultiscaleError("multiscale topology --cg-topology (lipid membranes) is not in this version: it writes "
-                              "proteins in water with ions from --cg alone")
-    refuse_inputs_as_outputs({"--output": args.output}, [args.cg])
+    refuse_inputs_as_outputs({"--output": args.output}, [p for p in (args.cg, args.cg_topology) if p])
     if Path(args.output).suffix != ".top":
         raise MultiscaleError(f"--output {args.output}: give a .top file name")
+    if args.cg_topology:  # a Martini membrane system (lipids, water, ions) -> CHARMM36
+        from .membranes import membrane_topology
+
+        ff = "charmm36" if args.forcefield == "amber99sb-ildn" else args.forcefield  # the default is a protein one
+        out = membrane_topology(args.cg_topology, args.output, forcefield=ff)
+        print(f"AA topology of {args.cg_topology} (CHARMM36 lipids, CHARMM TIP3P, ions) -> {out}")
+        return 0
+    if not args.cg:
+        raise MultiscaleError("multiscale topology needs --cg CG.gro (proteins in water) or --cg-topology CG.top (membranes)")
     out = topology_from_cg(args.cg, args.output, forcefield=args.forcefield, water=args.water)
     print(f"AA topology of {args.cg} ({args.forcefield}, {args.water}) -> {out}")
     return 0
@@ -312,11 +318,13 @@ def build_parser() -> argparse.ArgumentParser:
                         description="From a Martini CG structure alone: the protein's sequence is read from the beads, "
                                     "its AA topology written by gmx pdb2gmx; each W bead becomes 4 waters, each ion one "
                                     "ion, in the CG file's order. Then: multiscale backmap --cg CG --topology AA.top.")
-    tp.add_argument("--cg", required=True, help="CG structure (.gro/.pdb; martinize2 residue names)")
+    tp.add_argument("--cg", default=None, help="CG structure (.gro/.pdb; martinize2 residue names): proteins in water")
     tp.add_argument("--output", required=True, help="AA topology to write (.top; NAME_protein.itp and posre_NAME.itp next to it)")
-    tp.add_argument("--forcefield", default="amber99sb-ildn", help="pdb2gmx force field (default amber99sb-ildn)")
+    tp.add_argument("--forcefield", default="amber99sb-ildn",
+                    help="amber99sb-ildn (default) or charmm36m for proteins; membranes (--cg-topology) are CHARMM36")
     tp.add_argument("--water", default="tip3p", help="pdb2gmx water model (default tip3p)")
-    tp.add_argument("--cg-topology", default=None, help="CG topology of a membrane system (lipids: not in this version)")
+    tp.add_argument("--cg-topology", default=None, help="CG .top of a Martini membrane system (insane): lipids with a "
+                    "mapping file, W, ions -> CHARMM36 (lipid itps copied next to --output)")
     tp.set_defaults(func=cmd_topology)
 
     for mod in ("multiscale.workflow.commands", "multiscale.evaluate.commands", "multiscale.molecule.command"):
