@@ -90,3 +90,6 @@ def test_charmm36m_topology_from_cg(tmp_path):
     assert names[:5] == ("N", "HT1", "HT2", "HT3", "CA") or names[:5] == ("N", "H1", "H2", "H3", "CA")
     assert "HN" in names and "OT1" in names and "OT2" in names
     assert np.sum(np.asarray(top.blocks[0].moltype.charges)) == pytest.approx(-1.0, abs=1e-6)  # R+, E-, D-, NH3+, COO-
+    r = _cli("backmap", "--cg", "met.gro", "--topology", "c36.top", "--output", "c36.gro", cwd=tmp_path)  # shipped CHARMM model
+    assert r.returncode == 0, r.stderr
+    assert "OK" in r.stdout
