@@ -6,7 +6,8 @@
     python scripts/train_chain_model.py --data datasets/peptides_charmm36m      # -> chains_charmm.pt
 
 The naming (``amber`` or ``charmm``) is read from the data's atom names; CHARMM data needs the
-CHARMM36 port fetched (``python scripts/fetch_forcefields.py charmm36``) so its topologies resolve.
+CHARMM36 port fetched (``python scripts/fetch_forcefields.py charmm36``): the topology reader finds
+its folder in the cache.
 
 Every peptide folder of ``--data`` written by ``scripts/make_peptide_data.py`` (``topol.top``,
 ``start.gro``, ``md.xtc``, ``provenance.json``) whose provenance says ``split: train`` is used;
@@ -56,7 +57,6 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--exclude", nargs="*", default=[], help="peptides to leave out besides the split: test ones")
     a = p.parse_args(argv)
-    _charmm_on_gmxlib()
     t0 = time.perf_counter()
     S, E, K, prov, namings, ffs = [], [], [], [], set(), set()
     for folder in sorted(d for d in a.data.iterdir() if (d / "provenance.json").is_file()):
@@ -94,19 +94,6 @@ def main(argv=None) -> int:
     print(f"{len(model.kinds)} residue kinds, {model.training['backbone_steps']} backbone steps, "
           f"{time.perf_counter() - t0:.0f} s -> {out} ({out.stat().st_size / 1e6:.1f} MB)")
     return 0
-
-
-def _charmm_on_gmxlib() -> None:
-    """CHARMM peptide topologies include the fetched CHARMM36 port: put its cache folder on GMXLIB."""
-    import os
-
-    from multiscale.forcefields import charmm36_gmxlib, is_fetched
-    from multiscale.topology import gromacs_share_top
-
-    if is_fetched("charmm36"):
-        parts = [str(charmm36_gmxlib(download=False)), *filter(None, os.environ.get("GMXLIB", "").split(":")),
-                 gromacs_share_top()]
-        os.environ["GMXLIB"] = ":".join(p for p in parts if p)
 
 
 def _empty_mapping():

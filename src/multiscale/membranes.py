@@ -19,11 +19,6 @@ from pathlib import Path
 
 from .errors import MultiscaleError
 
-#: Martini 3 water / ion moleculetype names -> the CHARMM36 port's (water: 4 per bead)
-WATER = {"W", "SW", "TW"}
-IONS = {"NA": "SOD", "NA+": "SOD", "SOD": "SOD", "CL": "CLA", "CL-": "CLA", "CLA": "CLA", "K": "POT", "K+": "POT",
-        "POT": "POT", "CA": "CAL", "CA+": "CAL", "CA2+": "CAL"}
-
 
 @cache
 def lipid_table() -> dict[str, str]:
@@ -62,6 +57,9 @@ def cg_molecules(cg_top: Path) -> list[tuple[str, int]]:
 
 def membrane_topology(cg_top, output, forcefield: str = "charmm36") -> Path:
     """Write ``output`` (.top; the lipid itps next to it) for the Martini system of ``cg_top``."""
+    from .chains.aa_forcefields import PROTEIN_FORCEFIELDS
+    from .chains.from_cg import WATER_BEADS
+    from .classes.ion import cg_ion_keys
     from .forcefields import CHARMM36_FF, charmm36_lipid_itp
     from .io import atomic_write_text
 
@@ -69,6 +67,7 @@ def membrane_topology(cg_top, output, forcefield: str = "charmm36") -> Path:
         raise MultiscaleError(f"--forcefield {forcefield}: membranes are built in CHARMM36 (use --forcefield charmm36)")
     cg_top, output = Path(cg_top), Path(output)
     lipids = lipid_table()
+    ions, charmm_ions = cg_ion_keys(), PROTEIN_FORCEFIELDS["charmm36m"].ions  # Martini name -> key -> CHARMM
     rows, itps = [], {}
     for name, count in cg_molecules(cg_top):
         key = name.upper()
@@ -76,10 +75,10 @@ def membrane_topology(cg_top, output, forcefield: str = "charmm36") -> Path:
             res = lipids[key]
             itps[res] = charmm36_lipid_itp(res)
             rows.append((res, count))
-        elif key in WATER:
+        elif key in WATER_BEADS:
             rows.append(("SOL", 4 * count))
-        elif key in IONS:
-            rows.append((IONS[key], count))
+        elif key in ions:
+            rows.append((charmm_ions.get(ions[key], ions[key]), count))
         else:
             raise MultiscaleError(f"{cg_top}: molecule {name} is not a Martini lipid with a mapping file "
                                   f"({', '.join(sorted(lipids))}), water (W) or ion: add mappings/lipids/<NAME>.map to "

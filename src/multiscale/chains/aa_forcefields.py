@@ -23,7 +23,7 @@ class ProteinForceField:
     label: str
     pdb2gmx_ff: str                                   # gmx pdb2gmx -ff
     naming: str                                       # atom naming of the shipped chain model: amber | charmm
-    ions: dict = field(default_factory=dict)          # NA/CL/K -> this force field's ion moleculetype
+    ions: dict = field(default_factory=dict)          # ion key (data/classes/ions.yaml) -> this force field's moleculetype
     variants: dict = field(default_factory=dict)      # amber variant residue name -> this force field's
     mdp_edits: tuple = ()                             # (regex, replacement) for the amber-style mdp templates
     terminus_menu: bool = False                       # choose NH3+/COO- from pdb2gmx's -ter menu (see pdb2gmx)
@@ -46,16 +46,12 @@ class ProteinForceField:
     def residue_name(self, amber_name: str) -> str:
         return self.variants.get(amber_name, amber_name)
 
-    def edit_mdp(self, text: str) -> str:
-        for pattern, replacement in self.mdp_edits:
-            text = re.sub(pattern, replacement, text, flags=re.MULTILINE)
-        return text
-
 
 PROTEIN_FORCEFIELDS = {
-    "amber99sb-ildn": ProteinForceField("amber99sb-ildn", "amber99sb-ildn", "amber", {"NA": "NA", "CL": "CL", "K": "K"}),
+    "amber99sb-ildn": ProteinForceField("amber99sb-ildn", "amber99sb-ildn", "amber",
+                                        {"NA": "NA", "CL": "CL", "K": "K", "CA": "CA", "MG": "MG"}),
     "charmm36m": ProteinForceField(
-        "charmm36m", "charmm36-feb2026_cgenff-5.0", "charmm", {"NA": "SOD", "CL": "CLA", "K": "POT"},
+        "charmm36m", "charmm36-feb2026_cgenff-5.0", "charmm", {"NA": "SOD", "CL": "CLA", "K": "POT", "CA": "CAL", "MG": "MG"},
         {"HID": "HSD", "HIE": "HSE", "HIP": "HSP", "ASH": "ASPP", "GLH": "GLUP", "LYN": "LSN"},
         ((r"^rcoulomb\s*=.*$", "rcoulomb                 = 1.2"),
          (r"^vdw-modifier\s*=.*$", "vdw-modifier             = force-switch\nrvdw-switch              = 1.0"),

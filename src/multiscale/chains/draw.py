@@ -107,21 +107,21 @@ class ChainDrawer:
         self.bonds = np.asarray(moltype.bonds, int).reshape(-1, 2)
         self.clash_intra = float(clash_intra)
         self.excl = exclusion_matrix(n, moltype.bonds, 2)  # as the certificate: 1-4 pairs count
-        self.disulfides = _disulfides(moltype)
-        from ..graph import adjacency
-
-        self.adj = adjacency(n, np.asarray(moltype.bonds, int).reshape(-1, 2))
-        # residue -> (its SG, its CB, partner SG, partner CB) atom indices; the second of each pair
-        self.ss_partner = {}
-        for sg1, sg2, cb1, cb2 in self.disulfides.tolist():
-            self.ss_partner[int(self._residue_of(sg1))] = (sg1, cb1, sg2, cb2)
-            self.ss_partner[int(self._residue_of(sg2))] = (sg2, cb2, sg1, cb1)
-        self.ss_second = {int(self._residue_of(sg2)) for _, sg2, _, _ in self.disulfides.tolist()}
         self.res_of_atom = np.empty(n, int)
         for i, r in enumerate(residues):
             self.res_of_atom[r.core] = i
             for a, _ in r.extras:
                 self.res_of_atom[a] = i
+        from ..graph import adjacency
+
+        self.adj = adjacency(n, self.bonds)
+        self.disulfides = _disulfides(moltype, self.adj)
+        # residue -> (its SG, its CB, partner SG, partner CB) atom indices; the second of each pair
+        self.ss_partner = {}
+        for sg1, sg2, cb1, cb2 in self.disulfides.tolist():
+            self.ss_partner[int(self.res_of_atom[sg1])] = (sg1, cb1, sg2, cb2)
+            self.ss_partner[int(self.res_of_atom[sg2])] = (sg2, cb2, sg1, cb1)
+        self.ss_second = {int(self.res_of_atom[sg2]) for _, sg2, _, _ in self.disulfides.tolist()}
 
     # ------------------------------------------------------------------ backbone
     def _step_candidates(self, i, prefix, b, gen, temperature: float, rep: ChainDrawReport):
@@ -290,31 +290,19 @@ class ChainDrawer:
         x[cp] = xs
         return np.array(wrong, int)
 
-    def _residue_of(self, atom: int) -> int:
-        return next(k for k, r in enumerate(self.residues) if atom in set(r.core.tolist()))
-
     @staticmethod
     def _ss_cost(y, xs, km, partner):
         """(R, C) squared deviation of candidates y (R, C, n_core, 3) from the disulfide geometry with
         the partner's SG/CB in xs (C, n, 3): SG-SG, both CB-SG-SG angles, |chi3| about 90 deg."""
         import torch
 
-        from ..geometry import dihedral
-
         _, _, psg, pcb = partner
         yn = y.detach().cpu().numpy()
         sg, cb = yn[:, :, km.names.index("SG")], yn[:, :, km.names.index("CB")]
-        p_sg = np.broadcast_to(xs[:, psg].cpu().numpy(), sg.shape)
-        p_cb = np.broadcast_to(xs[:, pcb].cpu().numpy(), sg.shape)
-
-        def angle(a, b, c):
-            u, v = a - b, c - b
-            cos = (u * v).sum(-1) / (np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1)).clip(1e-12)
-            return np.degrees(np.arccos(cos.clip(-1, 1)))
-
-        chi3 = np.degrees(np.abs(dihedral(cb, sg, p_sg, p_cb)))
-        cost = ((np.linalg.norm(sg - p_sg, axis=-1) - SS_BOND) / 0.01) ** 2 + ((angle(cb, sg, p_sg) - 104.0) / 10) ** 2 \
-            + ((angle(p_cb, p_sg, sg) - 104.0) / 10) ** 2 + ((chi3 - 90.0) / 30) ** 2
+        d, a1, a2, chi3 = _ss_geometry(cb, sg, np.broadcast_to(xs[:, psg].cpu().numpy(), sg.shape),
+                                       np.broadcast_to(xs[:, pcb].cpu().numpy(), sg.shape))
+        ideal = np.degrees(SS_ANGLE)
+        cost = ((d - SS_BOND) / 0.01) ** 2 + ((a1 - ideal) / 10) ** 2 + ((a2 - ideal) / 10) ** 2 + ((chi3 - 90.0) / 30) ** 2
         return torch.as_tensor(cost, device=y.device)
 
     def _template_atoms(self, km, i: int) -> np.ndarray:
@@ -374,21 +362,12 @@ class ChainDrawer:
     def bad_disulfides(self, x: np.ndarray) -> np.ndarray:
         """(C, D) bool: disulfide (SG-SG bond of the topology) outside the accepted SG-SG length,
         CB-SG-SG angles or CB-SG-SG-CB dihedral (:data:`DISULFIDE_BOND_NM` ...), x (C, n, 3) whole."""
-        from ..geometry import dihedral
-
         if not len(self.disulfides):
             return np.zeros((x.shape[0], 0), bool)
         sg1, sg2, cb1, cb2 = self.disulfides.T
-        d = np.linalg.norm(x[:, sg1] - x[:, sg2], axis=-1)
-
-        def angle(a, b, c):
-            u, v = x[:, a] - x[:, b], x[:, c] - x[:, b]
-            cos = (u * v).sum(-1) / (np.linalg.norm(u, axis=-1) * np.linalg.norm(v, axis=-1)).clip(1e-12)
-            return np.degrees(np.arccos(cos.clip(-1, 1)))
-
-        chi3 = np.degrees(np.abs(dihedral(x[:, cb1], x[:, sg1], x[:, sg2], x[:, cb2])))
+        d, a1, a2, chi3 = _ss_geometry(x[:, cb1], x[:, sg1], x[:, sg2], x[:, cb2])
         out = (d < DISULFIDE_BOND_NM[0]) | (d > DISULFIDE_BOND_NM[1]) | (chi3 < DISULFIDE_CHI3_DEG[0]) | (chi3 > DISULFIDE_CHI3_DEG[1])
-        for a in (angle(cb1, sg1, sg2), angle(cb2, sg2, sg1)):
+        for a in (a1, a2):
             out |= (a < DISULFIDE_ANGLE_DEG[0]) | (a > DISULFIDE_ANGLE_DEG[1])
         return out
 
@@ -568,15 +547,25 @@ def close_disulfides(x: np.ndarray, ss: np.ndarray, moltype_adj: list, M: np.nda
                 x[:, h] += x[:, cb] - cb_start[cb]
 
 
-def _disulfides(moltype) -> np.ndarray:
-    """(D, 4) atom indices SG, SG', CB, CB' of every SG-SG bond of the moleculetype."""
+def _ss_geometry(cb, sg, p_sg, p_cb):
+    """SG-SG' length (nm), CB-SG-SG' and CB'-SG'-SG angles and |CB-SG-SG'-CB'| (deg) of disulfides
+    given as (..., 3) positions."""
+    from ..geometry import angle, dihedral
+
+    return (np.linalg.norm(sg - p_sg, axis=-1), np.degrees(angle(cb, sg, p_sg)), np.degrees(angle(p_cb, p_sg, sg)),
+            np.degrees(np.abs(dihedral(cb, sg, p_sg, p_cb))))
+
+
+def _disulfides(moltype, adj: list | None = None) -> np.ndarray:
+    """(D, 4) atom indices SG, SG', CB, CB' of every SG-SG bond of the moleculetype (``adj``: its
+    bond adjacency when the caller has it)."""
     from ..graph import adjacency
 
     names = list(moltype.atom_names)
-    b = np.asarray(moltype.bonds, int).reshape(-1, 2)
-    adj = adjacency(moltype.n_atoms, b)
+    bonds = np.asarray(moltype.bonds, int).reshape(-1, 2)
+    adj = adj if adj is not None else adjacency(moltype.n_atoms, bonds)
     out = []
-    for i, j in b.tolist():
+    for i, j in bonds.tolist():
         if names[i] == "SG" and names[j] == "SG":
             cb_i = [k for k in adj[i] if names[k] == "CB"]
             cb_j = [k for k in adj[j] if names[k] == "CB"]

@@ -26,12 +26,9 @@ from ..errors import MultiscaleError
 ONE_LETTER = {"ALA": "A", "ARG": "R", "ASN": "N", "ASP": "D", "CYS": "C", "GLN": "Q", "GLU": "E", "GLY": "G", "HIS": "H",
               "ILE": "I", "LEU": "L", "LYS": "K", "MET": "M", "PHE": "F", "PRO": "P", "SER": "S", "THR": "T", "TRP": "W",
               "TYR": "Y", "VAL": "V", "HID": "H", "HIE": "H", "HIP": "H", "HSD": "H", "HSE": "H", "HSP": "H", "ASH": "D",
-              "GLH": "E", "LYN": "K", "CYX": "C"}
-ONE_LETTER.update({"ASPP": "D", "GLUP": "E", "LSN": "K", "CYS2": "C"})
+              "GLH": "E", "LYN": "K", "CYX": "C", "ASPP": "D", "GLUP": "E", "LSN": "K", "CYS2": "C"}
 #: CG residue name -> amber variant name (what build_peptide_pdb takes; the force field renames it)
 _AMBER_VARIANT = {"HSD": "HID", "HSE": "HIE", "HSP": "HIP", "ASPP": "ASH", "GLUP": "GLH", "LSN": "LYN"}
-#: Martini 3 ion residue/bead names -> ion key of :attr:`~.aa_forcefields.ProteinForceField.ions`
-IONS = {"NA": "NA", "NA+": "NA", "SOD": "NA", "CL": "CL", "CL-": "CL", "CLA": "CL", "K": "K", "K+": "K", "POT": "K"}
 WATER_BEADS = {"W", "SW", "TW"}
 #: consecutive BB beads farther apart than this (nm; Martini 3 BB-BB bonds are ~0.35 nm) start a new chain
 CHAIN_BREAK_NM = 0.6
@@ -45,6 +42,9 @@ def _groups(cg_path: Path):
         u = mda.Universe(str(cg_path))
     except Exception as e:  # noqa: BLE001 - any reader error becomes one line
         raise MultiscaleError(f"CG structure {cg_path} cannot be read ({type(e).__name__}): pass a .gro or .pdb") from e
+    from ..classes.ion import cg_ion_keys
+
+    ions = cg_ion_keys()  # Martini ion residue/bead names -> ion key (data/classes/ions.yaml)
     out: list = []
     last_bb = None
     for a in u.atoms:
@@ -64,15 +64,16 @@ def _groups(cg_path: Path):
                 out[-1] = ("water", out[-1][1] + 1)
             else:
                 out.append(("water", 1))
-        elif nm in IONS or rn in IONS:
-            ion = IONS.get(nm, IONS.get(rn))
+        elif nm in ions or rn in ions:
+            ion = ions.get(nm, ions.get(rn))
             if out and out[-1][0] == "ion" and out[-1][1][0] == ion:
                 out[-1] = ("ion", (ion, out[-1][1][1] + 1))
             else:
                 out.append(("ion", (ion, 1)))
         else:
             raise MultiscaleError(f"CG structure {cg_path}: bead {a.name} of residue {a.resname}{a.resid} is not an amino "
-                                  "acid, water (W) or ion (NA/CL/K): multiscale topology covers proteins in water with ions")
+                                  f"acid, water (W) or ion ({'/'.join(sorted(set(ions.values())))}, data/classes/ions.yaml): multiscale "
+                                  "topology covers proteins in water with ions")
     if not any(g[0] == "protein" for g in out):
         raise MultiscaleError(f"CG structure {cg_path} holds no amino-acid beads: multiscale topology builds proteins "
                               "(with water and ions); lipids are not in this version")
@@ -179,4 +180,4 @@ def sequence_of(cg_path) -> str:
                     for g in _groups(Path(cg_path)) if g[0] == "protein")
 
 
-__all__ = ["topology_from_cg", "sequence_of", "IONS"]
+__all__ = ["topology_from_cg", "sequence_of", "WATER_BEADS"]

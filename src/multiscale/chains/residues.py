@@ -124,7 +124,7 @@ def chain_residues(moltype, chain_mapping, known) -> list[Residue]:
     spans = _spans(moltype)
     bead_res = np.asarray(chain_mapping.bead_residues)
     names = list(moltype.atom_names)
-    amide = "HN" if {"HN", "OT1", "HT1"} & set(names) else "H"
+    amide = "HN" if chain_mapping.from_ff == "charmm" else "H"  # the naming vermouth maps the chain with
     out = []
     for r, (s, e) in enumerate(spans):
         kind = kind_name(moltype.resnames[s], known)

@@ -48,6 +48,11 @@ def ion_table() -> dict:
     return table
 
 
+def cg_ion_keys() -> dict[str, str]:
+    """{Martini name a CG structure/topology may use (upper case, ``cg_names``): ion key} of :func:`ion_table`."""
+    return {name: key for key, entry in ion_table().items() for name in entry["cg_names"]}
+
+
 def identify_ion(moltype) -> dict | None:
     """The table entry of a one-atom moleculetype named like an ion of matching element and charge."""
     if moltype.n_atoms != 1:
