@@ -19,8 +19,8 @@ $(VENV)/.installed: pyproject.toml
 	@echo "setup: installing torch 2.13.0 from the package index (a large download on a cold cache: several quiet minutes)"
 	@$(PY) -m pip install -q torch==2.13.0
 	@echo "setup: installing multiscale (editable, pyproject.toml) and its dependencies: numpy, scipy, MDAnalysis, ParmEd,"
-	@echo "       GromacsWrapper, PyYAML, pydantic, matplotlib, rich; test extras: pytest, vermouth, mdtraj, PeptideBuilder, ruff"
-	@$(PY) -m pip install -q -e '.[test]'
+	@echo "       GromacsWrapper, PyYAML, pydantic, matplotlib, rich; test extras: pytest, vermouth, mdtraj, PeptideBuilder, ruff; membrane: insane, rdkit"
+	@$(PY) -m pip install -q -e '.[test,membrane]'
 	@touch $@
 	@echo "setup: done ($(VENV)/bin/multiscale)"
 

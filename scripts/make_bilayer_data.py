@@ -312,8 +312,20 @@ def stage_solvate(run: Run, n_atoms_lipid: int) -> None:
     n_salt = int(round(a.salt * nw / 55.51))
     run.sh([*run.gmx, "genion", "-s", "ions.tpr", "-o", "system.gro", "-pname", "SOD", "-nname", "CLA",
             "-np", str(n_salt), "-nn", str(n_salt), "-neutral", "-seed", str(a.seed)], stdin="SOL\n")
-    # genion rewrote no topology (we keep ours): count what it placed
-    _, rn, _, _, _ = read_gro(run.p("system.gro"))
+    # genion rewrote no topology (we keep ours): count what it placed; the water count must be a
+    # multiple of 4 (one Martini W bead = 4 waters), so the waters farthest from the bilayer go
+    resid, rn, names, x, box = read_gro(run.p("system.gro"))
+    ow = np.array([r == "SOL" and n == "OW" for r, n in zip(rn, names)])
+    extra = int(ow.sum()) % 4
+    if extra:
+        far = np.argsort(-np.abs(x[ow, 2] - box[2] / 2))[:extra]
+        drop = np.isin(resid, resid[ow][far])
+        keep = ~drop
+        rn, names = [r for r, k in zip(rn, keep) if k], [n for n, k in zip(names, keep) if k]
+        kept = resid[keep]
+        starts = np.flatnonzero(np.r_[True, kept[1:] != kept[:-1]])  # residues in order of appearance
+        resid = np.repeat(np.arange(1, len(starts) + 1), np.diff(np.r_[starts, len(kept)]))
+        write_gro(run.p("system.gro"), "solvated, salted", resid, rn, names, x[keep], box)
     n_na = sum(1 for r in rn if r == "SOD")
     n_cl = sum(1 for r in rn if r == "CLA")
     n_sol = sum(1 for r in rn if r == "SOL") // 3

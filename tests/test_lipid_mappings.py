@@ -181,7 +181,7 @@ def test_map_text_has_no_foreign_header():
 def test_lipid_class_lays_out_charmm_lipids_without_a_user_mapping(charmm_topology, tmp_path):
     """The lipid class claims every shipped CHARMM36 lipid with no user mapping: Martini names
     (DLPC -> DUPC, CHL1 -> CHOL), bead order of the map, rows of the weight matrix summing to 1;
-    coarse-graining works; the engine stops with one line."""
+    coarse-graining works; the engine learns and places them as per-moltype models."""
     import numpy as np
 
     from multiscale.coarse_grain import cg_layout, coarse_grain
@@ -198,9 +198,9 @@ def test_lipid_class_lays_out_charmm_lipids_without_a_user_mapping(charmm_topolo
     x = np.random.default_rng(0).normal(2.0, 0.3, (1, charmm_topology.n_atoms, 3))
     cg = coarse_grain(x, np.array([[6.0, 6.0, 6.0]]), charmm_topology, mp)
     assert cg.positions.shape[1] == sum(b.n_beads for b in layout)
-    from multiscale.backmap.engine import train
-    from multiscale.io import Frames
+    from multiscale.backmap.frame import block_kind
+    from multiscale.classes import classify
 
-    fr = Frames(x.astype(np.float32), np.array([[6.0, 6.0, 6.0]]), np.zeros(1), np.array([]), np.array([]), np.array([]))
-    with pytest.raises(MultiscaleError, match="is a lipid .* cannot train or backmap it yet"):
-        train(charmm_topology, mp, fr, seed=0, epochs=1, log=None)
+    # learned like a small molecule: one conditional model per lipid moleculetype
+    assert {block_kind(b) for b in layout} == {"molecule"}
+    assert all(classify(b.aa_block.moltype, mp).trains for b in layout)

@@ -197,18 +197,36 @@ def _from_parmed_template(name: str, struct) -> MoleculeType:
     )
 
 
+#: Sections whose lines never reach ParmEd (parametrize=False uses none of them): the force
+#: field's parameter tables (CHARMM36's pair/dihedral types alone are ~90,000 lines, 2-3 s to
+#: parse) and each moleculetype's interaction lists beyond its bonds.
+_UNREAD_SECTIONS = frozenset({"bondtypes", "pairtypes", "angletypes", "dihedraltypes", "constrainttypes", "cmaptypes",
+                              "nonbond_params", "implicit_genborn_params", "pairs", "pairs_nb", "angles", "dihedrals",
+                              "cmap", "position_restraints", "dihedral_restraints", "distance_restraints",
+                              "orientation_restraints", "angle_restraints", "angle_restraints_z"})
+
 _MAX_ATOMS = 2**31 - 1  # GROMACS' atom index limit: a larger [ molecules ] total is a typo
 
 
 class _LineCounter:
-    """Iterate a file's lines, remembering the 1-based number of the last one read."""
+    """Iterate a file's lines, remembering the 1-based number of the last one read.
+
+    Lines inside a section of :data:`_UNREAD_SECTIONS` that this file itself opened are counted
+    but not handed on (preprocessor directives always are): the force field's parameter tables
+    never reach the preprocessor's define substitution."""
 
     def __init__(self, fileobj):
         self._f, self.lineno = fileobj, 0
 
     def __iter__(self):
+        skip = False
         for line in self._f:
             self.lineno += 1
+            s = line.lstrip()
+            if s.startswith("["):
+                skip = s.split(";")[0].strip().strip("[] ").lower() in _UNREAD_SECTIONS
+            elif skip and not s.startswith("#"):
+                continue
             yield line
 
     def close(self):
@@ -347,6 +365,8 @@ def _read_top(path: Path) -> SystemTopology:
                 raise MultiscaleError(f"{where}: bad [ molecules ] line {_clip(s)}: expected 'NAME COUNT'")
             blocks_spec.append((parts[0], int(parts[1]), where))
             continue  # ParmEd would build every copy: it gets the moleculetypes only
+        elif section in _UNREAD_SECTIONS:
+            continue  # parameters: multiscale reads names, elements, masses, charges and bonds only
         elif section == "atomtypes":
             atomtype_origin.setdefault(s.split()[0], where)
         elif section == "moleculetype":

@@ -17,6 +17,10 @@ __all__ = ["BackmapOptions", "BackmapContext", "FrameState", "block_kind", "buil
 #: The molecule classes (CG block kinds) this engine can place.
 ENGINE_KINDS = ("molecule", "water", "ion", "chain")
 
+#: Molecule classes placed the way another class is: a lipid is one residue with a bead matrix
+#: (its shipped mapping file), learned and drawn by the per-moltype conditional model.
+PLACED_AS = {"lipid": "molecule"}
+
 
 def require_engine_kind(blk) -> None:
     """One-line MultiscaleError for a block whose molecule class this engine cannot train or place."""
@@ -30,11 +34,13 @@ def require_engine_kind(blk) -> None:
 
 
 def block_kind(blk) -> str:
-    """The molecule kind of a CG layout block: "water", "ion" or "molecule".
+    """How the engine places a CG layout block: "water", "ion", "chain" or "molecule".
 
     The single place the engine asks; blocks that carry a ``kind`` (the molecule-class registry)
-    are taken at their word, older ones fall back to the ``is_water`` flag."""
-    return getattr(blk, "kind", None) or ("water" if blk.is_water else "molecule")
+    are taken at their word (through :data:`PLACED_AS`: a lipid is placed as a molecule), older
+    ones fall back to the ``is_water`` flag."""
+    kind = getattr(blk, "kind", None) or ("water" if blk.is_water else "molecule")
+    return PLACED_AS.get(kind, kind)
 
 
 @dataclass(frozen=True)

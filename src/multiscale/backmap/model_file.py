@@ -165,6 +165,10 @@ class BackmapModel:
             if mt.name not in need:
                 continue
             entry = self.moltypes.get(mt.name)
+            if entry is None and _class_name(mt, self.mapping) == "lipid":
+                from .shipped import missing_lipid_message
+
+                raise MultiscaleError(f"backmapping model {self.source} has no moleculetype {mt.name}; " + missing_lipid_message(mt.name))
             if entry is None:
                 raise MultiscaleError(
                     f"backmapping model {self.source} has no moleculetype {mt.name} (it has: {', '.join(self.moltypes) or 'none'}): "
@@ -256,8 +260,20 @@ def load_model(path, topology=None, layout=None):
     m = MODEL_KINDS[kind].from_dict(d, source=str(p))  # an incompatible layout fails here, with its own line
     verify_checksum(d, str(p))
     if topology is not None:
+        from .shipped import with_shipped_lipids
+
+        with_shipped_lipids(m, topology)  # lipids the file lacks: the shipped lipid models
         m.check(topology, layout)
     return m
+
+
+def _class_name(moltype, mapping) -> str | None:
+    from ..classes import classify
+
+    try:
+        return classify(moltype, mapping).name
+    except MultiscaleError:
+        return None
 
 
 def _trains(moltype, mapping) -> bool:

@@ -281,11 +281,29 @@ def resolve_clashes(state: FrameState, ctx: BackmapContext) -> FrameState:
         rep.per_moltype[s.mm.name]["clash_molecules_initial"] += int(state.clash_bad[k].sum())
     attempt = 0
     sol_base = np.concatenate([[0], np.cumsum([len(s.x) for s in sols])]) if sols else np.zeros(1, int)
+    right = [_stereo_right(s.x.copy(), s) for s in sols]  # the last stereo-right conformation of each molecule
     while attempt < ctx.opts.max_retries and any(b.any() for b in state.bad):
         attempt += 1
         check_solutes(state, ctx, _resample_round(state, ctx, attempt, sol_base))
+        for (x, ok), s in zip(right, sols):
+            now = _stereo_right(s.x, s)[1]
+            x[now], ok[now] = s.x[now], True
+    # stereo is a guarantee, a clash a report: a molecule the rounds left with wrong stereo takes back
+    # its last stereo-right conformation (the repair's inversion/flip is the last resort)
+    back = [np.flatnonzero(ok & ~_stereo_right(s.x, s)[1]) for (x, ok), s in zip(right, sols)]
+    for (x, _), s, idx in zip(right, sols, back):
+        s.x[idx] = x[idx]
+    if any(len(b) for b in back):
+        check_solutes(state, ctx, np.concatenate([sol_base[k] + b for k, b in enumerate(back)]))
     rep.retries = attempt
     return state
+
+
+def _stereo_right(x: np.ndarray, s) -> tuple[np.ndarray, np.ndarray]:
+    """(x, (B,) bool): whether each molecule of solute block ``s`` at ``x`` has every enforced
+    stereocentre and cis/trans bond right."""
+    wc, wb = s.mm.stereo.wrong(x)
+    return x, ~(wc.any(1) | wb.any(1))
 
 
 # ============================================================================ 5. stereo

@@ -41,7 +41,7 @@ class Lipid(MoleculeClass):
     """A lipid with a data-folder mapping file (Martini 3 <-> CHARMM36 names)."""
 
     name = "lipid"
-    trains = False  # learned lipid models are the next step (docs/classes.md)
+    trains = True  # one conditional internal-coordinate model per lipid moleculetype, like a small molecule
 
     def claims(self, moltype, mapping) -> bool:
         if mapping.for_moltype(moltype) is not None:
