@@ -231,9 +231,8 @@ def shipped_models(top):
     """A model of the shipped parts only (built-in mappings, shipped chain and lipid models, the
     bundled water bank), for ``backmap`` without ``--model``."""
     from .backmap.engine import BackmapModel
-    from .preflight import load_checked_mapping
-
     from .backmap.shipped import with_shipped_lipids
+    from .preflight import load_checked_mapping
 
     m = with_shipped_lipids(BackmapModel(load_checked_mapping([], top), {}, source="the shipped models (no --model)"), top)
     m.check(top)
