@@ -40,6 +40,7 @@ import numpy as np
 from multiscale import forcefields as ff
 from multiscale.errors import MultiscaleError
 from multiscale.io import atomic_write_text
+from multiscale.lipid_analysis import stereo_ok
 
 RES = "POPC"
 TAIL_ENDS = ("C218", "C316")
@@ -370,20 +371,7 @@ def check_stereo(run: Run, stage: str) -> None:
     n = len(m.atoms)
     xl = x[sel].reshape(-1, n, 3)
     xl = xl - box * np.round((xl - xl[:, :1]) / box)  # whole molecules
-    idx = {a: k for k, a in enumerate(m.atoms)}
-    ok_chiral = np.ones(len(xl), bool)
-    for c, a1, a2, a3, sign in m.hints.get("chiral", []):
-        v = np.einsum("ij,ij->i", xl[:, idx[a1]] - xl[:, idx[c]],
-                      np.cross(xl[:, idx[a2]] - xl[:, idx[c]], xl[:, idx[a3]] - xl[:, idx[c]]))
-        ok_chiral &= (v > 0) == (sign == "+")
-    ok_cis = np.ones(len(xl), bool)
-    for q in m.hints.get("cis", []):
-        p0, p1, p2, p3 = (xl[:, idx[a]] for a in q)
-        b1 = p2 - p1
-        b1 = b1 / np.linalg.norm(b1, axis=1, keepdims=True)
-        v = (p0 - p1) - np.einsum("ij,ij->i", p0 - p1, b1)[:, None] * b1
-        w = (p3 - p2) - np.einsum("ij,ij->i", p3 - p2, b1)[:, None] * b1
-        ok_cis &= np.einsum("ij,ij->i", v, w) > 0  # |dihedral| < 90 deg
+    ok_chiral, ok_cis = stereo_ok(xl, m.atoms, m.hints)
     run.record(stage, chiral_ok=f"{int(ok_chiral.sum())}/{len(xl)}", cis_ok=f"{int(ok_cis.sum())}/{len(xl)}")
 
 

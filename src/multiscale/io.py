@@ -113,6 +113,10 @@ class Frames:
     def n_atoms(self) -> int:
         return self.positions.shape[1]
 
+    def subset(self, frames) -> Frames:
+        """The frames ``frames`` (a slice or index array) of this trajectory."""
+        return Frames(self.positions[frames], self.box[frames], self.times[frames], self.names, self.resnames, self.resids)
+
 
 def _box_nm(dims, source) -> np.ndarray:
     """MDAnalysis dimensions [a, b, c (A), alpha, beta, gamma (deg)] -> box vectors (3, 3) nm."""

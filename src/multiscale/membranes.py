@@ -94,6 +94,7 @@ def membrane_topology(cg_top, output, forcefield: str = "charmm36") -> Path:
         tmp = output.parent / f".{res}.itp"
         shutil.copy(src, tmp)
         tmp.replace(output.parent / f"{res}.itp")
+    link_forcefield(output.parent)
     text = (f"; written by multiscale topology from {cg_top.name} (Martini 3 -> CHARMM36)\n"
             f'#include "{CHARMM36_FF}/forcefield.itp"\n'
             + "".join(f'#include "{res}.itp"\n' for res in itps)
@@ -104,4 +105,25 @@ def membrane_topology(cg_top, output, forcefield: str = "charmm36") -> Path:
     return output
 
 
-__all__ = ["membrane_topology", "lipid_table", "cg_molecules"]
+def link_forcefield(folder: Path) -> Path:
+    """A link ``folder/<CHARMM36 .ff>`` to the fetched port (GPL-3.0: linked from the cache, never
+    copied into a project), so ``gmx grompp`` resolves the topology's ``#include`` with no GMXLIB."""
+    from .forcefields import CHARMM36_FF, charmm36_gmxlib
+
+    link = Path(folder) / CHARMM36_FF
+    target = charmm36_gmxlib() / CHARMM36_FF
+    if link.is_symlink() and link.resolve() == target.resolve():
+        return link
+    if link.exists() or link.is_symlink():
+        if not link.is_symlink():
+            return link  # the user's own copy of the folder: grompp reads that one
+        link.unlink()
+    tmp = link.with_name(f".{link.name}.tmp")
+    if tmp.is_symlink():
+        tmp.unlink()
+    tmp.symlink_to(target)
+    tmp.replace(link)
+    return link
+
+
+__all__ = ["membrane_topology", "lipid_table", "cg_molecules", "link_forcefield"]

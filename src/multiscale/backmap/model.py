@@ -326,8 +326,13 @@ class ICDensity(nn.Module):
                 s.view(B, T, 2)[:, at, 1] = torch.cos(t32)
         return ba[:, :nb], ba[:, nb:], tors
 
-    def to_dict(self) -> dict:
-        return {"hyper": dict(self.hyper), "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()}}
+    def to_dict(self, storage: str = "float32") -> dict:
+        """Hyper-parameters and weights; ``storage="float16"`` halves the float32 weights for shipped
+        files (:meth:`from_dict` loads them back into float32 parameters)."""
+        half = storage == "float16"
+        return {"hyper": dict(self.hyper),
+                "state_dict": {k: (v.detach().cpu().half() if half and v.dtype == torch.float32 else v.detach().cpu())
+                               for k, v in self.state_dict().items()}}
 
     @classmethod
     def from_dict(cls, d: dict) -> ICDensity:

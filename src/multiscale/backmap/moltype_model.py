@@ -51,6 +51,8 @@ class MoltypeModel:
     #: this moltype's donors together (calibrated in training, :func:`.train._calibrate_network`);
     #: 0: no network step and no environment selection (models trained before it existed).
     network_cutoff: float = 0.0
+    #: stored precision of the density's weights ("float16" for shipped files; loads as float32)
+    storage: str = "float32"
 
     def __post_init__(self):
         from .certify import exclusion_matrix
@@ -156,10 +158,10 @@ class MoltypeModel:
         return {"name": self.name, "fingerprint": self.fingerprint, "atom_names": list(self.atom_names),
                 "elements": list(self.elements), "bonds": np.asarray(self.bonds).tolist(),
                 "bead_names": list(self.bead_names), "matrix": torch.as_tensor(self.matrix),
-                "tree": self.tree.to_dict(), "density": self.density.to_dict(), "stereo": self.stereo.to_dict(),
+                "tree": self.tree.to_dict(), "density": self.density.to_dict(self.storage), "stereo": self.stereo.to_dict(),
                 "closure_targets": np.asarray(self.closure_targets, float).tolist(), "training": dict(self.training),
                 "smoothing": self.smoothing, "hbond_eps": float(self.hbond_eps), "env_cutoff": float(self.env_cutoff),
-                "network_cutoff": float(self.network_cutoff),
+                "network_cutoff": float(self.network_cutoff), "storage": self.storage,
                 "rotor_priors": [None if h is None else np.asarray(h, float).tolist() for h in self.rotor_priors]}
 
     @classmethod
@@ -174,7 +176,7 @@ class MoltypeModel:
                    ICTree.from_dict(d["tree"]), ICDensity.from_dict(d["density"]), StereoReference.from_dict(d["stereo"]),
                    np.array(d["closure_targets"], float), dict(d.get("training", {})), float(d.get("smoothing", 0.0)),
                    list(d.get("rotor_priors", [])), float(d.get("hbond_eps", 0.0)), float(d.get("env_cutoff", 0.0)),
-                   float(d.get("network_cutoff", 0.0)))
+                   float(d.get("network_cutoff", 0.0)), str(d.get("storage", "float32")))
 
 
 def describe_difference(mt, entry: MoltypeModel) -> str:

@@ -177,9 +177,9 @@ class KindModel:
         """Template positions of N, CA, C."""
         return np.array([self.names.index(a) for a in ("N", "CA", "C")])
 
-    def to_dict(self) -> dict:
+    def to_dict(self, storage: str = "float32") -> dict:
         return {"kind": self.kind, "names": list(self.names), "elements": list(self.elements), "bonds": self.bonds.tolist(),
-                "n_beads": self.n_beads, "tree": self.tree.to_dict(), "density": self.density.to_dict(),
+                "n_beads": self.n_beads, "tree": self.tree.to_dict(), "density": self.density.to_dict(storage),
                 "centres": self.centres.tolist(), "neighbours": self.neighbours.tolist(), "signs": self.signs.tolist(),
                 "closure_targets": self.closure_targets.tolist(), "training": self.training}
 
@@ -212,15 +212,9 @@ class ChainModel:
     storage: str = "float32"
 
     def to_dict(self) -> dict:
-        d = {"start": self.start.to_dict(), "extend": self.extend.to_dict(), "naming": self.naming,
-             "kinds": {k: v.to_dict() for k, v in sorted(self.kinds.items())}, "provenance": self.provenance,
-             "training": self.training, "storage": self.storage}
-        if self.storage == "float16":
-            import torch
-
-            for dens in [d["start"], d["extend"]] + [k["density"] for k in d["kinds"].values()]:
-                dens["state_dict"] = {n: (v.half() if v.dtype == torch.float32 else v) for n, v in dens["state_dict"].items()}
-        return d
+        return {"start": self.start.to_dict(self.storage), "extend": self.extend.to_dict(self.storage), "naming": self.naming,
+                "kinds": {k: v.to_dict(self.storage) for k, v in sorted(self.kinds.items())}, "provenance": self.provenance,
+                "training": self.training, "storage": self.storage}
 
     @classmethod
     def from_dict(cls, d: dict) -> ChainModel:

@@ -1,0 +1,87 @@
+#!/usr/bin/env python3
+"""Train the shipped lipid model (CHARMM36 names) on the project's own atomistic bilayer MD.
+
+    python scripts/train_lipid_model.py --data ~/.cache/multiscale/bilayer_data/POPC_32 \
+        [--train-fraction 0.75] [--out src/multiscale/data/models/lipids_charmm36.pt] [--seed 0]
+
+``--data`` is a folder written by ``scripts/make_bilayer_data.py`` (``topol.top``, ``prod.gro``,
+``prod.xtc``, ``provenance.json``); more than one may be given.  The first ``--train-fraction``
+of each production trajectory is trained on; the rest is never seen by the model and is the
+atomistic reference of ``benchmarks/membrane_backmap.py`` (tail torsions, S_CH).  Only the lipid
+moleculetypes are kept in the file (water and ions have their own built-in placement), stored as
+float16; the provenance (force field wheel, system, frames and time span used, GROMACS, seeds) is
+recorded in the file and listed in docs/membranes.md.  Needs the CHARMM36 port in the cache
+(``python scripts/fetch_forcefields.py charmm36 charmm36-lipids``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "src") not in sys.path:
+    sys.path.insert(0, str(ROOT / "src"))
+
+from multiscale.backmap.engine import BackmapModel, train  # noqa: E402
+from multiscale.classes import classify  # noqa: E402
+from multiscale.io import read_frames  # noqa: E402
+from multiscale.preflight import load_checked_mapping  # noqa: E402
+from multiscale.topology import load_topology  # noqa: E402
+
+
+def split_frames(folder: Path, fraction: float):
+    """(topology, training frames, held-out frames, provenance) of one bilayer data folder."""
+    top = load_topology(folder / "topol.top")
+    fr = read_frames(folder / "prod.gro", folder / "prod.xtc", expected_atoms=top.n_atoms)
+    n_train = max(1, int(round(fraction * fr.n_frames)))
+    meta = json.loads((folder / "provenance.json").read_text())
+    args = meta.get("args", {})
+    prov = {"data": "scripts/make_bilayer_data.py", "folder": folder.name, "gromacs": meta.get("gromacs"),
+            "forcefields": meta.get("forcefields"), "lipids": 2 * int(args.get("per_side", 0)) ** 2,
+            "temperature_K": args.get("temperature"), "salt_M": args.get("salt"), "md_seed": args.get("seed"),
+            "npt_ns": args.get("npt_ns"), "frame_ps": args.get("frame_ps"), "solvate": meta["stages"].get("solvate"),
+            "frames_total": fr.n_frames, "frames_trained": n_train,
+            "trained_time_ps": [float(fr.times[0]), float(fr.times[n_train - 1])],
+            "held_out_time_ps": [float(fr.times[n_train]), float(fr.times[-1])] if n_train < fr.n_frames else None}
+    return top, fr, n_train, prov
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, nargs="+", required=True)
+    p.add_argument("--train-fraction", type=float, default=0.75)
+    p.add_argument("--out", type=Path, default=ROOT / "src" / "multiscale" / "data" / "models" / "lipids_charmm36.pt")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--torsion-hidden", type=int, default=32, help="width of each torsion's network (48 for small "
+                   "molecules; 32 keeps a 134-atom lipid's file near 4 MB)")
+    a = p.parse_args(argv)
+    t0 = time.perf_counter()
+    moltypes, provs = {}, []
+    for folder in a.data:
+        top, fr, n_train, prov = split_frames(folder.expanduser(), a.train_fraction)
+        mapping = load_checked_mapping([], top)
+        lipids = [mt.name for mt in top.moltypes.values() if classify(mt, mapping).name == "lipid"]
+        print(f"{folder}: {', '.join(lipids)}; training on frames 0-{n_train - 1} of {fr.n_frames}")
+        m = train(top, mapping, fr.subset(slice(0, n_train)), seed=a.seed, epochs=a.epochs, device=a.device,
+                  torsion_hidden=a.torsion_hidden, provenance={"trained_by": "scripts/train_lipid_model.py"})
+        for name in lipids:
+            if name in moltypes:
+                raise SystemExit(f"{folder}: lipid {name} is in two data folders: train one model per lipid")
+            moltypes[name] = m.moltypes[name]
+            moltypes[name].storage = "float16"  # half the shipped file; float32 again once loaded
+        provs.append({**prov, "training_seed": a.seed, "lipids_trained": lipids, "training": m.provenance[-1]})
+    bm = BackmapModel(load_checked_mapping([], top), moltypes, provenance=provs)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    bm.save(a.out)
+    print(f"{', '.join(moltypes)}: {time.perf_counter() - t0:.0f} s -> {a.out} ({a.out.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,99 @@
+"""Bilayer observables of atomistic lipids: stereo checks from the mapping files' hints, acyl-chain
+C-H order parameters and tail torsions.
+
+Everything works on whole molecules of one lipid moleculetype: ``x`` (F, M, n, 3) nm (F frames,
+M lipids of n atoms each, in the moleculetype's atom order; :func:`lipid_coordinates` makes them
+whole across the periodic box).  The bilayer normal is z.  Atom names are CHARMM36's (the lipid
+mapping files of ``data/mappings/lipids``): acyl carbons ``C2k`` (sn-2) and ``C3k`` (sn-1).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from .geometry import dihedral, signed_volume
+
+__all__ = ["lipid_coordinates", "stereo_ok", "order_parameters", "tail_torsions", "tail_carbons"]
+
+
+def lipid_coordinates(positions: np.ndarray, box: np.ndarray, block) -> np.ndarray:
+    """(F, count, n, 3) coordinates of the molecules of topology block ``block`` (a
+    :class:`~multiscale.topology.MoleculeBlock`), each made whole.  positions (F, N, 3) nm;
+    box (F, 3) or (F, 3, 3)."""
+    from .geometry import minimum_image
+
+    pos = np.asarray(positions, float)
+    n = block.moltype.n_atoms
+    x = pos[:, block.start:block.stop].reshape(len(pos), block.count, n, 3)
+    out = np.empty_like(x)
+    for f in range(len(x)):  # frames: few; molecules and atoms vectorised
+        d = minimum_image((x[f] - x[f, :, :1]).reshape(-1, 3), np.asarray(box[f], float)).reshape(x[f].shape)
+        out[f] = x[f, :, :1] + d
+    return out
+
+
+def stereo_ok(x: np.ndarray, atom_names, hints: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Per molecule (..., M) bool: every ``[ chiral ]`` hint holds (signed volume of the centre's
+    three listed neighbours has the listed sign) and every ``[ cis ]`` hint holds (|dihedral| <
+    90 deg) -- the mapping file's stereo record, independent of the engine's certificate."""
+    idx = {a: k for k, a in enumerate(atom_names)}
+    x = np.asarray(x, float)
+    at = lambda name: x[..., idx[name], :]
+    chiral = np.ones(x.shape[:-2], bool)
+    for c, a1, a2, a3, sign in hints.get("chiral", []):
+        chiral &= (signed_volume(at(c), at(a1), at(a2), at(a3)) > 0) == (sign == "+")
+    cis = np.ones(x.shape[:-2], bool)
+    for q in hints.get("cis", []):
+        cis &= np.abs(dihedral(*(at(a) for a in q))) < np.pi / 2
+    return chiral, cis
+
+
+def tail_carbons(atom_names, chain: int) -> list[int]:
+    """Indices of the acyl carbons ``C<chain>2``, ``C<chain>3``, ... in chain order (chain 2 = sn-2,
+    3 = sn-1 in CHARMM36 names), up to the first missing number."""
+    idx = {a: k for k, a in enumerate(atom_names)}
+    out, k = [], 2
+    while f"C{chain}{k}" in idx:
+        out.append(idx[f"C{chain}{k}"])
+        k += 1
+    return out
+
+
+def order_parameters(x: np.ndarray, atom_names, elements, bonds, chain: int) -> np.ndarray:
+    """(F, C) S_CH = <(3 cos^2 theta - 1) / 2> per acyl carbon of ``chain`` (theta: C-H bond vs z),
+    averaged over the carbon's hydrogens and the lipids of each frame; x (F, M, n, 3)."""
+    carbons = tail_carbons(atom_names, chain)
+    h_of = {c: [] for c in carbons}
+    for a, b in np.asarray(bonds, int).reshape(-1, 2):
+        for c, h in ((a, b), (b, a)):
+            if c in h_of and elements[h] == "H":
+                h_of[c].append(h)
+    out = np.full((x.shape[0], len(carbons)), np.nan)
+    for j, c in enumerate(carbons):
+        if not h_of[c]:
+            continue
+        v = x[:, :, h_of[c], :] - x[:, :, [c], :]
+        cos2 = (v[..., 2] ** 2) / np.einsum("...i,...i->...", v, v)
+        out[:, j] = (1.5 * cos2 - 0.5).mean(axis=(1, 2))
+    return out
+
+
+def tail_torsions(x: np.ndarray, atom_names, chain: int) -> tuple[list[str], np.ndarray]:
+    """Names ``C22-C23-C24-C25`` ... and (F * M, T) radians of the consecutive C-C-C-C torsions of
+    acyl chain ``chain`` (from the ester carbon C<chain>1 when present)."""
+    idx = {a: k for k, a in enumerate(atom_names)}
+    first = [idx[f"C{chain}1"]] if f"C{chain}1" in idx else []
+    cs = first + tail_carbons(atom_names, chain)
+    quads = [cs[k:k + 4] for k in range(len(cs) - 3)]
+    names = ["-".join(atom_names[i] for i in q) for q in quads]
+    xf = np.asarray(x, float).reshape(-1, x.shape[-2], 3)
+    vals = np.stack([dihedral(*(xf[:, i] for i in q)) for q in quads], axis=1) if quads else np.zeros((len(xf), 0))
+    return names, vals
+
+
+def carbon_label(name: str) -> int:
+    """Position of acyl carbon ``C<chain><k>`` in its chain (k)."""
+    m = re.fullmatch(r"C[23](\d+)", name)
+    return int(m.group(1)) if m else -1
