@@ -47,8 +47,12 @@ def test_insane_style_topology_becomes_charmm36(cache, tmp_path):
     (tmp_path / "cg.top").write_text(CG_TOP)
     r = _cli("topology", "--cg-topology", "cg.top", "--output", "aa/aa.top", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert {p.name for p in (tmp_path / "aa").iterdir()} == {"aa.top", "POPC.itp", "CHL1.itp"}
-    top = load_topology(tmp_path / "aa" / "aa.top")  # the port's folder is found in the cache, no GMXLIB
+    from multiscale.forcefields import CHARMM36_FF, charmm36_gmxlib
+
+    assert {p.name for p in (tmp_path / "aa").iterdir()} == {"aa.top", "POPC.itp", "CHL1.itp", CHARMM36_FF}
+    link = tmp_path / "aa" / CHARMM36_FF  # a link to the fetched port (GPL: never copied), for grompp
+    assert link.is_symlink() and link.resolve() == (charmm36_gmxlib() / CHARMM36_FF).resolve()
+    top = load_topology(tmp_path / "aa" / "aa.top")
     assert [(b.moltype.name, b.count) for b in top.blocks] == [("POPC", 4), ("CHL1", 2), ("SOL", 40), ("SOD", 1), ("CLA", 2)]
     assert top.blocks[0].moltype.n_atoms == 134 and top.blocks[1].moltype.n_atoms == 74
     assert lipid_table()["CHOL"] == "CHL1" and lipid_table()["POPC"] == "POPC"
