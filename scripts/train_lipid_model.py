@@ -58,6 +58,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--best-of", type=int, default=8, help="draws per conformation, the best-fitting kept")
+    p.add_argument("--repel", type=float, default=0.2, help="nm: the projection keeps non-bonded pairs of a lipid this far apart")
     p.add_argument("--torsion-hidden", type=int, default=32, help="width of each torsion's network (48 for small "
                    "molecules; 32 keeps a 134-atom lipid's file near 4 MB)")
     a = p.parse_args(argv)
@@ -75,6 +77,8 @@ def main(argv=None) -> int:
                 raise SystemExit(f"{folder}: lipid {name} is in two data folders: train one model per lipid")
             moltypes[name] = m.moltypes[name]
             moltypes[name].storage = "float16"  # half the shipped file; float32 again once loaded
+            moltypes[name].best_of = a.best_of  # best-fitting of 8 draws; projection pushes folds apart
+            moltypes[name].repel = a.repel
         provs.append({**prov, "training_seed": a.seed, "lipids_trained": lipids, "training": m.provenance[-1]})
     bm = BackmapModel(load_checked_mapping([], top), moltypes, provenance=provs)
     a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ __all__ = ["MoltypeModel", "describe_difference", "RELAX_ITERATIONS", "RELAX_STI
 #: 20 -> 0.0022 / 4.77; reference spread 0.0019 / 4.15; torsion JSD unchanged).
 RELAX_ITERATIONS = 12
 RELAX_STIFFNESS = 1.8
+RELAX_ITERATIONS_REPEL = 30  # models with ``repel`` (lipids): the repulsion needs a few more sweeps
 
 
 @dataclass
@@ -53,6 +54,12 @@ class MoltypeModel:
     network_cutoff: float = 0.0
     #: stored precision of the density's weights ("float16" for shipped files; loads as float32)
     storage: str = "float32"
+    #: long flexible molecules (lipids; scripts/train_lipid_model.py sets these): draw ``best_of``
+    #: conformations per requested one and keep the one whose mapped centres fit the beads best
+    #: (errors compound along a 20-carbon tail), and let the exact projection push non-bonded
+    #: pairs of the molecule apart below ``repel`` nm (0: off) so it cannot fold a tail into itself
+    best_of: int = 1
+    repel: float = 0.0
 
     def __post_init__(self):
         from .certify import exclusion_matrix
@@ -101,16 +108,36 @@ class MoltypeModel:
             if env is None:
                 raise MultiscaleError(f"moleculetype {self.name}: the model uses neighbour counts (env_cutoff {self.env_cutoff} nm): pass env")
             feats = torch.cat([feats, torch.as_tensor(np.asarray(env, np.float64), device=device)], -1)
-        bonds, angles, tors = self.density.sample(feats, generator, temperature=temperature, repeats=repeats)
-        if repeats > 1:
-            b = b.repeat(repeats, 1, 1)
+        draws = repeats * max(1, self.best_of)
+        bonds, angles, tors = self.density.sample(feats, generator, temperature=temperature, repeats=draws)
+        if draws > 1:
+            b = b.repeat(draws, 1, 1)
         x = self.tree.to_cartesian(bonds, angles, tors)
         if len(self.tree.closures):
             x = self.tree.close_rings(x, self.closure_targets)
         x = fit_to_beads(x, self.matrix, b, generator)
+        if self.best_of > 1:
+            x = self._best_fitting(x, b)
+            b = b[: len(x)]
         if not relax:
             return x
-        return relax_project(x, self.matrix, self.operator, b, self.local_pairs, RELAX_ITERATIONS, RELAX_STIFFNESS)
+        return relax_project(x, self.matrix, self.operator, b, self.local_pairs, *self._relax_args())
+
+    def _best_fitting(self, x, b):
+        """Of ``best_of`` consecutive blocks of draws (K*R*B, n, 3), per molecule the one whose
+        mapped centres are closest to the beads b (K*R*B, n_beads, 3) -> (R*B, n, 3)."""
+        import torch
+
+        M = torch.as_tensor(self.matrix, dtype=x.dtype, device=x.device)
+        K = self.best_of
+        misfit = ((torch.einsum("ba,nak->nbk", M, x) - b) ** 2).sum((1, 2)).reshape(K, -1)
+        pick = misfit.argmin(0)
+        return x.reshape(K, -1, *x.shape[1:])[pick, torch.arange(misfit.shape[1], device=x.device)]
+
+    def _relax_args(self) -> tuple:
+        if self.repel > 0:
+            return RELAX_ITERATIONS_REPEL, RELAX_STIFFNESS, (self.watched_pairs(), self.repel)
+        return RELAX_ITERATIONS, RELAX_STIFFNESS
 
     def relax(self, x: np.ndarray, beads: np.ndarray) -> np.ndarray:
         """Geometry-preserving exact projection (:func:`.place.relax_project`) of molecules
@@ -120,8 +147,13 @@ class MoltypeModel:
         from .place import relax_project
 
         return relax_project(torch.as_tensor(x, dtype=torch.float64), self.matrix, self.operator,
-                             torch.as_tensor(beads, dtype=torch.float64), self.local_pairs, RELAX_ITERATIONS,
-                             RELAX_STIFFNESS).numpy()
+                             torch.as_tensor(beads, dtype=torch.float64), self.local_pairs, *self._relax_args()).numpy()
+
+    def watched_pairs(self) -> np.ndarray:
+        """(P, 2) intramolecular atom pairs beyond 1-3 (the clash certificate's pairs)."""
+        if not hasattr(self, "_pairs"):
+            self._pairs = np.nonzero(np.triu(~self.exclusions, 1))
+        return np.stack(self._pairs, 1)
 
     def intra_clash(self, x: np.ndarray, cutoff: float = 0.10, max_pairs: int = 200_000) -> np.ndarray:
         """(B,) True where a molecule x (B, n, 3) has a non-excluded (beyond 1-3) atom pair closer
@@ -162,6 +194,7 @@ class MoltypeModel:
                 "closure_targets": np.asarray(self.closure_targets, float).tolist(), "training": dict(self.training),
                 "smoothing": self.smoothing, "hbond_eps": float(self.hbond_eps), "env_cutoff": float(self.env_cutoff),
                 "network_cutoff": float(self.network_cutoff), "storage": self.storage,
+                "best_of": int(self.best_of), "repel": float(self.repel),
                 "rotor_priors": [None if h is None else np.asarray(h, float).tolist() for h in self.rotor_priors]}
 
     @classmethod
@@ -176,7 +209,8 @@ class MoltypeModel:
                    ICTree.from_dict(d["tree"]), ICDensity.from_dict(d["density"]), StereoReference.from_dict(d["stereo"]),
                    np.array(d["closure_targets"], float), dict(d.get("training", {})), float(d.get("smoothing", 0.0)),
                    list(d.get("rotor_priors", [])), float(d.get("hbond_eps", 0.0)), float(d.get("env_cutoff", 0.0)),
-                   float(d.get("network_cutoff", 0.0)), str(d.get("storage", "float32")))
+                   float(d.get("network_cutoff", 0.0)), str(d.get("storage", "float32")),
+                   int(d.get("best_of", 1)), float(d.get("repel", 0.0)))
 
 
 def describe_difference(mt, entry: MoltypeModel) -> str:

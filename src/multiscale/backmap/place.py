@@ -87,14 +87,16 @@ def project_exact(x: torch.Tensor, matrix, operator, beads: torch.Tensor) -> tor
 
 
 def relax_project(x: torch.Tensor, matrix, operator, beads: torch.Tensor, pairs: np.ndarray,
-                  iterations: int = 15, stiffness: float = 1.0) -> torch.Tensor:
+                  iterations: int = 15, stiffness: float = 1.0, repel: tuple | None = None) -> torch.Tensor:
     """Exact projection that preserves local geometry.
 
     Alternates :func:`project_exact` with position-based (Jacobi) steps that restore the
     distances of ``pairs`` (P, 2) (bonds and 1-3 pairs) to their values in the input ``x``, so
     the correction needed to hit the beads ends up in the soft (torsional) degrees of freedom
     instead of stretching bonds and bending angles; the last step is the exact projection, so
-    ``M @ x == beads`` to round-off.  x (B, n, 3), beads (B, nb, 3) nm.
+    ``M @ x == beads`` to round-off.  x (B, n, 3), beads (B, nb, 3) nm.  ``repel = (pairs (Q, 2),
+    r_min nm)``: those pairs (non-bonded ones of the same molecule) closer than r_min are pushed
+    apart by the same kind of step, so the projection does not fold a long molecule into itself.
     """
     pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
     if iterations <= 0 or len(pairs) == 0:
@@ -121,8 +123,22 @@ def relax_project(x: torch.Tensor, matrix, operator, beads: torch.Tensor, pairs:
         f = ((1.0 - r0 / r) * d).reshape(P, B * 3)
         g = torch.zeros_like(X).index_add_(0, j, f).index_add_(0, i, -f)
         X = X + coef * g
+        if repel is not None:
+            X = _repel_step(X, repel, B, float(stiffness))
     x = X.reshape(n, B, 3).permute(1, 0, 2).to(x.dtype)
     return project_exact(x, matrix, operator, beads)
+
+
+def _repel_step(X: torch.Tensor, repel: tuple, B: int, stiffness: float) -> torch.Tensor:
+    """One Jacobi step pushing the ``repel`` pairs closer than r_min apart; X (n, B*3)."""
+    pairs, r_min = repel
+    i = torch.as_tensor(np.asarray(pairs)[:, 0], device=X.device)
+    j = torch.as_tensor(np.asarray(pairs)[:, 1], device=X.device)
+    d = (X[j] - X[i]).reshape(len(i), B, 3)
+    r = torch.linalg.norm(d, dim=-1, keepdim=True).clamp(min=1e-9)
+    f = (torch.clamp(1.0 - r_min / r, max=0.0) * d).reshape(len(i), B * 3)
+    g = torch.zeros_like(X).index_add_(0, j, f).index_add_(0, i, -f)
+    return X - 0.25 * stiffness * g
 
 
 def random_rotations_t(n: int, generator: torch.Generator | None = None, dtype=torch.float64, device="cpu") -> torch.Tensor:
