@@ -20,18 +20,15 @@ __all__ = ["lipid_coordinates", "stereo_ok", "order_parameters", "tail_torsions"
 
 def lipid_coordinates(positions: np.ndarray, box: np.ndarray, block) -> np.ndarray:
     """(F, count, n, 3) coordinates of the molecules of topology block ``block`` (a
-    :class:`~multiscale.topology.MoleculeBlock`), each made whole.  positions (F, N, 3) nm;
-    box (F, 3) or (F, 3, 3)."""
-    from .geometry import minimum_image
+    :class:`~multiscale.topology.MoleculeBlock`), each made whole along its bonds.  positions
+    (F, N, 3) nm; box (F, 3) or (F, 3, 3)."""
+    from .geometry import bond_tree_order, make_whole
 
-    pos = np.asarray(positions, float)
-    n = block.moltype.n_atoms
-    x = pos[:, block.start:block.stop].reshape(len(pos), block.count, n, 3)
-    out = np.empty_like(x)
-    for f in range(len(x)):  # frames: few; molecules and atoms vectorised
-        d = minimum_image((x[f] - x[f, :, :1]).reshape(-1, 3), np.asarray(box[f], float)).reshape(x[f].shape)
-        out[f] = x[f, :, :1] + d
-    return out
+    mt = block.moltype
+    x = np.asarray(positions, float)[:, block.start:block.stop].reshape(len(positions), block.count, mt.n_atoms, 3)
+    box = np.asarray(box, float)
+    order, parent = bond_tree_order(mt.n_atoms, mt.bonds)
+    return make_whole(x, box[:, None, :] if box.ndim == 2 else box[:, None, :, :], order, parent)
 
 
 def stereo_ok(x: np.ndarray, atom_names, hints: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -97,3 +94,44 @@ def carbon_label(name: str) -> int:
     """Position of acyl carbon ``C<chain><k>`` in its chain (k)."""
     m = re.fullmatch(r"C[23](\d+)", name)
     return int(m.group(1)) if m else -1
+
+
+def bilayer_geometry(positions: np.ndarray, box, topology) -> dict:
+    """Area per lipid (nm^2: box x-y area over half the lipids) and phosphate-phosphate thickness
+    (nm: mean P height of the upper leaflet minus that of the lower one, the midplane from the
+    circular mean of the lipids' terminal carbons along z) of one frame; {} without lipids.
+    positions (N, 3) nm; box (3,) or (3, 3) nm with z the bilayer normal."""
+    from .classes import lipid_mapping
+    from .geometry import box_matrix
+
+    B = box_matrix(np.asarray(box, float)).reshape(3, 3)
+    lz = float(B[2, 2])
+    p_z, end_z, n = [], [], 0
+    for blk in topology.blocks:
+        mt = blk.moltype
+        if lipid_mapping(mt) is None:
+            continue
+        names = list(mt.atom_names)
+        n += blk.count
+        x = np.asarray(positions, float)[blk.start:blk.stop].reshape(blk.count, mt.n_atoms, 3)
+        tails = [tail_carbons(names, c) for c in (2, 3)]
+        ends = [t[-1] for t in tails if t]
+        if "P" not in names or not ends:
+            continue  # sterols: counted in the area, not in the P-P distance
+        p = x[:, names.index("P"), 2]
+        e = x[:, ends, 2].mean(1)  # whole molecules not needed: the terminal carbons' mean z
+        p_z.append(p)
+        end_z.append(e)
+    if n == 0:
+        return {}
+    out = {"lipids": n, "apl_nm2": float(B[0, 0] * B[1, 1] / (n / 2))}
+    if p_z:
+        pz, ez = np.concatenate(p_z), np.concatenate(end_z)
+        ang = 2 * np.pi * ez / lz
+        mid = (np.arctan2(np.sin(ang).mean(), np.cos(ang).mean()) % (2 * np.pi)) * lz / (2 * np.pi)
+        rel = pz - mid
+        rel -= lz * np.round(rel / lz)
+        up, low = rel[rel > 0], rel[rel < 0]
+        if len(up) and len(low):
+            out["thickness_nm"] = float(up.mean() - low.mean())
+    return out

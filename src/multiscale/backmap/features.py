@@ -81,24 +81,61 @@ def cg_features(beads):
     return f.numpy() if is_np else f
 
 
-def unwrap_beads(beads: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """Make each molecule's beads whole: bead k is put at the minimum image of bead k-1.
+def unwrap_beads(beads: np.ndarray, box: np.ndarray, parent=None) -> np.ndarray:
+    """Make each molecule's beads whole: bead k is put at the minimum image of its parent bead
+    (``parent[k]``, from :func:`bead_tree`; default bead k-1).
 
     beads: (..., n_beads, 3) nm; box: (3,) nm, or broadcastable against ``beads[..., k, :]`` (e.g.
-    (F, 1, 3) for (F, M, n_beads, 3)), or (3, 3) box vectors (triclinic, one box).
+    (F, 1, 3) for (F, M, n_beads, 3)), or (3, 3) box vectors (triclinic, one box).  With a
+    parent array the beads are visited in breadth-first order of that tree, so two beads far
+    apart in the molecule (a lipid's tail end and the other tail's first bead) never decide an image.
     """
     from ..geometry import minimum_image
 
     b = np.array(beads, dtype=np.float64, copy=True)
     box = np.asarray(box, np.float64)
     tric = box.shape[-2:] == (3, 3)
-    for k in range(1, b.shape[-2]):
-        d = b[..., k, :] - b[..., k - 1, :]
+    for k in range(1, b.shape[-2]) if parent is None else _parents_first(parent):
+        p = k - 1 if parent is None else int(parent[k])
+        d = b[..., k, :] - b[..., p, :]
         if tric:
-            b[..., k, :] = b[..., k - 1, :] + minimum_image(d, box)
+            b[..., k, :] = b[..., p, :] + minimum_image(d, box)
         else:  # (b + d) - shift: this order, so results stay bit-identical to earlier versions
-            b[..., k, :] = b[..., k - 1, :] + d - box * np.round(d / box)
+            b[..., k, :] = b[..., p, :] + d - box * np.round(d / box)
     return b
+
+
+def _parents_first(parent) -> list[int]:
+    """Beads 1.. ordered so that every bead comes after its parent."""
+    depth = np.zeros(len(parent), int)
+    for k in range(1, len(parent)):
+        p, d = int(parent[k]), 1
+        while p > 0 and d < len(parent):
+            p, d = int(parent[p]), d + 1
+        depth[k] = d
+    return sorted(range(1, len(parent)), key=lambda k: (depth[k], k))
+
+
+def bead_tree(matrix: np.ndarray, bonds: np.ndarray) -> np.ndarray | None:
+    """(n_beads,) parent bead of each bead (-1 for bead 0): beads are neighbours when an atom
+    bond joins atoms of the two (or they share an atom); breadth-first from bead 0
+    (:func:`multiscale.geometry.bond_tree_order` on the bead graph; a bead no chemical path
+    reaches hangs from bead k-1).  None when every bead k is a neighbour of bead k-1 (the plain
+    sequential unwrapping is then already along the chemistry)."""
+    from ..geometry import bond_tree_order
+
+    M = np.asarray(matrix) > 0
+    nb = M.shape[0]
+    adj = (M.astype(int) @ M.T.astype(int)) > 0
+    for a, c in np.asarray(bonds, int).reshape(-1, 2):
+        adj |= np.outer(M[:, a], M[:, c]) | np.outer(M[:, c], M[:, a])
+    np.fill_diagonal(adj, False)
+    if all(adj[k, k - 1] for k in range(1, nb)):
+        return None
+    _, parent = bond_tree_order(nb, np.argwhere(np.triu(adj)))
+    loose = np.flatnonzero(parent[1:] < 0) + 1
+    parent[loose] = loose - 1
+    return parent
 
 
 def neighbour_counts(points: np.ndarray, box: np.ndarray, molecule: np.ndarray, cutoff: float = 1.0) -> np.ndarray:

@@ -63,6 +63,7 @@ class MoltypeModel:
 
     def __post_init__(self):
         from .certify import exclusion_matrix
+        from .features import bead_tree
         from .place import find_rotors
 
         self.rotors = find_rotors(len(self.atom_names), self.bonds, self.elements)
@@ -72,6 +73,8 @@ class MoltypeModel:
         cl, ot = self.tree.closure_pairs()
         self.local_pairs = np.concatenate([cl, ot])  # bonds + 1-3 pairs kept by relax_project
         self.exclusions = exclusion_matrix(len(self.atom_names), self.bonds, 2)
+        #: parent bead per bead along the molecule's chemistry: the beads are made whole along it
+        self.bead_parent = bead_tree(self.matrix, self.bonds)
 
     def set_smoothing(self, smoothing: float) -> None:
         """Choose the projection operator (see :func:`multiscale.backmap.place.projection_operator`)."""

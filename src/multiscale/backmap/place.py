@@ -136,9 +136,14 @@ def _repel_step(X: torch.Tensor, repel: tuple, B: int, stiffness: float) -> torc
     j = torch.as_tensor(np.asarray(pairs)[:, 1], device=X.device)
     d = (X[j] - X[i]).reshape(len(i), B, 3)
     r = torch.linalg.norm(d, dim=-1, keepdim=True).clamp(min=1e-9)
-    f = (torch.clamp(1.0 - r_min / r, max=0.0) * d).reshape(len(i), B * 3)
+    gap = torch.clamp(1.0 - r_min / r, max=0.0)  # < 0 for pairs closer than r_min
+    f = (gap * d).reshape(len(i), B * 3)
     g = torch.zeros_like(X).index_add_(0, j, f).index_add_(0, i, -f)
-    return X - 0.25 * stiffness * g
+    # per atom and molecule: the number of its pairs being pushed (Jacobi average, as for the bonds)
+    active = (gap < 0).to(X.dtype).reshape(len(i), B)
+    cnt = torch.zeros(X.shape[0], B, dtype=X.dtype, device=X.device).index_add_(0, j, active).index_add_(0, i, active)
+    cnt = cnt.clamp(min=1.0).repeat_interleave(3, dim=1)
+    return X - 0.5 * stiffness * g / cnt
 
 
 def random_rotations_t(n: int, generator: torch.Generator | None = None, dtype=torch.float64, device="cpu") -> torch.Tensor:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-__all__ = ["shipped_lipid_files", "shipped_lipid_names", "with_shipped_lipids"]
+__all__ = ["shipped_lipid_files", "shipped_lipid_file", "shipped_lipid_names", "with_shipped_lipids"]
 
 PATTERN = "lipids_*.pt"
 
@@ -34,6 +34,11 @@ def _entries(path: str) -> dict:
 def shipped_lipid_names() -> list[str]:
     """Moleculetype names the shipped lipid models cover."""
     return sorted({n for p in shipped_lipid_files() for n in _entries(str(p))})
+
+
+def shipped_lipid_file(name: str):
+    """The first shipped (or user data folder's) lipid model file with moleculetype ``name``, or None."""
+    return next((p for p in shipped_lipid_files() if name in _entries(str(p))), None)
 
 
 def with_shipped_lipids(model, topology):

@@ -96,7 +96,7 @@ def draw(state: FrameState, ctx: BackmapContext) -> FrameState:
         env_all[c_] = neighbour_counts(state.cg, state.box, ctx.bead_mol, c_)
     for bi, blk in ctx.sol_blocks:
         mm = model.moltypes[blk.aa_block.moltype.name]
-        beads = unwrap_beads(state.cg[blk.start:blk.stop].reshape(blk.count, blk.n_beads, 3), state.box)
+        beads = unwrap_beads(state.cg[blk.start:blk.stop].reshape(blk.count, blk.n_beads, 3), state.box, mm.bead_parent)
         env = env_all[mm.env_cutoff][blk.start:blk.stop].reshape(blk.count, blk.n_beads) if mm.env_cutoff > 0 else None
         v = state.report.per_moltype.setdefault(mm.name, _moltype_entry(mm))
         v["molecules"] += blk.count

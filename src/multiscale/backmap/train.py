@@ -227,6 +227,8 @@ def _fit_moltype(blks, x, env, prev, init, env_cut: float, seed: int, log, hp: d
                                        36, (-np.pi, np.pi))[0].astype(float) + 1.0 for r in entry.rotors]
     entry.hbond_eps = prev.hbond_eps if prev is not None else 0.0
     entry.network_cutoff = prev.network_cutoff if prev is not None else 0.0
+    if prev is not None:  # how the shipped model draws (lipids: best of K, repelling projection) carries over
+        entry.best_of, entry.repel = prev.best_of, prev.repel
     entry.env_cutoff = env_cut
     log(f"  {name}: train NLL {info['train_nll']:.3f}, validation NLL {info['val_nll']:.3f} ({info['seconds']:.1f} s)")
     return entry, info

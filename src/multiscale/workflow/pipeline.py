@@ -80,6 +80,7 @@ class _PipelineBuilder:
         over = dict(self.cfg.mdp.overrides.aa)
         lower = {k.lower().replace("_", "-") for k in over}
         options = {k: v for k, v in (defaults or {}).items() if k.lower().replace("_", "-") not in lower} | over
+        values, options = _semiisotropic(values, options, "4.5e-5")
         st = MdrunStage(name=name, cycle=cycle, workdir=self.wd(cycle, name), template=template, values=values,
                         mdp_options=options, structure=structure,
                         topology=self.aa_top if topology is None else topology, restraint=restraint,
@@ -91,6 +92,7 @@ class _PipelineBuilder:
         options = dict(self.cfg.mdp.overrides.cg)
         if not minim and self.cfg.cg.volume == "aa" and not any(k.lower() == "pcoupl" for k in options):
             options = {"pcoupl": "no"} | options  # the AA box's volume (docs/cycle-physics.md)
+        values, options = _semiisotropic(values, options, "3e-4")
         st = MdrunStage(name=name, cycle=cycle, workdir=self.wd(cycle, name), template=template, values=values,
                         mdp_options=options, structure=structure, topology=topology,
                         minimisation=minim, description=desc, resolution="cg")
@@ -124,6 +126,8 @@ class _PipelineBuilder:
             inputs["init_model"] = self.model_path
         elif self.chains:  # fine-tune the shipped chain model rather than train chains from 51 frames of one peptide
             inputs["init_model"] = self._shipped_chain_model()
+        elif self._shipped_lipid_model() is not None:  # likewise the shipped lipid model (the others fill in on loading)
+            inputs["init_model"] = self._shipped_lipid_model()
         st = PythonStage(name="train", cycle=c, workdir=self.wd(c, "train"), inputs=inputs,
                          outputs={"model": self.wd(c, "train") / "model.pt"},
                          params={"epochs": cfg.backmap.epochs, "samples": cfg.backmap.samples,
@@ -145,6 +149,23 @@ class _PipelineBuilder:
                                   f"ships no chain model (shipped: {', '.join(SHIPPED)}): set backmap.model to a model "
                                   "trained on this protein (multiscale train)")
         return Path(path)
+
+    def _shipped_lipid_model(self) -> Path | None:
+        """The shipped lipid model file covering a lipid of the AA topology, if any."""
+        from ..backmap.shipped import shipped_lipid_file
+        from ..classes import lipid_mapping
+        from ..topology import load_topology
+
+        try:
+            top = load_topology(self.aa_top)
+        except (MultiscaleError, OSError):
+            return None
+        for mt in top.moltypes.values():
+            if lipid_mapping(mt) is not None:
+                p = shipped_lipid_file(mt.name)
+                if p is not None:
+                    return Path(p)
+        return None
 
     def martinize(self, structure: Path):
         """The martinize stage (once per run) for the chains no configured CG itp defines."""
@@ -237,4 +258,16 @@ class _PipelineBuilder:
                 cg_gro, cg_top = cgs.outputs["gro"], cgs.outputs["top"]
         return self.stages
 
+
+def _semiisotropic(values: dict, options: dict, compressibility: str) -> tuple[dict, dict]:
+    """Membranes (``pcoupltype: semiisotropic`` among the mdp overrides): the pressure of the
+    sim.yaml for both the x-y plane and z, and the template's compressibility for both unless the
+    overrides give one."""
+    key = next((k for k in options if k.lower().replace("_", "-") == "pcoupltype"), None)
+    if key is None or str(options[key]).strip().lower() != "semiisotropic" or "ref_p" not in values:
+        return values, options
+    values = {**values, "ref_p": f"{values['ref_p']} {values['ref_p']}"}
+    if not any(k.lower().replace("_", "-") == "compressibility" for k in options):
+        options = {**options, "compressibility": f"{compressibility} {compressibility}"}
+    return values, options
 

@@ -279,6 +279,8 @@ class MdrunStage(Stage):
         info: dict[str, Any] = {"beads" if self.resolution == "cg" else "atoms": _gro_atoms(res.gro),
                                 "nsteps": self.nsteps, "continued": res.continued,
                                 "ns_per_day": res.ns_per_day}
+        if self.resolution == "aa" and not self.minimisation:
+            info.update(_membrane_info(self.topology, res.gro))
         if self.minimisation:
             energies = em_result(res.log)
         else:
@@ -298,6 +300,25 @@ class MdrunStage(Stage):
                 raise MultiscaleError(f"{self.outputs['xtc']}: frame times {times[0]}..{times[-1]} ps do not match "
                                       f"{want} frames every {self.nstxout * dt:g} ps: rerun this stage with --force")
         return StageResult(energies=energies, info=info)
+
+
+def _membrane_info(topology: Path, gro: Path) -> dict:
+    """Area per lipid and P-P thickness of an AA segment's last frame (membranes only; {} else)."""
+    from ..io import read_frames
+    from ..lipid_analysis import bilayer_geometry
+    from ..topology import load_topology
+
+    top = load_topology(topology)
+    if not any(_is_lipid(mt) for mt in top.moltypes.values()):
+        return {}
+    fr = read_frames(gro, expected_atoms=top.n_atoms)
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in bilayer_geometry(fr.positions[0], fr.box[0], top).items()}
+
+
+def _is_lipid(mt) -> bool:
+    from ..classes import lipid_mapping
+
+    return lipid_mapping(mt) is not None
 
 
 def run_energies(edr: Path, settings) -> dict:

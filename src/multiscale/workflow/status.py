@@ -94,6 +94,8 @@ def _notes(rec: dict) -> str:
         note = _avg_note(en, key, label, unit, fmt)
         if note:
             notes.append(note)
+    if info.get("apl_nm2") is not None:
+        notes.append(f"APL {info['apl_nm2']:.3f} nm2" + (f", D_PP {info['thickness_nm']:.2f} nm" if info.get("thickness_nm") else ""))
     if rec.get("stage") == "martinize" and isinstance(info.get("ss"), dict):
         notes.append("ss " + ", ".join(f"{n} {s}" for n, s in info["ss"].items()))
     if info.get("ns_per_day"):
