@@ -16,9 +16,9 @@ hints (independent of the engine), clashes and bead deviation from the certifica
 the output re-coarse-grained by ``multiscale coarse-grain``; then a CHARMM-GUI-style restrained
 EM (P positions, chirality/cis dihedrals) with its step count.  Fidelity: tail C-C torsion JSD and
 S_CH order parameters of ``--frames`` backmapped CG frames, and of the held-out frames of the
-atomistic reference bilayer (``--reference``, the last quarter of its production, never trained
-on) coarse-grained and backmapped, against that reference (S_CH error bars: standard error of 4
-blocks).
+atomistic reference bilayer (``--reference``: its production frames written after the span the
+shipped model was trained on, read from the model's provenance) coarse-grained and backmapped,
+against that reference (S_CH error bars: standard error of 4 blocks).
 """
 
 from __future__ import annotations
@@ -115,6 +115,17 @@ def compare(scd, tors, ref_scd, ref_tors, seed=0) -> dict:
     return out
 
 
+def _trained_until(folder_name: str) -> float:
+    """End (ps) of the production span the shipped lipid model was trained on, from its provenance."""
+    from multiscale.backmap.model_file import load_model
+    from multiscale.backmap.shipped import shipped_lipid_file
+
+    for prov in load_model(shipped_lipid_file("POPC")).provenance:
+        if prov.get("folder") == folder_name:
+            return float(prov["trained_time_ps"][1])
+    raise SystemExit(f"the shipped POPC model was not trained on a folder named {folder_name}: pass its reference bilayer")
+
+
 def restrained_em(work: Path, gro: Path, top: Path) -> dict:
     (work / "em.mdp").write_text(EM_MDP)
     sh("gmx", "grompp", "-f", "em.mdp", "-c", gro, "-r", gro, "-p", top, "-o", "em.tpr", "-maxwarn", "2", cwd=work)
@@ -143,7 +154,6 @@ def bead_rmsd(work: Path, aa: Path, top: Path, cg_in) -> float:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--reference", type=Path, required=True, help="make_bilayer_data.py folder of the AA reference bilayer")
-    p.add_argument("--train-fraction", type=float, default=0.75, help="as in scripts/train_lipid_model.py")
     p.add_argument("--per-side", type=int, default=6)
     p.add_argument("--cg-z", type=float, default=10.2)
     p.add_argument("--cg-ns", type=float, default=2.0)
@@ -181,9 +191,13 @@ def main(argv=None) -> int:
 
     # fidelity: several CG frames of the test bilayer, and held-out reference frames
     ref_top = load_topology(a.reference / "topol.top")
-    ref = read_frames(a.reference / "prod.gro", a.reference / "prod.xtc", expected_atoms=ref_top.n_atoms)
-    n0 = int(round(a.train_fraction * ref.n_frames))
-    held = ref.subset(slice(n0, None))
+    structure = a.reference / "prod.gro" if (a.reference / "prod.gro").is_file() else a.reference / "npt.gro"
+    ref = read_frames(structure, a.reference / "prod.xtc", expected_atoms=ref_top.n_atoms)
+    trained_to = _trained_until(a.reference.name)
+    held = ref.subset(np.flatnonzero(ref.times > trained_to + 1e-6))
+    if held.n_frames < 4:
+        raise SystemExit(f"{a.reference}: {held.n_frames} frames after the model's training span (to {trained_to} ps): "
+                         "run the reference bilayer longer (make_bilayer_data.py --prod-ns ...)")
     _, ref_scd, ref_tors = analyse(ref_top, held, hints)
     res["reference"] = {"frames": held.n_frames, "time_ps": [float(held.times[0]), float(held.times[-1])],
                         "lipids": lipid_block(ref_top).count}

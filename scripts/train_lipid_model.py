@@ -6,8 +6,9 @@
 
 ``--data`` is a folder written by ``scripts/make_bilayer_data.py`` (``topol.top``, ``prod.gro``,
 ``prod.xtc``, ``provenance.json``); more than one may be given.  The first ``--train-fraction``
-of each production trajectory is trained on; the rest is never seen by the model and is the
-atomistic reference of ``benchmarks/membrane_backmap.py`` (tail torsions, S_CH).  Only the lipid
+of each production trajectory (as far as it has run) is trained on; the time span is recorded,
+and every frame after it (the rest, or what the resumable run writes later) is never seen by the
+model and is the atomistic reference of ``benchmarks/membrane_backmap.py`` (tail torsions, S_CH).  Only the lipid
 moleculetypes are kept in the file (water and ions have their own built-in placement), stored as
 float16; the provenance (force field wheel, system, frames and time span used, GROMACS, seeds) is
 recorded in the file and listed in docs/membranes.md.  Needs the CHARMM36 port in the cache
@@ -36,7 +37,8 @@ from multiscale.topology import load_topology  # noqa: E402
 def split_frames(folder: Path, fraction: float):
     """(topology, training frames, held-out frames, provenance) of one bilayer data folder."""
     top = load_topology(folder / "topol.top")
-    fr = read_frames(folder / "prod.gro", folder / "prod.xtc", expected_atoms=top.n_atoms)
+    structure = folder / "prod.gro" if (folder / "prod.gro").is_file() else folder / "npt.gro"  # prod still running
+    fr = read_frames(structure, folder / "prod.xtc", expected_atoms=top.n_atoms)
     n_train = max(1, int(round(fraction * fr.n_frames)))
     meta = json.loads((folder / "provenance.json").read_text())
     args = meta.get("args", {})
@@ -53,7 +55,8 @@ def split_frames(folder: Path, fraction: float):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, nargs="+", required=True)
-    p.add_argument("--train-fraction", type=float, default=0.75)
+    p.add_argument("--train-fraction", type=float, default=1.0, help="first fraction of the production frames to train on "
+                   "(the frames after the trained span are the benchmark's held-out reference)")
     p.add_argument("--out", type=Path, default=ROOT / "src" / "multiscale" / "data" / "models" / "lipids_charmm36.pt")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None)

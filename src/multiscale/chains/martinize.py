@@ -135,8 +135,25 @@ def _vermouth_data(to_ff: str):
     if not (root / "force_fields" / to_ff).is_dir():
         raise MultiscaleError(f"vermouth has no force field {to_ff!r} in {root / 'force_fields'}: use martini3001")
     names = dict.fromkeys((*SOURCE_FORCE_FIELDS, to_ff))
-    ffs = {n: ForceField(str(root / "force_fields" / n)) for n in names}
+    ffs = {n: _protein_force_field(ForceField, root / "force_fields" / n) for n in names}
     return ffs, read_mapping_directory(root / "mappings" / to_ff, ffs)
+
+
+#: vermouth force-field files with nothing martinize2 needs for amino acids: CHARMM's lipidation
+#: and CGenFF small-molecule libraries (968 blocks, 4 s to read, every protein command)
+_NOT_PROTEIN = ("lipidations.rtp", "small_molecule_charmm.ff")
+
+
+def _protein_force_field(ForceField, folder: Path):
+    """A vermouth ForceField of ``folder`` read without its non-protein libraries (the same
+    reader vermouth uses, file by file)."""
+    from vermouth.forcefield import iter_force_field_files
+
+    ff = ForceField(name=folder.name)
+    for source in iter_force_field_files(folder):  # vermouth's own file list and order, less _NOT_PROTEIN
+        if Path(source).name not in _NOT_PROTEIN:
+            ff._read_from_file(source)
+    return ff
 
 
 def _import_vermouth():
