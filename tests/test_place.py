@@ -136,3 +136,32 @@ def test_relaxed_projection_exact_and_keeps_bonds():
     err_plain = np.abs(d(plain) - d(x)).mean()
     err_relax = np.abs(d(relaxed) - d(x)).mean()
     assert err_relax < 0.5 * err_plain
+
+
+def test_sparse_projection_operator_equals_the_dense_minimum_norm_one():
+    """Long chains use the sparse operator: the same matrix as the dense smoothing-0 one (unweighted
+    atoms copying their nearest weighted atom's row), and it projects exactly (sparse M and A)."""
+    import scipy.sparse as sp
+    import torch
+
+    from multiscale.backmap.place import project_exact, projection_operator, relax_project, sparse_projection_operator
+
+    rng = np.random.default_rng(3)
+    n_res, per = 40, 6  # 40 residues of 6 atoms, 2 beads each; atom 5 of each residue unweighted
+    n, nb = n_res * per, 2 * n_res
+    M = np.zeros((nb, n))
+    for r in range(n_res):
+        a = r * per
+        M[2 * r, a:a + 3] = rng.random(3) + 0.1
+        M[2 * r + 1, a + 2:a + 5] = rng.random(3) + 0.1  # atom a+2 shared by the residue's two beads
+    M /= M.sum(1, keepdims=True)
+    bonds = np.array([(i, i + 1) for i in range(n - 1)])
+    dense = projection_operator(M, bonds, 0.0)
+    A = sparse_projection_operator(sp.csr_matrix(M), bonds)
+    assert sp.issparse(A) and np.allclose(A.toarray(), dense, atol=1e-10)
+    x = torch.as_tensor(rng.normal(size=(3, n, 3)))
+    beads = torch.as_tensor(rng.normal(size=(3, nb, 3)))
+    y = project_exact(x, sp.csr_matrix(M), A, beads)
+    assert torch.allclose(torch.einsum("ba,nak->nbk", torch.as_tensor(M), y), beads, atol=1e-9)
+    z = relax_project(x, sp.csr_matrix(M), A, beads, bonds, 12, 1.8)
+    assert torch.allclose(torch.einsum("ba,nak->nbk", torch.as_tensor(M), z), beads, atol=1e-9)

@@ -80,7 +80,7 @@ class ChainDrawer:
 
     def __init__(self, model: ChainModel, moltype, chain_mapping, residues: list[Residue], clash_intra: float = 0.10):
         from ..backmap.certify import exclusion_matrix
-        from ..backmap.place import projection_operator
+        from ..backmap.place import projection_operator, sparse_projection_operator
 
         residues = [replace(r, kind=model.resolve_kind(r)) for r in residues]
         missing = model.missing_kinds(residues)
@@ -92,9 +92,13 @@ class ChainDrawer:
                                   "contains them (multiscale train on an AA trajectory of this protein)")
         self.model, self.moltype, self.residues = model, moltype, residues
         self.geo = ChainGeometry.from_residues(residues)
-        self.M = chain_mapping.dense()
         n = moltype.n_atoms
-        self.A = projection_operator(self.M, moltype.bonds, SMOOTHING if n <= SMOOTH_MAX_ATOMS else 0.0)
+        if n <= SMOOTH_MAX_ATOMS:  # smoothed projection: dense solve
+            self.M = chain_mapping.dense()
+            self.A = projection_operator(self.M, moltype.bonds, SMOOTHING)
+        else:  # long chains: sparse M and minimum-norm A, linear in the chain length
+            self.M = chain_mapping.weights.tocsr()
+            self.A = sparse_projection_operator(self.M, moltype.bonds)
         self.by_kind: dict = {}
         for i, r in enumerate(residues):  # grouped by kind and by the kind's atoms the residue lacks
             km = model.kinds[r.kind]
@@ -313,6 +317,12 @@ class ChainDrawer:
         return np.array([pos.get(nm, -1) for nm in km.names])
 
     # ------------------------------------------------------------------ checks
+    def bead_centres(self, x: np.ndarray) -> np.ndarray:
+        """M x for chains x (C, n, 3) -> (C, n_beads, 3) (M dense or sparse)."""
+        C, n = x.shape[0], x.shape[1]
+        y = self.M @ np.asarray(x).transpose(1, 0, 2).reshape(n, C * 3)
+        return np.asarray(y).reshape(-1, C, 3).transpose(1, 0, 2)
+
     def _project(self, x, b):
         from ..backmap.place import relax_project
 
@@ -336,18 +346,19 @@ class ChainDrawer:
         cis = self.cis_nonpro(x)  # (C, R-1): peptide bond i -> i+1
         bad[:, :-1] |= cis
         bad[:, 1:] |= cis
+        sizes = {}
+        for ring in self.rings:  # one search per ring size (5: Pro, His, Trp; 6: Phe, Tyr, Trp)
+            sizes.setdefault(len(ring), []).append(ring)
+        by_size = [np.array(rs, int) for rs in sizes.values()]
         for c in range(C):
-            for ring in self.rings:  # bonds through aromatic / Pro rings (the chain is whole: no box needed)
-                hits = ring_penetrations(x[c], np.full(3, 1e3), ring[None], self.bonds)
-                for _, bi in hits:
-                    bad[c, self.res_of_atom[ring[0]]] = True
-                    bad[c, self.res_of_atom[self.bonds[bi, 0]]] = True
+            for rings in by_size:  # bonds through aromatic / Pro rings (the chain is whole: no box needed)
+                hits = ring_penetrations(x[c], np.full(3, 1e3), rings, self.bonds)
+                bad[c, self.res_of_atom[rings[hits[:, 0], 0]]] = True
+                bad[c, self.res_of_atom[self.bonds[hits[:, 1], 0]]] = True
             pairs = cKDTree(x[c]).query_pairs(self.clash_intra, output_type="ndarray")
             if len(pairs):
-                keep = ~self.excl[pairs[:, 0], pairs[:, 1]]
-                for a, bb in pairs[keep]:
-                    bad[c, self.res_of_atom[a]] = True
-                    bad[c, self.res_of_atom[bb]] = True
+                pairs = pairs[~self.excl[pairs[:, 0], pairs[:, 1]]]
+                bad[c, self.res_of_atom[pairs.ravel()]] = True
         return bad
 
     def cis_nonpro(self, x: np.ndarray) -> np.ndarray:
@@ -405,7 +416,7 @@ class ChainDrawer:
         rep.cis_nonpro_final = int(self.cis_nonpro(x).sum())
         rep.disulfides = int(C * len(self.disulfides))
         rep.bad_disulfides_final = int(self.bad_disulfides(x).sum())
-        rep.max_cg_deviation_nm = float(np.abs(np.einsum("ba,cak->cbk", self.M, x) - np.asarray(beads)).max())
+        rep.max_cg_deviation_nm = float(np.abs(self.bead_centres(x) - np.asarray(beads)).max())
         return x, rep
 
     def _problem_count(self, x: np.ndarray) -> np.ndarray:
@@ -513,8 +524,8 @@ def close_disulfides(x: np.ndarray, ss: np.ndarray, moltype_adj: list, M: np.nda
         dcb = np.array([_ss_cb_distance(u, v, np.pi / 2) for u, v in zip(b1.tolist(), b2.tolist())])
         cb_start = {cb: x[:, cb].copy() for cb in (cb1, cb2)}
         moving = {cb: [cb, sg] for cb, sg in ((cb1, sg1), (cb2, sg2))}
-        beads = {cb: int(np.argmax(M[:, sg])) for cb, sg in ((cb1, sg1), (cb2, sg2))}
-        centre = {cb: np.einsum("a,cak->ck", M[beads[cb]], x) for cb in (cb1, cb2)}
+        beads = {cb: int(np.argmax(_dense(M[:, [sg]]).ravel())) for cb, sg in ((cb1, sg1), (cb2, sg2))}
+        centre = {cb: np.einsum("a,cak->ck", _dense(M[[beads[cb]]]).ravel(), x) for cb in (cb1, cb2)}
 
         def fix(i, j, target, w_i):
             v = x[:, j] - x[:, i]
@@ -535,7 +546,7 @@ def close_disulfides(x: np.ndarray, ss: np.ndarray, moltype_adj: list, M: np.nda
             for (a, cb), t in d.items():
                 fix(a, cb, t, 0.0)
             for cb in (cb1, cb2):  # keep the side-chain bead where it is (its hydrogens move with CB below)
-                w = M[beads[cb]]
+                w = _dense(M[[beads[cb]]]).ravel()
                 wm = w[moving[cb]].sum() + w[hyd[cb]].sum()
                 if wm > 0:
                     shift = (centre[cb] - np.einsum("a,cak->ck", w, x)) / wm
@@ -597,3 +608,9 @@ def _kept_pairs(moltype, residues: list[Residue]) -> np.ndarray:
         if o:
             pairs.add(tuple(sorted((o[0], r.ca))))
     return np.array(sorted(pairs), int).reshape(-1, 2)
+
+
+def _dense(a) -> np.ndarray:
+    """A (small) slice of a dense or scipy sparse matrix as a dense array."""
+    return a.toarray() if hasattr(a, "toarray") else np.asarray(a)
+
