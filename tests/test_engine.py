@@ -207,6 +207,8 @@ def test_chirality_kept_and_mirror_corrected(chiral):
     # resampling cannot fix it, the substituent swap does
     mirror = BackmapModel.from_dict(model.to_dict())
     mirror.moltypes["BUT"].stereo.sign = -st.sign
+    mirror.moltypes["BUT"].stereo.alt_sign = -st.alt_sign  # the other hand: every face of the centre flips
+    assert st.alt.shape == (1, 3, 3) and (st.alt[0] >= 0).all()  # C2 of butan-2-ol has four neighbours
     aa2, reps2 = backmap(mirror, top, cg.positions, cg.box, seed=0, max_retries=1)
     v2 = reps2[0].per_moltype["BUT"]
     assert v2["stereo_wrong_initial"] == 30 and v2["stereo_swapped"] == 30 and v2["stereo_wrong_final"] == 0

@@ -77,6 +77,12 @@ class StereoReference:
     cis: np.ndarray
     cis_agreement: np.ndarray
     min_agreement: float = 0.9
+    #: (nc, 3, 3) the three other neighbour triples of a four-neighbour centre (each with the
+    #: fourth neighbour; -1 rows for centres with three) and (nc, 3) their reference signs: a
+    #: centre is right only when every face of its tetrahedron agrees (a distorted centre can
+    #: keep one triple's sign with an inverted heavy-atom arrangement); empty in older files
+    alt: np.ndarray = field(default_factory=lambda: np.zeros((0, 3, 3), int))
+    alt_sign: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), int))
 
     @classmethod
     def from_frames(cls, n_atoms, bonds, elements, x: np.ndarray, min_agreement: float = 0.9) -> StereoReference:
@@ -84,11 +90,18 @@ class StereoReference:
         centres, nbs = find_stereocentres(n_atoms, bonds, elements)
         quads = find_double_bonds(n_atoms, bonds, elements)
         x = np.asarray(x, np.float64).reshape(-1, n_atoms, 3)
+        alt = _alt_triples(n_atoms, bonds, centres, nbs)
+        alt_sign = np.zeros(alt.shape[:2], int)
         if len(centres):
             s = chirality_signs(x, centres, nbs)
             pos = (s > 0).mean(0)
             sign = np.where(pos >= 0.5, 1, -1)
             agr = np.maximum(pos, 1 - pos)
+            for k in range(3):
+                has = alt[:, k, 0] >= 0
+                if has.any():
+                    sa = chirality_signs(x, centres[has], alt[has, k])
+                    alt_sign[has, k] = np.where((sa > 0).mean(0) >= 0.5, 1, -1)
         else:
             sign, agr = np.zeros(0, int), np.zeros(0)
         if len(quads):
@@ -96,7 +109,7 @@ class StereoReference:
             cis, cagr = c >= 0.5, np.maximum(c, 1 - c)
         else:
             cis, cagr = np.zeros(0, bool), np.zeros(0)
-        return cls(centres, nbs, sign.astype(int), agr, quads, cis, cagr, min_agreement)
+        return cls(centres, nbs, sign.astype(int), agr, quads, cis, cagr, min_agreement, alt, alt_sign)
 
     @property
     def enforced_centres(self) -> np.ndarray:
@@ -113,6 +126,12 @@ class StereoReference:
         wb = np.zeros((len(x), len(eb)), bool)
         if len(ec):
             wc = chirality_signs(x, self.centres[ec], self.neighbours[ec]) != self.sign[ec]
+            if len(self.alt):
+                for k in range(3):
+                    has = self.alt[ec, k, 0] >= 0
+                    if has.any():
+                        sa = chirality_signs(x, self.centres[ec][has], self.alt[ec, k][has])
+                        wc[:, has] |= sa != self.alt_sign[ec, k][has]
         if len(eb):
             wb = cistrans_cis(x, self.quads[eb]) != self.cis[eb]
         return wc, wb
@@ -121,13 +140,33 @@ class StereoReference:
         return {"centres": self.centres.tolist(), "neighbours": self.neighbours.tolist(), "sign": self.sign.tolist(),
                 "agreement": np.round(self.agreement, 6).tolist(), "quads": self.quads.tolist(),
                 "cis": self.cis.tolist(), "cis_agreement": np.round(self.cis_agreement, 6).tolist(),
-                "min_agreement": self.min_agreement}
+                "min_agreement": self.min_agreement, "alt": self.alt.tolist(), "alt_sign": self.alt_sign.tolist()}
 
     @classmethod
     def from_dict(cls, d: dict) -> StereoReference:
         return cls(np.array(d["centres"], int), np.array(d["neighbours"], int).reshape(-1, 3), np.array(d["sign"], int),
                    np.array(d["agreement"], float), np.array(d["quads"], int).reshape(-1, 4), np.array(d["cis"], bool),
-                   np.array(d["cis_agreement"], float), float(d.get("min_agreement", 0.9)))
+                   np.array(d["cis_agreement"], float), float(d.get("min_agreement", 0.9)),
+                   np.array(d.get("alt", []), int).reshape(-1, 3, 3), np.array(d.get("alt_sign", []), int).reshape(-1, 3))
+
+
+def _alt_triples(n_atoms: int, bonds: np.ndarray, centres: np.ndarray, nbs: np.ndarray) -> np.ndarray:
+    """(nc, 3, 3): for a centre with a fourth neighbour d beside its triple (a, b, c), the triples
+    (a, b, d), (a, c, d), (b, c, d); -1 rows otherwise."""
+    out = np.full((len(centres), 3, 3), -1, int)
+    if not len(centres):
+        return out
+    adj = [set() for _ in range(n_atoms)]
+    for i, j in np.asarray(bonds, int).reshape(-1, 2):
+        adj[i].add(int(j))
+        adj[j].add(int(i))
+    for k, (c, t) in enumerate(zip(centres, nbs)):
+        rest = sorted(adj[int(c)] - set(int(v) for v in t))
+        if len(rest) == 1:
+            a, b, cc = (int(v) for v in t)
+            d = rest[0]
+            out[k] = [[a, b, d], [a, cc, d], [b, cc, d]]
+    return out
 
 
 # ---------------------------------------------------------------------- repairs
