@@ -83,6 +83,10 @@ class StereoReference:
     #: keep one triple's sign with an inverted heavy-atom arrangement); empty in older files
     alt: np.ndarray = field(default_factory=lambda: np.zeros((0, 3, 3), int))
     alt_sign: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), int))
+    #: (nd, 3, 4) the other substituent quadruples across each cis/trans bond (-1 rows where an
+    #: end has one substituent) and (nd, 3) their reference cis states: likewise every pair counts
+    alt_quads: np.ndarray = field(default_factory=lambda: np.zeros((0, 3, 4), int))
+    alt_cis: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), bool))
 
     @classmethod
     def from_frames(cls, n_atoms, bonds, elements, x: np.ndarray, min_agreement: float = 0.9) -> StereoReference:
@@ -104,12 +108,18 @@ class StereoReference:
                     alt_sign[has, k] = np.where((sa > 0).mean(0) >= 0.5, 1, -1)
         else:
             sign, agr = np.zeros(0, int), np.zeros(0)
+        alt_quads = _alt_quads(n_atoms, bonds, quads)
+        alt_cis = np.zeros(alt_quads.shape[:2], bool)
         if len(quads):
             c = cistrans_cis(x, quads).mean(0)
             cis, cagr = c >= 0.5, np.maximum(c, 1 - c)
+            for k in range(3):
+                has = alt_quads[:, k, 0] >= 0
+                if has.any():
+                    alt_cis[has, k] = cistrans_cis(x, alt_quads[has, k]).mean(0) >= 0.5
         else:
             cis, cagr = np.zeros(0, bool), np.zeros(0)
-        return cls(centres, nbs, sign.astype(int), agr, quads, cis, cagr, min_agreement, alt, alt_sign)
+        return cls(centres, nbs, sign.astype(int), agr, quads, cis, cagr, min_agreement, alt, alt_sign, alt_quads, alt_cis)
 
     @property
     def enforced_centres(self) -> np.ndarray:
@@ -134,20 +144,50 @@ class StereoReference:
                         wc[:, has] |= sa != self.alt_sign[ec, k][has]
         if len(eb):
             wb = cistrans_cis(x, self.quads[eb]) != self.cis[eb]
+            if len(self.alt_quads):
+                for k in range(3):
+                    has = self.alt_quads[eb, k, 0] >= 0
+                    if has.any():
+                        wb[:, has] |= cistrans_cis(x, self.alt_quads[eb, k][has]) != self.alt_cis[eb, k][has]
         return wc, wb
 
     def to_dict(self) -> dict:
         return {"centres": self.centres.tolist(), "neighbours": self.neighbours.tolist(), "sign": self.sign.tolist(),
                 "agreement": np.round(self.agreement, 6).tolist(), "quads": self.quads.tolist(),
                 "cis": self.cis.tolist(), "cis_agreement": np.round(self.cis_agreement, 6).tolist(),
-                "min_agreement": self.min_agreement, "alt": self.alt.tolist(), "alt_sign": self.alt_sign.tolist()}
+                "min_agreement": self.min_agreement, "alt": self.alt.tolist(), "alt_sign": self.alt_sign.tolist(),
+                "alt_quads": self.alt_quads.tolist(), "alt_cis": self.alt_cis.tolist()}
 
     @classmethod
     def from_dict(cls, d: dict) -> StereoReference:
         return cls(np.array(d["centres"], int), np.array(d["neighbours"], int).reshape(-1, 3), np.array(d["sign"], int),
                    np.array(d["agreement"], float), np.array(d["quads"], int).reshape(-1, 4), np.array(d["cis"], bool),
                    np.array(d["cis_agreement"], float), float(d.get("min_agreement", 0.9)),
-                   np.array(d.get("alt", []), int).reshape(-1, 3, 3), np.array(d.get("alt_sign", []), int).reshape(-1, 3))
+                   np.array(d.get("alt", []), int).reshape(-1, 3, 3), np.array(d.get("alt_sign", []), int).reshape(-1, 3),
+                   np.array(d.get("alt_quads", []), int).reshape(-1, 3, 4), np.array(d.get("alt_cis", []), bool).reshape(-1, 3))
+
+
+def _alt_quads(n_atoms: int, bonds: np.ndarray, quads: np.ndarray) -> np.ndarray:
+    """(nd, 3, 4): for a cis/trans bond a-b with quadruple (x, a, b, y) and second substituents
+    x' of a and y' of b, the quadruples (x', a, b, y), (x, a, b, y'), (x', a, b, y'); -1 rows
+    where a or b has no second substituent (a row is kept for whichever exists)."""
+    out = np.full((len(quads), 3, 4), -1, int)
+    if not len(quads):
+        return out
+    adj = [set() for _ in range(n_atoms)]
+    for i, j in np.asarray(bonds, int).reshape(-1, 2):
+        adj[i].add(int(j))
+        adj[j].add(int(i))
+    for k, (x, a, b, y) in enumerate(np.asarray(quads, int)):
+        xs = sorted(adj[a] - {int(b), int(x)})
+        ys = sorted(adj[b] - {int(a), int(y)})
+        if xs:
+            out[k, 0] = [xs[0], a, b, y]
+        if ys:
+            out[k, 1] = [x, a, b, ys[0]]
+        if xs and ys:
+            out[k, 2] = [xs[0], a, b, ys[0]]
+    return out
 
 
 def _alt_triples(n_atoms: int, bonds: np.ndarray, centres: np.ndarray, nbs: np.ndarray) -> np.ndarray:

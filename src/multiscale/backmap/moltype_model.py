@@ -71,7 +71,9 @@ class MoltypeModel:
             self.rotor_priors = [None] * len(self.rotors)
         self.set_smoothing(self.smoothing)
         cl, ot = self.tree.closure_pairs()
-        self.local_pairs = np.concatenate([cl, ot])  # bonds + 1-3 pairs kept by relax_project
+        # kept by relax_project: bonds, 1-3 pairs, and the 1-4 pairs across each cis/trans double
+        # bond (its torsion stays where it was drawn: a lipid's cis bond is not bent to 90 deg)
+        self.local_pairs = np.concatenate([cl, ot, _across_double_bonds(self.stereo, self.bonds)]).astype(int)
         self.exclusions = exclusion_matrix(len(self.atom_names), self.bonds, 2)
         #: parent bead per bead along the molecule's chemistry: the beads are made whole along it
         self.bead_parent = bead_tree(self.matrix, self.bonds)
@@ -238,4 +240,19 @@ def describe_difference(mt, entry: MoltypeModel) -> str:
             parts.append("bonds only in the model: " + ", ".join(f"{nm[a]}-{nm[b]}" for a, b in missing[:4]))
         return "; ".join(parts)
     return "fingerprints differ"
+
+
+def _across_double_bonds(stereo, bonds) -> np.ndarray:
+    """(P, 2) substituent pairs x-y across every enforced cis/trans bond a-b of ``stereo``."""
+    adj: dict[int, set] = {}
+    for i, j in np.asarray(bonds, int).reshape(-1, 2):
+        adj.setdefault(int(i), set()).add(int(j))
+        adj.setdefault(int(j), set()).add(int(i))
+    out = set()
+    for q in np.asarray(stereo.quads, int).reshape(-1, 4)[stereo.enforced_bonds]:
+        a, b = int(q[1]), int(q[2])
+        for x in adj.get(a, set()) - {b}:
+            for y in adj.get(b, set()) - {a}:
+                out.add((min(x, y), max(x, y)))
+    return np.array(sorted(out), int).reshape(-1, 2)
 

@@ -288,6 +288,16 @@ def resolve_clashes(state: FrameState, ctx: BackmapContext) -> FrameState:
         for (x, ok), s in zip(right, sols):
             now = _stereo_right(s.x, s)[1]
             x[now], ok[now] = s.x[now], True
+    # molecules that never had right stereo (long flexible ones: the projection onto the beads can
+    # bend a centre or a double bond) get extra rounds of their own, clashes aside
+    extra = 0
+    while extra < STEREO_ROUNDS and any((~ok).any() for _, ok in right):
+        extra += 1
+        state.bad = [~ok for _, ok in right]
+        check_solutes(state, ctx, _resample_round(state, ctx, ctx.opts.max_retries + extra, sol_base))
+        for (x, ok), s in zip(right, sols):
+            now = _stereo_right(s.x, s)[1]
+            x[now], ok[now] = s.x[now], True
     # stereo is a guarantee, a clash a report: a molecule the rounds left with wrong stereo takes back
     # its last stereo-right conformation (the repair's inversion/flip is the last resort)
     back = [np.flatnonzero(ok & ~_stereo_right(s.x, s)[1]) for (x, ok), s in zip(right, sols)]
@@ -297,6 +307,10 @@ def resolve_clashes(state: FrameState, ctx: BackmapContext) -> FrameState:
         check_solutes(state, ctx, np.concatenate([sol_base[k] + b for k, b in enumerate(back)]))
     rep.retries = attempt
     return state
+
+
+#: extra resampling rounds, after the clash rounds, for molecules that never had right stereo
+STEREO_ROUNDS = 10
 
 
 def _stereo_right(x: np.ndarray, s) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,204 @@
+"""Lipids end to end: bilayer observables (multiscale.lipid_analysis), the shipped lipid model
+(multiscale.backmap.shipped) and an insane bilayer backmapped by the real commands."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from multiscale import forcefields as ff
+from multiscale.errors import MultiscaleError
+from multiscale.io import read_frames
+from multiscale.lipid_analysis import order_parameters, stereo_ok, tail_carbons, tail_torsions
+from multiscale.mapping import load_mapping
+from multiscale.paths import find_data
+
+DATA = Path(__file__).parent / "data"
+POPC_MAP = find_data("mappings", "lipids/POPC.map")
+
+
+@pytest.fixture(scope="module")
+def cache():
+    try:
+        ff.fetch(["charmm36", "charmm36-lipids", "martini3"])
+    except MultiscaleError as e:  # offline machine without a filled cache
+        pytest.skip(f"force-field cache unavailable: {e}")
+    return ff.cache_dir()
+
+
+@pytest.fixture(scope="module")
+def popc():
+    fr = read_frames(DATA / "popc_charmm36.gro")
+    mm = load_mapping(POPC_MAP).molecules["POPC"]
+    return fr.positions[0].astype(float), list(fr.names), mm
+
+
+def _bonds(names, x):
+    """Covalent bonds of one molecule from distances (heavy-H < 0.12 nm, heavy-heavy < 0.19 nm)."""
+    d = np.linalg.norm(x[:, None] - x[None], axis=-1)
+    h = np.array([n.startswith("H") for n in names])
+    cut = np.where(h[:, None] | h[None], 0.12, 0.19)
+    i, j = np.nonzero(np.triu((d < cut) & (d > 0), 1))
+    return np.stack([i, j], 1)
+
+
+def test_stereo_hints_hold_for_popc_and_fail_for_its_mirror_image(popc):
+    x, names, mm = popc
+    chiral, cis = stereo_ok(x[None], names, mm.hints)
+    assert chiral.all() and cis.all()
+    mirror = x * np.array([-1.0, 1.0, 1.0])  # inverts every centre, keeps cis/trans
+    chiral, cis = stereo_ok(mirror[None], names, mm.hints)
+    assert not chiral.any() and cis.all()
+    # the oleoyl double bond turned trans: rotate the tail beyond C210 by pi about C29=C210
+    i9, i10 = names.index("C29"), names.index("C210")
+    bonds = _bonds(names, x)
+    from multiscale.graph import MolecularGraph
+
+    side = MolecularGraph(len(names), bonds, ["X"] * len(names)).side(i9, i10)
+    k = (x[i10] - x[i9]) / np.linalg.norm(x[i10] - x[i9])
+    R = 2 * np.outer(k, k) - np.eye(3)
+    y = x.copy()
+    y[side] = (x[side] - x[i10]) @ R.T + x[i10]
+    assert not stereo_ok(y[None], names, mm.hints)[1].any()
+
+
+def test_order_parameters_and_tail_torsions(popc):
+    x, names, _ = popc
+    el = ["H" if n.startswith("H") else n[0] for n in names]
+    bonds = _bonds(names, x)
+    assert [names[i] for i in tail_carbons(names, 3)] == [f"C3{k}" for k in range(2, 17)]  # palmitoyl sn-1
+    assert [names[i] for i in tail_carbons(names, 2)] == [f"C2{k}" for k in range(2, 19)]  # oleoyl sn-2
+    s = order_parameters(x[None, None], names, el, bonds, 3)
+    assert s.shape == (1, 15) and np.all((s >= -0.5) & (s <= 1.0))
+    # a C-H along z has S = 1, in the plane -0.5: rotate the molecule so one C-H bond lies along z
+    c, h = names.index("C34"), names.index("H4X")
+    v = (x[h] - x[c]) / np.linalg.norm(x[h] - x[c])
+    axis = np.cross(v, [0, 0, 1.0])
+    ang = np.arccos(np.clip(v[2], -1, 1))
+    axis /= np.linalg.norm(axis)
+    K = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    R = np.eye(3) + np.sin(ang) * K + (1 - np.cos(ang)) * K @ K
+    xr = x @ R.T
+    hs = [names.index("H4X"), names.index("H4Y")]
+    vz = (xr[hs] - xr[c])[:, 2] / np.linalg.norm(xr[hs] - xr[c], axis=1)
+    expect = np.mean(1.5 * vz ** 2 - 0.5)
+    got = order_parameters(xr[None, None], names, el, bonds, 3)[0, tail_carbons(names, 3).index(c)]
+    assert got == pytest.approx(expect) and vz[0] == pytest.approx(1.0)
+    tn, tv = tail_torsions(x[None, None], names, 2)
+    assert tn[0] == "C21-C22-C23-C24" and tv.shape == (1, 15)  # C21 ... C218: 18 carbons
+    i = tn.index("C28-C29-C210-C211")
+    assert abs(tv[0, i]) < 0.6  # about the cis double bond C29=C210
+    assert np.all(np.isfinite(tv)) and np.all(np.abs(tv) <= np.pi)
+
+
+def test_shipped_lipid_model_fills_a_model_without_lipids(cache, tmp_path):
+    """A model with no POPC takes the shipped POPC entry (same fingerprint); a lipid the shipped
+    files do not cover is named with how to train it."""
+    from multiscale.backmap.model_file import BackmapModel
+    from multiscale.backmap.shipped import shipped_lipid_names, with_shipped_lipids
+    from multiscale.preflight import load_checked_mapping
+    from multiscale.topology import load_topology
+
+    assert "POPC" in shipped_lipid_names()
+    (tmp_path / ff.CHARMM36_FF).symlink_to(ff.charmm36_gmxlib() / ff.CHARMM36_FF)
+    for r in ("POPC", "DLPC"):
+        (tmp_path / f"{r}.itp").write_text(ff.charmm36_lipid_itp(r).read_text())
+    (tmp_path / "a.top").write_text(f'#include "{ff.CHARMM36_FF}/forcefield.itp"\n#include "POPC.itp"\n#include "DLPC.itp"\n'
+                                    "[ system ]\nx\n[ molecules ]\nPOPC 2\nDLPC 1\n")
+    top = load_topology(tmp_path / "a.top")
+    m = with_shipped_lipids(BackmapModel(load_checked_mapping([], top), {}), top)
+    assert "POPC" in m.moltypes and m.moltypes["POPC"].fingerprint == top.moltypes["POPC"].fingerprint()
+    if "DLPC" not in shipped_lipid_names():
+        with pytest.raises(MultiscaleError, match="ships no model for lipid DLPC.*multiscale train"):
+            m.check(top)
+
+
+@pytest.mark.gromacs
+def test_insane_bilayer_backmaps_with_the_shipped_lipid_model(cache, tmp_path):
+    """insane POPC bilayer (Martini 3, W, NaCl as residue ION), minimised -> multiscale topology --cg-topology ->
+    multiscale backmap with no --model: every bead exact, every glycerol centre and oleoyl double bond
+    right by the mapping file's hints (independent of the engine's certificate), and grompp accepts
+    the AA system with no GMXLIB."""
+    pytest.importorskip("insane")
+    cmd = [sys.executable, "-W", "ignore", "-c", "import sys; from insane.cli import cli; sys.exit(cli())",
+           "-o", "cg.gro", "-x", "4", "-y", "4", "-z", "8", "-l", "POPC", "-sol", "W", "-salt", "0.15", "-a", "0.64"]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, env={"INSANE_SEED": "1", "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0, r.stderr[-500:]
+    lines = (tmp_path / "cg.gro").read_text().splitlines()
+    body = lines[2:-1]
+    ren = {"NA+": "NA", "CL-": "CL"}
+    body = [ln[:5] + "ION  " + f"{ren[ln[5:10].strip()]:>5s}" + ln[15:] if ln[5:10].strip() in ren else ln for ln in body]
+    (tmp_path / "cg.gro").write_text("\n".join(lines[:2] + body + lines[-1:]) + "\n")
+    count = lambda res: len({ln[:5] for ln in body if ln[5:10].strip() == res})
+    n_ion = {k: sum(1 for ln in body if ln[5:10].strip() == "ION" and ln[10:15].strip() == k) for k in ("NA", "CL")}
+    (tmp_path / "martini.itp").symlink_to(ff.martini3_itp())
+    (tmp_path / "cg.top").write_text('#include "martini.itp"\n[ system ]\nb\n[ molecules ]\n'
+                                     f"POPC {count('POPC')}\nW {count('W')}\nNA {n_ion['NA']}\nCL {n_ion['CL']}\n")
+    # a short Martini EM, as any CG system that gets backmapped has had (insane's grid overlaps lipids)
+    (tmp_path / "cgem.mdp").write_text("integrator = steep\nnsteps = 500\ncutoff-scheme = Verlet\ncoulombtype = reaction-field\n"
+                                       "rcoulomb = 1.1\nepsilon-r = 15\nepsilon-rf = 0\nrvdw = 1.1\n")
+    for cmd in (["gmx", "grompp", "-f", "cgem.mdp", "-c", "cg.gro", "-p", "cg.top", "-o", "cgem.tpr", "-maxwarn", "2"],
+                ["gmx", "mdrun", "-deffnm", "cgem", "-nt", "2"]):
+        g = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
+        assert g.returncode == 0, g.stderr[-800:]
+    from multiscale.cli import main
+
+    assert main(["topology", "--cg-topology", str(tmp_path / "cg.top"), "--output", str(tmp_path / "aa.top")]) == 0
+    assert main(["backmap", "--cg", str(tmp_path / "cgem.gro"), "--topology", str(tmp_path / "aa.top"),
+                 "--output", str(tmp_path / "aa.gro"), "--seed", "1", "--report", str(tmp_path / "r.json")]) == 0
+    import json
+
+    rep = json.loads((tmp_path / "r.json").read_text())[0]
+    assert rep["max_cg_deviation_nm"] < 1e-6
+    v = rep["per_moltype"]["POPC"]
+    assert v["stereo_wrong_final"] == 0 and v["cistrans_wrong_final"] == 0
+    from multiscale.lipid_analysis import lipid_coordinates
+    from multiscale.topology import load_topology
+
+    top = load_topology(tmp_path / "aa.top")
+    aa = read_frames(tmp_path / "aa.gro", expected_atoms=top.n_atoms)
+    blk = next(b for b in top.blocks if b.moltype.name == "POPC")
+    x = lipid_coordinates(aa.positions, aa.box, blk)
+    chiral, cis = stereo_ok(x, blk.moltype.atom_names, load_mapping(POPC_MAP).molecules["POPC"].hints)
+    assert chiral.all() and cis.all()
+    (tmp_path / "em.mdp").write_text("integrator = steep\nnsteps = 0\ncutoff-scheme = Verlet\ncoulombtype = PME\n"
+                                     "rcoulomb = 1.2\nrvdw = 1.2\n")
+    g = subprocess.run(["gmx", "grompp", "-f", "em.mdp", "-c", "aa.gro", "-p", "aa.top", "-o", "em.tpr", "-maxwarn", "2"],
+                       cwd=tmp_path, capture_output=True, text=True)
+    assert g.returncode == 0, g.stderr[-800:]
+
+
+def test_beads_are_made_whole_along_the_lipid_not_bead_by_bead(popc):
+    """A POPC in a box narrower than the lipid: unwrapping bead k next to bead k-1 would put the
+    second tail's first bead (C1B, after C4A) at the wrong image; along the bead tree it is whole."""
+    from multiscale.backmap.features import bead_tree, unwrap_beads
+
+    x, names, mm = popc
+    x = x[:, [2, 1, 0]] * np.array([1.0, 1.0, -1.0])  # tails along x (a proper rotation)
+    M = mm.matrix(_moltype(names, x))
+    beads = M @ x
+    parent = bead_tree(M, _bonds(names, x))
+    a, b = mm.beads.index("C4A"), mm.beads.index("C1B")
+    assert parent is not None and parent[b] != a
+    bonded = max(abs(beads[k, 0] - beads[parent[k], 0]) for k in range(1, len(beads)))
+    far = abs(beads[a, 0] - beads[b, 0])
+    assert far > bonded
+    box = np.array([bonded + far, 10.0, 10.0])  # half the box: longer than any bead bond, shorter than C4A-C1B
+    wrapped = beads - box * np.floor(beads / box)
+    good = unwrap_beads(wrapped[None], box, parent)[0]
+    assert np.allclose(good - good[0], beads - beads[0], atol=1e-9)
+    bad = unwrap_beads(wrapped[None], box)[0]
+    assert not np.allclose(bad - bad[0], beads - beads[0], atol=1e-3)
+
+
+def _moltype(names, x):
+    from multiscale.topology import MoleculeType
+
+    el = tuple("H" if n.startswith("H") else n[0] for n in names)
+    masses = np.array([{"H": 1.008, "C": 12.011, "N": 14.007, "O": 15.999, "P": 30.974}[e] for e in el])
+    return MoleculeType(name="POPC", atom_names=tuple(names), resnames=("POPC",) * len(names), elements=el, masses=masses,
+                        charges=np.zeros(len(names)), bonds=_bonds(names, x), residues=(0,) * len(names))
