@@ -149,6 +149,9 @@ def relax_project(x: torch.Tensor, matrix, operator, beads: torch.Tensor, pairs:
     X = x.to(dt).permute(1, 0, 2).reshape(n, B * 3)
     Ac = (A @ beads.to(dt).permute(1, 0, 2).reshape(-1, B * 3))
     r0 = torch.linalg.norm((X[j] - X[i]).reshape(P, B, 3), dim=-1, keepdim=True)
+    if repel is not None:  # index tensors made once, not per sweep
+        rp = np.asarray(repel[0], np.int64).reshape(-1, 2)
+        rep = (torch.as_tensor(rp[:, 0], device=dev), torch.as_tensor(rp[:, 1], device=dev), float(repel[1]))
     for _ in range(iterations):
         X = X - A @ (M @ X) + Ac
         d = (X[j] - X[i]).reshape(P, B, 3)
@@ -157,7 +160,7 @@ def relax_project(x: torch.Tensor, matrix, operator, beads: torch.Tensor, pairs:
         g = torch.zeros_like(X).index_add_(0, j, f).index_add_(0, i, -f)
         X = X + coef * g
         if repel is not None:
-            X = _repel_step(X, repel, B, float(stiffness))
+            X = _repel_step(X, rep, B, float(stiffness))
     x = X.reshape(n, B, 3).permute(1, 0, 2).to(x.dtype)
     return project_exact(x, matrix, operator, beads)
 
@@ -172,10 +175,8 @@ def _torch_matrix(a, dtype, device):
 
 
 def _repel_step(X: torch.Tensor, repel: tuple, B: int, stiffness: float) -> torch.Tensor:
-    """One Jacobi step pushing the ``repel`` pairs closer than r_min apart; X (n, B*3)."""
-    pairs, r_min = repel
-    i = torch.as_tensor(np.asarray(pairs)[:, 0], device=X.device)
-    j = torch.as_tensor(np.asarray(pairs)[:, 1], device=X.device)
+    """One Jacobi step pushing pairs (index tensors i, j) closer than r_min apart; X (n, B*3)."""
+    i, j, r_min = repel
     d = (X[j] - X[i]).reshape(len(i), B, 3)
     r = torch.linalg.norm(d, dim=-1, keepdim=True).clamp(min=1e-9)
     gap = torch.clamp(1.0 - r_min / r, max=0.0)  # < 0 for pairs closer than r_min
