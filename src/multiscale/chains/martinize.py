@@ -79,11 +79,12 @@ class ChainMapping:
         return self.weights.shape[0]
 
     def dense(self) -> np.ndarray:
-        """The weight matrix as a dense (n_beads, n_atoms) float64 array (made once; read-only)."""
+        """The weight matrix as a dense (n_beads, n_atoms) float64 array, made once and shared by
+        every caller (the CG layout, the chain drawer): do not modify it.  (Not flagged read-only:
+        torch warns on every non-writable array it is handed.)"""
         d = self.__dict__.get("_dense")
         if d is None:
             d = self.weights.toarray()
-            d.setflags(write=False)
             self.__dict__["_dense"] = d  # frozen dataclass: cache beside the fields
         return d
 
