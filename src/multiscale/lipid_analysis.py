@@ -9,8 +9,6 @@ mapping files of ``data/mappings/lipids``): acyl carbons ``C2k`` (sn-2) and ``C3
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
 from .geometry import dihedral, signed_volume
@@ -88,12 +86,6 @@ def tail_torsions(x: np.ndarray, atom_names, chain: int) -> tuple[list[str], np.
     xf = np.asarray(x, float).reshape(-1, x.shape[-2], 3)
     vals = np.stack([dihedral(*(xf[:, i] for i in q)) for q in quads], axis=1) if quads else np.zeros((len(xf), 0))
     return names, vals
-
-
-def carbon_label(name: str) -> int:
-    """Position of acyl carbon ``C<chain><k>`` in its chain (k)."""
-    m = re.fullmatch(r"C[23](\d+)", name)
-    return int(m.group(1)) if m else -1
 
 
 def bilayer_geometry(positions: np.ndarray, box, topology) -> dict:

@@ -174,10 +174,7 @@ def _alt_quads(n_atoms: int, bonds: np.ndarray, quads: np.ndarray) -> np.ndarray
     out = np.full((len(quads), 3, 4), -1, int)
     if not len(quads):
         return out
-    adj = [set() for _ in range(n_atoms)]
-    for i, j in np.asarray(bonds, int).reshape(-1, 2):
-        adj[i].add(int(j))
-        adj[j].add(int(i))
+    adj = [set(a) for a in _graph.adjacency(n_atoms, bonds)]
     for k, (x, a, b, y) in enumerate(np.asarray(quads, int)):
         xs = sorted(adj[a] - {int(b), int(x)})
         ys = sorted(adj[b] - {int(a), int(y)})
@@ -196,10 +193,7 @@ def _alt_triples(n_atoms: int, bonds: np.ndarray, centres: np.ndarray, nbs: np.n
     out = np.full((len(centres), 3, 3), -1, int)
     if not len(centres):
         return out
-    adj = [set() for _ in range(n_atoms)]
-    for i, j in np.asarray(bonds, int).reshape(-1, 2):
-        adj[i].add(int(j))
-        adj[j].add(int(i))
+    adj = [set(a) for a in _graph.adjacency(n_atoms, bonds)]
     for k, (c, t) in enumerate(zip(centres, nbs)):
         rest = sorted(adj[int(c)] - set(int(v) for v in t))
         if len(rest) == 1:

@@ -165,7 +165,8 @@ class BackmapModel:
             if mt.name not in need:
                 continue
             entry = self.moltypes.get(mt.name)
-            if entry is None and _class_name(mt, self.mapping) == "lipid":
+            cls = _class(mt, self.mapping)
+            if entry is None and cls is not None and cls.name == "lipid":
                 from .shipped import missing_lipid_message
 
                 raise MultiscaleError(f"backmapping model {self.source} has no moleculetype {mt.name}; " + missing_lipid_message(mt.name))
@@ -267,11 +268,12 @@ def load_model(path, topology=None, layout=None):
     return m
 
 
-def _class_name(moltype, mapping) -> str | None:
+def _class(moltype, mapping):
+    """The molecule class owning ``moltype`` (:func:`multiscale.classes.classify`), None when unclaimed."""
     from ..classes import classify
 
     try:
-        return classify(moltype, mapping).name
+        return classify(moltype, mapping)
     except MultiscaleError:
         return None
 
@@ -279,9 +281,5 @@ def _class_name(moltype, mapping) -> str | None:
 def _trains(moltype, mapping) -> bool:
     """Whether the molecule class owning ``moltype`` trains a model (unclaimed: yes, so the
     caller names the missing moleculetype)."""
-    from ..classes import classify
-
-    try:
-        return classify(moltype, mapping).trains
-    except MultiscaleError:
-        return True
+    cls = _class(moltype, mapping)
+    return True if cls is None else cls.trains

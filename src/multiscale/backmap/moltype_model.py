@@ -73,7 +73,7 @@ class MoltypeModel:
         cl, ot = self.tree.closure_pairs()
         # kept by relax_project: bonds, 1-3 pairs, and the 1-4 pairs across each cis/trans double
         # bond (its torsion stays where it was drawn: a lipid's cis bond is not bent to 90 deg)
-        self.local_pairs = np.concatenate([cl, ot, _across_double_bonds(self.stereo, self.bonds)]).astype(int)
+        self.local_pairs = np.concatenate([cl, ot, _across_double_bonds(self.stereo, len(self.atom_names), self.bonds)]).astype(int)
         self.exclusions = exclusion_matrix(len(self.atom_names), self.bonds, 2)
         #: parent bead per bead along the molecule's chemistry: the beads are made whole along it
         self.bead_parent = bead_tree(self.matrix, self.bonds)
@@ -242,17 +242,16 @@ def describe_difference(mt, entry: MoltypeModel) -> str:
     return "fingerprints differ"
 
 
-def _across_double_bonds(stereo, bonds) -> np.ndarray:
+def _across_double_bonds(stereo, n_atoms: int, bonds) -> np.ndarray:
     """(P, 2) substituent pairs x-y across every enforced cis/trans bond a-b of ``stereo``."""
-    adj: dict[int, set] = {}
-    for i, j in np.asarray(bonds, int).reshape(-1, 2):
-        adj.setdefault(int(i), set()).add(int(j))
-        adj.setdefault(int(j), set()).add(int(i))
+    from ..graph import adjacency
+
+    quads = np.asarray(stereo.quads, int).reshape(-1, 4)[stereo.enforced_bonds]
+    adj = adjacency(n_atoms, bonds)
     out = set()
-    for q in np.asarray(stereo.quads, int).reshape(-1, 4)[stereo.enforced_bonds]:
-        a, b = int(q[1]), int(q[2])
-        for x in adj.get(a, set()) - {b}:
-            for y in adj.get(b, set()) - {a}:
+    for a, b in quads[:, 1:3]:
+        for x in set(adj[a]) - {b}:
+            for y in set(adj[b]) - {a}:
                 out.add((min(x, y), max(x, y)))
     return np.array(sorted(out), int).reshape(-1, 2)
 

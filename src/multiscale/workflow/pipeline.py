@@ -126,8 +126,8 @@ class _PipelineBuilder:
             inputs["init_model"] = self.model_path
         elif self.chains:  # fine-tune the shipped chain model rather than train chains from 51 frames of one peptide
             inputs["init_model"] = self._shipped_chain_model()
-        elif self._shipped_lipid_model() is not None:  # likewise the shipped lipid model (the others fill in on loading)
-            inputs["init_model"] = self._shipped_lipid_model()
+        elif (lipids := self._shipped_lipid_model()) is not None:  # likewise the shipped lipid model (the others fill in on loading)
+            inputs["init_model"] = lipids
         st = PythonStage(name="train", cycle=c, workdir=self.wd(c, "train"), inputs=inputs,
                          outputs={"model": self.wd(c, "train") / "model.pt"},
                          params={"epochs": cfg.backmap.epochs, "samples": cfg.backmap.samples,
