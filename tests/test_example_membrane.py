@@ -12,19 +12,11 @@ import sys
 import pytest
 import yaml
 
-from conftest import merge_config
-from multiscale.errors import MultiscaleError
+from conftest import SHORT_CYCLE, merge_config
 
 pytestmark = [pytest.mark.skipif(shutil.which("gmx") is None, reason="needs gmx on PATH")]
 
-SHORT = {
-    "cycles": 1,
-    "aa": {"em_steps": 300, "eq": "0.2 ps", "md": "1 ps", "output_every": "0.1 ps", "energy_every": "0.1 ps"},
-    "cg": {"em_steps": 200, "eq": "2 ps", "md": "20 ps", "output_every": "10 ps", "energy_every": "2 ps"},
-    "restrained": {"em_steps": 500, "eq": "0.2 ps", "relax": "0.2 ps"},
-    "backmap": {"epochs": 3},
-    "gromacs": {"nt": 2},
-}
+SHORT = merge_config(SHORT_CYCLE, {"backmap": {"epochs": 3}, "gromacs": {"nt": 2}})
 
 
 def _cli(*args, cwd=None, timeout=600):
@@ -33,13 +25,9 @@ def _cli(*args, cwd=None, timeout=600):
 
 
 @pytest.fixture(scope="module")
-def membrane_run(tmp_path_factory):
+def membrane_run(tmp_path_factory, membrane_forcefields):
     from multiscale import forcefields as ff
 
-    try:
-        ff.fetch(["charmm36", "charmm36-lipids", "martini3"])
-    except MultiscaleError as e:  # offline machine without a filled cache
-        pytest.skip(f"force-field cache unavailable: {e}")
     d = tmp_path_factory.mktemp("membrane") / "ex"
     r = _cli("init", "--example", "membrane", str(d))
     assert r.returncode == 0, r.stderr

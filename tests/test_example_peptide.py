@@ -13,17 +13,11 @@ import sys
 import pytest
 import yaml
 
-from conftest import merge_config
+from conftest import SHORT_CYCLE, merge_config
 
 pytestmark = [pytest.mark.skipif(shutil.which("gmx") is None, reason="needs gmx on PATH")]
 
-SHORT = {
-    "cycles": 1,
-    "aa": {"em_steps": 300, "eq": "0.2 ps", "md": "1 ps", "output_every": "0.1 ps", "energy_every": "0.1 ps"},
-    "cg": {"em_steps": 200, "eq": "2 ps", "md": "20 ps", "output_every": "10 ps", "energy_every": "2 ps"},
-    "restrained": {"em_steps": 500, "eq": "0.2 ps", "relax": "0.2 ps"},
-    "backmap": {"epochs": 3},
-}
+SHORT = merge_config(SHORT_CYCLE, {"backmap": {"epochs": 3}})
 
 
 def _cli(*args, cwd=None, timeout=300):

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 from multiscale import forcefields as ff
-from multiscale.errors import MultiscaleError
 from multiscale.mapping import load_mapping
 from multiscale.paths import data_dir
 from multiscale.topology import load_topology
@@ -36,12 +35,8 @@ def _section(text: str, name: str) -> list[list[str]]:
 
 
 @pytest.fixture(scope="module")
-def cache():
-    try:
-        ff.fetch(["charmm36", "charmm36-lipids", "martini3"])
-    except MultiscaleError as e:  # offline machine without a filled cache
-        pytest.skip(f"force-field cache unavailable: {e}")
-    return ff.cache_dir()
+def cache(membrane_forcefields):
+    return membrane_forcefields
 
 
 @pytest.fixture(scope="module")

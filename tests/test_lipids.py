@@ -22,12 +22,8 @@ POPC_MAP = find_data("mappings", "lipids/POPC.map")
 
 
 @pytest.fixture(scope="module")
-def cache():
-    try:
-        ff.fetch(["charmm36", "charmm36-lipids", "martini3"])
-    except MultiscaleError as e:  # offline machine without a filled cache
-        pytest.skip(f"force-field cache unavailable: {e}")
-    return ff.cache_dir()
+def cache(membrane_forcefields):
+    return membrane_forcefields
 
 
 @pytest.fixture(scope="module")

@@ -6,16 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from multiscale import forcefields as ff
-from multiscale.errors import MultiscaleError
+from conftest import fetched_forcefields
 
 
 @pytest.fixture(scope="module")
 def cache():
-    try:
-        ff.fetch(["charmm36", "charmm36-lipids"])
-    except MultiscaleError as e:  # offline machine without a filled cache
-        pytest.skip(f"force-field cache unavailable: {e}")
+    return fetched_forcefields(["charmm36", "charmm36-lipids"])
 
 
 def _cli(*args, cwd):
