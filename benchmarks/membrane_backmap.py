@@ -232,7 +232,7 @@ def render(r: dict, a) -> str:
     pc = c["popc"]
     lines = ["# Membrane backmapping: Martini 3 POPC bilayer -> CHARMM36 (`benchmarks/membrane_backmap.py`)", "",
              f"Machine: {r['machine']}. Test bilayer: insane, {r['lipids']} POPC + W + 0.15 M NaCl, Martini 3 EM + "
-             f"{a.cg_ns} ns NPT; {r['atoms']} AA atoms. Shipped model `lipids_charmm36.pt`. All numbers before any EM.", "",
+             f"{a.cg_ns} ns NPT; {r['atoms']} AA atoms. Shipped model `lipids_charmm36/POPC.pt`. All numbers before any EM.", "",
              "| | value |", "|---|---|",
              f"| whole `multiscale backmap` command (median of 3) | {r['command_s']:.2f} s |",
              f"| engine (backmap + certificate) | {r['engine_s']:.2f} s |" if r.get("engine_s") else "| engine | - |",

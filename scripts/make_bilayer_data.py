@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
-"""Build and simulate a CHARMM36 POPC bilayer (TIP3P, 0.15 M NaCl) and its Martini 3 twin, resumably.
+"""Build and simulate a CHARMM36 lipid bilayer (TIP3P, 0.15 M NaCl) and its Martini 3 twin, resumably.
+
+--lipids sets the leaflet composition (default POPC; e.g. POPE:5,POPG:5,CHL1:6 per leaflet, the
+counts summing to --per-side squared); types are dealt to grid sites at random (--seed), both
+leaflets alike in number, and written in blocks of one type each.
 
 Atomistic stages (each skipped when its outputs exist; an interrupted mdrun resumes from its .cpt):
-  conformer  compact all-trans POPC conformer from stereo SMILES (RDKit; scripts/lipid_conformers.py)
+  conformer  compact all-trans conformer per lipid type from stereo SMILES (RDKit; scripts/lipid_conformers.py)
   place      2 x N lipids on a square grid per leaflet (greedy clash-avoiding rotations about z,
              lower leaflet = 180 deg rotation about x, so chirality is kept), box with water layers
   solvate    gmx solvate, waters removed from the hydrophobic slab; gmx genion SOD/CLA at --salt M
@@ -42,8 +46,34 @@ from multiscale.errors import MultiscaleError
 from multiscale.io import atomic_write_text
 from multiscale.lipid_analysis import stereo_ok
 
-RES = "POPC"
-TAIL_ENDS = ("C218", "C316")
+HEAD_ATOMS = ("P", "O3")  # phospholipids; cholesterol
+TAIL_ENDS = {"CHL1": ("C26", "C27")}  # glycerolipids: the last carbon of each acyl chain (C2xx, C3xx)
+
+
+def tail_ends(itp: lc.ItpMolecule) -> list[int]:
+    """Atom indices of the tail tips of one lipid (the far end of its long axis)."""
+    if itp.name in TAIL_ENDS:
+        return [itp.names.index(n) for n in TAIL_ENDS[itp.name]]
+    ends = []
+    for chain in ("C2", "C3"):
+        num = {int(n[2:]): k for k, n in enumerate(itp.names) if re.fullmatch(chain + r"\d+", n)}
+        ends.append(num[max(num)])
+    return ends
+
+
+def head_atom(itp: lc.ItpMolecule) -> int:
+    return next(itp.names.index(n) for n in HEAD_ATOMS if n in itp.names)
+
+
+def composition(text: str, per_leaflet: int) -> dict[str, int]:
+    """'POPE:5,CHL1:6' -> {'POPE': 5, 'CHL1': 6}; a single name fills the leaflet."""
+    parts = [t.split(":") for t in text.split(",") if t.strip()]
+    if len(parts) == 1 and len(parts[0]) == 1:
+        return {parts[0][0].strip(): per_leaflet}
+    comp = {name.strip(): int(n) for name, n in parts}
+    if sum(comp.values()) != per_leaflet:
+        raise MultiscaleError(f"--lipids {text}: counts sum to {sum(comp.values())}, not --per-side^2 = {per_leaflet}")
+    return comp
 
 MDP_AA = """; CHARMM36 lipid settings (force-switch LJ 1.0-1.2 nm, PME 1.2 nm, h-bonds), written by make_bilayer_data.py
 define                  = {define}
@@ -199,15 +229,17 @@ def read_gro(path: Path):
 
 
 def stage_conformer(run: Run, itp: lc.ItpMolecule) -> np.ndarray:
-    """Most compact of --conformers straightened conformers, tail ends -> P along +z, centred on the axis."""
-    out = run.p("conformer.npy")
+    """Most compact of --conformers straightened conformers, tail ends -> head along +z, centred on the axis."""
+    out = run.p(f"conformer_{itp.name}.npy")
+    if itp.name == "POPC" and run.p("conformer.npy").is_file():  # folders written before --lipids
+        out = run.p("conformer.npy")
     if out.is_file():
         return np.load(out)
     heavy = np.array([e != "H" for e in itp.elements])
-    ip, ends = itp.names.index("P"), [itp.names.index(n) for n in TAIL_ENDS]
+    ip, ends = head_atom(itp), tail_ends(itp)
     best, best_r = None, np.inf
     for seed in range(run.a.seed, run.a.seed + run.a.conformers):
-        x = lc.named_conformer(itp, RES, seed=seed, straighten=True)
+        x = lc.named_conformer(itp, itp.name, seed=seed, straighten=True)
         axis = x[ip] - x[ends].mean(0)
         x = x @ _rotation_to_z(axis).T
         x -= np.r_[x[heavy, :2].mean(0), x[heavy, 2].min()]
@@ -215,7 +247,7 @@ def stage_conformer(run: Run, itp: lc.ItpMolecule) -> np.ndarray:
         if r < best_r:
             best, best_r = x, r
     np.save(out, best)
-    run.record("conformer", lateral_radius_nm=round(float(best_r), 3), length_nm=round(float(best[heavy, 2].max()), 3))
+    run.record(f"conformer_{itp.name}", lateral_radius_nm=round(float(best_r), 3), length_nm=round(float(best[heavy, 2].max()), 3))
     return best
 
 
@@ -233,8 +265,8 @@ def _rotz(t: float) -> np.ndarray:
     return np.array([[np.cos(t), -np.sin(t), 0], [np.sin(t), np.cos(t), 0], [0, 0, 1]])
 
 
-def stage_place(run: Run, itp: lc.ItpMolecule, conf: np.ndarray) -> None:
-    """Grid of lipids per leaflet with greedy clash-avoiding rotations; writes bilayer.gro."""
+def stage_place(run: Run, itps: dict[str, lc.ItpMolecule], confs: dict[str, np.ndarray]) -> None:
+    """Grid of lipids per leaflet with greedy clash-avoiding rotations; writes bilayer.gro (types in blocks)."""
     if run.done("bilayer.gro"):
         return
     from scipy.spatial import cKDTree
@@ -243,15 +275,19 @@ def stage_place(run: Run, itp: lc.ItpMolecule, conf: np.ndarray) -> None:
     rng = np.random.default_rng(a.seed)
     spacing = np.sqrt(a.apl)
     lx = spacing * n
-    length = conf[:, 2].max()
+    length = max(c[:, 2].max() for c in confs.values())
     zc = a.water + length + a.gap / 2
     box = np.array([lx, lx, 2 * zc])
     flip = np.diag([1.0, -1.0, -1.0])  # 180 deg about x: a rotation, so the stereocentres are kept
+    leaflet_types = np.repeat(list(a.comp), list(a.comp.values()))
     placed = np.zeros((0, 3))
-    coords = []
+    coords, types = [], []
     for leaflet in (0, 1):
+        order = rng.permutation(leaflet_types)
         for i in range(n):
             for j in range(n):
+                res = str(order[i * n + j])
+                conf = confs[res]
                 xy = np.array([(i + 0.5) * spacing, (j + 0.5) * spacing])
                 best, best_d = None, -1.0
                 tree = cKDTree(np.mod(placed, box), boxsize=box) if len(placed) else None
@@ -266,34 +302,40 @@ def stage_place(run: Run, itp: lc.ItpMolecule, conf: np.ndarray) -> None:
                     if d > best_d:
                         best, best_d = x, d
                 coords.append(best)
+                types.append(res)
                 placed = np.vstack([placed, best])
-    x = np.vstack(coords)
-    nl = 2 * n * n
-    write_gro(run.p("bilayer.gro"), f"{RES} bilayer {nl} lipids, multiscale make_bilayer_data",
-              np.repeat(np.arange(1, nl + 1), len(itp.names)), [RES] * len(x), itp.names * nl, x, box)
-    run.record("place", lipids=nl, apl_nm2=a.apl, box_nm=[round(v, 4) for v in box], seed=a.seed)
+    blocks = sorted(range(len(types)), key=lambda k: list(a.comp).index(types[k]))  # one block per type
+    x = np.vstack([coords[k] for k in blocks])
+    names = [nm for k in blocks for nm in itps[types[k]].names]
+    resname = [types[k] for k in blocks for _ in itps[types[k]].names]
+    resid = np.repeat(np.arange(1, len(blocks) + 1), [len(itps[types[k]].names) for k in blocks])
+    write_gro(run.p("bilayer.gro"), f"{'/'.join(a.comp)} bilayer {len(blocks)} lipids, multiscale make_bilayer_data",
+              resid, resname, names, x, box)
+    run.record("place", lipids=len(blocks), composition_per_leaflet=a.comp, apl_nm2=a.apl,
+               box_nm=[round(v, 4) for v in box], seed=a.seed)
 
 
-def write_top(run: Run, n_lipids: int, n_water: int, n_na: int = 0, n_cl: int = 0) -> None:
+def write_top(run: Run, n_water: int, n_na: int = 0, n_cl: int = 0) -> None:
     f = ff.CHARMM36_FF
-    mols = [f"{RES} {n_lipids}", f"SOL {n_water}"]
+    mols = [f"{r} {2 * k}" for r, k in run.a.comp.items()] + [f"SOL {n_water}"]
     mols += ([f"SOD {n_na}"] if n_na else []) + ([f"CLA {n_cl}"] if n_cl else [])
-    text = (f'#include "{f}/forcefield.itp"\n#include "{RES}.itp"\n#include "{f}/tip3p.itp"\n#include "{f}/ions.itp"\n'
-            f"[ system ]\n{RES} bilayer, TIP3P, NaCl\n[ molecules ]\n" + "\n".join(mols) + "\n")
+    inc = "".join(f'#include "{r}.itp"\n' for r in run.a.comp)
+    text = (f'#include "{f}/forcefield.itp"\n{inc}#include "{f}/tip3p.itp"\n#include "{f}/ions.itp"\n'
+            f"[ system ]\n{'/'.join(run.a.comp)} bilayer, TIP3P, NaCl\n[ molecules ]\n" + "\n".join(mols) + "\n")
     atomic_write_text(run.p("topol.top"), text)
 
 
-def stage_solvate(run: Run, n_atoms_lipid: int) -> None:
+def stage_solvate(run: Run) -> None:
     """Water layers (none inside the hydrophobic slab), then SOD/CLA at --salt mol/L, neutral."""
     if run.done("system.gro", "topol.top", "index.ndx"):
         return
     a = run.a
     nl = 2 * a.per_side ** 2
-    write_top(run, nl, 0)
+    write_top(run, 0)
     run.sh([*run.gmx, "solvate", "-cp", "bilayer.gro", "-cs", "spc216.gro", "-o", "solv_raw.gro"])
     resid, resname, names, x, box = read_gro(run.p("solv_raw.gro"))
     zc = box[2] / 2
-    p_z = np.abs(x[[k for k, (r, n) in enumerate(zip(resname, names)) if r == RES and n == "P"], 2] - zc)
+    p_z = np.abs(x[[k for k, (r, n) in enumerate(zip(resname, names)) if r in a.comp and n == "P"], 2] - zc)
     cut = p_z.mean() - a.slab_margin
     water = np.array([r == "SOL" for r in resname])
     ow = water & np.array([n == "OW" for n in names])
@@ -302,9 +344,11 @@ def stage_solvate(run: Run, n_atoms_lipid: int) -> None:
     nw = int((ow & keep).sum())
     names = [n for n, k in zip(names, keep) if k]
     resname = [r for r, k in zip(resname, keep) if k]
-    resid = np.repeat(np.arange(1, nl + nw + 1), [n_atoms_lipid] * nl + [3] * nw)
+    lipid_resid = resid[~water]
+    n_per = np.diff(np.r_[np.flatnonzero(np.r_[True, lipid_resid[1:] != lipid_resid[:-1]]), len(lipid_resid)])
+    resid = np.repeat(np.arange(1, nl + nw + 1), list(n_per) + [3] * nw)
     write_gro(run.p("solv.gro"), "solvated", resid, resname, names, x[keep], box)
-    write_top(run, nl, nw)
+    write_top(run, nw)
     atomic_write_text(run.p("ions.mdp"), "integrator = steep\nnsteps = 0\ncutoff-scheme = Verlet\n"
                       "coulombtype = PME\nrcoulomb = 1.2\nrvdw = 1.2\n")
     run.sh([*run.gmx, "grompp", "-f", "ions.mdp", "-c", "solv.gro", "-p", "topol.top", "-o", "ions.tpr",
@@ -330,9 +374,9 @@ def stage_solvate(run: Run, n_atoms_lipid: int) -> None:
     n_na = sum(1 for r in rn if r == "SOD")
     n_cl = sum(1 for r in rn if r == "CLA")
     n_sol = sum(1 for r in rn if r == "SOL") // 3
-    write_top(run, nl, n_sol, n_na, n_cl)
-    memb = [k + 1 for k, r in enumerate(rn) if r == RES]
-    rest = [k + 1 for k, r in enumerate(rn) if r != RES]
+    write_top(run, n_sol, n_na, n_cl)
+    memb = [k + 1 for k, r in enumerate(rn) if r in a.comp]
+    rest = [k + 1 for k, r in enumerate(rn) if r not in a.comp]
     atomic_write_text(run.p("index.ndx"), _ndx({"System": list(range(1, len(rn) + 1)), "MEMB": memb, "SOL_ION": rest}))
     run.record("solvate", waters=n_sol, waters_per_lipid=round(n_sol / nl, 1), sod=n_na, cla=n_cl,
                removed_slab_waters=len(bad), slab_half_width_nm=round(float(cut), 3))
@@ -361,31 +405,37 @@ def aa_mdp(stage: str, a: argparse.Namespace) -> str:
 
 
 def check_stereo(run: Run, stage: str) -> None:
-    """Count lipids whose [ chiral ] / [ cis ] hints of POPC.map hold in <stage>.gro (PBC-safe: within a molecule)."""
+    """Count lipids whose [ chiral ] / [ cis ] map hints hold in <stage>.gro (PBC-safe: within a molecule)."""
     from multiscale.mapping import load_mapping
     from multiscale.paths import find_data
 
-    m = load_mapping(find_data("mappings", f"lipids/{RES}.map")).molecules[RES]
     resid, resname, names, x, box = read_gro(run.p(f"{stage}.gro"))
-    sel = np.array([r == RES for r in resname])
-    n = len(m.atoms)
-    xl = x[sel].reshape(-1, n, 3)
-    xl = xl - box * np.round((xl - xl[:, :1]) / box)  # whole molecules
-    ok_chiral, ok_cis = stereo_ok(xl, m.atoms, m.hints)
-    run.record(stage, chiral_ok=f"{int(ok_chiral.sum())}/{len(xl)}", cis_ok=f"{int(ok_cis.sum())}/{len(xl)}")
+    info = {}
+    for res in run.a.comp:
+        m = load_mapping(find_data("mappings", f"lipids/{res}.map")).molecules[res]
+        sel = np.array([r == res for r in resname])
+        n = len(m.atoms)
+        xl = x[sel].reshape(-1, n, 3)
+        xl = xl - box * np.round((xl - xl[:, :1]) / box)  # whole molecules
+        ok_chiral, ok_cis = stereo_ok(xl, m.atoms, m.hints)
+        sfx = "" if len(run.a.comp) == 1 else f"_{res}"
+        info[f"chiral_ok{sfx}"] = f"{int(ok_chiral.sum())}/{len(xl)}"
+        info[f"cis_ok{sfx}"] = f"{int(ok_cis.sum())}/{len(xl)}"
+    run.record(stage, **info)
 
 
 def stages_aa(run: Run) -> None:
-    src = ff.charmm36_lipid_itp(RES)
-    if not run.p(f"{RES}.itp").is_file():
-        shutil.copyfile(src, run.p(f"{RES}.itp"))
     link = run.p(ff.CHARMM36_FF)
     if not link.exists():
         link.symlink_to(ff.charmm36_gmxlib() / ff.CHARMM36_FF)
-    itp = lc.read_itp(run.p(f"{RES}.itp"))
-    conf = stage_conformer(run, itp)
-    stage_place(run, itp, conf)
-    stage_solvate(run, len(itp.names))
+    itps, confs = {}, {}
+    for res in run.a.comp:
+        if not run.p(f"{res}.itp").is_file():
+            shutil.copyfile(ff.charmm36_lipid_itp(res), run.p(f"{res}.itp"))
+        itps[res] = lc.read_itp(run.p(f"{res}.itp"))
+        confs[res] = stage_conformer(run, itps[res])
+    stage_place(run, itps, confs)
+    stage_solvate(run)
     check_stereo(run, "system")
     run.grompp_mdrun("em", aa_mdp("em", run.a), "system.gro", "topol.top", ref="system.gro", ndx="index.ndx")
     run.grompp_mdrun("nvt", aa_mdp("nvt", run.a), "em.gro", "topol.top", ref="em.gro", ndx="index.ndx")
@@ -398,13 +448,16 @@ def stages_aa(run: Run) -> None:
 def stages_cg(run: Run) -> None:
     """Martini 3: insane bilayer (same lipid count and APL), EM, short semi-isotropic NPT."""
     a = run.a
+    if len(a.comp) > 1:
+        raise MultiscaleError("--cg builds a one-lipid Martini twin only; build mixtures with insane directly")
+    res = next(iter(a.comp))
     if not run.done("cg_system.gro", "cg.top"):
         lx = np.sqrt(a.apl) * a.per_side
         if a.cg_z is None:  # same height as the atomistic box: about the same water per lipid
             a.cg_z = float(read_gro(run.p("bilayer.gro"))[4][2]) if run.done("bilayer.gro") else 8.4
         env = {**os.environ, "INSANE_SEED": str(a.seed)}
         cmd = [sys.executable, "-W", "ignore", "-c", "import sys; from insane.cli import cli; sys.exit(cli())",
-               "-o", "cg_insane.gro", "-x", f"{lx:.4f}", "-y", f"{lx:.4f}", "-z", f"{a.cg_z:.3f}", "-l", RES,
+               "-o", "cg_insane.gro", "-x", f"{lx:.4f}", "-y", f"{lx:.4f}", "-z", f"{a.cg_z:.3f}", "-l", res,
                "-sol", "W", "-salt", str(a.salt), "-a", f"{a.apl}"]
         r = subprocess.run(cmd, cwd=run.dir, env=env, capture_output=True, text=True)
         if r.returncode != 0:
@@ -422,12 +475,12 @@ def stages_cg(run: Run) -> None:
         for ln in body:
             key = ln[10:15].strip() if ln[5:10].strip() == "ION" else ln[5:10].strip()
             count.setdefault(key, set()).add(ln[:5])
-        mols = [(RES, len(count.get(RES, ()))), ("W", len(count.get("W", ()))), ("NA", len(count.get("NA", ()))),
+        mols = [(res, len(count.get(res, ()))), ("W", len(count.get("W", ()))), ("NA", len(count.get("NA", ()))),
                 ("CL", len(count.get("CL", ())))]
         itp = run.p("martini_v3.0.0_lipidome_v2.itp")
         if not itp.exists():
             itp.symlink_to(ff.martini3_itp())
-        atomic_write_text(run.p("cg.top"), f'#include "{itp.name}"\n[ system ]\n{RES} bilayer Martini 3 (insane)\n'
+        atomic_write_text(run.p("cg.top"), f'#include "{itp.name}"\n[ system ]\n{res} bilayer Martini 3 (insane)\n'
                           "[ molecules ]\n" + "\n".join(f"{m} {n}" for m, n in mols if n) + "\n")
         run.record("cg_build", molecules=dict(mols), insane_seed=a.seed)
     run.grompp_mdrun("cg_em", MDP_CG.format(integrator="steep", run=f"nsteps = {a.cg_em_steps}", nstxtc=0),
@@ -440,6 +493,8 @@ def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", help="working/output folder (default $MULTISCALE_CACHE/bilayer_data/POPC_<2N>)")
+    p.add_argument("--lipids", default="POPC", help="CHARMM lipid names, with per-leaflet counts for a mixture "
+                   "(POPE:5,POPG:5,CHL1:6; counts sum to --per-side^2)")
     p.add_argument("--per-side", type=int, default=6, help="lipids per leaflet = N x N (default 6 -> 72 lipids)")
     p.add_argument("--apl", type=float, default=0.70, help="initial area per lipid, nm^2 (NPT relaxes it; POPC ~0.64)")
     p.add_argument("--water", type=float, default=1.6, help="water layer beyond the lipid tips on each side, nm")
@@ -469,8 +524,9 @@ def parse(argv=None) -> argparse.Namespace:
     if a.quick:
         a.em_steps, a.nvt_ps, a.npt_ns, a.prod_ns, a.frame_ps = 300, 2.0, 0.002, 0.002, 0.2
         a.cg_em_steps, a.cg_ns = 300, 0.2
+    a.comp = composition(a.lipids, a.per_side ** 2)
     if a.out is None:
-        name = f"{RES}_{2 * a.per_side ** 2}{'_quick' if a.quick else ''}"
+        name = f"{'_'.join(a.comp)}_{2 * a.per_side ** 2}{'_quick' if a.quick else ''}"
         a.out = str(ff.cache_dir().parent / "bilayer_data" / name)
     return a
 

@@ -2,15 +2,15 @@
 """Train the shipped lipid model (CHARMM36 names) on the project's own atomistic bilayer MD.
 
     python scripts/train_lipid_model.py --data ~/.cache/multiscale/bilayer_data/POPC_32 \
-        [--train-fraction 0.75] [--out src/multiscale/data/models/lipids_charmm36.pt] [--seed 0]
+        [--train-fraction 0.75] [--out src/multiscale/data/models/lipids_charmm36] [--seed 0]
 
 ``--data`` is a folder written by ``scripts/make_bilayer_data.py`` (``topol.top``, ``prod.gro``,
 ``prod.xtc``, ``provenance.json``); more than one may be given.  The first ``--train-fraction``
 of each production trajectory (as far as it has run) is trained on; the time span is recorded,
 and every frame after it (the rest, or what the resumable run writes later) is never seen by the
-model and is the atomistic reference of ``benchmarks/membrane_backmap.py`` (tail torsions, S_CH).  Only the lipid
-moleculetypes are kept in the file (water and ions have their own built-in placement), stored as
-float16; the provenance (force field wheel, system, frames and time span used, GROMACS, seeds) is
+model and is the atomistic reference of ``benchmarks/membrane_backmap.py`` (tail torsions, S_CH).  Each lipid
+moleculetype goes to its own file ``<out>/<NAME>.pt`` (water and ions have their own built-in
+placement; a lipid already there is replaced, the others are kept), stored as float16; the provenance (force field wheel, system, frames and time span used, GROMACS, seeds) is
 recorded in the file and listed in docs/membranes.md.  Needs the CHARMM36 port in the cache
 (``python scripts/fetch_forcefields.py charmm36 charmm36-lipids``).
 """
@@ -57,7 +57,8 @@ def main(argv=None) -> int:
     p.add_argument("--data", type=Path, nargs="+", required=True)
     p.add_argument("--train-fraction", type=float, default=1.0, help="first fraction of the production frames to train on "
                    "(the frames after the trained span are the benchmark's held-out reference)")
-    p.add_argument("--out", type=Path, default=ROOT / "src" / "multiscale" / "data" / "models" / "lipids_charmm36.pt")
+    p.add_argument("--out", type=Path, default=ROOT / "src" / "multiscale" / "data" / "models" / "lipids_charmm36",
+                   help="folder of the per-lipid model files")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--device", default="cpu")
@@ -67,7 +68,7 @@ def main(argv=None) -> int:
                    "molecules; 32 keeps a 134-atom lipid's file near 4 MB)")
     a = p.parse_args(argv)
     t0 = time.perf_counter()
-    moltypes, provs = {}, []
+    moltypes, provs, mappings = {}, {}, {}
     for folder in a.data:
         top, fr, n_train, prov = split_frames(folder.expanduser(), a.train_fraction)
         mapping = load_checked_mapping([], top)
@@ -82,11 +83,14 @@ def main(argv=None) -> int:
             moltypes[name].storage = "float16"  # half the shipped file; float32 again once loaded
             moltypes[name].best_of = a.best_of  # best-fitting of 8 draws; projection pushes folds apart
             moltypes[name].repel = a.repel
-        provs.append({**prov, "training_seed": a.seed, "lipids_trained": lipids, "training": m.provenance[-1]})
-    bm = BackmapModel(load_checked_mapping([], top), moltypes, provenance=provs)
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    bm.save(a.out)
-    print(f"{', '.join(moltypes)}: {time.perf_counter() - t0:.0f} s -> {a.out} ({a.out.stat().st_size / 1e6:.1f} MB)")
+            provs[name] = {**prov, "training_seed": a.seed, "lipids_trained": lipids, "training": m.provenance[-1]}
+            mappings[name] = mapping
+    a.out.mkdir(parents=True, exist_ok=True)
+    for name, entry in moltypes.items():
+        out = a.out / f"{name}.pt"
+        BackmapModel(mappings[name], {name: entry}, provenance=[provs[name]]).save(out)
+        print(f"{name}: -> {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    print(f"{', '.join(moltypes)}: {time.perf_counter() - t0:.0f} s")
     return 0
 
 

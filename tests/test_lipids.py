@@ -91,9 +91,10 @@ def test_order_parameters_and_tail_torsions(popc):
     assert np.all(np.isfinite(tv)) and np.all(np.abs(tv) <= np.pi)
 
 
-def test_shipped_lipid_model_fills_a_model_without_lipids(cache, tmp_path):
-    """A model with no POPC takes the shipped POPC entry (same fingerprint); a lipid the shipped
-    files do not cover is named with how to train it."""
+def test_shipped_lipid_model_fills_a_model_without_lipids(cache, tmp_path, monkeypatch):
+    """A model with no POPC takes the shipped POPC entry (same fingerprint); a lipid no shipped
+    file covers is named with how to train it."""
+    from multiscale.backmap import shipped
     from multiscale.backmap.model_file import BackmapModel
     from multiscale.backmap.shipped import shipped_lipid_names, with_shipped_lipids
     from multiscale.preflight import load_checked_mapping
@@ -108,9 +109,13 @@ def test_shipped_lipid_model_fills_a_model_without_lipids(cache, tmp_path):
     top = load_topology(tmp_path / "a.top")
     m = with_shipped_lipids(BackmapModel(load_checked_mapping([], top), {}), top)
     assert "POPC" in m.moltypes and m.moltypes["POPC"].fingerprint == top.moltypes["POPC"].fingerprint()
-    if "DLPC" not in shipped_lipid_names():
-        with pytest.raises(MultiscaleError, match="ships no model for lipid DLPC.*multiscale train"):
-            m.check(top)
+    assert shipped.shipped_lipid_file("POPC").name == "POPC.pt" and shipped.shipped_lipid_file("../x") is None
+    real = shipped.shipped_lipid_files
+    monkeypatch.setattr(shipped, "shipped_lipid_files", lambda name="*": [p for p in real(name) if p.stem != "DLPC"])
+    m = with_shipped_lipids(BackmapModel(load_checked_mapping([], top), {}), top)
+    assert "DLPC" not in m.moltypes
+    with pytest.raises(MultiscaleError, match="ships no model for lipid DLPC.*multiscale train"):
+        m.check(top)
 
 
 @pytest.mark.gromacs

@@ -1,11 +1,13 @@
-"""Shipped per-moleculetype models (lipids): ``multiscale/data/models/lipids_<forcefield>.pt``.
+"""Shipped per-moleculetype models (lipids): ``multiscale/data/models/lipids_<forcefield>/<NAME>.pt``.
 
-Each such file is an ordinary ``system`` model file (:mod:`.model_file`) written by
-``multiscale train`` on the project's own atomistic bilayer data (``scripts/train_lipid_model.py``,
-provenance in the file and in docs/membranes.md).  A model that lacks a lipid moleculetype of the
-topology (or no model at all: ``backmap`` without ``--model``) takes the shipped entry whose
-moleculetype fingerprint (atom names, elements, bonds) matches; a user data folder
-(``MULTISCALE_DATA_PATH``) may add its own ``models/lipids_*.pt``, which win over the package's.
+One file per lipid moleculetype, named by it (``lipids_charmm36/POPE.pt``); a user adds a lipid by
+adding a file.  Each file is an ordinary ``system`` model file (:mod:`.model_file`) written by
+``scripts/train_lipid_model.py`` on the project's own atomistic bilayer data (provenance in the
+file and in docs/membranes.md).  A model that lacks a lipid moleculetype of the topology (or no
+model at all: ``backmap`` without ``--model``) takes the shipped entry whose moleculetype
+fingerprint (atom names, elements, bonds) matches; a user data folder (``MULTISCALE_DATA_PATH``)
+may add its own ``models/lipids_*/<NAME>.pt``, which win over the package's.  Only the files of the
+topology's lipids are read.
 """
 
 from __future__ import annotations
@@ -14,31 +16,37 @@ from functools import lru_cache
 
 __all__ = ["shipped_lipid_files", "shipped_lipid_file", "shipped_lipid_names", "with_shipped_lipids"]
 
-PATTERN = "lipids_*.pt"
+FOLDERS = "lipids_*"
 
 
-def shipped_lipid_files() -> list:
-    """The shipped (and user data folders') lipid model files, user folders first."""
+def shipped_lipid_files(name: str = "*") -> list:
+    """The shipped (and user data folders') lipid model files for moleculetype ``name`` (a glob),
+    user folders first."""
     from ..paths import find_all_data, list_data
 
-    return [p for name in list_data("models", PATTERN) for p in find_all_data("models", name)]
+    out = []
+    for folder in list_data("models", FOLDERS):
+        for root in find_all_data("models", folder):
+            out += sorted(p for p in root.glob(f"{name}.pt") if p.is_file())
+    return out
 
 
-@lru_cache(maxsize=8)
-def _entries(path: str) -> dict:
+@lru_cache(maxsize=64)
+def _entry(path: str):
     from .model_file import load_model
 
-    return dict(load_model(path).moltypes)
+    moltypes = load_model(path).moltypes
+    return moltypes.get(path.rsplit("/", 1)[-1][:-3])
 
 
 def shipped_lipid_names() -> list[str]:
-    """Moleculetype names the shipped lipid models cover."""
-    return sorted({n for p in shipped_lipid_files() for n in _entries(str(p))})
+    """Moleculetype names the shipped lipid models cover (from the file names; nothing is loaded)."""
+    return sorted({p.stem for p in shipped_lipid_files()})
 
 
 def shipped_lipid_file(name: str):
-    """The first shipped (or user data folder's) lipid model file with moleculetype ``name``, or None."""
-    return next((p for p in shipped_lipid_files() if name in _entries(str(p))), None)
+    """The first shipped (or user data folder's) lipid model file for moleculetype ``name``, or None."""
+    return next(iter(shipped_lipid_files(name)), None) if name.replace("_", "").isalnum() else None
 
 
 def with_shipped_lipids(model, topology):
@@ -50,8 +58,10 @@ def with_shipped_lipids(model, topology):
     for mt in topology.moltypes.values():
         if mt.name in model.moltypes or classify(mt, model.mapping).name != "lipid":
             continue
-        for p in shipped_lipid_files():
-            entry = _entries(str(p)).get(mt.name)
+        if not mt.name.replace("_", "").isalnum():
+            continue
+        for p in shipped_lipid_files(mt.name):
+            entry = _entry(str(p))
             if entry is not None and entry.fingerprint == mt.fingerprint():
                 model.moltypes[mt.name] = entry
                 break
@@ -64,4 +74,3 @@ def missing_lipid_message(name: str) -> str:
     return (f"multiscale ships no model for lipid {name} with these atoms (shipped: {', '.join(have) or 'none'}, for the "
             f"CHARMM-GUI CHARMM36 itps): train one on AA frames of a bilayer with {name} (multiscale train --topology AA.top "
             "--structure AA.gro --trajectory AA.xtc --output m.pt; scripts/make_bilayer_data.py makes such data) and pass --model m.pt")
-
