@@ -151,8 +151,9 @@ def relax_project(x: torch.Tensor, matrix, operator, beads: torch.Tensor, pairs:
     r0 = torch.linalg.norm((X[j] - X[i]).reshape(P, B, 3), dim=-1, keepdim=True)
     if repel is not None:  # index tensors made once, not per sweep
         rp = np.asarray(repel[0], np.int64).reshape(-1, 2)
-        rep = (torch.as_tensor(rp[:, 0], device=dev), torch.as_tensor(rp[:, 1], device=dev), float(repel[1]))
-    for _ in range(iterations):
+        rep_pairs = (torch.as_tensor(rp[:, 0], device=dev), torch.as_tensor(rp[:, 1], device=dev))
+        r_min = float(repel[1])
+    for it in range(iterations):
         X = X - A @ (M @ X) + Ac
         d = (X[j] - X[i]).reshape(P, B, 3)
         r = torch.linalg.norm(d, dim=-1, keepdim=True).clamp(min=1e-9)
@@ -160,7 +161,9 @@ def relax_project(x: torch.Tensor, matrix, operator, beads: torch.Tensor, pairs:
         g = torch.zeros_like(X).index_add_(0, j, f).index_add_(0, i, -f)
         X = X + coef * g
         if repel is not None:
-            X = _repel_step(X, rep, B, float(stiffness))
+            if it % REPEL_LIST_EVERY == 0:
+                near = _repel_list(X, rep_pairs, B, r_min + REPEL_SKIN)
+            X = _repel_step(X, near, B, r_min, float(stiffness))
     x = X.reshape(n, B, 3).permute(1, 0, 2).to(x.dtype)
     return project_exact(x, matrix, operator, beads)
 
@@ -174,19 +177,41 @@ def _torch_matrix(a, dtype, device):
     return torch.as_tensor(a, dtype=dtype, device=device)
 
 
-def _repel_step(X: torch.Tensor, repel: tuple, B: int, stiffness: float) -> torch.Tensor:
-    """One Jacobi step pushing pairs (index tensors i, j) closer than r_min apart; X (n, B*3)."""
-    i, j, r_min = repel
-    d = (X[j] - X[i]).reshape(len(i), B, 3)
+#: the repulsion works on a pair list (pairs of a molecule within r_min + skin), rebuilt every few sweeps
+REPEL_SKIN, REPEL_LIST_EVERY = 0.15, 5
+
+
+def _repel_list(X: torch.Tensor, pairs: tuple, B: int, r_list: float, chunk: int = 2 ** 24) -> tuple:
+    """(atom i, atom j, molecule b) index tensors of the pairs (i, j) of each molecule closer than
+    ``r_list`` nm; X (n, B*3).  The dense pair distances are taken over molecule chunks, so memory
+    stays bounded for thousands of long molecules."""
+    i, j = pairs
+    X3 = X.reshape(X.shape[0], B, 3)
+    step = max(1, chunk // max(1, len(i)))
+    out = []
+    for b0 in range(0, B, step):
+        d = X3[j, b0:b0 + step] - X3[i, b0:b0 + step]
+        p, b = torch.nonzero((d * d).sum(-1) < r_list * r_list, as_tuple=True)
+        out.append((i[p], j[p], b + b0))
+    return tuple(torch.cat(t) for t in zip(*out))
+
+
+def _repel_step(X: torch.Tensor, near: tuple, B: int, r_min: float, stiffness: float) -> torch.Tensor:
+    """One Jacobi step pushing listed pairs (:func:`_repel_list`) closer than r_min apart; X (n, B*3)."""
+    i, j, b = near
+    if len(i) == 0:
+        return X
+    X3 = X.reshape(X.shape[0], B, 3)
+    d = X3[j, b] - X3[i, b]
     r = torch.linalg.norm(d, dim=-1, keepdim=True).clamp(min=1e-9)
     gap = torch.clamp(1.0 - r_min / r, max=0.0)  # < 0 for pairs closer than r_min
-    f = (gap * d).reshape(len(i), B * 3)
-    g = torch.zeros_like(X).index_add_(0, j, f).index_add_(0, i, -f)
+    f = gap * d
+    g = torch.zeros_like(X3).index_put_((j, b), f, accumulate=True).index_put_((i, b), -f, accumulate=True)
     # per atom and molecule: the number of its pairs being pushed (Jacobi average, as for the bonds)
-    active = (gap < 0).to(X.dtype).reshape(len(i), B)
-    cnt = torch.zeros(X.shape[0], B, dtype=X.dtype, device=X.device).index_add_(0, j, active).index_add_(0, i, active)
-    cnt = cnt.clamp(min=1.0).repeat_interleave(3, dim=1)
-    return X - 0.5 * stiffness * g / cnt
+    active = (gap[:, 0] < 0).to(X.dtype)
+    cnt = torch.zeros(X3.shape[:2], dtype=X.dtype, device=X.device)
+    cnt = cnt.index_put_((j, b), active, accumulate=True).index_put_((i, b), active, accumulate=True).clamp(min=1.0)
+    return (X3 - 0.5 * stiffness * g / cnt[..., None]).reshape(X.shape)
 
 
 def random_rotations_t(n: int, generator: torch.Generator | None = None, dtype=torch.float64, device="cpu") -> torch.Tensor:

@@ -92,8 +92,9 @@ class Solute:
         old = idx[self.ptr[idx] >= self.pool.shape[0]]
         if len(old):  # few molecules: a deeper pool costs about the same as a shallow one
             Kp = self.pool.shape[0]
-            pool, rank, _ = self._generate(old, seed, dev, temperature, Kp * 4, cutoff)
-            keep = rank[:Kp]  # the best Kp of the 4 Kp fresh candidates, in rank order
+            deep = Kp * 4 if self.mm.best_of <= 1 else Kp  # best-of models already draw best_of per candidate
+            pool, rank, _ = self._generate(old, seed, dev, temperature, deep, cutoff)
+            keep = rank[:Kp]  # the best Kp of the fresh candidates, in rank order
             self.pool[:, old] = pool[keep, np.arange(len(old))]
             self.relaxed[:, old] = False
             self.rank[:, old] = np.arange(Kp)[:, None]
@@ -107,12 +108,14 @@ def default_candidates(mm: MoltypeModel, hbond_network: bool = False) -> int:
     neighbour is first turned about its beads, see :data:`SPIN_ROUNDS`), 2 for 3+ beads (the
     second candidate is the cheap alternative; octan-2-ol heavy-torsion JSD max 0.013 with 2
     vs 0.014 with 1); with ``hbond_network`` molecules with rotatable polar hydrogens get
-    :data:`.hbond.CANDIDATES` for the environment selection when their model has a network cutoff."""
+    :data:`.hbond.CANDIDATES` for the environment selection when their model has a network cutoff;
+    1 for models that keep the best-fitting of several draws (``best_of``: lipids), whose draws
+    already cost ``best_of`` conformations each."""
     if hbond_network and mm.rotors and getattr(mm, "network_cutoff", 0.0) > 0:
         from .hbond import CANDIDATES
 
         return CANDIDATES
-    return 1 if mm.n_beads <= 2 else 2
+    return 1 if mm.n_beads <= 2 or mm.best_of > 1 else 2
 
 
 
