@@ -141,7 +141,8 @@ class MoltypeModel:
 
     def _relax_args(self) -> tuple:
         if self.repel > 0:
-            return RELAX_ITERATIONS_REPEL, RELAX_STIFFNESS, (self.watched_pairs(), self.repel)
+            return (RELAX_ITERATIONS_REPEL, RELAX_STIFFNESS, (self.watched_pairs(), self.repel),
+                    stereo_groups(self.stereo, len(self.atom_names), self.bonds))
         return RELAX_ITERATIONS, RELAX_STIFFNESS
 
     def relax(self, x: np.ndarray, beads: np.ndarray) -> np.ndarray:
@@ -240,6 +241,18 @@ def describe_difference(mt, entry: MoltypeModel) -> str:
             parts.append("bonds only in the model: " + ", ".join(f"{nm[a]}-{nm[b]}" for a, b in missing[:4]))
         return "; ".join(parts)
     return "fingerprints differ"
+
+
+def stereo_groups(stereo, n_atoms: int, bonds) -> list:
+    """Atom groups kept rigid by the projection: each enforced stereocentre with its bonded
+    neighbours, each enforced cis/trans bond a-b with the neighbours of a and b."""
+    from ..graph import adjacency
+
+    adj = adjacency(n_atoms, bonds)
+    groups = [[int(c), *sorted(adj[int(c)])] for c in np.asarray(stereo.centres, int)[stereo.enforced_centres]]
+    for a, b in np.asarray(stereo.quads, int).reshape(-1, 4)[stereo.enforced_bonds][:, 1:3]:
+        groups.append(sorted({int(a), int(b), *adj[int(a)], *adj[int(b)]}))
+    return groups
 
 
 def _across_double_bonds(stereo, n_atoms: int, bonds) -> np.ndarray:

@@ -120,7 +120,8 @@ def project_exact(x: torch.Tensor, matrix, operator, beads: torch.Tensor) -> tor
 
 
 def relax_project(x: torch.Tensor, matrix, operator, beads: torch.Tensor, pairs: np.ndarray,
-                  iterations: int = 15, stiffness: float = 1.0, repel: tuple | None = None) -> torch.Tensor:
+                  iterations: int = 15, stiffness: float = 1.0, repel: tuple | None = None,
+                  rigid: list | None = None) -> torch.Tensor:
     """Exact projection that preserves local geometry.
 
     Alternates :func:`project_exact` with position-based (Jacobi) steps that restore the
@@ -130,6 +131,10 @@ def relax_project(x: torch.Tensor, matrix, operator, beads: torch.Tensor, pairs:
     ``M @ x == beads`` to round-off.  x (B, n, 3), beads (B, nb, 3) nm.  ``repel = (pairs (Q, 2),
     r_min nm)``: those pairs (non-bonded ones of the same molecule) closer than r_min are pushed
     apart by the same kind of step, so the projection does not fold a long molecule into itself.
+    ``rigid``: atom groups (arrays of indices, e.g. a stereocentre with its neighbours, a double
+    bond with its substituents) restored each sweep to their input shape by a proper-rotation fit
+    (shape matching): distances alone hold a tetrahedron's handedness and a double bond's planarity
+    only to second order, so without it the projection flattens centres and twists cis bonds.
     """
     pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
     if iterations <= 0 or len(pairs) == 0:
@@ -153,6 +158,7 @@ def relax_project(x: torch.Tensor, matrix, operator, beads: torch.Tensor, pairs:
         rp = np.asarray(repel[0], np.int64).reshape(-1, 2)
         rep_pairs = (torch.as_tensor(rp[:, 0], device=dev), torch.as_tensor(rp[:, 1], device=dev))
         r_min = float(repel[1])
+    shapes = _rigid_shapes(X, rigid, B) if rigid else None
     for it in range(iterations):
         X = X - A @ (M @ X) + Ac
         d = (X[j] - X[i]).reshape(P, B, 3)
@@ -164,6 +170,8 @@ def relax_project(x: torch.Tensor, matrix, operator, beads: torch.Tensor, pairs:
             if it % REPEL_LIST_EVERY == 0:
                 near = _repel_list(X, rep_pairs, B, r_min + REPEL_SKIN)
             X = _repel_step(X, near, B, r_min, float(stiffness))
+        if shapes is not None:
+            X = _shape_step(X, shapes, B)
     x = X.reshape(n, B, 3).permute(1, 0, 2).to(x.dtype)
     return project_exact(x, matrix, operator, beads)
 
@@ -175,6 +183,41 @@ def _torch_matrix(a, dtype, device):
         return torch.sparse_csr_tensor(torch.as_tensor(c.indptr, dtype=torch.int64), torch.as_tensor(c.indices, dtype=torch.int64),
                                        torch.as_tensor(c.data, dtype=dtype), size=c.shape, device=device)
     return torch.as_tensor(a, dtype=dtype, device=device)
+
+
+def _rigid_shapes(X: torch.Tensor, groups: list, B: int) -> list:
+    """Per group size: (index (g, G), centred input shapes (g*B, G, 3), per-atom membership count (n, 1))."""
+    n = X.shape[0]
+    X3 = X.reshape(n, B, 3)
+    out = []
+    cnt = torch.zeros(n, 1, dtype=X.dtype, device=X.device)
+    by_size = {}
+    for grp in groups:
+        by_size.setdefault(len(grp), []).append(np.asarray(grp, np.int64))
+    for size, gs in sorted(by_size.items()):
+        idx = torch.as_tensor(np.stack(gs), device=X.device)  # (g, G)
+        ref = X3[idx].permute(0, 2, 1, 3).reshape(-1, size, 3)  # (g*B, G, 3)
+        out.append([idx, ref - ref.mean(1, keepdim=True)])
+        cnt.index_add_(0, idx.reshape(-1), torch.ones(idx.numel(), 1, dtype=X.dtype, device=X.device))
+    for o in out:
+        o.append(cnt.clamp(min=1.0))
+    return out
+
+
+def _shape_step(X: torch.Tensor, shapes: list, B: int) -> torch.Tensor:
+    """Move every rigid group's atoms to its input shape, best fitted by a proper rotation (Kabsch)
+    onto where they are now; atoms in several groups take the mean of their moves.  X (n, B*3)."""
+    n = X.shape[0]
+    X3 = X.reshape(n, B, 3)
+    g = torch.zeros_like(X3)
+    for idx, ref, cnt in shapes:
+        size = idx.shape[1]
+        cur = X3[idx].permute(0, 2, 1, 3).reshape(-1, size, 3)  # (g*B, G, 3)
+        mean = cur.mean(1, keepdim=True)
+        R = kabsch_t(ref, cur - mean)
+        delta = (ref @ R + mean - cur).reshape(-1, B, size, 3).permute(0, 2, 1, 3)  # (g, G, B, 3)
+        g.index_add_(0, idx.reshape(-1), delta.reshape(-1, B, 3))
+    return (X3 + g / cnt[..., None]).reshape(X.shape)
 
 
 #: the repulsion works on a pair list (pairs of a molecule within r_min + skin), rebuilt every few sweeps
