@@ -82,15 +82,17 @@ def lipid_block(top, name="POPC"):
 
 def analyse(top, frames, hints):
     """Stereo counts, S_CH (F, C) per chain and tail torsions of the POPC of ``frames``."""
-    from multiscale.lipid_analysis import lipid_coordinates, order_parameters, stereo_ok, tail_torsions
+    from multiscale.lipid_analysis import lipid_coordinates, order_parameters, stereo_ok, stereo_quality, tail_torsions
 
     blk = lipid_block(top)
     mt = blk.moltype
     x = lipid_coordinates(frames.positions, frames.box, blk)
     chiral, cis = stereo_ok(x, mt.atom_names, hints)
+    flat, twisted = stereo_quality(x, mt.atom_names, hints)
     scd = {c: order_parameters(x, mt.atom_names, mt.elements, mt.bonds, c) for c in (2, 3)}
     tors = {c: tail_torsions(x, mt.atom_names, c) for c in (2, 3)}
-    return {"chiral_ok": int(chiral.sum()), "cis_ok": int(cis.sum()), "n": int(chiral.size)}, scd, tors
+    return {"chiral_ok": int(chiral.sum()), "cis_ok": int(cis.sum()), "flat": int(flat.sum()), "twisted": int(twisted.sum()),
+            "n": int(chiral.size)}, scd, tors
 
 
 def compare(scd, tors, ref_scd, ref_tors, seed=0) -> dict:
@@ -160,6 +162,8 @@ def main(argv=None) -> int:
     p.add_argument("--frames", type=int, default=5)
     p.add_argument("--seed", type=int, default=2026)
     p.add_argument("--work", type=Path, default=Path("/tmp/membrane_backmap"))
+    p.add_argument("--peer", action="append", default=[], metavar="NAME:AA.gro:AA.top",
+                   help="another tool's raw output on the same CG input (cg/cg_md.gro), scored alike (repeatable)")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "membrane_backmap.md")
     a = p.parse_args(argv)
     from multiscale.io import read_frames
@@ -188,6 +192,14 @@ def main(argv=None) -> int:
     res["stereo_single"] = stereo
     res["bead_rmsd_nm"] = bead_rmsd(a.work, a.work / "aa.gro", a.work / "aa.top", cg_in)
     res["em"] = restrained_em(a.work, a.work / "aa.gro", a.work / "aa.top")
+    res["peers"] = {}
+    for spec in a.peer:  # another tool's output on the same CG input: same stereo counts and the same EM
+        name, gro, ptop = spec.split(":")
+        pw = a.work / f"peer_{name}"
+        pw.mkdir(exist_ok=True)
+        ptop_abs = Path(ptop).resolve()
+        pst, _, _ = analyse(load_topology(ptop_abs), read_frames(Path(gro).resolve()), hints)
+        res["peers"][name] = {"stereo": pst, "em": restrained_em(pw, Path(gro).resolve(), ptop_abs)}
 
     # fidelity: several CG frames of the test bilayer, and held-out reference frames
     ref_top = load_topology(a.reference / "topol.top")
@@ -239,16 +251,29 @@ def render(r: dict, a) -> str:
              f"| peak memory | {r['peak_mb']:.0f} MB |",
              f"| glycerol sn-2 centres correct (mapping hints) | {r['stereo_single']['chiral_ok']}/{r['stereo_single']['n']} |",
              f"| oleoyl double bonds cis | {r['stereo_single']['cis_ok']}/{r['stereo_single']['n']} |",
+             f"| near-flat glycerol centres (normalised volume < 0.3) / cis bonds twisted > 30 deg | "
+             f"{r['stereo_single']['flat']} / {r['stereo_single']['twisted']} |",
              f"| clash pairs inter / intra (certificate) | {c['inter_clash_pairs_final']} / {c['intra_clash_pairs_final']} |",
              f"| POPC with a clash after the certificate's redraws | {pc.get('clash_molecules_final')} |",
              f"| max bead deviation (certificate) | {c['max_cg_deviation_nm']:.1e} nm |",
              f"| lipid + ion bead RMSD after re-coarse-graining | {r['bead_rmsd_nm']:.1e} nm |",
              f"| restrained EM (P + chirality/cis dihedrals, emtol 1000) | "
              f"{'converged' if r['em']['converged'] else 'not converged'} in {r['em']['steps']} steps, Fmax {r['em']['fmax'] or float('nan'):.0f} |",
-             "", f"## Fidelity against the atomistic reference ({r['reference']['lipids']} POPC, held-out "
+             ""]
+    if r.get("peers"):
+        lines += ["## Same CG input, other tools' raw output, same restrained EM", "",
+                  "| tool | centres right / flat | cis / twisted | restrained EM |", "|---|---|---|---|",
+                  f"| multiscale | {r['stereo_single']['chiral_ok']} / {r['stereo_single']['flat']} | {r['stereo_single']['cis_ok']} / "
+                  f"{r['stereo_single']['twisted']} | {r['em']['steps']} steps{'' if r['em']['converged'] else ' (not converged)'} |"]
+        for name, v in r["peers"].items():
+            st, em = v["stereo"], v["em"]
+            lines.append(f"| {name} | {st['chiral_ok']} / {st['flat']} | {st['cis_ok']} / {st['twisted']} | "
+                         f"{em['steps']} steps{'' if em['converged'] else ' (not converged)'} |")
+        lines.append("")
+    lines += [f"## Fidelity against the atomistic reference ({r['reference']['lipids']} POPC, held-out "
              f"{r['reference']['time_ps'][0]:.0f}-{r['reference']['time_ps'][1]:.0f} ps, {r['reference']['frames']} frames)", "",
-             "| sample | chain | S_CH max abs dev | carbons within 2 SE | torsion JSD mean / max | JSD floor mean |",
-             "|---|---|---|---|---|---|"]
+              "| sample | chain | S_CH max abs dev | carbons within 2 SE | torsion JSD mean / max | JSD floor mean |",
+              "|---|---|---|---|---|---|"]
     for key, label in (("test_bilayer", f"test bilayer, {r['test_bilayer']['frames']} CG frames"),
                        ("held_out_frames", f"reference's held-out frames, CG -> AA ({r['held_out_frames']['frames']})")):
         for ch in ("sn-1", "sn-2"):

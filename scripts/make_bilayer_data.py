@@ -14,7 +14,8 @@ Atomistic stages (each skipped when its outputs exist; an interrupted mdrun resu
   nvt        restrained NVT at --temperature (gen-vel, seed)
   npt        semi-isotropic C-rescale NPT, dihedral restraints only
   prod       unrestrained semi-isotropic NPT; frames every --frame-ps into prod.xtc (training data)
-Martini 3 stages (--cg): insane bilayer of the same composition (INSANE_SEED), EM, short NPT.
+Martini 3 stages (--cg): insane bilayer of the same composition (Martini names from the lipid
+mapping files: CHL1 -> CHOL, DLPC -> DUPC; INSANE_SEED), EM, short NPT.
 
 CHARMM36 settings: dt 2 fs, h-bonds LINCS, PME rc 1.2 nm, LJ force-switch 1.0-1.2 nm, no
 dispersion correction, 303.15 K v-rescale (MEMB / SOL_ION groups), 1 bar, compressibility 4.5e-5.
@@ -150,6 +151,14 @@ gen-vel                 = yes
 gen-temp                = {temp}
 gen-seed                = {seed}
 ld-seed                 = {seed}"""
+
+
+#: Martini 3 lipidome names whose bead layout insane builds under a Martini 2 name: the 12:0 PC is
+#: DUPC in the Martini 3 lipidome (there DLPC is di-linoleoyl) and insane's DLPC (same beads)
+INSANE_NAME = {"DUPC": "DLPC"}
+#: Martini 3 moleculetypes insane cannot build: its CHOL template is the 8-bead Martini 2 sterol,
+#: the Martini 3 cholesterol has 9 beads (5 virtual sites built from R1, R2, C1)
+INSANE_CANNOT = {"CHOL": "insane's CHOL is the 8-bead Martini 2 sterol, not the 9-bead Martini 3 cholesterol"}
 
 
 class Run:
@@ -447,17 +456,25 @@ def stages_aa(run: Run) -> None:
 
 def stages_cg(run: Run) -> None:
     """Martini 3: insane bilayer (same lipid count and APL), EM, short semi-isotropic NPT."""
+    from multiscale.membranes import lipid_table
+
     a = run.a
-    if len(a.comp) > 1:
-        raise MultiscaleError("--cg builds a one-lipid Martini twin only; build mixtures with insane directly")
-    res = next(iter(a.comp))
+    to_cg = {charmm: martini for martini, charmm in lipid_table().items()}
+    missing = [r for r in a.comp if r not in to_cg]
+    if missing:
+        raise MultiscaleError(f"no Martini 3 name for {', '.join(missing)}: add a mappings/lipids/<NAME>.map")
+    cg_comp = {to_cg[r]: n for r, n in a.comp.items()}  # CHL1 -> CHOL, DLPC -> DUPC
+    for m in set(cg_comp) & set(INSANE_CANNOT):
+        raise MultiscaleError(f"--cg cannot build {m}: {INSANE_CANNOT[m]}; leave it out of the CG twin")
+    title = "/".join(cg_comp)
     if not run.done("cg_system.gro", "cg.top"):
         lx = np.sqrt(a.apl) * a.per_side
         if a.cg_z is None:  # same height as the atomistic box: about the same water per lipid
             a.cg_z = float(read_gro(run.p("bilayer.gro"))[4][2]) if run.done("bilayer.gro") else 8.4
         env = {**os.environ, "INSANE_SEED": str(a.seed)}
         cmd = [sys.executable, "-W", "ignore", "-c", "import sys; from insane.cli import cli; sys.exit(cli())",
-               "-o", "cg_insane.gro", "-x", f"{lx:.4f}", "-y", f"{lx:.4f}", "-z", f"{a.cg_z:.3f}", "-l", res,
+               "-o", "cg_insane.gro", "-x", f"{lx:.4f}", "-y", f"{lx:.4f}", "-z", f"{a.cg_z:.3f}",
+               *[t for name, n in cg_comp.items() for t in ("-l", f"{INSANE_NAME.get(name, name)}:{n}")],
                "-sol", "W", "-salt", str(a.salt), "-a", f"{a.apl}"]
         r = subprocess.run(cmd, cwd=run.dir, env=env, capture_output=True, text=True)
         if r.returncode != 0:
@@ -465,25 +482,30 @@ def stages_cg(run: Run) -> None:
             raise MultiscaleError(f"insane failed (pip install insane 'setuptools<81'): {last}")
         lines = run.p("cg_insane.gro").read_text().splitlines()
         ren = {"NA+": ("ION", "NA"), "CL-": ("ION", "CL")}  # Martini 3 ions: moleculetype NA/CL, residue ION
+        back = {INSANE_NAME[m]: m for m in cg_comp if m in INSANE_NAME}
         for k in range(2, len(lines) - 1):
             rn = lines[k][5:10].strip()
             if rn in ren:
                 lines[k] = lines[k][:5] + f"{ren[rn][0]:<5s}{ren[rn][1]:>5s}" + lines[k][15:]
+            elif rn in back:
+                lines[k] = lines[k][:5] + f"{back[rn]:<5s}" + lines[k][10:]
         atomic_write_text(run.p("cg_system.gro"), "\n".join(lines) + "\n")
         body = lines[2:-1]
         count = {}
         for ln in body:
             key = ln[10:15].strip() if ln[5:10].strip() == "ION" else ln[5:10].strip()
             count.setdefault(key, set()).add(ln[:5])
-        mols = [(res, len(count.get(res, ()))), ("W", len(count.get("W", ()))), ("NA", len(count.get("NA", ()))),
-                ("CL", len(count.get("CL", ())))]
+        order = list(dict.fromkeys(ln[5:10].strip() for ln in body if ln[5:10].strip() in cg_comp))  # insane's order
+        mols = [(m, len(count.get(m, ()))) for m in order]
+        mols += [("W", len(count.get("W", ()))), ("NA", len(count.get("NA", ()))), ("CL", len(count.get("CL", ())))]
         itp = run.p("martini_v3.0.0_lipidome_v2.itp")
         if not itp.exists():
             itp.symlink_to(ff.martini3_itp())
-        atomic_write_text(run.p("cg.top"), f'#include "{itp.name}"\n[ system ]\n{res} bilayer Martini 3 (insane)\n'
+        atomic_write_text(run.p("cg.top"), f'#include "{itp.name}"\n[ system ]\n{title} bilayer Martini 3 (insane)\n'
                           "[ molecules ]\n" + "\n".join(f"{m} {n}" for m, n in mols if n) + "\n")
         run.record("cg_build", molecules=dict(mols), insane_seed=a.seed)
-    run.grompp_mdrun("cg_em", MDP_CG.format(integrator="steep", run=f"nsteps = {a.cg_em_steps}", nstxtc=0),
+    em = f"nsteps = {a.cg_em_steps}\ndefine = -DFLEXIBLE"  # bonds for constraints: insane's sterols start far off
+    run.grompp_mdrun("cg_em", MDP_CG.format(integrator="steep", run=em, nstxtc=0),
                      "cg_system.gro", "cg.top")
     md = MD_CG.format(nsteps=int(round(a.cg_ns * 1000 / 0.02)), temp=a.temperature, seed=a.seed)
     run.grompp_mdrun("cg_md", MDP_CG.format(integrator="md", run=md, nstxtc=5000), "cg_em.gro", "cg.top")

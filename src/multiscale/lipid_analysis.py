@@ -45,6 +45,29 @@ def stereo_ok(x: np.ndarray, atom_names, hints: dict) -> tuple[np.ndarray, np.nd
     return chiral, cis
 
 
+#: a centre is "flat" below this normalised signed volume (unit bond vectors; tetrahedral ~0.75,
+#: CHARMM36 POPC C2 in MD > 0.6), a cis bond "twisted" beyond this |dihedral| (MD < 20 deg)
+FLAT_VOLUME, TWISTED_DEG = 0.3, 30.0
+
+
+def stereo_quality(x: np.ndarray, atom_names, hints: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Per molecule (..., M) bool: some ``[ chiral ]`` centre is near-flat (normalised signed
+    volume below :data:`FLAT_VOLUME`, whatever its sign) and some ``[ cis ]`` bond is twisted by
+    more than :data:`TWISTED_DEG` -- right-signed stereo that an EM still has to repair."""
+    idx = {a: k for k, a in enumerate(atom_names)}
+    x = np.asarray(x, float)
+    at = lambda name: x[..., idx[name], :]
+    unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True).clip(min=1e-12)
+    flat = np.zeros(x.shape[:-2], bool)
+    for c, a1, a2, a3, _ in hints.get("chiral", []):
+        u1, u2, u3 = (unit(at(a) - at(c)) for a in (a1, a2, a3))
+        flat |= np.abs(np.einsum("...k,...k->...", u1, np.cross(u2, u3))) < FLAT_VOLUME
+    twisted = np.zeros(x.shape[:-2], bool)
+    for q in hints.get("cis", []):
+        twisted |= np.degrees(np.abs(dihedral(*(at(a) for a in q)))) > TWISTED_DEG
+    return flat, twisted
+
+
 def tail_carbons(atom_names, chain: int) -> list[int]:
     """Indices of the acyl carbons ``C<chain>2``, ``C<chain>3``, ... in chain order (chain 2 = sn-2,
     3 = sn-1 in CHARMM36 names), up to the first missing number."""

@@ -287,11 +287,14 @@ def resolve_clashes(state: FrameState, ctx: BackmapContext) -> FrameState:
         check_solutes(state, ctx, _resample_round(state, ctx, attempt, sol_base))
         _remember_right(right, sols)
     # molecules that never had right stereo (long flexible ones: the projection onto the beads can
-    # bend a centre or a double bond) get extra rounds of their own, clashes aside
+    # bend a centre or a double bond), and long molecules (best-of models: lipids) still clashing,
+    # get extra rounds of their own: one H-H overlap left between two lipids costs a restrained EM
+    # hundreds of steps
     extra = 0
-    while extra < STEREO_ROUNDS and any((~ok).any() for _, ok in right):
+    long_left = lambda: [(s.mm.best_of > 1) & b for s, b in zip(sols, state.clash_bad)]
+    while extra < STEREO_ROUNDS and any((~ok).any() | c.any() for (_, ok), c in zip(right, long_left())):
         extra += 1
-        state.bad = [~ok for _, ok in right]
+        state.bad = [~ok | c for (_, ok), c in zip(right, long_left())]
         check_solutes(state, ctx, _resample_round(state, ctx, ctx.opts.max_retries + extra, sol_base))
         _remember_right(right, sols)
     # stereo is a guarantee, a clash a report: a molecule the rounds left with wrong stereo takes back
@@ -305,7 +308,8 @@ def resolve_clashes(state: FrameState, ctx: BackmapContext) -> FrameState:
     return state
 
 
-#: extra resampling rounds, after the clash rounds, for molecules that never had right stereo
+#: extra resampling rounds, after the clash rounds, for molecules that never had right stereo and
+#: for clashing molecules of best-of models (lipids)
 STEREO_ROUNDS = 10
 
 
