@@ -130,3 +130,15 @@ def test_feature_layout():
     r = cg_features(beads * np.array([1, 1, -1]))
     nd = 10 + 3
     assert np.allclose(r[:, :nd], f[:, :nd]) and np.allclose(r[:, nd::2], -f[:, nd::2])
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 10])
+def test_fit_with_very_few_optimiser_steps(epochs):
+    """A handful of optimiser steps (a short fine-tune, few molecules) trains instead of failing in
+    the learning-rate schedule (OneCycleLR divided by zero for fewer than 20 steps)."""
+    torch.manual_seed(0)
+    m = ICDensity(3, 5, 4, 3, hidden=16, torsion_hidden=8, n_components=3)
+    f = torch.randn(30, 3, dtype=torch.float64)
+    out = fit(m, f, torch.rand(30, 5, dtype=torch.float64) * 0.1 + 0.1, torch.rand(30, 4, dtype=torch.float64) + 1.5,
+              torch.rand(30, 3, dtype=torch.float64) * 6 - 3, epochs=epochs, batch_size=512, seed=0)
+    assert math.isfinite(out["train_nll"])

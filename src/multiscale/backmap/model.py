@@ -373,7 +373,10 @@ def fit(model: ICDensity, features, bonds, angles, torsions, *, epochs: int = 30
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = max(1, math.ceil(len(tr) / batch_size))
     total = max(1, epochs * steps_per_epoch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.1)
+    if total >= 4:  # warm-up of at least 2 steps (OneCycleLR divides by zero for a shorter one)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=max(0.1, 2.0 / total))
+    else:
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
     fstd = model.feat_std.cpu()
     nf = model.hyper["n_features"]
     train_nll = float("nan")
