@@ -330,14 +330,28 @@ class ICDensity(nn.Module):
         """Hyper-parameters and weights; ``storage="float16"`` halves the float32 weights for shipped
         files (:meth:`from_dict` loads them back into float32 parameters)."""
         half = storage == "float16"
-        return {"hyper": dict(self.hyper),
-                "state_dict": {k: (v.detach().cpu().half() if half and v.dtype == torch.float32 else v.detach().cpu())
-                               for k, v in self.state_dict().items()}}
+        sd = {k: (v.detach().cpu().half() if half and v.dtype == torch.float32 else v.detach().cpu())
+              for k, v in self.state_dict().items()}
+        if not half:
+            return {"hyper": dict(self.hyper), "state_dict": sd}
+        # shipped files: only the weights of earlier torsions feeding later ones (the mask's
+        # ones) are stored -- the rest never enters the model and is zero on loading
+        sd["wt"] = sd["wt"].masked_select(self._wt_mask())
+        return {"hyper": dict(self.hyper), "state_dict": sd, "wt_packed": True}
+
+    def _wt_mask(self) -> torch.Tensor:
+        return (self.mask[:, None, :] > 0).expand(self.wt.shape).cpu()
 
     @classmethod
     def from_dict(cls, d: dict) -> ICDensity:
         m = cls(**d["hyper"])
-        m.load_state_dict(d["state_dict"])
+        sd = d["state_dict"]
+        if d.get("wt_packed"):
+            sd = dict(sd)
+            m.mask.copy_(sd["mask"])
+            full = torch.zeros_like(m.wt, dtype=sd["wt"].dtype)
+            sd["wt"] = full.masked_scatter_(m._wt_mask(), sd["wt"])
+        m.load_state_dict(sd)
         return m
 
 
