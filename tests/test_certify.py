@@ -173,3 +173,27 @@ def test_clashes_orthorhombic_matrix_identical_to_lengths():
     a = find_clashes(x, np.array([2.0, 2.0, 2.0]), mol, loc, kind, ex)
     b = find_clashes(x, np.diag([2.0, 2.0, 2.0]), mol, loc, kind, ex)
     assert all(np.array_equal(p, q) for p, q in zip(a, b))
+
+
+def test_sparse_exclusions_look_up_like_the_dense_matrix():
+    """A long chain's exclusions (sparse above DENSE_EXCLUSIONS_MAX atoms) answer ex[i, j] exactly as the
+    dense matrix, and find_clashes gives the same pairs with either."""
+    from multiscale.backmap import certify
+    from multiscale.backmap.certify import SparseExclusions, exclusion_matrix, find_clashes
+    from multiscale.graph import MolecularGraph
+
+    rng = np.random.default_rng(0)
+    n = 300
+    bonds = np.stack([np.arange(n - 1), np.arange(1, n)], 1)
+    bonds = np.concatenate([bonds, [[k, k + 5] for k in range(0, n - 5, 17)]])  # a few rings
+    dense = MolecularGraph(n, bonds, ["X"] * n).exclusion_matrix(2)
+    sparse = SparseExclusions(n, MolecularGraph(n, bonds, ["X"] * n).excluded_pairs(2))
+    i, j = rng.integers(0, n, 5000), rng.integers(0, n, 5000)
+    assert np.array_equal(sparse[i, j], dense[i, j]) and len(sparse) == n
+    assert isinstance(exclusion_matrix(certify.DENSE_EXCLUSIONS_MAX + 1, np.zeros((0, 2), int)), SparseExclusions)
+    x = np.cumsum(rng.normal(0, 0.06, (n, 3)), 0) + 5.0  # a compact random walk: many close pairs
+    box = np.array([20.0, 20.0, 20.0])
+    args = (np.zeros(n, int), np.arange(n), np.zeros(n, int))
+    a = find_clashes(x, box, *args, [dense], 0.08, 0.12)
+    b = find_clashes(x, box, *args, [sparse], 0.08, 0.12)
+    assert len(a[1]) > 0 and np.array_equal(a[1], b[1]) and np.array_equal(a[0], b[0])

@@ -32,7 +32,7 @@ from ..graph import MolecularGraph
 from ..neighbours import PeriodicTree
 
 __all__ = ["periodic_pairs", "StereoReference", "find_stereocentres", "find_double_bonds", "chirality_signs", "cistrans_cis",
-           "find_clashes", "swap_substituents", "flip_double_bond", "CertificateReport", "exclusion_matrix",
+           "find_clashes", "swap_substituents", "flip_double_bond", "CertificateReport", "exclusion_matrix", "SparseExclusions",
            "branch_atoms"]
 
 
@@ -258,9 +258,38 @@ def flip_double_bond(x: np.ndarray, n_atoms: int, bonds: np.ndarray, a: int, b: 
 
 
 # ---------------------------------------------------------------------- clashes
-def exclusion_matrix(n_atoms: int, bonds: np.ndarray, nrexcl: int = 2) -> np.ndarray:
-    """(n, n) bool: pairs within ``nrexcl`` bonds (1-2, 1-3 for 2) or identical."""
-    return MolecularGraph(n_atoms, bonds, ["X"] * int(n_atoms)).exclusion_matrix(nrexcl)
+#: molecules with more atoms than this get a sparse exclusion table (:class:`SparseExclusions`):
+#: a dense one is n^2 bytes (256 MB for a 1,000-residue chain)
+DENSE_EXCLUSIONS_MAX = 2000
+
+
+class SparseExclusions:
+    """Pairs within ``nrexcl`` bonds of a large molecule, looked up like a dense (n, n) bool matrix
+    with index arrays: ``ex[i, j]`` -> bool array (identical atoms count as excluded)."""
+
+    def __init__(self, n_atoms: int, pairs: np.ndarray):
+        self.n = int(n_atoms)
+        p = np.asarray(pairs, np.int64).reshape(-1, 2)
+        self.keys = np.unique(np.minimum(p[:, 0], p[:, 1]) * self.n + np.maximum(p[:, 0], p[:, 1]))
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, ij) -> np.ndarray:
+        i, j = (np.asarray(a, np.int64) for a in ij)
+        key = np.minimum(i, j) * self.n + np.maximum(i, j)
+        pos = np.searchsorted(self.keys, key).clip(max=max(len(self.keys) - 1, 0))
+        hit = self.keys[pos] == key if len(self.keys) else np.zeros(key.shape, bool)
+        return hit | (i == j)
+
+
+def exclusion_matrix(n_atoms: int, bonds: np.ndarray, nrexcl: int = 2):
+    """(n, n) bool: pairs within ``nrexcl`` bonds (1-2, 1-3 for 2) or identical; for molecules of more
+    than :data:`DENSE_EXCLUSIONS_MAX` atoms the same lookup as a :class:`SparseExclusions`."""
+    g = MolecularGraph(n_atoms, bonds, ["X"] * int(n_atoms))
+    if n_atoms > DENSE_EXCLUSIONS_MAX:
+        return SparseExclusions(n_atoms, g.excluded_pairs(nrexcl))
+    return g.exclusion_matrix(nrexcl)
 
 
 def periodic_pairs(xw: np.ndarray, box: np.ndarray, r: float) -> np.ndarray:
@@ -361,11 +390,11 @@ def find_clashes(x: np.ndarray, box: np.ndarray, molecule: np.ndarray, local: np
     s = same & (dist < intra)
     if s.any():
         ii, jj = i[s], j[s]
-        sizes = np.array([len(e) for e in exclusions])
-        offs = np.concatenate([[0], np.cumsum(sizes ** 2)])
-        flat = np.concatenate([e.ravel() for e in exclusions])
         k = kind[ii]
-        excl = flat[offs[k] + local[ii] * sizes[k] + local[jj]]
+        excl = np.zeros(len(ii), bool)
+        for kk in np.unique(k):  # per moltype kind: a dense matrix or a SparseExclusions
+            m = k == kk
+            excl[m] = exclusions[kk][local[ii[m]], local[jj[m]]]
         intra_p = pairs[s][~excl]
     else:
         intra_p = np.zeros((0, 2), int)

@@ -59,7 +59,8 @@ def system_arrays(topology, model):
         if mt.name not in names:
             names[mt.name] = len(excl)
             excl.append(model.moltypes[mt.name].exclusions if mt.name in model.moltypes
-                        else exclusion_matrix(mt.n_atoms, mt.bonds, 2) | mt.is_water)
+                        else np.ones((mt.n_atoms, mt.n_atoms), bool) if mt.is_water
+                        else exclusion_matrix(mt.n_atoms, mt.bonds, 2))
         n, c = mt.n_atoms, blk.count
         mol.append(np.repeat(np.arange(base, base + c), n))
         loc.append(np.tile(np.arange(n), c))
