@@ -89,6 +89,7 @@ def main(argv=None) -> int:
             ("engine (backmap + certificate)", f"{rep['seconds']:.1f} s"), ("peak memory", f"{peak:,.0f} MB"),
             ("glycerol sn-2 centres correct (mapping hints)", f"{stereo['chiral_ok']}/{stereo['n']}"),
             ("oleoyl double bonds cis", f"{stereo['cis_ok']}/{stereo['n']}"),
+            ("near-flat glycerol centres / cis bonds twisted > 30 deg", f"{stereo['flat']} / {stereo['twisted']}"),
             ("POPC with a clash: first draw -> after the certificate's redraws",
              f"{popc['clash_molecules_initial']} -> {popc['clash_molecules_final']}"),
             ("clash pairs inter / intra (certificate)", f"{rep['inter_clash_pairs_final']} / {rep['intra_clash_pairs_final']}"),
