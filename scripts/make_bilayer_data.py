@@ -156,9 +156,50 @@ ld-seed                 = {seed}"""
 #: Martini 3 lipidome names whose bead layout insane builds under a Martini 2 name: the 12:0 PC is
 #: DUPC in the Martini 3 lipidome (there DLPC is di-linoleoyl) and insane's DLPC (same beads)
 INSANE_NAME = {"DUPC": "DLPC"}
-#: Martini 3 moleculetypes insane cannot build: its CHOL template is the 8-bead Martini 2 sterol,
-#: the Martini 3 cholesterol has 9 beads (5 virtual sites built from R1, R2, C1)
-INSANE_CANNOT = {"CHOL": "insane's CHOL is the 8-bead Martini 2 sterol, not the 9-bead Martini 3 cholesterol"}
+def bead_template(res: str, seed: int) -> tuple[list[str], np.ndarray]:
+    """Martini 3 bead names and positions (nb, 3) nm of CHARMM lipid ``res``: an RDKit conformer
+    (stereo from SMILES) mapped with the shipped map file (its weighting, shared atoms split)."""
+    from multiscale.mapping import load_mapping
+    from multiscale.paths import find_data
+
+    m = load_mapping(find_data("mappings", f"lipids/{res}.map")).molecules[res]
+    itp = lc.read_itp(ff.charmm36_lipid_itp(res))
+    x = lc.named_conformer(itp, res, seed=seed, straighten=True)
+    W = np.zeros((len(m.beads), len(itp.names)))
+    for atom, beads in zip(m.atoms, m.assignment):
+        j = itp.names.index(atom)
+        w = itp.masses[j] if m.weighting == "mass" else 1.0
+        for bead in beads:
+            W[m.beads.index(bead), j] += w / len(beads)
+    return list(m.beads), (W / W.sum(1, keepdims=True)) @ x
+
+
+def _refit_to_template(lines: list[str], cg_name: str, names: list[str], tmpl: np.ndarray) -> list[str]:
+    """gro lines with every ``cg_name`` residue replaced by the bead template fitted (Kabsch, proper
+    rotation) on the beads it shares with insane's template; atoms renumbered.  For the Martini 3
+    cholesterol (9 beads; 5 are virtual sites mdrun rebuilds), which insane writes as the 8-bead
+    Martini 2 sterol."""
+    body, out = lines[2:-1], []
+    k = 0
+    while k < len(body):
+        ln = body[k]
+        if ln[5:10].strip() != cg_name:
+            out.append(ln)
+            k += 1
+            continue
+        res = [r for r in body[k:] if r[:10] == ln[:10]]
+        got = {r[10:15].strip(): np.array([float(r[20:28]), float(r[28:36]), float(r[36:44])]) for r in res}
+        common = [n for n in names if n in got]
+        p, q = tmpl[[names.index(n) for n in common]], np.array([got[n] for n in common])
+        pc, qc = p - p.mean(0), q - q.mean(0)
+        u, _, vt = np.linalg.svd(pc.T @ qc)
+        d = np.sign(np.linalg.det(u @ vt))
+        rot = u @ np.diag([1.0, 1.0, d]) @ vt
+        y = (tmpl - p.mean(0)) @ rot + q.mean(0)
+        out += [f"{ln[:10]}{n:>5s}{0:5d}{v[0]:8.3f}{v[1]:8.3f}{v[2]:8.3f}" for n, v in zip(names, y)]
+        k += len(res)
+    out = [r[:15] + f"{(i + 1) % 100000:5d}" + r[20:] for i, r in enumerate(out)]
+    return [lines[0], f"{len(out):5d}", *out, lines[-1]]
 
 
 class Run:
@@ -464,8 +505,6 @@ def stages_cg(run: Run) -> None:
     if missing:
         raise MultiscaleError(f"no Martini 3 name for {', '.join(missing)}: add a mappings/lipids/<NAME>.map")
     cg_comp = {to_cg[r]: n for r, n in a.comp.items()}  # CHL1 -> CHOL, DLPC -> DUPC
-    for m in set(cg_comp) & set(INSANE_CANNOT):
-        raise MultiscaleError(f"--cg cannot build {m}: {INSANE_CANNOT[m]}; leave it out of the CG twin")
     title = "/".join(cg_comp)
     if not run.done("cg_system.gro", "cg.top"):
         lx = np.sqrt(a.apl) * a.per_side
@@ -489,6 +528,11 @@ def stages_cg(run: Run) -> None:
                 lines[k] = lines[k][:5] + f"{ren[rn][0]:<5s}{ren[rn][1]:>5s}" + lines[k][15:]
             elif rn in back:
                 lines[k] = lines[k][:5] + f"{back[rn]:<5s}" + lines[k][10:]
+        for res, m in zip(a.comp, cg_comp):  # insane's bead set differs (CHOL): fit the Martini 3 beads on it
+            names, tmpl = bead_template(res, a.seed)
+            insane_names = {ln[10:15].strip() for ln in lines[2:-1] if ln[5:10].strip() == m}
+            if insane_names and insane_names != set(names):
+                lines = _refit_to_template(lines, m, names, tmpl)
         atomic_write_text(run.p("cg_system.gro"), "\n".join(lines) + "\n")
         body = lines[2:-1]
         count = {}
