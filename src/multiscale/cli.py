@@ -207,12 +207,25 @@ def cmd_backmap(args) -> int:
     return 0
 
 
+def _has_amino_acids(cg_path) -> bool:
+    """Whether the CG structure has martinize2 amino-acid residues (a protein to give pdb2gmx)."""
+    from .chains.from_cg import _groups
+
+    try:
+        return any(kind == "protein" for kind, _ in _groups(Path(cg_path)))
+    except MultiscaleError:
+        return False
+
+
 def cmd_topology(args) -> int:
     from .chains.from_cg import topology_from_cg
 
     refuse_inputs_as_outputs({"--output": args.output}, [p for p in (args.cg, args.cg_topology) if p])
     if Path(args.output).suffix != ".top":
         raise MultiscaleError(f"--output {args.output}: give a .top file name")
+    if args.cg_topology and args.cg and _has_amino_acids(args.cg):  # a membrane protein: the structure path, CHARMM36m
+        args.cg_topology = None
+        args.forcefield = "charmm36m" if args.forcefield in ("amber99sb-ildn", "charmm36") else args.forcefield
     if args.cg_topology:  # a Martini membrane system (lipids, water, ions) -> CHARMM36
         from .membranes import membrane_topology
 

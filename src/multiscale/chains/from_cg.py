@@ -7,7 +7,9 @@ are more than :data:`CHAIN_BREAK_NM` apart); PeptideBuilder builds each chain's 
 ``charmm36m``, :mod:`.aa_forcefields`; charged termini, protonation from the residue names:
 ``HID``/``HIE``/``HIP`` (``HSD``/``HSE``/``HSP``), ``ASH``, ``GLH``, ``LYN`` are kept; plain ``HIS``
 is left to pdb2gmx).  Consecutive chains with the same sequence share one moleculetype.
-Water beads (``W``) become 4 water molecules each, ions one ion each, in the CG file's order, so
+Martini lipids with a mapping file become their CHARMM36 lipid (CHARMM-GUI itp copied next to the
+output; ``charmm36m`` only: a membrane protein), water beads (``W``) 4 water molecules each, ions
+one ion each, in the CG file's order, so
 ``multiscale backmap --cg CG --topology AA.top`` places every atom.  The heavy-atom build is only
 a template for pdb2gmx: the coordinates come from the backmap.
 """
@@ -35,7 +37,8 @@ CHAIN_BREAK_NM = 0.6
 
 
 def _groups(cg_path: Path):
-    """[(kind, info)] runs of the CG structure: ("protein", [(resid, resname)]), ("water", n), ("ion", (name, n))."""
+    """[(kind, info)] runs of the CG structure: ("protein", [(resid, resname)]), ("lipid", (CHARMM name, n)),
+    ("water", n), ("ion", (name, n))."""
     import MDAnalysis as mda
 
     try:
@@ -43,12 +46,24 @@ def _groups(cg_path: Path):
     except Exception as e:  # noqa: BLE001 - any reader error becomes one line
         raise MultiscaleError(f"CG structure {cg_path} cannot be read ({type(e).__name__}): pass a .gro or .pdb") from e
     from ..classes.ion import cg_ion_keys
+    from ..membranes import lipid_table
 
     ions = cg_ion_keys()  # Martini ion residue/bead names -> ion key (data/classes/ions.yaml)
+    lipids = lipid_table()  # Martini lipid moleculetype -> CHARMM36 residue (mappings/lipids/*.map)
     out: list = []
     last_bb = None
+    last_lipid = None
     for a in u.atoms:
         rn, nm = a.resname.upper(), a.name.upper()
+        if rn in lipids:
+            key = (int(a.resid), rn)
+            if key != last_lipid:  # one Martini lipid residue = one molecule
+                if out and out[-1][0] == "lipid" and out[-1][1][0] == lipids[rn]:
+                    out[-1] = ("lipid", (lipids[rn], out[-1][1][1] + 1))
+                else:
+                    out.append(("lipid", (lipids[rn], 1)))
+                last_lipid = key
+            continue
         if rn in ONE_LETTER or rn[1:] in ONE_LETTER and len(rn) == 4:
             key = (int(a.resid), rn)
             new_residue = not out or out[-1][0] != "protein" or out[-1][1][-1][0] != key[0]
@@ -72,11 +87,11 @@ def _groups(cg_path: Path):
                 out.append(("ion", (ion, 1)))
         else:
             raise MultiscaleError(f"CG structure {cg_path}: bead {a.name} of residue {a.resname}{a.resid} is not an amino "
-                                  f"acid, water (W) or ion ({'/'.join(sorted(set(ions.values())))}, data/classes/ions.yaml): multiscale "
-                                  "topology covers proteins in water with ions")
+                                  f"acid, lipid with a mapping file, water (W) or ion ({'/'.join(sorted(set(ions.values())))}, "
+                                  "data/classes/ions.yaml): multiscale topology covers proteins in water or membranes with ions")
     if not any(g[0] == "protein" for g in out):
-        raise MultiscaleError(f"CG structure {cg_path} holds no amino-acid beads: multiscale topology builds proteins "
-                              "(with water and ions); lipids are not in this version")
+        raise MultiscaleError(f"CG structure {cg_path} holds no amino-acid beads: for a membrane without a protein give "
+                              "its CG topology (multiscale topology --cg-topology CG.top --output AA.top)")
     short = [g[1][0] for g in out if g[0] == "protein" and len(g[1]) < 2]
     if short:
         raise MultiscaleError(f"CG structure {cg_path}: chain starting at residue {short[0][1]}{short[0][0]} has one residue: "
@@ -127,6 +142,10 @@ def topology_from_cg(cg_path, output, forcefield: str = "amber99sb-ildn", water:
     cg_path, output = Path(cg_path), Path(output)
     groups = _groups(cg_path)
     chains = [g[1] for g in groups if g[0] == "protein"]
+    lipid_names = list(dict.fromkeys(g[1][0] for g in groups if g[0] == "lipid"))
+    if lipid_names and forcefield != "charmm36m":
+        raise MultiscaleError(f"CG structure {cg_path} holds lipids ({', '.join(lipid_names)}): membranes are built in "
+                              "CHARMM36, use --forcefield charmm36m (CHARMM36m protein + CHARMM36 lipids)")
     name = output.stem
     work = Path(tempfile.mkdtemp(prefix="multiscale_topology_"))
     try:
@@ -143,11 +162,14 @@ def topology_from_cg(cg_path, output, forcefield: str = "amber99sb-ildn", water:
                                                     f'#include "posre_{name}{suffix}.itp"\n#endif\n')
             files[f"posre_{name}{suffix}.itp"] = posre
         body = head.rstrip() + "\n\n" + "".join(f'#include "{f}"\n' for f in files if not f.startswith("posre_"))
+        body += "".join(f'#include "{res}.itp"\n' for res in lipid_names)  # CHARMM-GUI itps, copied next to the output
         body += _solvent_includes(work / "A" / "topol.top")
         lines = []
         for kind, info in groups:
             if kind == "protein":
                 entry = (moltypes[tuple(rn for _, rn in info)], 1)
+            elif kind == "lipid":
+                entry = info
             elif kind == "water":
                 entry = ("SOL", 4 * info)
             else:
@@ -161,6 +183,13 @@ def topology_from_cg(cg_path, output, forcefield: str = "amber99sb-ildn", water:
         output.parent.mkdir(parents=True, exist_ok=True)
         for fname, text in files.items():
             atomic_write_text(output.parent / fname, text)
+        if lipid_names:
+            from ..forcefields import charmm36_lipid_itp
+            from ..membranes import link_forcefield
+
+            for res in lipid_names:
+                atomic_write_text(output.parent / f"{res}.itp", charmm36_lipid_itp(res).read_text())
+            link_forcefield(output.parent)
         atomic_write_text(output, top_text)
     finally:
         shutil.rmtree(work, ignore_errors=True)
