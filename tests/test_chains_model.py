@@ -195,7 +195,7 @@ def test_cli_topology_from_cg_alone_then_backmap(tmp_path):
     assert r.returncode == 0, r.stderr
     (tmp_path / "bad.gro").write_text("x\n1\n    1LIG     C1    1   0.000   0.000   0.000\n   1.0 1.0 1.0\n")
     r = _cli("topology", "--cg", "bad.gro", "--output", "b.top", cwd=tmp_path)
-    assert r.returncode == 2 and "not an amino acid, water (W) or ion" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "not an amino acid, lipid with a mapping file, water (W) or ion" in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "b.top").exists()
 
 
