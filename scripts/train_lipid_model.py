@@ -10,8 +10,9 @@ of each production trajectory (as far as it has run) is trained on; the time spa
 and every frame after it (the rest, or what the resumable run writes later) is never seen by the
 model and is the atomistic reference of ``benchmarks/membrane_backmap.py`` (tail torsions, S_CH).  Each lipid
 moleculetype goes to its own file ``<out>/<NAME>.pt`` (water and ions have their own built-in
-placement; a lipid already there is replaced, the others are kept), stored as float16; the provenance (force field wheel, system, frames and time span used, GROMACS, seeds) is
-recorded in the file and listed in docs/membranes.md.  Needs the CHARMM36 port in the cache
+placement; a lipid already there is replaced, the others are kept), stored as float16; the
+provenance (force field wheel, system, frames and time span used, GROMACS, seeds) is recorded in
+the file and listed in docs/membranes.md.  Needs the CHARMM36 port in the cache
 (``python scripts/fetch_forcefields.py charmm36 charmm36-lipids``).
 """
 

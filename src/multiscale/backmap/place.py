@@ -185,8 +185,8 @@ def _torch_matrix(a, dtype, device):
     return torch.as_tensor(a, dtype=dtype, device=device)
 
 
-def _rigid_shapes(X: torch.Tensor, groups: list, B: int) -> list:
-    """Per group size: (index (g, G), centred input shapes (g*B, G, 3), per-atom membership count (n, 1))."""
+def _rigid_shapes(X: torch.Tensor, groups: list, B: int) -> tuple:
+    """([(index (g, G), centred input shapes (g*B, G, 3)) per group size], per-atom membership count (n, 1))."""
     n = X.shape[0]
     X3 = X.reshape(n, B, 3)
     out = []
@@ -197,20 +197,19 @@ def _rigid_shapes(X: torch.Tensor, groups: list, B: int) -> list:
     for size, gs in sorted(by_size.items()):
         idx = torch.as_tensor(np.stack(gs), device=X.device)  # (g, G)
         ref = X3[idx].permute(0, 2, 1, 3).reshape(-1, size, 3)  # (g*B, G, 3)
-        out.append([idx, ref - ref.mean(1, keepdim=True)])
+        out.append((idx, ref - ref.mean(1, keepdim=True)))
         cnt.index_add_(0, idx.reshape(-1), torch.ones(idx.numel(), 1, dtype=X.dtype, device=X.device))
-    for o in out:
-        o.append(cnt.clamp(min=1.0))
-    return out
+    return out, cnt.clamp(min=1.0)
 
 
-def _shape_step(X: torch.Tensor, shapes: list, B: int) -> torch.Tensor:
+def _shape_step(X: torch.Tensor, shapes: tuple, B: int) -> torch.Tensor:
     """Move every rigid group's atoms to its input shape, best fitted by a proper rotation (Kabsch)
     onto where they are now; atoms in several groups take the mean of their moves.  X (n, B*3)."""
     n = X.shape[0]
     X3 = X.reshape(n, B, 3)
     g = torch.zeros_like(X3)
-    for idx, ref, cnt in shapes:
+    groups, cnt = shapes
+    for idx, ref in groups:
         size = idx.shape[1]
         cur = X3[idx].permute(0, 2, 1, 3).reshape(-1, size, 3)  # (g*B, G, 3)
         mean = cur.mean(1, keepdim=True)
