@@ -179,9 +179,15 @@ def relax_project(x: torch.Tensor, matrix, operator, beads: torch.Tensor, pairs:
 def _torch_matrix(a, dtype, device):
     """A dense tensor, or a sparse CSR tensor for a scipy sparse matrix (``A @ X`` works for both)."""
     if sp.issparse(a):
+        import warnings
+
         c = sp.csr_matrix(a)
-        return torch.sparse_csr_tensor(torch.as_tensor(c.indptr, dtype=torch.int64), torch.as_tensor(c.indices, dtype=torch.int64),
-                                       torch.as_tensor(c.data, dtype=dtype), size=c.shape, device=device)
+        with warnings.catch_warnings():  # torch's one-time "sparse CSR support is in beta" notice, not the user's business
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta", category=UserWarning)
+            return torch.sparse_csr_tensor(torch.as_tensor(c.indptr, dtype=torch.int64),
+                                           torch.as_tensor(c.indices, dtype=torch.int64),
+                                           torch.as_tensor(c.data, dtype=dtype), size=c.shape, device=device,
+                                           check_invariants=False)  # built from a valid scipy CSR matrix
     return torch.as_tensor(a, dtype=dtype, device=device)
 
 
