@@ -105,19 +105,12 @@ def main(argv=None) -> int:
     p.add_argument("--work", type=Path, default=Path("/tmp/lipid_models"))
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "lipid_models.md")
     a = p.parse_args(argv)
+    from multiscale.classes.lipid import lipid_mapping
     from multiscale.io import read_frames, write_frames
-    from multiscale.mapping import load_mapping
-    from multiscale.paths import find_data
     from multiscale.topology import load_topology
 
-    def hints(top):
-        out = {}
-        for mt in top.moltypes.values():
-            try:
-                out[mt.name] = load_mapping(find_data("mappings", f"lipids/{mt.name}.map")).molecules[mt.name].hints
-            except Exception:  # not a lipid with a shipped map
-                continue
-        return out
+    def hints(top):  # the mapping file's stereo records of every lipid moleculetype
+        return {mt.name: m.hints for mt in top.moltypes.values() if (m := lipid_mapping(mt)) is not None}
 
     a.work.mkdir(parents=True, exist_ok=True)
     rows = []

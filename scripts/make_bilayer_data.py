@@ -29,6 +29,7 @@ with provenance.json (inputs, versions, seeds, timings, ns/day per stage).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -44,6 +45,7 @@ import numpy as np
 
 from multiscale import forcefields as ff
 from multiscale.errors import MultiscaleError
+from multiscale.geometry import kabsch_rotation
 from multiscale.io import atomic_write_text
 from multiscale.lipid_analysis import stereo_ok
 
@@ -179,25 +181,18 @@ def _refit_to_template(lines: list[str], cg_name: str, names: list[str], tmpl: n
     rotation) on the beads it shares with insane's template; atoms renumbered.  For the Martini 3
     cholesterol (9 beads; 5 are virtual sites mdrun rebuilds), which insane writes as the 8-bead
     Martini 2 sterol."""
-    body, out = lines[2:-1], []
-    k = 0
-    while k < len(body):
-        ln = body[k]
-        if ln[5:10].strip() != cg_name:
-            out.append(ln)
-            k += 1
+    out = []
+    for key, group in itertools.groupby(lines[2:-1], key=lambda r: r[:10]):  # one residue at a time
+        res = list(group)
+        if key[5:].strip() != cg_name:
+            out += res
             continue
-        res = [r for r in body[k:] if r[:10] == ln[:10]]
         got = {r[10:15].strip(): np.array([float(r[20:28]), float(r[28:36]), float(r[36:44])]) for r in res}
         common = [n for n in names if n in got]
         p, q = tmpl[[names.index(n) for n in common]], np.array([got[n] for n in common])
-        pc, qc = p - p.mean(0), q - q.mean(0)
-        u, _, vt = np.linalg.svd(pc.T @ qc)
-        d = np.sign(np.linalg.det(u @ vt))
-        rot = u @ np.diag([1.0, 1.0, d]) @ vt
+        rot = kabsch_rotation(p - p.mean(0), q - q.mean(0))
         y = (tmpl - p.mean(0)) @ rot + q.mean(0)
-        out += [f"{ln[:10]}{n:>5s}{0:5d}{v[0]:8.3f}{v[1]:8.3f}{v[2]:8.3f}" for n, v in zip(names, y)]
-        k += len(res)
+        out += [f"{key}{n:>5s}{0:5d}{v[0]:8.3f}{v[1]:8.3f}{v[2]:8.3f}" for n, v in zip(names, y)]
     out = [r[:15] + f"{(i + 1) % 100000:5d}" + r[20:] for i, r in enumerate(out)]
     return [lines[0], f"{len(out):5d}", *out, lines[-1]]
 

@@ -9,6 +9,7 @@ mapping and backmapping code needs.  Masses are g/mol; no coordinates live here.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import re
@@ -328,6 +329,7 @@ def fetched_forcefield_dirs() -> list[str]:
     return [str(charmm36_gmxlib(download=False))] if is_fetched("charmm36") else []
 
 
+@functools.cache
 def _templates_only_reader():
     """ParmEd's topology reader that keeps the moleculetype templates and skips building the
     combined structure (it deep-copies every moleculetype once: 2 s for a 1,000-residue chain)."""

@@ -70,10 +70,15 @@ class MoltypeModel:
         if len(self.rotor_priors) != len(self.rotors):
             self.rotor_priors = [None] * len(self.rotors)
         self.set_smoothing(self.smoothing)
+        from ..graph import adjacency
+
         cl, ot = self.tree.closure_pairs()
+        adj = adjacency(len(self.atom_names), self.bonds)
         # kept by relax_project: bonds, 1-3 pairs, and the 1-4 pairs across each cis/trans double
         # bond (its torsion stays where it was drawn: a lipid's cis bond is not bent to 90 deg)
-        self.local_pairs = np.concatenate([cl, ot, _across_double_bonds(self.stereo, len(self.atom_names), self.bonds)]).astype(int)
+        self.local_pairs = np.concatenate([cl, ot, _across_double_bonds(self.stereo, adj)]).astype(int)
+        #: atom groups the lipid projection keeps rigid (:func:`stereo_groups`)
+        self.rigid_groups = stereo_groups(self.stereo, adj)
         self.exclusions = exclusion_matrix(len(self.atom_names), self.bonds, 2)
         #: parent bead per bead along the molecule's chemistry: the beads are made whole along it
         self.bead_parent = bead_tree(self.matrix, self.bonds)
@@ -141,8 +146,7 @@ class MoltypeModel:
 
     def _relax_args(self) -> tuple:
         if self.repel > 0:
-            return (RELAX_ITERATIONS_REPEL, RELAX_STIFFNESS, (self.watched_pairs(), self.repel),
-                    stereo_groups(self.stereo, len(self.atom_names), self.bonds))
+            return RELAX_ITERATIONS_REPEL, RELAX_STIFFNESS, (self.watched_pairs(), self.repel), self.rigid_groups
         return RELAX_ITERATIONS, RELAX_STIFFNESS
 
     def relax(self, x: np.ndarray, beads: np.ndarray) -> np.ndarray:
@@ -243,24 +247,19 @@ def describe_difference(mt, entry: MoltypeModel) -> str:
     return "fingerprints differ"
 
 
-def stereo_groups(stereo, n_atoms: int, bonds) -> list:
+def stereo_groups(stereo, adj: list) -> list:
     """Atom groups kept rigid by the projection: each enforced stereocentre with its bonded
-    neighbours, each enforced cis/trans bond a-b with the neighbours of a and b."""
-    from ..graph import adjacency
-
-    adj = adjacency(n_atoms, bonds)
+    neighbours, each enforced cis/trans bond a-b with the neighbours of a and b (``adj``: the
+    molecule's adjacency lists)."""
     groups = [[int(c), *sorted(adj[int(c)])] for c in np.asarray(stereo.centres, int)[stereo.enforced_centres]]
     for a, b in np.asarray(stereo.quads, int).reshape(-1, 4)[stereo.enforced_bonds][:, 1:3]:
         groups.append(sorted({int(a), int(b), *adj[int(a)], *adj[int(b)]}))
     return groups
 
 
-def _across_double_bonds(stereo, n_atoms: int, bonds) -> np.ndarray:
+def _across_double_bonds(stereo, adj: list) -> np.ndarray:
     """(P, 2) substituent pairs x-y across every enforced cis/trans bond a-b of ``stereo``."""
-    from ..graph import adjacency
-
     quads = np.asarray(stereo.quads, int).reshape(-1, 4)[stereo.enforced_bonds]
-    adj = adjacency(n_atoms, bonds)
     out = set()
     for a, b in quads[:, 1:3]:
         for x in set(adj[a]) - {b}:

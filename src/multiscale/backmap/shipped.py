@@ -20,10 +20,12 @@ FOLDERS = "lipids_*"
 
 
 def shipped_lipid_files(name: str = "*") -> list:
-    """The shipped (and user data folders') lipid model files for moleculetype ``name`` (a glob),
-    user folders first."""
+    """The shipped (and user data folders') lipid model files for moleculetype ``name`` (``*``: all),
+    user folders first; none for a name that is not a plain file name."""
     from ..paths import find_all_data, list_data
 
+    if name != "*" and not name.replace("_", "").isalnum():
+        return []
     out = []
     for folder in list_data("models", FOLDERS):
         for root in find_all_data("models", folder):
@@ -46,7 +48,7 @@ def shipped_lipid_names() -> list[str]:
 
 def shipped_lipid_file(name: str):
     """The first shipped (or user data folder's) lipid model file for moleculetype ``name``, or None."""
-    return next(iter(shipped_lipid_files(name)), None) if name.replace("_", "").isalnum() else None
+    return next(iter(shipped_lipid_files(name)), None)
 
 
 def with_shipped_lipids(model, topology):
@@ -57,8 +59,6 @@ def with_shipped_lipids(model, topology):
 
     for mt in topology.moltypes.values():
         if mt.name in model.moltypes or classify(mt, model.mapping).name != "lipid":
-            continue
-        if not mt.name.replace("_", "").isalnum():
             continue
         for p in shipped_lipid_files(mt.name):
             entry = _entry(str(p))
