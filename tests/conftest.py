@@ -101,6 +101,21 @@ def merge_config(a: dict, b: dict) -> dict:
     return out
 
 
+def run_short_cycle(folder: Path, overrides: dict, timeout: int = 900) -> None:
+    """Lay ``overrides`` over the sim.yaml `multiscale init` wrote in ``folder`` and run `multiscale
+    cycle` there; asserts it finishes (stdout/stderr tails in the message)."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    cfg = yaml.safe_load((folder / "sim.yaml").read_text())
+    (folder / "sim.yaml").write_text(yaml.safe_dump(merge_config(cfg, overrides)))
+    r = subprocess.run([sys.executable, "-m", "multiscale.cli", "cycle", "--config", str(folder / "sim.yaml")],
+                       capture_output=True, text=True, cwd=folder, timeout=timeout)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+
+
 def toy_coords(ntoy: int, nsol: int, box: float = 2.0, seed: int = 0) -> np.ndarray:
     """Plausible toy coordinates (nm): zig-zag chains and waters at random places, wrapped."""
     rng = np.random.default_rng(seed)

@@ -10,9 +10,8 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 
-from conftest import SHORT_CYCLE, merge_config
+from conftest import SHORT_CYCLE, merge_config, run_short_cycle
 
 pytestmark = [pytest.mark.skipif(shutil.which("gmx") is None, reason="needs gmx on PATH")]
 
@@ -33,10 +32,7 @@ def membrane_run(tmp_path_factory, membrane_forcefields):
     assert r.returncode == 0, r.stderr
     assert (d / "POPC.itp").is_file() and (d / "martini_v3.0.0_lipidome_v2.itp").is_file()
     assert (d / ff.CHARMM36_FF).is_symlink()
-    cfg = yaml.safe_load((d / "sim.yaml").read_text())
-    (d / "sim.yaml").write_text(yaml.safe_dump(merge_config(cfg, SHORT)))
-    r = _cli("cycle", "--config", str(d / "sim.yaml"), cwd=d, timeout=900)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    run_short_cycle(d, SHORT, timeout=900)
     return d
 
 

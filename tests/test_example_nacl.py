@@ -11,9 +11,8 @@ import sys
 
 import numpy as np
 import pytest
-import yaml
 
-from conftest import SHORT_CYCLE, merge_config
+from conftest import SHORT_CYCLE, merge_config, run_short_cycle
 
 pytestmark = [pytest.mark.skipif(shutil.which("gmx") is None, reason="needs gmx on PATH")]
 
@@ -25,11 +24,7 @@ def test_nacl_dodecahedron_cycle(tmp_path):
     r = subprocess.run([sys.executable, "-m", "multiscale.cli", "init", "--example", "heptanol_nacl", str(d)],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    cfg = yaml.safe_load((d / "sim.yaml").read_text())
-    (d / "sim.yaml").write_text(yaml.safe_dump(merge_config(cfg, SHORT)))
-    r = subprocess.run([sys.executable, "-m", "multiscale.cli", "cycle", "--config", str(d / "sim.yaml")],
-                       capture_output=True, text=True, timeout=900, cwd=d)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    run_short_cycle(d, SHORT, timeout=900)
 
     from multiscale.io import read_frames
     from multiscale.topology import load_topology

@@ -13,7 +13,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import SHORT_CYCLE, merge_config
+from conftest import SHORT_CYCLE, merge_config, run_short_cycle
 
 pytestmark = [pytest.mark.skipif(shutil.which("gmx") is None, reason="needs gmx on PATH")]
 
@@ -38,10 +38,7 @@ def peptide_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("peptide") / "ex"
     r = _cli("init", "--example", "peptide", str(d))
     assert r.returncode == 0, r.stderr
-    cfg = yaml.safe_load((d / "sim.yaml").read_text())
-    (d / "sim.yaml").write_text(yaml.safe_dump(merge_config(cfg, SHORT)))
-    r = _cli("cycle", "--config", str(d / "sim.yaml"), cwd=d, timeout=600)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    run_short_cycle(d, SHORT, timeout=600)
     return d
 
 
