@@ -224,3 +224,30 @@ def test_shipped_charmm_model_on_held_out_charmm_trpcage():
     assert np.abs(cm.coarse_grain(y) - beads).max() < 1e-9
     heavy = np.array([e != "H" for e in mt.elements])
     assert np.sqrt(((y - x[-2:])[:, heavy] ** 2).sum(-1).mean()) < 0.12  # nm, heavy-atom RMSD to the true frames
+
+
+def test_projection_keeps_peptide_bonds_trans_and_centres_l():
+    """The redraw rounds project the whole chain again and again onto beads that do not fit an MD
+    conformation exactly (CG MD frames); without the shape matching of peptide bonds and centres
+    the projections twisted MD-trans peptide bonds cis (a membrane-protein backmap kept one)."""
+    import torch
+
+    from multiscale.chains.draw import ChainDrawer
+    from multiscale.chains.shipped import shipped_chain_model
+
+    _, mt, x, _, cm, res = _peptide("trpcage")
+    d = ChainDrawer(shipped_chain_model("amber"), mt, cm, res)
+    x0 = x[::5][:10]
+    assert not d.cis_nonpro(x0).any() and not d.wrong_centres(x0).any()
+    beads = torch.as_tensor(d.bead_centres(x0) + np.random.default_rng(0).normal(0, 0.05, (len(x0), d.M.shape[0], 3)))
+    counts = {}
+    for label, rigid in (("shape-matched", d.rigid), ("distances only", None)):
+        d.rigid = rigid
+        y = torch.as_tensor(x0)
+        for _ in range(8):  # as many as the redraw rounds
+            y = d._project(y, beads)
+        y = y.numpy()
+        assert np.abs(d.bead_centres(y) - beads.numpy()).max() < 1e-9
+        counts[label] = (int(d.cis_nonpro(y).sum()), int(d.wrong_centres(y).sum()))
+    assert counts["shape-matched"] == (0, 0), counts
+    assert counts["distances only"][0] >= 5, counts  # the case is a real test of the shape matching

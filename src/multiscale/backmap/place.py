@@ -121,7 +121,7 @@ def project_exact(x: torch.Tensor, matrix, operator, beads: torch.Tensor) -> tor
 
 def relax_project(x: torch.Tensor, matrix, operator, beads: torch.Tensor, pairs: np.ndarray,
                   iterations: int = 15, stiffness: float = 1.0, repel: tuple | None = None,
-                  rigid: list | None = None) -> torch.Tensor:
+                  rigid: list | None = None, rigid_weight: float = 1.0) -> torch.Tensor:
     """Exact projection that preserves local geometry.
 
     Alternates :func:`project_exact` with position-based (Jacobi) steps that restore the
@@ -135,6 +135,9 @@ def relax_project(x: torch.Tensor, matrix, operator, beads: torch.Tensor, pairs:
     bond with its substituents) restored each sweep to their input shape by a proper-rotation fit
     (shape matching): distances alone hold a tetrahedron's handedness and a double bond's planarity
     only to second order, so without it the projection flattens centres and twists cis bonds.
+    ``rigid_weight`` (0, 1]: the fraction of that move taken per sweep.  Each sweep projects, then
+    restores shapes, then restores distances, so the bonds outside the groups have the last word
+    before the final exact projection.
     """
     pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
     if iterations <= 0 or len(pairs) == 0:
@@ -161,6 +164,8 @@ def relax_project(x: torch.Tensor, matrix, operator, beads: torch.Tensor, pairs:
     shapes = _rigid_shapes(X, rigid, B) if rigid else None
     for it in range(iterations):
         X = X - A @ (M @ X) + Ac
+        if shapes is not None:
+            X = _shape_step(X, shapes, B, rigid_weight)
         d = (X[j] - X[i]).reshape(P, B, 3)
         r = torch.linalg.norm(d, dim=-1, keepdim=True).clamp(min=1e-9)
         f = ((1.0 - r0 / r) * d).reshape(P, B * 3)
@@ -170,8 +175,6 @@ def relax_project(x: torch.Tensor, matrix, operator, beads: torch.Tensor, pairs:
             if it % REPEL_LIST_EVERY == 0:
                 near = _repel_list(X, rep_pairs, B, r_min + REPEL_SKIN)
             X = _repel_step(X, near, B, r_min, float(stiffness))
-        if shapes is not None:
-            X = _shape_step(X, shapes, B)
     x = X.reshape(n, B, 3).permute(1, 0, 2).to(x.dtype)
     return project_exact(x, matrix, operator, beads)
 
@@ -208,9 +211,10 @@ def _rigid_shapes(X: torch.Tensor, groups: list, B: int) -> tuple:
     return out, cnt.clamp(min=1.0)
 
 
-def _shape_step(X: torch.Tensor, shapes: tuple, B: int) -> torch.Tensor:
-    """Move every rigid group's atoms to its input shape, best fitted by a proper rotation (Kabsch)
-    onto where they are now; atoms in several groups take the mean of their moves.  X (n, B*3)."""
+def _shape_step(X: torch.Tensor, shapes: tuple, B: int, weight: float = 1.0) -> torch.Tensor:
+    """Move every rigid group's atoms ``weight`` of the way to its input shape, best fitted by a
+    proper rotation (Kabsch) onto where they are now; atoms in several groups take the mean of their
+    moves.  X (n, B*3)."""
     n = X.shape[0]
     X3 = X.reshape(n, B, 3)
     g = torch.zeros_like(X3)
@@ -222,7 +226,7 @@ def _shape_step(X: torch.Tensor, shapes: tuple, B: int) -> torch.Tensor:
         R = kabsch_t(ref, cur - mean)
         delta = (ref @ R + mean - cur).reshape(-1, B, size, 3).permute(0, 2, 1, 3)  # (g, G, B, 3)
         g.index_add_(0, idx.reshape(-1), delta.reshape(-1, B, 3))
-    return (X3 + g / cnt[..., None]).reshape(X.shape)
+    return (X3 + float(weight) * g / cnt[..., None]).reshape(X.shape)
 
 
 #: the repulsion works on a pair list (pairs of a molecule within r_min + skin), rebuilt every few sweeps
