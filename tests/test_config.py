@@ -116,8 +116,6 @@ def test_missing_files_and_keys(folder):
     assert err(folder, replace={"cycles": 2}) == "sim.yaml: system: required key missing: add it"
     assert err(folder, {"start": "cg"}) == (
         "sim.yaml: system.cg_structure: required when start is 'cg': give the starting CG structure (.gro)")
-    assert err(folder, {"backmap": {"train_from_cycle": 0}}) == (
-        "sim.yaml: backmap.model: required when backmap.train_from_cycle is 0 (no training): give a trained model file")
     assert err(folder, {"mdp": {"aa": {"md": "aa_mdd"}}}).startswith(
         "sim.yaml: mdp.aa.md: unknown mdp template 'aa_mdd': use one of aa_em, aa_md")
     assert err(folder, {"mdp": {"overrides": {"aa": {"nsteps": 10}}}}) == (

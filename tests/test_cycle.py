@@ -328,6 +328,7 @@ def test_failed_stage_names_stage_log_and_gromacs_lines_then_resumes(wbox, tmp_p
 def test_default_pipeline_stage_lists(tmp_path):
     """The AA -> CG -> AA stage list (run for real by the heptanol demo)."""
     from multiscale.config import config_from_dict
+    from multiscale.errors import MultiscaleError
     from multiscale.workflow.cycle import build_plan
     from multiscale.workflow.stages import MdrunStage
 
@@ -378,6 +379,12 @@ def test_default_pipeline_stage_lists(tmp_path):
     plan = build_plan(cfg, tmp_path / "runs")
     assert "cycle_001/train" not in [s.key for s in plan] and "cycle_002/train" in [s.key for s in plan]
     assert {s.key: s for s in plan}["cycle_001/backmap"].inputs["model"] == model
+    # no model given, none trained before the first backmap: the shipped models, which cover no small molecule
+    for over in ({"start": "cg"}, {"backmap": {"train_from_cycle": 0}}, {"backmap": {"train_from_cycle": 2}}):
+        cfg = config_from_dict({**base, **over}, base=tmp_path)
+        with pytest.raises(MultiscaleError, match=r"^cycle 1 backmaps before any training and backmap.model is not set, "
+                           r"so it needs the shipped models, but .*has no moleculetype HPO.*; or set backmap.model$"):
+            build_plan(cfg, tmp_path / "runs")
 
 
 def test_posre_includes_added_to_preprocessed_topology():

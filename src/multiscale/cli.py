@@ -169,6 +169,7 @@ def cmd_train(args) -> int:
 def cmd_backmap(args) -> int:
 
     from .backmap.engine import backmap, load_model
+    from .backmap.shipped import shipped_models
     from .coarse_grain import cg_layout, check_cg_beads
     from .io import atomic_write_text, read_frames, write_frames
     from .topology import load_topology
@@ -207,49 +208,16 @@ def cmd_backmap(args) -> int:
     return 0
 
 
-def _has_amino_acids(cg_path) -> bool:
-    """Whether the CG structure has martinize2 amino-acid residues (a protein to give pdb2gmx)."""
-    from .chains.from_cg import _groups
-
-    try:
-        return any(kind == "protein" for kind, _ in _groups(Path(cg_path)))
-    except MultiscaleError:
-        return False
-
-
 def cmd_topology(args) -> int:
-    from .chains.from_cg import topology_from_cg
+    from .chains.from_cg import system_topology
 
     refuse_inputs_as_outputs({"--output": args.output}, [p for p in (args.cg, args.cg_topology) if p])
     if Path(args.output).suffix != ".top":
         raise MultiscaleError(f"--output {args.output}: give a .top file name")
-    if args.cg_topology and args.cg and _has_amino_acids(args.cg):  # a membrane protein: the structure path, CHARMM36m
-        args.cg_topology = None
-        args.forcefield = "charmm36m" if args.forcefield in ("amber99sb-ildn", "charmm36") else args.forcefield
-    if args.cg_topology:  # a Martini membrane system (lipids, water, ions) -> CHARMM36
-        from .membranes import membrane_topology
-
-        ff = "charmm36" if args.forcefield == "amber99sb-ildn" else args.forcefield  # the default is a protein one
-        out = membrane_topology(args.cg_topology, args.output, forcefield=ff)
-        print(f"AA topology of {args.cg_topology} (CHARMM36 lipids, CHARMM TIP3P, ions) -> {out}")
-        return 0
-    if not args.cg:
-        raise MultiscaleError("multiscale topology needs --cg CG.gro (proteins in water) or --cg-topology CG.top (membranes)")
-    out = topology_from_cg(args.cg, args.output, forcefield=args.forcefield, water=args.water)
-    print(f"AA topology of {args.cg} ({args.forcefield}, {args.water}) -> {out}")
+    _, what = system_topology(args.output, cg=args.cg, cg_topology=args.cg_topology, forcefield=args.forcefield,
+                              water=args.water)
+    print(f"AA topology of {what} -> {args.output}")
     return 0
-
-
-def shipped_models(top):
-    """A model of the shipped parts only (built-in mappings, shipped chain and lipid models, the
-    bundled water bank), for ``backmap`` without ``--model``."""
-    from .backmap.engine import BackmapModel
-    from .backmap.shipped import with_shipped_lipids
-    from .preflight import load_checked_mapping
-
-    m = with_shipped_lipids(BackmapModel(load_checked_mapping([], top), {}, source="the shipped models (no --model)"), top)
-    m.check(top)
-    return m
 
 
 def _check_backmap_args(args) -> None:

@@ -490,10 +490,10 @@ class RestrainedSection(_Strict):
 class BackmapSection(_Strict):
     """The backmapping model: where it comes from, how it is trained on the AA MD, where it runs."""
 
-    model: Optional[Path] = Field(None, description="a trained model (.pt) to start from; required for ``start: cg``, "
-                                  "``train_from_cycle: 0`` or a ``train_from_cycle`` above 1")
+    model: Optional[Path] = Field(None, description="a trained model (.pt) to start from; null: the shipped models "
+                                  "(amino-acid chains, lipids, water, ions) until the run has trained its own")
     train_from_cycle: int = Field(1, ge=0, le=MAX_CYCLES, description="train on the AA MD of this cycle (and, with "
-                                  "``fine_tune``, every later one); 0: never train (use ``model``)")
+                                  "``fine_tune``, every later one); 0: never train (use ``model``, or the shipped models)")
     fine_tune: bool = Field(False, description="false: train once, on the AA MD of ``train_from_cycle`` only; true: "
                             "fine-tune on every later cycle too (later AA segments start from backmapped structures, so "
                             "this feeds the model's own bias back into it: heavy torsions drift, docs/cycle-physics.md)")
@@ -619,14 +619,6 @@ class SimConfig(_Strict):
             raise ValueError("system.cg_structure: required when start is 'cg': give the starting CG structure (.gro)")
         if s.cg_topology is None and not s.cg_includes:
             raise ValueError("system.cg_topology: required (or list system.cg_includes): the Martini .itp files the CG topology includes")
-        first_train = self.backmap.train_from_cycle
-        if self.backmap.model is None:
-            if first_train == 0:
-                raise ValueError("backmap.model: required when backmap.train_from_cycle is 0 (no training): give a trained model file")
-            if self.start == "cg":
-                raise ValueError("backmap.model: required when start is 'cg' (the first backmapping comes before any AA data): give a trained model file")
-            if first_train > 1:
-                raise ValueError(f"backmap.model: required when backmap.train_from_cycle is {first_train} (cycles before it need a model)")
         return self
 
     # -- helpers used by the workflow --------------------------------------------------------

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-__all__ = ["shipped_lipid_files", "shipped_lipid_file", "shipped_lipid_names", "with_shipped_lipids"]
+__all__ = ["shipped_lipid_files", "shipped_lipid_file", "shipped_lipid_names", "with_shipped_lipids", "shipped_models"]
 
 FOLDERS = "lipids_*"
 
@@ -74,3 +74,16 @@ def missing_lipid_message(name: str) -> str:
     return (f"multiscale ships no model for lipid {name} with these atoms (shipped: {', '.join(have) or 'none'}, for the "
             f"CHARMM-GUI CHARMM36 itps): train one on AA frames of a bilayer with {name} (multiscale train --topology AA.top "
             "--structure AA.gro --trajectory AA.xtc --output m.pt; scripts/make_bilayer_data.py makes such data) and pass --model m.pt")
+
+
+def shipped_models(topology, mapping_files=()):
+    """A model of the shipped parts only, for ``topology`` (built-in mappings, the shipped chain and
+    lipid models, the bundled water bank): ``backmap`` without ``--model`` and cycles without
+    ``backmap.model`` until they have trained one (``mapping_files``: the run's own ``.map`` files).  A
+    molecule they do not cover is one line naming it and how to train a model for it."""
+    from ..preflight import load_checked_mapping
+    from .engine import BackmapModel
+
+    m = with_shipped_lipids(BackmapModel(load_checked_mapping(list(mapping_files), topology), {}, source="the shipped models (no --model)"), topology)
+    m.check(topology)
+    return m

@@ -132,6 +132,33 @@ def _chain_moltype(residues, forcefield: str, water: str, settings, work: Path, 
     return block, text[:m.start()], (d / "posre.itp").read_text()
 
 
+def has_amino_acids(cg_path) -> bool:
+    """Whether the CG structure has martinize2 amino-acid residues (a protein to give pdb2gmx)."""
+    try:
+        return any(kind == "protein" for kind, _ in _groups(Path(cg_path)))
+    except MultiscaleError:
+        return False
+
+
+def system_topology(output, cg=None, cg_topology=None, forcefield: str = "amber99sb-ildn", water: str = "tip3p") -> tuple[Path, str]:
+    """What ``multiscale topology`` writes: the AA topology ``output`` of a CG system, and a few words on it.
+
+    A Martini membrane system (``cg_topology``, lipids/water/ions) -> CHARMM36 (:func:`~multiscale.membranes.membrane_topology`);
+    one with a martinize2 protein in ``cg`` too (a membrane protein) -> :func:`topology_from_cg` in CHARMM36m;
+    a protein in water (``cg`` only) -> :func:`topology_from_cg` in ``forcefield``."""
+    if cg_topology and cg and has_amino_acids(cg):  # a membrane protein: the structure path, CHARMM36m
+        cg_topology = None
+        forcefield = "charmm36m" if forcefield in ("amber99sb-ildn", "charmm36") else forcefield
+    if cg_topology:
+        from ..membranes import membrane_topology
+
+        ff = "charmm36" if forcefield == "amber99sb-ildn" else forcefield  # the default is a protein one
+        return membrane_topology(cg_topology, output, forcefield=ff), f"{cg_topology} (CHARMM36 lipids, CHARMM TIP3P, ions)"
+    if not cg:
+        raise MultiscaleError("multiscale topology needs --cg CG.gro (proteins in water) or --cg-topology CG.top (membranes)")
+    return topology_from_cg(cg, output, forcefield=forcefield, water=water), f"{cg} ({forcefield}, {water})"
+
+
 def topology_from_cg(cg_path, output, forcefield: str = "amber99sb-ildn", water: str = "tip3p", settings=None) -> Path:
     """Write ``output`` (.top; per protein moleculetype ``NAME_protein[_X].itp`` and ``posre_NAME[_X].itp``
     next to it) for the CG structure ``cg_path``."""

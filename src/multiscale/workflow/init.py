@@ -127,6 +127,21 @@ def _copy_mappings(dst: Path) -> list[str]:
     return out
 
 
+def _aa_topology_from_cg(dst: Path) -> str | None:
+    """An example that starts from CG and ships no AA topology (a membrane protein: its CHARMM36m
+    itp is made from GPL force-field files, never shipped) gets one the way a user starting from CG
+    makes it: ``multiscale topology --cg-topology CG.top --cg CG.gro --output AA.top``."""
+    cfg = yaml.safe_load((dst / "sim.yaml").read_text()) or {}
+    system = cfg.get("system") or {}
+    aa, cg, cg_top = (system.get(k) for k in ("aa_topology", "cg_structure", "cg_topology"))
+    if cfg.get("start") != "cg" or not aa or (dst / aa).exists() or not cg:
+        return None
+    from ..chains.from_cg import system_topology
+
+    system_topology(dst / aa, cg=dst / cg, cg_topology=dst / cg_top if cg_top else None)
+    return f"{aa} (multiscale topology --cg {cg}" + (f" --cg-topology {cg_top})" if cg_top else ")")
+
+
 def init_example(name: str, dest: str | os.PathLike, force: bool = False) -> Path:
     """Write the example ``name`` into ``dest``; returns the path of its sim.yaml."""
     from ..config import load_config
@@ -145,6 +160,9 @@ def init_example(name: str, dest: str | os.PathLike, force: bool = False) -> Pat
     folders = _localise_includes(files, src, dst)
     fetched = _provide_fetched(files, dst)
     files += [dst / m for m in _copy_mappings(dst)]
+    made = _aa_topology_from_cg(dst)
+    if made:
+        print(f"AA topology from the CG system: {made}")
     cfg_path = dst / "sim.yaml"
     cfg = load_config(cfg_path)  # must validate where it now is
     print(f"wrote {cfg_path} and {len(files) - 1} input file(s)"

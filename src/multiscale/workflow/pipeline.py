@@ -56,6 +56,7 @@ class _PipelineBuilder:
 
         self.chains = chain_moltypes(cfg)
         self.chain_itps: dict[str, Path] = {}
+        self._shipped_ok = False  # the shipped models were checked against the AA topology
 
     # -- helpers ------------------------------------------------------------------------------
     def wd(self, cycle: int, name: str) -> Path:
@@ -167,6 +168,20 @@ class _PipelineBuilder:
                     return Path(p)
         return None
 
+    def _check_shipped(self, c: int) -> None:
+        """One line, before anything runs, when the shipped models do not cover the AA topology."""
+        from ..backmap.shipped import shipped_models
+        from ..topology import load_topology
+
+        if self._shipped_ok:
+            return
+        try:
+            shipped_models(load_topology(self.aa_top), self.cfg.system.mapping_files)
+        except MultiscaleError as exc:
+            raise MultiscaleError(f"cycle {c} backmaps before any training and backmap.model is not set, so it needs the "
+                                  f"shipped models, but {exc}; or set backmap.model") from None
+        self._shipped_ok = True
+
     def martinize(self, structure: Path):
         """The martinize stage (once per run) for the chains no configured CG itp defines."""
         from .martinize import martinize_stage
@@ -203,11 +218,14 @@ class _PipelineBuilder:
 
     def backmap(self, c, cg_md):
         cfg, rs, aa, tpl = self.cfg, self.cfg.restrained, self.cfg.aa, self.tpl
-        if self.model_path is None:
-            raise MultiscaleError(f"cycle {c}: no backmapping model: set backmap.model or backmap.train_from_cycle")
+        inputs = {"aa_topology": self.aa_top, "cg_structure": cg_md.outputs["gro"]}
+        if self.model_path is not None:
+            inputs["model"] = self.model_path
+        else:  # no model given or trained yet: the shipped ones, with the run's own mappings
+            self._check_shipped(c)
+            inputs.update(self.mapping_inputs)
         wdir = self.wd(c, "backmap")
-        bm = PythonStage(name="backmap", cycle=c, workdir=wdir,
-                         inputs={"aa_topology": self.aa_top, "cg_structure": cg_md.outputs["gro"], "model": self.model_path},
+        bm = PythonStage(name="backmap", cycle=c, workdir=wdir, inputs=inputs,
                          outputs={"gro": wdir / "backmapped.gro", "top": wdir / "restrained.top",
                                   "top_em": wdir / "restrained-em.top", "report": wdir / "backmap-report.json"},
                          params={"seed": self.seed(c, "backmap", cfg.backmap.seed), "force_constant": rs.force_constant,

@@ -451,7 +451,12 @@ def _run_backmap(stage: PythonStage, ctx: StageContext) -> StageResult:
 
     cfg = ctx.config
     top = load_topology(stage.inputs["aa_topology"])
-    model = load_model(stage.inputs["model"], top)
+    if "model" in stage.inputs:
+        model = load_model(stage.inputs["model"], top)
+    else:  # no model given or trained yet (pipeline._PipelineBuilder.backmap)
+        from ..backmap.shipped import shipped_models
+
+        model = shipped_models(top, cfg.system.mapping_files)
     layout = cg_layout(top, model.mapping)
     fr = read_frames(stage.inputs["cg_structure"], label="CG structure")
     check_cg_beads(fr.n_atoms, layout, str(stage.inputs["cg_structure"]))
