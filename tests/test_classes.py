@@ -262,3 +262,22 @@ def test_place_hydrated_ions(k):
         mol = np.repeat(np.arange(k), 3)
         d = np.linalg.norm(a[:, None] - a[None], axis=-1)
         assert d[mol[:, None] != mol[None]].min() > 0.15
+
+
+def test_go_sites_are_found_in_a_cg_itp(tmp_path):
+    """martinize2 -go appends one CA virtual site per residue after the chain's beads; a CG itp with
+    them (start: cg from a Go build) marks its chain for the Go layout, one without does not."""
+    from types import SimpleNamespace
+
+    from multiscale.classes.chain import go_site_count
+    from multiscale.workflow.martinize import go_chains
+
+    assert go_site_count(["BB", "SC1", "BB", "CA", "CA"]) == 2
+    assert go_site_count(["BB", "CA", "BB"]) == 0 and go_site_count(["BB", "SC1"]) == 0
+    itp = tmp_path / "p.itp"
+    itp.write_text("[ moleculetype ]\nPgo 1\n[ atoms ]\n1 P2 1 ALA BB 1 0\n2 P2 2 ALA BB 2 0\n3 P_1 1 ALA CA 3 0\n"
+                   "4 P_2 2 ALA CA 4 0\n[ moleculetype ]\nPplain 1\n[ atoms ]\n1 P2 1 ALA BB 1 0\n")
+    cfg = SimpleNamespace(system=SimpleNamespace(martinize=SimpleNamespace(go=False), cg_include_files=lambda: [itp]))
+    assert go_chains(cfg, {}) == ["Pgo"]
+    cfg.system.martinize.go = True
+    assert go_chains(cfg, {"Chain_B": None}) == ["Chain_B", "Pgo"]

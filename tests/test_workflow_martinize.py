@@ -83,6 +83,13 @@ def test_go_model_is_written_by_martinize2(tmp_path):
     contacts = [ln.split() for ln in mt.go_itps[1].read_text().splitlines() if "go bond" in ln]
     assert contacts and all(float(c[4]) == 12.5 for c in contacts)
     assert len(mt.go_itps[0].read_text().split("\n[ atomtypes ]")[0].splitlines()) > 20
+    # what the cycle does with them: a copy of the Martini force field with the types and contacts in their sections
+    from multiscale.workflow.martinize import go_forcefield
+
+    ff = go_forcefield(REPO / "src" / "multiscale" / "data" / "topologies" / "martini3" / "martini_v3.0.0.itp", [mt.go_itps],
+                       tmp_path / "ff.itp").read_text()
+    nb = ff.split("[ nonbond_params ]")[1]
+    assert len([ln for ln in nb.splitlines() if "go bond" in ln]) == len(contacts) and "trp_1 0.0" in ff.split("[ nonbond_params ]")[0]
 
 
 @pytest.mark.parametrize("martinize, match", [
@@ -106,10 +113,40 @@ def _dry_run(sim: Path, prelude: str = "") -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=sim.parent, timeout=300)
 
 
-def test_go_in_a_cycle_stops_the_plan_in_one_line(make_config):
-    r = _dry_run(make_config({"ss": "C", "go": True}))
-    assert r.returncode == 2 and "system.martinize.go" in r.stderr and "not supported in a cycle yet" in r.stderr, r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
+def test_go_model_in_a_cycle(example, tmp_path):
+    """martinize2 -go in a cycle (the peptide example: AYPGKE in salt water): the Go atom types go into a
+    copy of the Martini force field, coarse-graining writes one CA virtual site per residue on its BB
+    bead, the CG MD runs with them (mdrun keeps them on BB) and the backmap draws the chain on the real
+    beads.  (A hexapeptide has no Go contacts: the contacts' merge is tested on Trp-cage below.)"""
+    import json
+
+    import numpy as np
+
+    from conftest import SHORT_CYCLE
+    from multiscale.io import read_frames
+
+    d = tmp_path / "go"
+    shutil.copytree(example, d)
+    sim = d / "sim.yaml"
+    cfg = merge_config(yaml.safe_load(sim.read_text()), merge_config(SHORT_CYCLE, {
+        "gromacs": {"nt": 2}, "system": {"martinize": {"go": {"go-eps": 9.414}, "elastic": False}}}))
+    sim.write_text(yaml.safe_dump(cfg))
+    r = subprocess.run([sys.executable, "-m", "multiscale.cli", "cycle", "--config", str(sim), "--no-progress"],
+                       capture_output=True, text=True, cwd=d, timeout=900)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    run = d / "runs"
+    ff = (run / "martinize" / "martini_v3.0.0.itp").read_text()
+    types = ff.split("; Go model atom types")[1].split("[")[0].split("\n")
+    assert sum(ln.startswith("Protein_chain_A_") for ln in types) == 6 and "; Go model contacts" in ff
+    for stage in ("coarse-grain", "cg-md"):
+        fr = read_frames(run / "cycle_001" / stage / ("cg.gro" if stage == "coarse-grain" else "cg-md.gro"))
+        names = np.asarray(fr.names)
+        ca, bb = np.flatnonzero(names == "CA"), np.flatnonzero(names == "BB")
+        assert len(ca) == len(bb) == 6 and ca.min() > bb.max()  # after the chain's beads, one per residue
+        assert np.abs(fr.positions[0, ca] - fr.positions[0, bb]).max() < 2e-3  # on BB (the .gro's rounding)
+    assert '#include "../../martinize/martini_v3.0.0.itp"' in (run / "cycle_001" / "coarse-grain" / "cg.top").read_text()
+    info = json.loads((run / "state.json").read_text())["stages"]["cycle_001/backmap"]["info"]
+    assert info["chain_cis_nonpro_final"] == 0 and info["chain_wrong_centres_final"] == 0 and info["max_cg_deviation_nm"] < 1e-6
 
 
 def test_dssp_without_mdtraj_is_one_line(make_config):

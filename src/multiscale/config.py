@@ -193,8 +193,10 @@ class MartinizeSection(_Strict):
     go: Union[bool, dict[str, Union[float, str]]] = Field(False, description="martinize2 Go model (``-go``, virtual-site "
                                                   "GoMartini, contact map computed by martinize2): false, true, or its "
                                                   "options without the dash, e.g. ``{go-eps: 9.414, go-up: 1.1}``; excludes "
-                                                  "``elastic``.  Not yet usable in a cycle (its CA virtual sites are not "
-                                                  "carried by coarse-graining and backmapping): planning stops with one line",
+                                                  "``elastic``.  In a cycle the Go atom types and contacts are added to a "
+                                                  "copy of the Martini force field itp (OUTPUT/martinize/), and the CA virtual "
+                                                  "sites (one per residue, on BB) are written by coarse-graining and skipped "
+                                                  "by backmapping",
                                                   json_schema_extra=_unit("go-eps: kJ mol^-1; go-low, go-up: nm"))
 
     @field_validator("ss", mode="before")

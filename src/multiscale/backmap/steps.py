@@ -121,7 +121,8 @@ def draw_chains(state: FrameState, ctx: BackmapContext) -> FrameState:
     from .features import unwrap_beads
 
     for bi, blk, drawer in ctx.chain_blocks:
-        beads = unwrap_beads(state.cg[blk.start:blk.stop].reshape(blk.count, blk.n_beads, 3), state.box)
+        real = blk.n_beads - blk.info.get("go_sites", 0)  # martinize2 -go virtual sites sit on BB: not drawn on
+        beads = unwrap_beads(state.cg[blk.start:blk.stop].reshape(blk.count, blk.n_beads, 3)[:, :real], state.box)
         x, rep = drawer.draw(beads, derive_seed(ctx.opts.seed, state.frame, 7, bi), ctx.opts.temperature, ctx.device)
         a0 = blk.aa_block.start
         state.positions[a0:a0 + x.size // 3] = x.reshape(-1, 3)

@@ -10,8 +10,11 @@ not part of this version: the engine stops with one line for a chain block.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import cache, lru_cache
 from pathlib import Path
+
+import numpy as np
 
 from ..errors import MultiscaleError
 from .base import CGBlock, MoleculeClass
@@ -72,3 +75,43 @@ class Chain(MoleculeClass):
                        self.name, 1, cm.dense(),
                        info={"bead_resnames": [str(r) for r in cm.bead_resnames],
                              "bead_resids": [int(r) for r in cm.bead_resids]})
+
+
+#: the bead name martinize2 -go gives its virtual site per residue (at the residue's BB bead)
+GO_SITE = "CA"
+
+
+def go_site_count(itp_atoms) -> int:
+    """How many trailing martinize2 Go virtual sites (atoms named :data:`GO_SITE`, one per residue,
+    after every real bead) a chain's CG itp [ atoms ] list has; 0 for a topology without them."""
+    names = [str(a) for a in itp_atoms]
+    k = len(names)
+    while k and names[k - 1] == GO_SITE:
+        k -= 1
+    return len(names) - k if GO_SITE not in names[:k] else 0
+
+
+def with_go_sites(layout: list, names) -> list:
+    """``layout`` with martinize2's Go-model virtual sites added to the chain blocks of the
+    moleculetypes ``names``: one bead named :data:`GO_SITE` per residue, after the chain's own
+    beads, at that residue's BB bead (its weights row repeated: mdrun puts the virtual site on
+    BB, ``[ virtual_sitesn ]`` of one atom).  Later blocks shift; ``info["go_sites"]`` holds the
+    count, so the backmap draws the chain on the beads before them."""
+    names = set(names)
+    out, shift = [], 0
+    for blk in layout:
+        blk = replace(blk, start=blk.start + shift)
+        if blk.kind == Chain.name and blk.aa_block.moltype.name in names and not blk.info.get("go_sites"):
+            res = np.asarray(blk.info["bead_resids"])
+            bb = np.array([i for i, n in enumerate(blk.bead_names) if n == "BB"])
+            if len(bb) != len(np.unique(res)):
+                raise MultiscaleError(f"moleculetype {blk.cg_name}: {len(bb)} BB beads for {len(np.unique(res))} residues: "
+                                      "the Go model needs one BB bead per residue")
+            info = dict(blk.info, go_sites=len(bb),
+                        bead_resnames=list(blk.info["bead_resnames"]) + [blk.info["bead_resnames"][i] for i in bb],
+                        bead_resids=list(blk.info["bead_resids"]) + [blk.info["bead_resids"][i] for i in bb])
+            blk = replace(blk, bead_names=list(blk.bead_names) + [GO_SITE] * len(bb), n_beads=blk.n_beads + len(bb),
+                          matrix=np.concatenate([blk.matrix, blk.matrix[bb]]), info=info)
+            shift += len(bb) * blk.count
+        out.append(blk)
+    return out

@@ -105,25 +105,34 @@ def _check_dssp(ss: dict[str, str]) -> None:
                               "(ss: 'CHHH...', one per residue, or one for all)") from e
 
 
-def _check_go(cfg, names: list[str]) -> None:
-    if cfg.system.martinize.go:
-        raise MultiscaleError(f"system.martinize.go: the Go model is not supported in a cycle yet (martinize2 adds a CA virtual "
-                              f"site per residue of {', '.join(names)}, which coarse-graining and backmapping do not carry): "
-                              "set go: false (elastic: true for a folded protein), or run martinize2 -go yourself for CG-only work")
+def go_chains(cfg, martinized) -> list[str]:
+    """Chain moleculetypes whose CG topology carries martinize2's Go-model virtual sites: those the
+    run martinizes with ``system.martinize.go`` on, and those whose configured CG itp already has
+    them (``start: cg`` from a martinize2 -go build)."""
+    from ..classes.chain import go_site_count
+
+    out = list(martinized) if cfg.system.martinize.go else []
+    for name, atoms in itp_moleculetypes(cfg.system.cg_include_files()).items():
+        if name not in out and go_site_count(atoms):
+            out.append(name)
+    return out
 
 
 def martinize_stage(cfg, root: Path, structure: Path, names: list[str]) -> PythonStage:
     """The ``martinize`` stage (cycle 1) writing ``root/martinize/<name>/<name>.itp`` per chain moleculetype."""
     wdir = root / "martinize"
     m = cfg.system.martinize
-    _check_go(cfg, names)
     ss = {n: _ss(cfg, n) for n in names}
     _check_dssp(ss)
+    outputs = {f"itp {n}": wdir / n / f"{n}.itp" for n in names}
+    params = {"moltypes": list(names), "ss": ss, "elastic": m.elastic if isinstance(m.elastic, bool) else dict(m.elastic)}
+    if m.go:  # the Martini force field with the chains' Go atom types and contacts included (go_forcefield)
+        params["includes"] = [str(p) for p in cfg.system.cg_include_files()]
+        params["go"] = m.go if isinstance(m.go, bool) else dict(m.go)
+        outputs["go forcefield"] = wdir / Path(_forcefield_itp(params["includes"])).name
     return PythonStage(name="martinize", cycle=1, workdir=wdir,
                        inputs={"aa_topology": cfg.system.aa_topology, "aa_structure": structure},
-                       outputs={f"itp {n}": wdir / n / f"{n}.itp" for n in names},
-                       params={"moltypes": list(names), "ss": ss,
-                               "elastic": m.elastic if isinstance(m.elastic, bool) else dict(m.elastic)},
+                       outputs=outputs, params=params,
                        func=_run_martinize,
                        description="Martini 3 topology of the amino-acid chain(s), martinize2 on the AA start structure")
 
@@ -137,7 +146,7 @@ def _run_martinize(stage: PythonStage, ctx: StageContext) -> StageResult:
     top = load_topology(stage.inputs["aa_topology"])
     fr = read_frames(stage.inputs["aa_structure"], expected_atoms=top.n_atoms, label="AA structure")
     names_all, res_all, ids_all = top.per_atom("atom_names"), top.per_atom("resnames"), top.atom_resids()
-    info = {}
+    info, go_itps = {}, []
     for name in stage.params["moltypes"]:
         blk = next(b for b in top.blocks if b.moltype.name == name)
         x = whole_molecules(fr.positions[-1:], fr.box[-1:], blk)[0, 0]
@@ -148,7 +157,8 @@ def _run_martinize(stage: PythonStage, ctx: StageContext) -> StageResult:
                           title=f"first {name} of {stage.inputs['aa_structure'].name}, whole")
         asked = stage.params["ss"][name]
         mt = martini_topology(aa, work / "martinize2", ss=None if asked == "dssp" else asked, elastic=stage.params["elastic"],
-                              name=name)
+                              go=stage.params.get("go", False), name=name)
+        go_itps.append(mt.go_itps)
         text, n_beads = _chain_itp(mt.itps, name, blk, top)
         cmd = " ".join(os.path.basename(a) if i == 0 else a for i, a in enumerate(mt.command))
         with atomic_path(stage.outputs[f"itp {name}"]) as tmp:
@@ -157,6 +167,10 @@ def _run_martinize(stage: PythonStage, ctx: StageContext) -> StageResult:
         how = f"ss {mt.ss or asked!r}" + (" from DSSP" if asked == "dssp" else "")
         _stage_log(stage, ctx, f"martinize2: {name} -> {stage.outputs[f'itp {name}']} ({how}, elastic {stage.params['elastic']})")
         info[name] = {"beads": n_beads, "ss": mt.ss or asked}
+    if "go forcefield" in stage.outputs:
+        go_forcefield(_forcefield_itp(stage.params["includes"]), go_itps, stage.outputs["go forcefield"])
+        _stage_log(stage, ctx, f"Go model: {stage.outputs['go forcefield']} (the force field with the chains' Go atom types "
+                               "and contact pairs)")
     return StageResult(info={"chains": len(info), "beads": sum(v["beads"] for v in info.values()),
                              "ss": {n: v["ss"] for n, v in info.items()}})
 
@@ -164,7 +178,7 @@ def _run_martinize(stage: PythonStage, ctx: StageContext) -> StageResult:
 def _chain_itp(itps, name: str, blk, top) -> tuple[str, int]:
     """The text of martinize2's itp for the chain ``blk`` with its moleculetype renamed to ``name``
     (martinize2 writes ``<name>_0``), checked against the beads coarse-graining writes; and its bead count."""
-    from ..classes.chain import Chain
+    from ..classes.chain import Chain, go_site_count
     from ..mapping import Mapping
 
     found = {n: (p, atoms) for p in itps for n, atoms in itp_moleculetypes([p]).items()}
@@ -173,7 +187,8 @@ def _chain_itp(itps, name: str, blk, top) -> tuple[str, int]:
                               "check that the chain is one connected molecule in the AA start structure")
     (old, (path, atoms)), = found.items()
     beads = Chain().layout(blk, Mapping(), blk.start, str(top.source)).bead_names
-    if list(atoms) != list(beads):
+    go = go_site_count(atoms)
+    if list(atoms[:len(atoms) - go]) != list(beads):
         raise MultiscaleError(f"martinize2's {name} has beads {' '.join(atoms[:8])}... but coarse-graining writes "
                               f"{' '.join(list(beads)[:8])}...: report this (vermouth version?)")
     lines, section = Path(path).read_text().splitlines(), None
@@ -186,3 +201,54 @@ def _chain_itp(itps, name: str, blk, top) -> tuple[str, int]:
             lines[i] = line.replace(old, name, 1)
             break
     return "\n".join(lines) + "\n", len(atoms)
+
+
+def _forcefield_itp(includes) -> str:
+    """The include among ``includes`` that defines the Martini ``[ atomtypes ]`` (the force field)."""
+    for p in includes:
+        if Path(p).is_file() and re.search(r"^\s*\[\s*atomtypes\s*\]", Path(p).read_text(errors="replace"), re.M):
+            return str(p)
+    raise MultiscaleError("system.martinize.go: none of the CG topology's includes defines [ atomtypes ] (the Martini force "
+                          "field the Go atom types and contacts are added to): include martini_v3.0.0.itp")
+
+
+def go_forcefield(forcefield, go_itps, out: Path) -> Path:
+    """``out``: a copy of the Martini force field itp with every chain's ``go_atomtypes.itp`` appended to
+    its ``[ atomtypes ]`` and ``go_nbparams.itp`` to its ``[ nonbond_params ]`` (what the GoMartini
+    instructions have users edit by hand); relative ``#include`` lines of the original are made absolute."""
+    from ..io import atomic_write_text
+
+    src = Path(forcefield).resolve()
+    files = [Path(f) for group in go_itps for f in group]  # a chain without contacts has no go_nbparams.itp
+    types = "".join(_body(f) for f in files if f.name == "go_atomtypes.itp")
+    pairs = "".join(_body(f) for f in files if f.name == "go_nbparams.itp")
+    out_lines, section, added = [], None, set()
+
+    def close():
+        if section == "atomtypes" and "atomtypes" not in added:
+            out_lines.append("; Go model atom types (martinize2 -go)\n" + types)
+            added.add("atomtypes")
+        elif section == "nonbond_params" and "nonbond_params" not in added:
+            out_lines.append("; Go model contacts (martinize2 -go)\n" + pairs)
+            added.add("nonbond_params")
+
+    for line in src.read_text().splitlines(keepends=True):
+        m = _SECTION.match(line.split(";", 1)[0].strip())
+        if m:
+            close()
+            section = m.group(1).lower()
+        inc = re.match(r'^(\s*#include\s+")([^"/][^"]*)(".*)$', line)
+        if inc and (src.parent / inc.group(2)).is_file():
+            line = f"{inc.group(1)}{(src.parent / inc.group(2)).resolve()}{inc.group(3)}\n"
+        out_lines.append(line)
+    close()
+    if added != {"atomtypes", "nonbond_params"}:
+        missing = {"atomtypes", "nonbond_params"} - added
+        raise MultiscaleError(f"{src}: no [ {' ] or [ '.join(sorted(missing))} ] section to add the Go model to")
+    return atomic_write_text(out, "".join(out_lines))
+
+
+def _body(path: Path) -> str:
+    """An itp's lines after its section header (the go_*.itp files martinize2 writes)."""
+    lines = path.read_text().splitlines(keepends=True)
+    return "".join(ln for ln in lines if not _SECTION.match(ln.split(";", 1)[0].strip()))

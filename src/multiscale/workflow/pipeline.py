@@ -56,6 +56,10 @@ class _PipelineBuilder:
 
         self.chains = chain_moltypes(cfg)
         self.chain_itps: dict[str, Path] = {}
+        from .martinize import go_chains
+
+        self.go = go_chains(cfg, self.chains)  # chains with martinize2's Go virtual sites in their CG topology
+        self.go_forcefield: Path | None = None
         self._shipped_ok = False  # the shipped models were checked against the AA topology
 
     # -- helpers ------------------------------------------------------------------------------
@@ -168,6 +172,10 @@ class _PipelineBuilder:
                     return Path(p)
         return None
 
+    def _go_params(self) -> dict:
+        """Stage params naming the chains with Go virtual sites (none: no key, so older runs resume unchanged)."""
+        return {"go_chains": list(self.go)} if self.go else {}
+
     def _check_shipped(self, c: int) -> None:
         """One line, before anything runs, when the shipped models do not cover the AA topology."""
         from ..backmap.shipped import shipped_models
@@ -191,15 +199,17 @@ class _PipelineBuilder:
         st = martinize_stage(self.cfg, self.root, structure, list(self.chains))
         self.stages.append(st)
         self.chain_itps = {n: st.outputs[f"itp {n}"] for n in self.chains}
+        self.go_forcefield = st.outputs.get("go forcefield")
 
     def coarse_grain(self, c, md):
         cfg, wd = self.cfg, self.wd
         st = PythonStage(name="coarse-grain", cycle=c, workdir=wd(c, "coarse-grain"),
                          inputs={"aa_topology": self.aa_top, "aa_structure": md.outputs["gro"], **self.mapping_inputs,
-                                 **self.cg_include_inputs, **{f"chain_itp {n}": p for n, p in self.chain_itps.items()}},
+                                 **self.cg_include_inputs, **{f"chain_itp {n}": p for n, p in self.chain_itps.items()},
+                                 **({"go_forcefield": self.go_forcefield} if self.go_forcefield else {})},
                          outputs={"gro": wd(c, "coarse-grain") / "cg.gro", "top": wd(c, "coarse-grain") / "cg.top"},
                          params={"seed": self.seed(c, "coarse-grain"), "mappings": [str(p) for p in cfg.system.mapping_files],
-                                 "includes": [str(p) for p in cfg.system.cg_include_files()]},
+                                 "includes": [str(p) for p in cfg.system.cg_include_files()], **self._go_params()},
                          func=_run_coarse_grain, description="map the last AA frame onto Martini beads")
         self.stages.append(st)
         return st
@@ -229,7 +239,7 @@ class _PipelineBuilder:
                          outputs={"gro": wdir / "backmapped.gro", "top": wdir / "restrained.top",
                                   "top_em": wdir / "restrained-em.top", "report": wdir / "backmap-report.json"},
                          params={"seed": self.seed(c, "backmap", cfg.backmap.seed), "force_constant": rs.force_constant,
-                                 "flexible_water_em": rs.flexible_water_em, "device": cfg.backmap.device},
+                                 "flexible_water_em": rs.flexible_water_em, "device": cfg.backmap.device, **self._go_params()},
                          func=_run_backmap, description="backmap the last CG frame (+ heavy-atom restraints)")
         self.stages.append(bm)
         rem = self.aa_mdrun(c, "restrained-em", tpl.aa.restrained_em,

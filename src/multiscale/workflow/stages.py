@@ -376,16 +376,34 @@ def _run_coarse_grain(stage: PythonStage, ctx: StageContext) -> StageResult:
     top = load_topology(stage.inputs["aa_topology"])
     mapping = _checked_mapping(stage, ctx, top)
     fr = read_frames(stage.inputs["aa_structure"], expected_atoms=top.n_atoms, label="AA structure")
-    cg = coarse_grain(fr.positions[-1:], fr.box[-1:], top, mapping, seed=ctx.seed)
+    cg = coarse_grain(fr.positions[-1:], fr.box[-1:], top, mapping, seed=ctx.seed, layout=_go_layout(stage, top, mapping))
     names, resnames, resids = cg_names(cg.layout)
     write_frames(stage.outputs["gro"], cg.positions[0], cg.box[0], names, resnames, resids,
                  title=f"CG image of {stage.inputs['aa_structure'].name}")
     chain_itps = [p for k, p in stage.inputs.items() if k.startswith("chain_itp ")]  # martinize2's (workflow.martinize)
-    write_cg_topology(stage.outputs["top"], cg.layout, cfg.system.cg_include_files() + chain_itps,
+    includes = list(cfg.system.cg_include_files())
+    if "go_forcefield" in stage.inputs:  # the force field with the Go atom types and contacts (workflow.martinize)
+        from .martinize import _forcefield_itp
+
+        ff = _forcefield_itp(includes)
+        includes = [stage.inputs["go_forcefield"] if str(p) == ff else p for p in includes]
+    write_cg_topology(stage.outputs["top"], cg.layout, includes + chain_itps,
                       title=f"CG system (cycle {stage.cycle}) written by multiscale")
     _stage_log(stage, ctx, f"{top.n_atoms} atoms -> {cg.positions.shape[1]} beads "
                            f"({', '.join(f'{b.cg_name} x{b.count}' for b in cg.layout)})")
     return StageResult(info={"atoms": top.n_atoms, "beads": int(cg.positions.shape[1])})
+
+
+def _go_layout(stage: PythonStage, top, mapping):
+    """The CG layout with martinize2's Go virtual sites on the chains of ``params["go_chains"]``
+    (:func:`multiscale.classes.chain.with_go_sites`); None (the plain layout) without them."""
+    go = stage.params.get("go_chains")
+    if not go:
+        return None
+    from ..classes.chain import with_go_sites
+    from ..coarse_grain import cg_layout
+
+    return with_go_sites(cg_layout(top, mapping), go)
 
 
 def _run_train(stage: PythonStage, ctx: StageContext) -> StageResult:
@@ -457,11 +475,11 @@ def _run_backmap(stage: PythonStage, ctx: StageContext) -> StageResult:
         from ..backmap.shipped import shipped_models
 
         model = shipped_models(top, cfg.system.mapping_files)
-    layout = cg_layout(top, model.mapping)
+    layout = _go_layout(stage, top, model.mapping) or cg_layout(top, model.mapping)
     fr = read_frames(stage.inputs["cg_structure"], label="CG structure")
     check_cg_beads(fr.n_atoms, layout, str(stage.inputs["cg_structure"]))
     t0 = time.perf_counter()
-    kwargs: dict[str, Any] = {"seed": ctx.seed, "device": cfg.backmap.device}
+    kwargs: dict[str, Any] = {"seed": ctx.seed, "device": cfg.backmap.device, "layout": layout}
     if "log" in inspect.signature(backmap).parameters:
         kwargs["log"] = lambda *a, **k: _stage_log(stage, ctx, " ".join(str(x) for x in a))
     aa, reports = backmap(model, top, fr.positions[-1:], fr.box[-1:], **kwargs)
