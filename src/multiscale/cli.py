@@ -170,6 +170,7 @@ def cmd_backmap(args) -> int:
 
     from .backmap.engine import backmap, load_model
     from .backmap.shipped import shipped_models
+    from .classes.chain import match_go_sites
     from .coarse_grain import cg_layout, check_cg_beads
     from .io import atomic_write_text, read_frames, write_frames
     from .topology import load_topology
@@ -178,12 +179,12 @@ def cmd_backmap(args) -> int:
     _check_outputs({"--output": (args.output, _STRUCTURE_OUT), "--report": (args.report, None)})
     top = load_topology(args.topology)
     model = load_model(args.model, top) if args.model else shipped_models(top)
-    layout = cg_layout(top, model.mapping)
     frames = read_frames(args.cg, args.cg_trajectory, start=args.start, stop=args.stop, step=args.step, label="CG structure")
+    layout = match_go_sites(cg_layout(top, model.mapping), frames.names)  # martinize2 -go output: its CA sites
     check_cg_beads(frames.n_atoms, layout, args.cg_trajectory or args.cg)
     t0 = time.perf_counter()
     aa, reports = backmap(model, top, frames.positions, frames.box, seed=args.seed, device=args.device,
-                          wrap=args.wrap, candidates=args.candidates, max_retries=args.max_retries)
+                          wrap=args.wrap, candidates=args.candidates, max_retries=args.max_retries, layout=layout)
     dt = time.perf_counter() - t0
     names, resnames, resids = top.per_atom("atom_names"), top.per_atom("resnames"), top.atom_resids()
     out = Path(args.output)

@@ -115,3 +115,26 @@ def with_go_sites(layout: list, names) -> list:
             shift += len(bb) * blk.count
         out.append(blk)
     return out
+
+
+def match_go_sites(layout: list, bead_names) -> list:
+    """``layout``, or the layout with Go virtual sites on every chain (:func:`with_go_sites`) when a CG
+    structure with these per-bead names is martinize2 -go output as is: one more bead per residue of
+    each chain, named :data:`GO_SITE` where the Go layout puts them.  Anything else: ``layout`` unchanged
+    (the bead-count check then names the mismatch)."""
+    names = [str(n) for n in bead_names]
+    total = layout[-1].stop if layout else 0
+    chains = [b.aa_block.moltype.name for b in layout if b.kind == Chain.name]
+    if len(names) == total or not chains:
+        return layout
+    go = with_go_sites(layout, chains)
+    if len(names) != go[-1].stop:
+        return layout
+    for blk in go:
+        if blk.info.get("go_sites"):
+            first = blk.n_beads - blk.info["go_sites"]
+            for m in range(blk.count):
+                at = blk.start + m * blk.n_beads
+                if any(n != GO_SITE for n in names[at + first:at + blk.n_beads]):
+                    return layout
+    return go
