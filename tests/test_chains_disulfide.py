@@ -33,7 +33,7 @@ def peptide(tmp_path_factory):
 
 
 def test_pdb2gmx_disulfide_is_found_and_mapped_like_martinize2(peptide):
-    from multiscale.chains.draw import _disulfides
+    from multiscale.chains.disulfides import _disulfides
 
     mt, x, cm, res = peptide
     ss = _disulfides(mt)
@@ -73,7 +73,8 @@ def test_certificate_rejects_a_broken_disulfide(peptide):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_backmapped_disulfide_is_bonded_and_cg_exact(peptide, seed):
-    from multiscale.chains.draw import DISULFIDE_BOND_NM, ChainDrawer
+    from multiscale.chains.disulfides import DISULFIDE_BOND_NM
+    from multiscale.chains.draw import ChainDrawer
     from multiscale.chains.shipped import shipped_chain_model
 
     mt, x, cm, res = peptide

@@ -64,7 +64,6 @@ def test_cycle_backmaps_with_shipped_models_only(flagship_run):
     assert "semiisotropic" in (run / "cycle_001" / "aa-md" / "aa-md.mdout.mdp").read_text()
     for stage in ("restrained-em", "restrained-eq", "relax", "aa-md"):
         assert state[f"cycle_001/{stage}"]["status"] == "done"
-    from multiscale.chains.draw import ChainDrawer  # noqa: F401  (the certificate's own checks, re-done on the output)
     from multiscale.evaluate.protein import protein_criteria
     from multiscale.io import read_frames
     from multiscale.topology import load_topology
