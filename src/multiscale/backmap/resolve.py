@@ -1,0 +1,222 @@
+"""Steps 4 and 5 of backmapping a frame (:mod:`.steps`): the solutes' clash search and
+resampling, then the stereo guarantee.
+
+:func:`resolve_clashes` searches clashes between solute molecules (ions are fixed obstacles,
+periodic and triclinic boxes) and resamples the molecules with a clash or wrong stereo: 1-2 bead
+molecules are first turned about their beads, the others take their next candidate; molecules
+that never had right stereo, and clashing best-of molecules (lipids), get extra rounds; a molecule
+left with wrong stereo takes back its last stereo-right conformation.  :func:`stereo_repair`
+inverts what is still wrong (last resort) and writes the solutes into the frame.  Lengths nm.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .common import derive_seed
+from .frame import BackmapContext, FrameState
+
+__all__ = ["resolve_clashes", "stereo_repair", "check_solutes", "ion_positions", "SPIN_ROUNDS", "STEREO_ROUNDS",
+           "CLASH_MARGIN"]
+
+#: First resampling rounds in which 1- and 2-bead molecules that clash only with other
+#: molecules are turned about their beads (the orientation the CG leaves free) instead of
+#: drawing a new conformation.
+SPIN_ROUNDS = 2
+#: nm added to the clash bounds (``clash_inter`` / ``clash_intra``) in every search that triggers a
+#: repair and in the final certificate, so that a certified structure still keeps its stated bounds
+#: after the output format rounds it: .gro/.xtc store 0.001 nm, which moves a distance by at most
+#: sqrt(3) x 0.001 = 0.0017 nm.  The report states the bounds; ``thresholds.search_margin_nm`` this.
+CLASH_MARGIN = 0.002
+
+
+def _bounds(o) -> tuple[float, float]:
+    """(inter, intra) clash distances (nm) searched: the stated bounds plus :data:`CLASH_MARGIN`."""
+    return o.clash_inter + CLASH_MARGIN, o.clash_intra + CLASH_MARGIN
+
+
+def ion_positions(state: FrameState, ctx: BackmapContext) -> np.ndarray:
+    """The fixed atoms of the frame (nm): ion atoms (layout order), then the hydration-shell
+    water atoms; (0, 3) without ions.  Before :func:`place_ions`: the ion beads."""
+    if state.fixed_x is not None:
+        return state.fixed_x
+    if not ctx.ion_blocks:
+        return np.zeros((0, 3))
+    return np.concatenate([state.cg[blk.start:blk.stop].reshape(-1, 3) for _, blk in ctx.ion_blocks])
+
+
+def _solute_clash_pairs(state: FrameState, ctx: BackmapContext, changed):
+    """Clash pairs (inter, intra) of the solutes (+ ions); only pairs touching ``changed``
+    molecules are searched again when the previous pairs are cached."""
+    from .certify import find_clashes
+
+    o, cache = ctx.opts, state.clash_cache
+    fixed = [ion_positions(state, ctx)] if ctx.ion_blocks else []
+    allx = np.concatenate([s.x.reshape(-1, 3) for s in state.solutes] + fixed)
+    args = (allx, state.box, ctx.mol_id, ctx.local, ctx.kind, ctx.excl, *_bounds(o))
+    if changed is None or "ip" not in cache:
+        ip, jp = find_clashes(*args)
+    else:
+        moved = np.isin(ctx.mol_id, changed)
+        keep_i = ~moved[cache["ip"]].any(1)
+        keep_j = ~moved[cache["jp"]].any(1)
+        ni, nj = find_clashes(*args, subset=np.flatnonzero(moved))
+        ip = np.concatenate([cache["ip"][keep_i], ni])
+        jp = np.concatenate([cache["jp"][keep_j], nj])
+    cache["ip"], cache["jp"] = ip, jp
+    return ip, jp
+
+
+def check_solutes(state: FrameState, ctx: BackmapContext, changed=None) -> tuple[int, int]:
+    """Set ``state.bad`` (wrong stereo or clash) and ``state.clash_bad`` per solute block;
+    return the (inter, intra) clash pair counts.  changed: global solute molecule ids moved
+    since the last check (incremental search), None = search everything."""
+    bad, clash_bad = [], []
+    for s in state.solutes:
+        wc, wb = s.mm.stereo.wrong(s.x)
+        bad.append(wc.any(1) | wb.any(1))
+        clash_bad.append(np.zeros(len(s.x), bool))
+    n_inter = n_intra = 0
+    if state.solutes:
+        ip, jp = _solute_clash_pairs(state, ctx, changed)
+        n_inter, n_intra = len(ip), len(jp)
+        mols = np.unique(ctx.mol_id[np.concatenate([ip.ravel(), jp.ravel()])])
+        if ctx.ion_blocks:
+            mols = mols[mols < ctx.n_solute_mols]
+        for si, mi in ctx.mol_block[mols]:
+            clash_bad[si][mi] = True
+    state.bad = [b | c for b, c in zip(bad, clash_bad)]
+    state.clash_bad = clash_bad
+    return n_inter, n_intra
+
+
+def _resample_round(state: FrameState, ctx: BackmapContext, attempt: int, sol_base: np.ndarray) -> np.ndarray:
+    """One round: bad 1-2 bead molecules with only intermolecular clashes are turned about their
+    beads (first :data:`SPIN_ROUNDS` rounds), the others take their next candidate.  Returns the
+    global ids of the molecules that moved."""
+    o, f = ctx.opts, state.frame
+    changed = []
+    for k, s in enumerate(state.solutes):
+        idx = np.flatnonzero(state.bad[k])
+        if not len(idx):
+            continue
+        state.report.per_moltype[s.mm.name]["resampled"] += len(idx)
+        if attempt <= SPIN_ROUNDS and s.mm.n_beads <= 2:
+            sp = s.spinnable(idx, _bounds(o)[1])
+            if len(sp):
+                s.spin(sp, derive_seed(o.seed, f, attempt, s.bi, 7))
+                changed.append(sol_base[k] + sp)
+                idx = np.setdiff1d(idx, sp)
+        if len(idx):
+            s.next(idx, derive_seed(o.seed, f, attempt, s.bi), ctx.device, o.temperature, s.K, _bounds(o)[1])
+            changed.append(sol_base[k] + idx)
+    return np.concatenate(changed) if changed else np.zeros(0, int)
+
+
+def resolve_clashes(state: FrameState, ctx: BackmapContext) -> FrameState:
+    """Resample molecules with clashes or wrong stereo, at most ``max_retries`` rounds."""
+    rep, sols = state.report, state.solutes
+    rep.inter_clash_pairs_initial, rep.intra_clash_pairs_initial = check_solutes(state, ctx)
+    for k, s in enumerate(sols):
+        rep.per_moltype[s.mm.name]["clash_molecules_initial"] += int(state.clash_bad[k].sum())
+    attempt = 0
+    sol_base = np.concatenate([[0], np.cumsum([len(s.x) for s in sols])]) if sols else np.zeros(1, int)
+    right = [(s.x.copy(), _stereo_right(s.x, s)) for s in sols]  # the last stereo-right conformation of each molecule
+    while attempt < ctx.opts.max_retries and any(b.any() for b in state.bad):
+        attempt += 1
+        check_solutes(state, ctx, _resample_round(state, ctx, attempt, sol_base))
+        _remember_right(right, sols)
+    # molecules that never had right stereo (long flexible ones: the projection onto the beads can
+    # bend a centre or a double bond), and long molecules (best-of models: lipids) still clashing,
+    # get extra rounds of their own: one H-H overlap left between two lipids costs a restrained EM
+    # hundreds of steps
+    extra = 0
+    long_left = lambda: [(s.mm.best_of > 1) & b for s, b in zip(sols, state.clash_bad)]
+    while extra < STEREO_ROUNDS and any((~ok).any() | c.any() for (_, ok), c in zip(right, long_left())):
+        extra += 1
+        state.bad = [~ok | c for (_, ok), c in zip(right, long_left())]
+        check_solutes(state, ctx, _resample_round(state, ctx, ctx.opts.max_retries + extra, sol_base))
+        _remember_right(right, sols)
+    # stereo is a guarantee, a clash a report: a molecule the rounds left with wrong stereo takes back
+    # its last stereo-right conformation (the repair's inversion/flip is the last resort)
+    back = [np.flatnonzero(ok & ~_stereo_right(s.x, s)) for (_, ok), s in zip(right, sols)]
+    for (x, _), s, idx in zip(right, sols, back):
+        s.x[idx] = x[idx]
+    if any(len(b) for b in back):
+        check_solutes(state, ctx, np.concatenate([sol_base[k] + b for k, b in enumerate(back)]))
+    rep.retries = attempt
+    return state
+
+
+#: extra resampling rounds, after the clash rounds, for molecules that never had right stereo and
+#: for clashing molecules of best-of models (lipids)
+STEREO_ROUNDS = 10
+
+
+def _stereo_right(x: np.ndarray, s) -> np.ndarray:
+    """(B,) bool: whether each molecule of solute block ``s`` at ``x`` has every enforced
+    stereocentre and cis/trans bond right."""
+    wc, wb = s.mm.stereo.wrong(x)
+    return ~(wc.any(1) | wb.any(1))
+
+
+def _remember_right(right: list, sols: list) -> None:
+    """Update each block's (last stereo-right conformations, ever right) with its molecules that
+    are stereo-right now."""
+    for (x, ok), s in zip(right, sols):
+        now = _stereo_right(s.x, s)
+        x[now], ok[now] = s.x[now], True
+
+
+# ============================================================================ 5. stereo
+def _repair_stereo(s, per_moltype: dict) -> bool:
+    """Invert wrong centres / flip wrong double bonds of solute block ``s`` (last resort) and
+    re-fit the repaired molecules onto their beads; True when any molecule changed."""
+    from .certify import flip_double_bond, swap_substituents
+
+    st = s.mm.stereo
+    wc, wb = st.wrong(s.x)
+    ec, eb = st.enforced_centres, st.enforced_bonds
+    changed = np.zeros(len(s.x), bool)
+    for j in range(wc.shape[1]):
+        idx = np.flatnonzero(wc[:, j])
+        if len(idx):
+            y = swap_substituents(s.x[idx], s.mm.n_atoms, s.mm.bonds, int(st.centres[ec[j]]))
+            if y is not None:
+                s.x[idx] = y
+                changed[idx] = True
+                per_moltype[s.mm.name]["stereo_swapped"] += len(idx)
+    for j in range(wb.shape[1]):
+        idx = np.flatnonzero(wb[:, j])
+        if len(idx):
+            q = st.quads[eb[j]]
+            y = flip_double_bond(s.x[idx], s.mm.n_atoms, s.mm.bonds, int(q[1]), int(q[2]))
+            if y is not None:
+                s.x[idx] = y
+                changed[idx] = True
+                per_moltype[s.mm.name]["cistrans_flipped"] += len(idx)
+    if changed.any():
+        idx = np.flatnonzero(changed)
+        s.x[idx] = s.mm.refit(s.x[idx], s.beads[idx])
+        return True
+    return False
+
+
+def stereo_repair(state: FrameState, ctx: BackmapContext) -> FrameState:
+    """Repair remaining wrong stereo, count the final solute state, write solutes to positions."""
+    repaired = False
+    for s in state.solutes:
+        repaired = _repair_stereo(s, state.report.per_moltype) or repaired
+    if repaired:
+        check_solutes(state, ctx)
+    for k, s in enumerate(state.solutes):
+        wc, wb = s.mm.stereo.wrong(s.x)
+        v = state.report.per_moltype[s.mm.name]
+        v["stereo_wrong_final"] += int(wc.sum())
+        v["cistrans_wrong_final"] += int(wb.sum())
+        v["clash_molecules_final"] += int(state.clash_bad[k].sum())
+        un = np.flatnonzero(state.bad[k])
+        v["unresolved"] = (v["unresolved"] + un.tolist())[:50]
+        blk = ctx.layout[s.bi]
+        state.positions[blk.aa_block.start:blk.aa_block.stop] = s.x.reshape(-1, 3)
+    return state
