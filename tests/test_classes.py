@@ -274,10 +274,15 @@ def test_go_sites_are_found_in_a_cg_itp(tmp_path):
 
     assert go_site_count(["BB", "SC1", "BB", "CA", "CA"]) == 2
     assert go_site_count(["BB", "CA", "BB"]) == 0 and go_site_count(["BB", "SC1"]) == 0
+    assert go_site_count(["CA"]) == 0  # the Martini calcium ion, not a Go site
     itp = tmp_path / "p.itp"
     itp.write_text("[ moleculetype ]\nPgo 1\n[ atoms ]\n1 P2 1 ALA BB 1 0\n2 P2 2 ALA BB 2 0\n3 P_1 1 ALA CA 3 0\n"
                    "4 P_2 2 ALA CA 4 0\n[ moleculetype ]\nPplain 1\n[ atoms ]\n1 P2 1 ALA BB 1 0\n")
-    cfg = SimpleNamespace(system=SimpleNamespace(martinize=SimpleNamespace(go=False), cg_include_files=lambda: [itp]))
+    aa = tmp_path / "aa.top"  # Pgo is an amino-acid chain of the AA topology; CA (calcium) would not be
+    aa.write_text("[ moleculetype ]\nPgo 3\n[ atoms ]\n1 N 1 ALA N 1 0 14\n2 C 1 ALA CA 1 0 12\n3 N 2 ALA N 1 0 14\n"
+                  "4 C 2 ALA CA 1 0 12\n[ bonds ]\n1 2 1\n2 3 1\n3 4 1\n[ system ]\nx\n[ molecules ]\nPgo 1\n")
+    cfg = SimpleNamespace(system=SimpleNamespace(martinize=SimpleNamespace(go=False), cg_include_files=lambda: [itp],
+                                                 aa_topology=aa))
     assert go_chains(cfg, {}) == ["Pgo"]
     cfg.system.martinize.go = True
     assert go_chains(cfg, {"Chain_B": None}) == ["Chain_B", "Pgo"]

@@ -76,7 +76,7 @@ def _moltype_entry(mm) -> dict:
             "double_bonds": len(mm.stereo.enforced_bonds), "stereo_wrong_initial": 0,
             "stereo_wrong_final": 0, "stereo_swapped": 0, "cistrans_wrong_initial": 0,
             "cistrans_wrong_final": 0, "cistrans_flipped": 0, "intra_clash_initial": 0,
-            "clash_molecules_initial": 0, "clash_molecules_final": 0, "resampled": 0, "unresolved": []}
+            "clash_molecules_initial": 0, "clash_molecules_final": 0, "strained_final": 0, "resampled": 0, "unresolved": []}
 
 
 # ============================================================================ 1. draw

@@ -88,7 +88,7 @@ def go_site_count(itp_atoms) -> int:
     k = len(names)
     while k and names[k - 1] == GO_SITE:
         k -= 1
-    return len(names) - k if GO_SITE not in names[:k] else 0
+    return len(names) - k if k and GO_SITE not in names[:k] else 0  # k == 0: a CA moleculetype (calcium)
 
 
 def with_go_sites(layout: list, names) -> list:

@@ -113,9 +113,21 @@ def go_chains(cfg, martinized) -> list[str]:
 
     out = list(martinized) if cfg.system.martinize.go else []
     for name, atoms in itp_moleculetypes(cfg.system.cg_include_files()).items():
-        if name not in out and go_site_count(atoms):
+        if name not in out and go_site_count(atoms) and _is_chain(cfg, name):
             out.append(name)
     return out
+
+
+def _is_chain(cfg, name: str) -> bool:
+    """Whether the AA topology has an amino-acid chain moleculetype ``name``."""
+    from ..classes.chain import is_amino_acid_chain
+    from ..topology import load_topology
+
+    try:
+        mt = load_topology(cfg.system.aa_topology).moltypes.get(name)
+    except (MultiscaleError, OSError):
+        return False
+    return mt is not None and is_amino_acid_chain(mt)
 
 
 def martinize_stage(cfg, root: Path, structure: Path, names: list[str]) -> PythonStage:
