@@ -490,6 +490,18 @@ def stages_aa(run: Run) -> None:
         check_stereo(run, stage)
 
 
+def martini3_ions(lines: list[str]) -> list[str]:
+    """The .gro lines of an insane build with its ions (residue NA+ / CL-) renamed as the Martini 3
+    lipidome names them: residue ION, atom (and moleculetype) NA / CL."""
+    ren = {"NA+": ("ION", "NA"), "CL-": ("ION", "CL")}
+    out = list(lines)
+    for k in range(2, len(out) - 1):
+        rn = out[k][5:10].strip()
+        if rn in ren:
+            out[k] = out[k][:5] + f"{ren[rn][0]:<5s}{ren[rn][1]:>5s}" + out[k][15:]
+    return out
+
+
 def stages_cg(run: Run) -> None:
     """Martini 3: insane bilayer (same lipid count and APL), EM, short semi-isotropic NPT."""
     from multiscale.membranes import lipid_table
@@ -514,14 +526,11 @@ def stages_cg(run: Run) -> None:
         if r.returncode != 0:
             last = r.stderr.strip().splitlines()[-1:]
             raise MultiscaleError(f"insane failed (pip install insane 'setuptools<81'): {last}")
-        lines = run.p("cg_insane.gro").read_text().splitlines()
-        ren = {"NA+": ("ION", "NA"), "CL-": ("ION", "CL")}  # Martini 3 ions: moleculetype NA/CL, residue ION
+        lines = martini3_ions(run.p("cg_insane.gro").read_text().splitlines())
         back = {INSANE_NAME[m]: m for m in cg_comp if m in INSANE_NAME}
         for k in range(2, len(lines) - 1):
             rn = lines[k][5:10].strip()
-            if rn in ren:
-                lines[k] = lines[k][:5] + f"{ren[rn][0]:<5s}{ren[rn][1]:>5s}" + lines[k][15:]
-            elif rn in back:
+            if rn in back:
                 lines[k] = lines[k][:5] + f"{back[rn]:<5s}" + lines[k][10:]
         for res, m in zip(a.comp, cg_comp):  # insane's bead set differs (CHOL): fit the Martini 3 beads on it
             names, tmpl = bead_template(res, a.seed)

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "src"))
 
-from make_bilayer_data import MD_CG, MDP_CG  # noqa: E402  (the same Martini 3 settings as the bilayer twins)
+from make_bilayer_data import MD_CG, MDP_CG, martini3_ions  # noqa: E402  (the same Martini 3 settings as the bilayer twins)
 
 from multiscale import forcefields as ff  # noqa: E402
 from multiscale.errors import MultiscaleError  # noqa: E402
@@ -67,13 +67,7 @@ def insane_system(work: Path, cg_pdb: Path, a) -> list[str]:
     sh([sys.executable, "-W", "ignore", "-c", "import sys; from insane.cli import cli; sys.exit(cli())",
         "-f", cg_pdb, "-o", "cg_insane.gro", "-p", "insane.top", "-l", "POPC", "-x", a.per_side, "-y", a.per_side,
         "-z", a.z, "-sol", "W", "-salt", "0.15", "-center"], work, env=env)
-    lines = (work / "cg_insane.gro").read_text().splitlines()
-    ren = {"NA+": ("ION", "NA"), "CL-": ("ION", "CL")}  # Martini 3 ions: moleculetype NA/CL, residue ION
-    for k in range(2, len(lines) - 1):
-        rn = lines[k][5:10].strip()
-        if rn in ren:
-            lines[k] = lines[k][:5] + f"{ren[rn][0]:<5s}{ren[rn][1]:>5s}" + lines[k][15:]
-    return lines
+    return martini3_ions((work / "cg_insane.gro").read_text().splitlines())
 
 
 def molecules(lines: list[str], n_protein_beads: int) -> list[tuple[str, int]]:

@@ -112,22 +112,17 @@ def go_chains(cfg, martinized) -> list[str]:
     from ..classes.chain import go_site_count
 
     out = list(martinized) if cfg.system.martinize.go else []
-    for name, atoms in itp_moleculetypes(cfg.system.cg_include_files()).items():
-        if name not in out and go_site_count(atoms) and _is_chain(cfg, name):
-            out.append(name)
+    given = [n for n, atoms in itp_moleculetypes(cfg.system.cg_include_files()).items() if n not in out and go_site_count(atoms)]
+    if given:  # only amino-acid chains of the AA topology (a one-atom CA moleculetype is calcium)
+        from ..classes.chain import is_amino_acid_chain
+        from ..topology import load_topology
+
+        try:
+            moltypes = load_topology(cfg.system.aa_topology).moltypes
+        except (MultiscaleError, OSError):
+            moltypes = {}
+        out += [n for n in given if n in moltypes and is_amino_acid_chain(moltypes[n])]
     return out
-
-
-def _is_chain(cfg, name: str) -> bool:
-    """Whether the AA topology has an amino-acid chain moleculetype ``name``."""
-    from ..classes.chain import is_amino_acid_chain
-    from ..topology import load_topology
-
-    try:
-        mt = load_topology(cfg.system.aa_topology).moltypes.get(name)
-    except (MultiscaleError, OSError):
-        return False
-    return mt is not None and is_amino_acid_chain(mt)
 
 
 def martinize_stage(cfg, root: Path, structure: Path, names: list[str]) -> PythonStage:
@@ -139,9 +134,9 @@ def martinize_stage(cfg, root: Path, structure: Path, names: list[str]) -> Pytho
     outputs = {f"itp {n}": wdir / n / f"{n}.itp" for n in names}
     params = {"moltypes": list(names), "ss": ss, "elastic": m.elastic if isinstance(m.elastic, bool) else dict(m.elastic)}
     if m.go:  # the Martini force field with the chains' Go atom types and contacts included (go_forcefield)
-        params["includes"] = [str(p) for p in cfg.system.cg_include_files()]
+        params["forcefield"] = forcefield_itp(cfg.system.cg_include_files())
         params["go"] = m.go if isinstance(m.go, bool) else dict(m.go)
-        outputs["go forcefield"] = wdir / Path(_forcefield_itp(params["includes"])).name
+        outputs["go forcefield"] = wdir / Path(params["forcefield"]).name
     return PythonStage(name="martinize", cycle=1, workdir=wdir,
                        inputs={"aa_topology": cfg.system.aa_topology, "aa_structure": structure},
                        outputs=outputs, params=params,
@@ -180,7 +175,7 @@ def _run_martinize(stage: PythonStage, ctx: StageContext) -> StageResult:
         _stage_log(stage, ctx, f"martinize2: {name} -> {stage.outputs[f'itp {name}']} ({how}, elastic {stage.params['elastic']})")
         info[name] = {"beads": n_beads, "ss": mt.ss or asked}
     if "go forcefield" in stage.outputs:
-        go_forcefield(_forcefield_itp(stage.params["includes"]), go_itps, stage.outputs["go forcefield"])
+        go_forcefield(stage.params["forcefield"], go_itps, stage.outputs["go forcefield"])
         _stage_log(stage, ctx, f"Go model: {stage.outputs['go forcefield']} (the force field with the chains' Go atom types "
                                "and contact pairs)")
     return StageResult(info={"chains": len(info), "beads": sum(v["beads"] for v in info.values()),
@@ -215,7 +210,7 @@ def _chain_itp(itps, name: str, blk, top) -> tuple[str, int]:
     return "\n".join(lines) + "\n", len(atoms)
 
 
-def _forcefield_itp(includes) -> str:
+def forcefield_itp(includes) -> str:
     """The include among ``includes`` that defines the Martini ``[ atomtypes ]`` (the force field)."""
     for p in includes:
         if Path(p).is_file() and re.search(r"^\s*\[\s*atomtypes\s*\]", Path(p).read_text(errors="replace"), re.M):

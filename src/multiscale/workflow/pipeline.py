@@ -59,7 +59,7 @@ class _PipelineBuilder:
         from .martinize import go_chains
 
         self.go = go_chains(cfg, self.chains)  # chains with martinize2's Go virtual sites in their CG topology
-        self.go_forcefield: Path | None = None
+        self.go_forcefield: tuple[str, Path] | None = None
         self._shipped_ok = False  # the shipped models were checked against the AA topology
 
     # -- helpers ------------------------------------------------------------------------------
@@ -199,17 +199,19 @@ class _PipelineBuilder:
         st = martinize_stage(self.cfg, self.root, structure, list(self.chains))
         self.stages.append(st)
         self.chain_itps = {n: st.outputs[f"itp {n}"] for n in self.chains}
-        self.go_forcefield = st.outputs.get("go forcefield")
+        if "go forcefield" in st.outputs:  # (the force field it replaces, its copy with the Go types and contacts)
+            self.go_forcefield = (st.params["forcefield"], st.outputs["go forcefield"])
 
     def coarse_grain(self, c, md):
         cfg, wd = self.cfg, self.wd
         st = PythonStage(name="coarse-grain", cycle=c, workdir=wd(c, "coarse-grain"),
                          inputs={"aa_topology": self.aa_top, "aa_structure": md.outputs["gro"], **self.mapping_inputs,
                                  **self.cg_include_inputs, **{f"chain_itp {n}": p for n, p in self.chain_itps.items()},
-                                 **({"go_forcefield": self.go_forcefield} if self.go_forcefield else {})},
+                                 **({"go_forcefield": self.go_forcefield[1]} if self.go_forcefield else {})},
                          outputs={"gro": wd(c, "coarse-grain") / "cg.gro", "top": wd(c, "coarse-grain") / "cg.top"},
                          params={"seed": self.seed(c, "coarse-grain"), "mappings": [str(p) for p in cfg.system.mapping_files],
-                                 "includes": [str(p) for p in cfg.system.cg_include_files()], **self._go_params()},
+                                 "includes": [str(p) for p in cfg.system.cg_include_files()], **self._go_params(),
+                                 **({"go_replaces": self.go_forcefield[0]} if self.go_forcefield else {})},
                          func=_run_coarse_grain, description="map the last AA frame onto Martini beads")
         self.stages.append(st)
         return st

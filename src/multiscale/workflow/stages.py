@@ -383,10 +383,7 @@ def _run_coarse_grain(stage: PythonStage, ctx: StageContext) -> StageResult:
     chain_itps = [p for k, p in stage.inputs.items() if k.startswith("chain_itp ")]  # martinize2's (workflow.martinize)
     includes = list(cfg.system.cg_include_files())
     if "go_forcefield" in stage.inputs:  # the force field with the Go atom types and contacts (workflow.martinize)
-        from .martinize import _forcefield_itp
-
-        ff = _forcefield_itp(includes)
-        includes = [stage.inputs["go_forcefield"] if str(p) == ff else p for p in includes]
+        includes = [stage.inputs["go_forcefield"] if str(p) == stage.params["go_replaces"] else p for p in includes]
     write_cg_topology(stage.outputs["top"], cg.layout, includes + chain_itps,
                       title=f"CG system (cycle {stage.cycle}) written by multiscale")
     _stage_log(stage, ctx, f"{top.n_atoms} atoms -> {cg.positions.shape[1]} beads "
