@@ -70,10 +70,11 @@ def insane_system(work: Path, cg_pdb: Path, a) -> list[str]:
     return martini3_ions((work / "cg_insane.gro").read_text().splitlines())
 
 
-def molecules(lines: list[str], n_protein_beads: int) -> list[tuple[str, int]]:
-    """[ molecules ] rows in the file's order: the peptide, POPC, W, NA, CL."""
+def molecules(lines: list[str], n_protein_beads: int, name: str = NAME) -> list[tuple[str, int]]:
+    """[ molecules ] rows of an insane .gro (lines) in the file's order: the protein ``name`` (its
+    first ``n_protein_beads`` beads), then lipids, W, NA, CL."""
     body = lines[2:-1]
-    rows: list[list] = [[NAME, 1]]
+    rows: list[list] = [[name, 1]]
     seen = set()
     for ln in body[n_protein_beads:]:
         rn, nm, rid = ln[5:10].strip(), ln[10:15].strip(), ln[:5]

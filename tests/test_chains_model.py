@@ -93,7 +93,7 @@ def test_draw_is_exact_on_the_beads_and_deterministic(small_model):
 
     _, mt, x, _, cm, res = _peptide("pep01")
     beads = cm.coarse_grain(x[40:43])
-    d = ChainDrawer(small_model, mt, cm, res)
+    d = ChainDrawer(small_model, mt, cm, res, chemistry_first=False)  # a 2-epoch model: its chemistry is poor
     y1, rep = d.draw(beads, seed=3)
     y2, _ = d.draw(beads, seed=3)
     y3, _ = d.draw(beads, seed=4)
@@ -241,6 +241,7 @@ def test_projection_keeps_peptide_bonds_trans_and_centres_l():
     assert not d.cis_nonpro(x0).any() and not d.wrong_centres(x0).any()
     beads = torch.as_tensor(d.bead_centres(x0) + np.random.default_rng(0).normal(0, 0.05, (len(x0), d.M.shape[0], 3)))
     counts = {}
+    rigid_groups = d.rigid
     for label, rigid in (("shape-matched", d.rigid), ("distances only", None)):
         d.rigid = rigid
         y = torch.as_tensor(x0)
@@ -249,5 +250,34 @@ def test_projection_keeps_peptide_bonds_trans_and_centres_l():
         y = y.numpy()
         assert np.abs(d.bead_centres(y) - beads.numpy()).max() < 1e-9
         counts[label] = (int(d.cis_nonpro(y).sum()), int(d.wrong_centres(y).sum()))
-    assert counts["shape-matched"] == (0, 0), counts
+    # a centre counts as wrong when any face of its neighbours shows the wrong hand (flattened ones too)
+    assert counts["shape-matched"][0] == 0 and counts["shape-matched"][1] <= counts["distances only"][1] / 3, counts
     assert counts["distances only"][0] >= 5, counts  # the case is a real test of the shape matching
+    d.rigid = rigid_groups
+    y, rep = d.draw(beads.numpy(), seed=1)  # the redraw rounds fix the few centres the projections leave flat
+    assert not d.cis_nonpro(y).any() and not d.wrong_centres(y).any()  # (some copies missing beads: reported)
+
+
+def test_beads_out_of_reach_are_missed_rather_than_chemistry_broken():
+    """Martini 3 MD puts side-chain beads where the mapping of no AA structure puts them (Ile
+    BB-SC1 0.341 nm against <= 0.307 mapped; Tyr/Trp ring beads 20-35 % further apart).  Exactly
+    on such beads a chain keeps D centres or cis bonds; the drawer then keeps an L, trans chain and
+    misses those beads instead (reported).  Frames: tests/data/trpcage_martini3_md.gro."""
+    from multiscale.chains.draw import ChainDrawer
+    from multiscale.chains.shipped import shipped_chain_model
+    from multiscale.io import read_frames
+
+    _, mt, _, _, cm, res = _peptide("trpcage")
+    beads = read_frames(REPO / "tests" / "data" / "trpcage_martini3_md.gro").positions.astype(np.float64)
+    model = shipped_chain_model("amber")
+    exact = ChainDrawer(model, mt, cm, res, chemistry_first=False)
+    y, rep = exact.draw(beads, seed=2)
+    broken = int(exact.wrong_centres(y).sum() + exact.cis_nonpro(y).sum())
+    assert broken > 0 and rep.max_cg_deviation_nm < 1e-9  # the case is real: exact beads break the chemistry
+    first = ChainDrawer(model, mt, cm, res)
+    z, rep = first.draw(beads, seed=2)
+    assert not first.wrong_centres(z).any() and not first.cis_nonpro(z).any()
+    assert rep.chemistry_first_copies > 0 and rep.beads_missed > 0
+    off = np.linalg.norm(first.bead_centres(z) - beads, axis=-1)
+    assert 0.01 < off.max() < 0.15  # nm: missed, not lost
+    assert ((off < 1e-9) | (off > 0.01)).all()  # every bead within reach is exactly on its target

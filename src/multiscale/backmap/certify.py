@@ -472,7 +472,9 @@ class CertificateReport:
                 f"{v.get('stereo_wrong_initial', 0)} -> {v.get('stereo_wrong_final', 0)} (swapped {v.get('stereo_swapped', 0)}); "
                 f"cis/trans {v.get('double_bonds', 0)}/mol wrong {v.get('cistrans_wrong_initial', 0)} -> "
                 f"{v.get('cistrans_wrong_final', 0)}; clashing molecules {v.get('clash_molecules_initial', 0)} -> "
-                f"{v.get('clash_molecules_final', 0)}; resampled {v.get('resampled', 0)}")
+                f"{v.get('clash_molecules_final', 0)}; resampled {v.get('resampled', 0)}"
+                + (f"; chemistry first {v['chemistry_first_copies']} (beads out of reach of an L, trans chain: "
+                   f"{v.get('beads_missed', 0)} left > 0.01 nm off)" if v.get("chemistry_first_copies") else ""))
         lines.append(f"  clash pairs inter {self.inter_clash_pairs_initial} -> {self.inter_clash_pairs_final}, "
                      f"intra {self.intra_clash_pairs_initial} -> {self.intra_clash_pairs_final}, "
                      f"involving water {self.water_clash_pairs_final}")

@@ -121,7 +121,7 @@ def project_exact(x: torch.Tensor, matrix, operator, beads: torch.Tensor) -> tor
 
 def relax_project(x: torch.Tensor, matrix, operator, beads: torch.Tensor, pairs: np.ndarray,
                   iterations: int = 15, stiffness: float = 1.0, repel: tuple | None = None,
-                  rigid: list | None = None, rigid_weight: float = 1.0) -> torch.Tensor:
+                  rigid: list | None = None, rigid_weight: float = 1.0, exact: bool = True) -> torch.Tensor:
     """Exact projection that preserves local geometry.
 
     Alternates :func:`project_exact` with position-based (Jacobi) steps that restore the
@@ -166,17 +166,28 @@ def relax_project(x: torch.Tensor, matrix, operator, beads: torch.Tensor, pairs:
         X = X - A @ (M @ X) + Ac
         if shapes is not None:
             X = _shape_step(X, shapes, B, rigid_weight)
-        d = (X[j] - X[i]).reshape(P, B, 3)
-        r = torch.linalg.norm(d, dim=-1, keepdim=True).clamp(min=1e-9)
-        f = ((1.0 - r0 / r) * d).reshape(P, B * 3)
-        g = torch.zeros_like(X).index_add_(0, j, f).index_add_(0, i, -f)
-        X = X + coef * g
+        X = _distance_step(X, i, j, r0, coef, P, B)
         if repel is not None:
             if it % REPEL_LIST_EVERY == 0:
                 near = _repel_list(X, rep_pairs, B, r_min + REPEL_SKIN)
             X = _repel_step(X, near, B, r_min, float(stiffness))
+    if not exact:  # chemistry first: shapes and distances restored with no projection, the beads missed by what is left
+        for _ in range(iterations):
+            if shapes is not None:
+                X = _shape_step(X, shapes, B, 1.0)
+            X = _distance_step(X, i, j, r0, coef, P, B)
+        return X.reshape(n, B, 3).permute(1, 0, 2).to(x.dtype)
     x = X.reshape(n, B, 3).permute(1, 0, 2).to(x.dtype)
     return project_exact(x, matrix, operator, beads)
+
+
+def _distance_step(X: torch.Tensor, i, j, r0, coef, P: int, B: int) -> torch.Tensor:
+    """One Jacobi step restoring the distances of pairs (i, j) to r0; X (n, B*3)."""
+    d = (X[j] - X[i]).reshape(P, B, 3)
+    r = torch.linalg.norm(d, dim=-1, keepdim=True).clamp(min=1e-9)
+    f = ((1.0 - r0 / r) * d).reshape(P, B * 3)
+    g = torch.zeros_like(X).index_add_(0, j, f).index_add_(0, i, -f)
+    return X + coef * g
 
 
 def _torch_matrix(a, dtype, device):

@@ -51,6 +51,9 @@ DISULFIDE_CANDIDATES = 48
 #: only copies with a cis non-Pro peptide bond, which no local redraw fixes: redrawing hundreds of
 #: residues for a few clashing side chains costs more than it gains)
 REDRAW_ROUNDS, CHAIN_RETRIES, WHOLE_RETRY_RESIDUES = 8, 2, 100
+#: after a chemistry-first draw (:meth:`ChainDrawer._chemistry_first`), beads closer than this to
+#: their target are put exactly on it; the others are left where the residue's geometry allows
+SNAP_TOLERANCE_NM = 0.01
 #: iterations / stiffness of the geometry-preserving exact projection (multiscale.backmap.place.relax_project)
 RELAX_ITERATIONS, RELAX_STIFFNESS = 12, 1.8
 #: the projection's shape matching of centres and peptide bonds (:meth:`ChainDrawer._rigid_groups`) takes
@@ -80,13 +83,16 @@ class ChainDrawReport:
     disulfides: int = 0
     bad_disulfides_final: int = 0
     max_cg_deviation_nm: float = 0.0
+    chemistry_first_copies: int = 0
+    beads_missed: int = 0
     rounds: list = field(default_factory=list)
 
 
 class ChainDrawer:
     """Static arrays of one chain moleculetype for repeated draws (one per frame)."""
 
-    def __init__(self, model: ChainModel, moltype, chain_mapping, residues: list[Residue], clash_intra: float = 0.10):
+    def __init__(self, model: ChainModel, moltype, chain_mapping, residues: list[Residue], clash_intra: float = 0.10,
+                 chemistry_first: bool = True):
         from ..backmap.certify import exclusion_matrix
         from ..backmap.place import projection_operator, sparse_projection_operator
 
@@ -99,6 +105,7 @@ class ChainDrawer:
                                   f"kind(s) {', '.join(missing)} with these atoms: train a chain model on data that "
                                   "contains them (multiscale train on an AA trajectory of this protein)")
         self.model, self.moltype, self.residues = model, moltype, residues
+        self.chemistry_first = chemistry_first  # False: every copy exactly on its beads, whatever its chemistry
         self.geo = ChainGeometry.from_residues(residues)
         n = moltype.n_atoms
         if n <= SMOOTH_MAX_ATOMS:  # smoothed projection: dense solve
@@ -350,11 +357,21 @@ class ChainDrawer:
         y = self.M @ np.asarray(x).transpose(1, 0, 2).reshape(n, C * 3)
         return np.asarray(y).reshape(-1, C, 3).transpose(1, 0, 2)
 
-    def _project(self, x, b):
+    def _project(self, x, b, exact: bool = True):
         from ..backmap.place import relax_project
 
         return relax_project(x, self.M, self.A, b, self.keep_pairs, RELAX_ITERATIONS, RELAX_STIFFNESS, rigid=self.rigid,
-                             rigid_weight=RIGID_WEIGHT)
+                             rigid_weight=RIGID_WEIGHT, exact=exact)
+
+    def snap_reachable(self, x: np.ndarray, beads: np.ndarray, tol: float = SNAP_TOLERANCE_NM) -> tuple[np.ndarray, int]:
+        """Beads within ``tol`` nm of their target put exactly on it (the projection operator's
+        columns of those beads: the other beads do not move); x (C, n, 3), beads (C, nb, 3) nm.
+        Returns (x, number of beads left further off)."""
+        C, n = x.shape[:2]
+        r = np.asarray(beads, np.float64) - self.bead_centres(x)  # (C, nb, 3)
+        near = np.linalg.norm(r, axis=-1) <= tol
+        corr = self.A @ (r * near[..., None]).transpose(1, 0, 2).reshape(r.shape[1], C * 3)
+        return x + np.asarray(corr).reshape(n, C, 3).transpose(1, 0, 2), int((~near).sum())
 
     def residue_problems(self, x: np.ndarray) -> np.ndarray:
         """(C, R) bool: residue with a wrong stereocentre, a cis peptide bond before a non-Pro
@@ -438,6 +455,7 @@ class ChainDrawer:
             better = sy < score[redo]
             x[redo[better]] = y[better]
             score[redo[better]] = sy[better]
+        x = self._chemistry_first(x, b, seed, temperature, rep)
         final = self.residue_problems(x)
         rep.clashing_residues_final = int(final.sum())
         rep.wrong_centres_final = int(self.wrong_centres(x).sum())
@@ -447,13 +465,48 @@ class ChainDrawer:
         rep.max_cg_deviation_nm = float(np.abs(self.bead_centres(x) - np.asarray(beads)).max())
         return x, rep
 
+    def _chemistry_first(self, x: np.ndarray, b, seed: int, temperature: float, rep: ChainDrawReport) -> np.ndarray:
+        """Copies still with a wrong centre or a cis non-Pro bond after the exact draws have beads
+        no L, trans chain reaches (Martini 3 MD puts some side-chain beads further out than the
+        mapping of any AA structure): they are drawn once more with projections that restore the
+        residues' shapes and bond lengths last, then every bead within SNAP_TOLERANCE_NM is put
+        exactly on its target.  Kept where that has fewer such problems; the beads left off are
+        counted (``beads_missed``) and show in the CG deviation."""
+        from ..backmap.common import derive_seed
+
+        hard = self.wrong_centres(x).sum(1) + self.cis_nonpro(x).sum(1)
+        redo = np.flatnonzero(hard > 0)
+        if not len(redo) or not self.chemistry_first:
+            return x
+        y, hy = None, None
+        for k in range(1 + CHAIN_RETRIES):  # the best of a few attempts, as for the exact draws
+            yk, _ = self.snap_reachable(self._attempt(b[redo], derive_seed(seed, 61, k), temperature, rep, exact=False),
+                                        b[redo].cpu().numpy())
+            hk = self.wrong_centres(yk).sum(1) + self.cis_nonpro(yk).sum(1)
+            if y is None:
+                y, hy = yk, hk
+            else:
+                take = hk < hy
+                y[take], hy[take] = yk[take], hk[take]
+            if not hy.any():
+                break
+        better = hy < hard[redo]
+        x[redo[better]] = y[better]
+        rep.chemistry_first_copies += int(better.sum())
+        if better.any():
+            _, missed = self.snap_reachable(x[redo[better]], b[redo[better]].cpu().numpy())
+            rep.beads_missed += missed
+        return x
+
     def _problem_count(self, x: np.ndarray) -> np.ndarray:
         """(C,) problem residues per copy; a cis non-Pro bond counts 100 (it is the worst)."""
         return self.residue_problems(x).sum(1) + 100 * self.cis_nonpro(x).sum(1)
 
-    def _attempt(self, b, seed: int, temperature: float, rep: ChainDrawReport, first: bool = False) -> np.ndarray:
+    def _attempt(self, b, seed: int, temperature: float, rep: ChainDrawReport, first: bool = False,
+                 exact: bool = True) -> np.ndarray:
         """One full draw of copies on beads b (C, n_beads, 3): backbone, decoration, extras,
-        projection, REDRAW_ROUNDS of redrawing problem residues.  Returns x (C, n_atoms, 3) numpy."""
+        projection (``exact``: onto the beads; else chemistry first, see :meth:`_chemistry_first`),
+        REDRAW_ROUNDS of redrawing problem residues.  Returns x (C, n_atoms, 3) numpy."""
         import torch
 
         from ..backmap.common import derive_seed
@@ -470,7 +523,7 @@ class ChainDrawer:
         xn = x.cpu().numpy()
         place_extras(xn, self.residues, self.moltype)
         close_disulfides(xn, self.disulfides, self.adj, self.M)
-        x = self._project(torch.as_tensor(xn, device=dev), b)
+        x = self._project(torch.as_tensor(xn, device=dev), b, exact)
         for rnd in range(REDRAW_ROUNDS):
             bad = self.residue_problems(x.cpu().numpy())
             if first:
@@ -488,23 +541,25 @@ class ChainDrawer:
                 xn = xs.cpu().numpy()
                 place_extras(xn, self.residues, self.moltype)
                 close_disulfides(xn, self.disulfides, self.adj, self.M)
-                x[c] = self._project(torch.as_tensor(xn[c:c + 1], device=dev), b[c:c + 1])[0]
+                x[c] = self._project(torch.as_tensor(xn[c:c + 1], device=dev), b[c:c + 1], exact)[0]
             rep.redrawn_residues += int(bad.sum())
         return x.cpu().numpy()
 
     def wrong_centres(self, x: np.ndarray) -> np.ndarray:
-        """(C, R) bool: residue with a stereocentre whose sign differs from the training data's, x (C, n, 3)."""
-        from ..backmap.certify import chirality_signs
+        """(C, R) bool: residue with a stereocentre whose handedness differs from the training data's
+        seen from any face of its neighbours (a flattened centre is wrong too), x (C, n, 3)."""
+        from ..graph import chirality_consistent
 
         bad = np.zeros((x.shape[0], len(self.residues)), bool)
         for (kind, _lacks), idx in self.by_kind.items():
             km = self.model.kinds[kind]
             if not len(km.centres):
                 continue
+            nb4 = _four_neighbours(km)
             for i in idx:
                 core = self._template_atoms(km, i)
                 core = np.where(core >= 0, core, self.residues[i].ca)  # lacked atoms are in no centre
-                bad[:, i] = ~(chirality_signs(x[:, core], km.centres, km.neighbours) == km.signs).all(-1)
+                bad[:, i] = ~chirality_consistent(x[:, core], km.centres, nb4, km.signs).all(-1)
         return bad
 
 
@@ -512,6 +567,15 @@ def draw_chains(model: ChainModel, moltype, chain_mapping, residues: list[Residu
                 seed: int = 0, temperature: float = 1.0, device: str = "cpu", clash_intra: float = 0.10):
     """Convenience: one :class:`ChainDrawer` and one draw (see :meth:`ChainDrawer.draw`)."""
     return ChainDrawer(model, moltype, chain_mapping, residues, clash_intra).draw(beads, seed, temperature, device)
+
+
+def _four_neighbours(km) -> np.ndarray:
+    """(nc, 4) ascending template neighbours of the kind's stereocentres (the lowest three are
+    ``km.neighbours``, the reference signs' triple)."""
+    from ..graph import adjacency
+
+    adj = adjacency(len(km.names), np.asarray(km.bonds, int).reshape(-1, 2))
+    return np.array([sorted(adj[int(c)])[:4] for c in km.centres], np.int64).reshape(-1, 4)
 
 
 def _outside(d, rng):
