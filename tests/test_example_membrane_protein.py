@@ -55,7 +55,9 @@ def test_cycle_backmaps_with_shipped_models_only(flagship_run):
     assert not any(k.endswith("/train") for k in state) and "model" not in state["cycle_001/backmap"]["inputs"]
     info = state["cycle_001/backmap"]["info"]
     assert info["chain_cis_nonpro_final"] == 0 and info["chain_wrong_centres_final"] == 0
-    assert info["max_cg_deviation_nm"] < 1e-6
+    # beads exact, unless the CG MD put some where no L, trans chain reaches them (then missed, counted)
+    assert info["max_cg_deviation_nm"] < (0.15 if info["chain_chemistry_first_copies"] else 1e-6)
+    assert (info["chain_beads_missed"] > 0) == (info["chain_chemistry_first_copies"] > 0)
     frame = json.loads((run / "cycle_001" / "backmap" / "backmap-report.json").read_text())[0]
     popc = frame["per_moltype"]["POPC"]
     assert popc["stereo_wrong_final"] == 0 and popc["cistrans_wrong_final"] == 0
@@ -72,3 +74,18 @@ def test_cycle_backmaps_with_shipped_models_only(flagship_run):
     bm = read_frames(run / "cycle_001" / "backmap" / "backmapped.gro", expected_atoms=top.n_atoms)
     crit = protein_criteria(top, np.asarray(bm.positions, np.float64), np.asarray(bm.box))
     assert crit["cis_peptides_non_pro"] == 0 and crit["d_residues"] == 0
+
+
+def test_lipids_are_resampled_around_the_peptide(flagship_run):
+    """The shipped CG frame backmapped as is: the lipids are redrawn away from the peptide's atoms
+    too (the chain is a fixed obstacle of the lipids' clash search), so no peptide-lipid pair is left
+    under the 0.08 nm bound (seed 1 left a Leu H 0.072 nm from a POPC O22 when only lipid-lipid
+    pairs were searched)."""
+    d = flagship_run
+    for seed in (1, 2):
+        r = subprocess.run([sys.executable, "-m", "multiscale.cli", "backmap", "--cg", "cg.gro", "--topology", "aa.top",
+                            "--output", f"bm{seed}.gro", "--seed", str(seed), "--report", f"bm{seed}.json"],
+                           cwd=d, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        rep = json.loads((d / f"bm{seed}.json").read_text())[0]
+        assert rep["ok"] and rep["inter_clash_pairs_final"] == 0, r.stdout

@@ -65,7 +65,7 @@ class BackmapContext:
 
     sol_blocks / water_blocks / ion_blocks: ``(layout index, CGBlock)`` per kind (see
     :func:`block_kind`); mol_id / local / kind (A,) per atom of the clash search over solutes
-    (then the fixed atoms: ions, then the hydration-shell waters of hydrated ions), excl:
+    (then the fixed atoms: ions, the hydration-shell waters of hydrated ions, the chains' atoms), excl:
     exclusion matrix per kind; mol_block (M, 2): per solute molecule (solute list index,
     molecule index); n_solute_mols: M; bead_mol (B,): molecule id per CG bead; shell_atoms:
     AA atom indices of the hydration-shell waters (the tail of the first water block; empty
@@ -134,9 +134,11 @@ def hydration(layout, water_blocks, ion_blocks) -> tuple[int, np.ndarray]:
     return k, np.arange(first, first + n_shell * wb.aa_block.moltype.n_atoms)
 
 
-def _solute_arrays(model, sol_blocks, ion_blocks, water_blocks=(), n_shell: int = 0):
+def _solute_arrays(model, sol_blocks, ion_blocks, water_blocks=(), n_shell: int = 0, chain_blocks=()):
     """Per-atom arrays of the solute clash search: solute molecules first, then the ions, then
-    ``n_shell`` hydration-shell waters (all fixed obstacles)."""
+    ``n_shell`` hydration-shell waters, then the atoms of the amino-acid chains (all fixed
+    obstacles; a chain atom is a molecule of its own here: the chain drawer owns its intramolecular
+    clashes)."""
     from .certify import exclusion_matrix
 
     kinds = {name: k for k, name in enumerate(dict.fromkeys(blk.aa_block.moltype.name for _, blk in sol_blocks))}
@@ -167,6 +169,13 @@ def _solute_arrays(model, sol_blocks, ion_blocks, water_blocks=(), n_shell: int 
         mol_id.append(np.repeat(np.arange(base, base + n_shell), na))
         local.append(np.tile(np.arange(na), n_shell))
         kind.append(np.full(n_shell * na, len(excl) - 1))
+    n_chain = sum(blk.count * blk.aa_block.moltype.n_atoms for _, blk in chain_blocks)
+    if n_chain:
+        base = int(max([base] + [m.max() + 1 for m in mol_id if len(m)]))
+        excl.append(np.ones((1, 1), bool))
+        mol_id.append(np.arange(base, base + n_chain))
+        local.append(np.zeros(n_chain, int))
+        kind.append(np.full(n_chain, len(excl) - 1))
     if not mol_id:
         return [], [], [], excl, [], 0
     cat = np.concatenate
@@ -184,7 +193,8 @@ def build_context(model, topology, layout, device, opts: BackmapOptions) -> Back
     sol, wat, ion = by_kind["molecule"], by_kind["water"], by_kind["ion"]
     k, shell_atoms = hydration(layout, wat, ion)
     n_shell = len(shell_atoms) // wat[0][1].aa_block.moltype.n_atoms if len(shell_atoms) else 0
-    mol_id, local, kind, excl, mol_block, n_sol = _solute_arrays(model, sol, ion, wat, n_shell)
+    chain_obstacles = by_kind["chain"] if sol else []  # only solutes are resampled around them
+    mol_id, local, kind, excl, mol_block, n_sol = _solute_arrays(model, sol, ion, wat, n_shell, chain_obstacles)
     chains = [(bi, blk, chain_drawer(model, blk, opts)) for bi, blk in by_kind["chain"]]
     return BackmapContext(model, topology, layout, device, opts, sol, wat, ion, mol_id, local, kind, excl,
                           mol_block, n_sol, bead_molecules(layout), shell_atoms, chains)

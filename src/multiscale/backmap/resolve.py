@@ -52,10 +52,12 @@ def _solute_clash_pairs(state: FrameState, ctx: BackmapContext, changed):
 
     o, cache = ctx.opts, state.clash_cache
     fixed = [ion_positions(state, ctx)] if ctx.ion_blocks else []
-    allx = np.concatenate([s.x.reshape(-1, 3) for s in state.solutes] + fixed)
+    # the chains' atoms come last (:func:`~.frame._solute_arrays`, which adds them whenever there are solutes)
+    allx = np.concatenate([s.x.reshape(-1, 3) for s in state.solutes] + fixed + list(state.chains))
     args = (allx, state.box, ctx.mol_id, ctx.local, ctx.kind, ctx.excl, *_bounds(o))
     if changed is None or "ip" not in cache:
         ip, jp = find_clashes(*args)
+        ip = ip[(ctx.mol_id[ip] < ctx.n_solute_mols).any(1)]  # pairs between fixed atoms (a chain's own) are not the solutes'
     else:
         moved = np.isin(ctx.mol_id, changed)
         keep_i = ~moved[cache["ip"]].any(1)
@@ -101,8 +103,7 @@ def check_solutes(state: FrameState, ctx: BackmapContext, changed=None) -> tuple
         ip, jp = _solute_clash_pairs(state, ctx, changed)
         n_inter, n_intra = len(ip), len(jp)
         mols = np.unique(ctx.mol_id[np.concatenate([ip.ravel(), jp.ravel()])])
-        if ctx.ion_blocks:
-            mols = mols[mols < ctx.n_solute_mols]
+        mols = mols[mols < ctx.n_solute_mols]  # fixed obstacles (ions, shells, chains) are not resampled
         for si, mi in ctx.mol_block[mols]:
             clash_bad[si][mi] = True
     state.bad = [b | c for b, c in zip(bad, clash_bad)]

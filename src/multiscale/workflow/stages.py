@@ -505,7 +505,8 @@ def _run_backmap(stage: PythonStage, ctx: StageContext) -> StageResult:
         if (k.endswith("_final") or k in ("ok", "retries", "max_cg_deviation_nm")) and isinstance(v, (bool, int, float)):
             info[k] = v
     chains = [m for m in (first.get("per_moltype") or {}).values() if isinstance(m, dict) and m.get("kind") == "chain"]
-    for k in ("cis_nonpro_final", "clashing_residues_final", "wrong_centres_final", "bad_disulfides_final"):  # chains.draw
+    for k in ("cis_nonpro_final", "clashing_residues_final", "wrong_centres_final", "bad_disulfides_final",
+              "chemistry_first_copies", "beads_missed"):  # chains.draw
         if chains:
             info[f"chain_{k}"] = int(sum(m.get(k, 0) for m in chains))
     return StageResult(info=info)
