@@ -48,6 +48,10 @@ def test_errors_are_one_line_and_nonzero(tmp_path):
     r = run("coarse-grain", "--topology", tmp_path / "nope.top", "--structure", tmp_path / "aa.gro", "--mapping", p["map"],
             "--output", tmp_path / "cg.gro")
     assert r.returncode == 2 and "nope.top not found" in r.stderr and r.stderr.count("\n") == 1
+    r = run("coarse-grain", "--topology", p["top"], "--structure", tmp_path / "aa.gro", "--mapping", p["map"], "--go",
+            "--output", tmp_path / "cg.gro")
+    assert r.returncode == 2 and "no amino-acid chain to put Go virtual sites on" in r.stderr and r.stderr.count("\n") == 1
+    assert not (tmp_path / "cg.gro").exists()
 
 
 def test_missing_gmx_is_one_line_and_leaves_nothing(tmp_path):

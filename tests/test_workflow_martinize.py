@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -104,6 +105,17 @@ def test_go_model_is_written_by_martinize2(tmp_path):
     chain = next(v for v in cert["per_moltype"].values() if v.get("kind") == "chain")
     assert chain["cis_nonpro_final"] == 0 and chain["wrong_centres_final"] == 0
     assert chain["max_cg_deviation_nm"] < 1e-6  # on the real beads (the PDB's 0.001 nm rounding is in them)
+    # `multiscale coarse-grain --go` writes the same beads, Go sites included, as martinize2 -go on that frame
+    r = subprocess.run([sys.executable, "-m", "multiscale.cli", "coarse-grain", "--topology", str(TRPCAGE / "topol.top"),
+                        "--structure", str(TRPCAGE / "start.gro"), "--go", "--output", "cg_go.gro"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr
+    from multiscale.io import read_frames
+
+    ours, theirs = read_frames(tmp_path / "cg_go.gro"), read_frames(tmp_path / "cg_box.pdb")  # (editconf -box centres it)
+    assert list(ours.names) == list(theirs.names) and list(ours.names).count("CA") == 20
+    a, b = ours.positions[0], theirs.positions[0]
+    assert np.abs((a - a.mean(0)) - (b - b.mean(0))).max() < 0.002  # the files' 0.001 nm rounding
 
 
 @pytest.mark.parametrize("martinize, match", [

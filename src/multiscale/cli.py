@@ -134,8 +134,18 @@ def cmd_coarse_grain(args) -> int:
     refuse_inputs_as_outputs({"--output": args.output, "--cg-topology": args.cg_topology}, _aa_inputs(args))
     _check_outputs({"--output": (args.output, _STRUCTURE_OUT), "--cg-topology": (args.cg_topology, (".top",))})
     top, mapping, frames = _load_aa(args)
+    layout = None
+    if args.go:
+        from .classes.chain import with_go_sites
+        from .coarse_grain import cg_layout
+
+        layout = cg_layout(top, mapping)
+        chains = [b.aa_block.moltype.name for b in layout if b.kind == "chain"]
+        if not chains:
+            raise MultiscaleError(f"--go: {args.topology} has no amino-acid chain to put Go virtual sites on: drop --go")
+        layout = with_go_sites(layout, chains)
     t0 = time.perf_counter()
-    cg = coarse_grain(frames.positions, frames.box, top, mapping, seed=args.seed)
+    cg = coarse_grain(frames.positions, frames.box, top, mapping, seed=args.seed, layout=layout)
     dt = time.perf_counter() - t0
     names, resnames, resids = cg_names(cg.layout)
     pos = cg.positions if frames.n_frames > 1 or Path(args.output).suffix != ".gro" else cg.positions[0]
@@ -255,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--include", action="append",
                    help="itp to #include in the CG .top (repeat); the mapping's bead order is checked against (and taken from) it")
     c.add_argument("--seed", type=nonneg_int, default=0, help="seed of the water grouping")
+    c.add_argument("--go", action="store_true",
+                   help="also write martinize2's Go-model virtual sites: one CA bead per residue after each chain's "
+                        "beads, on its BB bead (for a CG topology from martinize2 -go)")
     _frames_args(c)
     c.set_defaults(func=cmd_coarse_grain)
 
