@@ -76,7 +76,8 @@ def scores(top, x, box, truth_top, truth_x, cg) -> dict:
     beads = chain_mapping_from_moltype(top.blocks[0].moltype).coarse_grain(x)
     shift = minimum_image(beads[0] - cg[0], bm)  # same image as the input (CG2AT2 may move the protein by a box vector)
     beads = beads - (beads[0] - cg[0]) + shift
-    return {"cis_non_pro": c["cis_peptides_non_pro"], "d_residues": c["d_residues"], "clash_score_pct": c["clash_score_pct"],
+    return {"cis_non_pro": c["cis_peptides_non_pro"], "d_residues": c["d_residues"], "distorted_centres": c["distorted_centres"],
+            "clash_score_pct": c["clash_score_pct"],
             "rmsd_heavy_nm": rmsd, "matched_heavy": len(common), "bead_rmsd_nm": float(np.sqrt(((beads - cg) ** 2).sum(-1).mean())),
             "bead_rmsd_centred_nm": float(np.sqrt(((beads - beads.mean(0) - cg + cg.mean(0)) ** 2).sum(-1).mean()))}
 
@@ -191,7 +192,7 @@ def main(argv=None) -> int:
         rows["multiscale shipped model (before EM)"].append(
             {**scores(top, np.asarray(mx.positions[0], np.float64), np.asarray(mx.box[0]), top, truth, cg), "seconds": t})
         print(f"frame {f}: " + json.dumps({k: v[-1] for k, v in rows.items()}), flush=True)
-    keys = ["cis_non_pro", "d_residues", "clash_score_pct", "rmsd_heavy_nm", "bead_rmsd_nm", "bead_rmsd_centred_nm", "seconds"]
+    keys = ["cis_non_pro", "d_residues", "distorted_centres", "clash_score_pct", "rmsd_heavy_nm", "bead_rmsd_nm", "bead_rmsd_centred_nm", "seconds"]
     source = (f"the last {a.frames} frames of {a.cg_ns:g} ns of Martini 3 MD (martinize2 -elastic, insane W + 0.15 M NaCl, "
               f"seed {a.seed}), the protein's beads made whole" if a.cg_md else
               f"the last {a.frames} AA frames of the peptide's run; each frame coarse-grained with martinize2's weights")

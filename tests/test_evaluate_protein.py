@@ -62,6 +62,26 @@ def test_threonine_cb_inversion_is_one_d_residue(pep):
     assert _crit(top, y, box)["d_residues"] == 1
 
 
+def test_flattened_centre_is_distorted_not_d(pep):
+    """An HA pushed through the N-C-CB face: still L by the three heavy substituents (so no D
+    residue), but the faces with HA disagree -- one distorted centre; the mirror image is D, not
+    distorted."""
+    from multiscale.evaluate.protein import residue_table
+
+    top, x, box, _top_path = pep
+    t = residue_table(top)
+    r = next(i for i in range(t.n_residues) if t.resname[i] == "LYS")
+    ca, ha, cb = (t.atoms[r][n] for n in ("CA", "HA", "CB"))
+    y = x.copy()
+    y[:, ha] = y[:, ca] + 0.5 * (y[:, ca] - y[:, ha]) + 0.3 * (y[:, cb] - y[:, ca])  # HA behind CA, next to CB
+    c = _crit(top, y, box)
+    assert c["d_residues"] == 0 and c["distorted_centres"] == 1
+    assert _crit(top, x, box)["distorted_centres"] == 0
+    m = x.copy()
+    m[..., 0] *= -1.0
+    assert _crit(top, m, box)["distorted_centres"] == 0
+
+
 def _rotate_after(x, t, r, angle):
     """Rotate every atom after residue r's C about the C(r)-N(r+1) bond (changes omega(r) only)."""
     c, n = t.c[r], t.next_n[r]

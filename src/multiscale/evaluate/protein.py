@@ -43,7 +43,7 @@ def _tables() -> tuple[dict, dict, dict, set]:
 
     t = yaml.safe_load(find_data("classes", "protein_torsions.yaml").read_text())
     aa = yaml.safe_load(find_data("classes", "amino_acids.yaml").read_text())
-    return t["chi"], t["stereo"], t["aliases"], set(aa["residues"])
+    return t["chi"], {k: v + [t["stereo_h"][k]] for k, v in t["stereo"].items()}, t["aliases"], set(aa["residues"])
 
 
 def canonical(resname: str) -> str | None:
@@ -156,19 +156,29 @@ def chi_torsions(x: np.ndarray, t: ResidueTable) -> dict[tuple[str, int], np.nda
     return {key: _dihedral(x, np.array(q, dtype=np.int64)) for key, q in quads.items()}
 
 
-def chirality_wrong(x: np.ndarray, t: ResidueTable) -> np.ndarray:
-    """(F, R) True where a residue's CA (or Thr/Ile CB) has the D (unnatural) configuration."""
+def chirality_wrong(x: np.ndarray, t: ResidueTable, distorted: bool = False) -> np.ndarray:
+    """(F, R) True where a residue's CA (or Thr/Ile CB) has the D (unnatural) configuration; with
+    ``distorted``, where it is L by its three heavy substituents but a face with its hydrogen says
+    otherwise (a flattened or half-inverted centre, which no L or D label describes)."""
     stereo = _tables()[1]
     wrong = np.zeros((x.shape[0], t.n_residues), dtype=bool)
-    for key, (cen, a, b, d) in stereo.items():
+    for key, (cen, a, b, d, h) in stereo.items():
         rows = [r for r in range(t.n_residues) if (key == "CA" or t.resname[r] == key)
                 and all(n in t.atoms[r] for n in (cen, a, b, d))]
+        if distorted:
+            rows = [r for r in rows if h in t.atoms[r]]
         if not rows:
             continue
-        idx = np.array([[t.atoms[r][n] for n in (cen, a, b, d)] for r in rows])
+        idx = np.array([[t.atoms[r][n] for n in (cen, a, b, d, *((h,) if distorted else ()))] for r in rows])
         c = x[:, idx[:, 0]]
-        vol = np.sum((x[:, idx[:, 1]] - c) * np.cross(x[:, idx[:, 2]] - c, x[:, idx[:, 3]] - c), axis=-1)
-        wrong[:, rows] |= vol < 0
+        v = [x[:, idx[:, k]] - c for k in range(1, idx.shape[1])]
+        def vol(i, j, k, v=v):
+            return np.sum(v[i] * np.cross(v[j], v[k]), axis=-1)
+
+        if not distorted:
+            wrong[:, rows] |= vol(0, 1, 2) < 0
+        else:  # the four faces alternate in sign around a tetrahedral centre (graph.chirality_consistent)
+            wrong[:, rows] |= (vol(0, 1, 2) >= 0) & ((vol(0, 1, 3) >= 0) | (vol(0, 2, 3) <= 0) | (vol(1, 2, 3) >= 0))
     return wrong
 
 
@@ -270,6 +280,7 @@ def protein_criteria(topology, x: np.ndarray, box: np.ndarray, ref_x: np.ndarray
            "cis_peptides_non_pro": float(cis[:, ~before_pro].sum(axis=1).mean()),
            "cis_peptides_pro": float(cis[:, before_pro].sum(axis=1).mean()),
            "d_residues": float(chirality_wrong(x, t).sum(axis=1).mean()),
+           "distorted_centres": float(chirality_wrong(x, t, distorted=True).sum(axis=1).mean()),
            "clash_score_pct": float(clash_score(x, box, topology, t, system).mean())}
     if ref_x is not None:
         rb = backbone_torsions(ref_x, t)

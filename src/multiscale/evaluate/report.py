@@ -353,6 +353,7 @@ PROTEIN_KEYS = (("rama_jsd_mean", "Ramachandran JSD, mean over residue types", "
                 ("cis_peptides_non_pro", "cis peptide bonds, not before Pro (per frame)", "{:g}"),
                 ("cis_peptides_pro", "cis peptide bonds before Pro (per frame)", "{:g}"),
                 ("d_residues", "D residues (CA, Thr/Ile CB; per frame)", "{:g}"),
+                ("distorted_centres", "distorted centres (L by N, C, CB but not from every face; per frame)", "{:g}"),
                 ("clash_score_pct", "clash score: % residues with a heavy-atom contact < 0.12 nm", "{:.1f}"),
                 ("bond_score", "bond score: fraction of bonds within 10 % of the reference", "{:.3f}"),
                 ("rmsd_heavy_nm", "heavy-atom RMSD to the same-index reference frame, nm", "{:.3f}"),
