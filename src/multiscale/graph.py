@@ -470,21 +470,26 @@ def chirality_signs(x: np.ndarray, centres: np.ndarray, neighbours: np.ndarray) 
     return np.where(np.isfinite(v), np.sign(v), np.nan)
 
 
-def chirality_consistent(x: np.ndarray, centres: np.ndarray, neighbours: np.ndarray, signs: np.ndarray) -> np.ndarray:
+def chirality_consistent(x: np.ndarray, centres: np.ndarray, neighbours: np.ndarray, signs: np.ndarray,
+                         margin: float = 0.0) -> np.ndarray:
     """Whether each tetrahedral centre has handedness ``signs`` seen from all four faces: x (..., n, 3)
     whole molecules; centres (s,); neighbours (s, 4) ascending; signs (s,) +-1, the sign of
     :func:`chirality_signs` on the lowest three -> (..., s) bool.
 
     For a centre inside the tetrahedron of its neighbours n0..n3 the signed volumes of the triples
     (0,1,2), (0,1,3), (0,2,3), (1,2,3) alternate in sign; a flattened or half-inverted centre, which
-    the lowest three alone can still pass, breaks that pattern."""
+    the lowest three alone can still pass, breaks that pattern.  ``margin``: each face's volume,
+    normalised by its three bond lengths (0.77 for an ideal tetrahedron), must exceed it (a centre
+    that flat could change hands when an output file rounds its coordinates)."""
     x = np.asarray(x)
     nb = np.asarray(neighbours, dtype=np.int64).reshape(-1, 4)
     c = x[..., np.asarray(centres, dtype=np.int64).reshape(-1), :]
     v = [x[..., nb[:, k], :] - c for k in range(4)]
+    r = [np.linalg.norm(u, axis=-1) for u in v]
     ok = np.ones(x.shape[:-2] + (len(nb),), bool)
     for (a, b, d), parity in (((0, 1, 2), 1), ((0, 1, 3), -1), ((0, 2, 3), 1), ((1, 2, 3), -1)):
-        ok &= np.sign(np.sum(v[a] * np.cross(v[b], v[d]), -1)) == parity * np.asarray(signs)
+        vol = np.sum(v[a] * np.cross(v[b], v[d]), -1) / np.maximum(r[a] * r[b] * r[d], 1e-30)
+        ok &= vol * parity * np.asarray(signs) > margin
     return ok
 
 

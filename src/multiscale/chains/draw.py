@@ -54,6 +54,10 @@ REDRAW_ROUNDS, CHAIN_RETRIES, WHOLE_RETRY_RESIDUES = 8, 2, 100
 #: after a chemistry-first draw (:meth:`ChainDrawer._chemistry_first`), beads closer than this to
 #: their target are put exactly on it; the others are left where the residue's geometry allows
 SNAP_TOLERANCE_NM = 0.01
+#: a stereocentre counts as right only when every face of its neighbours has a normalised volume of
+#: the right sign above this (ideal tetrahedron 0.77, AA MD >= 0.52; an Arg CA at 1e-4 passed the
+#: sign test and came out distorted once its .gro was rounded to 0.001 nm)
+CENTRE_MARGIN = 0.1
 #: iterations / stiffness of the geometry-preserving exact projection (multiscale.backmap.place.relax_project)
 RELAX_ITERATIONS, RELAX_STIFFNESS = 12, 1.8
 #: the projection's shape matching of centres and peptide bonds (:meth:`ChainDrawer._rigid_groups`) takes
@@ -559,7 +563,7 @@ class ChainDrawer:
             for i in idx:
                 core = self._template_atoms(km, i)
                 core = np.where(core >= 0, core, self.residues[i].ca)  # lacked atoms are in no centre
-                bad[:, i] = ~chirality_consistent(x[:, core], km.centres, nb4, km.signs).all(-1)
+                bad[:, i] = ~chirality_consistent(x[:, core], km.centres, nb4, km.signs, CENTRE_MARGIN).all(-1)
         return bad
 
 
