@@ -72,7 +72,11 @@ def test_peptide_cycle(peptide_run):
     assert list(bm.names) == list(start.names)
     assert len(set(bm.resids[chain.start:chain.stop].tolist())) == 6
     frame = json.loads((run / "cycle_001" / "backmap" / "backmap-report.json").read_text())[0]
-    assert frame["max_cg_deviation_nm"] < 1e-6 and frame["inter_clash_pairs_final"] == 0
+    chain_rep = next(v for v in frame["per_moltype"].values() if v.get("kind") == "chain")
+    # beads exact unless the CG MD put some out of reach of an L, trans chain (then missed and counted)
+    assert frame["max_cg_deviation_nm"] < (0.15 if chain_rep["chemistry_first_copies"] else 1e-6)
+    assert chain_rep["wrong_centres_final"] == 0 and chain_rep["cis_nonpro_final"] == 0
+    assert frame["inter_clash_pairs_final"] == 0
     for stage in ("restrained-em", "restrained-eq", "relax"):
         assert state[f"cycle_001/{stage}"]["status"] == "done"
 

@@ -172,7 +172,10 @@ def test_go_model_in_a_cycle(example, tmp_path):
         assert np.abs(fr.positions[0, ca] - fr.positions[0, bb]).max() < 2e-3  # on BB (the .gro's rounding)
     assert '#include "../../martinize/martini_v3.0.0.itp"' in (run / "cycle_001" / "coarse-grain" / "cg.top").read_text()
     info = json.loads((run / "state.json").read_text())["stages"]["cycle_001/backmap"]["info"]
-    assert info["chain_cis_nonpro_final"] == 0 and info["chain_wrong_centres_final"] == 0 and info["max_cg_deviation_nm"] < 1e-6
+    assert info["chain_cis_nonpro_final"] == 0 and info["chain_wrong_centres_final"] == 0
+    # beads exact unless the CG MD put some out of reach of an L, trans chain (then missed and counted)
+    assert info["max_cg_deviation_nm"] < (0.15 if info["chain_chemistry_first_copies"] else 1e-6)
+    assert (info["chain_beads_missed"] > 0) == (info["chain_chemistry_first_copies"] > 0)
 
 
 def test_dssp_without_mdtraj_is_one_line(make_config):
