@@ -136,11 +136,11 @@ def cmd_coarse_grain(args) -> int:
     top, mapping, frames = _load_aa(args)
     layout = None
     if args.go:
-        from .classes.chain import with_go_sites
+        from .classes.chain import chain_names, with_go_sites
         from .coarse_grain import cg_layout
 
         layout = cg_layout(top, mapping)
-        chains = [b.aa_block.moltype.name for b in layout if b.kind == "chain"]
+        chains = chain_names(layout)
         if not chains:
             raise MultiscaleError(f"--go: {args.topology} has no amino-acid chain to put Go virtual sites on: drop --go")
         layout = with_go_sites(layout, chains)

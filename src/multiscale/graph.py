@@ -473,8 +473,8 @@ def chirality_signs(x: np.ndarray, centres: np.ndarray, neighbours: np.ndarray) 
 def chirality_consistent(x: np.ndarray, centres: np.ndarray, neighbours: np.ndarray, signs: np.ndarray,
                          margin: float = 0.0) -> np.ndarray:
     """Whether each tetrahedral centre has handedness ``signs`` seen from all four faces: x (..., n, 3)
-    whole molecules; centres (s,); neighbours (s, 4) ascending; signs (s,) +-1, the sign of
-    :func:`chirality_signs` on the lowest three -> (..., s) bool.
+    whole molecules; centres (s,); neighbours (s, 4); signs (s,) +-1, the sign of
+    :func:`chirality_signs` on the first three (the lowest three when ascending) -> (..., s) bool.
 
     For a centre inside the tetrahedron of its neighbours n0..n3 the signed volumes of the triples
     (0,1,2), (0,1,3), (0,2,3), (1,2,3) alternate in sign; a flattened or half-inverted centre, which

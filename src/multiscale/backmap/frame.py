@@ -169,9 +169,9 @@ def _solute_arrays(model, sol_blocks, ion_blocks, water_blocks=(), n_shell: int 
         mol_id.append(np.repeat(np.arange(base, base + n_shell), na))
         local.append(np.tile(np.arange(na), n_shell))
         kind.append(np.full(n_shell * na, len(excl) - 1))
+        base += n_shell
     n_chain = sum(blk.count * blk.aa_block.moltype.n_atoms for _, blk in chain_blocks)
     if n_chain:
-        base = int(max([base] + [m.max() + 1 for m in mol_id if len(m)]))
         excl.append(np.ones((1, 1), bool))
         mol_id.append(np.arange(base, base + n_chain))
         local.append(np.zeros(n_chain, int))

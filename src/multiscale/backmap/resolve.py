@@ -236,7 +236,7 @@ def stereo_repair(state: FrameState, ctx: BackmapContext) -> FrameState:
         v["stereo_wrong_final"] += int(wc.sum())
         v["cistrans_wrong_final"] += int(wb.sum())
         v["clash_molecules_final"] += int(state.clash_bad[k].sum())
-        v["strained_final"] = v.get("strained_final", 0) + int(strained(s).sum())
+        v["strained_final"] += int(strained(s).sum())
         un = np.flatnonzero(state.bad[k])
         v["unresolved"] = (v["unresolved"] + un.tolist())[:50]
         blk = ctx.layout[s.bi]

@@ -123,6 +123,8 @@ class ChainDrawer:
             km = model.kinds[r.kind]
             lacks = tuple(nm for nm in km.names if nm not in set(r.core_names))
             self.by_kind.setdefault((r.kind, lacks), []).append(i)
+        #: per residue kind, its stereocentres' four template neighbours (:meth:`wrong_centres`)
+        self.four_neighbours = {kind: _four_neighbours(model.kinds[kind]) for kind, _ in self.by_kind}
         self.keep_pairs = _kept_pairs(moltype, residues)
         from ..graph import MolecularGraph
 
@@ -367,15 +369,15 @@ class ChainDrawer:
         return relax_project(x, self.M, self.A, b, self.keep_pairs, RELAX_ITERATIONS, RELAX_STIFFNESS, rigid=self.rigid,
                              rigid_weight=RIGID_WEIGHT, exact=exact)
 
-    def snap_reachable(self, x: np.ndarray, beads: np.ndarray, tol: float = SNAP_TOLERANCE_NM) -> tuple[np.ndarray, int]:
+    def snap_reachable(self, x: np.ndarray, beads: np.ndarray, tol: float = SNAP_TOLERANCE_NM) -> tuple[np.ndarray, np.ndarray]:
         """Beads within ``tol`` nm of their target put exactly on it (the projection operator's
         columns of those beads: the other beads do not move); x (C, n, 3), beads (C, nb, 3) nm.
-        Returns (x, number of beads left further off)."""
+        Returns (x, (C,) number of beads left further off per copy)."""
         C, n = x.shape[:2]
         r = np.asarray(beads, np.float64) - self.bead_centres(x)  # (C, nb, 3)
         near = np.linalg.norm(r, axis=-1) <= tol
         corr = self.A @ (r * near[..., None]).transpose(1, 0, 2).reshape(r.shape[1], C * 3)
-        return x + np.asarray(corr).reshape(n, C, 3).transpose(1, 0, 2), int((~near).sum())
+        return x + np.asarray(corr).reshape(n, C, 3).transpose(1, 0, 2), (~near).sum(1)
 
     def residue_problems(self, x: np.ndarray) -> np.ndarray:
         """(C, R) bool: residue with a wrong stereocentre, a cis peptide bond before a non-Pro
@@ -478,29 +480,31 @@ class ChainDrawer:
         counted (``beads_missed``) and show in the CG deviation."""
         from ..backmap.common import derive_seed
 
-        hard = self.wrong_centres(x).sum(1) + self.cis_nonpro(x).sum(1)
+        hard = self._hard_problems(x)
         redo = np.flatnonzero(hard > 0)
         if not len(redo) or not self.chemistry_first:
             return x
-        y, hy = None, None
+        y = hy = missed = None
         for k in range(1 + CHAIN_RETRIES):  # the best of a few attempts, as for the exact draws
-            yk, _ = self.snap_reachable(self._attempt(b[redo], derive_seed(seed, 61, k), temperature, rep, exact=False),
-                                        b[redo].cpu().numpy())
-            hk = self.wrong_centres(yk).sum(1) + self.cis_nonpro(yk).sum(1)
+            yk, mk = self.snap_reachable(self._attempt(b[redo], derive_seed(seed, 61, k), temperature, rep, exact=False),
+                                         b[redo].cpu().numpy())
+            hk = self._hard_problems(yk)
             if y is None:
-                y, hy = yk, hk
+                y, hy, missed = yk, hk, mk
             else:
                 take = hk < hy
-                y[take], hy[take] = yk[take], hk[take]
+                y[take], hy[take], missed[take] = yk[take], hk[take], mk[take]
             if not hy.any():
                 break
         better = hy < hard[redo]
         x[redo[better]] = y[better]
         rep.chemistry_first_copies += int(better.sum())
-        if better.any():
-            _, missed = self.snap_reachable(x[redo[better]], b[redo[better]].cpu().numpy())
-            rep.beads_missed += missed
+        rep.beads_missed += int(missed[better].sum())
         return x
+
+    def _hard_problems(self, x: np.ndarray) -> np.ndarray:
+        """(C,) wrong centres + cis non-Pro peptide bonds per copy: what no copy may keep."""
+        return self.wrong_centres(x).sum(1) + self.cis_nonpro(x).sum(1)
 
     def _problem_count(self, x: np.ndarray) -> np.ndarray:
         """(C,) problem residues per copy; a cis non-Pro bond counts 100 (it is the worst)."""
@@ -559,7 +563,7 @@ class ChainDrawer:
             km = self.model.kinds[kind]
             if not len(km.centres):
                 continue
-            nb4 = _four_neighbours(km)
+            nb4 = self.four_neighbours[kind]
             for i in idx:
                 core = self._template_atoms(km, i)
                 core = np.where(core >= 0, core, self.residues[i].ca)  # lacked atoms are in no centre

@@ -117,6 +117,11 @@ def with_go_sites(layout: list, names) -> list:
     return out
 
 
+def chain_names(layout: list) -> list[str]:
+    """The moleculetype names of the amino-acid chain blocks of ``layout``."""
+    return [b.aa_block.moltype.name for b in layout if b.kind == Chain.name]
+
+
 def match_go_sites(layout: list, bead_names) -> list:
     """``layout``, or the layout with Go virtual sites on every chain (:func:`with_go_sites`) when a CG
     structure with these per-bead names is martinize2 -go output as is: one more bead per residue of
@@ -124,7 +129,7 @@ def match_go_sites(layout: list, bead_names) -> list:
     (the bead-count check then names the mismatch)."""
     names = [str(n) for n in bead_names]
     total = layout[-1].stop if layout else 0
-    chains = [b.aa_block.moltype.name for b in layout if b.kind == Chain.name]
+    chains = chain_names(layout)
     if len(names) == total or not chains:
         return layout
     go = with_go_sites(layout, chains)

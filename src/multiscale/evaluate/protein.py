@@ -160,6 +160,8 @@ def chirality_wrong(x: np.ndarray, t: ResidueTable, distorted: bool = False) -> 
     """(F, R) True where a residue's CA (or Thr/Ile CB) has the D (unnatural) configuration; with
     ``distorted``, where it is L by its three heavy substituents but a face with its hydrogen says
     otherwise (a flattened or half-inverted centre, which no L or D label describes)."""
+    from ..graph import chirality_consistent
+
     stereo = _tables()[1]
     wrong = np.zeros((x.shape[0], t.n_residues), dtype=bool)
     for key, (cen, a, b, d, h) in stereo.items():
@@ -169,16 +171,13 @@ def chirality_wrong(x: np.ndarray, t: ResidueTable, distorted: bool = False) -> 
             rows = [r for r in rows if h in t.atoms[r]]
         if not rows:
             continue
-        idx = np.array([[t.atoms[r][n] for n in (cen, a, b, d, *((h,) if distorted else ()))] for r in rows])
+        idx = np.array([[t.atoms[r][n] for n in (cen, a, b, d, h if distorted else d)] for r in rows])
         c = x[:, idx[:, 0]]
-        v = [x[:, idx[:, k]] - c for k in range(1, idx.shape[1])]
-        def vol(i, j, k, v=v):
-            return np.sum(v[i] * np.cross(v[j], v[k]), axis=-1)
-
-        if not distorted:
-            wrong[:, rows] |= vol(0, 1, 2) < 0
-        else:  # the four faces alternate in sign around a tetrahedral centre (graph.chirality_consistent)
-            wrong[:, rows] |= (vol(0, 1, 2) >= 0) & ((vol(0, 1, 3) >= 0) | (vol(0, 2, 3) <= 0) | (vol(1, 2, 3) >= 0))
+        d_hand = np.sum((x[:, idx[:, 1]] - c) * np.cross(x[:, idx[:, 2]] - c, x[:, idx[:, 3]] - c), axis=-1) < 0
+        if distorted:  # L by the heavy three, but not tetrahedral from every face with the hydrogen
+            wrong[:, rows] |= ~d_hand & ~chirality_consistent(x, idx[:, 0], idx[:, 1:], np.ones(len(rows)))
+        else:
+            wrong[:, rows] |= d_hand
     return wrong
 
 
