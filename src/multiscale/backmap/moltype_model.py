@@ -99,14 +99,17 @@ class MoltypeModel:
         return self.matrix.shape[0]
 
     def generate(self, beads, generator=None, device: str = "cpu", temperature: float = 1.0, env=None,
-                 repeats: int = 1, relax: bool = True):
+                 repeats: int = 1, relax: bool = True, every_draw: bool = False):
         """Sample molecules on beads (B, n_beads, 3) nm (whole) -> torch (R*B, n_atoms, 3) float64 on device.
 
         env: (B, n_beads) neighbour counts when the model was trained with ``env_cutoff``;
         repeats R: independent conformations per molecule, repeat-major.  relax=False: only
         superposed on the beads (not yet CG-exact); :meth:`relax` does the geometry-preserving
         exact projection later, for the candidates actually used (it keeps the bond and 1-3
-        distances of its input, so its input must be the unprojected conformation)."""
+        distances of its input, so its input must be the unprojected conformation).
+        every_draw (with relax=False): best-of models return all ``best_of`` draws per
+        conformation, (best_of*R*B, n_atoms, 3) draw-major, for the caller to choose from
+        (:meth:`misfit`)."""
         import torch
 
         from .features import cg_features
@@ -126,6 +129,8 @@ class MoltypeModel:
         if len(self.tree.closures):
             x = self.tree.close_rings(x, self.closure_targets)
         x = fit_to_beads(x, self.matrix, b, generator)
+        if every_draw and not relax:
+            return x
         if self.best_of > 1:
             x = self._best_fitting(x, b)
             b = b[: len(x)]
@@ -138,11 +143,18 @@ class MoltypeModel:
         mapped centres are closest to the beads b (K*R*B, n_beads, 3) -> (R*B, n, 3)."""
         import torch
 
-        M = torch.as_tensor(self.matrix, dtype=x.dtype, device=x.device)
         K = self.best_of
-        misfit = ((torch.einsum("ba,nak->nbk", M, x) - b) ** 2).sum((1, 2)).reshape(K, -1)
+        misfit = self.misfit(x, b).reshape(K, -1)
         pick = misfit.argmin(0)
         return x.reshape(K, -1, *x.shape[1:])[pick, torch.arange(misfit.shape[1], device=x.device)]
+
+    def misfit(self, x, b):
+        """Squared distance (nm^2) of the mapped centres of conformations x (N, n_atoms, 3) from
+        their beads b (N, n_beads, 3), summed over beads: (N,) torch."""
+        import torch
+
+        M = torch.as_tensor(self.matrix, dtype=x.dtype, device=x.device)
+        return ((torch.einsum("ba,nak->nbk", M, x) - b) ** 2).sum((1, 2))
 
     def _relax_args(self) -> tuple:
         if self.repel > 0:

@@ -45,16 +45,20 @@ def ion_positions(state: FrameState, ctx: BackmapContext) -> np.ndarray:
     return np.concatenate([state.cg[blk.start:blk.stop].reshape(-1, 3) for _, blk in ctx.ion_blocks])
 
 
+def _positions(state: FrameState, ctx: BackmapContext) -> np.ndarray:
+    """(A, 3) nm: the atoms of the clash search, in ``ctx.mol_id`` order: solutes, fixed atoms, then
+    the chains' atoms (:func:`~.frame._solute_arrays`, which adds them whenever there are solutes)."""
+    fixed = [ion_positions(state, ctx)] if ctx.ion_blocks else []
+    return np.concatenate([s.x.reshape(-1, 3) for s in state.solutes] + fixed + list(state.chains))
+
+
 def _solute_clash_pairs(state: FrameState, ctx: BackmapContext, changed):
     """Clash pairs (inter, intra) of the solutes (+ ions); only pairs touching ``changed``
     molecules are searched again when the previous pairs are cached."""
     from .certify import find_clashes
 
     o, cache = ctx.opts, state.clash_cache
-    fixed = [ion_positions(state, ctx)] if ctx.ion_blocks else []
-    # the chains' atoms come last (:func:`~.frame._solute_arrays`, which adds them whenever there are solutes)
-    allx = np.concatenate([s.x.reshape(-1, 3) for s in state.solutes] + fixed + list(state.chains))
-    args = (allx, state.box, ctx.mol_id, ctx.local, ctx.kind, ctx.excl, *_bounds(o))
+    args = (_positions(state, ctx), state.box, ctx.mol_id, ctx.local, ctx.kind, ctx.excl, *_bounds(o))
     if changed is None or "ip" not in cache:
         ip, jp = find_clashes(*args)
         ip = ip[(ctx.mol_id[ip] < ctx.n_solute_mols).any(1)]  # pairs between fixed atoms (a chain's own) are not the solutes'
@@ -113,10 +117,12 @@ def check_solutes(state: FrameState, ctx: BackmapContext, changed=None) -> tuple
 
 def _resample_round(state: FrameState, ctx: BackmapContext, attempt: int, sol_base: np.ndarray) -> np.ndarray:
     """One round: bad 1-2 bead molecules with only intermolecular clashes are turned about their
-    beads (first :data:`SPIN_ROUNDS` rounds), the others take their next candidate.  Returns the
-    global ids of the molecules that moved."""
+    beads (first :data:`SPIN_ROUNDS` rounds), bad best-of molecules (lipids) take the best fitting of
+    fresh candidates between the atoms of the molecules that stay (:meth:`.Solute.next_fitting`),
+    the others take their next candidate.  Returns the global ids of the molecules that moved."""
     o, f = ctx.opts, state.frame
     changed = []
+    env = _staying_atoms(state, ctx, sol_base)
     for k, s in enumerate(state.solutes):
         idx = np.flatnonzero(state.bad[k])
         if not len(idx):
@@ -128,10 +134,26 @@ def _resample_round(state: FrameState, ctx: BackmapContext, attempt: int, sol_ba
                 s.spin(sp, derive_seed(o.seed, f, attempt, s.bi, 7))
                 changed.append(sol_base[k] + sp)
                 idx = np.setdiff1d(idx, sp)
-        if len(idx):
+        if len(idx) and s.mm.best_of > 1:
+            s.next_fitting(idx, derive_seed(o.seed, f, attempt, s.bi), ctx.device, o.temperature, _bounds(o)[1],
+                           env, _bounds(o)[0])
+            changed.append(sol_base[k] + idx)
+        elif len(idx):
             s.next(idx, derive_seed(o.seed, f, attempt, s.bi), ctx.device, o.temperature, s.K, _bounds(o)[1])
             changed.append(sol_base[k] + idx)
     return np.concatenate(changed) if changed else np.zeros(0, int)
+
+
+def _staying_atoms(state: FrameState, ctx: BackmapContext, sol_base: np.ndarray):
+    """A :class:`~multiscale.neighbours.PeriodicTree` of the atoms of the clash search outside the
+    molecules this round resamples; None when no best-of block has one to resample."""
+    if not any(s.mm.best_of > 1 and b.any() for s, b in zip(state.solutes, state.bad)):
+        return None
+    from ..neighbours import PeriodicTree
+
+    moving = np.concatenate([sol_base[k] + np.flatnonzero(b) for k, b in enumerate(state.bad)])
+    stay = ~np.isin(ctx.mol_id, moving)
+    return PeriodicTree(_positions(state, ctx)[stay], state.box, _bounds(ctx.opts)[0])
 
 
 def resolve_clashes(state: FrameState, ctx: BackmapContext) -> FrameState:

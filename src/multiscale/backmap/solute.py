@@ -36,10 +36,10 @@ class Solute:
         wc, wb = self.mm.stereo.wrong(flat)
         intra = self.mm.intra_clash(flat, cutoff)
         ok = ~(wc.any(1) | wb.any(1) | intra)
-        rank = np.argsort(~ok.reshape(K, len(idx)), axis=0, kind="stable")
-        self._ok = ok.reshape(K, len(idx))
+        ok = ok.reshape(K, len(idx))
+        rank = np.argsort(~ok, axis=0, kind="stable")
         n = len(idx)  # first-draw counts: candidate 0 of every molecule
-        return pool, rank, (int(wc[:n].sum()), int(wb[:n].sum()), int(intra[:n].sum()))
+        return pool, rank, (int(wc[:n].sum()), int(wb[:n].sum()), int(intra[:n].sum())), ok
 
     def _take(self, idx, cand):
         """x[idx] <- pool candidate ``cand`` (per molecule), relaxing it first if needed."""
@@ -53,7 +53,7 @@ class Solute:
     def draw(self, idx, seed, dev, temperature, K, cutoff):
         """Initial draw for all molecules; returns first-draw counts (stereo, cis/trans, intra) and
         the number of molecules that did not keep their first draw."""
-        pool, rank, counts = self._generate(idx, seed, dev, temperature, K, cutoff)
+        pool, rank, counts, self._ok = self._generate(idx, seed, dev, temperature, K, cutoff)
         self.pool, self.rank = pool, rank
         self.relaxed = np.zeros(pool.shape[:2], bool)
         self.ptr = np.zeros(len(idx), int)
@@ -93,13 +93,43 @@ class Solute:
         if len(old):  # few molecules: a deeper pool costs about the same as a shallow one
             Kp = self.pool.shape[0]
             deep = Kp * 4 if self.mm.best_of <= 1 else Kp  # best-of models already draw best_of per candidate
-            pool, rank, _ = self._generate(old, seed, dev, temperature, deep, cutoff)
-            keep = rank[:Kp]  # the best Kp of the fresh candidates, in rank order
-            self.pool[:, old] = pool[keep, np.arange(len(old))]
-            self.relaxed[:, old] = False
-            self.rank[:, old] = np.arange(Kp)[:, None]
-            self.ptr[old] = 0
+            pool, rank, _, ok = self._generate(old, seed, dev, temperature, deep, cutoff)
+            self._refill(old, pool, ok, rank[:Kp])  # the best Kp of the fresh candidates, in rank order
         self._take(idx, self.rank[self.ptr[idx], idx])
+
+    def _refill(self, idx, pool, ok, order):
+        """Molecules idx get fresh candidates ``pool[order]`` (order (Kp, m): per molecule, the
+        fresh candidates that fill its Kp slots, best first); the first becomes current."""
+        m = np.arange(len(idx))
+        self.pool[:, idx] = pool[order, m]
+        self._ok[:, idx] = ok[order, m]
+        self.relaxed[:, idx] = False
+        self.rank[:, idx] = np.arange(self.pool.shape[0])[:, None]
+        self.ptr[idx] = 0
+
+    def next_fitting(self, idx, seed, dev, temperature, cutoff, env, r_env):
+        """Best-of models: replace molecules ``idx`` by a fresh draw chosen to fit its neighbours.
+        Of the model's ``best_of`` draws per molecule, the one with right stereo and no
+        intramolecular clash, then with the fewest atoms within ``r_env`` nm of ``env`` (a
+        :class:`~multiscale.neighbours.PeriodicTree` of the atoms that stay), then closest to the
+        beads, is taken: the usual best-of choice, made clash-aware.  Scored as superposed, before
+        the exact projection (which moves atoms by ~0.005 nm)."""
+        import torch
+
+        g = torch.Generator(device=dev).manual_seed(seed)
+        m, K = len(idx), max(1, self.mm.best_of)
+        beads = torch.as_tensor(np.repeat(self.beads[idx][None], K, 0).reshape(K * m, -1, 3), device=dev)
+        env_counts = self.env[idx] if self.env is not None else None
+        x = self.mm.generate(self.beads[idx], g, dev, temperature, env_counts, relax=False, every_draw=True)
+        misfit = self.mm.misfit(x, beads).cpu().numpy().reshape(K, m)
+        pool = x.cpu().numpy()
+        wc, wb = self.mm.stereo.wrong(pool)
+        ok = ~(wc.any(1) | wb.any(1) | self.mm.intra_clash(pool, cutoff)).reshape(K, m)
+        d, _ = env.query(pool.reshape(-1, 3), k=1, distance_upper_bound=r_env)
+        hits = np.isfinite(d).reshape(K, m, -1).sum(-1)
+        order = np.lexsort((misfit, hits, ~ok), axis=0)[: self.pool.shape[0]]
+        self._refill(idx, pool.reshape(K, m, *pool.shape[1:]), ok, order)
+        self._take(idx, self.rank[0, idx])
 
 
 
