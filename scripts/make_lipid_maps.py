@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Write the Martini 3 <-> CHARMM36 lipid mapping files (src/multiscale/data/mappings/lipids/*.map).
 
-The bead membership of every heavy atom is decided by the rules below (project-authored); each
-hydrogen goes with its heavy atom. Atom names, order and bonds come from the CHARMM-GUI lipid
+The bead membership of every heavy atom is decided by the rules below (project-authored); the
+phospholipid maps list each hydrogen with no bead (bead centres of the heavy atoms), the cholesterol
+map lists each hydrogen with its heavy atom. Atom names, order and bonds come from the CHARMM-GUI lipid
 itps and the bead names/order from the Martini 3 lipidome itp, both read from the force-field
 cache (``python scripts/fetch_forcefields.py``). ``[ chiral ]`` and ``[ cis ]`` hints come from
 an RDKit conformer of the correct isomer (scripts/lipid_conformers.py).
@@ -35,8 +36,17 @@ HEAD = {
 }
 PO4 = "P O11 O12 O13 O14"
 SHARED_LINK = "C11"
-GL1 = "C1 C2 O21 C21 O22"     # sn-3 CH2 + sn-2 CH + sn-2 ester: bonded to PO4 and to chain A (sn-2)
-GL2 = "C3 O31 C31 O32"        # sn-1 CH2 + sn-1 ester: chain B (sn-1)
+# Glycerol: GL1 = sn-2 ester (bonded to chain A), GL2 = sn-1 ester (chain B); the glycerol carbons
+# are shared along the backbone: C1 (sn-3, on O11) between PO4 and GL1, C2 (sn-2) between GL1 and
+# GL2.  Bead centres are centres of the heavy atoms (hydrogens listed with no bead, weight 0).  Both
+# choices are calibrated: of the glycerol assignments that keep every bead a bonded fragment, with
+# and without hydrogens, this one's mapped CHARMM36
+# bead distances and angles match Martini 3 MD of the same lipid best (POPC: bonded bead distances
+# off by 0.020 nm rms, angles by 5.7 deg, against 0.037 nm / 11.8 deg for C1 and C2 in GL1 with
+# hydrogens counted, where GL1-C1A was 0.532 nm against Martini 3's 0.443):
+# benchmarks/lipid_mapping_calibration.py, results in benchmarks/results/lipid_mapping_calibration.md
+GLYCEROL = {"C1": ["PO4", "GL1"], "C2": ["GL1", "GL2"], "O21": ["GL1"], "C21": ["GL1"], "O22": ["GL1"],
+            "C3": ["GL2"], "O31": ["GL2"], "C31": ["GL2"], "O32": ["GL2"]}
 # Acyl carbons 2..n per bead (the carbonyl carbon sits in the GL bead). Martini 3 lipidome:
 # a saturated chain starts with a small SC1 bead (3 CH2), oleoyl with a long C1 bead (5 C) so
 # that the C4h bead D2 holds C7-C10 with the cis C9=C10 double bond.
@@ -100,8 +110,7 @@ def heavy_membership(res: str, beads: list[str]) -> dict[str, list[str]]:
     m = {a: [hb] for a in hatoms.split()}
     m.update({a: ["PO4"] for a in PO4.split()})
     m[SHARED_LINK] = [hb, "PO4"]
-    m.update({a: ["GL1"] for a in GL1.split()})
-    m.update({a: ["GL2"] for a in GL2.split()})
+    m.update({a: list(b) for a, b in GLYCEROL.items()})
     for chain, sn, letter in ((chain_a, 2, "A"), (chain_b, 3, "B")):
         tail_beads = [b for b in beads if b.endswith(letter) and b[0] in "CD"]
         if len(tail_beads) != len(TAILS[chain]):
@@ -138,7 +147,9 @@ def render(res: str, cg_name: str, beads: list[str], itp: lc.ItpMolecule, heavy:
         f"; Bead names/order: Martini 3 moleculetype {cg_name} in martini_new_lipidome.itp"
         " (Martini 3.0.0 + lipidome v2",
         f"; + cholesterol v1.0; from {cw.project}=={cw.version}, GPL-3.0). Those files are fetched, not shipped.",
-        "; Every hydrogen is listed with its heavy atom; an atom listed under two beads counts 1/2 in each.",
+        ("; Every hydrogen is listed with its heavy atom" if res == "CHL1" else
+         "; Hydrogens are listed with no bead (weight 0: bead centres are centres of the heavy atoms)")
+        + "; an atom listed under two beads counts 1/2 in each.",
     ]
     if cg_name != res:
         out.append(f"; The AA residue {res} is the Martini moleculetype {cg_name}: see [ cg_molecule ].")
@@ -147,6 +158,9 @@ def render(res: str, cg_name: str, beads: list[str], itp: lc.ItpMolecule, heavy:
         out += ["", "[ cg_molecule ]", cg_name]
     out += ["", "[ martini ]", " ".join(beads), "", "[ mapping ]", "charmm36", "", "[ atoms ]"]
     for i, (n, e) in enumerate(zip(itp.names, itp.elements)):
+        if e == "H" and res != "CHL1":  # phospholipids: heavy-atom centres (the calibration above)
+            out.append(f"{i + 1:5d} {n:>6s}")
+            continue
         bs = heavy[n] if e != "H" else heavy[itp.names[owner[i]]]
         out.append(f"{i + 1:5d} {n:>6s}  {' '.join(bs)}")
     if stereo:

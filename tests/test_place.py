@@ -196,3 +196,28 @@ def test_repulsion_pair_list_matches_the_dense_step():
                 cnt[c] += 1
         want[b] = x[b] - 0.5 * 1.8 * g / np.maximum(cnt, 1)[:, None]
     assert np.allclose(got, want, atol=1e-12)
+
+
+def test_relaxed_projection_restores_the_reference_geometry_of_a_pushed_atom():
+    """relax_project(reference=...) takes the distances to keep from the reference: a hydrogen
+    pushed 0.05 nm off (as :func:`multiscale.backmap.resolve.separate` does) comes back to its
+    bond length instead of the pushed one, and the beads stay exact."""
+    from multiscale.backmap.ictree import ICTree
+    from multiscale.backmap.place import relax_project
+
+    x, bonds = _mol(8)
+    M = _matrix(3)
+    A = projection_operator(M, bonds, 10.0)
+    tree = ICTree.build(18, bonds, np.arange(18) < 6)
+    pairs = np.concatenate(tree.closure_pairs())
+    c = torch.as_tensor(np.einsum("ba,nak->nbk", M, x))
+    pushed = x.copy()
+    v = x[:, 6] - x[:, 0]
+    pushed[:, 6] += 0.05 * v / np.linalg.norm(v, axis=-1, keepdims=True)  # H of heavy atom 0 (weight 0 in M), 0.05 nm out
+    bond = lambda z: np.linalg.norm(z[:, 6] - z[:, 0], axis=-1)
+    kept = relax_project(torch.as_tensor(pushed), M, A, c, pairs, 30, 1.5).numpy()
+    restored = relax_project(torch.as_tensor(pushed), M, A, c, pairs, 30, 1.5, reference=torch.as_tensor(x)).numpy()
+    assert np.abs(np.einsum("ba,nak->nbk", M, restored) - c.numpy()).max() < 1e-10
+    assert np.abs(bond(restored) - bond(x)).max() < 0.1 * np.abs(bond(pushed) - bond(x)).min()
+    assert np.abs(bond(kept) - bond(pushed)).max() < 0.005  # without a reference the pushed geometry is the one kept
+    assert np.abs(restored[:, 6] - x[:, 6]).max() > 1e-3  # it came back to its bond length, not to where it was

@@ -412,7 +412,7 @@ class CertificateReport:
     of clashing pairs (initial = first placement, final = returned structure), retries used,
     max deviation of mapped centres from the CG beads (nm), water placement stats, number of
     polar hydrogens turned towards acceptors, hydrogen-bond pairs pulled together by the
-    network step (and those put back), timings.
+    network step (and those put back), molecules pushed apart after the resampling, timings.
     """
 
     frame: int = 0
@@ -428,6 +428,8 @@ class CertificateReport:
     hbond_pairs: int = 0
     hbond_pairs_undone: int = 0
     retries: int = 0
+    #: molecules whose leftover intermolecular clashes were pushed apart (:func:`.resolve.separate`)
+    separated: int = 0
     max_cg_deviation_nm: float = 0.0
     water: dict = field(default_factory=dict)
     seconds: float = 0.0
@@ -477,5 +479,6 @@ class CertificateReport:
                    f"{v.get('beads_missed', 0)} left > 0.01 nm off)" if v.get("chemistry_first_copies") else ""))
         lines.append(f"  clash pairs inter {self.inter_clash_pairs_initial} -> {self.inter_clash_pairs_final}, "
                      f"intra {self.intra_clash_pairs_initial} -> {self.intra_clash_pairs_final}, "
-                     f"involving water {self.water_clash_pairs_final}")
+                     f"involving water {self.water_clash_pairs_final}"
+                     + (f"; molecules pushed apart {self.separated}" if self.separated else ""))
         return "\n".join(lines)

@@ -77,8 +77,10 @@ class MoltypeModel:
         # kept by relax_project: bonds, 1-3 pairs, and the 1-4 pairs across each cis/trans double
         # bond (its torsion stays where it was drawn: a lipid's cis bond is not bent to 90 deg)
         self.local_pairs = np.concatenate([cl, ot, _across_double_bonds(self.stereo, adj)]).astype(int)
-        #: atom groups the lipid projection keeps rigid (:func:`stereo_groups`)
+        #: atom groups the lipid projection keeps rigid (:func:`stereo_groups`, :func:`planar_groups`)
         self.rigid_groups = stereo_groups(self.stereo, adj)
+        have = {tuple(sorted(g)) for g in self.rigid_groups}
+        self.rigid_groups += [g for g in planar_groups(self.elements, adj) if tuple(sorted(g)) not in have]
         self.exclusions = exclusion_matrix(len(self.atom_names), self.bonds, 2)
         #: parent bead per bead along the molecule's chemistry: the beads are made whole along it
         self.bead_parent = bead_tree(self.matrix, self.bonds)
@@ -161,15 +163,31 @@ class MoltypeModel:
             return RELAX_ITERATIONS_REPEL, RELAX_STIFFNESS, (self.watched_pairs(), self.repel), self.rigid_groups
         return RELAX_ITERATIONS, RELAX_STIFFNESS
 
-    def relax(self, x: np.ndarray, beads: np.ndarray) -> np.ndarray:
+    def relax(self, x: np.ndarray, beads: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
         """Geometry-preserving exact projection (:func:`.place.relax_project`) of molecules
-        x (B, n_atoms, 3) onto beads (B, n_beads, 3) nm (numpy in, numpy out)."""
+        x (B, n_atoms, 3) onto beads (B, n_beads, 3) nm (numpy in, numpy out); reference
+        (B, n_atoms, 3): the conformations whose geometry is kept (default: x)."""
         import torch
 
         from .place import relax_project
 
+        ref = None if reference is None else torch.as_tensor(reference, dtype=torch.float64)
         return relax_project(torch.as_tensor(x, dtype=torch.float64), self.matrix, self.operator,
-                             torch.as_tensor(beads, dtype=torch.float64), self.local_pairs, *self._relax_args()).numpy()
+                             torch.as_tensor(beads, dtype=torch.float64), self.local_pairs, *self._relax_args(),
+                             reference=ref).numpy()
+
+    @property
+    def united(self) -> np.ndarray:
+        """(n_atoms,) per atom the heavy atom it moves with: a hydrogen's bonded heavy atom, a heavy
+        atom (or a hydrogen without one, as in H2) itself."""
+        if not hasattr(self, "_united"):
+            u = np.arange(len(self.atom_names))
+            for a, b in np.asarray(self.bonds, int).reshape(-1, 2):
+                for h, x in ((a, b), (b, a)):
+                    if self.elements[h] == "H" and self.elements[x] != "H":
+                        u[h] = x
+            self._united = u
+        return self._united
 
     def watched_pairs(self) -> np.ndarray:
         """(P, 2) intramolecular atom pairs beyond 1-3 (the clash certificate's pairs)."""
@@ -267,6 +285,14 @@ def stereo_groups(stereo, adj: list) -> list:
     for a, b in np.asarray(stereo.quads, int).reshape(-1, 4)[stereo.enforced_bonds][:, 1:3]:
         groups.append(sorted({int(a), int(b), *adj[int(a)], *adj[int(b)]}))
     return groups
+
+
+def planar_groups(elements, adj: list) -> list:
+    """Each carbon with three bonded neighbours (sp2: an ester or acid carbonyl, a double bond, an
+    aromatic ring) with its neighbours: kept rigid by the lipid projection, which otherwise holds
+    only bond and 1-3 distances and bends such a group out of its plane (a POPC ester carbonyl
+    20-50 deg out of plane after projecting onto Martini 3 beads, 2-5 deg in CHARMM36 MD)."""
+    return [[a, *sorted(adj[a])] for a, e in enumerate(elements) if e == "C" and len(adj[a]) == 3]
 
 
 def _across_double_bonds(stereo, adj: list) -> np.ndarray:

@@ -121,7 +121,8 @@ def project_exact(x: torch.Tensor, matrix, operator, beads: torch.Tensor) -> tor
 
 def relax_project(x: torch.Tensor, matrix, operator, beads: torch.Tensor, pairs: np.ndarray,
                   iterations: int = 15, stiffness: float = 1.0, repel: tuple | None = None,
-                  rigid: list | None = None, rigid_weight: float = 1.0, exact: bool = True) -> torch.Tensor:
+                  rigid: list | None = None, rigid_weight: float = 1.0, exact: bool = True,
+                  reference: torch.Tensor | None = None) -> torch.Tensor:
     """Exact projection that preserves local geometry.
 
     Alternates :func:`project_exact` with position-based (Jacobi) steps that restore the
@@ -137,7 +138,8 @@ def relax_project(x: torch.Tensor, matrix, operator, beads: torch.Tensor, pairs:
     only to second order, so without it the projection flattens centres and twists cis bonds.
     ``rigid_weight`` (0, 1]: the fraction of that move taken per sweep.  Each sweep projects, then
     restores shapes, then restores distances, so the bonds outside the groups have the last word
-    before the final exact projection.
+    before the final exact projection.  ``reference`` (B, n, 3): take the distances and shapes to
+    restore from it instead of from ``x`` (x: the reference with some atoms pushed away).
     """
     pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
     if iterations <= 0 or len(pairs) == 0:
@@ -156,12 +158,13 @@ def relax_project(x: torch.Tensor, matrix, operator, beads: torch.Tensor, pairs:
     # layout (n, B*3): the projection is two thin matmuls, x <- x - A (M x) + A c
     X = x.to(dt).permute(1, 0, 2).reshape(n, B * 3)
     Ac = (A @ beads.to(dt).permute(1, 0, 2).reshape(-1, B * 3))
-    r0 = torch.linalg.norm((X[j] - X[i]).reshape(P, B, 3), dim=-1, keepdim=True)
+    R = X if reference is None else reference.to(dt).permute(1, 0, 2).reshape(n, B * 3)
+    r0 = torch.linalg.norm((R[j] - R[i]).reshape(P, B, 3), dim=-1, keepdim=True)
     if repel is not None:  # index tensors made once, not per sweep
         rp = np.asarray(repel[0], np.int64).reshape(-1, 2)
         rep_pairs = (torch.as_tensor(rp[:, 0], device=dev), torch.as_tensor(rp[:, 1], device=dev))
         r_min = float(repel[1])
-    shapes = _rigid_shapes(X, rigid, B) if rigid else None
+    shapes = _rigid_shapes(R, rigid, B) if rigid else None
     for it in range(iterations):
         X = X - A @ (M @ X) + Ac
         if shapes is not None:

@@ -187,8 +187,75 @@ def resolve_clashes(state: FrameState, ctx: BackmapContext) -> FrameState:
         s.x[idx] = x[idx]
     if any(len(b) for b in back):
         check_solutes(state, ctx, np.concatenate([sol_base[k] + b for k, b in enumerate(back)]))
+    if any(c.any() for c in state.clash_bad):
+        rep.separated = separate(state, ctx, sol_base)
     rep.retries = attempt
     return state
+
+
+#: sweeps of :func:`separate`, each one push and one geometry-preserving re-projection per moved molecule
+SEPARATE_SWEEPS = 8
+#: nm beyond the searched clash bound that :func:`separate` pushes a pair apart to
+SEPARATE_EXTRA = 0.03
+
+
+def separate(state: FrameState, ctx: BackmapContext, sol_base: np.ndarray) -> int:
+    """Push apart the intermolecular clash pairs the resampling rounds left, every bead kept exact.
+
+    The beads of an unrelaxed build (insane, before any CG MD) can hold two lipids' atoms within
+    0.01 nm of each other whatever conformations are drawn, and a minimiser cannot start from
+    that.  Each sweep moves the two atoms of every such pair apart along their separation to
+    :data:`SEPARATE_EXTRA` nm beyond the clash bound (half each; an atom of a fixed obstacle, an ion
+    or a chain, does not move and its partner takes the whole gap), each with its heavy atom or its
+    hydrogens (:attr:`.MoltypeModel.united`), then re-projects each moved
+    molecule onto its beads restoring the bond and 1-3 distances and rigid shapes of its
+    conformation before the sweeps (:meth:`.MoltypeModel.relax` with ``reference``), so a pushed
+    atom swings about its neighbours instead of stretching a bond.  Molecules whose stereo the
+    sweep broke keep their previous conformation.  Returns the number of molecules moved."""
+    from ..geometry import minimum_image
+
+    if not state.solutes:
+        return 0
+    r_target = _bounds(ctx.opts)[0] + SEPARATE_EXTRA
+    reference = [s.x.copy() for s in state.solutes]
+    moved_total = set()
+    ip = state.clash_cache["ip"]  # the pairs of the last check (check_solutes ran last)
+    for _ in range(SEPARATE_SWEEPS):
+        if not len(ip):
+            break
+        allx = _positions(state, ctx)
+        d = minimum_image(allx[ip[:, 1]] - allx[ip[:, 0]], state.box)
+        r = np.linalg.norm(d, axis=1, keepdims=True).clip(1e-6)
+        mobile = ctx.mol_id[ip] < ctx.n_solute_mols  # (P, 2)
+        share = np.where(mobile.all(1), 0.5, 1.0)[:, None]
+        step = d / r * (r_target - r).clip(0.0) * share
+        delta = np.zeros_like(allx)
+        np.add.at(delta, ip[mobile[:, 0], 0], -step[mobile[:, 0]])
+        np.add.at(delta, ip[mobile[:, 1], 1], step[mobile[:, 1]])
+        mols = np.unique(ctx.mol_id[ip][mobile])
+        moved_now = []
+        for k, s in enumerate(state.solutes):
+            idx = mols[(mols >= sol_base[k]) & (mols < sol_base[k + 1])] - sol_base[k]
+            if not len(idx):
+                continue
+            off = sum(len(t.x) * t.mm.n_atoms for t in state.solutes[:k])
+            rows = off + (idx[:, None] * s.mm.n_atoms + np.arange(s.mm.n_atoms)).ravel()
+            # an atom moves with its united group (heavy atom + its hydrogens): a hydrogen pushed alone
+            # is pulled back by its bond and angles in the re-projection
+            d_atom = delta[rows].reshape(len(idx), s.mm.n_atoms, 3)
+            d_group = np.zeros_like(d_atom)
+            np.add.at(d_group, (slice(None), s.mm.united), d_atom)
+            pushed = s.x[idx] + d_group[:, s.mm.united]
+            new = s.mm.relax(pushed, s.beads[idx], reference=reference[k][idx])
+            wc, wb = s.mm.stereo.wrong(new)
+            keep = ~(wc.any(1) | wb.any(1))
+            s.x[idx[keep]] = new[keep]
+            moved_now.append(sol_base[k] + idx[keep])
+        moved_now = np.concatenate(moved_now) if moved_now else np.zeros(0, int)
+        moved_total.update(moved_now.tolist())
+        ip, _ = _solute_clash_pairs(state, ctx, moved_now)
+    check_solutes(state, ctx, np.array(sorted(moved_total), int))
+    return len(moved_total)
 
 
 #: extra resampling rounds, after the clash rounds, for molecules that never had right stereo and
