@@ -122,9 +122,10 @@ def _resample_round(state: FrameState, ctx: BackmapContext, attempt: int, sol_ba
     the others take their next candidate.  Returns the global ids of the molecules that moved."""
     o, f = ctx.opts, state.frame
     changed = []
-    env = _staying_atoms(state, ctx, sol_base)
+    moving = _to_redraw(state, ctx, sol_base, attempt)
+    env = _staying_atoms(state, ctx, sol_base, moving)
     for k, s in enumerate(state.solutes):
-        idx = np.flatnonzero(state.bad[k])
+        idx = np.flatnonzero(moving[k])
         if not len(idx):
             continue
         state.report.per_moltype[s.mm.name]["resampled"] += len(idx)
@@ -144,14 +145,41 @@ def _resample_round(state: FrameState, ctx: BackmapContext, attempt: int, sol_ba
     return np.concatenate(changed) if changed else np.zeros(0, int)
 
 
-def _staying_atoms(state: FrameState, ctx: BackmapContext, sol_base: np.ndarray):
+def _to_redraw(state: FrameState, ctx: BackmapContext, sol_base: np.ndarray, attempt: int) -> list:
+    """Per solute block, (B,) bool: the molecules this round redraws.  Every bad molecule, except
+    that of two best-of molecules (lipids) whose only fault is a clash with each other, one stays
+    (unless it moves for another such pair) as the neighbour the other is redrawn to fit
+    (:meth:`.Solute.next_fitting`): redrawn together, each fitted only the other's old place, and
+    19 of 35 clashing lipids clashed again.  The lower id stays in odd rounds, the higher in even
+    ones, so a pair that one partner cannot resolve gets the other's draws too."""
+    moving = [b.copy() for b in state.bad]
+    ip = state.clash_cache.get("ip")
+    if ip is None or not len(ip) or not any(s.mm.best_of > 1 for s in state.solutes):
+        return moving
+    n = ctx.n_solute_mols
+    spare = np.zeros(n, bool)  # best-of molecules whose only fault is a clash
+    for k, s in enumerate(state.solutes):
+        if s.mm.best_of > 1:
+            wc, wb = s.mm.stereo.wrong(s.x)
+            spare[sol_base[k]:sol_base[k + 1]] = state.clash_bad[k] & ~(wc.any(1) | wb.any(1) | strained(s))
+    mp = np.sort(ctx.mol_id[ip], 1)
+    fixed = mp[:, 1] >= n  # pairs with an ion, a shell water or a chain atom
+    spare[mp[fixed, 0]] = False
+    pairs = mp[~fixed]
+    spare[pairs[:, attempt % 2]] = False  # odd rounds: the higher of each pair moves; even: the lower
+    for k in range(len(state.solutes)):
+        moving[k] &= ~spare[sol_base[k]:sol_base[k + 1]]
+    return moving
+
+
+def _staying_atoms(state: FrameState, ctx: BackmapContext, sol_base: np.ndarray, moving: list):
     """A :class:`~multiscale.neighbours.PeriodicTree` of the atoms of the clash search outside the
-    molecules this round resamples; None when no best-of block has one to resample."""
-    if not any(s.mm.best_of > 1 and b.any() for s, b in zip(state.solutes, state.bad)):
+    molecules this round redraws; None when no best-of block has one to redraw."""
+    if not any(s.mm.best_of > 1 and b.any() for s, b in zip(state.solutes, moving)):
         return None
     from ..neighbours import PeriodicTree
 
-    moving = np.concatenate([sol_base[k] + np.flatnonzero(b) for k, b in enumerate(state.bad)])
+    moving = np.concatenate([sol_base[k] + np.flatnonzero(b) for k, b in enumerate(moving)])
     stay = ~np.isin(ctx.mol_id, moving)
     return PeriodicTree(_positions(state, ctx)[stay], state.box, _bounds(ctx.opts)[0])
 

@@ -122,14 +122,36 @@ class Solute:
         env_counts = self.env[idx] if self.env is not None else None
         x = self.mm.generate(self.beads[idx], g, dev, temperature, env_counts, relax=False, every_draw=True)
         misfit = self.mm.misfit(x, beads).cpu().numpy().reshape(K, m)
-        pool = x.cpu().numpy()
-        wc, wb = self.mm.stereo.wrong(pool)
-        ok = ~(wc.any(1) | wb.any(1) | self.mm.intra_clash(pool, cutoff)).reshape(K, m)
+        pool = x.cpu().numpy().reshape(K, m, -1, 3)
         d, _ = env.query(pool.reshape(-1, 3), k=1, distance_upper_bound=r_env)
         hits = np.isfinite(d).reshape(K, m, -1).sum(-1)
-        order = np.lexsort((misfit, hits, ~ok), axis=0)[: self.pool.shape[0]]
-        self._refill(idx, pool.reshape(K, m, *pool.shape[1:]), ok, order)
+        order, ok = self._first_right(pool, np.lexsort((misfit, hits), axis=0), cutoff)
+        self._refill(idx, pool, ok, order)
         self._take(idx, self.rank[0, idx])
+
+    def _first_right(self, pool, order, cutoff):
+        """Per molecule the first ``Kp`` candidates in ``order`` (K, m) with right stereo and no
+        intramolecular clash (checked only as far down the order as needed: the dense clash check
+        of every draw cost 8 times that of the draws kept); where fewer are right, the best-ordered
+        fill the rest.  Returns (order (Kp, m), ok (K, m): True for the candidates found right)."""
+        K, m = order.shape
+        Kp = self.pool.shape[0]
+        sel = order[:Kp].copy()  # the fallback: the best-ordered, right or not
+        need = np.full(m, Kp)
+        ok = np.zeros((K, m), bool)
+        for r in range(K):
+            mols = np.flatnonzero(need > 0)
+            if not len(mols):
+                break
+            cand = order[r, mols]
+            x = pool[cand, mols]
+            wc, wb = self.mm.stereo.wrong(x)
+            right = ~(wc.any(1) | wb.any(1) | self.mm.intra_clash(x, cutoff))
+            good = mols[right]
+            sel[Kp - need[good], good] = cand[right]
+            ok[cand[right], good] = True
+            need[good] -= 1
+        return sel, ok
 
 
 
