@@ -138,11 +138,12 @@ def _trained_until(folder_name: str) -> float:
 
 
 def restrained_em(work: Path, gro: Path, top: Path) -> dict:
-    """CHARMM-GUI-style restrained EM of one structure on one thread: with two, GROMACS's summation
-    order varies and the same structure took 772 and 906 steps; with one the count is the structure's."""
+    """CHARMM-GUI-style restrained EM of one structure, one thread with ``-reprod``: otherwise
+    GROMACS's run-time choices vary the step count of the same structure (MemBack's output: 738 and
+    834 steps on one thread, 772 and 906 for one of ours on two); with them it is the structure's."""
     (work / "em.mdp").write_text(EM_MDP)
     sh("gmx", "grompp", "-f", "em.mdp", "-c", gro, "-r", gro, "-p", top, "-o", "em.tpr", "-maxwarn", "2", cwd=work)
-    dt, _ = sh("gmx", "mdrun", "-deffnm", "em", "-nt", "1", cwd=work)
+    dt, _ = sh("gmx", "mdrun", "-deffnm", "em", "-nt", "1", "-reprod", cwd=work)
     log = (work / "em.log").read_text()
     import re
 
@@ -286,7 +287,7 @@ def render(r: dict, a) -> str:
              f"| lipid + ion bead RMSD after re-coarse-graining | {r['bead_rmsd_nm']:.1e} nm |",
              f"| restrained EM (P + chirality/cis dihedrals, emtol 1000) | "
              f"{'converged' if r['em']['converged'] else 'not converged'} in {r['em']['steps']} steps, Fmax {r['em']['fmax'] or float('nan'):.0f} |",
-             f"| same EM after seeds {', '.join(map(str, r.get('em_seeds', {})))} (one thread) | "
+             f"| same EM after seeds {', '.join(map(str, r.get('em_seeds', {})))} (one thread, -reprod) | "
              f"{', '.join(str(v) for v in r.get('em_seeds', {}).values())} steps (mean {_mean_steps(r):.0f}) |",
              ""]
     if r.get("peers"):
