@@ -93,3 +93,29 @@ def test_cg_topology_file(tmp_path):
     text = out.read_text()
     assert '#include "../ff/martini.itp"' in text
     assert "TOY        3" in text and "W          2" in text
+
+
+def test_water_bead_on_another_bead_is_moved_off_it(tmp_path):
+    """Four waters around a solute bead have their centre on it (the membrane-protein example's
+    cycle 2 CG EM stopped with an infinite force on a W bead 0.019 nm from a PO4 bead): that W
+    bead is moved out to W_MIN_DISTANCE; a W bead away from every other bead stays the centre of
+    its four waters."""
+    from multiscale.coarse_grain import W_MIN_DISTANCE
+    from multiscale.geometry import minimum_image
+
+    top, mp = _setup(tmp_path, ntoy=1, nsol=8)
+    L = 4.0
+    mol = np.array([[1.90, 1.0, 1.0], [2.053, 1.0, 1.0], [2.104, 1.144, 1.0], [2.247, 1.144, 1.0], [2.28, 1.235, 1.0]])
+    bead_a = cg_layout(top, mp)[0].matrix[0] @ mol
+    wat = np.array([[0.0, 0.0, 0.0], [0.0957, 0.0, 0.0], [-0.024, 0.0927, 0.0]])
+    wat = wat - (wat * np.array([16.0, 1.008, 1.008])[:, None]).sum(0) / 18.015  # centred on the water's centre of mass
+    tetra = 0.3 / np.sqrt(3) * np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]])
+    around = [wat + bead_a + t for t in tetra]  # their centre: bead A
+    far_com = [np.array([3.0, 3.0, 3.0]) + 0.1 * np.eye(3)[k % 3] * (k + 1) for k in range(4)]
+    far = [wat + c for c in far_com]
+    x = np.concatenate([mol] + around + far)
+    cg = coarse_grain(x[None], np.array([[L, L, L]]), top, mp)
+    w = cg.positions[0, 2:]
+    d_a = np.linalg.norm(minimum_image(w - bead_a, np.array([L, L, L])), axis=1)
+    assert d_a.min() >= W_MIN_DISTANCE - 1e-9  # without the move: < 0.01 nm
+    assert np.linalg.norm(w - np.mean(far_com, axis=0), axis=1).min() < 1e-3  # the other W bead: its waters' centre

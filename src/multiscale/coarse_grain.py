@@ -103,8 +103,44 @@ def coarse_grain(positions: np.ndarray, box: np.ndarray, topology: SystemTopolog
         if g is not None:
             for f in range(nf):
                 groups[f].append(g[f])
+    _clear_water_beads(out, box, layout)
     out = wrap(out, box[:, None])
     return CGResult(positions=out, box=np.array(box), layout=layout, water_groups=groups)
+
+
+#: nm: a water bead closer than this to a bead of another kind is moved out to this distance
+W_MIN_DISTANCE = 0.15
+
+
+def _clear_water_beads(out: np.ndarray, box: np.ndarray, layout: list[CGBlock]) -> int:
+    """Move water beads that sit on another bead out to :data:`W_MIN_DISTANCE` from it, in place.
+
+    A W bead is the centre of its four waters, and four waters hydrating a group from all sides
+    have their centre on that group: after 10 ps of AA MD of the membrane-protein example, a W
+    bead came out 0.019 nm from a lipid's PO4 bead and the next CG energy minimisation stopped
+    with an infinite force.  Such a bead is moved radially away from the other bead (the CG EM
+    relaxes it; going back, a W bead becomes four new waters anyway).  out (F, B, 3) nm; returns
+    the number of beads moved."""
+    from .neighbours import PeriodicTree
+
+    water = np.concatenate([np.arange(b.start, b.stop) for b in layout if b.kind == "water"] or [np.zeros(0, int)])
+    other = np.setdiff1d(np.arange(out.shape[1]), water)
+    if not len(water) or not len(other):
+        return 0
+    moved = 0
+    for f in range(out.shape[0]):
+        tree = PeriodicTree(out[f, other], box[f], W_MIN_DISTANCE)
+        d, j = tree.query(out[f, water], k=1, distance_upper_bound=W_MIN_DISTANCE)
+        hit = np.flatnonzero(np.isfinite(d))
+        if not len(hit):
+            continue
+        ref = out[f, other[j[hit]]]
+        v = minimum_image(out[f, water[hit]] - ref, box[f])
+        r = np.linalg.norm(v, axis=1, keepdims=True)
+        v = np.where(r > 1e-9, v / np.maximum(r, 1e-12), [0.0, 0.0, 1.0])
+        out[f, water[hit]] = ref + W_MIN_DISTANCE * v
+        moved += len(hit)
+    return moved
 
 
 def _hydrate_ions(positions: np.ndarray, box: np.ndarray, layout: list[CGBlock], out: np.ndarray):
