@@ -19,7 +19,9 @@ def is_three_site_water(moltype) -> bool:
 
 class Water(MoleculeClass):
     """AA water <-> Martini W: each bead is the centre of mass of ``per_bead`` nearby waters
-    (spatial grouping, :func:`multiscale.water.group_waters`); placed from a cluster bank."""
+    (spatial grouping, :func:`multiscale.water.group_waters`; one that lands on a bead of another
+    kind is then moved off it, :func:`multiscale.coarse_grain._clear_water_beads`); placed from a
+    cluster bank."""
 
     name = "water"
     trains = False
