@@ -35,18 +35,6 @@ GLYCEROL_CHOICES = {"C1": [["GL1"], ["GL2"], ["PO4"], ["GL1", "GL2"], ["PO4", "G
                     "C3": [["GL2"], ["GL1", "GL2"]]}
 
 
-def whole_molecules(frames, block) -> np.ndarray:
-    """(F*C, n, 3) nm: the molecules of ``block`` made whole (minimum image to their first atom)."""
-    from multiscale.geometry import minimum_image
-
-    out = []
-    for f in range(frames.n_frames):
-        x = frames.positions[f, block.start:block.stop].astype(np.float64).reshape(block.count, -1, 3)
-        d = minimum_image((x - x[:, :1]).reshape(-1, 3), frames.box[f]).reshape(x.shape)
-        out.append(x[:, :1] + d)
-    return np.concatenate(out)
-
-
 def martini_bonds(itp_text: str, name: str) -> np.ndarray:
     """(n_bonds, 2) 0-based bead pairs of the ``[ bonds ]`` and ``[ constraints ]`` of moleculetype
     ``name`` in a Martini itp text (ParmEd does not read the lipidome's virtual sites)."""
@@ -113,31 +101,20 @@ def variant(m, mt, glycerol: dict, heavy_only: bool):
     return dataclasses.replace(m, atoms=atoms, assignment=assignment)
 
 
-@dataclasses.dataclass
-class CGBlock:
-    """The contiguous beads [start, stop) of ``count`` CG lipids in a frame."""
-    start: int
-    stop: int
-    count: int
-
-
 def contiguous(m, mt) -> bool:
     """Whether the heavy atoms of every bead of mapping ``m`` form one bonded fragment (a bead is a
-    chemical group; ``tests/test_lipid_mappings.py`` asks the same of the shipped files)."""
+    chemical group; ``tests/test_lipid_mappings.py`` asks the same of the shipped files): one root
+    in the bond tree of the bead's atoms."""
+    from multiscale.geometry import bond_tree_order
+
     index = {n: k for k, n in enumerate(mt.atom_names)}
-    nb = {}
-    for a, b in np.asarray(mt.bonds, int):
-        nb.setdefault(int(a), set()).add(int(b))
-        nb.setdefault(int(b), set()).add(int(a))
+    bonds = np.asarray(mt.bonds, int)
     for bead in m.beads:
-        atoms = {index[n] for n, bs in zip(m.atoms, m.assignment) if bead in bs and mt.elements[index[n]] != "H"}
-        seen, todo = set(), [next(iter(atoms))]
-        while todo:
-            k = todo.pop()
-            if k not in seen:
-                seen.add(k)
-                todo += [j for j in nb.get(k, ()) if j in atoms]
-        if seen != atoms:
+        atoms = np.array(sorted(index[n] for n, bs in zip(m.atoms, m.assignment)
+                                if bead in bs and mt.elements[index[n]] != "H"))
+        inside = np.isin(bonds, atoms).all(1)
+        _, parent = bond_tree_order(len(atoms), np.searchsorted(atoms, bonds[inside]))
+        if (parent < 0).sum() != 1:
             return False
     return True
 
@@ -150,7 +127,9 @@ def main(argv=None) -> int:
     p.add_argument("--cg-frames", type=int, default=10, help="last CG frames used")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "lipid_mapping_calibration.md")
     a = p.parse_args(argv)
+    from multiscale.coarse_grain import whole_molecules
     from multiscale.forcefields import martini3_itp
+    from multiscale.geometry import bond_tree_order, frame_boxes, make_whole
     from multiscale.io import atomic_write_text, read_frames
     from multiscale.mapping import load_mapping
     from multiscale.paths import find_data
@@ -161,15 +140,18 @@ def main(argv=None) -> int:
     shipped = load_mapping(find_data("mappings", f"lipids/{a.lipid}.map")).molecules[a.lipid]
     names = shipped.beads
     sel = np.flatnonzero(np.asarray(cg_fr.resnames) == (shipped.cg_name or a.lipid))
-    cblk = CGBlock(int(sel[0]), int(sel[-1]) + 1, len(sel) // len(names))
-    pairs, triples = bonded_terms(martini_bonds(martini3_itp().read_text(), shipped.cg_name or a.lipid))
-    t_d, t_a = geometry(whole_molecules(cg_fr, cblk), pairs, triples)
+    n_cg = len(sel) // len(names)
+    cg_bonds = martini_bonds(martini3_itp().read_text(), shipped.cg_name or a.lipid)
+    pairs, triples = bonded_terms(cg_bonds)
+    xc = cg_fr.positions[:, sel[0]:sel[-1] + 1].astype(np.float64).reshape(cg_fr.n_frames, n_cg, len(names), 3)
+    xc = make_whole(xc, frame_boxes(cg_fr.box, cg_fr.n_frames)[:, None], *bond_tree_order(len(names), cg_bonds))
+    t_d, t_a = geometry(xc.reshape(-1, len(names), 3), pairs, triples)
 
     aa_top = load_topology(a.reference / "topol.top")
     structure = a.reference / "prod.gro" if (a.reference / "prod.gro").is_file() else a.reference / "npt.gro"
     aa_fr = read_frames(structure, a.reference / "prod.xtc", expected_atoms=aa_top.n_atoms)
     ablk = next(b for b in aa_top.blocks if b.moltype.name == a.lipid)
-    x = whole_molecules(aa_fr, ablk)
+    x = whole_molecules(aa_fr.positions, aa_fr.box, ablk).reshape(-1, ablk.moltype.n_atoms, 3)
     rows = []
 
     def score(m, label):
@@ -190,7 +172,7 @@ def main(argv=None) -> int:
                 score(v, label)
     ranked = sorted(rows[1:], key=lambda r: r["score"])
     lines = [f"# Lipid mapping calibration: {a.lipid}, mapped CHARMM36 vs Martini 3 MD (`benchmarks/lipid_mapping_calibration.py`)", "",
-             f"Martini 3 MD: `{a.cg}` (last {cg_fr.n_frames} frames, {cblk.count} lipids, bonds of the Martini 3 lipidome itp); "
+             f"Martini 3 MD: `{a.cg}` (last {cg_fr.n_frames} frames, {n_cg} lipids, bonds of the Martini 3 lipidome itp); "
              f"atomistic: `{a.reference.name}` "
              f"({aa_fr.n_frames} frames, {ablk.count} lipids). Means over every bonded bead pair ({len(pairs)}) and bonded "
              f"bead angle ({len(triples)}) of the Martini 3 {a.lipid}; score = bonds rms / 0.02 nm + angles rms / 5 deg. "

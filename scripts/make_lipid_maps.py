@@ -42,7 +42,7 @@ SHARED_LINK = "C11"
 # choices are calibrated: of the glycerol assignments that keep every bead a bonded fragment, with
 # and without hydrogens, this one's mapped CHARMM36
 # bead distances and angles match Martini 3 MD of the same lipid best (POPC: bonded bead distances
-# off by 0.020 nm rms, angles by 5.7 deg, against 0.037 nm / 11.8 deg for C1 and C2 in GL1 with
+# off by 0.023 nm rms, angles by 5.4 deg, against 0.037 nm / 11.5 deg for C1 and C2 in GL1 with
 # hydrogens counted, where GL1-C1A was 0.532 nm against Martini 3's 0.443):
 # benchmarks/lipid_mapping_calibration.py, results in benchmarks/results/lipid_mapping_calibration.md
 GLYCEROL = {"C1": ["PO4", "GL1"], "C2": ["GL1", "GL2"], "O21": ["GL1"], "C21": ["GL1"], "O22": ["GL1"],

@@ -160,8 +160,7 @@ def _to_redraw(state: FrameState, ctx: BackmapContext, sol_base: np.ndarray, att
     spare = np.zeros(n, bool)  # best-of molecules whose only fault is a clash
     for k, s in enumerate(state.solutes):
         if s.mm.best_of > 1:
-            wc, wb = s.mm.stereo.wrong(s.x)
-            spare[sol_base[k]:sol_base[k + 1]] = state.clash_bad[k] & ~(wc.any(1) | wb.any(1) | strained(s))
+            spare[sol_base[k]:sol_base[k + 1]] = state.clash_bad[k] & _stereo_right(s.x, s) & ~strained(s)
     mp = np.sort(ctx.mol_id[ip], 1)
     fixed = mp[:, 1] >= n  # pairs with an ion, a shell water or a chain atom
     spare[mp[fixed, 0]] = False
@@ -275,8 +274,7 @@ def separate(state: FrameState, ctx: BackmapContext, sol_base: np.ndarray) -> in
             np.add.at(d_group, (slice(None), s.mm.united), d_atom)
             pushed = s.x[idx] + d_group[:, s.mm.united]
             new = s.mm.relax(pushed, s.beads[idx], reference=reference[k][idx])
-            wc, wb = s.mm.stereo.wrong(new)
-            keep = ~(wc.any(1) | wb.any(1))
+            keep = _stereo_right(new, s)
             s.x[idx[keep]] = new[keep]
             moved_now.append(sol_base[k] + idx[keep])
         moved_now = np.concatenate(moved_now) if moved_now else np.zeros(0, int)

@@ -70,11 +70,16 @@ class Solute:
         self.ptr[idx] = 0
         self._take(idx, cand)
 
+    def right(self, x, cutoff):
+        """(B,) bool: conformations x (B, n, 3) with right stereo and no intramolecular clash
+        closer than ``cutoff`` nm."""
+        wc, wb = self.mm.stereo.wrong(x)
+        return ~(wc.any(1) | wb.any(1) | self.mm.intra_clash(x, cutoff))
+
     def spinnable(self, idx, cutoff):
         """The molecules of ``idx`` with correct stereo and no intramolecular clash (their
         clashes are with other molecules, which a turn about the free bead axis can remove)."""
-        wc, wb = self.mm.stereo.wrong(self.x[idx])
-        return idx[~(wc.any(1) | wb.any(1) | self.mm.intra_clash(self.x[idx], cutoff))]
+        return idx[self.right(self.x[idx], cutoff)]
 
     def spin(self, idx, seed):
         """Turn molecules ``idx`` (1 or 2 beads) about their beads by a fresh uniform draw
@@ -113,7 +118,8 @@ class Solute:
         intramolecular clash, then with the fewest atoms within ``r_env`` nm of ``env`` (a
         :class:`~multiscale.neighbours.PeriodicTree` of the atoms that stay), then closest to the
         beads, is taken: the usual best-of choice, made clash-aware.  Scored as superposed, before
-        the exact projection (which moves atoms by ~0.005 nm)."""
+        the exact projection; a lipid's draw sits ~0.2 nm per bead off its beads, so the projection
+        can still bring it into a clash, which the next round's check finds."""
         import torch
 
         g = torch.Generator(device=dev).manual_seed(seed)
@@ -144,9 +150,7 @@ class Solute:
             if not len(mols):
                 break
             cand = order[r, mols]
-            x = pool[cand, mols]
-            wc, wb = self.mm.stereo.wrong(x)
-            right = ~(wc.any(1) | wb.any(1) | self.mm.intra_clash(x, cutoff))
+            right = self.right(pool[cand, mols], cutoff)
             good = mols[right]
             sel[Kp - need[good], good] = cand[right]
             ok[cand[right], good] = True
