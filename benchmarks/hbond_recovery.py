@@ -8,8 +8,9 @@
 1. The AA liquid (the held-out last quarter of md.xtc): hydroxyl H-bonds per molecule (H...O <
    0.25 nm, O-H...O > 120 deg, to O of other molecules: :func:`multiscale.backmap.place.count_hbonds`),
    O...O close contacts per molecule (< 0.32 nm) and potential energy per molecule (md.edr).
-2. The same frames backmapped ``--seeds`` times by the engine as before this change
-   (``hbond_network=False``, no environment selection, the model's calibrated weight) and as now
+2. The same frames backmapped ``--seeds`` times by the engine as before the H-bond steps
+   (``hbond_network=False``, no environment selection, ``hydration=False``, the model's calibrated
+   weight) and as now
    (defaults; the hydrogen-bond weight recalibrated with this engine, as ``train`` does).
 3. From one backmapped frame of each: restrained EM (heavy atoms, ``--fc``), restrained NVT
    (``--eq-ps``, dt 1 fs, new velocities) and unrestrained NPT (``--relax-ps``, dt 2 fs), with a
@@ -70,6 +71,12 @@ class Observables:
         self.o = np.flatnonzero(self.acc_sol)
         self.n_mol = int(len(np.unique(self.mol[~water])))
         self.has_water = bool(water.any())
+
+    def directions(self, x, box) -> tuple[float, float]:
+        """Per frame: (water -> solute, solute -> water) H-bonds."""
+        x, box = np.asarray(x, np.float64), np.asarray(box, np.float64)
+        return (float(count_hbonds(x, box, self.w_h, self.w_d, self.mol, self.acc_sol)),
+                float(count_hbonds(x, box, self.sol_h, self.sol_d, self.mol, self.acc_w)))
 
     def __call__(self, x, box) -> tuple[float, float, float]:
         from scipy.spatial import cKDTree
@@ -178,6 +185,9 @@ def block_means(curves: list, window: float = 2.5) -> list[dict]:
 def aa_reference(d: Path, fr, te, obs: Observables, work: Path) -> dict:
     vals = np.array([obs(fr.positions[f], fr.box[f]) for f in te])
     ref = {"hbonds": float(vals[:, 0].mean()), "contacts": float(vals[:, 1].mean()), "solute_water": float(vals[:, 2].mean())}
+    if obs.has_water:
+        ref["water_to_solute"], ref["solute_to_water"] = map(float, np.mean([obs.directions(fr.positions[f], fr.box[f])
+                                                                             for f in te], axis=0))
     if (d / "md.edr").exists():
         pot = potential(d / "md.edr", work)
         t_lo = float(fr.times[te[0]])
@@ -187,7 +197,7 @@ def aa_reference(d: Path, fr, te, obs: Observables, work: Path) -> dict:
 
 def backmapped(model, top, mp, fr, te, seeds, obs, **kw):
     cg = coarse_grain(fr.positions[te], fr.box[te], top, mp, seed=0)
-    vals, t, first, reps = [], 0.0, None, []
+    vals, dirs, t, first, reps = [], [], 0.0, None, []
     for s in range(seeds):
         t0 = time.perf_counter()
         aa, rep = backmap(model, top, cg.positions, cg.box, seed=100 + s, **kw)
@@ -195,9 +205,11 @@ def backmapped(model, top, mp, fr, te, seeds, obs, **kw):
         first = aa[0] if first is None else first
         reps += rep
         vals += [obs(aa[k], cg.box[k]) for k in range(len(te))]
+        dirs += [obs.directions(aa[k], cg.box[k]) for k in range(len(te))] if obs.has_water else []
     v = np.array(vals)
     return {"hbonds": float(v[:, 0].mean()), "hbonds_sd": float(v[:, 0].std()), "contacts": float(v[:, 1].mean()),
-            "solute_water": float(v[:, 2].mean()),
+            "solute_water": float(v[:, 2].mean()), "water_to_solute": float(np.mean(dirs, axis=0)[0]) if dirs else 0.0,
+            "solute_to_water": float(np.mean(dirs, axis=0)[1]) if dirs else 0.0,
             "ms_per_molecule": 1e3 * t / (seeds * len(te) * obs.n_mol),
             "max_cg_deviation_nm": max(r.max_cg_deviation_nm for r in reps),
             "clash_pairs_final": sum(r.inter_clash_pairs_final + r.intra_clash_pairs_final for r in reps)}, first, cg.box[0]
@@ -218,6 +230,9 @@ def main(argv=None):
     ap.add_argument("--work", default=None, help="keep the MD here (default: a temporary folder)")
     ap.add_argument("--no-md", action="store_true", help="only the numbers right after the backmap")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--no-recalibrate", action="store_true",
+                    help="'after' with the model's own calibration (train() already calibrates with the full engine); "
+                         "default: recalibrate the network cutoff and H-turn weight here (models trained before them)")
     a = ap.parse_args(argv)
     import os
 
@@ -243,28 +258,34 @@ def main(argv=None):
     work.mkdir(parents=True, exist_ok=True)
     res = {"data": str(d), "molecules": obs.n_mol, "test_frames": te.tolist(), "aa": aa_reference(d, fr, te, obs, work)}
     eps0 = {k: m.hbond_eps for k, m in model.moltypes.items()}
-    res["before"], x_before, box0 = backmapped(model, top, mp, fr, te, a.seeds, obs, hbond_network=False, select_eps=0.0)
+    res["before"], x_before, box0 = backmapped(model, top, mp, fr, te, a.seeds, obs, hbond_network=False, select_eps=0.0,
+                                                   hydration=False)
     from multiscale.backmap.train import _calibrate_hbonds, _calibrate_network
 
     tr = np.arange(0, ntr, max(1, ntr // 3))[:3]  # as train() does: network cutoff, then the H-turn weight
     names = [k for k, m in model.moltypes.items() if m.rotors]
-    net = _calibrate_network(model, top, mp, fr.positions[tr], fr.box[tr], 0, names)
-    cal = _calibrate_hbonds(model, top, mp, fr.positions[tr], fr.box[tr], 0, names)
-    res["hbond_eps"] = {"before": eps0, "after": cal["eps"]}
-    res["network"] = net
-    print(f"network cutoff calibration: {net}")
+    if a.no_recalibrate:
+        res["hbond_eps"] = {"before": eps0, "after": eps0}
+    else:
+        net = _calibrate_network(model, top, mp, fr.positions[tr], fr.box[tr], 0, names)
+        cal = _calibrate_hbonds(model, top, mp, fr.positions[tr], fr.box[tr], 0, names)
+        res["hbond_eps"] = {"before": eps0, "after": cal["eps"]}
+        res["network"] = net
+        print(f"network cutoff calibration: {net}")
     res["after"], x_after, _ = backmapped(model, top, mp, fr, te, a.seeds, obs)
     ref = res["aa"]
     print(f"{d}: {obs.n_mol} molecules; hydroxyl H-bonds per molecule (H...O < 0.25 nm, O-H...O > 120 deg)")
     print(f"  AA liquid (held-out frames)      {ref['hbonds']:.3f}   O...O contacts < 0.32 nm/mol {ref['contacts']:.2f}"
           + (f"   potential {ref['potential']:.1f} kJ/mol/mol" if "potential" in ref else "")
-          + (f"   solute-water H-bonds/frame {ref['solute_water']:.1f}" if obs.has_water else ""))
+          + (f"   solute-water H-bonds/frame {ref['solute_water']:.1f} (water -> solute {ref['water_to_solute']:.1f}, "
+             f"solute -> water {ref['solute_to_water']:.1f})" if obs.has_water else ""))
     for k in ("before", "after"):
         r = res[k]
         print(f"  backmap {k:<6s} (eps {res['hbond_eps'][k] if k == 'after' else eps0})  {r['hbonds']:.3f} +- {r['hbonds_sd']:.3f}"
               f"   contacts {r['contacts']:.2f}   {r['ms_per_molecule']:.2f} ms/molecule, max CG dev "
               f"{r['max_cg_deviation_nm']:.1e} nm, clash pairs {r['clash_pairs_final']}"
-              + (f", solute-water H-bonds/frame {r['solute_water']:.1f}" if obs.has_water else ""))
+              + (f", solute-water H-bonds/frame {r['solute_water']:.1f} (water -> solute {r['water_to_solute']:.1f}, "
+                 f"solute -> water {r['solute_to_water']:.1f})" if obs.has_water else ""))
     if not a.no_md:
         names, resnames, resids = top.per_atom("atom_names"), top.per_atom("resnames"), top.resids()
         for k, x in (("before", x_before), ("after", x_after)):

@@ -61,7 +61,7 @@ __all__ = ["BackmapModel", "MoltypeModel", "train", "backmap", "check_device", "
 def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, device: str = "cpu",
             max_retries: int = 5, wrap: bool = False, temperature: float = 1.0, clash_inter: float = 0.08,
             clash_intra: float = 0.10, candidates: int | None = None, hbond_eps: float | None = None, select_eps: float | None = None,
-            hbond_network: bool = True, threads: int | None = None, log=None, layout=None):
+            hbond_network: bool = True, hydration: bool = True, threads: int | None = None, log=None, layout=None):
     """Backmap CG frames to atoms.
 
     cg_positions: (B, 3) or (F, B, 3) nm, beads in :func:`multiscale.coarse_grain.cg_layout`
@@ -84,6 +84,9 @@ def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, 
     the CG constraint (:func:`.steps.hbond_network`, :mod:`.hbond`; neat (R)-octan-2-ol:
     0.22 -> 0.64 hydroxyl H-bonds per molecule right after the backmap, AA 0.83, docs/hbonds.md);
     False: the placement of earlier versions (and no environment selection unless ``select_eps``).
+    hydration: turn the water clusters next to the solutes' hydrated acceptors so that their first
+    shells are filled (the model's measured shells, :mod:`.hydration`; heptanol example: 11 -> 53
+    water -> hydroxyl H-bonds per frame, AA 48); False: as before, or for models without shells.
     layout: the CG layout (default :func:`multiscale.coarse_grain.cg_layout` of the model's mapping).
     Each frame runs :data:`STEPS` (:mod:`.steps`) over one :class:`~.frame.FrameState`.
     """
@@ -92,7 +95,7 @@ def backmap(model: BackmapModel, topology, cg_positions, box, *, seed: int = 0, 
     cg, boxes = _frames_and_boxes(cg_positions, box)
     layout = _checked_layout(model, topology, cg.shape[1], layout)
     opts = BackmapOptions(seed, max_retries, wrap, temperature, clash_inter, clash_intra, candidates, hbond_eps,
-                          select_eps, hbond_network)
+                          select_eps, hbond_network, hydration)
     dev = check_device(device)
     for m in model.moltypes.values():
         m.density.to(dev)

@@ -57,6 +57,7 @@ class BackmapOptions:
     hbond_eps: float | None = None
     select_eps: float | None = None
     hbond_network: bool = True
+    hydration: bool = True
 
 
 @dataclass

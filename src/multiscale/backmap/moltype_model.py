@@ -60,12 +60,20 @@ class MoltypeModel:
     #: pairs of the molecule apart below ``repel`` nm (0: off) so it cannot fold a tail into itself
     best_of: int = 1
     repel: float = 0.0
+    #: first hydration shell per atom, measured in the training frames (:mod:`.hydration`): the
+    #: water-O distance (nm) and the waters in it, (n_atoms,) each; 0: no site (no water in the
+    #: training data, a buried atom, models trained before it existed)
+    shell_r: np.ndarray | None = None
+    shell_n: np.ndarray | None = None
 
     def __post_init__(self):
         from .certify import exclusion_matrix
         from .features import bead_tree
         from .place import find_rotors
 
+        n = len(self.atom_names)
+        self.shell_r = np.zeros(n) if self.shell_r is None else np.asarray(self.shell_r, np.float64)
+        self.shell_n = np.zeros(n) if self.shell_n is None else np.asarray(self.shell_n, np.float64)
         self.rotors = find_rotors(len(self.atom_names), self.bonds, self.elements)
         if len(self.rotor_priors) != len(self.rotors):
             self.rotor_priors = [None] * len(self.rotors)
@@ -237,6 +245,7 @@ class MoltypeModel:
                 "smoothing": self.smoothing, "hbond_eps": float(self.hbond_eps), "env_cutoff": float(self.env_cutoff),
                 "network_cutoff": float(self.network_cutoff), "storage": self.storage,
                 "best_of": int(self.best_of), "repel": float(self.repel),
+                "shell_sites": [[int(i), float(self.shell_r[i]), float(self.shell_n[i])] for i in np.flatnonzero(self.shell_r > 0)],
                 "rotor_priors": [None if h is None else np.asarray(h, float).tolist() for h in self.rotor_priors]}
 
     @classmethod
@@ -252,7 +261,15 @@ class MoltypeModel:
                    np.array(d["closure_targets"], float), dict(d.get("training", {})), float(d.get("smoothing", 0.0)),
                    list(d.get("rotor_priors", [])), float(d.get("hbond_eps", 0.0)), float(d.get("env_cutoff", 0.0)),
                    float(d.get("network_cutoff", 0.0)), str(d.get("storage", "float32")),
-                   int(d.get("best_of", 1)), float(d.get("repel", 0.0)))
+                   int(d.get("best_of", 1)), float(d.get("repel", 0.0)), *_shell_arrays(d, len(d["atom_names"])))
+
+
+def _shell_arrays(d: dict, n: int):
+    """(shell_r, shell_n) (n,) each from a stored entry's sparse ``shell_sites`` [[atom, r, n], ...]."""
+    r, w = np.zeros(n), np.zeros(n)
+    for i, ri, wi in d.get("shell_sites", []):
+        r[int(i)], w[int(i)] = float(ri), float(wi)
+    return r, w
 
 
 def describe_difference(mt, entry: MoltypeModel) -> str:

@@ -13,7 +13,8 @@ In order (:data:`STEPS`):
    written into ``state.positions``;
 6. :func:`hbond_network` -- donor/acceptor pairs of neighbouring solute molecules pulled
    towards hydrogen-bond geometry inside the CG constraint (:mod:`.hbond`), re-projected;
-7. :func:`solvent` -- water beads become 4 waters from the bank, away from solutes and ions;
+7. :func:`solvent` -- water beads become 4 waters from the bank, away from solutes and ions,
+   the first shells of ions and hydrated solute acceptors filled (:mod:`.hydration`);
 8. :func:`polar_h` -- rotatable polar hydrogens turned towards acceptors, re-projected;
 9. :func:`final_certificate` -- CG deviation, system-wide clash search, undo of clashing
    hydrogen turns, re-placement of clashing waters, final counts in the report.
@@ -29,6 +30,7 @@ import numpy as np
 
 from .common import derive_seed
 from .frame import BackmapContext, FrameState
+from .hydration import solute_shell_arrays
 from .resolve import (  # noqa: F401  (steps 4-5, their helpers and constants: re-exported for the engine and tests)
     CLASH_MARGIN,
     SPIN_ROUNDS,
@@ -302,7 +304,8 @@ def _obstacles(state: FrameState, ctx: BackmapContext):
 
 
 def solvent(state: FrameState, ctx: BackmapContext) -> FrameState:
-    """Place 4 waters per water bead (the model's bank), away from the solutes and ions."""
+    """Place 4 waters per water bead (the model's bank), away from the solutes and ions; the
+    clusters next to ions and to the solutes' hydrated acceptors turned to fill their first shells."""
     if not ctx.water_blocks:
         return state
     others, dmin = _obstacles(state, ctx)
@@ -312,6 +315,11 @@ def solvent(state: FrameState, ctx: BackmapContext) -> FrameState:
         n_sol = len(others) - len(ion[0]) - len(ctx.shell_atoms)
         shell = np.zeros((3, len(others)))
         shell[:, n_sol:n_sol + len(ion[0])] = ion
+    hyd = solute_shell_arrays(state.solutes) if ctx.opts.hydration else None  # hydrated acceptors (.hydration)
+    if hyd is not None:
+        if shell is None:
+            shell = np.zeros((3, len(others)))
+        shell[:, :hyd.shape[1]] = hyd
     for bi, blk in ctx.water_blocks:
         beads = state.cg[blk.start:blk.stop].reshape(-1, 3)
         state.water_beads[bi] = beads

@@ -72,6 +72,7 @@ def train(topology, mapping, frames, *, seed: int = 0, epochs: int | None = None
             x, env = _training_molecules(pos, box, blks, env_counts, rng, max_samples)
             prev = moltypes.get(name) if init is not None else None
             moltypes[name], report[name] = _fit_moltype(blks, x, env, prev, init, env_cut, seed, log, hp)
+    _hydration(moltypes, pos, box, topology, list(report), log)
     model = BackmapModel(mapping, moltypes, _water_bank(water_xyz, box, seed, init, log), [],
                          chains=_chains(topology, pos, box, chain_blocks, init, seed, epochs, device, log, provenance))
     cal = None
@@ -89,6 +90,19 @@ def train(topology, mapping, frames, *, seed: int = 0, epochs: int | None = None
         cal["network"] = net
     model.provenance = _provenance(provenance, cal, pos, seed, epochs, report, t_all, init)
     return model
+
+
+def _hydration(moltypes: dict, pos, box, topology, names: list, log) -> None:
+    """The first hydration shell of every acceptor of the fitted moltypes (:mod:`.hydration`), logged."""
+    from .hydration import measure_shells
+
+    for name, (r, n) in measure_shells(pos, box, topology, names).items():
+        mm = moltypes[name]
+        mm.shell_r, mm.shell_n = r, n
+        sites = np.flatnonzero(r > 0)
+        if len(sites):
+            log(f"hydration shells of {name}: " + ", ".join(f"{mm.atom_names[i]} {n[i]:.1f} waters at {r[i]:.3f} nm"
+                                                          for i in sites))
 
 
 def _chains(topology, pos, box, chain_blocks, init, seed, epochs, device, log, provenance):

@@ -1,5 +1,8 @@
 """Ion first shells: re-orient the clusters of the W beads next to an ion after the bead stage.
 
+The same pass fills the first shells of hydrated solute acceptors (:mod:`..hydration`): to it
+they are shell "ions" with their measured shell distance and water count and a negative sign.
+
 Random cluster orientations leave the first shell of a small cation under-populated (Martini
 puts W beads ~0.40-0.50 nm from Na+; a random 4-water cluster on such a bead rarely has an
 O at the 0.24 nm first-shell distance: Na+ CN(0.32 nm) ~2 instead of ~5.5).  For every bead
