@@ -119,3 +119,4 @@ def test_water_bead_on_another_bead_is_moved_off_it(tmp_path):
     d_a = np.linalg.norm(minimum_image(w - bead_a, np.array([L, L, L])), axis=1)
     assert d_a.min() >= W_MIN_DISTANCE - 1e-9  # without the move: < 0.01 nm
     assert np.linalg.norm(w - np.mean(far_com, axis=0), axis=1).min() < 1e-3  # the other W bead: its waters' centre
+    assert cg.water_beads_moved == 1

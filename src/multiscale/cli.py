@@ -153,7 +153,8 @@ def cmd_coarse_grain(args) -> int:
     if args.cg_topology:
         write_cg_topology(args.cg_topology, cg.layout, args.include or [])
     print(f"coarse-grained {frames.n_frames} frame(s): {top.n_atoms} atoms -> {cg.positions.shape[1]} beads "
-          f"({', '.join(f'{b.cg_name} x{b.count}' for b in cg.layout)}) in {dt:.2f} s -> {args.output}")
+          f"({', '.join(f'{b.cg_name} x{b.count}' for b in cg.layout)}) in {dt:.2f} s -> {args.output}"
+          + (f"; {cg.water_beads_moved} W bead(s) moved off other beads" if cg.water_beads_moved else ""))
     return 0
 
 

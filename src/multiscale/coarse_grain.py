@@ -31,12 +31,14 @@ __all__ = ["CGBlock", "CGResult", "cg_layout", "whole_molecules", "coarse_grain"
 
 @dataclass
 class CGResult:
-    """positions (F, B, 3) nm; box (F, 3) nm; water_groups: per frame, per water block, (n_groups, per_bead) int."""
+    """positions (F, B, 3) nm; box (F, 3) nm; water_groups: per frame, per water block, (n_groups, per_bead) int;
+    water_beads_moved: water beads moved off another bead (all frames, :func:`_clear_water_beads`)."""
 
     positions: np.ndarray
     box: np.ndarray
     layout: list[CGBlock]
     water_groups: list[list[np.ndarray]]
+    water_beads_moved: int = 0
 
 
 def cg_layout(topology: SystemTopology, mapping: Mapping) -> list[CGBlock]:
@@ -103,9 +105,9 @@ def coarse_grain(positions: np.ndarray, box: np.ndarray, topology: SystemTopolog
         if g is not None:
             for f in range(nf):
                 groups[f].append(g[f])
-    _clear_water_beads(out, box, layout)
+    moved = _clear_water_beads(out, box, layout)
     out = wrap(out, box[:, None])
-    return CGResult(positions=out, box=np.array(box), layout=layout, water_groups=groups)
+    return CGResult(positions=out, box=np.array(box), layout=layout, water_groups=groups, water_beads_moved=moved)
 
 
 #: nm: a water bead closer than this to a bead of another kind is moved out to this distance

@@ -386,9 +386,11 @@ def _run_coarse_grain(stage: PythonStage, ctx: StageContext) -> StageResult:
         includes = [stage.inputs["go_forcefield"] if str(p) == stage.params["go_replaces"] else p for p in includes]
     write_cg_topology(stage.outputs["top"], cg.layout, includes + chain_itps,
                       title=f"CG system (cycle {stage.cycle}) written by multiscale")
+    moved = f"; {cg.water_beads_moved} W bead(s) moved off other beads" if cg.water_beads_moved else ""
     _stage_log(stage, ctx, f"{top.n_atoms} atoms -> {cg.positions.shape[1]} beads "
-                           f"({', '.join(f'{b.cg_name} x{b.count}' for b in cg.layout)})")
-    return StageResult(info={"atoms": top.n_atoms, "beads": int(cg.positions.shape[1])})
+                           f"({', '.join(f'{b.cg_name} x{b.count}' for b in cg.layout)}){moved}")
+    return StageResult(info={"atoms": top.n_atoms, "beads": int(cg.positions.shape[1]),
+                             "water_beads_moved": int(cg.water_beads_moved)})
 
 
 def _go_layout(stage: PythonStage, top, mapping):
