@@ -37,19 +37,11 @@ from make_aa_data import GMX, sh  # noqa: E402  (benchmarks/ is on sys.path)
 
 from multiscale.gromacs.results import read_xvg  # noqa: E402
 from multiscale.topology import load_topology  # noqa: E402
+from multiscale.workflow.stages import _set_mdp_options  # noqa: E402  (the mdp.overrides editor)
 
 KB = 0.0083144626  # kJ/mol/K
 TERMS = ("Bond", "Angle", "Potential")
 VOUT_PS = 0.5
-
-
-def _set(mdp: str, key: str, value: str | None) -> str:
-    """mdp text with ``key`` set to value (None: the line removed), added when absent."""
-    pat = re.compile(rf"^{re.escape(key)}\s*=.*$", re.M)
-    if value is None:
-        return pat.sub("", mdp)
-    line = f"{key:<24s} = {value}"
-    return pat.sub(line, mdp) if pat.search(mdp) else mdp + f"\n{line}\n"
 
 
 def groups(top):
@@ -88,34 +80,26 @@ def temperatures(trr: Path, tpr: Path, top, t0: float) -> list[dict]:
     return out
 
 
-def energies(edr: Path, work: Path, t0: float) -> np.ndarray:
-    """Rows (time, Bond, Angle, Potential) of an .edr."""
-    sh([GMX, "energy", "-f", str(edr), "-o", "terms.xvg"], work, stdin="\n".join(TERMS) + "\n\n")
+def energies(edr: Path, work: Path, t0: float = 0.0, begin: float = 0.0) -> np.ndarray:
+    """Rows (time + t0, Bond, Angle, Potential) of an .edr from ``begin`` ps."""
+    sh([GMX, "energy", "-f", str(edr), "-b", str(begin), "-o", "terms.xvg"], work, stdin="\n".join(TERMS) + "\n\n")
     _, rows = read_xvg(work / "terms.xvg")
     a = np.asarray(rows, float)[:, :4]
     a[:, 0] += t0
     return a
 
 
-def reference(edr: Path, start: float, work: Path) -> dict:
-    sh([GMX, "energy", "-f", str(edr), "-b", str(start), "-o", "ref.xvg"], work, stdin="\n".join(TERMS) + "\n\n")
-    _, rows = read_xvg(work / "ref.xvg")
-    a = np.asarray(rows, float)
-    return {k: float(a[:, i + 1].mean()) for i, k in enumerate(TERMS)}
-
-
 def run_variant(name: str, stage: Path, aa_top: Path, work: Path, relax_ps: float) -> dict:
     """Restrained NVT with integrator ``name`` (md + V-rescale, or sd), then the run's relax mdp."""
     w = work / name
     w.mkdir(parents=True, exist_ok=True)
-    eq = (stage / "restrained-eq" / "restrained-eq.mdp").read_text()
-    eq = _set(eq, "integrator", name)
-    eq = _set(eq, "tcoupl", "V-rescale" if name == "md" else None)
-    eq = _set(eq, "nstvout", str(int(round(VOUT_PS / 0.001))))
+    eq = _set_mdp_options((stage / "restrained-eq" / "restrained-eq.mdp").read_text(),
+                          {"integrator": name, "tcoupl": "V-rescale" if name == "md" else "no",
+                           "nstvout": int(round(VOUT_PS / 0.001))})
     (w / "eq.mdp").write_text(eq)
     rel = (stage / "relax" / "relax.mdp").read_text()
     dt = float(re.search(r"^dt\s*=\s*(\S+)", rel, re.M).group(1))
-    rel = _set(_set(rel, "nsteps", str(int(round(relax_ps / dt)))), "nstvout", str(int(round(VOUT_PS / dt))))
+    rel = _set_mdp_options(rel, {"nsteps": int(round(relax_ps / dt)), "nstvout": int(round(VOUT_PS / dt))})
     (w / "relax.mdp").write_text(rel)
     sh([GMX, "grompp", "-f", "eq.mdp", "-c", str(stage / "restrained-em" / "restrained-em.gro"), "-r",
         str(stage / "backmap" / "backmapped.gro"), "-p", str(stage / "backmap" / "restrained.top"), "-o", "eq.tpr",
@@ -158,7 +142,8 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     res = {"run": str(a.run), "cycle": a.cycle, "relax_ps": a.relax_ps, "machine": "2-core VM, no GPU"}
     if a.reference:
-        res["reference"] = reference(a.reference, a.reference_from, work)
+        ref = energies(a.reference, work, begin=a.reference_from)
+        res["reference"] = {k: float(ref[:, i + 1].mean()) for i, k in enumerate(TERMS)}
     for name in ("md", "sd"):
         res[name] = run_variant(name, stage, a.run / "aa.top", work, a.relax_ps)
     ref = res.get("reference", {})

@@ -86,8 +86,7 @@ class Observables:
         hb = count_hbonds(x, box, self.sol_h, self.sol_d, self.mol, self.acc_sol) / self.n_mol
         sw = 0.0
         if self.has_water:
-            sw = float(count_hbonds(x, box, self.sol_h, self.sol_d, self.mol, self.acc_w)
-                       + count_hbonds(x, box, self.w_h, self.w_d, self.mol, self.acc_sol))
+            sw = sum(self.directions(x, box))
         o = np.mod(x[self.o], box)
         pairs = cKDTree(o, boxsize=box).query_pairs(0.32, output_type="ndarray")
         inter = self.mol[self.o[pairs[:, 0]]] != self.mol[self.o[pairs[:, 1]]] if len(pairs) else np.zeros(0, bool)

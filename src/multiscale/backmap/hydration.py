@@ -73,7 +73,7 @@ def measure_shells(pos: np.ndarray, box: np.ndarray, topology, names) -> dict:
         # sites (molecule, acceptor) of every block of the moltype: system index, acceptor number
         idx = np.concatenate([(b.start + np.arange(b.count)[:, None] * mt.n_atoms + acc[None]).ravel() for b in blks])
         which = np.tile(np.arange(len(acc)), len(idx) // len(acc))
-        dists, counts = [[] for _ in acc], np.zeros(len(acc))
+        dists = [[] for _ in acc]
         for f in frames:
             x = np.asarray(pos[f], np.float64)
             tree = PeriodicTree(x[wo], boxes[f], reach)
@@ -81,7 +81,6 @@ def measure_shells(pos: np.ndarray, box: np.ndarray, topology, names) -> dict:
             for a in range(len(acc)):
                 da = d[which == a]
                 dists[a].append(da[np.isfinite(da)])
-            counts += np.bincount(which, weights=np.isfinite(d).sum(axis=1), minlength=len(acc))
         per = len(frames) * (len(idx) // len(acc))
         for a, i in enumerate(acc):
             d = np.concatenate(dists[a])
@@ -102,9 +101,8 @@ def solute_shell_arrays(solutes) -> np.ndarray | None:
     shell site (models trained before this existed, or without water)."""
     parts, any_site = [], False
     for s in solutes:
-        r = getattr(s.mm, "shell_r", None)
-        m = s.x.shape[0]
-        if r is None or not np.any(r > 0):
+        r, m = s.mm.shell_r, s.x.shape[0]
+        if not np.any(r > 0):
             parts.append(np.zeros((3, m * s.x.shape[1])))
             continue
         any_site = True
