@@ -211,6 +211,24 @@ def wrap(x: np.ndarray, box) -> np.ndarray:
     return np.where(w >= b, 0.0, w).astype(w.dtype, copy=False)
 
 
+def apply_weights(matrix, x: np.ndarray) -> np.ndarray:
+    """Weighted centres M x: matrix (n_beads, n_atoms), dense or scipy sparse; x (..., n_atoms, 3)
+    -> (..., n_beads, 3), same units as x.  A sparse matrix (long chains: a dense one would hold
+    n_beads x n_atoms numbers) is applied without densifying it."""
+    x = np.asarray(x)
+    if not hasattr(matrix, "tocsr"):
+        return np.einsum("ba,...ak->...bk", matrix, x)
+    lead = x.shape[:-2]
+    xa = np.moveaxis(x, -2, 0).reshape(x.shape[-2], -1)  # (n_atoms, prod(lead) * 3)
+    y = np.asarray(matrix.tocsr() @ xa).reshape((matrix.shape[0], *lead, 3))
+    return np.moveaxis(y, 0, -2)
+
+
+def dense_weights(matrix) -> np.ndarray:
+    """A (n_beads, n_atoms) weight matrix as a dense float64 array (scipy sparse densified)."""
+    return matrix.toarray() if hasattr(matrix, "toarray") else np.asarray(matrix, np.float64)
+
+
 def bond_tree_order(n_atoms: int, bonds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Breadth-first spanning forest of a molecule's bond graph.
 

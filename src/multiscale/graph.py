@@ -52,10 +52,10 @@ MAX_RING = 8
 def adjacency(n_atoms: int, bonds) -> list[list[int]]:
     """Sorted neighbour lists of a bond graph (self-bonds and duplicates ignored)."""
     adj: list[set[int]] = [set() for _ in range(n_atoms)]
-    for a, b in np.asarray(bonds, dtype=int).reshape(-1, 2):
+    for a, b in np.asarray(bonds, dtype=int).reshape(-1, 2).tolist():
         if a != b:
-            adj[a].add(int(b))
-            adj[b].add(int(a))
+            adj[a].add(b)
+            adj[b].add(a)
     return [sorted(s) for s in adj]
 
 

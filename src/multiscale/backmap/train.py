@@ -8,6 +8,7 @@ import time
 import numpy as np
 
 from ..errors import MultiscaleError
+from ..geometry import dense_weights
 from .common import check_device, derive_seed, torch_threads
 from .frame import block_kind, require_engine_kind
 from .model_file import BackmapModel
@@ -210,7 +211,7 @@ def _fit_moltype(blks, x, env, prev, init, env_cut: float, seed: int, log, hp: d
     from .ictree import ICTree
     from .model import fit
 
-    mt, name, M = blks[0].aa_block.moltype, blks[0].aa_block.moltype.name, blks[0].matrix
+    mt, name, M = blks[0].aa_block.moltype, blks[0].aa_block.moltype.name, dense_weights(blks[0].matrix)
     _check_init(name, mt, prev, init, env_cut)
     tree = prev.tree if prev is not None else ICTree.from_moltype(mt, M)
     feats = cg_features(np.einsum("ba,nak->nbk", M, x))

@@ -125,6 +125,12 @@ class ChainDrawer:
             self.by_kind.setdefault((r.kind, lacks), []).append(i)
         #: per residue kind, its stereocentres' four template neighbours (:meth:`wrong_centres`)
         self.four_neighbours = {kind: _four_neighbours(model.kinds[kind]) for kind, _ in self.by_kind}
+        #: per (kind, lacked atoms): (k, n_core) atom indices of its residues in template order, a lacked
+        #: atom (in no stereocentre) replaced by the residue's CA (:meth:`wrong_centres`)
+        self.centre_atoms = {}
+        for key, idx in self.by_kind.items():
+            core = np.stack([self._template_atoms(model.kinds[key[0]], i) for i in idx])
+            self.centre_atoms[key] = np.where(core >= 0, core, np.array([residues[i].ca for i in idx])[:, None])
         self.keep_pairs = _kept_pairs(moltype, residues)
         from ..graph import MolecularGraph
 
@@ -529,7 +535,7 @@ class ChainDrawer:
         if first:
             rep.wrong_centres_after_draw = int(len(wrong))
         xn = x.cpu().numpy()
-        place_extras(xn, self.residues, self.moltype)
+        place_extras(xn, self.residues, self.moltype, self.adj)
         close_disulfides(xn, self.disulfides, self.adj, self.M)
         x = self._project(torch.as_tensor(xn, device=dev), b, exact)
         for rnd in range(REDRAW_ROUNDS):
@@ -547,7 +553,7 @@ class ChainDrawer:
                 xs = x.clone()
                 self._decorate(xs, b, g2, temperature, sel, copies=[int(c)])
                 xn = xs.cpu().numpy()
-                place_extras(xn, self.residues, self.moltype)
+                place_extras(xn, self.residues, self.moltype, self.adj)
                 close_disulfides(xn, self.disulfides, self.adj, self.M)
                 x[c] = self._project(torch.as_tensor(xn[c:c + 1], device=dev), b[c:c + 1], exact)[0]
             rep.redrawn_residues += int(bad.sum())
@@ -558,16 +564,14 @@ class ChainDrawer:
         seen from any face of its neighbours (a flattened centre is wrong too), x (C, n, 3)."""
         from ..graph import chirality_consistent
 
+        x = np.asarray(x)
         bad = np.zeros((x.shape[0], len(self.residues)), bool)
-        for (kind, _lacks), idx in self.by_kind.items():
+        for (kind, lacks), idx in self.by_kind.items():
             km = self.model.kinds[kind]
-            if not len(km.centres):
-                continue
-            nb4 = self.four_neighbours[kind]
-            for i in idx:
-                core = self._template_atoms(km, i)
-                core = np.where(core >= 0, core, self.residues[i].ca)  # lacked atoms are in no centre
-                bad[:, i] = ~chirality_consistent(x[:, core], km.centres, nb4, km.signs, CENTRE_MARGIN).all(-1)
+            if len(km.centres):  # every residue of the kind at once: x[:, core] is (C, k, n_core, 3)
+                ok = chirality_consistent(x[:, self.centre_atoms[kind, lacks]], km.centres, self.four_neighbours[kind],
+                                          km.signs, CENTRE_MARGIN)
+                bad[:, idx] = ~ok.all(-1)
         return bad
 
 

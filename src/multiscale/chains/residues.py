@@ -157,22 +157,24 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v, axis=-1, keepdims=True).clip(1e-9)
 
 
-def place_extras(x: np.ndarray, residues: list[Residue], moltype) -> None:
-    """Terminal extras in place, x (C, n_atoms, 3) nm (C copies of the moleculetype).
+def place_extras(x: np.ndarray, residues: list[Residue], moltype, adj: list | None = None) -> None:
+    """Terminal extras in place, x (C, n_atoms, 3) nm (C copies of the moleculetype); ``adj``: the
+    moleculetype's bond adjacency (:func:`multiscale.graph.adjacency`) when the caller has it.
 
     N-terminal NH3+: the other two hydrogens at +-120 deg about the CA-N axis from the core's
     amide H; Pro's NH2+: both hydrogens tetrahedral on N (about the bisector of CA-N-CD).
     C-terminal COO-: the second oxygen trigonal-planar on C, opposite the mean of CA and O."""
-    adj = {}
-    for i, j in np.asarray(moltype.bonds, int).reshape(-1, 2).tolist():
-        adj.setdefault(i, []).append(j)
-        adj.setdefault(j, []).append(i)
+    residues = [r for r in residues if r.extras]  # the termini
+    if residues and adj is None:
+        from ..graph import adjacency
+
+        adj = adjacency(moltype.n_atoms, moltype.bonds)
     for res in residues:
         nh = [a for a, role in res.extras if role == "nh"]
         oc = [a for a, role in res.extras if role == "oc"]
         if nh:
             n, ca = x[:, res.n], x[:, res.ca]
-            heavy_nb = [a for a in adj.get(res.n, []) if moltype.elements[a] != "H"]
+            heavy_nb = [a for a in adj[res.n] if moltype.elements[a] != "H"]
             if len(heavy_nb) >= 2:  # Pro: N bonded to CA and CD
                 a1, a2 = _unit(x[:, heavy_nb[0]] - n), _unit(x[:, heavy_nb[1]] - n)
                 bis, perp = _unit(-(a1 + a2)), _unit(np.cross(a1, a2))

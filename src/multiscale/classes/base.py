@@ -24,7 +24,8 @@ class CGBlock:
     ``n_beads`` per CG molecule, ``count`` CG molecules, first bead at global bead index
     ``start``; ``kind`` the molecule class that produced it; ``per_bead`` AA molecules per bead
     (4 for Martini water); ``matrix`` (n_beads, n_atoms) bead weights per AA molecule (None for
-    water, whose beads are spatial groups of molecules); ``info`` class-specific details (e.g.
+    water, whose beads are spatial groups of molecules; scipy sparse for amino-acid chains, apply
+    it with :func:`multiscale.geometry.apply_weights`); ``info`` class-specific details (e.g.
     an ion's minimum water-oxygen distance).
     """
 
@@ -36,7 +37,7 @@ class CGBlock:
     start: int
     kind: str = "molecule"
     per_bead: int = 1
-    matrix: np.ndarray | None = field(default=None, repr=False)
+    matrix: object = field(default=None, repr=False)  # np.ndarray, scipy sparse or None
     info: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -68,5 +69,7 @@ class MoleculeClass:
     def map_beads(self, x: np.ndarray, box: np.ndarray, blk: CGBlock, seed: int = 0):
         """Beads of one block: x (F, count, n_atoms, 3) whole molecules, box (F, 3) or (F, 3, 3) nm
         -> (beads (F, n_cg * n_beads, 3) nm, groups: per-frame list of index arrays or None)."""
-        beads = np.einsum("ba,fmak->fmbk", blk.matrix, x)
+        from ..geometry import apply_weights
+
+        beads = apply_weights(blk.matrix, x)
         return beads.reshape(x.shape[0], -1, 3), None

@@ -72,7 +72,7 @@ class Chain(MoleculeClass):
             raise MultiscaleError(f"moleculetype {block.moltype.name} of {source} is an amino-acid chain: its beads come from "
                                   f"vermouth (martinize2), which is not installed: pip install vermouth") from e
         return CGBlock(block, block.moltype.name, [str(b) for b in cm.bead_names], cm.n_beads, block.count, start,
-                       self.name, 1, cm.dense(),
+                       self.name, 1, cm.weights.tocsr(),
                        info={"bead_resnames": [str(r) for r in cm.bead_resnames],
                              "bead_resids": [int(r) for r in cm.bead_resids]})
 
@@ -97,6 +97,8 @@ def with_go_sites(layout: list, names) -> list:
     beads, at that residue's BB bead (its weights row repeated: mdrun puts the virtual site on
     BB, ``[ virtual_sitesn ]`` of one atom).  Later blocks shift; ``info["go_sites"]`` holds the
     count, so the backmap draws the chain on the beads before them."""
+    import scipy.sparse as sp
+
     names = set(names)
     out, shift = [], 0
     for blk in layout:
@@ -111,7 +113,7 @@ def with_go_sites(layout: list, names) -> list:
                         bead_resnames=list(blk.info["bead_resnames"]) + [blk.info["bead_resnames"][i] for i in bb],
                         bead_resids=list(blk.info["bead_resids"]) + [blk.info["bead_resids"][i] for i in bb])
             blk = replace(blk, bead_names=list(blk.bead_names) + [GO_SITE] * len(bb), n_beads=blk.n_beads + len(bb),
-                          matrix=np.concatenate([blk.matrix, blk.matrix[bb]]), info=info)
+                          matrix=sp.vstack([blk.matrix, blk.matrix[bb]]).tocsr(), info=info)
             shift += len(bb) * blk.count
         out.append(blk)
     return out

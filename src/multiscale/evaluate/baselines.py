@@ -26,7 +26,7 @@ from collections import deque
 import numpy as np
 
 from ..errors import MultiscaleError
-from ..geometry import kabsch_rotation, minimum_image
+from ..geometry import apply_weights, dense_weights, kabsch_rotation, minimum_image
 from .metrics import frame_box
 
 __all__ = ["rigid_baseline", "random_baseline", "random_rotations", "TIP3P_OH", "TIP3P_HOH"]
@@ -126,7 +126,7 @@ def rigid_baseline(topology, cg_blocks, cg_pos: np.ndarray, cg_box: np.ndarray, 
         if mt.name not in conformers:
             raise MultiscaleError(f"rigid baseline: no reference conformer for {mt.name}: pass --reference (a trajectory) or --reference-structure")
         conf = np.asarray(conformers[mt.name], float)
-        cb = m.matrix @ conf                                    # (nb, 3)
+        cb = apply_weights(m.matrix, conf)                      # (nb, 3)
         cmean = cb.mean(0)
         p = conf - cmean
         pb = cb - cmean
@@ -189,7 +189,7 @@ def random_baseline(topology, cg_blocks, cg_pos: np.ndarray, cg_box: np.ndarray,
             x[:, :, h] += TIP3P_OH * d[:, :, h]
             out[:, b.start:b.stop] = x.reshape(nf, -1, 3)
             continue
-        home = _home_beads(mt, m.matrix)
+        home = _home_beads(mt, dense_weights(m.matrix))
         tgt = _block_targets(cg_pos, cg_box, m)                   # (F, count, nb, 3)
         x = tgt[:, :, home] + rng.normal(scale=RANDOM_SIGMA, size=tgt.shape[:2] + (mt.n_atoms, 3))
         out[:, b.start:b.stop] = x.reshape(nf, -1, 3)

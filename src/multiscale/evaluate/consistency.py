@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from ..geometry import minimum_image
+from ..geometry import apply_weights, minimum_image
 from ..neighbours import PeriodicTree
 from . import metrics as M
 
@@ -107,7 +107,7 @@ def cg_consistency(system, cg_blocks, x, cg_pos, cg_box, water_grouping: str = "
             d = dev(v, np.asarray(b.moltype.masses, float), tgt[:, :, 0], cg_box, m.per_bead)
             wat_dev.append(d.ravel())
         else:
-            beads = np.einsum("ba,fcak->fcbk", m.matrix, v)
+            beads = apply_weights(m.matrix, v)
             d = np.linalg.norm(minimum_image(beads - tgt, M.frame_box(cg_box, 2)), axis=-1)
             mol_dev.append(d.ravel())
         per_block.append({"moltype": b.moltype.name, "rmsd_nm": M.rmsd(d), "max_nm": float(np.nanmax(d)) if np.isfinite(d).any() else None})
