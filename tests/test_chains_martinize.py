@@ -122,6 +122,28 @@ def test_martini_topology_options(tmp_path):
         _command(tmp_path / "x.pdb", "prot", "amber", "C", None, True, True, "none", ())
     with pytest.raises(MultiscaleError, match="unknown elastic option"):
         _command(tmp_path / "x.pdb", "prot", "amber", "C", None, {"xx": 1}, False, "none", ())
+    cmap = tmp_path / "contacts.map"
+    cmap.write_text("R      1     1  ASN A    1        5  GLN A    5       7.2084     1 1 1 1     1      22    0\n")
+    cmd = _command(tmp_path / "x.pdb", "prot", "amber", "C", None, False, {"contact-map": cmap, "go-eps": 10}, "none", ())
+    assert cmd[cmd.index("-go") + 1] == str(cmap) and cmd[cmd.index("-go-eps") + 1] == "10"
+    with pytest.raises(MultiscaleError, match="contact-map file .* not found") as e:
+        _command(tmp_path / "x.pdb", "prot", "amber", "C", None, False, {"contact-map": tmp_path / "none.map"}, "none", ())
+    assert "\n" not in str(e.value)
+
+
+def test_contact_map_chain_is_one_chain_or_one_line(tmp_path):
+    from multiscale.chains.topology import contact_map_chain
+
+    p = tmp_path / "c.map"
+    row = "R      1     1  ASN {}    1        5  GLN {}    5       7.2084     1 1 1 1     1      22{}\n"
+    p.write_text("header\n" + row.format("B", "B", "    0") + row.format("B", "B", ""))  # server's 18 columns, vermouth's 17
+    assert contact_map_chain(p) == "B"
+    p.write_text(row.format("A", "B", "    0"))
+    with pytest.raises(MultiscaleError, match="contacts of chains A, B"):
+        contact_map_chain(p)
+    p.write_text("R 1 1 ASN 1 5 GLN 5 7.2 1 1 1 1 1 22\n")  # no chain IDs
+    with pytest.raises(MultiscaleError, match="no contact lines"):
+        contact_map_chain(p)
 
 
 def test_dssp_option_usable_or_one_line_error():

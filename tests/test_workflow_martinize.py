@@ -118,7 +118,24 @@ def test_go_model_is_written_by_martinize2(tmp_path):
     assert np.abs((a - a.mean(0)) - (b - b.mean(0))).max() < 0.002  # the files' 0.001 nm rounding
 
 
+def test_go_contact_map_file_gives_martinize2s_own_contacts(tmp_path):
+    """A contact-map file passes through to martinize2 -go: the contacts martinize2 wrote for Trp-cage
+    (-go-write-file, on a chain-A copy of the structure) read back from the .gro, which has no chain
+    IDs, give the same Go bonds as martinize2 computing them."""
+    from multiscale.chains.topology import _with_chain, martini_topology
+
+    ss, pdb = "CHHHHHHHHHTHHHHSTTTC", _with_chain(TRPCAGE / "start.gro", "A", tmp_path / "trp_A.pdb")
+    own = martini_topology(pdb, tmp_path / "own", ss=ss, go={"go-eps": 12.5}, name="trp",
+                           extra_args=["-go-write-file", str(tmp_path / "contacts.map")])
+    given = martini_topology(TRPCAGE / "start.gro", tmp_path / "given", ss=ss, name="trp",
+                             go={"contact-map": tmp_path / "contacts.map", "go-eps": 12.5})
+    bonds = [[ln.split()[:5] for ln in m.go_itps[1].read_text().splitlines() if "go bond" in ln] for m in (own, given)]
+    assert len(bonds[0]) > 10 and bonds[0] == bonds[1]
+    assert Path(given.command[given.command.index("-go") + 1]).is_file()  # the command names the files as kept
+
+
 @pytest.mark.parametrize("martinize, match", [
+    ({"go": {"contact-map": "no_such.map"}}, "system.martinize.go: .*no_such.map not found"),
     ({"ss": "dsp"}, "system.martinize.ss: must be DSSP letters"),
     ({"ss": {"Protein_chain_A": 3}}, "system.martinize.ss: must be DSSP letters"),
     ({"elastic": True, "go": True}, "elastic and go exclude each other"),

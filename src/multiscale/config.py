@@ -192,7 +192,10 @@ class MartinizeSection(_Strict):
                                                    json_schema_extra=_unit("ef: kJ mol^-1 nm^-2; el, eu: nm"))
     go: Union[bool, dict[str, Union[float, str]]] = Field(False, description="martinize2 Go model (``-go``, virtual-site "
                                                   "GoMartini, contact map computed by martinize2): false, true, or its "
-                                                  "options without the dash, e.g. ``{go-eps: 9.414, go-up: 1.1}``; excludes "
+                                                  "options without the dash, e.g. ``{go-eps: 9.414, go-up: 1.1}``, and "
+                                                  "``contact-map: FILE`` to read the contacts from a contact-map file (the "
+                                                  "rCSU server's, or martinize2 ``-go-write-file``'s; one chain moleculetype; "
+                                                  "relative to this file's folder) instead; excludes "
                                                   "``elastic``.  In a cycle the Go atom types and contacts are added to a "
                                                   "copy of the Martini force field itp (OUTPUT/martinize/), and the CA virtual "
                                                   "sites (one per residue, on BB) are written by coarse-graining and skipped "
@@ -217,14 +220,16 @@ class MartinizeSection(_Strict):
     @field_validator("elastic", "go", mode="before")
     @classmethod
     def _options(cls, v, info: ValidationInfo):
-        from .chains.topology import _ELASTIC_KEYS, _GO_KEYS
+        from .chains.topology import _ELASTIC_KEYS, _GO_KEYS, GO_CONTACT_MAP
 
-        allowed = _ELASTIC_KEYS if info.field_name == "elastic" else _GO_KEYS
+        allowed = _ELASTIC_KEYS if info.field_name == "elastic" else _GO_KEYS | {GO_CONTACT_MAP}
         if isinstance(v, dict):
             bad = [k for k in v if k not in allowed]
             if bad:
                 raise ValueError(f"unknown martinize2 {info.field_name} option {_show(bad[0])}: use "
                                  f"{', '.join(sorted(allowed))} (without the dash), or true/false")
+            if GO_CONTACT_MAP in v:  # a file, relative to the YAML folder
+                v = {**v, GO_CONTACT_MAP: str(_check_exists(_resolve(v[GO_CONTACT_MAP], info), info))}
         elif not isinstance(v, bool):
             raise ValueError(f"must be true, false or a mapping of martinize2 {info.field_name} options, got {_show(v)}")
         return v

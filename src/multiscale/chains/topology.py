@@ -31,6 +31,9 @@ __all__ = ["MartiniTopology", "dssp_option", "martini_topology", "martinize2_exe
 # martinize2 options accepted as elastic=dict(...) / go=dict(...) keys (without the dash).
 _ELASTIC_KEYS = {"ef", "el", "eu", "ermd", "ea", "ep", "em", "eb", "eunit"}
 _GO_KEYS = {"go-eps", "go-low", "go-up", "go-res-dist", "go-backbone", "go-atomname"}
+#: the Go option naming a contact-map file (``-go FILE``: the rCSU server's output, or martinize2's own
+#: ``-go-write-file``) instead of the map martinize2 computes from the structure
+GO_CONTACT_MAP = "contact-map"
 
 
 @dataclass(frozen=True)
@@ -142,13 +145,84 @@ def _command(aa_pdb: Path, name: str, from_ff: str, ss, dssp, elastic, go, posre
     if elastic:
         cmd += ["-elastic"] + _option_args(elastic if isinstance(elastic, dict) else None, _ELASTIC_KEYS, "elastic")
     if go:
-        if isinstance(go, (str, os.PathLike)):
-            cmd += ["-go", str(Path(go).resolve())]
-        else:
-            cmd += ["-go"] + _option_args(go if isinstance(go, dict) else None, _GO_KEYS, "go")
+        opts = dict(go) if isinstance(go, dict) else {GO_CONTACT_MAP: go} if isinstance(go, (str, os.PathLike)) else {}
+        cmd += ["-go"] + _contact_map(opts.pop(GO_CONTACT_MAP, None)) + _option_args(opts, _GO_KEYS, "go")
     if posres != "none":
         cmd += ["-p", posres]
     return cmd + [str(a) for a in extra_args]
+
+
+def _contact_map(path) -> list[str]:
+    """``-go``'s file argument: [] (martinize2 computes the contacts) or [the contact-map file]."""
+    if path is None:
+        return []
+    p = Path(path).expanduser().resolve()
+    if not p.is_file():
+        raise MultiscaleError(f"martini_topology: Go contact-map file {p} not found: give the contact map of this chain "
+                              "(the rCSU server's output, or martinize2 -go-write-file)")
+    return [str(p)]
+
+
+def _go_contact_map(go) -> Path | None:
+    """The contact-map file of a ``go`` argument, or None (martinize2 computes the contacts)."""
+    if isinstance(go, dict):
+        go = go.get(GO_CONTACT_MAP)
+    return Path(_contact_map(go)[0]) if isinstance(go, (str, os.PathLike)) else None
+
+
+def _contact_rows(path: Path) -> list[list[str]]:
+    """The contact lines of an rCSU contact map, split: the server's 18 columns (``R``, ids, residue
+    names, chain IDs and numbers, CA distance, four CM flags, rCSU, count, model), or the 17 that
+    vermouth 0.15's ``-go-write-file`` writes (no model column, which its own reader requires)."""
+    rows = []
+    for line in Path(path).read_text(errors="replace").splitlines():
+        t = line.split()
+        if len(t) in (17, 18) and t[0] == "R":
+            rows.append(t)
+    return rows
+
+
+def contact_map_chain(path: Path) -> str:
+    """The one chain ID of an rCSU contact map; one-line MultiscaleError for a map without
+    contacts or of several chains."""
+    chains = {c for t in _contact_rows(path) for c in (t[4], t[8])}
+    if not chains:
+        raise MultiscaleError(f"Go contact map {path}: no contact lines ('R' and 17 more columns, chain IDs included): give "
+                              "the rCSU server's map, or martinize2 -go-write-file's of a structure with a chain ID")
+    if len(chains) > 1:
+        raise MultiscaleError(f"Go contact map {path}: contacts of chains {', '.join(sorted(chains))}: give the map of the "
+                              "one chain this moleculetype is")
+    return chains.pop()
+
+
+def _readable_map(path: Path, dst: Path) -> Path:
+    """``path``, or where its contact lines lack the model column (vermouth's own -go-write-file),
+    a copy ``dst`` with model 0 added, which martinize2's reader takes."""
+    if all(len(t) == 18 for t in _contact_rows(path)):
+        return path
+    lines = []
+    for line in Path(path).read_text(errors="replace").splitlines():
+        t = line.split()
+        lines.append(line + "    0" if len(t) == 17 and t[0] == "R" else line)
+    dst.write_text("\n".join(lines) + "\n")
+    return dst
+
+
+def _with_chain(src: Path, chain: str, dst: Path) -> Path:
+    """``src`` (.gro/.pdb) written as PDB ``dst`` with every atom in chain ``chain``: vermouth matches a
+    contact map's contacts by chain ID and residue number, and a .gro has no chain IDs."""
+    import warnings
+
+    import MDAnalysis as mda
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MDAnalysis' notes on missing PDB fields
+        u = mda.Universe(str(src))
+        if not hasattr(u.atoms, "chainIDs"):
+            u.add_TopologyAttr("chainIDs")
+        u.atoms.chainIDs = chain
+        u.atoms.write(str(dst))
+    return dst
 
 
 def _included_itps(top: Path) -> list[str]:
@@ -181,7 +255,8 @@ def martini_topology(aa_pdb: str | os.PathLike, out_dir: str | os.PathLike, ss: 
     ss: DSSP string for ``-ss`` (None: compute with DSSP, see :func:`dssp_option`).
     elastic: False, True, or a dict of martinize2 elastic options without the dash
     (``{"ef": 700, "eu": 0.9}``). go: False, True (contact map computed by martinize2), a dict
-    of Go options (``{"go-eps": 9.414}``), or a contact-map file path.  from_ff: ``amber`` or
+    of Go options (``{"go-eps": 9.414}``; ``{"contact-map": FILE}`` reads the contacts from FILE), or
+    a contact-map file path.  from_ff: ``amber`` or
     ``charmm`` naming of the PDB (guessed from the names when None).  name: molecule name (the
     itp is ``{name}_0.itp`` or similar, as martinize2 names it).  maxwarn: martinize2 stops on any
     warning; pass a count or ``["inconsistent-data:1", ...]`` (``-maxwarn``) to accept known ones
@@ -200,9 +275,13 @@ def martini_topology(aa_pdb: str | os.PathLike, out_dir: str | os.PathLike, ss: 
     if maxwarn is not None:
         extra_args = ["-maxwarn", *([str(maxwarn)] if isinstance(maxwarn, (int, str)) else [str(m) for m in maxwarn])] + list(extra_args)
     cmd = _command(aa_pdb, name, from_ff, ss, dssp, elastic, go, posres, extra_args)
+    cmap = _go_contact_map(go) if go else None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".martinize2.", dir=out_dir) as tmp:
+        if cmap is not None:  # martinize2 reads the structure with the contact map's chain ID
+            cmd[cmd.index("-f") + 1] = str(_with_chain(aa_pdb, contact_map_chain(cmap), Path(tmp).resolve() / "aa_chain.pdb"))
+            cmd[cmd.index("-go") + 1] = str(_readable_map(cmap, Path(tmp).resolve() / "contact_map.out"))
         try:
             proc = subprocess.run(cmd, cwd=tmp, capture_output=True, text=True, timeout=timeout, check=False)
         except subprocess.TimeoutExpired as e:
@@ -221,6 +300,7 @@ def martini_topology(aa_pdb: str | os.PathLike, out_dir: str | os.PathLike, ss: 
         for p in sorted(tmp.iterdir()):
             if p.is_file():
                 os.replace(p, out_dir / p.name)
+        cmd = [c.replace(str(tmp.resolve()), str(out_dir.resolve())) for c in cmd]  # where the inputs it read now are
     itps = tuple(out_dir / i for i in itps)
     go_itps = tuple(out_dir / n for n in ("go_atomtypes.itp", "go_nbparams.itp") if go and (out_dir / n).is_file())
     return MartiniTopology(top=out_dir / "topol.top", itps=itps, cg_pdb=out_dir / "cg.pdb", log=out_dir / "martinize2.log",

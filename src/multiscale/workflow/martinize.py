@@ -127,18 +127,28 @@ def go_chains(cfg, martinized) -> list[str]:
 
 def martinize_stage(cfg, root: Path, structure: Path, names: list[str]) -> PythonStage:
     """The ``martinize`` stage (cycle 1) writing ``root/martinize/<name>/<name>.itp`` per chain moleculetype."""
+    from ..chains.topology import GO_CONTACT_MAP
+
     wdir = root / "martinize"
     m = cfg.system.martinize
     ss = {n: _ss(cfg, n) for n in names}
     _check_dssp(ss)
     outputs = {f"itp {n}": wdir / n / f"{n}.itp" for n in names}
     params = {"moltypes": list(names), "ss": ss, "elastic": m.elastic if isinstance(m.elastic, bool) else dict(m.elastic)}
+    inputs = {"aa_topology": cfg.system.aa_topology, "aa_structure": structure}
     if m.go:  # the Martini force field with the chains' Go atom types and contacts included (go_forcefield)
         params["forcefield"] = forcefield_itp(cfg.system.cg_include_files())
         params["go"] = m.go if isinstance(m.go, bool) else dict(m.go)
         outputs["go forcefield"] = wdir / Path(params["forcefield"]).name
+        cmap = params["go"].get(GO_CONTACT_MAP) if isinstance(params["go"], dict) else None
+        if cmap is not None:
+            if len(names) != 1:
+                raise MultiscaleError(f"system.martinize.go.{GO_CONTACT_MAP}: a contact map describes one chain, and this run "
+                                      f"martinizes {len(names)} chain moleculetypes ({', '.join(names)}): drop "
+                                      f"{GO_CONTACT_MAP} (martinize2 computes each chain's contacts)")
+            inputs["go_contact_map"] = Path(cmap)
     return PythonStage(name="martinize", cycle=1, workdir=wdir,
-                       inputs={"aa_topology": cfg.system.aa_topology, "aa_structure": structure},
+                       inputs=inputs,
                        outputs=outputs, params=params,
                        func=_run_martinize,
                        description="Martini 3 topology of the amino-acid chain(s), martinize2 on the AA start structure")
