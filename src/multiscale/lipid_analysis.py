@@ -13,7 +13,7 @@ import numpy as np
 
 from .geometry import dihedral, signed_volume
 
-__all__ = ["lipid_coordinates", "stereo_ok", "order_parameters", "tail_torsions", "tail_carbons"]
+__all__ = ["lipid_coordinates", "stereo_ok", "order_parameters", "tail_torsions", "tail_carbons", "ester_torsions"]
 
 
 def lipid_coordinates(positions: np.ndarray, box: np.ndarray, block) -> np.ndarray:
@@ -96,6 +96,32 @@ def order_parameters(x: np.ndarray, atom_names, elements, bonds, chain: int) -> 
         cos2 = (v[..., 2] ** 2) / np.einsum("...i,...i->...", v, v)
         out[:, j] = (1.5 * cos2 - 0.5).mean(axis=(1, 2))
     return out
+
+
+def ester_quads(elements, bonds) -> np.ndarray:
+    """(E, 4) atom indices R-O-C=O of every ester (or acid) group, found from the bond graph: a carbon
+    with three neighbours, one a terminal O (the carbonyl), one an O with two neighbours (R its other)."""
+    from .graph import adjacency
+
+    adj = adjacency(len(elements), bonds)
+    out = []
+    for c, e in enumerate(elements):
+        if e != "C" or len(adj[c]) != 3:
+            continue
+        carbonyl = [o for o in adj[c] if elements[o] == "O" and len(adj[o]) == 1]
+        alkoxy = [o for o in adj[c] if elements[o] == "O" and len(adj[o]) == 2]
+        if carbonyl and alkoxy:
+            r = next(a for a in adj[alkoxy[0]] if a != c)
+            out.append((r, alkoxy[0], c, carbonyl[0]))
+    return np.array(out, int).reshape(-1, 4)
+
+
+def ester_torsions(x: np.ndarray, elements, bonds) -> np.ndarray:
+    """(..., E) degrees, |R-O-C=O| of every ester group (:func:`ester_quads`) of x (..., n, 3): near 0
+    in a Z (cis) ester, the conformation CHARMM36 and every ester keep; 180 for the E ester."""
+    q = ester_quads(elements, bonds)
+    x = np.asarray(x, float)
+    return np.degrees(np.abs(dihedral(*(x[..., q[:, k], :] for k in range(4)))))
 
 
 def tail_torsions(x: np.ndarray, atom_names, chain: int) -> tuple[list[str], np.ndarray]:
