@@ -221,7 +221,7 @@ def resolve_clashes(state: FrameState, ctx: BackmapContext) -> FrameState:
 
 
 #: sweeps of :func:`separate`, each one push and one geometry-preserving re-projection per moved molecule
-SEPARATE_SWEEPS = 8
+SEPARATE_SWEEPS = 16
 #: nm beyond the searched clash bound that :func:`separate` pushes a pair apart to
 SEPARATE_EXTRA = 0.03
 
