@@ -305,9 +305,9 @@ def stereo_groups(stereo, adj: list) -> list:
 def _with_planar(groups: list, planar: list) -> list:
     """Stereo groups with the planar groups added: one inside a stereo group (a cis/trans bond's
     carbon) is already kept; one sharing two or more atoms with a stereo group (the sn-2 ester plane
-    with the glycerol centre C2 and O21) is merged into it, so one shape fit holds both (two
-    overlapping fits pulling the shared atoms two ways flattened 41 of 3,528 glycerol centres, and
-    twisted 4 of 576 POPC cis bonds by > 30 deg where a double-bond carbon had its own)."""
+    with the glycerol centre C2 and O21) is merged into it, so one shape fit holds both: two
+    overlapping fits pull the shared atoms two ways, flattening centres and twisting cis bonds
+    (docs/membranes.md, "Ester planes")."""
     out = [sorted(set(g)) for g in groups]
     stereo = len(out)
     for g in planar:
@@ -330,7 +330,7 @@ def planar_groups(elements, adj: list) -> list:
 
     A carbonyl's group also holds the other neighbours of its O/N neighbours (the ester's alkoxy
     carbon, an amide N's substituents): the conjugated plane, whose C-O-C=O torsion the projection
-    otherwise twists (POPC esters drawn Z, 71/72 within 30 deg of planar; projected: 31/72)."""
+    otherwise twists out of the drawn Z ester (docs/membranes.md, "Ester planes")."""
     out = []
     for a, e in enumerate(elements):
         if e != "C" or len(adj[a]) != 3:
