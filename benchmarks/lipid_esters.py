@@ -2,6 +2,7 @@
 """Ester conformations of backmapped POPC and the restrained EM after them, seed by seed.
 
     python benchmarks/lipid_esters.py [--seeds 5] [--src DIR] [--work /tmp/lipid_esters] [--out FILE]
+    python benchmarks/lipid_esters.py --compare OTHER_WORK [--work /tmp/lipid_esters]
 
 Input: the test bilayer of ``membrane_backmap.py`` (insane, 72 POPC, W, 0.15 M NaCl, Martini 3 EM +
 2 ns NPT; the same build for the same --seed).  For each backmap seed 1..N: the real ``multiscale
@@ -10,6 +11,11 @@ backmap`` (shipped models), its engine time, the |R-O-C=O| torsion of all 144 es
 CHARMM-GUI-style restrained EM of ``membrane_backmap.restrained_em`` (one thread, ``-reprod``: the
 step count is the structure's own) and the esters after it.  ``--src DIR``: run the commands with
 another checkout's ``src`` on PYTHONPATH (an A/B of two versions on the same input).
+
+``--compare OTHER_WORK``: no runs; the backmapped bilayers of two finished work folders (e.g. this
+version's and ``--src``'s) compared on what the esters could shift: the S_CH profiles of both
+chains (max |difference| of the per-carbon means) and the tail C-C torsions (JSD per torsion, 10 deg
+bins), next to the same numbers between seeds 1-2 and the rest of one folder (the seed-to-seed floor).
 """
 
 from __future__ import annotations
@@ -41,6 +47,50 @@ def esters(top, gro) -> np.ndarray:
     return ester_torsions(x, blk.moltype.elements, blk.moltype.bonds).ravel()
 
 
+def _jsd(a: np.ndarray, b: np.ndarray) -> float:
+    """Jensen-Shannon divergence (nats) of two torsion samples (radians), 36 bins."""
+    bins = np.linspace(-np.pi, np.pi, 37)
+    p, q = (np.histogram(v, bins)[0] + 1e-9 for v in (a, b))
+    p, q = p / p.sum(), q / q.sum()
+    m = (p + q) / 2
+    return float(0.5 * (p * np.log(p / m)).sum() + 0.5 * (q * np.log(q / m)).sum())
+
+
+def profiles(top, x, y) -> dict:
+    """Per chain: max |S_CH(x) - S_CH(y)| and (mean, max) tail torsion JSD; x, y (F, M, n, 3) whole POPC."""
+    from multiscale.lipid_analysis import order_parameters, tail_torsions
+
+    mt = lipid_block(top).moltype
+    out = {}
+    for c, name in ((3, "sn-1"), (2, "sn-2")):
+        s = [order_parameters(v, mt.atom_names, mt.elements, mt.bonds, c).mean(0) for v in (x, y)]
+        t = [tail_torsions(v, mt.atom_names, c)[1] for v in (x, y)]
+        js = [_jsd(t[0][:, k], t[1][:, k]) for k in range(t[0].shape[1])]
+        out[name] = {"scd_max_diff": round(float(np.abs(s[0] - s[1]).max()), 3), "jsd_mean": round(float(np.mean(js)), 3),
+                     "jsd_max": round(float(np.max(js)), 3)}
+    return out
+
+
+def compare(a) -> int:
+    """``--compare``: this work folder's bilayers against OTHER_WORK's, and the seed-to-seed floor."""
+    from multiscale.io import read_frames
+    from multiscale.lipid_analysis import lipid_coordinates
+    from multiscale.topology import load_topology
+
+    top = load_topology(a.work / "aa.top")
+    blk = lipid_block(top)
+
+    def load(work: Path) -> np.ndarray:
+        frames = [read_frames(work / f"seed{s}" / "aa.gro") for s in range(1, a.seeds + 1)]
+        return np.concatenate([lipid_coordinates(f.positions, f.box, blk) for f in frames], 0)
+
+    x, y = load(a.work), load(a.compare)
+    res = {"this vs other": profiles(top, x, y), "floor (this, seeds 1-2 vs rest)": profiles(top, x[:2], x[2:]),
+           "floor (other, seeds 1-2 vs rest)": profiles(top, y[:2], y[2:])}
+    print(json.dumps(res, indent=1))
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, default=5)
@@ -51,7 +101,10 @@ def main(argv=None) -> int:
     p.add_argument("--src", type=Path, default=None, help="another checkout's src folder to run the commands with")
     p.add_argument("--work", type=Path, default=Path("/tmp/lipid_esters"))
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "lipid_esters.md")
+    p.add_argument("--compare", type=Path, default=None, help="another finished work folder: compare S_CH and tail torsions")
     a = p.parse_args(argv)
+    if a.compare:
+        return compare(a)
     from multiscale.topology import load_topology
 
     a.work.mkdir(parents=True, exist_ok=True)
