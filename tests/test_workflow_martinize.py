@@ -134,6 +134,19 @@ def test_go_contact_map_file_gives_martinize2s_own_contacts(tmp_path):
     assert Path(given.command[given.command.index("-go") + 1]).is_file()  # the command names the files as kept
 
 
+def test_go_contact_map_is_read_relative_to_the_yaml_and_is_a_stage_input(tmp_path, make_config):
+    from multiscale.config import load_config
+    from multiscale.workflow.martinize import chain_moltypes, martinize_stage
+
+    sim = make_config({"go": {"contact-map": "contacts.map", "go-eps": 9.414}, "ss": "C"})
+    (sim.parent / "contacts.map").write_text("R      1     1  ASN A    1        5  GLN A    5       7.2084     1 1 1 1     1      22    0\n")
+    cfg = load_config(sim)
+    assert cfg.system.martinize.go["contact-map"] == str((sim.parent / "contacts.map").resolve())
+    st = martinize_stage(cfg, tmp_path / "run", cfg.system.aa_structure, list(chain_moltypes(cfg)))
+    assert st.inputs["go_contact_map"] == sim.parent / "contacts.map"  # its checksum is part of the stage's record
+    assert st.params["go"]["contact-map"] == str(sim.parent / "contacts.map") and st.params["go"]["go-eps"] == 9.414
+
+
 @pytest.mark.parametrize("martinize, match", [
     ({"go": {"contact-map": "no_such.map"}}, "system.martinize.go: .*no_such.map not found"),
     ({"ss": "dsp"}, "system.martinize.ss: must be DSSP letters"),
