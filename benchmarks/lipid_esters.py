@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
-from membrane_backmap import build_cg, lipid_block, restrained_em, sh  # noqa: E402
+from membrane_backmap import add_cg_args, build_cg, lipid_block, restrained_em, sh  # noqa: E402
 
 
 def esters(top, gro) -> np.ndarray:
@@ -94,10 +94,7 @@ def compare(a) -> int:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, default=5)
-    p.add_argument("--per-side", type=int, default=6)
-    p.add_argument("--cg-z", type=float, default=10.2)
-    p.add_argument("--cg-ns", type=float, default=2.0)
-    p.add_argument("--seed", type=int, default=2026, help="seed of the CG build")
+    add_cg_args(p)
     p.add_argument("--src", type=Path, default=None, help="another checkout's src folder to run the commands with")
     p.add_argument("--work", type=Path, default=Path("/tmp/lipid_esters"))
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "lipid_esters.md")

@@ -78,6 +78,14 @@ def compile_bytecode() -> None:
     sh(sys.executable, "-m", "compileall", "-q", Path(multiscale.__file__).parent)
 
 
+def add_cg_args(p: argparse.ArgumentParser) -> None:
+    """The test bilayer's build options, as :func:`build_cg` reads them (every membrane benchmark)."""
+    p.add_argument("--per-side", type=int, default=6)
+    p.add_argument("--cg-z", type=float, default=10.2)
+    p.add_argument("--cg-ns", type=float, default=2.0)
+    p.add_argument("--seed", type=int, default=2026, help="seed of the CG build")
+
+
 def build_cg(work: Path, a) -> Path:
     cg = work / "cg"
     sh(sys.executable, ROOT / "scripts" / "make_bilayer_data.py", "--cg-only", "--per-side", a.per_side, "--apl", "0.64",
@@ -168,11 +176,8 @@ def bead_rmsd(work: Path, aa: Path, top: Path, cg_in) -> float:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--reference", type=Path, required=True, help="make_bilayer_data.py folder of the AA reference bilayer")
-    p.add_argument("--per-side", type=int, default=6)
-    p.add_argument("--cg-z", type=float, default=10.2)
-    p.add_argument("--cg-ns", type=float, default=2.0)
+    add_cg_args(p)
     p.add_argument("--frames", type=int, default=5)
-    p.add_argument("--seed", type=int, default=2026)
     p.add_argument("--work", type=Path, default=Path("/tmp/membrane_backmap"))
     p.add_argument("--peer", action="append", default=[], metavar="NAME:AA.gro:AA.top",
                    help="another tool's raw output on the same CG input (cg/cg_md.gro), scored alike (repeatable)")

@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
-from membrane_backmap import MS, analyse, build_cg, sh, timed  # noqa: E402
+from membrane_backmap import MS, add_cg_args, analyse, build_cg, sh, timed  # noqa: E402
 
 
 def regroup(gro_in: Path, gro_out: Path, order: list[str]) -> dict[str, int]:
@@ -53,11 +53,8 @@ def regroup(gro_in: Path, gro_out: Path, order: list[str]) -> dict[str, int]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--per-side", type=int, default=6)
+    add_cg_args(p)
     p.add_argument("--tile", type=int, default=7)
-    p.add_argument("--cg-z", type=float, default=10.2)
-    p.add_argument("--cg-ns", type=float, default=2.0)
-    p.add_argument("--seed", type=int, default=2026)
     p.add_argument("--work", type=Path, default=Path("/tmp/membrane_scale"))
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "membrane_scale.md")
     a = p.parse_args(argv)

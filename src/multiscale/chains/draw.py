@@ -365,9 +365,9 @@ class ChainDrawer:
     # ------------------------------------------------------------------ checks
     def bead_centres(self, x: np.ndarray) -> np.ndarray:
         """M x for chains x (C, n, 3) -> (C, n_beads, 3) (M dense or sparse)."""
-        C, n = x.shape[0], x.shape[1]
-        y = self.M @ np.asarray(x).transpose(1, 0, 2).reshape(n, C * 3)
-        return np.asarray(y).reshape(-1, C, 3).transpose(1, 0, 2)
+        from ..geometry import apply_weights
+
+        return apply_weights(self.M, x)
 
     def _project(self, x, b, exact: bool = True):
         from ..backmap.place import relax_project

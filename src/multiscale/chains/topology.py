@@ -145,29 +145,25 @@ def _command(aa_pdb: Path, name: str, from_ff: str, ss, dssp, elastic, go, posre
     if elastic:
         cmd += ["-elastic"] + _option_args(elastic if isinstance(elastic, dict) else None, _ELASTIC_KEYS, "elastic")
     if go:
-        opts = dict(go) if isinstance(go, dict) else {GO_CONTACT_MAP: go} if isinstance(go, (str, os.PathLike)) else {}
-        cmd += ["-go"] + _contact_map(opts.pop(GO_CONTACT_MAP, None)) + _option_args(opts, _GO_KEYS, "go")
+        cmap, opts = _go_options(go)
+        cmd += ["-go"] + ([str(cmap)] if cmap else []) + _option_args(opts, _GO_KEYS, "go")
     if posres != "none":
         cmd += ["-p", posres]
     return cmd + [str(a) for a in extra_args]
 
 
-def _contact_map(path) -> list[str]:
-    """``-go``'s file argument: [] (martinize2 computes the contacts) or [the contact-map file]."""
+def _go_options(go) -> tuple[Path | None, dict]:
+    """A ``go`` argument (True, a dict of options, or a contact-map path) as (the contact-map file,
+    resolved and checked, or None: martinize2 computes the contacts; the other options)."""
+    opts = dict(go) if isinstance(go, dict) else {GO_CONTACT_MAP: go} if isinstance(go, (str, os.PathLike)) else {}
+    path = opts.pop(GO_CONTACT_MAP, None)
     if path is None:
-        return []
+        return None, opts
     p = Path(path).expanduser().resolve()
     if not p.is_file():
         raise MultiscaleError(f"martini_topology: Go contact-map file {p} not found: give the contact map of this chain "
                               "(the rCSU server's output, or martinize2 -go-write-file)")
-    return [str(p)]
-
-
-def _go_contact_map(go) -> Path | None:
-    """The contact-map file of a ``go`` argument, or None (martinize2 computes the contacts)."""
-    if isinstance(go, dict):
-        go = go.get(GO_CONTACT_MAP)
-    return Path(_contact_map(go)[0]) if isinstance(go, (str, os.PathLike)) else None
+    return p, opts
 
 
 def _contact_rows(path: Path) -> list[list[str]]:
@@ -275,7 +271,7 @@ def martini_topology(aa_pdb: str | os.PathLike, out_dir: str | os.PathLike, ss: 
     if maxwarn is not None:
         extra_args = ["-maxwarn", *([str(maxwarn)] if isinstance(maxwarn, (int, str)) else [str(m) for m in maxwarn])] + list(extra_args)
     cmd = _command(aa_pdb, name, from_ff, ss, dssp, elastic, go, posres, extra_args)
-    cmap = _go_contact_map(go) if go else None
+    cmap = _go_options(go)[0] if go else None
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".martinize2.", dir=out_dir) as tmp:
